@@ -1,0 +1,1 @@
+"""Sluice: a connection-pooling proxy for PostgreSQL and MySQL/MariaDB."""

@@ -1,0 +1,179 @@
+"""The running program: proxies built from a settings snapshot, and what they share.
+
+`App` is passed down to every proxy, pool and session; there is no module-level
+mutable state. It owns the proxy-issued cancel keys, the cache of SCRAM
+verifiers, the registry of server-side statement names, the maintenance task,
+the metrics endpoint and the admin console. `reload` builds a new snapshot,
+compares it with the running one proxy by proxy and applies the difference;
+`shutdown` stops accepting, lets transactions finish up to the timeout, then
+closes everything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import hmac
+import logging
+import secrets
+import time
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
+
+from sluice import config as config_mod
+from sluice.config import Settings
+from sluice.observe.admin import AdminConsole
+from sluice.observe.metrics import MetricsServer
+from sluice.pg.proxy import PgProxy
+from sluice.pg.statements import StatementNames
+from sluice.wire.pg.scram import ScramVerifier, make_verifier
+
+if TYPE_CHECKING:
+    from sluice.pg.client import ClientSession
+
+log = logging.getLogger("sluice")
+
+
+class App:
+    """All running proxies and their shared services."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.proxies: dict[str, PgProxy] = {}
+        self.statement_names = StatementNames()
+        self.admin = AdminConsole(self)
+        self.metrics = MetricsServer(self)
+        self.started_at = time.time()
+        self._cancel_keys: dict[int, ClientSession] = {}
+        self._verifiers: dict[tuple[str, str], ScramVerifier] = {}
+        self._dummy_salt = secrets.token_bytes(16)
+        self._fake_verifier: ScramVerifier | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._maintenance: asyncio.Task[None] | None = None
+        self.stopping = False
+
+    async def start(self) -> None:
+        self.settings.state_dir.mkdir(parents=True, exist_ok=True)
+        for cfg in self.settings.proxies:
+            proxy = PgProxy(self, cfg)
+            await proxy.start()
+            self.proxies[cfg.name] = proxy
+        if self.settings.metrics_listen:
+            await self.metrics.start(self.settings.metrics_listen)
+        self._maintenance = asyncio.get_running_loop().create_task(self._maintain())
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run a background coroutine, keeping a reference until it ends."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _maintain(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            for proxy in list(self.proxies.values()):
+                try:
+                    proxy.maintain()
+                except Exception:  # a bug in one pass must not stop maintenance
+                    log.exception("maintenance of proxy %s failed", proxy.config.name)
+
+    # ---- authentication helpers ----
+
+    def verifier(self, user: str, password: str | None) -> ScramVerifier:
+        """The SCRAM verifier for a configured password (cached: PBKDF2 is slow).
+
+        For an unknown user (password None) a stable fake verifier is returned,
+        so the exchange looks the same and fails the same way.
+        """
+        if password is None:
+            if self._fake_verifier is None:
+                self._fake_verifier = make_verifier(secrets.token_hex(16))
+            salt = hashlib.sha256(self._dummy_salt + user.encode()).digest()[:16]
+            return dataclasses.replace(self._fake_verifier, salt=salt)
+        key = (user, password)
+        found = self._verifiers.get(key)
+        if found is None:
+            found = make_verifier(password)
+            self._verifiers[key] = found
+        return found
+
+    # ---- cancel keys ----
+
+    def register_cancel(self, client: ClientSession) -> tuple[int, int]:
+        while True:
+            pid = secrets.randbelow(2**31 - 1) + 1
+            if pid not in self._cancel_keys:
+                break
+        self._cancel_keys[pid] = client
+        return pid, secrets.randbelow(2**32)
+
+    def unregister_cancel(self, client: ClientSession) -> None:
+        pid = client.cancel_key[0]
+        if self._cancel_keys.get(pid) is client:
+            del self._cancel_keys[pid]
+
+    async def cancel(self, pid: int, secret: int) -> None:
+        """Forward a client's cancel to the connection running its query, and no other."""
+        client = self._cancel_keys.get(pid)
+        if client is None:
+            return
+        expected = client.cancel_key[1].to_bytes(4, "big")
+        if not hmac.compare_digest(expected, secret.to_bytes(4, "big")):
+            log.warning("cancel request with a wrong secret for client %s", client.peer)
+            return
+        server = client.server
+        if server is not None:
+            await client.proxy.send_cancel(server.backend_pid, server.backend_secret)
+
+    # ---- reload and shutdown ----
+
+    async def reload(self) -> None:
+        """Re-read the configuration file and apply the difference."""
+        if self.settings.source is None:
+            return
+        new = config_mod.load(self.settings.source)
+        old_names = set(self.proxies)
+        self.settings = new
+        for cfg in new.proxies:
+            proxy = self.proxies.get(cfg.name)
+            if proxy is not None and (proxy.config.listen_host, proxy.config.listen_port) == (
+                cfg.listen_host,
+                cfg.listen_port,
+            ):
+                proxy.apply(cfg)
+                continue
+            if proxy is not None:
+                self._retire(proxy)
+            fresh = PgProxy(self, cfg)
+            await fresh.start()
+            self.proxies[cfg.name] = fresh
+        for name in old_names - {c.name for c in new.proxies}:
+            self._retire(self.proxies.pop(name))
+        log.info("configuration reloaded from %s", new.source)
+
+    def _retire(self, proxy: PgProxy) -> None:
+        proxy.stop_listening()
+        self.spawn(self._drain(proxy, self.settings.shutdown_timeout))
+
+    async def _drain(self, proxy: PgProxy, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while proxy.busy and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        proxy.close("proxy removed by reload")
+
+    async def shutdown(self) -> None:
+        """Stop accepting, let transactions finish (up to the timeout), then close."""
+        self.stopping = True
+        log.info("shutting down")
+        for proxy in self.proxies.values():
+            proxy.stop_listening()
+        deadline = time.monotonic() + self.settings.shutdown_timeout
+        while any(p.busy for p in self.proxies.values()) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for proxy in self.proxies.values():
+            proxy.close("the proxy is shutting down")
+        await self.metrics.stop()
+        if self._maintenance is not None:
+            self._maintenance.cancel()
+        await asyncio.sleep(0)

@@ -1,0 +1,68 @@
+"""Command line: `sluice proxy --config FILE`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+from sluice import config as config_mod
+from sluice.app import App
+from sluice.errors import ConfigError
+from sluice.observe.logs import setup_logging
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="sluice", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    proxy = sub.add_parser("proxy", help="run the proxies a TOML file declares")
+    proxy.add_argument("--config", "-c", required=True, help="path to the TOML configuration")
+    args = parser.parse_args(argv)
+    try:
+        settings = config_mod.load(args.config)
+    except ConfigError as exc:
+        print(f"sluice: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(settings.log_level, settings.log_format)
+    return run(settings)
+
+
+def run(settings: config_mod.Settings) -> int:
+    """Run until SIGTERM/SIGINT; SIGHUP reloads the configuration file."""
+    import uvloop
+
+    try:
+        uvloop.run(_serve(settings))
+    except ConfigError as exc:
+        print(f"sluice: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"sluice: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+async def _serve(settings: config_mod.Settings) -> None:
+    app = App(settings)
+    await app.start()
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    log = logging.getLogger("sluice")
+
+    def reload() -> None:
+        async def do() -> None:
+            try:
+                await app.reload()
+            except ConfigError as exc:
+                log.error("reload failed, keeping the running configuration: %s", exc)
+
+        app.spawn(do())
+
+    loop.add_signal_handler(signal.SIGHUP, reload)
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    log.info("sluice ready")
+    await stop.wait()
+    await app.shutdown()

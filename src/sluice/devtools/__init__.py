@@ -1,0 +1,1 @@
+"""Development helpers: throwaway PostgreSQL servers for tests, the demo and the benchmark."""

@@ -1,0 +1,66 @@
+"""Errors that say whose fault they are.
+
+`ClientError` and its children are the client's doing (bad protocol, wrong
+password); `ServerError` comes from a database connection; `PoolTimeout` means
+the pool had nothing to lend in time; `ConfigError` is a bad configuration.
+Each error that reaches a client carries the SQLSTATE it is reported with.
+"""
+
+from __future__ import annotations
+
+
+class SluiceError(Exception):
+    """Base of every error Sluice raises on purpose."""
+
+    sqlstate = "XX000"
+    severity = "FATAL"
+
+
+class ConfigError(SluiceError):
+    """The configuration file or snapshot is invalid."""
+
+
+class ProtocolError(SluiceError):
+    """The peer broke the wire protocol (malformed or oversized message)."""
+
+    sqlstate = "08P01"
+
+
+class ClientError(SluiceError):
+    """Something the client did that ends its session."""
+
+    sqlstate = "08P01"
+
+
+class AuthFailed(ClientError):
+    """Authentication failed; the message never names the reason to the client."""
+
+    sqlstate = "28P01"
+
+
+class TLSRequired(ClientError):
+    sqlstate = "28000"
+
+
+class UnknownDatabase(ClientError):
+    sqlstate = "3D000"
+
+
+class ServerError(SluiceError):
+    """A backend connection failed or misbehaved."""
+
+    sqlstate = "08006"
+
+
+class ServerAuthFailed(ServerError):
+    sqlstate = "08004"
+
+
+class PoolTimeout(SluiceError):
+    """No backend connection could be borrowed within the borrow timeout."""
+
+    sqlstate = "53300"
+
+
+class ShuttingDown(SluiceError):
+    sqlstate = "57P01"

@@ -1,0 +1,1 @@
+"""Observability: metrics, the admin console, logs."""

@@ -1,0 +1,1 @@
+"""PostgreSQL sessions: client sessions, backend connections, pools, proxies."""

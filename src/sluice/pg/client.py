@@ -1,0 +1,468 @@
+"""One client connected to a PostgreSQL proxy listener.
+
+States (one owner, `ClientSession._set_state`):
+
+    STARTUP -> READY <-> WAITING      (any) -> CLOSED
+
+STARTUP is a coroutine: SSLRequest and TLS, the startup packet, authentication,
+and the greeting (ParameterStatus, proxy-issued BackendKeyData, ReadyForQuery).
+READY relays: every complete client message goes through `_forward`, which
+keeps the outstanding-request queue of the borrowed connection in step and
+rewrites prepared-statement names. A client with no connection that sends a
+message borrows one (WAITING if it must wait); in transaction mode the
+connection goes back to the pool when the server reports it idle, unless the
+client is pinned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import hmac
+import logging
+import os
+import ssl
+import time
+from typing import TYPE_CHECKING, cast
+
+from sluice.errors import (
+    AuthFailed,
+    ClientError,
+    PoolTimeout,
+    ProtocolError,
+    SluiceError,
+    TLSRequired,
+)
+from sluice.pg.statements import ClientStatements, SyncPlan
+from sluice.wire.pg import messages as m
+from sluice.wire.pg import responses as r
+from sluice.wire.pg.framing import MessageReader
+from sluice.wire.pg.md5 import md5_check, md5_hash
+from sluice.wire.pg.scram import ScramServer
+from sluice.wire.pg.sql import classify
+
+if TYPE_CHECKING:
+    from sluice.pg.pgpool import PgPool
+    from sluice.pg.proxy import PgProxy
+    from sluice.pg.server import ServerConn
+
+log = logging.getLogger("sluice.client")
+
+_Q, _P, _B, _D, _E, _C, _S, _H, _X, _F = b"QPBDECSHXF"
+_COPY = frozenset(b"dcf")
+_ATTACHED, _CONSUMED, _WAIT = object(), object(), object()
+
+
+class ClientState(enum.Enum):
+    STARTUP = "startup"
+    READY = "ready"
+    WAITING = "waiting"
+    CLOSED = "closed"
+
+
+_TRANSITIONS = {
+    ClientState.STARTUP: {ClientState.READY, ClientState.CLOSED},
+    ClientState.READY: {ClientState.WAITING, ClientState.CLOSED},
+    ClientState.WAITING: {ClientState.READY, ClientState.CLOSED},
+    ClientState.CLOSED: set(),
+}
+
+
+class ClientSession(asyncio.Protocol):
+    """A client connection: handshake coroutine, then an event-driven relay."""
+
+    def __init__(self, proxy: PgProxy) -> None:
+        self.proxy = proxy
+        self.state = ClientState.STARTUP
+        self.transport: asyncio.Transport | None = None
+        self.reader = MessageReader(proxy.app.settings.max_packet_size)
+        self.server: ServerConn | None = None
+        self.pool: PgPool | None = None
+        self.user = ""
+        self.database = ""
+        self.peer = ""
+        self.tls = False
+        self.pinned = ""
+        self.params: dict[str, str] = {}
+        self.pending_sets: list[tuple[str, str | None]] = []
+        self.pending_reset_all = False
+        self.errors_at_set = 0
+        self.statements = ClientStatements(
+            proxy.app.statement_names, proxy.config.pool.max_prepared_statements
+        )
+        self.cancel_key = (0, 0)
+        self.connected_at = time.monotonic()
+        self.last_active = self.connected_at
+        self.close_reason = ""
+        self._held: bytes | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._handshake: asyncio.Task[None] | None = None
+        self._paused = False
+
+    @property
+    def closed(self) -> bool:
+        return self.state is ClientState.CLOSED
+
+    def _set_state(self, new: ClientState) -> None:
+        if new not in _TRANSITIONS[self.state]:
+            raise RuntimeError(f"client {self.state.value} -> {new.value} is not allowed")
+        self.state = new
+
+    # ---- asyncio.Protocol ----
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport = cast(asyncio.Transport, transport)
+        transport.set_write_buffer_limits(high=256 * 1024)
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or "unix")
+        self.proxy.client_connected(self)
+        self._handshake = asyncio.get_running_loop().create_task(self._run_handshake())
+
+    def data_received(self, data: bytes) -> None:
+        self.reader.feed(data)
+        if self.state is ClientState.READY:
+            self.last_active = time.monotonic()
+            self._drain()
+        elif self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def eof_received(self) -> bool | None:
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.state is not ClientState.CLOSED:
+            self._close_now("client disconnected")
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def pause_writing(self) -> None:
+        if self.server is not None and self.server.transport is not None:
+            self.server.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.server is not None and self.server.transport is not None:
+            self.server.transport.resume_reading()
+
+    def pause_reading(self) -> None:
+        if self.transport is not None and not self._paused:
+            self._paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.transport is not None and self._paused:
+            self._paused = False
+            self.transport.resume_reading()
+
+    def transport_write(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.transport.write(data)
+
+    # ---- handshake ----
+
+    async def _run_handshake(self) -> None:
+        from sluice.pg.handshake import handshake
+
+        try:
+            await handshake(self)
+        except SluiceError as exc:
+            self.fail(exc)
+            return
+        except (ConnectionError, OSError) as exc:
+            self._close_now(f"connection error during startup: {exc}")
+            return
+        if self.state is ClientState.STARTUP:
+            self._set_state(ClientState.READY)
+            self._drain()
+
+    async def recv_startup(self) -> bytes:
+        while True:
+            packet = self.reader.next_startup()
+            if packet is not None:
+                return packet
+            await self._wait_data()
+
+    async def recv(self) -> bytes:
+        while True:
+            msg = self.reader.next()
+            if msg is not None:
+                return msg
+            await self._wait_data()
+
+    async def _wait_data(self) -> None:
+        if self.state is ClientState.CLOSED:
+            raise ClientError("client closed the connection")
+        self._waiter = asyncio.get_running_loop().create_future()
+        await self._waiter
+        if self.closed:
+            raise ClientError("client closed the connection")
+
+    async def authenticate(self, method: str, password: str | None) -> None:
+        """Check the client's password with `method`; `password` None means unknown user."""
+        if method == "scram-sha-256":
+            await self._auth_scram(password)
+        elif method == "md5":
+            await self._auth_md5(password)
+        else:
+            await self._auth_cleartext(password)
+
+    async def _auth_scram(self, password: str | None) -> None:
+        verifier = self.proxy.app.verifier(self.user, password)
+        server = ScramServer(verifier)
+        self.transport_write(m.auth_sasl(("SCRAM-SHA-256",)))
+        mech, data = m.parse_sasl_initial(self._password_body(await self.recv()))
+        if mech != "SCRAM-SHA-256":
+            raise AuthFailed(f"unsupported SASL mechanism {mech}")
+        self.transport_write(m.auth_request(m.AUTH_SASL_CONTINUE, server.handle_first(data)))
+        final = server.handle_final(self._password_body(await self.recv()))
+        if password is None:
+            raise AuthFailed("unknown user")
+        self.transport_write(m.auth_request(m.AUTH_SASL_FINAL, final))
+
+    async def _auth_md5(self, password: str | None) -> None:
+        salt = os.urandom(4)
+        self.transport_write(m.auth_request(m.AUTH_MD5, salt))
+        answer = self._password_body(await self.recv()).rstrip(b"\x00")
+        stored = md5_hash(self.user, password if password is not None else os.urandom(8).hex())
+        if not md5_check(stored, salt, answer) or password is None:
+            raise AuthFailed("wrong password")
+
+    async def _auth_cleartext(self, password: str | None) -> None:
+        if not self.tls:
+            raise TLSRequired("cleartext password authentication requires TLS")
+        self.transport_write(m.auth_request(m.AUTH_CLEARTEXT))
+        answer = self._password_body(await self.recv()).rstrip(b"\x00")
+        expected = (password if password is not None else os.urandom(8).hex()).encode()
+        if not hmac.compare_digest(answer, expected) or password is None:
+            raise AuthFailed("wrong password")
+
+    async def start_tls(self, ctx: ssl.SSLContext) -> None:
+        assert self.transport is not None
+        loop = asyncio.get_running_loop()
+        new = await loop.start_tls(self.transport, self, ctx, server_side=True)
+        self.transport = cast(asyncio.Transport, new)
+        self.tls = True
+
+    def fail_with(self, text: str, sqlstate: str) -> None:
+        """End the session with a FATAL error of our own (timeouts, shutdown)."""
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(m.error_response(sqlstate, text, "FATAL"))
+        self._close_now(text)
+
+    def fail_quietly(self, reason: str) -> None:
+        self._close_now(reason)
+
+    @staticmethod
+    def _password_body(msg: bytes) -> bytes:
+        if msg[0] != ord("p"):
+            raise ProtocolError("expected a password message")
+        return msg[5:]
+
+    # ---- relay: client to server ----
+
+    def _drain(self) -> None:
+        """Forward every complete message; borrow a connection when one is needed."""
+        out: list[bytes] = []
+        try:
+            while self.state is ClientState.READY:
+                msg = self._held or self.reader.next()
+                self._held = None
+                if msg is None:
+                    break
+                if self.server is None:
+                    verdict = self._borrow(msg, out)
+                    if verdict is _CONSUMED:
+                        continue
+                    if verdict is _WAIT:
+                        break
+                self._forward(msg, out)
+        except SluiceError as exc:
+            self.fail(exc)
+            return
+        if out and self.server is not None:
+            self.server.write(b"".join(out))
+
+    def _borrow(self, msg: bytes, out: list[bytes]) -> object:
+        """Attach a connection now, consume the message without one, or start waiting."""
+        kind = msg[0]
+        if kind == _X:
+            self._close_now("client sent Terminate")
+            return _CONSUMED
+        if kind == _S or kind == _H:
+            if kind == _S:
+                self.transport_write(m.READY_IDLE)  # nothing outstanding: no connection needed
+            return _CONSUMED
+        assert self.pool is not None
+        server = self.pool.pool.try_acquire()
+        if server is None:
+            self._held = msg
+            self._set_state(ClientState.WAITING)
+            self.pause_reading()
+            asyncio.get_running_loop().create_task(self._wait_for_server())
+            return _WAIT
+        self._attach(server, out)
+        return _ATTACHED
+
+    async def _wait_for_server(self) -> None:
+        assert self.pool is not None
+        start = time.monotonic()
+        try:
+            server = await self.pool.pool.acquire()
+        except PoolTimeout as exc:
+            self.fail(exc, fatal=False)
+            return
+        except SluiceError as exc:
+            self.fail(exc)
+            return
+        self.pool.pool.stats.borrow_wait_total += time.monotonic() - start
+        if self.state is not ClientState.WAITING:
+            self.pool.pool.release(server)  # the client left while waiting
+            return
+        self._set_state(ClientState.READY)
+        out: list[bytes] = []
+        self._attach(server, out)
+        if out:
+            server.write(b"".join(out))
+        self.resume_reading()
+        self._drain()
+
+    def _attach(self, server: ServerConn, out: list[bytes]) -> None:
+        server.attach(self)
+        self.server = server
+        assert self.pool is not None
+        plan = SyncPlan.build(self.params, server.params, server.params_dirty)
+        if plan.sql:
+            server.tracker.push(r.QUERY_SKIP)
+            out.append(m.query(plan.sql))
+            server.params = dict(self.params)
+            server.params_dirty = False
+        self.pool.on_attach(self)
+
+    def _forward(self, msg: bytes, out: list[bytes]) -> None:
+        server = self.server
+        assert server is not None
+        tracker = server.tracker
+        kind = msg[0]
+        if kind == _Q:
+            self._note_sql(msg[5:-1], tracker)
+            tracker.push(r.QUERY)
+            out.append(msg)
+        elif kind == _P:
+            self.statements.parse(msg, server, out, self)
+        elif kind == _B:
+            self.statements.bind(msg, server, out)
+        elif kind == _E:
+            tracker.push(r.EXECUTE)
+            out.append(msg)
+        elif kind == _S:
+            tracker.push(r.SYNC)
+            out.append(msg)
+        elif kind == _D:
+            self.statements.describe(msg, server, out)
+        elif kind == _C:
+            self.statements.close(msg, server, out, self)
+        elif kind == _H or kind in _COPY:
+            out.append(msg)
+        elif kind == _F:
+            tracker.push(r.FUNCTION)
+            out.append(msg)
+        elif kind == _X:
+            self._close_now("client sent Terminate")
+        else:
+            raise ProtocolError(f"unexpected message type {chr(kind)!r} from client")
+
+    def note_sql(self, sql: bytes, tracker: r.ResponseTracker) -> None:
+        self._note_sql(sql, tracker)
+
+    def _note_sql(self, sql: bytes, tracker: r.ResponseTracker) -> None:
+        """Track settings and pin on session state the SQL leaves behind."""
+        effect = classify(sql.decode("latin-1"))
+        if effect.pin and not self.pinned:
+            self.pin(effect.pin)
+        if effect.drops_statements:
+            self.statements.clear()
+            tracker.prepared.clear()
+        if effect.reset_all or effect.sets:
+            if not self.pending_sets and not self.pending_reset_all:
+                self.errors_at_set = tracker.errors
+            self.pending_reset_all = self.pending_reset_all or effect.reset_all
+            self.pending_sets.extend(effect.sets)
+
+    def pin(self, reason: str) -> None:
+        self.pinned = reason
+        assert self.pool is not None
+        self.pool.on_pin(self, reason)
+
+    # ---- relay: server to client ----
+
+    def server_idle(self, server: ServerConn) -> None:
+        """The server answered everything and is outside a transaction."""
+        if self.pending_sets or self.pending_reset_all:
+            self._commit_sets(server)
+        if self.pinned or self.proxy.config.pool.mode == "session":
+            return
+        self._release()
+
+    def _commit_sets(self, server: ServerConn) -> None:
+        ok = server.tracker.errors == self.errors_at_set
+        if ok:
+            if self.pending_reset_all:
+                self.params.clear()
+            for name, value in self.pending_sets:
+                if value is None:
+                    self.params.pop(name, None)
+                else:
+                    self.params[name] = value
+            server.params = dict(self.params)
+        else:
+            server.params_dirty = True  # the server's settings are now unknown
+        self.pending_sets.clear()
+        self.pending_reset_all = False
+
+    def _release(self) -> None:
+        server = self.server
+        assert server is not None and self.pool is not None
+        self.server = None
+        server.detach()
+        self.pool.on_release(self, server)
+
+    def server_lost(self, server: ServerConn) -> None:
+        """The borrowed connection broke: the client's transaction is gone."""
+        self.server = None
+        assert self.pool is not None
+        self.pool.pool.forget(server)
+        self.fail(ClientError("server connection lost; the transaction was not completed"))
+
+    # ---- ending ----
+
+    def fail(self, exc: SluiceError, fatal: bool = True) -> None:
+        """Report `exc` to the client in PostgreSQL's format; FATAL errors end the session."""
+        if self.state is ClientState.CLOSED:
+            return
+        text = "password authentication failed for user " + repr(self.user)
+        text = text if isinstance(exc, AuthFailed) else str(exc)
+        severity = "FATAL" if fatal else "ERROR"
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(m.error_response(exc.sqlstate, text, severity))
+            if not fatal:
+                self.transport.write(m.READY_IDLE)
+        if fatal:
+            self._close_now(f"{type(exc).__name__}: {exc}")
+        elif self.state is ClientState.WAITING:
+            self._set_state(ClientState.READY)
+            self.reader.take_rest()  # drop the rest of the failed request
+            self.resume_reading()
+
+    def _close_now(self, reason: str) -> None:
+        if self.state is ClientState.CLOSED:
+            return
+        self.close_reason = reason
+        self._set_state(ClientState.CLOSED)
+        log.info("client %s user=%s closed: %s", self.peer, self.user, reason)
+        if self._handshake is not None and not self._handshake.done():
+            self._handshake.cancel()
+        server, self.server = self.server, None
+        if server is not None and self.pool is not None:
+            self.pool.client_left(self, server)
+        self.proxy.client_disconnected(self)
+        if self.transport is not None:
+            self.transport.close()

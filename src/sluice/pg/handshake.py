@@ -1,0 +1,123 @@
+"""The startup of a client session, from the first byte to the first ReadyForQuery.
+
+1. SSLRequest: answer 'S' and upgrade to TLS (bytes the client sent after the
+   request but before the handshake are refused: they would bypass TLS), or 'N'
+   when the listener has no TLS. GSSENCRequest: always 'N'.
+2. CancelRequest: forward to the connection running that client's query; close.
+3. StartupMessage: refuse plaintext when `require_tls`; authenticate with the
+   proxy's method (an unknown user goes through the same exchange and fails the
+   same way as a wrong password, so users cannot be probed).
+4. Greeting: the pool's server parameters (with the client's own startup
+   settings over them), a proxy-issued BackendKeyData, ReadyForQuery.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from sluice.errors import AuthFailed, ProtocolError, TLSRequired, UnknownDatabase
+from sluice.pg.statements import startup_setting
+from sluice.wire.pg import messages as m
+
+if TYPE_CHECKING:
+    from sluice.pg.client import ClientSession
+
+_NOT_SETTINGS = frozenset({"user", "database", "replication", "options"})
+_REPORTED_NORMALIZE = {"client_encoding": lambda v: v.upper().replace("-", "").replace("_", "")}
+
+
+async def handshake(client: ClientSession) -> None:
+    startup = await _negotiate(client)
+    if startup is None:
+        return
+    params = startup.params
+    client.user = params.get("user", "")
+    client.database = params.get("database", "") or client.user
+    if not client.user:
+        raise ProtocolError("no PostgreSQL user name specified in startup packet")
+    if params.get("replication", "false").lower() not in ("false", "0", "no", "off"):
+        raise ProtocolError("replication connections are not supported by the proxy")
+    proxy = client.proxy
+    if proxy.config.require_tls and not client.tls:
+        proxy.stats.setup_failed_tls += 1
+        raise TLSRequired("SSL/TLS required: connect with sslmode=require")
+    if client.database == proxy.app.settings.admin_database:
+        await proxy.app.admin.serve(client)
+        return
+    user = proxy.config.user(client.user)
+    try:
+        await client.authenticate(proxy.config.auth_method, user.password if user else None)
+    except AuthFailed:
+        proxy.stats.setup_failed_auth += 1
+        raise
+    assert user is not None
+    await _greet(client, params, user.name)
+
+
+async def _negotiate(client: ClientSession) -> m.Startup | None:
+    proxy = client.proxy
+    while True:
+        packet = m.parse_startup(await client.recv_startup())
+        if isinstance(packet, m.SSLRequest):
+            await _upgrade(client)
+        elif isinstance(packet, m.GSSENCRequest):
+            client.transport_write(m.SSL_NO)
+        elif isinstance(packet, m.CancelRequest):
+            await proxy.app.cancel(packet.pid, packet.secret)
+            client.fail_quietly("cancel request handled")
+            return None
+        else:
+            return packet
+
+
+async def _upgrade(client: ClientSession) -> None:
+    if client.tls:
+        raise ProtocolError("SSLRequest received twice")
+    ctx = client.proxy.tls_context
+    if ctx is None:
+        client.transport_write(m.SSL_NO)
+        return
+    if client.reader.pending:
+        raise ProtocolError("unencrypted data after SSL request")
+    client.transport_write(m.SSL_YES)
+    await client.start_tls(ctx)
+    client.proxy.stats.tls += 1
+
+
+async def _greet(client: ClientSession, params: dict[str, str], user: str) -> None:
+    proxy = client.proxy
+    if not proxy.database_allowed(client.database):
+        raise UnknownDatabase(f'database "{client.database}" does not exist')
+    pool = proxy.pool_for(client.database, user)
+    client.pool = pool
+    reported = dict(await pool.greeting_params())
+    for name, value in _startup_settings(params):
+        setting = startup_setting(name, value)
+        if setting is None:
+            raise ProtocolError(f"invalid startup parameter name {name!r}")
+        client.params[setting[0]] = setting[1]
+        for key in reported:
+            if key.lower() == setting[0]:
+                normalize = _REPORTED_NORMALIZE.get(setting[0])
+                reported[key] = normalize(value) if normalize else value
+    out = [m.auth_request(m.AUTH_OK)]
+    out += [m.parameter_status(k, v) for k, v in reported.items()]
+    client.cancel_key = proxy.app.register_cancel(client)
+    out.append(m.backend_key_data(*client.cancel_key))
+    out.append(m.READY_IDLE)
+    client.transport_write(b"".join(out))
+    proxy.stats.setup_succeeded += 1
+
+
+def _startup_settings(params: dict[str, str]) -> list[tuple[str, str]]:
+    """Settings from startup parameters, `options` (-c name=value) included."""
+    pairs = [(k, v) for k, v in params.items() if k not in _NOT_SETTINGS]
+    words = params.get("options", "").split()
+    for i, word in enumerate(words):
+        arg = words[i + 1] if word == "-c" and i + 1 < len(words) else ""
+        if word.startswith("--") or (word.startswith("-c") and len(word) > 2):
+            arg = word[2:]
+        name, sep, value = arg.partition("=")
+        if sep:
+            pairs.append((name.replace("-", "_"), value))
+    return pairs

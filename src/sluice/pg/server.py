@@ -1,0 +1,329 @@
+"""One connection from the proxy to a PostgreSQL server.
+
+States (one owner, `ServerConn._set_state`):
+
+    CONNECTING -> IDLE <-> ACTIVE -> CLOSED
+                    \\________________/
+
+CONNECTING covers TCP, the optional TLS upgrade, the startup packet, the
+authentication exchange (SCRAM-SHA-256, md5 or cleartext, whichever the server
+asks for) and the init query. IDLE connections sit in their pool. ACTIVE ones
+are lent to a client session, which receives every reply through
+`ResponseTracker.feed`. Every close states its reason in the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import ssl
+import time
+from typing import TYPE_CHECKING, cast
+
+from sluice.errors import ProtocolError, ServerAuthFailed, ServerError
+from sluice.wire.pg import messages as m
+from sluice.wire.pg.framing import MessageReader
+from sluice.wire.pg.md5 import md5_response
+from sluice.wire.pg.responses import QUERY_SKIP, ResponseTracker
+from sluice.wire.pg.scram import ScramClient
+
+if TYPE_CHECKING:
+    from sluice.pg.client import ClientSession
+
+log = logging.getLogger("sluice.server")
+
+
+class ServerState(enum.Enum):
+    CONNECTING = "connecting"
+    IDLE = "idle"
+    ACTIVE = "active"
+    CLOSED = "closed"
+
+
+_TRANSITIONS = {
+    ServerState.CONNECTING: {ServerState.IDLE, ServerState.CLOSED},
+    ServerState.IDLE: {ServerState.ACTIVE, ServerState.CLOSED},
+    ServerState.ACTIVE: {ServerState.IDLE, ServerState.CLOSED},
+    ServerState.CLOSED: set(),
+}
+
+
+class ServerConn(asyncio.Protocol):
+    """A backend connection: handshake as a coroutine, then a relay of replies."""
+
+    def __init__(self, pool_name: str, max_size: int) -> None:
+        self.pool_name = pool_name
+        self.state = ServerState.CONNECTING
+        self.transport: asyncio.Transport | None = None
+        self.client: ClientSession | None = None
+        self.tracker = ResponseTracker(max_size)
+        self.reader: MessageReader | None = MessageReader(max_size)
+        self.params: dict[str, str] = {}  # tracked settings as this connection has them
+        self.params_dirty = False  # True when unknown: reset everything before replaying
+        self.server_params: dict[str, str] = {}  # ParameterStatus seen at startup
+        self.backend_pid = 0
+        self.backend_secret = 0
+        self.created_at = time.monotonic()
+        self.idle_since = self.created_at
+        self.generation = 0
+        self.close_reason = ""
+        self.on_lost: list[object] = []
+        self._waiter: asyncio.Future[None] | None = None
+        self._idle_waiter: asyncio.Future[None] | None = None
+        self.peer = ""
+
+    # ---- state ----
+
+    def _set_state(self, new: ServerState) -> None:
+        if new not in _TRANSITIONS[self.state]:
+            raise RuntimeError(f"server {self.state.value} -> {new.value} is not allowed")
+        self.state = new
+
+    def attach(self, client: ClientSession) -> None:
+        self._set_state(ServerState.ACTIVE)
+        self.client = client
+
+    def detach(self) -> None:
+        self.client = None
+        if self.state is ServerState.ACTIVE:
+            self._set_state(ServerState.IDLE)
+
+    @property
+    def broken(self) -> bool:
+        return self.state is ServerState.CLOSED or not self.tracker.idle
+
+    def close(self, reason: str) -> None:
+        """Close the connection and say why (the reason is logged, never a secret)."""
+        if self.state is ServerState.CLOSED:
+            return
+        self.close_reason = reason
+        self._set_state(ServerState.CLOSED)
+        log.info(
+            "closing server connection %s pid=%s: %s", self.pool_name, self.backend_pid, reason
+        )
+        if self.transport is not None:
+            if not self.transport.is_closing():
+                self.transport.write(m.TERMINATE)
+            self.transport.close()
+
+    # ---- asyncio.Protocol ----
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport = cast(asyncio.Transport, transport)
+        transport.set_write_buffer_limits(high=256 * 1024)
+
+    def data_received(self, data: bytes) -> None:
+        client = self.client
+        if client is not None:
+            out = self.tracker.feed(data)
+            if out:
+                client.transport_write(out)
+            if self.tracker.idle:
+                client.server_idle(self)
+            return
+        if self.reader is not None:
+            self.reader.feed(data)
+            self._wake()
+            return
+        self._unsolicited(data)
+
+    def _unsolicited(self, data: bytes) -> None:
+        tracker = self.tracker
+        tracker.feed(data)
+        if tracker.idle and self._idle_waiter is not None and not self._idle_waiter.done():
+            self._idle_waiter.set_result(None)
+        elif self.state is ServerState.IDLE and tracker.idle:
+            # an idle connection spoke on its own: a FATAL before the server goes away
+            self.close("server sent data while idle (likely terminating)")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        was = self.state
+        if self.state is not ServerState.CLOSED:
+            self.close_reason = "server closed the connection"
+            log.info("server connection %s pid=%s lost", self.pool_name, self.backend_pid)
+            self.state = ServerState.CLOSED
+        self._wake()
+        if self._idle_waiter is not None and not self._idle_waiter.done():
+            self._idle_waiter.set_exception(ServerError("server connection lost"))
+        client = self.client
+        if client is not None and was is not ServerState.CLOSED:
+            client.server_lost(self)
+        for callback in self.on_lost:
+            callback(self)  # type: ignore[operator]
+
+    def pause_writing(self) -> None:
+        if self.client is not None:
+            self.client.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.client is not None:
+            self.client.resume_reading()
+
+    def write(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.transport.write(data)
+
+    # ---- liveness check and injected queries ----
+
+    async def check(self) -> bool:
+        """Run an empty query; True if the server answered in time."""
+        try:
+            await self.run_silently("", timeout=5.0)
+        except (ServerError, TimeoutError):
+            return False
+        return True
+
+    async def run_silently(self, sql: str, timeout: float) -> None:
+        """Run a query on an idle connection, swallowing its replies."""
+        if self.state is ServerState.CLOSED or self.transport is None:
+            raise ServerError("server connection closed")
+        loop = asyncio.get_running_loop()
+        self._idle_waiter = loop.create_future()
+        self.tracker.push(QUERY_SKIP)
+        self.write(m.query(sql))
+        try:
+            await asyncio.wait_for(self._idle_waiter, timeout)
+        finally:
+            self._idle_waiter = None
+        if self.tracker.swallowed_errors:
+            self.tracker.swallowed_errors = 0
+            raise ServerError(f"query {sql!r} failed on the server")
+
+    # ---- handshake ----
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def _recv(self) -> bytes:
+        reader = self.reader
+        assert reader is not None
+        while True:
+            msg = reader.next()
+            if msg is not None:
+                return msg
+            if self.state is ServerState.CLOSED:
+                raise ServerError("server closed the connection during startup")
+            self._waiter = asyncio.get_running_loop().create_future()
+            await self._waiter
+
+    async def _read_byte(self) -> bytes:
+        reader = self.reader
+        assert reader is not None
+        while reader.pending < 1:
+            if self.state is ServerState.CLOSED:
+                raise ServerError("server closed the connection during TLS negotiation")
+            self._waiter = asyncio.get_running_loop().create_future()
+            await self._waiter
+        return reader.take_rest()
+
+    async def start_tls(self, ctx: ssl.SSLContext, server_name: str, required: bool) -> None:
+        assert self.transport is not None
+        self.write(m.ssl_request())
+        answer = await self._read_byte()
+        if answer == m.SSL_NO:
+            if required:
+                raise ServerError("the database server does not accept TLS connections")
+            return
+        if answer != m.SSL_YES:
+            raise ProtocolError("unexpected answer to SSLRequest from server")
+        loop = asyncio.get_running_loop()
+        new = await loop.start_tls(self.transport, self, ctx, server_hostname=server_name)
+        self.transport = cast(asyncio.Transport, new)
+
+    async def login(self, user: str, password: str, database: str, init_query: str) -> None:
+        """Startup and authentication; afterwards the connection is IDLE."""
+        self.write(m.startup_message({"user": user, "database": database}))
+        await self._authenticate(user, password)
+        await self._read_until_ready()
+        self.reader = None
+        if init_query:
+            await self.run_silently(init_query, timeout=30.0)
+        self._set_state(ServerState.IDLE)
+
+    async def _authenticate(self, user: str, password: str) -> None:
+        scram: ScramClient | None = None
+        while True:
+            msg = await self._recv()
+            kind, body = msg[0:1], msg[5:]
+            if kind == b"E":
+                self._raise_error(body, during_auth=True)
+            if kind != b"R":
+                raise ProtocolError(f"unexpected message {kind!r} during authentication")
+            code, payload = m.parse_auth(body)
+            if code == m.AUTH_OK:
+                return
+            if code == m.AUTH_CLEARTEXT:
+                self.write(m.password_message(password.encode() + b"\x00"))
+            elif code == m.AUTH_MD5:
+                self.write(m.password_message(md5_response(user, password, payload) + b"\x00"))
+            elif code == m.AUTH_SASL:
+                if "SCRAM-SHA-256" not in m.parse_sasl_mechanisms(payload):
+                    raise ServerAuthFailed("server offers no SASL mechanism Sluice supports")
+                scram = ScramClient(user, password)
+                self.write(m.sasl_initial_response("SCRAM-SHA-256", scram.client_first()))
+            elif code == m.AUTH_SASL_CONTINUE and scram is not None:
+                self.write(m.password_message(scram.handle_server_first(payload)))
+            elif code == m.AUTH_SASL_FINAL and scram is not None:
+                scram.verify_server_final(payload)
+            else:
+                raise ServerAuthFailed(f"unsupported authentication request {code}")
+
+    async def _read_until_ready(self) -> None:
+        while True:
+            msg = await self._recv()
+            kind, body = msg[0:1], msg[5:]
+            if kind == b"S":
+                name, value = m.parse_parameter_status(body)
+                self.server_params[name] = value
+            elif kind == b"K":
+                self.backend_pid, self.backend_secret = m.parse_backend_key(body)
+            elif kind == b"Z":
+                return
+            elif kind == b"E":
+                self._raise_error(body, during_auth=False)
+
+    def _raise_error(self, body: bytes, during_auth: bool) -> None:
+        fields = m.parse_error_fields(body)
+        code, text = fields.get("C", ""), fields.get("M", "")
+        if during_auth and code in ("28P01", "28000"):
+            raise ServerAuthFailed(f"database refused the proxy's credentials ({code})")
+        err = ServerError(f"database error {code}: {text}")
+        if code:
+            err.sqlstate = code
+        raise err
+
+
+async def open_server(
+    pool_name: str,
+    host: str,
+    port: int,
+    *,
+    user: str,
+    password: str,
+    database: str,
+    init_query: str,
+    tls: ssl.SSLContext | None,
+    tls_mode: str,
+    tls_server_name: str,
+    connect_timeout: float,
+    max_size: int,
+) -> ServerConn:
+    """Open, secure and authenticate a backend connection."""
+    loop = asyncio.get_running_loop()
+    conn = ServerConn(pool_name, max_size)
+    try:
+        async with asyncio.timeout(connect_timeout):
+            await loop.create_connection(lambda: conn, host, port)
+            conn.peer = f"{host}:{port}"
+            if tls is not None:
+                await conn.start_tls(tls, tls_server_name or host, tls_mode != "prefer")
+            await conn.login(user, password, database, init_query)
+    except TimeoutError:
+        conn.close("connect timeout")
+        raise ServerError(f"timed out connecting to the database at {host}:{port}") from None
+    except BaseException:
+        conn.close("failed during connect")
+        raise
+    return conn

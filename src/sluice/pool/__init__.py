@@ -1,0 +1,1 @@
+"""Engine-agnostic connection pooling."""

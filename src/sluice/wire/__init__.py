@@ -1,0 +1,1 @@
+"""Wire-protocol codecs and authentication, free of I/O."""

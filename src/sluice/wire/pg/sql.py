@@ -1,0 +1,232 @@
+"""What a piece of SQL does to session state: track it, pin for it, or ignore it.
+
+Transaction pooling moves a client between backend connections, so anything a
+statement leaves behind in the *session* must either be replayed on the next
+connection (the settings drivers and ORMs set on every connect: tracked) or tie
+the client to its connection until it leaves (pinning). `classify` reads only
+the leading keywords of each statement, after removing comments, and keeps the
+text of a SET value byte for byte (decoded as latin-1) so it can be replayed
+exactly. Ordinary queries are rejected by a substring test before any parsing.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+# Settings replayed on the borrowed connection instead of pinning (lower case).
+TRACKED = frozenset(
+    {
+        "application_name",
+        "client_encoding",
+        "datestyle",
+        "timezone",
+        "search_path",
+        "extra_float_digits",
+        "standard_conforming_strings",
+        "intervalstyle",
+        "statement_timeout",
+        "lock_timeout",
+        "idle_in_transaction_session_timeout",
+        "bytea_output",
+        "default_transaction_isolation",
+        "default_transaction_read_only",
+        "timezone_abbreviations",
+        "jit",
+    }
+)
+
+_TRIGGERS = (
+    "set",
+    "prepare",
+    "execute",
+    "deallocate",
+    "temp",
+    "listen",
+    "advisory",
+    "hold",
+    "load",
+    "discard",
+)
+_ADVISORY = re.compile(r"pg_(?:try_)?advisory_lock(?:_shared)?\s*\(")
+_INTO_TEMP = re.compile(r"\binto\s+(?:temp|temporary|unlogged\s+temp)\b")
+_WORD = re.compile(r'"(?:[^"]|"")*"|[A-Za-z_][A-Za-z0-9_$.]*|=|\S')
+
+
+@dataclass(frozen=True, slots=True)
+class Effect:
+    """Session effects of one query string (all its statements)."""
+
+    pin: str = ""  # why the client must keep its connection, if it must
+    sets: tuple[tuple[str, str | None], ...] = ()  # (name, value); None means RESET
+    reset_all: bool = False
+    drops_statements: bool = False  # DISCARD ALL / DEALLOCATE ALL
+    statements: tuple[str, ...] = field(default=(), repr=False)
+
+
+NO_EFFECT = Effect()
+
+
+def classify(sql: str) -> Effect:
+    """The session effects of `sql` (a Query or Parse text)."""
+    low = sql.lower()
+    if not any(t in low for t in _TRIGGERS):
+        return NO_EFFECT
+    return _classify_slow(sql)
+
+
+@lru_cache(maxsize=4096)
+def _classify_slow(sql: str) -> Effect:
+    pin = ""
+    sets: list[tuple[str, str | None]] = []
+    reset_all = drops = False
+    for stmt in split_statements(sql):
+        words = [w.lower() for w in _WORD.findall(stmt, 0, 200)[:6]]
+        if not words:
+            continue
+        reason, change = _statement(words, stmt)
+        pin = pin or reason
+        if change == "reset_all":
+            reset_all = True
+            sets.clear()
+        elif change == "drop":
+            drops = True
+        elif isinstance(change, tuple):
+            sets.append(change)
+    return Effect(pin, tuple(sets), reset_all, drops)
+
+
+def _statement(words: list[str], stmt: str) -> tuple[str, tuple[str, str | None] | str | None]:
+    first = words[0]
+    low = stmt.lower()
+    if _ADVISORY.search(low):
+        return "session advisory lock", None
+    if first == "set":
+        return _set(words, stmt)
+    if first == "reset":
+        if words[1:2] == ["all"]:
+            return "", "reset_all"
+        name = _name(words[1]) if len(words) > 1 else ""
+        return "", ((name, None) if name in TRACKED else None)
+    if first == "discard":
+        return "DISCARD", ("drop" if words[1:2] == ["all"] else None)
+    if first == "deallocate":
+        return "DEALLOCATE", None
+    if first == "prepare" and words[1:2] != ["transaction"]:
+        return "PREPARE", None
+    if first == "execute":
+        return "EXECUTE", None
+    if first == "listen":
+        return "LISTEN", None
+    if first == "load":
+        return "LOAD", None
+    if first == "create" and any(w in ("temp", "temporary") for w in words[1:5]):
+        return "temporary object", None
+    if first in ("select", "with") and _INTO_TEMP.search(low):
+        return "temporary object", None
+    if first == "declare" and re.search(r"\bwith\s+hold\b", low):
+        return "cursor WITH HOLD", None
+    return "", None
+
+
+def _set(words: list[str], stmt: str) -> tuple[str, tuple[str, str | None] | None]:
+    rest = words[1:]
+    if rest[:1] == ["local"] or rest[:1] == ["transaction"] or not rest:
+        return "", None
+    if rest[0] == "session":
+        rest = rest[1:]
+        if not rest or rest[0] in ("authorization", "characteristics"):
+            return "SET SESSION " + (rest[0].upper() if rest else ""), None
+    if rest[0] in ("role", "authorization"):
+        return "SET ROLE", None
+    if rest[:2] == ["time", "zone"]:
+        value = _value_after(stmt, r"\bzone\b")
+        return "", ("timezone", None if value.lower() in ("default", "local") else value)
+    if rest[0] == "names":
+        value = _value_after(stmt, r"\bnames\b")
+        return "", ("client_encoding", None if value.lower() == "default" else value)
+    name = _name(rest[0])
+    if name not in TRACKED:
+        return f"SET {name}", None
+    value = _value_after(stmt, r"(?:\bto\b|=)")
+    return "", (name, None if value.lower() == "default" else value)
+
+
+def _name(word: str) -> str:
+    return word[1:-1].replace('""', '"') if word.startswith('"') else word
+
+
+def _value_after(stmt: str, keyword: str) -> str:
+    match = re.search(keyword, stmt, re.IGNORECASE)
+    return stmt[match.end() :].strip() if match else ""
+
+
+def split_statements(sql: str) -> list[str]:
+    """Split on semicolons outside quotes, dollar quotes and comments; comments removed."""
+    out: list[str] = []
+    cur: list[str] = []
+    i, n = 0, len(sql)
+    while i < n:
+        ch = sql[i]
+        if ch == ";":
+            out.append("".join(cur).strip())
+            cur = []
+            i += 1
+        elif ch == "-" and sql.startswith("--", i):
+            j = sql.find("\n", i)
+            i = n if j < 0 else j
+            cur.append(" ")
+        elif ch == "/" and sql.startswith("/*", i):
+            i = _skip_block_comment(sql, i)
+            cur.append(" ")
+        elif ch in "'\"":
+            j = _skip_quoted(sql, i, ch)
+            cur.append(sql[i:j])
+            i = j
+        elif ch == "$":
+            j = _skip_dollar(sql, i)
+            cur.append(sql[i:j])
+            i = j
+        else:
+            cur.append(ch)
+            i += 1
+    out.append("".join(cur).strip())
+    return [s for s in out if s]
+
+
+def _skip_quoted(sql: str, i: int, quote: str) -> int:
+    j = i + 1
+    while True:
+        j = sql.find(quote, j)
+        if j < 0:
+            return len(sql)
+        if sql.startswith(quote * 2, j):
+            j += 2
+            continue
+        return j + 1
+
+
+def _skip_block_comment(sql: str, i: int) -> int:
+    depth, j = 0, i
+    while j < len(sql):
+        if sql.startswith("/*", j):
+            depth += 1
+            j += 2
+        elif sql.startswith("*/", j):
+            depth -= 1
+            j += 2
+            if depth == 0:
+                return j
+        else:
+            j += 1
+    return len(sql)
+
+
+def _skip_dollar(sql: str, i: int) -> int:
+    match = re.match(r"\$([A-Za-z_][A-Za-z0-9_]*)?\$", sql[i:])
+    if not match:
+        return i + 1
+    tag = match.group(0)
+    end = sql.find(tag, i + len(tag))
+    return len(sql) if end < 0 else end + len(tag)
