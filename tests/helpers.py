@@ -9,7 +9,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from sluice.devtools.pgcluster import free_port
+from typing import Any
+
+from sluice.devtools.pgcluster import PgCluster, free_port
+from sluice.devtools.runner import SluiceProcess
 
 __all__ = [
     "APP_DB",
@@ -17,7 +20,9 @@ __all__ = [
     "APP_USER",
     "OTHER_PASSWORD",
     "OTHER_USER",
+    "dsn",
     "free_port",
+    "proxy_config",
     "wait_for",
 ]
 
@@ -37,3 +42,48 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 5.0, interval: floa
         if time.monotonic() >= deadline:
             return False
         time.sleep(interval)
+
+
+def proxy_config(pg: PgCluster, port: int, **overrides: Any) -> dict[str, Any]:
+    """A proxy in front of `pg` with users app and other, overridable key by key.
+
+    `pool`, `target` and `users` given in `overrides` replace the defaults whole
+    if they are lists, and update them if they are dicts.
+    """
+    proxy: dict[str, Any] = {
+        "name": "pg",
+        "listen": f"127.0.0.1:{port}",
+        "target": {"host": pg.host, "port": pg.port},
+        "pool": {"max_connections": 10, "borrow_timeout": 10},
+        "users": [
+            {"name": APP_USER, "password": APP_PASSWORD},
+            {"name": OTHER_USER, "password": OTHER_PASSWORD},
+        ],
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(proxy.get(key), dict):
+            proxy[key] = {**proxy[key], **value}
+        else:
+            proxy[key] = value
+    return proxy
+
+
+def dsn(
+    proc: SluiceProcess,
+    user: str = APP_USER,
+    password: str = APP_PASSWORD,
+    dbname: str = APP_DB,
+    **extra: str,
+) -> str:
+    """A libpq DSN for the first proxy of `proc`."""
+    host, _, port = str(proc.proxies[0]["listen"]).rpartition(":")
+    parts = {
+        "host": host,
+        "port": port,
+        "user": user,
+        "password": password,
+        "dbname": dbname,
+        "sslmode": "disable",
+        **extra,
+    }
+    return " ".join(f"{k}={v}" for k, v in parts.items())
