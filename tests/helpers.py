@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-
 from typing import Any
 
 from sluice.devtools.pgcluster import PgCluster, free_port

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import psycopg
-from helpers import dsn
 
+from helpers import dsn
 from sluice.devtools.runner import SluiceProcess
 
 

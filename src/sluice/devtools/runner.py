@@ -41,15 +41,13 @@ def render_config(glob: dict[str, Any], proxies: list[dict[str, Any]]) -> str:
     lines = ["[sluice]"] + [f"{k} = {toml_value(v)}" for k, v in glob.items()]
     for proxy in proxies:
         lines += ["", "[[proxy]]"]
-        nested = {
-            k: v for k, v in proxy.items() if isinstance(v, dict | list) and k != "admin_users"
-        }
-        lines += [f"{k} = {toml_value(v)}" for k, v in proxy.items() if k not in nested]
-        for section in ("target", "pool"):
-            if section in nested:
-                lines += [f"[proxy.{section}]"]
-                lines += [f"{k} = {toml_value(v)}" for k, v in nested[section].items()]
-        for user in nested.get("users", []):
+        tables = {k: v for k, v in proxy.items() if isinstance(v, dict)}
+        users: list[dict[str, Any]] = proxy.get("users", [])
+        plain = {k: v for k, v in proxy.items() if k not in tables and k != "users"}
+        lines += [f"{k} = {toml_value(v)}" for k, v in plain.items()]
+        for section, table in tables.items():
+            lines += [f"[proxy.{section}]"] + [f"{k} = {toml_value(v)}" for k, v in table.items()]
+        for user in users:
             lines += ["[[proxy.users]]"] + [f"{k} = {toml_value(v)}" for k, v in user.items()]
     return "\n".join(lines) + "\n"
 
