@@ -30,6 +30,7 @@ from sluice.errors import (
     ClientError,
     PoolTimeout,
     ProtocolError,
+    ServerError,
     SluiceError,
     TLSRequired,
 )
@@ -97,6 +98,8 @@ class ClientSession(asyncio.Protocol):
         self._held: bytes | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._handshake: asyncio.Task[None] | None = None
+        self._request: asyncio.Future[ServerConn] | None = None
+        self._wait_started = 0.0
         self._paused = False
 
     @property
@@ -297,26 +300,32 @@ class ClientSession(asyncio.Protocol):
             self._held = msg
             self._set_state(ClientState.WAITING)
             self.pause_reading()
-            asyncio.get_running_loop().create_task(self._wait_for_server())
+            self._wait_started = time.monotonic()
+            self._request = self.pool.pool.request()
+            self._request.add_done_callback(self._server_ready)
             return _WAIT
         self._attach(server, out)
         return _ATTACHED
 
-    async def _wait_for_server(self) -> None:
-        assert self.pool is not None
-        start = time.monotonic()
-        try:
-            server = await self.pool.pool.acquire()
-        except PoolTimeout as exc:
-            self.fail(exc, fatal=False)
+    def _server_ready(self, fut: asyncio.Future[ServerConn]) -> None:
+        """The pool answered our wait: a connection, or an error such as a borrow timeout."""
+        self._request = None
+        if fut.cancelled():
             return
-        except SluiceError as exc:
-            self.fail(exc)
+        pool = self.pool
+        assert pool is not None
+        exc = fut.exception()
+        if exc is not None:
+            if isinstance(exc, SluiceError):
+                self.fail(exc, fatal=not isinstance(exc, PoolTimeout))
+            else:
+                self.fail(ServerError(f"cannot borrow a database connection: {exc}"))
             return
-        self.pool.pool.stats.borrow_wait_total += time.monotonic() - start
+        server = fut.result()
         if self.state is not ClientState.WAITING:
-            self.pool.pool.release(server)  # the client left while waiting
+            pool.pool.release(server)  # the client left while waiting
             return
+        pool.pool.stats.borrow_wait_total += time.monotonic() - self._wait_started
         self._set_state(ClientState.READY)
         out: list[bytes] = []
         self._attach(server, out)
@@ -329,8 +338,8 @@ class ClientSession(asyncio.Protocol):
         server.attach(self)
         self.server = server
         assert self.pool is not None
-        plan = SyncPlan.build(self.params, server.params, server.params_dirty)
-        if plan.sql:
+        if self.params != server.params or server.params_dirty:
+            plan = SyncPlan.build(self.params, server.params, server.params_dirty)
             server.tracker.push(r.QUERY_SKIP)
             out.append(m.query(plan.sql))
             server.params = dict(self.params)
@@ -460,6 +469,8 @@ class ClientSession(asyncio.Protocol):
         log.info("client %s user=%s closed: %s", self.peer, self.user, reason)
         if self._handshake is not None and not self._handshake.done():
             self._handshake.cancel()
+        if self._request is not None:
+            self._request.cancel()  # a cancelled waiter is never handed a connection
         server, self.server = self.server, None
         if server is not None and self.pool is not None:
             self.pool.client_left(self, server)

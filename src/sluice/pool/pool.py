@@ -24,11 +24,12 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from sluice.errors import PoolTimeout, ServerError, SluiceError
+from sluice.observe.stats import Histogram
 
 log = logging.getLogger("sluice.pool")
 
@@ -64,11 +65,13 @@ class PoolStats:
 
     __slots__ = (
         "borrow_count",
+        "borrow_latency",
         "borrow_wait_total",
         "connect_failures",
         "connects",
         "pins",
         "queries",
+        "query_latency",
         "query_time_total",
         "timeouts",
         "transactions",
@@ -84,6 +87,8 @@ class PoolStats:
         self.queries = 0
         self.query_time_total = 0.0
         self.pins = 0
+        self.borrow_latency = Histogram()  # seconds from asking for a connection to getting it
+        self.query_latency = Histogram()  # seconds from a query sent to the server to its reply
 
 
 class Pool(Generic[C]):
@@ -102,6 +107,7 @@ class Pool(Generic[C]):
         self.closed = False
         self.stats = PoolStats()
         self.last_error: SluiceError | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
 
     @property
     def size(self) -> int:
@@ -128,55 +134,59 @@ class Pool(Generic[C]):
             return conn
         return None
 
+    def request(self) -> asyncio.Future[C]:
+        """Queue a waiter: the future gets a connection, or PoolTimeout at the deadline.
+
+        A waiter that gives up cancels its future; a cancelled or failed future is
+        never handed a connection.
+        """
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[C] = loop.create_future()
+        self.waiters.append(fut)
+        timer = loop.call_later(self.limits.borrow_timeout, self._time_out, fut)
+        fut.add_done_callback(lambda _: timer.cancel())
+        self._check_stale()
+        self._maybe_grow()
+        return fut
+
     async def acquire(self) -> C:
         """Borrow a connection, waiting up to the borrow timeout."""
-        start = time.monotonic()
-        while True:
-            conn = await self._wait(start)
-            if time.monotonic() - conn.idle_since <= self.limits.check_delay:
-                return conn
-            if await conn.check():
-                return conn
-            self.borrowed -= 1
-            conn.close("server failed its liveness check")
-            self._maybe_grow()
+        conn = self.try_acquire()
+        return conn if conn is not None else await self.request()
 
-    async def _wait(self, start: float) -> C:
-        conn = None if self.paused else self.try_acquire_checked()
-        if conn is not None:
-            return conn
-        fut: asyncio.Future[C] = asyncio.get_running_loop().create_future()
-        self.waiters.append(fut)
-        self._maybe_grow()
-        remaining = self.limits.borrow_timeout - (time.monotonic() - start)
-        try:
-            return await asyncio.wait_for(asyncio.shield(fut), max(remaining, 0.0))
-        except TimeoutError:
-            self.stats.timeouts += 1
-            if fut.done() and not fut.cancelled() and fut.exception() is None:
-                self.release(fut.result())  # handed over just as we gave up: give it back
-            raise PoolTimeout(
-                f"no database connection available within {self.limits.borrow_timeout:g}s"
-            ) from None
-        finally:
-            if not fut.done():
-                fut.cancel()
-            with contextlib.suppress(ValueError):
-                self.waiters.remove(fut)
+    def _time_out(self, fut: asyncio.Future[C]) -> None:
+        if fut.done():
+            return
+        self.stats.timeouts += 1
+        with contextlib.suppress(ValueError):
+            self.waiters.remove(fut)
+        fut.set_exception(
+            PoolTimeout(f"no database connection available within {self.limits.borrow_timeout:g}s")
+        )
 
-    def try_acquire_checked(self) -> C | None:
-        """Like try_acquire, but also lends connections that need a liveness check."""
-        if self.waiters:
-            return None
-        idle, now = self.idle, time.monotonic()
-        while idle:
-            conn = idle.pop()
+    def _check_stale(self) -> None:
+        """Idle connections that need a liveness check are checked, then handed over."""
+        now = time.monotonic()
+        while self.idle and not self.paused:
+            conn = self.idle.pop()
             if self._expired(conn, now):
                 conn.close(self._expiry_reason(conn, now))
                 continue
-            self._lend()
-            return conn
-        return None
+            self.borrowed += 1
+            self._spawn(self._check_then_release(conn))
+
+    async def _check_then_release(self, conn: C) -> None:
+        if await conn.check():
+            conn.idle_since = time.monotonic()
+            self.release(conn)
+            return
+        conn.close("server failed its liveness check")
+        self.forget(conn)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _lend(self) -> None:
         self.borrowed += 1
@@ -192,13 +202,7 @@ class Pool(Generic[C]):
             conn.close(self._expiry_reason(conn, now))
         elif not self._hand_over(conn):
             conn.idle_since = now
-            if (
-                len(self.idle) >= self.limits.max_idle
-                and self.limits.max_idle < self.limits.max_size
-            ):
-                conn.close("too many idle connections (max idle)")
-            else:
-                self.idle.append(conn)
+            self.idle.append(conn)
             return
         else:
             return
@@ -226,7 +230,7 @@ class Pool(Generic[C]):
         pending = sum(1 for w in self.waiters if not w.done())
         while pending > self.opening and self.size < self.limits.max_size and not self.closed:
             self.opening += 1
-            asyncio.get_running_loop().create_task(self._open())
+            self._spawn(self._open())
 
     async def _open(self) -> None:
         try:
@@ -273,16 +277,21 @@ class Pool(Generic[C]):
         return "server lifetime over"
 
     def maintain(self) -> None:
-        """Close idle connections past their idle timeout or lifetime (oldest first)."""
+        """Close idle connections past idle timeout or lifetime, and those over max idle."""
         now = time.monotonic()
         keep: list[C] = []
-        for conn in self.idle:
+        excess = len(self.idle) - self.limits.max_idle
+        for conn in self.idle:  # bottom of the stack first: the longest idle
             if self._expired(conn, now):
                 conn.close(self._expiry_reason(conn, now))
             elif now - conn.idle_since > self.limits.idle_timeout:
                 conn.close("server idle timeout")
+            elif excess > 0 and now - conn.idle_since > 1.0:
+                conn.close("more idle connections than max_idle_connections")
             else:
                 keep.append(conn)
+                continue
+            excess -= 1
         self.idle[:] = keep
 
     def remove_idle(self, conn: C) -> None:
