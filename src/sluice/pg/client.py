@@ -52,6 +52,7 @@ log = logging.getLogger("sluice.client")
 _Q, _P, _B, _D, _E, _C, _S, _H, _X, _F = b"QPBDECSHXF"
 _COPY = frozenset(b"dcf")
 _ATTACHED, _CONSUMED, _WAIT = object(), object(), object()
+_NORMAL_ENDS = frozenset({"client sent Terminate", "cancel request handled"})
 
 
 class ClientState(enum.Enum):
@@ -101,6 +102,7 @@ class ClientSession(asyncio.Protocol):
         self._request: asyncio.Future[ServerConn] | None = None
         self._wait_started = 0.0
         self._paused = False
+        self._skip_to_sync = False
 
     @property
     def closed(self) -> bool:
@@ -173,6 +175,12 @@ class ClientSession(asyncio.Protocol):
         except (ConnectionError, OSError) as exc:
             self._close_now(f"connection error during startup: {exc}")
             return
+        except Exception:  # our bug: this client gets an error, the proxy stays up
+            log.exception("internal error during the startup of client %s", self.peer)
+            self.fail(SluiceError("internal error in the proxy during startup"))
+            return
+        finally:
+            self._handshake = None
         if self.state is ClientState.STARTUP:
             self._set_state(ClientState.READY)
             self._drain()
@@ -271,6 +279,9 @@ class ClientSession(asyncio.Protocol):
                 self._held = None
                 if msg is None:
                     break
+                if self._skip_to_sync:
+                    self._skip(msg)
+                    continue
                 if self.server is None:
                     verdict = self._borrow(msg, out)
                     if verdict is _CONSUMED:
@@ -284,6 +295,14 @@ class ClientSession(asyncio.Protocol):
         if out and self.server is not None:
             self.server.write(b"".join(out))
 
+    def _skip(self, msg: bytes) -> None:
+        """After an error of our own in an extended-protocol request: drop up to Sync."""
+        if msg[0] == _S:
+            self._skip_to_sync = False
+            self.transport_write(m.READY_IDLE)
+        elif msg[0] == _X:
+            self._close_now("client sent Terminate")
+
     def _borrow(self, msg: bytes, out: list[bytes]) -> object:
         """Attach a connection now, consume the message without one, or start waiting."""
         kind = msg[0]
@@ -293,6 +312,9 @@ class ClientSession(asyncio.Protocol):
         if kind == _S or kind == _H:
             if kind == _S:
                 self.transport_write(m.READY_IDLE)  # nothing outstanding: no connection needed
+            return _CONSUMED
+        if self.proxy.app.stopping:
+            self.fail_with("the proxy is shutting down", "57P01")
             return _CONSUMED
         assert self.pool is not None
         server = self.pool.pool.try_acquire()
@@ -452,21 +474,25 @@ class ClientSession(asyncio.Protocol):
         severity = "FATAL" if fatal else "ERROR"
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(m.error_response(exc.sqlstate, text, severity))
-            if not fatal:
-                self.transport.write(m.READY_IDLE)
         if fatal:
             self._close_now(f"{type(exc).__name__}: {exc}")
         elif self.state is ClientState.WAITING:
             self._set_state(ClientState.READY)
-            self.reader.take_rest()  # drop the rest of the failed request
+            held, self._held = self._held, None
+            if held is not None and held[0] != _Q:
+                self._skip_to_sync = True  # as the server would: ignore up to the Sync
+            else:
+                self.transport_write(m.READY_IDLE)
             self.resume_reading()
+            self._drain()
 
     def _close_now(self, reason: str) -> None:
         if self.state is ClientState.CLOSED:
             return
         self.close_reason = reason
         self._set_state(ClientState.CLOSED)
-        log.info("client %s user=%s closed: %s", self.peer, self.user, reason)
+        level = logging.DEBUG if reason in _NORMAL_ENDS else logging.INFO
+        log.log(level, "client %s user=%s closed: %s", self.peer, self.user, reason)
         if self._handshake is not None and not self._handshake.done():
             self._handshake.cancel()
         if self._request is not None:

@@ -140,7 +140,8 @@ class PgProxy:
 
     @property
     def busy(self) -> int:
-        return sum(1 for c in self.clients if c.server is not None)
+        """Clients in the middle of a transaction (what a graceful stop waits for)."""
+        return sum(1 for c in self.clients if c.server is not None and not c.server.tracker.idle)
 
     def close(self, reason: str) -> None:
         for client in list(self.clients):

@@ -33,6 +33,10 @@ from sluice.observe.stats import Histogram
 
 log = logging.getLogger("sluice.pool")
 
+# Idle connections over max_idle are closed only after this long idle, so a burst
+# that ends and comes back within it does not reconnect.
+IDLE_EXCESS_GRACE = 10.0
+
 
 class PooledConnection(Protocol):
     created_at: float
@@ -286,7 +290,7 @@ class Pool(Generic[C]):
                 conn.close(self._expiry_reason(conn, now))
             elif now - conn.idle_since > self.limits.idle_timeout:
                 conn.close("server idle timeout")
-            elif excess > 0 and now - conn.idle_since > 1.0:
+            elif excess > 0 and now - conn.idle_since > IDLE_EXCESS_GRACE:
                 conn.close("more idle connections than max_idle_connections")
             else:
                 keep.append(conn)
