@@ -1,19 +1,396 @@
-"""Admin console (being written)."""
+"""The admin console: PgBouncer-style SHOW / PAUSE / RESUME / RELOAD over the PG protocol.
+
+A client whose startup database is `[sluice] admin_database` is handed here by
+the handshake (the session is still in its STARTUP state). It logs in with the
+proxy's own method and users, and must also be listed in `admin_users`, else it
+gets FATAL 28000 after authenticating, so the console cannot be used to probe
+passwords any more than the proxy can. The session then speaks only the simple
+query protocol: each Query is one command, answered with text columns and
+ReadyForQuery; a wrong command is an ERROR and the session goes on.
+
+`serve` returns only once the session is closed (Terminate, EOF or a FATAL
+error), so the handshake never moves an admin session into the relay.
+
+Every view reads `take_snapshot` / `list_clients` / `list_servers`
+(observe/stats.py), the same functions the Prometheus exporter reads. PAUSE
+stops lending connections and waits for the borrowed ones to come back; pools
+created after a PAUSE are not paused.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import asyncio
+import importlib.metadata
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeVar
 
-from sluice.errors import UnknownDatabase
+from sluice.errors import AuthFailed, ClientError, ProtocolError, SluiceError
+from sluice.observe.stats import (
+    ClientInfo,
+    PoolSnapshot,
+    ServerInfo,
+    list_clients,
+    list_servers,
+    take_snapshot,
+)
+from sluice.wire.pg import messages as m
 
 if TYPE_CHECKING:
     from sluice.app import App
     from sluice.pg.client import ClientSession
+    from sluice.pg.pgpool import PgPool
+
+log = logging.getLogger("sluice.admin")
+
+GREETING_PARAMS = (
+    ("server_version", "15.0 (sluice)"),
+    ("server_encoding", "UTF8"),
+    ("client_encoding", "UTF8"),
+    ("DateStyle", "ISO"),
+    ("integer_datetimes", "on"),
+    ("standard_conforming_strings", "on"),
+    ("application_name", ""),
+)
+_EXTENDED = frozenset(b"PBDECH")  # extended-protocol messages: refused until the next Sync
+_PAUSE_POLL = 0.05
+
+
+class AdminNotAllowed(ClientError):
+    """An authenticated user who is not in `admin_users`."""
+
+    sqlstate = "28000"
+
+
+class CommandError(SluiceError):
+    """A console command that failed; reported as ERROR, the session goes on."""
+
+    sqlstate = "42601"
+
+    def __init__(self, text: str, sqlstate: str = "42601") -> None:
+        super().__init__(text)
+        self.sqlstate = sqlstate
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """A command's answer: text columns and rows (none for PAUSE and the like) and a tag."""
+
+    tag: str
+    columns: tuple[str, ...] = ()
+    rows: tuple[tuple[str | None, ...], ...] = ()
+
+    def encode(self) -> bytes:
+        out = [m.row_description(list(self.columns))] if self.columns else []
+        out += [m.data_row(list(row)) for row in self.rows]
+        out.append(m.command_complete(self.tag))
+        return b"".join(out)
 
 
 class AdminConsole:
+    """Serves admin sessions; `sessions` are those logged in (for SHOW CLIENTS)."""
+
     def __init__(self, app: App) -> None:
         self.app = app
+        self.sessions: set[ClientSession] = set()
 
     async def serve(self, client: ClientSession) -> None:
-        raise UnknownDatabase("admin console not available yet")
+        """Log the client in, then answer its commands until it leaves."""
+        await self._login(client)
+        self.sessions.add(client)
+        try:
+            await self._loop(client)
+        finally:
+            self.sessions.discard(client)
+
+    async def _login(self, client: ClientSession) -> None:
+        proxy, settings = client.proxy, self.app.settings
+        user = proxy.config.user(client.user)
+        try:
+            await client.authenticate(proxy.config.auth_method, user.password if user else None)
+            if client.user not in settings.admin_users:
+                raise AdminNotAllowed("not allowed")
+        except (AuthFailed, AdminNotAllowed):
+            proxy.stats.setup_failed_auth += 1
+            raise
+        out = [m.auth_request(m.AUTH_OK)]
+        out += [m.parameter_status(k, v) for k, v in GREETING_PARAMS]
+        client.cancel_key = self.app.register_cancel(client)
+        out += [m.backend_key_data(*client.cancel_key), m.READY_IDLE]
+        client.transport_write(b"".join(out))
+        proxy.stats.setup_succeeded += 1
+        log.info("admin console: %s logged in from %s", client.user, client.peer)
+
+    async def _loop(self, client: ClientSession) -> None:
+        skipping = False  # after an extended-protocol message, until Sync
+        while True:
+            msg = await client.recv()
+            client.last_active = time.monotonic()
+            kind = msg[0]
+            if kind == ord("X"):
+                client.fail_quietly("admin client sent Terminate")
+                return
+            if kind == ord("Q"):
+                text = msg[5:-1].decode("utf-8", errors="replace")
+                client.transport_write(await self.execute(text, client.user) + m.READY_IDLE)
+            elif kind == ord("S"):
+                skipping = False
+                client.transport_write(m.READY_IDLE)
+            elif kind in _EXTENDED:
+                if not skipping:
+                    text = "the admin console supports only the simple query protocol"
+                    client.transport_write(m.error_response("0A000", text))
+                skipping = True
+            else:
+                raise ProtocolError(f"unexpected message type {chr(kind)!r} on the admin console")
+
+    async def execute(self, text: str, user: str = "") -> bytes:
+        """Run one console command; the answer without the ReadyForQuery."""
+        words = text.strip().rstrip(";").split()
+        if not words:
+            return m.message(b"I")  # EmptyQueryResponse
+        try:
+            if ";" in text.strip().rstrip(";"):
+                raise CommandError("one command per query")
+            result = await self._dispatch(words[0].upper(), words[1:], user)
+        except CommandError as exc:
+            return m.error_response(exc.sqlstate, str(exc))
+        return result.encode()
+
+    async def _dispatch(self, verb: str, args: list[str], user: str) -> Result:
+        if verb == "SHOW":
+            if len(args) != 1 or args[0].upper() not in SHOW_VIEWS:
+                raise CommandError(f"SHOW expects one of: {', '.join(SHOW_VIEWS).lower()}")
+            return SHOW_VIEWS[args[0].upper()](self.app)
+        actions: dict[str, Callable[[list[str]], Awaitable[Result]]] = {
+            "PAUSE": self._pause,
+            "RESUME": self._resume,
+            "RELOAD": self._reload,
+        }
+        action = actions.get(verb)
+        if action is None:
+            raise CommandError(f"unknown command: {_clip(verb)}")
+        log.info("admin console: %s ran %s", user, " ".join([verb, *args]))
+        return await action(args)
+
+    # ---- commands that act ----
+
+    def _pools(self, args: list[str]) -> list[PgPool]:
+        if len(args) > 1:
+            raise CommandError("expected at most one database name")
+        name = args[0].strip('"') if args else None
+        pools = [
+            pool
+            for proxy in self.app.proxies.values()
+            for pool in proxy.pools.values()
+            if name is None or pool.database == name
+        ]
+        if name is not None and not pools:
+            raise CommandError(f"no pool for database {_clip(name)!r}", "3D000")
+        return pools
+
+    async def _pause(self, args: list[str]) -> Result:
+        """Stop lending; return once every borrowed connection is back (as PgBouncer)."""
+        pools = self._pools(args)
+        for pool in pools:
+            pool.pool.pause()
+        while any(pool.pool.borrowed for pool in pools):
+            await asyncio.sleep(_PAUSE_POLL)
+        return Result("PAUSE")
+
+    async def _resume(self, args: list[str]) -> Result:
+        for pool in self._pools(args):
+            pool.pool.resume()
+        return Result("RESUME")
+
+    async def _reload(self, args: list[str]) -> Result:
+        if args:
+            raise CommandError("RELOAD takes no arguments")
+        try:
+            # shielded: a console that disconnects must not leave a reload half applied
+            await asyncio.shield(self.app.reload())
+        except (SluiceError, OSError) as exc:
+            raise CommandError(f"reload failed: {exc}", "F0000") from exc
+        return Result("RELOAD")
+
+
+# ---- views: each a function of the app, read through the shared snapshot ----
+
+
+def _clip(text: str, limit: int = 64) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _when(wall: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(wall))
+
+
+def _us(seconds: float) -> str:
+    return str(int(seconds * 1_000_000))
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+T = TypeVar("T")
+Columns = tuple[tuple[str, Callable[[T], str | None]], ...]
+
+
+def _table(columns: Columns[T], items: Iterable[T]) -> Result:
+    """One row per item, one column per (name, getter) pair."""
+    names = tuple(name for name, _ in columns)
+    return Result("SHOW", names, tuple(tuple(get(i) for _, get in columns) for i in items))
+
+
+POOL_COLUMNS: Columns[PoolSnapshot] = (
+    ("database", lambda p: p.database),
+    ("user", lambda p: p.user),
+    ("cl_active", lambda p: str(p.clients_active)),
+    ("cl_waiting", lambda p: str(p.clients_waiting)),
+    ("sv_active", lambda p: str(p.borrowed)),
+    ("sv_idle", lambda p: str(p.idle)),
+    ("sv_opening", lambda p: str(p.opening)),
+    ("maxwait", lambda p: str(int(p.max_wait))),
+    ("maxwait_us", lambda p: _us(p.max_wait % 1.0)),
+    ("pool_mode", lambda p: p.mode),
+    ("pinned", lambda p: str(p.pinned)),
+    ("paused", lambda p: _yes(p.paused)),
+    ("max_connections", lambda p: str(p.max_size)),
+    ("proxy", lambda p: p.proxy),
+)
+
+STATS_COLUMNS: Columns[PoolSnapshot] = (
+    ("database", lambda p: p.database),
+    ("user", lambda p: p.user),
+    ("total_xact_count", lambda p: str(p.transactions)),
+    ("total_query_count", lambda p: str(p.queries)),
+    ("total_query_time", lambda p: _us(p.query_time_total)),
+    ("total_wait_time", lambda p: _us(p.borrow_wait_total)),
+    ("total_borrow_count", lambda p: str(p.borrow_count)),
+    ("avg_query_time", lambda p: _us(p.query_time_total / max(p.queries, 1))),
+    ("avg_wait_time", lambda p: _us(p.borrow_wait_total / max(p.borrow_count, 1))),
+    ("borrow_timeouts", lambda p: str(p.timeouts)),
+    ("pins", lambda p: str(p.pins)),
+    ("server_connects", lambda p: str(p.connects)),
+    ("server_connect_failures", lambda p: str(p.connect_failures)),
+    ("proxy", lambda p: p.proxy),
+)
+
+CLIENT_COLUMNS: Columns[ClientInfo] = (
+    ("user", lambda c: c.user),
+    ("database", lambda c: c.database),
+    ("state", lambda c: c.state),
+    ("addr", lambda c: c.addr),
+    ("port", lambda c: c.port),
+    ("connect_time", lambda c: _when(c.connect_time)),
+    ("request_time", lambda c: _when(c.request_time)),
+    ("wait", lambda c: str(int(c.wait))),
+    ("wait_us", lambda c: _us(c.wait % 1.0)),
+    ("tls", lambda c: _yes(c.tls)),
+    ("pinned", lambda c: c.pinned),
+    ("server_pid", lambda c: None if c.server_pid is None else str(c.server_pid)),
+    ("application_name", lambda c: c.application_name),
+    ("proxy", lambda c: c.proxy),
+)
+
+SERVER_COLUMNS: Columns[ServerInfo] = (
+    ("user", lambda s: s.user),
+    ("database", lambda s: s.database),
+    ("state", lambda s: s.state),
+    ("addr", lambda s: s.addr),
+    ("port", lambda s: s.port),
+    ("pid", lambda s: str(s.pid)),
+    ("connect_time", lambda s: _when(s.connect_time)),
+    ("request_time", lambda s: _when(s.idle_since)),
+    ("prepared_statements", lambda s: str(s.prepared)),
+    ("link", lambda s: s.client),
+    ("proxy", lambda s: s.proxy),
+)
+
+
+def show_pools(app: App) -> Result:
+    return _table(POOL_COLUMNS, take_snapshot(app).pools())
+
+
+def show_stats(app: App) -> Result:
+    return _table(STATS_COLUMNS, take_snapshot(app).pools())
+
+
+def show_clients(app: App) -> Result:
+    return _table(CLIENT_COLUMNS, list_clients(app))
+
+
+def show_servers(app: App) -> Result:
+    return _table(SERVER_COLUMNS, list_servers(app))
+
+
+def show_lists(app: App) -> Result:
+    snap = take_snapshot(app)
+    pools = list(snap.pools())
+    users = {u.name for p in app.proxies.values() for u in p.config.users}
+    items = (
+        ("proxies", len(snap.proxies)),
+        ("pools", len(pools)),
+        ("databases", len({p.database for p in pools})),
+        ("users", len(users)),
+        ("used_clients", sum(p.clients_active for p in pools)),
+        ("waiting_clients", sum(p.clients_waiting for p in pools)),
+        ("login_clients", sum(p.clients_login for p in snap.proxies)),
+        ("admin_clients", sum(p.clients_admin for p in snap.proxies)),
+        ("used_servers", sum(p.borrowed for p in pools)),
+        ("free_servers", sum(p.idle for p in pools)),
+        ("login_servers", sum(p.opening for p in pools)),
+    )
+    return Result("SHOW", ("list", "items"), tuple((k, str(v)) for k, v in items))
+
+
+def show_config(app: App) -> Result:
+    """Settings that are safe to show: never a password, nor the init query's text."""
+    s = app.settings
+    rows: list[tuple[str, str]] = [
+        ("admin_database", s.admin_database),
+        ("admin_users", ",".join(s.admin_users)),
+        ("metrics_listen", s.metrics_listen),
+        ("log_level", s.log_level),
+        ("log_format", s.log_format),
+        ("shutdown_timeout", f"{s.shutdown_timeout:g}"),
+        ("max_packet_size", str(s.max_packet_size)),
+    ]
+    for proxy in s.proxies:
+        pool, key = proxy.pool, f"proxy.{proxy.name}."
+        rows += [
+            (key + "listen", f"{proxy.listen_host}:{proxy.listen_port}"),
+            (key + "target", f"{proxy.target.host}:{proxy.target.port}"),
+            (key + "auth_method", proxy.auth_method),
+            (key + "require_tls", _yes(proxy.require_tls)),
+            (key + "users", ",".join(u.name for u in proxy.users)),
+            (key + "pool.mode", pool.mode),
+            (key + "pool.max_connections", str(pool.max_connections)),
+            (key + "pool.max_idle_connections", str(pool.max_idle_connections)),
+            (key + "pool.borrow_timeout", f"{pool.borrow_timeout:g}"),
+            (key + "pool.idle_client_timeout", f"{pool.idle_client_timeout:g}"),
+            (key + "pool.init_query", "(set)" if pool.init_query else ""),
+        ]
+    return Result("SHOW", ("key", "value"), tuple(rows))
+
+
+def show_version(app: App) -> Result:
+    try:
+        version = importlib.metadata.version("sluice")
+    except importlib.metadata.PackageNotFoundError:
+        version = "unknown"
+    return Result("SHOW", ("version",), ((f"Sluice {version}",),))
+
+
+SHOW_VIEWS: dict[str, Callable[[App], Result]] = {
+    "POOLS": show_pools,
+    "STATS": show_stats,
+    "CLIENTS": show_clients,
+    "SERVERS": show_servers,
+    "LISTS": show_lists,
+    "CONFIG": show_config,
+    "VERSION": show_version,
+}

@@ -35,6 +35,7 @@ from sluice.errors import (
     TLSRequired,
 )
 from sluice.pg.statements import ClientStatements, SyncPlan
+from sluice.pool.pool import PoolStats
 from sluice.wire.pg import messages as m
 from sluice.wire.pg import responses as r
 from sluice.wire.pg.framing import MessageReader
@@ -101,6 +102,8 @@ class ClientSession(asyncio.Protocol):
         self._handshake: asyncio.Task[None] | None = None
         self._request: asyncio.Future[ServerConn] | None = None
         self._wait_started = 0.0
+        self._sent_at = 0.0
+        self.stats = PoolStats()  # replaced by the pool's own once the client logs in
         self._paused = False
         self._skip_to_sync = False
 
@@ -294,6 +297,8 @@ class ClientSession(asyncio.Protocol):
             return
         if out and self.server is not None:
             self.server.write(b"".join(out))
+            if not self._sent_at:
+                self._sent_at = time.monotonic()
 
     def _skip(self, msg: bytes) -> None:
         """After an error of our own in an extended-protocol request: drop up to Sync."""
@@ -326,6 +331,7 @@ class ClientSession(asyncio.Protocol):
             self._request = self.pool.pool.request()
             self._request.add_done_callback(self._server_ready)
             return _WAIT
+        self.stats.borrow_latency.observe(0.0)
         self._attach(server, out)
         return _ATTACHED
 
@@ -347,7 +353,9 @@ class ClientSession(asyncio.Protocol):
         if self.state is not ClientState.WAITING:
             pool.pool.release(server)  # the client left while waiting
             return
-        pool.pool.stats.borrow_wait_total += time.monotonic() - self._wait_started
+        waited = time.monotonic() - self._wait_started
+        self.stats.borrow_wait_total += waited
+        self.stats.borrow_latency.observe(waited)
         self._set_state(ClientState.READY)
         out: list[bytes] = []
         self._attach(server, out)
@@ -377,6 +385,7 @@ class ClientSession(asyncio.Protocol):
             self._note_sql(msg[5:-1], tracker)
             tracker.push(r.QUERY)
             out.append(msg)
+            self.stats.queries += 1
         elif kind == _P:
             self.statements.parse(msg, server, out, self)
         elif kind == _B:
@@ -384,6 +393,7 @@ class ClientSession(asyncio.Protocol):
         elif kind == _E:
             tracker.push(r.EXECUTE)
             out.append(msg)
+            self.stats.queries += 1
         elif kind == _S:
             tracker.push(r.SYNC)
             out.append(msg)
@@ -427,6 +437,9 @@ class ClientSession(asyncio.Protocol):
 
     def server_idle(self, server: ServerConn) -> None:
         """The server answered everything and is outside a transaction."""
+        if self._sent_at:
+            self.stats.query_latency.observe(time.monotonic() - self._sent_at)
+            self._sent_at = 0.0
         if self.pending_sets or self.pending_reset_all:
             self._commit_sets(server)
         if self.pinned or self.proxy.config.pool.mode == "session":

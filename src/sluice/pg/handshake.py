@@ -90,6 +90,7 @@ async def _greet(client: ClientSession, params: dict[str, str], user: str) -> No
         raise UnknownDatabase(f'database "{client.database}" does not exist')
     pool = proxy.pool_for(client.database, user)
     client.pool = pool
+    client.stats = pool.pool.stats
     reported = dict(await pool.greeting_params())
     for name, value in _startup_settings(params):
         setting = startup_setting(name, value)

@@ -1,0 +1,349 @@
+"""Stats snapshots: the one view of the running proxies that every reader shares.
+
+The relay only bumps counters and `Histogram.observe`s latencies; it never
+formats anything. Readers (the Prometheus exporter, the admin console) call
+`take_snapshot` and get frozen dataclasses of every proxy and pool, so a
+scrape and `SHOW POOLS` taken at the same moment agree. `list_clients` and
+`list_servers` are the per-connection views behind `SHOW CLIENTS` and
+`SHOW SERVERS`; the exporter does not use them (their size grows with the
+number of connections).
+
+Everything here runs on the event loop thread, between two callbacks, so the
+numbers read are consistent with each other without locks.
+"""
+
+from __future__ import annotations
+
+import time
+from bisect import bisect_left
+from collections.abc import Iterator
+from dataclasses import dataclass
+from itertools import pairwise
+from typing import TYPE_CHECKING
+
+from sluice.pg.client import ClientState
+
+if TYPE_CHECKING:
+    from sluice.app import App
+    from sluice.pg.client import ClientSession
+    from sluice.pg.pgpool import PgPool
+    from sluice.pg.proxy import PgProxy
+
+# Upper bounds in seconds: from 100 us (a pooled borrow) to the default borrow timeout.
+LATENCY_BUCKETS: tuple[float, ...] = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    120.0,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class HistogramSnapshot:
+    """Counts per bucket (the last one is +Inf), their sum and the sum of observed values."""
+
+    bounds: tuple[float, ...]
+    counts: tuple[int, ...]
+    total: float
+
+    @property
+    def count(self) -> int:
+        return sum(self.counts)
+
+    def cumulative(self) -> list[tuple[float, int]]:
+        """(upper bound, observations <= bound) pairs, ending with (inf, count)."""
+        out: list[tuple[float, int]] = []
+        running = 0
+        for bound, n in zip((*self.bounds, float("inf")), self.counts, strict=True):
+            running += n
+            out.append((bound, running))
+        return out
+
+
+class Histogram:
+    """A fixed-bucket latency histogram: `observe` is a bisect and two additions.
+
+    A value lands in the first bucket whose upper bound is >= it (Prometheus
+    `le` semantics); values above the last bound land in the +Inf bucket.
+    """
+
+    __slots__ = ("bounds", "counts", "total")
+
+    def __init__(self, bounds: tuple[float, ...] = LATENCY_BUCKETS) -> None:
+        if not bounds or any(b >= c for b, c in pairwise(bounds)):
+            raise ValueError("histogram bounds must be a non-empty increasing sequence")
+        if bounds[-1] == float("inf"):
+            raise ValueError("the +Inf bucket is implicit; do not list it")
+        self.bounds = tuple(float(b) for b in bounds)
+        self.counts = [0] * (len(bounds) + 1)
+        self.total = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect_left(self.bounds, seconds)] += 1
+        self.total += seconds
+
+    @property
+    def count(self) -> int:
+        return sum(self.counts)
+
+    def snapshot(self) -> HistogramSnapshot:
+        return HistogramSnapshot(self.bounds, tuple(self.counts), self.total)
+
+
+@dataclass(frozen=True, slots=True)
+class PoolSnapshot:
+    """One pool (proxy, database, user): its connections, its clients and its counters."""
+
+    proxy: str
+    engine: str
+    database: str
+    user: str
+    mode: str
+    paused: bool
+    clients_active: int  # logged in, not waiting (linked to a server or idle)
+    clients_waiting: int  # waiting for a connection to be lent
+    max_wait: float  # seconds the longest-waiting client has waited
+    servers: int  # open backend connections
+    borrowed: int
+    idle: int
+    opening: int
+    in_transaction: int
+    pinned: int
+    max_size: int
+    borrow_count: int
+    borrow_wait_total: float
+    timeouts: int
+    connects: int
+    connect_failures: int
+    transactions: int
+    queries: int
+    query_time_total: float
+    pins: int
+    borrow_latency: HistogramSnapshot
+    query_latency: HistogramSnapshot
+
+
+@dataclass(frozen=True, slots=True)
+class ProxySnapshot:
+    """One proxy listener: its client counters and its pools."""
+
+    name: str
+    engine: str
+    listen: str
+    clients: int
+    clients_login: int  # still in the handshake
+    clients_admin: int  # on the admin console
+    received: int
+    setup_succeeded: int
+    setup_failed_auth: int
+    setup_failed_tls: int
+    tls: int
+    pools: tuple[PoolSnapshot, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    taken_at: float  # wall clock
+    started_at: float  # wall clock
+    proxies: tuple[ProxySnapshot, ...]
+
+    def pools(self) -> Iterator[PoolSnapshot]:
+        for proxy in self.proxies:
+            yield from proxy.pools
+
+
+def take_snapshot(app: App) -> Snapshot:
+    """Every proxy and pool of `app`, read at one instant."""
+    now = time.monotonic()
+    proxies = tuple(_proxy_snapshot(app, p, now) for p in list(app.proxies.values()))
+    return Snapshot(time.time(), app.started_at, proxies)
+
+
+def _proxy_snapshot(app: App, proxy: PgProxy, now: float) -> ProxySnapshot:
+    active: dict[PgPool, int] = {}
+    waiting: dict[PgPool, int] = {}
+    max_wait: dict[PgPool, float] = {}
+    login = 0
+    for client in proxy.clients:
+        pool = client.pool
+        if client.state is ClientState.STARTUP:
+            login += 1
+        elif pool is None:
+            continue
+        elif client.state is ClientState.WAITING:
+            waiting[pool] = waiting.get(pool, 0) + 1
+            max_wait[pool] = max(max_wait.get(pool, 0.0), now - client.last_active)
+        elif client.state is ClientState.READY:
+            active[pool] = active.get(pool, 0) + 1
+    admin = sum(1 for c in app.admin.sessions if c.proxy is proxy)
+    pools = tuple(
+        _pool_snapshot(p, active.get(p, 0), waiting.get(p, 0), max_wait.get(p, 0.0))
+        for p in list(proxy.pools.values())
+    )
+    cfg, stats = proxy.config, proxy.stats
+    return ProxySnapshot(
+        name=cfg.name,
+        engine=cfg.engine,
+        listen=f"{cfg.listen_host}:{cfg.listen_port}",
+        clients=len(proxy.clients),
+        clients_login=login - admin,
+        clients_admin=admin,
+        received=stats.received,
+        setup_succeeded=stats.setup_succeeded,
+        setup_failed_auth=stats.setup_failed_auth,
+        setup_failed_tls=stats.setup_failed_tls,
+        tls=stats.tls,
+        pools=pools,
+    )
+
+
+def _pool_snapshot(pool: PgPool, active: int, waiting: int, max_wait: float) -> PoolSnapshot:
+    numbers = pool.snapshot()
+    stats = pool.pool.stats
+    config = pool.proxy.config
+    return PoolSnapshot(
+        proxy=config.name,
+        engine=config.engine,
+        database=pool.database,
+        user=pool.user.name,
+        mode=config.pool.mode,
+        paused=pool.pool.paused,
+        clients_active=active,
+        clients_waiting=waiting,
+        max_wait=max_wait,
+        servers=len(pool.servers),
+        borrowed=int(numbers["borrowed"]),
+        idle=int(numbers["idle"]),
+        opening=int(numbers["opening"]),
+        in_transaction=int(numbers["in_transaction"]),
+        pinned=int(numbers["pinned"]),
+        max_size=int(numbers["max"]),
+        borrow_count=stats.borrow_count,
+        borrow_wait_total=stats.borrow_wait_total,
+        timeouts=stats.timeouts,
+        connects=stats.connects,
+        connect_failures=stats.connect_failures,
+        transactions=stats.transactions,
+        queries=stats.queries,
+        query_time_total=stats.query_time_total,
+        pins=stats.pins,
+        borrow_latency=stats.borrow_latency.snapshot(),
+        query_latency=stats.query_latency.snapshot(),
+    )
+
+
+# ---- per-connection views (admin console only) ----
+
+
+@dataclass(frozen=True, slots=True)
+class ClientInfo:
+    proxy: str
+    user: str
+    database: str
+    state: str
+    addr: str
+    port: str
+    connect_time: float  # wall clock
+    request_time: float  # wall clock of the last request
+    wait: float  # seconds waiting for a connection (0 unless waiting)
+    tls: bool
+    pinned: str  # the pin reason, "" if not pinned
+    server_pid: int | None
+    application_name: str
+
+
+@dataclass(frozen=True, slots=True)
+class ServerInfo:
+    proxy: str
+    user: str
+    database: str
+    state: str
+    addr: str
+    port: str
+    pid: int
+    connect_time: float  # wall clock
+    idle_since: float  # wall clock
+    prepared: int  # server-side prepared statements this connection holds
+    client: str  # peer address of the client it is lent to, "" if none
+
+
+def split_peer(peer: str) -> tuple[str, str]:
+    host, sep, port = peer.rpartition(":")
+    return (host, port) if sep else (peer, "")
+
+
+def _client_state(app: App, client: ClientSession) -> str:
+    if client in app.admin.sessions:
+        return "admin"
+    if client.state is ClientState.READY:
+        return "active" if client.server is not None else "idle"
+    return str(client.state.value)
+
+
+def list_clients(app: App) -> list[ClientInfo]:
+    """Every connected client of every proxy (admin sessions included)."""
+    now, wall = time.monotonic(), time.time()
+    rows: list[ClientInfo] = []
+    for proxy in list(app.proxies.values()):
+        for client in list(proxy.clients):
+            addr, port = split_peer(client.peer)
+            waiting = client.state is ClientState.WAITING
+            rows.append(
+                ClientInfo(
+                    proxy=proxy.config.name,
+                    user=client.user,
+                    database=client.database,
+                    state=_client_state(app, client),
+                    addr=addr,
+                    port=port,
+                    connect_time=wall - (now - client.connected_at),
+                    request_time=wall - (now - client.last_active),
+                    wait=now - client.last_active if waiting else 0.0,
+                    tls=client.tls,
+                    pinned=client.pinned,
+                    server_pid=client.server.backend_pid if client.server else None,
+                    application_name=client.params.get("application_name", ""),
+                )
+            )
+    return rows
+
+
+def list_servers(app: App) -> list[ServerInfo]:
+    """Every open backend connection of every pool."""
+    now, wall = time.monotonic(), time.time()
+    rows: list[ServerInfo] = []
+    for proxy in list(app.proxies.values()):
+        for pool in list(proxy.pools.values()):
+            for server in list(pool.servers):
+                addr, port = split_peer(server.peer)
+                rows.append(
+                    ServerInfo(
+                        proxy=proxy.config.name,
+                        user=pool.user.server_user,
+                        database=pool.database,
+                        state=server.state.value,
+                        addr=addr,
+                        port=port,
+                        pid=server.backend_pid,
+                        connect_time=wall - (now - server.created_at),
+                        idle_since=wall - (now - server.idle_since),
+                        prepared=len(server.tracker.prepared),
+                        client=server.client.peer if server.client else "",
+                    )
+                )
+    return rows

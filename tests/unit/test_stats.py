@@ -1,0 +1,73 @@
+"""The fixed-bucket latency histogram: bucket placement (Prometheus `le`), sums, snapshots."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from sluice.observe.stats import LATENCY_BUCKETS, Histogram, HistogramSnapshot
+
+BOUNDS = (0.001, 0.01, 0.1)
+
+
+@pytest.mark.parametrize(
+    ("value", "bucket"),
+    [
+        (0.0, 0),
+        (0.0005, 0),
+        (0.001, 0),  # on the bound: le, so the lower bucket
+        (0.0010001, 1),
+        (0.01, 1),
+        (0.05, 2),
+        (0.1, 2),
+        (0.1000001, 3),  # above the last bound: +Inf
+        (1e9, 3),
+    ],
+)
+def test_observe_lands_in_the_first_bucket_whose_bound_is_not_below(
+    value: float, bucket: int
+) -> None:
+    hist = Histogram(BOUNDS)
+    hist.observe(value)
+    expected = [0, 0, 0, 0]
+    expected[bucket] = 1
+    assert hist.counts == expected
+    assert hist.total == value
+    assert hist.count == 1
+
+
+def test_snapshot_is_cumulative_and_frozen_in_time() -> None:
+    hist = Histogram(BOUNDS)
+    for value in (0.0002, 0.002, 0.003, 0.2, 0.05):
+        hist.observe(value)
+    snap = hist.snapshot()
+    hist.observe(0.0001)  # later observations do not change a snapshot taken before
+    assert snap == HistogramSnapshot(BOUNDS, (1, 2, 1, 1), pytest.approx(0.2552))
+    assert snap.count == 5
+    assert snap.cumulative() == [(0.001, 1), (0.01, 3), (0.1, 4), (math.inf, 5)]
+    assert hist.snapshot().counts == (2, 2, 1, 1)
+
+
+def test_empty_histogram() -> None:
+    snap = Histogram().snapshot()
+    assert snap.bounds == LATENCY_BUCKETS
+    assert snap.count == 0 and snap.total == 0.0
+    assert snap.cumulative()[-1] == (math.inf, 0)
+    assert len(snap.cumulative()) == len(LATENCY_BUCKETS) + 1
+
+
+@pytest.mark.parametrize("bounds", [(), (0.1, 0.1), (0.2, 0.1), (0.1, math.inf)])
+def test_bad_bounds_are_refused(bounds: tuple[float, ...]) -> None:
+    with pytest.raises(ValueError):
+        Histogram(bounds)
+
+
+def test_observe_allocates_no_new_buckets() -> None:
+    hist = Histogram(BOUNDS)
+    counts = hist.counts
+    for i in range(1000):
+        hist.observe(i / 5000)
+    assert hist.counts is counts and len(counts) == len(BOUNDS) + 1
+    assert sum(counts) == 1000
+    assert hist.total == pytest.approx(sum(i / 5000 for i in range(1000)))
