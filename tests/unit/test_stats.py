@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from sluice.observe.stats import LATENCY_BUCKETS, Histogram, HistogramSnapshot
+from sluice.observe.histogram import LATENCY_BUCKETS, Histogram, HistogramSnapshot
 
 BOUNDS = (0.001, 0.01, 0.1)
 

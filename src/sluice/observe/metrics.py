@@ -53,7 +53,8 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from sluice.errors import ConfigError
-from sluice.observe.stats import HistogramSnapshot, PoolSnapshot, ProxySnapshot, take_snapshot
+from sluice.observe.histogram import HistogramSnapshot
+from sluice.observe.stats import PoolSnapshot, ProxySnapshot, take_snapshot
 
 if TYPE_CHECKING:
     from sluice.app import App

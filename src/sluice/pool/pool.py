@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
 from sluice.errors import PoolTimeout, ServerError, SluiceError
-from sluice.observe.stats import Histogram
+from sluice.observe.histogram import Histogram
 
 log = logging.getLogger("sluice.pool")
 

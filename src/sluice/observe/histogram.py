@@ -1,0 +1,85 @@
+"""A fixed-bucket latency histogram, cheap enough for the relay path.
+
+Kept free of other Sluice imports so the pool can use it without import cycles.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from dataclasses import dataclass
+from itertools import pairwise
+
+# Upper bounds in seconds: from 100 us (a pooled borrow) to the default borrow timeout.
+LATENCY_BUCKETS: tuple[float, ...] = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    120.0,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class HistogramSnapshot:
+    """Counts per bucket (the last one is +Inf), their sum and the sum of observed values."""
+
+    bounds: tuple[float, ...]
+    counts: tuple[int, ...]
+    total: float
+
+    @property
+    def count(self) -> int:
+        return sum(self.counts)
+
+    def cumulative(self) -> list[tuple[float, int]]:
+        """(upper bound, observations <= bound) pairs, ending with (inf, count)."""
+        out: list[tuple[float, int]] = []
+        running = 0
+        for bound, n in zip((*self.bounds, float("inf")), self.counts, strict=True):
+            running += n
+            out.append((bound, running))
+        return out
+
+
+class Histogram:
+    """A fixed-bucket latency histogram: `observe` is a bisect and two additions.
+
+    A value lands in the first bucket whose upper bound is >= it (Prometheus
+    `le` semantics); values above the last bound land in the +Inf bucket.
+    """
+
+    __slots__ = ("bounds", "counts", "total")
+
+    def __init__(self, bounds: tuple[float, ...] = LATENCY_BUCKETS) -> None:
+        if not bounds or any(b >= c for b, c in pairwise(bounds)):
+            raise ValueError("histogram bounds must be a non-empty increasing sequence")
+        if bounds[-1] == float("inf"):
+            raise ValueError("the +Inf bucket is implicit; do not list it")
+        self.bounds = tuple(float(b) for b in bounds)
+        self.counts = [0] * (len(bounds) + 1)
+        self.total = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect_left(self.bounds, seconds)] += 1
+        self.total += seconds
+
+    @property
+    def count(self) -> int:
+        return sum(self.counts)
+
+    def snapshot(self) -> HistogramSnapshot:
+        return HistogramSnapshot(self.bounds, tuple(self.counts), self.total)
