@@ -22,7 +22,8 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from sluice import config as config_mod
-from sluice.config import Settings
+from sluice.config import ProxyConfig, Settings
+from sluice.errors import QueryCanceled
 from sluice.observe.admin import AdminConsole
 from sluice.observe.metrics import MetricsServer
 from sluice.pg.proxy import PgProxy
@@ -125,32 +126,49 @@ class App:
         server = client.server
         if server is not None:
             await client.proxy.send_cancel(server.backend_pid, server.backend_secret)
+        elif client.waiting:
+            client.fail(QueryCanceled("canceling statement due to user request"), fatal=False)
 
     # ---- reload and shutdown ----
 
     async def reload(self) -> None:
-        """Re-read the configuration file and apply the difference."""
+        """Re-read the configuration file and apply the difference.
+
+        New listeners are opened first: if one cannot be (a bad file, a port in
+        use), nothing changes and the error is raised to the caller.
+        """
         if self.settings.source is None:
             return
         new = config_mod.load(self.settings.source)
-        old_names = set(self.proxies)
+        fresh = await self._start_new_listeners(new)
         self.settings = new
         for cfg in new.proxies:
-            proxy = self.proxies.get(cfg.name)
-            if proxy is not None and (proxy.config.listen_host, proxy.config.listen_port) == (
-                cfg.listen_host,
-                cfg.listen_port,
-            ):
-                proxy.apply(cfg)
-                continue
-            if proxy is not None:
-                self._retire(proxy)
-            fresh = PgProxy(self, cfg)
-            await fresh.start()
-            self.proxies[cfg.name] = fresh
-        for name in old_names - {c.name for c in new.proxies}:
+            running = self.proxies.get(cfg.name)
+            if cfg.name in fresh:
+                if running is not None:
+                    self._retire(running)
+                self.proxies[cfg.name] = fresh[cfg.name]
+            elif running is not None:
+                running.apply(cfg)
+        for name in set(self.proxies) - {c.name for c in new.proxies}:
             self._retire(self.proxies.pop(name))
         log.info("configuration reloaded from %s", new.source)
+
+    async def _start_new_listeners(self, new: Settings) -> dict[str, PgProxy]:
+        started: dict[str, PgProxy] = {}
+        try:
+            for cfg in new.proxies:
+                running = self.proxies.get(cfg.name)
+                if running is not None and _same_listener(running.config, cfg):
+                    continue
+                proxy = PgProxy(self, cfg)
+                await proxy.start()
+                started[cfg.name] = proxy
+        except BaseException:
+            for proxy in started.values():
+                proxy.stop_listening()
+            raise
+        return started
 
     def _retire(self, proxy: PgProxy) -> None:
         proxy.stop_listening()
@@ -177,3 +195,7 @@ class App:
         if self._maintenance is not None:
             self._maintenance.cancel()
         await asyncio.sleep(0)
+
+
+def _same_listener(a: ProxyConfig, b: ProxyConfig) -> bool:
+    return (a.listen_host, a.listen_port, a.engine) == (b.listen_host, b.listen_port, b.engine)

@@ -55,7 +55,7 @@ async def _serve(settings: config_mod.Settings) -> None:
         async def do() -> None:
             try:
                 await app.reload()
-            except ConfigError as exc:
+            except (ConfigError, OSError) as exc:
                 log.error("reload failed, keeping the running configuration: %s", exc)
 
         app.spawn(do())

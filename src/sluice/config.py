@@ -142,26 +142,33 @@ def parse(raw: dict[str, Any], source: Path | None = None) -> Settings:
     if not state_dir.is_absolute():
         state_dir = base / state_dir
     proxies = tuple(_proxy(t, base) for t in reader.tables("proxy"))
-    names = [p.name for p in proxies]
-    if len(set(names)) != len(names):
-        raise ConfigError("proxy names must be unique")
+    _unique([p.name for p in proxies], "name", "proxy names must be unique")
     listens = [(p.listen_host, p.listen_port) for p in proxies]
-    if len(set(listens)) != len(listens):
-        raise ConfigError("two proxies listen on the same address")
+    _unique(listens, "listen", "two proxies listen on the same address")
+    metrics_listen = glob.text("metrics_listen", "")
+    if metrics_listen:
+        _address(metrics_listen, glob.where("metrics_listen"))
     settings = Settings(
         proxies=proxies,
         state_dir=state_dir,
         log_level=glob.choice("log_level", "info", ("debug", "info", "warning", "error")),
         log_format=glob.choice("log_format", "text", ("text", "json")),
-        metrics_listen=glob.text("metrics_listen", ""),
+        metrics_listen=metrics_listen,
         admin_database=glob.text("admin_database", "sluice"),
         admin_users=tuple(glob.str_list("admin_users")),
         shutdown_timeout=glob.seconds("shutdown_timeout", 30.0),
         max_packet_size=glob.integer("max_packet_size", 64 * 1024 * 1024, low=1024),
         source=source,
     )
+    glob.done()
     reader.done()
     return settings
+
+
+def _unique(values: list[Any], key: str, message: str) -> None:
+    for i, value in enumerate(values):
+        if value in values[:i]:
+            raise ConfigError(f"proxy[{i}].{key}: {message}")
 
 
 def _proxy(t: _Table, base: Path) -> ProxyConfig:
@@ -225,6 +232,8 @@ def _user(t: _Table) -> UserConfig:
 def _secret(t: _Table, key: str, default: str | None = None) -> str:
     """A secret given inline or, better, through `<key>_env` naming an environment variable."""
     env_key = f"{key}_env"
+    if env_key in t.raw and key in t.raw:
+        raise ConfigError(f"{t.where(key)}: give {key} or {env_key}, not both")
     if env_key in t.raw:
         var = t.text(env_key)
         value = os.environ.get(var)

@@ -62,5 +62,12 @@ class PoolTimeout(SluiceError):
     sqlstate = "53300"
 
 
+class QueryCanceled(SluiceError):
+    """The client cancelled a request that was still waiting for a connection."""
+
+    sqlstate = "57014"
+    severity = "ERROR"
+
+
 class ShuttingDown(SluiceError):
     sqlstate = "57P01"

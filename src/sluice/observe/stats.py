@@ -241,7 +241,7 @@ def list_clients(app: App) -> list[ClientInfo]:
                     tls=client.tls,
                     pinned=client.pinned,
                     server_pid=client.server.backend_pid if client.server else None,
-                    application_name=client.params.get("application_name", ""),
+                    application_name=client.settings.shown("application_name"),
                 )
             )
     return rows

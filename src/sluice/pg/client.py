@@ -34,7 +34,8 @@ from sluice.errors import (
     SluiceError,
     TLSRequired,
 )
-from sluice.pg.statements import ClientStatements, SyncPlan
+from sluice.pg.settings import SessionSettings, sync_sql
+from sluice.pg.statements import ClientStatements
 from sluice.pool.pool import PoolStats
 from sluice.wire.pg import messages as m
 from sluice.wire.pg import responses as r
@@ -86,10 +87,8 @@ class ClientSession(asyncio.Protocol):
         self.peer = ""
         self.tls = False
         self.pinned = ""
-        self.params: dict[str, str] = {}
-        self.pending_sets: list[tuple[str, str | None]] = []
-        self.pending_reset_all = False
-        self.errors_at_set = 0
+        self.admin_session = False  # served by the admin console, never relayed
+        self.settings = SessionSettings()
         self.statements = ClientStatements(
             proxy.app.statement_names, proxy.config.pool.max_prepared_statements
         )
@@ -110,6 +109,19 @@ class ClientSession(asyncio.Protocol):
     @property
     def closed(self) -> bool:
         return self.state is ClientState.CLOSED
+
+    @property
+    def idle(self) -> bool:
+        """Logged in, holding no connection and waiting for none."""
+        return self.state is ClientState.READY and self.server is None
+
+    @property
+    def waiting(self) -> bool:
+        return self.state is ClientState.WAITING
+
+    @property
+    def logging_in(self) -> bool:
+        return self.state is ClientState.STARTUP and not self.admin_session
 
     def _set_state(self, new: ClientState) -> None:
         if new not in _TRANSITIONS[self.state]:
@@ -368,12 +380,8 @@ class ClientSession(asyncio.Protocol):
         server.attach(self)
         self.server = server
         assert self.pool is not None
-        if self.params != server.params or server.params_dirty:
-            plan = SyncPlan.build(self.params, server.params, server.params_dirty)
-            server.tracker.push(r.QUERY_SKIP)
-            out.append(m.query(plan.sql))
-            server.params = dict(self.params)
-            server.params_dirty = False
+        if self.settings.params != server.params or server.params_dirty:
+            out.append(self._sync_settings(server))
         self.pool.on_attach(self)
 
     def _forward(self, msg: bytes, out: list[bytes]) -> None:
@@ -423,10 +431,9 @@ class ClientSession(asyncio.Protocol):
             self.statements.clear()
             tracker.prepared.clear()
         if effect.reset_all or effect.sets:
-            if not self.pending_sets and not self.pending_reset_all:
-                self.errors_at_set = tracker.errors
-            self.pending_reset_all = self.pending_reset_all or effect.reset_all
-            self.pending_sets.extend(effect.sets)
+            if not self.settings.has_pending:
+                tracker.rolled_back = False
+            self.settings.note(effect, tracker.errors)
 
     def pin(self, reason: str) -> None:
         self.pinned = reason
@@ -440,27 +447,32 @@ class ClientSession(asyncio.Protocol):
         if self._sent_at:
             self.stats.query_latency.observe(time.monotonic() - self._sent_at)
             self._sent_at = 0.0
-        if self.pending_sets or self.pending_reset_all:
-            self._commit_sets(server)
+        if self.settings.has_pending:
+            self._commit_settings(server)
         if self.pinned or self.proxy.config.pool.mode == "session":
             return
         self._release()
 
-    def _commit_sets(self, server: ServerConn) -> None:
-        ok = server.tracker.errors == self.errors_at_set
-        if ok:
-            if self.pending_reset_all:
-                self.params.clear()
-            for name, value in self.pending_sets:
-                if value is None:
-                    self.params.pop(name, None)
-                else:
-                    self.params[name] = value
-            server.params = dict(self.params)
-        else:
-            server.params_dirty = True  # the server's settings are now unknown
-        self.pending_sets.clear()
-        self.pending_reset_all = False
+    def _commit_settings(self, server: ServerConn) -> None:
+        tracker = server.tracker
+        if not self.settings.commit(server.params, tracker.errors, tracker.rolled_back):
+            server.params_dirty = True  # an error: what the server holds is unknown
+        keeps = self.pinned or self.proxy.config.pool.mode == "session"
+        if keeps and (self.settings.params != server.params or server.params_dirty):
+            server.write(self._sync_settings(server))  # e.g. RESET back to a startup value
+
+    def _sync_settings(self, server: ServerConn) -> bytes:
+        """The query (its replies swallowed) that gives `server` this client's settings."""
+        sql = sync_sql(
+            self.settings.params,
+            server.params,
+            server.params_dirty,
+            self.proxy.config.pool.init_query,
+        )
+        server.tracker.push(r.QUERY_SKIP)
+        server.params = dict(self.settings.params)
+        server.params_dirty = False
+        return m.query(sql)
 
     def _release(self) -> None:
         server = self.server
@@ -482,7 +494,7 @@ class ClientSession(asyncio.Protocol):
         """Report `exc` to the client in PostgreSQL's format; FATAL errors end the session."""
         if self.state is ClientState.CLOSED:
             return
-        text = "password authentication failed for user " + repr(self.user)
+        text = f'password authentication failed for user "{self.user}"'
         text = text if isinstance(exc, AuthFailed) else str(exc)
         severity = "FATAL" if fatal else "ERROR"
         if self.transport is not None and not self.transport.is_closing():
@@ -490,6 +502,9 @@ class ClientSession(asyncio.Protocol):
         if fatal:
             self._close_now(f"{type(exc).__name__}: {exc}")
         elif self.state is ClientState.WAITING:
+            if self._request is not None:
+                self._request.cancel()  # no longer waiting: never hand us a connection
+                self._request = None
             self._set_state(ClientState.READY)
             held, self._held = self._held, None
             if held is not None and held[0] != _Q:

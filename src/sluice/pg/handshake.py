@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from sluice.errors import AuthFailed, ProtocolError, TLSRequired, UnknownDatabase
-from sluice.pg.statements import startup_setting
+from sluice.pg.settings import startup_setting
 from sluice.wire.pg import messages as m
 
 if TYPE_CHECKING:
@@ -42,6 +42,7 @@ async def handshake(client: ClientSession) -> None:
         proxy.stats.setup_failed_tls += 1
         raise TLSRequired("SSL/TLS required: connect with sslmode=require")
     if client.database == proxy.app.settings.admin_database:
+        client.admin_session = True
         await proxy.app.admin.serve(client)
         return
     user = proxy.config.user(client.user)
@@ -96,7 +97,7 @@ async def _greet(client: ClientSession, params: dict[str, str], user: str) -> No
         setting = startup_setting(name, value)
         if setting is None:
             raise ProtocolError(f"invalid startup parameter name {name!r}")
-        client.params[setting[0]] = setting[1]
+        client.settings.set_startup(*setting)
         for key in reported:
             if key.lower() == setting[0]:
                 normalize = _REPORTED_NORMALIZE.get(setting[0])

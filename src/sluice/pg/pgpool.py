@@ -75,6 +75,8 @@ class PgPool:
         )
         conn.on_lost.append(self._lost)
         self.servers.add(conn)
+        if conn.max_connections and self.proxy.target_max_connections != conn.max_connections:
+            self.proxy.learned_max_connections(conn.max_connections)
         if self.server_params is None:
             self.server_params = dict(conn.server_params)
         return conn
@@ -132,6 +134,8 @@ class PgPool:
     async def _reset(self, server: ServerConn) -> None:
         try:
             await server.run_silently("DISCARD ALL", timeout=10.0)
+            if self.proxy.config.pool.init_query:
+                await server.run_silently(self.proxy.config.pool.init_query, timeout=30.0)
         except (ServerError, TimeoutError):
             server.close("reset after a session-level client failed")
             self.pool.forget(server)

@@ -19,6 +19,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("sluice.proxy")
 
+# Seconds a client may take from connecting to its first ReadyForQuery (or the
+# idle client timeout, when that is shorter).
+LOGIN_TIMEOUT = 60.0
+
 
 class ProxyStats:
     """Counters since start (RDS Proxy's ClientConnections* metrics)."""
@@ -84,6 +88,12 @@ class PgProxy:
     def database_allowed(self, database: str) -> bool:
         return bool(database)
 
+    def learned_max_connections(self, value: int) -> None:
+        """The target's max_connections is known: percent-sized pools take their real size."""
+        self.target_max_connections = value
+        for pool in self.pools.values():
+            pool.pool.limits = limits_for(self.config, value)
+
     def pool_for(self, database: str, user: str) -> PgPool:
         pool = self.pools.get((database, user))
         if pool is None:
@@ -128,15 +138,16 @@ class PgProxy:
     def maintain(self) -> None:
         for pool in self.pools.values():
             pool.pool.maintain()
-        timeout = self.config.pool.idle_client_timeout
-        if timeout > 0:
-            self._close_idle_clients(timeout)
+        self._close_idle_clients(self.config.pool.idle_client_timeout)
 
     def _close_idle_clients(self, timeout: float) -> None:
         now = time.monotonic()
+        login_timeout = min(LOGIN_TIMEOUT, timeout) if timeout else LOGIN_TIMEOUT
         for client in list(self.clients):
-            if client.server is None and now - client.last_active > timeout:
+            if timeout and client.idle and now - client.last_active > timeout:
                 client.fail_with("closing idle client connection (idle client timeout)", "57P05")
+            elif client.logging_in and now - client.connected_at > login_timeout:
+                client.fail_with("client did not complete its login in time", "08P01")
 
     @property
     def busy(self) -> int:

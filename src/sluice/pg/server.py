@@ -63,6 +63,7 @@ class ServerConn(asyncio.Protocol):
         self.params_dirty = False  # True when unknown: reset everything before replaying
         self.server_params: dict[str, str] = {}  # ParameterStatus seen at startup
         self.backend_pid = 0
+        self.max_connections = 0  # the server's max_connections, read at startup
         self.backend_secret = 0
         self.created_at = time.monotonic()
         self.idle_since = self.created_at
@@ -237,6 +238,7 @@ class ServerConn(asyncio.Protocol):
         self.write(m.startup_message({"user": user, "database": database}))
         await self._authenticate(user, password)
         await self._read_until_ready()
+        self.max_connections = int(await self._show("max_connections") or 0)
         self.reader = None
         if init_query:
             await self.run_silently(init_query, timeout=30.0)
@@ -283,6 +285,17 @@ class ServerConn(asyncio.Protocol):
                 return
             elif kind == b"E":
                 self._raise_error(body, during_auth=False)
+
+    async def _show(self, name: str) -> str:
+        """A server setting read during startup (one round trip; '' if it fails)."""
+        self.write(m.query(f"SHOW {name}"))
+        value = ""
+        while True:
+            msg = await self._recv()
+            if msg[0:1] == b"D" and len(msg) > 11:
+                value = msg[11:].decode(errors="replace")  # one column: int16 count, int32 len
+            elif msg[0:1] == b"Z":
+                return value
 
     def _raise_error(self, body: bytes, during_auth: bool) -> None:
         fields = m.parse_error_fields(body)

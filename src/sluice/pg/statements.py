@@ -17,14 +17,11 @@ connection. On each message that names a statement:
 Each connection keeps at most `max_prepared` statements (LRU); the oldest is
 closed (CLOSE_SKIP) to make room.
 
-`SyncPlan` is the other half of moving a client: the SQL that makes a
-connection's tracked settings equal the client's.
+Settings are the other half of moving a client: see `sluice.pg.settings`.
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from sluice.wire.pg import messages as m
@@ -34,8 +31,6 @@ from sluice.wire.pg.messages import read_cstr
 if TYPE_CHECKING:
     from sluice.pg.client import ClientSession
     from sluice.pg.server import ServerConn
-
-_SAFE_NAME = re.compile(r"^[a-z_][a-z0-9_.]*$")
 
 
 class StatementNames:
@@ -156,30 +151,3 @@ def _answer_now(tracker: r.ResponseTracker, client: ClientSession) -> None:
     """A made-up reply with nothing outstanding before it goes to the client at once."""
     if len(tracker.queue) == 1:
         client.transport_write(tracker.flush_fakes())
-
-
-@dataclass(frozen=True, slots=True)
-class SyncPlan:
-    """SQL that makes a connection's tracked settings equal a client's."""
-
-    sql: str
-
-    @staticmethod
-    def build(want: dict[str, str], have: dict[str, str], dirty: bool) -> SyncPlan:
-        parts = ["RESET ALL"] if dirty else []
-        if dirty:
-            have = {}
-        for name in have.keys() - want.keys():
-            parts.append(f"RESET {name}")
-        for name, value in want.items():
-            if have.get(name) != value:
-                parts.append(f"SET {name} = {value}")
-        return SyncPlan("; ".join(parts))
-
-
-def startup_setting(name: str, value: str) -> tuple[str, str] | None:
-    """A startup parameter as a tracked setting (name, SQL literal), or None if unsafe."""
-    key = name.lower()
-    if not _SAFE_NAME.match(key):
-        return None
-    return key, "'" + value.replace("'", "''") + "'"

@@ -28,8 +28,8 @@ class MessageReader:
         self.max_size = max_size
 
     def feed(self, data: bytes) -> None:
-        if self._pos and self._pos == len(self._buf):
-            self._buf.clear()
+        if self._pos:  # drop what was returned (cheap: bytearray deletes its head in place)
+            del self._buf[: self._pos]
             self._pos = 0
         self._buf += data
 

@@ -244,7 +244,7 @@ def parse_sasl_initial(body: bytes) -> tuple[str, bytes]:
         raise ProtocolError("short SASLInitialResponse")
     size = struct.unpack_from("!i", body, pos)[0]
     data = body[pos + 4 :]
-    if size != len(data):
+    if size != len(data) and not (size == -1 and not data):  # -1: no initial response
         raise ProtocolError("bad SASLInitialResponse length")
     return mech.decode(errors="replace"), data
 

@@ -54,6 +54,7 @@ _M_DATA = ord("D")
 _M_READY = ord("Z")
 _M_ERROR = ord("E")
 _M_PARAM_DESC = ord("t")
+_M_COMPLETE = ord("C")
 
 
 class ResponseTracker:
@@ -67,6 +68,7 @@ class ResponseTracker:
         "parse_names",
         "prepared",
         "queue",
+        "rolled_back",
         "specials",
         "status",
         "swallowed_errors",
@@ -80,6 +82,7 @@ class ResponseTracker:
         self.status = ord("I")
         self.errors = 0  # ErrorResponses forwarded since the counter was last reset
         self.swallowed_errors = 0
+        self.rolled_back = False  # a ROLLBACK completed since the client last reset this
         self.max_size = max_size
         self._partial = b""
         self._skip = 0
@@ -138,11 +141,12 @@ class ResponseTracker:
         mark = pos = 0
         n = len(data)
         queue = self.queue
+        max_size = self.max_size
         while n - pos >= 5:
             kind = data[pos]
             end = pos + 1 + _unpack_len(data, pos + 1)[0]
             if end > n or end < pos + 5:
-                if end < pos + 5 or (end - pos > self.max_size and kind not in _STREAMED):
+                if end < pos + 5 or (end - pos > max_size and kind not in _STREAMED):
                     raise ProtocolError(f"invalid message length from server (type {kind})")
                 if kind in _STREAMED and queue and queue[0] != QUERY_SKIP:
                     self._skip = end - n  # stream the row, skip its remainder later
@@ -151,6 +155,8 @@ class ResponseTracker:
             if kind == _M_DATA and queue and queue[0] != QUERY_SKIP:
                 pos = end  # the common case: a row for the client
                 continue
+            if end - pos > max_size and kind not in _STREAMED:  # as if it came in pieces
+                raise ProtocolError(f"invalid message length from server (type {kind})")
             if queue and queue[0] in _FAKES:
                 pieces = pieces if pieces is not None else []
                 pieces.append(data[mark:pos])
@@ -180,10 +186,14 @@ class ResponseTracker:
         if kind in _ASYNC:
             return head != QUERY_SKIP
         if kind == _M_READY:
+            if _unpack_len(data, pos + 1)[0] != 5:
+                raise ProtocolError("malformed ReadyForQuery from server")
             self.status = data[pos + 5]
             return self._pop() != QUERY_SKIP
         if kind == _M_ERROR:
             return self._error(head)
+        if kind == _M_COMPLETE and data.startswith(b"ROLLBACK", pos + 5):
+            self.rolled_back = True
         if head == QUERY or head == QUERY_SKIP or head == FUNCTION:
             return head != QUERY_SKIP
         if head == EXECUTE:

@@ -6,7 +6,10 @@ connection (the settings drivers and ORMs set on every connect: tracked) or tie
 the client to its connection until it leaves (pinning). `classify` reads only
 the leading keywords of each statement, after removing comments, and keeps the
 text of a SET value byte for byte (decoded as latin-1) so it can be replayed
-exactly. Ordinary queries are rejected by a substring test before any parsing.
+exactly. The few things looked for anywhere in a statement (advisory lock calls,
+INTO TEMP, WITH HOLD) count only outside string and dollar-quoted constants.
+Ordinary queries are rejected by a substring test before any parsing; long ones
+(bulk INSERTs) are scanned in C-speed jumps and never cached.
 """
 
 from __future__ import annotations
@@ -51,7 +54,23 @@ _TRIGGERS = (
 )
 _ADVISORY = re.compile(r"pg_(?:try_)?advisory_lock(?:_shared)?\s*\(")
 _INTO_TEMP = re.compile(r"\binto\s+(?:temp|temporary|unlogged\s+temp)\b")
+_WITH_HOLD = re.compile(r"\bwith\s+hold\b")
 _WORD = re.compile(r'"(?:[^"]|"")*"|[A-Za-z_][A-Za-z0-9_$.]*|=|\S')
+# String constants (E'..' with backslash escapes), dollar-quoted constants (a `$`
+# right after an identifier character belongs to the identifier) and quoted
+# identifiers (kept, so a quote inside one does not start a constant).
+_CONSTANT = re.compile(
+    r"(?<![\w$])[Ee]'(?:[^'\\]|\\.|'')*'?"
+    r"|'(?:[^']|'')*'?"
+    r"|(?<!\w)\$([A-Za-z_][A-Za-z0-9_]*|)\$.*?(?:\$\1\$|\Z)"
+    r'|"(?:[^"]|"")*"?',
+    re.S,
+)
+_ESCAPE_STRING_REST = re.compile(r"(?:[^'\\]|\\.|'')*'", re.S)
+_CREATE_BEFORE_TEMP = frozenset(("global", "local", "or", "replace"))
+_SPECIAL = re.compile(r"[;'\"$]|--|/\*")
+_DOLLAR_TAG = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)?\$")
+_CACHE_MAX_LEN = 2048  # longer texts (bulk INSERTs) are classified but not kept
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,10 +92,9 @@ def classify(sql: str) -> Effect:
     low = sql.lower()
     if not any(t in low for t in _TRIGGERS):
         return NO_EFFECT
-    return _classify_slow(sql)
+    return _classify_cached(sql) if len(sql) <= _CACHE_MAX_LEN else _classify_slow(sql)
 
 
-@lru_cache(maxsize=4096)
 def _classify_slow(sql: str) -> Effect:
     pin = ""
     sets: list[tuple[str, str | None]] = []
@@ -97,10 +115,13 @@ def _classify_slow(sql: str) -> Effect:
     return Effect(pin, tuple(sets), reset_all, drops)
 
 
+_classify_cached = lru_cache(maxsize=4096)(_classify_slow)
+
+
 def _statement(words: list[str], stmt: str) -> tuple[str, tuple[str, str | None] | str | None]:
     first = words[0]
     low = stmt.lower()
-    if _ADVISORY.search(low):
+    if _found(_ADVISORY, low, stmt):
         return "session advisory lock", None
     if first == "set":
         return _set(words, stmt)
@@ -108,11 +129,14 @@ def _statement(words: list[str], stmt: str) -> tuple[str, tuple[str, str | None]
         if words[1:2] == ["all"]:
             return "", "reset_all"
         name = _name(words[1]) if len(words) > 1 else ""
+        if words[1:3] == ["time", "zone"]:
+            name = "timezone"
         return "", ((name, None) if name in TRACKED else None)
     if first == "discard":
         return "DISCARD", ("drop" if words[1:2] == ["all"] else None)
     if first == "deallocate":
-        return "DEALLOCATE", None
+        drops = words[1:2] == ["all"] or words[1:3] == ["prepare", "all"]
+        return "DEALLOCATE", ("drop" if drops else None)
     if first == "prepare" and words[1:2] != ["transaction"]:
         return "PREPARE", None
     if first == "execute":
@@ -121,19 +145,19 @@ def _statement(words: list[str], stmt: str) -> tuple[str, tuple[str, str | None]
         return "LISTEN", None
     if first == "load":
         return "LOAD", None
-    if first == "create" and any(w in ("temp", "temporary") for w in words[1:5]):
+    if first == "create" and _creates_temp(words):
         return "temporary object", None
-    if first in ("select", "with") and _INTO_TEMP.search(low):
+    if first in ("select", "with") and _found(_INTO_TEMP, low, stmt):
         return "temporary object", None
-    if first == "declare" and re.search(r"\bwith\s+hold\b", low):
+    if first == "declare" and _found(_WITH_HOLD, low, stmt):
         return "cursor WITH HOLD", None
     return "", None
 
 
 def _set(words: list[str], stmt: str) -> tuple[str, tuple[str, str | None] | None]:
     rest = words[1:]
-    if rest[:1] == ["local"] or rest[:1] == ["transaction"] or not rest:
-        return "", None
+    if not rest or rest[0] in ("local", "transaction", "constraints"):
+        return "", None  # lasts until the end of the transaction at most
     if rest[0] == "session":
         rest = rest[1:]
         if not rest or rest[0] in ("authorization", "characteristics"):
@@ -153,6 +177,24 @@ def _set(words: list[str], stmt: str) -> tuple[str, tuple[str, str | None] | Non
     return "", (name, None if value.lower() == "default" else value)
 
 
+def _creates_temp(words: list[str]) -> bool:
+    """CREATE [GLOBAL|LOCAL] TEMP ..., CREATE [OR REPLACE] TEMP VIEW: TEMP comes first."""
+    for word in words[1:5]:
+        if word in ("temp", "temporary"):
+            return True
+        if word not in _CREATE_BEFORE_TEMP:
+            return False
+    return False
+
+
+def _found(pattern: re.Pattern[str], low: str, stmt: str) -> bool:
+    """`pattern` occurs in the lower-cased statement outside string and dollar constants."""
+    if pattern.search(low) is None:
+        return False
+    code = _CONSTANT.sub(lambda m: m.group(0) if m.group(0)[0] == '"' else " ", stmt)
+    return pattern.search(code.lower()) is not None
+
+
 def _name(word: str) -> str:
     return word[1:-1].replace('""', '"') if word.startswith('"') else word
 
@@ -168,31 +210,42 @@ def split_statements(sql: str) -> list[str]:
     cur: list[str] = []
     i, n = 0, len(sql)
     while i < n:
-        ch = sql[i]
-        if ch == ";":
+        match = _SPECIAL.search(sql, i)  # jump over ordinary text in one step
+        if match is None:
+            cur.append(sql[i:])
+            break
+        token, j = match.group(), match.start()
+        cur.append(sql[i:j])
+        if token == ";":
             out.append("".join(cur).strip())
             cur = []
-            i += 1
-        elif ch == "-" and sql.startswith("--", i):
-            j = sql.find("\n", i)
-            i = n if j < 0 else j
+            i = j + 1
+        elif token == "--":
+            k = sql.find("\n", j)
+            i = n if k < 0 else k
             cur.append(" ")
-        elif ch == "/" and sql.startswith("/*", i):
-            i = _skip_block_comment(sql, i)
+        elif token == "/*":
+            i = _skip_block_comment(sql, j)
             cur.append(" ")
-        elif ch in "'\"":
-            j = _skip_quoted(sql, i, ch)
-            cur.append(sql[i:j])
-            i = j
-        elif ch == "$":
-            j = _skip_dollar(sql, i)
-            cur.append(sql[i:j])
-            i = j
         else:
-            cur.append(ch)
-            i += 1
+            i = _skip_constant(sql, j, token)
+            cur.append(sql[j:i])
     out.append("".join(cur).strip())
     return [s for s in out if s]
+
+
+def _skip_constant(sql: str, j: int, token: str) -> int:
+    """The end of the quoted identifier or constant that `token` starts at `j`."""
+    if token == '"':
+        return _skip_quoted(sql, j, token)
+    prev = sql[j - 1] if j > 0 else " "
+    if token == "$":
+        return j + 1 if prev.isalnum() or prev == "_" else _skip_dollar(sql, j)
+    prev2 = sql[j - 2] if j > 1 else " "
+    if prev in "eE" and not (prev2.isalnum() or prev2 in "_$"):
+        match = _ESCAPE_STRING_REST.match(sql, j + 1)  # E'...': backslash escapes
+        return match.end() if match else len(sql)
+    return _skip_quoted(sql, j, token)
 
 
 def _skip_quoted(sql: str, i: int, quote: str) -> int:
@@ -224,7 +277,7 @@ def _skip_block_comment(sql: str, i: int) -> int:
 
 
 def _skip_dollar(sql: str, i: int) -> int:
-    match = re.match(r"\$([A-Za-z_][A-Za-z0-9_]*)?\$", sql[i:])
+    match = _DOLLAR_TAG.match(sql, i)
     if not match:
         return i + 1
     tag = match.group(0)
