@@ -58,6 +58,8 @@ _NORMAL_ENDS = frozenset({"client sent Terminate", "cancel request handled"})
 
 
 class ClientState(enum.Enum):
+    __hash__ = object.__hash__  # identity: cheap on the relay path
+
     STARTUP = "startup"
     READY = "ready"
     WAITING = "waiting"

@@ -35,6 +35,8 @@ log = logging.getLogger("sluice.server")
 
 
 class ServerState(enum.Enum):
+    __hash__ = object.__hash__  # identity: cheap on the relay path
+
     CONNECTING = "connecting"
     IDLE = "idle"
     ACTIVE = "active"

@@ -200,17 +200,14 @@ class Pool(Generic[C]):
         """Take a connection back, hand it to the first waiter, keep it idle, or close it."""
         self.borrowed -= 1
         now = time.monotonic()
-        if conn.broken:
-            conn.close("server connection broken")
-        elif self._expired(conn, now):
+        if self._expired(conn, now):
             conn.close(self._expiry_reason(conn, now))
-        elif not self._hand_over(conn):
-            conn.idle_since = now
-            self.idle.append(conn)
+            self._maybe_grow()
+        elif self.waiters and self._hand_over(conn):
             return
         else:
-            return
-        self._maybe_grow()
+            conn.idle_since = now
+            self.idle.append(conn)
 
     def forget(self, conn: C) -> None:
         """A borrowed connection died; its slot is free again."""
@@ -268,9 +265,9 @@ class Pool(Generic[C]):
 
     def _expired(self, conn: C, now: float) -> bool:
         return (
-            conn.generation != self.generation
+            conn.broken
+            or conn.generation != self.generation
             or now - conn.created_at > self.limits.lifetime
-            or conn.broken
         )
 
     def _expiry_reason(self, conn: C, now: float) -> str:

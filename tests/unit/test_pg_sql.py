@@ -1,0 +1,285 @@
+"""classify(): which SQL pins a client, which settings are tracked, what is ignored.
+
+Tables of (SQL, expected Effect). A pin that is missed leaks session state to
+another client; a pin that is not needed costs a backend connection; both are
+bugs, so both directions are tested.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from sluice.wire.pg.sql import NO_EFFECT, TRACKED, Effect, classify, split_statements
+
+PINS: list[tuple[str, str]] = [
+    ("PREPARE p AS SELECT 1", "PREPARE"),
+    ("prepare p (int) as select $1", "PREPARE"),
+    ("EXECUTE p", "EXECUTE"),
+    ("execute p(1)", "EXECUTE"),
+    ("DEALLOCATE p", "DEALLOCATE"),
+    ("deallocate prepare p", "DEALLOCATE"),
+    ("CREATE TEMP TABLE t (a int)", "temporary object"),
+    ("create temporary table t (a int)", "temporary object"),
+    ("CREATE GLOBAL TEMPORARY TABLE t (a int)", "temporary object"),
+    ("create local temp table t as select 1", "temporary object"),
+    ("CREATE TEMPORARY SEQUENCE s", "temporary object"),
+    ("create temp view v as select 1", "temporary object"),
+    ("CREATE OR REPLACE TEMP VIEW v AS SELECT 1", "temporary object"),
+    ("CREATE TEMP TABLE t (a int) ON COMMIT DROP", "temporary object"),
+    ("select * into temp t from x", "temporary object"),
+    ("SELECT a, b INTO TEMPORARY TABLE t FROM x", "temporary object"),
+    ("with q as (select 1) select * into temp t from q", "temporary object"),
+    ("LISTEN chan", "LISTEN"),
+    ('listen "Chan"', "LISTEN"),
+    ("SELECT pg_advisory_lock(1)", "session advisory lock"),
+    ("select pg_advisory_lock_shared(1, 2)", "session advisory lock"),
+    ("SELECT pg_try_advisory_lock(42)", "session advisory lock"),
+    ("select pg_try_advisory_lock_shared (1)", "session advisory lock"),
+    ("select pg_catalog.pg_advisory_lock(1)", "session advisory lock"),
+    ("UPDATE t SET a = 1 WHERE pg_try_advisory_lock(id)", "session advisory lock"),
+    ("DECLARE c CURSOR WITH HOLD FOR SELECT 1", "cursor WITH HOLD"),
+    ("declare c no scroll cursor with  hold for select 1", "cursor WITH HOLD"),
+    ("LOAD 'auto_explain'", "LOAD"),
+    ("SET work_mem = '64MB'", "SET work_mem"),
+    ("set enable_seqscan to off", "SET enable_seqscan"),
+    ("SET myapp.user_id = '42'", "SET myapp.user_id"),
+    ("SET SESSION work_mem TO '1MB'", "SET work_mem"),
+    ("SET ROLE admin", "SET ROLE"),
+    ("set role none", "SET ROLE"),
+    ("SET SESSION ROLE admin", "SET ROLE"),
+    ("SET SESSION AUTHORIZATION bob", "SET SESSION AUTHORIZATION"),
+    ("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY", "SET SESSION CHARACTERISTICS"),
+    ("DISCARD TEMP", "DISCARD"),
+    ("/* leading comment */ PREPARE p AS SELECT 1", "PREPARE"),
+    ("-- comment\nLISTEN x", "LISTEN"),
+]
+
+
+@pytest.mark.parametrize(("sql", "reason"), PINS)
+def test_pins(sql: str, reason: str) -> None:
+    effect = classify(sql)
+    assert effect.pin == reason
+    assert effect.sets == ()
+
+
+DROPS: list[tuple[str, str]] = [
+    ("DISCARD ALL", "DISCARD"),
+    ("discard all", "DISCARD"),
+    ("DEALLOCATE ALL", "DEALLOCATE"),
+    ("deallocate prepare all", "DEALLOCATE"),
+]
+
+
+@pytest.mark.parametrize(("sql", "reason"), DROPS)
+def test_statement_drops(sql: str, reason: str) -> None:
+    assert classify(sql) == Effect(pin=reason, drops_statements=True)
+
+
+@pytest.mark.parametrize("sql", ["DISCARD PLANS", "DEALLOCATE p", 'deallocate "all"'])
+def test_no_drop(sql: str) -> None:
+    assert not classify(sql).drops_statements
+
+
+TRACKED_SETS: list[tuple[str, tuple[tuple[str, str | None], ...]]] = [
+    ("SET search_path TO a, b", (("search_path", "a, b"),)),
+    ('set search_path = "$user", public', (("search_path", '"$user", public'),)),
+    ("SET search_path='a'", (("search_path", "'a'"),)),
+    ("set TimeZone = 'UTC'", (("timezone", "'UTC'"),)),
+    ("SET \"TimeZone\" TO 'UTC'", (("timezone", "'UTC'"),)),
+    ("SET SESSION DateStyle TO ISO", (("datestyle", "ISO"),)),
+    ("SET DateStyle TO ISO, DMY", (("datestyle", "ISO, DMY"),)),
+    ("SET TIME ZONE 'Europe/Paris'", (("timezone", "'Europe/Paris'"),)),
+    ("set session time zone 'UTC'", (("timezone", "'UTC'"),)),
+    ("SET TIME ZONE LOCAL", (("timezone", None),)),
+    ("SET TIME ZONE DEFAULT", (("timezone", None),)),
+    ("SET NAMES 'UTF8'", (("client_encoding", "'UTF8'"),)),
+    ("SET NAMES DEFAULT", (("client_encoding", None),)),
+    ("SET statement_timeout TO DEFAULT", (("statement_timeout", None),)),
+    ("set search_path = default", (("search_path", None),)),
+    ("SET statement_timeout = 0", (("statement_timeout", "0"),)),
+    ("SET lock_timeout TO '1s'", (("lock_timeout", "'1s'"),)),
+    ("SET application_name = 'to do'", (("application_name", "'to do'"),)),
+    ("SET application_name TO 'a = b'", (("application_name", "'a = b'"),)),
+    ("SET application_name = 'a;b'", (("application_name", "'a;b'"),)),
+    ("SET application_name = 'caf\u00e9'", (("application_name", "'caf\u00e9'"),)),
+    ("SET extra_float_digits = 3 -- psycopg", (("extra_float_digits", "3"),)),
+    ("SET jit = off /* comment */", (("jit", "off"),)),
+    ("RESET search_path", (("search_path", None),)),
+    ("reset TimeZone", (("timezone", None),)),
+    ("RESET TIME ZONE", (("timezone", None),)),
+    (
+        "SET search_path TO a; SET TimeZone = 'UTC'",
+        (("search_path", "a"), ("timezone", "'UTC'")),
+    ),
+]
+
+
+@pytest.mark.parametrize(("sql", "sets"), TRACKED_SETS)
+def test_tracked_sets(sql: str, sets: tuple[tuple[str, str | None], ...]) -> None:
+    assert classify(sql) == Effect(sets=sets)
+
+
+def test_every_tracked_name_is_tracked() -> None:
+    for name in TRACKED:
+        assert classify(f"SET {name} TO 'v'") == Effect(sets=((name, "'v'"),))
+        assert classify(f"SET {name.upper()} = 'v'") == Effect(sets=((name, "'v'"),))
+        assert classify(f"RESET {name}") == Effect(sets=((name, None),))
+
+
+def test_reset_all() -> None:
+    assert classify("RESET ALL") == Effect(reset_all=True)
+    assert classify("reset all") == Effect(reset_all=True)
+    # a RESET ALL wipes the sets before it, not those after it
+    assert classify("SET search_path TO a; RESET ALL") == Effect(reset_all=True)
+    assert classify("RESET ALL; SET jit = on") == Effect(sets=(("jit", "on"),), reset_all=True)
+
+
+NO_EFFECTS: list[str] = [
+    "SELECT 1",
+    "select * from t where a = $1",
+    "INSERT INTO t VALUES (1)",
+    "UPDATE t SET a = 1",
+    "update settings set value = 'x' where name = 'reset'",
+    "INSERT INTO t VALUES (1) ON CONFLICT (a) DO UPDATE SET b = 2",
+    "SELECT * FROM t OFFSET 10",
+    "SET LOCAL search_path TO a",
+    "set local work_mem = '1GB'",
+    "SET LOCAL ROLE admin",
+    "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE",
+    "set transaction read only",
+    "SET CONSTRAINTS ALL DEFERRED",
+    "set constraints c1, c2 immediate",
+    "RESET work_mem",
+    "PREPARE TRANSACTION 'tx1'",
+    "COMMIT PREPARED 'tx1'",
+    "SELECT pg_advisory_xact_lock(1)",
+    "select pg_try_advisory_xact_lock_shared(1)",
+    "select pg_advisory_unlock(1)",
+    "DECLARE c CURSOR FOR SELECT 1",
+    "DECLARE c CURSOR WITHOUT HOLD FOR SELECT 1",
+    "CREATE TABLE t (a int)",
+    "CREATE TABLE temp (a int)",
+    "create table temp_data (a int)",
+    "CREATE VIEW temporary_v AS SELECT 1",
+    "CREATE UNLOGGED TABLE t (a int)",
+    "SELECT 1 INTO temp_results",
+    "SELECT * INTO t FROM x",
+    "UNLISTEN chan",
+    "ALTER ROLE app SET search_path = a",
+    "ALTER DATABASE d SET work_mem = '1MB'",
+    "",
+    ";",
+    "  ;  ",
+    # keywords inside string constants, comments, dollar quotes and identifiers
+    "SELECT 'SET work_mem = 1'",
+    "select 'prepare x as select 1; listen y'",
+    "SELECT 'pg_advisory_lock(1)'",
+    "select $$pg_advisory_lock(1)$$",
+    "select $fn$ select pg_try_advisory_lock(1) $fn$",
+    "SELECT 'x into temp y' FROM t",
+    "select $$ into temp y $$",
+    "DECLARE c CURSOR FOR SELECT 'with hold'",
+    "select 1 -- set work_mem = 1\n",
+    "select 1 /* ; LISTEN x */",
+    "select 1; /* PREPARE p AS SELECT 1 */",
+    'select "set" from t',
+    "select $$; set work_mem = 1; $$",
+    "select ';'; select 'listen'",
+    "SELECT E'it\\'s; LISTEN x'",
+    "select e'\\' pg_advisory_lock(1) '",
+    "select E'\\\\', 'pg_advisory_lock(1)'",
+]
+
+
+@pytest.mark.parametrize("sql", NO_EFFECTS)
+def test_no_effect(sql: str) -> None:
+    assert classify(sql) == NO_EFFECT
+
+
+MULTI: list[tuple[str, Effect]] = [
+    ("SELECT 1; LISTEN x", Effect(pin="LISTEN")),
+    ("LISTEN x; PREPARE p AS SELECT 1", Effect(pin="LISTEN")),  # the first reason is kept
+    (
+        "SET search_path TO a; SET work_mem = 1",
+        Effect(pin="SET work_mem", sets=(("search_path", "a"),)),
+    ),
+    ("BEGIN; SET LOCAL jit = off; SELECT 1; COMMIT", NO_EFFECT),
+    ("select 1; set jit = off; select 2", Effect(sets=(("jit", "off"),))),
+    (
+        "SET jit = on; DISCARD ALL",
+        Effect(pin="DISCARD", sets=(("jit", "on"),), drops_statements=True),
+    ),
+    ("select 'a;b'; RESET search_path", Effect(sets=(("search_path", None),))),
+    # a statement hidden behind a constant the scanner misread would leak its SET
+    ("SELECT E'\\''; SET work_mem = 1", Effect(pin="SET work_mem")),
+    ("SELECT E'\\\\'; LISTEN x", Effect(pin="LISTEN")),
+    ("SELECT 1 AS a$b$; LISTEN x", Effect(pin="LISTEN")),
+    ("SELECT 1 AS col$1; SET jit = off", Effect(sets=(("jit", "off"),))),
+]
+
+
+@pytest.mark.parametrize(("sql", "effect"), MULTI)
+def test_multi_statement(sql: str, effect: Effect) -> None:
+    assert classify(sql) == effect
+
+
+def test_set_value_kept_byte_for_byte() -> None:
+    # the value is replayed verbatim: latin-1 decoding keeps every byte
+    raw = "SET application_name = 'caf\u00c3\u00a9 x'"  # UTF-8 bytes of "café" read as latin-1
+    assert classify(raw).sets == (("application_name", "'caf\u00c3\u00a9 x'"),)
+
+
+SPLITS: list[tuple[str, list[str]]] = [
+    ("", []),
+    ("   ", []),
+    (";;;", []),
+    ("a;b", ["a", "b"]),
+    ("select 1;", ["select 1"]),
+    ("select ';'; set x=1", ["select ';'", "set x=1"]),
+    ("select 'it''s;'", ["select 'it''s;'"]),
+    ('select "a;b"', ['select "a;b"']),
+    ('select "a"";b"; x', ['select "a"";b"', "x"]),
+    ("select $$;$$; select 1", ["select $$;$$", "select 1"]),
+    ("select $tag$ ; $ $tag$; x", ["select $tag$ ; $ $tag$", "x"]),
+    ("select $a$ $b$ ; $b$ $a$; x", ["select $a$ $b$ ; $b$ $a$", "x"]),
+    ("select $1; select $2", ["select $1", "select $2"]),
+    ("select 1 -- ; comment\n; select 2", ["select 1", "select 2"]),
+    ("select 1 -- trailing", ["select 1"]),
+    ("/* a /* nested ; */ ; */ select 1", ["select 1"]),
+    ("select 1 /* unterminated ; x", ["select 1"]),
+    ("select 'unterminated; x", ["select 'unterminated; x"]),
+    ("select $$ unterminated; x", ["select $$ unterminated; x"]),
+    ("a/**/b", ["a b"]),
+    # E'' strings take backslash escapes; plain ones do not
+    ("select E'a\\';b'; c", ["select E'a\\';b'", "c"]),
+    ("select e'\\\\'; c", ["select e'\\\\'", "c"]),
+    ("select E'\\''; c", ["select E'\\''", "c"]),
+    ("select E'a''b;'; c", ["select E'a''b;'", "c"]),
+    ("select 'a\\'; c", ["select 'a\\'", "c"]),
+    ("select typee'x;'; c", ["select typee'x;'", "c"]),
+    ("select E'unterminated\\", ["select E'unterminated\\"]),
+    # `$` inside an identifier does not start a dollar quote
+    ("select 1 as a$b$; c", ["select 1 as a$b$", "c"]),
+    ("select x_$tag$ ; c", ["select x_$tag$", "c"]),
+    ("select ($tag$;$tag$); c", ["select ($tag$;$tag$)", "c"]),
+    ("select $$a$$$$b;$$; c", ["select $$a$$$$b;$$", "c"]),
+    ("select 1 - -1; select 2/2", ["select 1 - -1", "select 2/2"]),
+]
+
+
+@pytest.mark.parametrize(("sql", "parts"), SPLITS)
+def test_split_statements(sql: str, parts: list[str]) -> None:
+    assert split_statements(sql) == parts
+
+
+def test_long_statements() -> None:
+    """Bulk statements (many parameters and constants) classify like short ones."""
+    values = ",".join(f"(${i}, 'set {i}; listen x')" for i in range(1, 20001))
+    upsert = f"INSERT INTO t VALUES {values} ON CONFLICT (a) DO UPDATE SET b = excluded.b"
+    assert len(upsert) > 400_000
+    assert classify(upsert) == NO_EFFECT
+    assert classify(upsert + "; LISTEN chan") == Effect(pin="LISTEN")
+    assert classify(upsert.replace("excluded.b", "pg_advisory_lock(1)")).pin == (
+        "session advisory lock"
+    )
+    assert len(split_statements(upsert + ";" + upsert)) == 2

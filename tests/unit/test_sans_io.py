@@ -1,0 +1,93 @@
+"""The wire layer is sans-IO: no module under sluice/wire touches sockets or an event loop.
+
+Read from the source with `ast`, so an import inside a function or behind
+TYPE_CHECKING counts too, and followed through the sluice modules the wire
+layer imports (importing `sluice.errors` must not drag asyncio in either).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import sluice
+
+FORBIDDEN = frozenset({"asyncio", "socket", "ssl", "selectors"})
+SRC = Path(sluice.__file__).resolve().parent  # .../src/sluice
+WIRE = SRC / "wire"
+
+
+def _imports(path: Path, src: Path = SRC) -> set[str]:
+    """Absolute names of every module `path` (a file of package `src`) imports."""
+    package = ".".join(path.relative_to(src.parent).with_suffix("").parts[:-1])
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                base = f"{parent}.{base}" if base else parent
+            names.add(base)
+            names.update(f"{base}.{alias.name}" for alias in node.names)
+    return names
+
+
+def _module_path(name: str) -> Path | None:
+    """The source file of a sluice module (None for other packages or non-modules)."""
+    parts = name.split(".")
+    if parts[0] != "sluice":
+        return None
+    base = SRC.parent.joinpath(*parts)
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _reachable(start: list[Path]) -> dict[Path, set[str]]:
+    """Every sluice module reachable from `start` by imports, with its imports."""
+    seen: dict[Path, set[str]] = {}
+    todo = list(start)
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen[path] = _imports(path)
+        for name in seen[path]:
+            target = _module_path(name)
+            if target is not None and target not in seen:
+                todo.append(target)
+    return seen
+
+
+def test_wire_modules_found() -> None:
+    found = {p.name for p in WIRE.rglob("*.py")}
+    assert {"messages.py", "framing.py", "responses.py", "sql.py", "scram.py"} <= found
+
+
+def test_no_io_imports_in_wire() -> None:
+    offenders = {}
+    for path, names in _reachable(sorted(WIRE.rglob("*.py"))).items():
+        bad = {n for n in names if n.split(".")[0] in FORBIDDEN}
+        if bad:
+            offenders[str(path.relative_to(SRC))] = sorted(bad)
+    assert offenders == {}
+
+
+def test_checker_sees_io_imports(tmp_path: Path) -> None:
+    """The checker itself: every import form it must catch (so the test above can fail)."""
+    sample = SRC / "wire" / "pg" / "messages.py"
+    assert "struct" in _imports(sample)
+    fake = tmp_path / "sluice" / "wire" / "x.py"
+    fake.parent.mkdir(parents=True)
+    fake.write_text(
+        "import socket\n"
+        "from asyncio import Protocol\n"
+        "import ssl as tls\n"
+        "def f():\n    import selectors\n"
+        "from . import y\n"
+    )
+    names = _imports(fake, tmp_path / "sluice")
+    assert {"socket", "asyncio", "ssl", "selectors", "sluice.wire", "sluice.wire.y"} <= names
