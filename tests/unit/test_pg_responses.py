@@ -518,11 +518,6 @@ def test_rollback_flag_on_rollback() -> None:
     assert tracker.rolled_back
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: ROLLBACK TO SAVEPOINT has the tag ROLLBACK too, so a committed SET is "
-    "taken as rolled back and its value stays on the connection, untracked",
-)
 def test_rollback_to_savepoint_then_commit_is_not_a_rollback() -> None:
     tracker = ResponseTracker(MAX)
     tracker.push(r.QUERY)

@@ -42,7 +42,7 @@ from sluice.wire.pg import responses as r
 from sluice.wire.pg.framing import MessageReader
 from sluice.wire.pg.md5 import md5_check, md5_hash
 from sluice.wire.pg.scram import ScramServer
-from sluice.wire.pg.sql import classify
+from sluice.wire.pg.sql import NO_EFFECT, classify_bytes
 
 if TYPE_CHECKING:
     from sluice.pg.pgpool import PgPool
@@ -426,13 +426,15 @@ class ClientSession(asyncio.Protocol):
 
     def _note_sql(self, sql: bytes, tracker: r.ResponseTracker) -> None:
         """Track settings and pin on session state the SQL leaves behind."""
-        effect = classify(sql.decode("latin-1"))
+        effect = classify_bytes(sql)
+        if effect is NO_EFFECT:
+            return
         if effect.pin and not self.pinned:
             self.pin(effect.pin)
         if effect.drops_statements:
             self.statements.clear()
             tracker.prepared.clear()
-        if effect.reset_all or effect.sets:
+        if effect.reset_all or effect.sets or effect.calls:
             if not self.settings.has_pending:
                 tracker.rolled_back = False
             self.settings.note(effect, tracker.errors)

@@ -74,6 +74,7 @@ class SessionSettings:
             self.pending.clear()
         for name, value in effect.sets:
             self.pending.append((name, None if value is None else f"SET {name} = {value}"))
+        self.pending.extend(effect.calls)
 
     def commit(self, server_params: dict[str, str], errors: int, rolled_back: bool) -> bool:
         """Apply what is pending once the transaction ended; False if the server is now unknown."""

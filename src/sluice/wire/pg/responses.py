@@ -55,12 +55,18 @@ _M_READY = ord("Z")
 _M_ERROR = ord("E")
 _M_PARAM_DESC = ord("t")
 _M_COMPLETE = ord("C")
+_IDLE = ord("I")
+# Replies that may change the tracker's state; any other reply to a Query or an
+# Execute only passes along to the client.
+_EVENTS = frozenset(b"ZECIs")
+_PASS_ALONG = frozenset((QUERY, EXECUTE))
 
 
 class ResponseTracker:
     """Outstanding requests of one backend connection and the routing of its replies."""
 
     __slots__ = (
+        "_ending_rollback",
         "_partial",
         "_skip",
         "errors",
@@ -83,6 +89,7 @@ class ResponseTracker:
         self.errors = 0  # ErrorResponses forwarded since the counter was last reset
         self.swallowed_errors = 0
         self.rolled_back = False  # a ROLLBACK completed since the client last reset this
+        self._ending_rollback = False
         self.max_size = max_size
         self._partial = b""
         self._skip = 0
@@ -152,11 +159,11 @@ class ResponseTracker:
                     self._skip = end - n  # stream the row, skip its remainder later
                     pos = n
                 break
-            if kind == _M_DATA and queue and queue[0] != QUERY_SKIP:
-                pos = end  # the common case: a row for the client
-                continue
             if end - pos > max_size and kind not in _STREAMED:  # as if it came in pieces
                 raise ProtocolError(f"invalid message length from server (type {kind})")
+            if queue and kind not in _EVENTS and queue[0] in _PASS_ALONG:
+                pos = end  # the common case: rows and descriptions for the client
+                continue
             if queue and queue[0] in _FAKES:
                 pieces = pieces if pieces is not None else []
                 pieces.append(data[mark:pos])
@@ -188,12 +195,15 @@ class ResponseTracker:
         if kind == _M_READY:
             if _unpack_len(data, pos + 1)[0] != 5:
                 raise ProtocolError("malformed ReadyForQuery from server")
-            self.status = data[pos + 5]
+            self.status = status = data[pos + 5]
+            if self._ending_rollback:  # ROLLBACK TO SAVEPOINT leaves us in the transaction
+                self.rolled_back = status == _IDLE
+                self._ending_rollback = False
             return self._pop() != QUERY_SKIP
         if kind == _M_ERROR:
             return self._error(head)
-        if kind == _M_COMPLETE and data.startswith(b"ROLLBACK", pos + 5):
-            self.rolled_back = True
+        if kind == _M_COMPLETE:
+            self._note_tag(data, pos + 5)
         if head == QUERY or head == QUERY_SKIP or head == FUNCTION:
             return head != QUERY_SKIP
         if head == EXECUTE:
@@ -206,6 +216,13 @@ class ResponseTracker:
         if head == SYNC:
             return True  # e.g. a late NoticeResponse; Z pops the Sync
         return self._pop() not in (PARSE_SKIP, CLOSE_SKIP)
+
+    def _note_tag(self, data: bytes, start: int) -> None:
+        """Remember whether the last transaction-ending command was a ROLLBACK."""
+        if data.startswith(b"ROLLBACK", start):
+            self._ending_rollback = True
+        elif data.startswith(b"COMMIT", start):
+            self._ending_rollback = False
 
     def _error(self, head: int) -> bool:
         """An ErrorResponse: in extended mode the server now skips to the next Sync."""

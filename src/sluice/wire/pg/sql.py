@@ -15,7 +15,7 @@ Ordinary queries are rejected by a substring test before any parsing; long ones
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 
 # Settings replayed on the borrowed connection instead of pinning (lower case).
@@ -42,6 +42,7 @@ TRACKED = frozenset(
 
 _TRIGGERS = (
     "set",
+    "config",
     "prepare",
     "execute",
     "deallocate",
@@ -52,7 +53,24 @@ _TRIGGERS = (
     "load",
     "discard",
 )
+# The byte-level pre-check: SET/RESET only count at the start of a statement (an
+# UPDATE ... SET must not cost a parse), so comments, which could hide that
+# start, send the text to the full check too.
+_TRIGGER_BYTES = re.compile(
+    rb"(?:^|;)\s*(?:re)?set\b|/\*|--|"
+    + b"|".join(t.encode() for t in _TRIGGERS if t not in ("set", "config"))
+    + rb"|set_config",
+    re.IGNORECASE,
+)
 _ADVISORY = re.compile(r"pg_(?:try_)?advisory_lock(?:_shared)?\s*\(")
+# A whole statement that only sets one setting for the session (how Sluice itself
+# replays startup values); anything else calling set_config(..., false) pins.
+_SET_CONFIG_CALL = re.compile(
+    r"select\s+(?:pg_catalog\.)?set_config\s*\(\s*'([a-z_][a-z0-9_.]*)'\s*,\s*"
+    r"E?'(?:[^'\\]|\\.|'')*'\s*,\s*false\s*\)",
+    re.IGNORECASE | re.S,
+)
+_SET_CONFIG_SESSION = re.compile(r"set_config\s*\([^)]*,\s*false\s*\)")
 _INTO_TEMP = re.compile(r"\binto\s+(?:temp|temporary|unlogged\s+temp)\b")
 _WITH_HOLD = re.compile(r"\bwith\s+hold\b")
 _WORD = re.compile(r'"(?:[^"]|"")*"|[A-Za-z_][A-Za-z0-9_$.]*|=|\S')
@@ -81,10 +99,18 @@ class Effect:
     sets: tuple[tuple[str, str | None], ...] = ()  # (name, value); None means RESET
     reset_all: bool = False
     drops_statements: bool = False  # DISCARD ALL / DEALLOCATE ALL
-    statements: tuple[str, ...] = field(default=(), repr=False)
+    # `SELECT set_config('name', 'value', false)` of a tracked setting: (name, statement)
+    calls: tuple[tuple[str, str], ...] = ()
 
 
 NO_EFFECT = Effect()
+
+
+def classify_bytes(sql: bytes) -> Effect:
+    """`classify` for the raw text of a Query or Parse; most texts never get decoded."""
+    if _TRIGGER_BYTES.search(sql) is None:
+        return NO_EFFECT
+    return classify(sql.decode("latin-1"))
 
 
 def classify(sql: str) -> Effect:
@@ -98,10 +124,15 @@ def classify(sql: str) -> Effect:
 def _classify_slow(sql: str) -> Effect:
     pin = ""
     sets: list[tuple[str, str | None]] = []
+    calls: list[tuple[str, str]] = []
     reset_all = drops = False
     for stmt in split_statements(sql):
         words = [w.lower() for w in _WORD.findall(stmt, 0, 200)[:6]]
         if not words:
+            continue
+        call = _SET_CONFIG_CALL.fullmatch(stmt)
+        if call is not None and call.group(1).lower() in TRACKED:
+            calls.append((call.group(1).lower(), stmt))
             continue
         reason, change = _statement(words, stmt)
         pin = pin or reason
@@ -112,7 +143,7 @@ def _classify_slow(sql: str) -> Effect:
             drops = True
         elif isinstance(change, tuple):
             sets.append(change)
-    return Effect(pin, tuple(sets), reset_all, drops)
+    return Effect(pin, tuple(sets), reset_all, drops, tuple(calls))
 
 
 _classify_cached = lru_cache(maxsize=4096)(_classify_slow)
@@ -123,6 +154,8 @@ def _statement(words: list[str], stmt: str) -> tuple[str, tuple[str, str | None]
     low = stmt.lower()
     if _found(_ADVISORY, low, stmt):
         return "session advisory lock", None
+    if _found(_SET_CONFIG_SESSION, low, stmt):
+        return "set_config() for the session", None
     if first == "set":
         return _set(words, stmt)
     if first == "reset":
