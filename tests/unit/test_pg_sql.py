@@ -9,7 +9,14 @@ from __future__ import annotations
 
 import pytest
 
-from sluice.wire.pg.sql import NO_EFFECT, TRACKED, Effect, classify, split_statements
+from sluice.wire.pg.sql import (
+    NO_EFFECT,
+    TRACKED,
+    Effect,
+    classify,
+    classify_bytes,
+    split_statements,
+)
 
 PINS: list[tuple[str, str]] = [
     ("PREPARE p AS SELECT 1", "PREPARE"),
@@ -283,3 +290,26 @@ def test_long_statements() -> None:
         "session advisory lock"
     )
     assert len(split_statements(upsert + ";" + upsert)) == 2
+
+
+CORPUS = (
+    [sql for sql, _ in PINS]
+    + [sql for sql, _ in DROPS]
+    + [sql for sql, _ in TRACKED_SETS]
+    + NO_EFFECTS
+    + [sql for sql, _ in MULTI]
+    + [
+        "SELECT abalance FROM pgbench_accounts WHERE aid = 1;",
+        "UPDATE t SET a = 1 WHERE b = 2;",
+        "\n\tSET timezone = 'UTC';",
+        "select 1;\nset jit = off",
+        "/* a */ SET work_mem = '1MB'",
+        "select set_config('jit', 'on', false)",
+    ]
+)
+
+
+@pytest.mark.parametrize("sql", CORPUS)
+def test_byte_precheck_agrees_with_full_classification(sql: str) -> None:
+    """The pre-check on raw bytes may skip parsing only where parsing finds nothing."""
+    assert classify_bytes(sql.encode("latin-1", errors="replace")) == classify(sql)

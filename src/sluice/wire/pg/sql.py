@@ -53,15 +53,16 @@ _TRIGGERS = (
     "load",
     "discard",
 )
-# The byte-level pre-check: SET/RESET only count at the start of a statement (an
-# UPDATE ... SET must not cost a parse), so comments, which could hide that
-# start, send the text to the full check too.
+# The byte-level pre-check, on the lower-cased text. SET/RESET only count at the
+# start of a statement (an UPDATE ... SET must not cost a parse): at the start of
+# the text, or after a semicolon that is not the last character. Comments could
+# hide a statement's start, so they send the text to the full check too.
 _TRIGGER_BYTES = re.compile(
-    rb"(?:^|;)\s*(?:re)?set\b|/\*|--|"
-    + b"|".join(t.encode() for t in _TRIGGERS if t not in ("set", "config"))
-    + rb"|set_config",
-    re.IGNORECASE,
+    b"|".join(re.escape(t.encode()) for t in (*_TRIGGERS, "/*", "--") if t not in ("set", "config"))
+    + b"|set_config"
 )
+_SET_START = (b"set", b"reset")
+_TRAILING = b"; \t\r\n"
 _ADVISORY = re.compile(r"pg_(?:try_)?advisory_lock(?:_shared)?\s*\(")
 # A whole statement that only sets one setting for the session (how Sluice itself
 # replays startup values); anything else calling set_config(..., false) pins.
@@ -108,7 +109,12 @@ NO_EFFECT = Effect()
 
 def classify_bytes(sql: bytes) -> Effect:
     """`classify` for the raw text of a Query or Parse; most texts never get decoded."""
-    if _TRIGGER_BYTES.search(sql) is None:
+    low = sql.lower()
+    if (
+        _TRIGGER_BYTES.search(low) is None
+        and not low.lstrip().startswith(_SET_START)
+        and b";" not in low.rstrip(_TRAILING)
+    ):
         return NO_EFFECT
     return classify(sql.decode("latin-1"))
 
