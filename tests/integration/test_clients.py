@@ -275,8 +275,15 @@ def test_psycopg_pipeline_prepared_across_connections(start_sluice: StartSluice)
         t.start()
     pids: set[int] = set()
     try:
-        with psycopg.connect(dsn(proc), autocommit=True) as conn:
+        with (
+            psycopg.connect(dsn(proc), autocommit=True) as conn,
+            psycopg.connect(dsn(proc)) as holder,
+        ):
             for n in range(30):
+                if n % 2:  # take the connection the client just returned (LIFO): it must move
+                    holder.execute("select 1")
+                else:
+                    holder.commit()
                 with conn.pipeline():
                     curs = [
                         conn.execute("select %s::int * 7", (n + i,), prepare=True) for i in range(5)
