@@ -1,0 +1,288 @@
+"""The database under test and the three ways to reach it: direct, PgBouncer, Sluice.
+
+`BenchDatabase` is a throwaway PostgreSQL (PgCluster) tuned for benchmarking,
+with a `bench` role and database initialised by `pgbench -i`. Each system
+starts fresh for every measured row (`start()` returns where to connect and
+which process to watch) and is stopped right after, so one row's leftovers
+(memory, a crashed process) never leak into the next. PgBouncer refuses to run
+as root, so under euid 0 it runs as the `postgres` OS user; it inherits the
+harness's raised RLIMIT_NOFILE. Clients use SCRAM everywhere: PgBouncer gets
+the role's stored SCRAM secret in its userlist (as PostgreSQL keeps it), Sluice
+the password in its TOML (it derives and caches the verifier).
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from sluice.devtools.pgcluster import PgCluster, free_port
+from sluice.devtools.runner import SluiceProcess
+
+BENCH_USER = "bench"
+BENCH_DB = "bench"
+LOCALHOST = "127.0.0.1"
+_START_TIMEOUT = 30.0
+_STOP_TIMEOUT = 15.0
+_INIT_TIMEOUT = 600.0
+
+# Durability is already off in PgCluster; these keep checkpoints and the
+# statistics collector out of the way and give the 1000-backend direct run room.
+PG_SETTINGS = {
+    "shared_buffers": "256MB",
+    "max_wal_size": "2GB",
+    "checkpoint_timeout": "30min",
+    "jit": "off",
+    "log_min_messages": "warning",
+    "log_connections": "off",
+    "log_disconnections": "off",
+}
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where pgbench connects, and the proxy process to measure (None when direct)."""
+
+    host: str
+    port: int
+    pid: int | None
+
+
+class System(Protocol):
+    name: str
+
+    def start(self) -> Endpoint: ...
+
+    def stop(self) -> None: ...
+
+    def log_tail(self, lines: int = 20) -> str: ...
+
+
+def wait_listening(port: int, proc: subprocess.Popen[bytes], what: str, log: Path) -> None:
+    """Wait until `port` accepts connections; fail if `proc` dies or time runs out."""
+    deadline = time.monotonic() + _START_TIMEOUT
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited early (code {proc.returncode}):\n{tail(log)}")
+        try:
+            with socket.create_connection((LOCALHOST, port), timeout=0.5):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{what} did not listen on {port}:\n{tail(log)}") from None
+            time.sleep(0.05)
+
+
+def tail(path: Path, lines: int = 20) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+class BenchDatabase:
+    """PostgreSQL with pgbench's tables at a given scale, owned by role `bench`."""
+
+    def __init__(self, workdir: Path, max_connections: int, scale: int) -> None:
+        self.password = secrets.token_urlsafe(18)
+        self.scale = scale
+        self.cluster = PgCluster(
+            workdir / "pg", max_connections=max_connections, settings=PG_SETTINGS
+        )
+
+    def start(self) -> None:
+        self.cluster.start()
+        self.cluster.create_user(BENCH_USER, self.password)
+        self.cluster.create_database(BENCH_DB, owner=BENCH_USER)
+        cmd = [
+            "pgbench", "-i", "-q", "-s", str(self.scale),
+            "-h", str(self.cluster.socket_dir), "-p", str(self.cluster.port),
+            "-U", BENCH_USER, BENCH_DB,
+        ]  # fmt: skip
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=_INIT_TIMEOUT, check=False, env=pg_env()
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"pgbench -i failed:\n{proc.stderr.strip()}")
+
+    def scram_secret(self) -> str:
+        """The role's stored SCRAM-SHA-256 secret (what PgBouncer's userlist may hold)."""
+        sql = f"SELECT rolpassword FROM pg_authid WHERE rolname = '{BENCH_USER}'"
+        return self.cluster.psql(sql)
+
+    def admin_conninfo(self) -> str:
+        """A libpq DSN for the superuser over the unix socket (trusted)."""
+        cluster = self.cluster
+        return f"host={cluster.socket_dir} port={cluster.port} user=postgres dbname=postgres"
+
+    def stop(self) -> None:
+        self.cluster.destroy()
+
+
+def pg_env(password: str | None = None) -> dict[str, str]:
+    """An environment without the caller's PG* variables; TLS and GSS off for every system."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    env.update(LC_ALL="C", PGSSLMODE="disable", PGGSSENCMODE="disable")
+    if password is not None:
+        env["PGPASSWORD"] = password
+    return env
+
+
+class DirectSystem:
+    """pgbench straight to PostgreSQL: nothing to start."""
+
+    name = "direct"
+
+    def __init__(self, db: BenchDatabase) -> None:
+        self.db = db
+
+    def start(self) -> Endpoint:
+        return Endpoint(self.db.cluster.host, self.db.cluster.port, None)
+
+    def stop(self) -> None:
+        pass
+
+    def log_tail(self, lines: int = 20) -> str:
+        return self.db.cluster.log_tail(lines)
+
+
+class PgBouncerSystem:
+    """PgBouncer in transaction pooling mode, one fresh process per row."""
+
+    name = "pgbouncer"
+
+    def __init__(self, db: BenchDatabase, workdir: Path, pool_size: int, max_clients: int) -> None:
+        self.db, self.workdir = db, workdir
+        self.pool_size, self.max_clients = pool_size, max_clients
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = workdir / "pgbouncer.log"
+        self.runs = 0
+
+    def _config(self, rundir: Path, port: int) -> Path:
+        userlist = rundir / "userlist.txt"
+        userlist.write_text(f'"{BENCH_USER}" "{self.db.scram_secret()}"\n')
+        cluster = self.db.cluster
+        ini = rundir / "pgbouncer.ini"
+        ini.write_text(
+            "[databases]\n"
+            f"{BENCH_DB} = host={cluster.host} port={cluster.port} dbname={BENCH_DB}\n"
+            "[pgbouncer]\n"
+            f"listen_addr = {LOCALHOST}\nlisten_port = {port}\nunix_socket_dir =\n"
+            f"auth_type = scram-sha-256\nauth_file = {userlist}\n"
+            f"pool_mode = transaction\ndefault_pool_size = {self.pool_size}\n"
+            "min_pool_size = 0\nreserve_pool_size = 0\n"
+            f"max_client_conn = {self.max_clients}\nlisten_backlog = 4096\n"
+            "log_connections = 0\nlog_disconnections = 0\n"
+            "ignore_startup_parameters = extra_float_digits\n"
+            f"pidfile = {rundir / 'pgbouncer.pid'}\n"
+        )
+        return ini
+
+    def start(self) -> Endpoint:
+        self.runs += 1
+        rundir = self.workdir / f"pgbouncer-{self.runs}"
+        rundir.mkdir(parents=True)
+        port = free_port()
+        ini = self._config(rundir, port)
+        ids = _postgres_ids() if os.geteuid() == 0 else None
+        if ids is not None:
+            for path in (rundir, *rundir.iterdir()):
+                os.chown(path, *ids)
+        self.log = rundir / "pgbouncer.log"
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [pgbouncer_binary(), str(ini)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                user=None if ids is None else ids[0],
+                group=None if ids is None else ids[1],
+                extra_groups=None if ids is None else [],
+                start_new_session=True,
+            )
+        wait_listening(port, self.proc, "pgbouncer", self.log)
+        return Endpoint(LOCALHOST, port, self.proc.pid)
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+        self.proc = None
+
+    def log_tail(self, lines: int = 20) -> str:
+        return tail(self.log, lines)
+
+
+class SluiceSystem:
+    """`sluice proxy` (SluiceProcess) with the same pool size as PgBouncer."""
+
+    name = "sluice"
+
+    def __init__(self, db: BenchDatabase, workdir: Path, pool_size: int) -> None:
+        self.db, self.workdir, self.pool_size = db, workdir, pool_size
+        self.proc: SluiceProcess | None = None
+        self.runs = 0
+
+    def start(self) -> Endpoint:
+        self.runs += 1
+        port = free_port()
+        proxy = {
+            "name": "bench",
+            "listen": f"{LOCALHOST}:{port}",
+            "target": {"host": self.db.cluster.host, "port": self.db.cluster.port},
+            "pool": {
+                "mode": "transaction",
+                "max_connections": self.pool_size,
+                "max_idle_connections": self.pool_size,
+                "borrow_timeout": 120,
+            },
+            "users": [{"name": BENCH_USER, "password": self.db.password}],
+        }
+        rundir = self.workdir / f"sluice-{self.runs}"
+        rundir.mkdir(parents=True)
+        self.proc = SluiceProcess([proxy], glob={"log_level": "warning"}, workdir=rundir)
+        try:
+            self.proc.start(timeout=_START_TIMEOUT)
+        except BaseException:
+            self.stop()
+            raise
+        return Endpoint(LOCALHOST, port, self.proc.pid)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.stop(timeout=_STOP_TIMEOUT)
+
+    def log_tail(self, lines: int = 20) -> str:
+        return "" if self.proc is None else self.proc.log_tail(lines)
+
+
+def pgbouncer_binary() -> str:
+    found = shutil.which("pgbouncer") or shutil.which("pgbouncer", path="/usr/sbin:/usr/bin")
+    if found is None:
+        raise RuntimeError("pgbouncer not found (make system-bench installs it)")
+    return found
+
+
+def _postgres_ids() -> tuple[int, int]:
+    entry = pwd.getpwnam("postgres")
+    return entry.pw_uid, entry.pw_gid
+
+
+def stop_process(proc: subprocess.Popen[bytes] | None) -> None:
+    """SIGTERM, wait, then SIGKILL: never leave a child behind."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(_STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(_STOP_TIMEOUT)
