@@ -54,6 +54,7 @@ log = logging.getLogger("sluice.client")
 _Q, _P, _B, _D, _E, _C, _S, _H, _X, _F = b"QPBDECSHXF"
 _COPY = frozenset(b"dcf")
 _ATTACHED, _CONSUMED, _WAIT = object(), object(), object()
+_BUFFER_WHILE_WAITING = 256 * 1024  # bytes read ahead while waiting for a connection
 _NORMAL_ENDS = frozenset({"client sent Terminate", "cancel request handled"})
 
 
@@ -76,6 +77,36 @@ _TRANSITIONS = {
 
 class ClientSession(asyncio.Protocol):
     """A client connection: handshake coroutine, then an event-driven relay."""
+
+    __slots__ = (
+        "_handshake",
+        "_held",
+        "_paused",
+        "_request",
+        "_sent_at",
+        "_skip_to_sync",
+        "_wait_started",
+        "_waiter",
+        "admin_session",
+        "cancel_key",
+        "close_reason",
+        "connected_at",
+        "database",
+        "last_active",
+        "peer",
+        "pinned",
+        "pool",
+        "proxy",
+        "reader",
+        "server",
+        "settings",
+        "state",
+        "statements",
+        "stats",
+        "tls",
+        "transport",
+        "user",
+    )
 
     def __init__(self, proxy: PgProxy) -> None:
         self.proxy = proxy
@@ -104,7 +135,7 @@ class ClientSession(asyncio.Protocol):
         self._request: asyncio.Future[ServerConn] | None = None
         self._wait_started = 0.0
         self._sent_at = 0.0
-        self.stats = PoolStats()  # replaced by the pool's own once the client logs in
+        self.stats: PoolStats = proxy.startup_stats  # the pool's own once the client logs in
         self._paused = False
         self._skip_to_sync = False
 
@@ -142,9 +173,13 @@ class ClientSession(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.reader.feed(data)
-        if self.state is ClientState.READY:
+        state = self.state
+        if state is ClientState.READY:
             self.last_active = time.monotonic()
             self._drain()
+        elif state is ClientState.WAITING:
+            if self.reader.pending > _BUFFER_WHILE_WAITING:
+                self.pause_reading()  # resumed once a connection is borrowed
         elif self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
@@ -198,6 +233,7 @@ class ClientSession(asyncio.Protocol):
             return
         finally:
             self._handshake = None
+            self._waiter = None
         if self.state is ClientState.STARTUP:
             self._set_state(ClientState.READY)
             self._drain()
@@ -340,7 +376,6 @@ class ClientSession(asyncio.Protocol):
         if server is None:
             self._held = msg
             self._set_state(ClientState.WAITING)
-            self.pause_reading()
             self._wait_started = time.monotonic()
             self._request = self.pool.pool.request()
             self._request.add_done_callback(self._server_ready)

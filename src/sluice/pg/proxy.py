@@ -12,6 +12,7 @@ from sluice import tls
 from sluice.config import ProxyConfig
 from sluice.pg.client import ClientSession
 from sluice.pg.pgpool import PgPool, limits_for
+from sluice.pool.pool import PoolStats
 from sluice.wire.pg import messages as m
 
 if TYPE_CHECKING:
@@ -46,6 +47,7 @@ class PgProxy:
         self.clients: set[ClientSession] = set()
         self.pools: dict[tuple[str, str], PgPool] = {}
         self.stats = ProxyStats()
+        self.startup_stats = PoolStats()  # what clients count into before they have a pool
         self.server: asyncio.Server | None = None
         self.target_max_connections: int | None = None
         self.tls_context: ssl.SSLContext | None = tls.server_context(

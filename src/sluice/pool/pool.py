@@ -103,7 +103,9 @@ class Pool(Generic[C]):
         self.limits = limits
         self._connect = connect
         self.idle: list[C] = []
-        self.waiters: deque[asyncio.Future[C]] = deque()
+        # FIFO of (deadline on the loop clock, future); one timer serves them all
+        self.waiters: deque[tuple[float, asyncio.Future[C]]] = deque()
+        self._timer: asyncio.TimerHandle | None = None
         self.opening = 0
         self.borrowed = 0
         self.generation = 0
@@ -146,11 +148,13 @@ class Pool(Generic[C]):
         """
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[C] = loop.create_future()
-        self.waiters.append(fut)
-        timer = loop.call_later(self.limits.borrow_timeout, self._time_out, fut)
-        fut.add_done_callback(lambda _: timer.cancel())
-        self._check_stale()
-        self._maybe_grow()
+        self.waiters.append((loop.time() + self.limits.borrow_timeout, fut))
+        if self._timer is None:
+            self._timer = loop.call_at(self.waiters[0][0], self._time_out)
+        if self.idle:
+            self._check_stale()
+        if len(self.waiters) > self.opening and self.size < self.limits.max_size:
+            self._maybe_grow()
         return fut
 
     async def acquire(self) -> C:
@@ -158,15 +162,21 @@ class Pool(Generic[C]):
         conn = self.try_acquire()
         return conn if conn is not None else await self.request()
 
-    def _time_out(self, fut: asyncio.Future[C]) -> None:
-        if fut.done():
-            return
-        self.stats.timeouts += 1
-        with contextlib.suppress(ValueError):
-            self.waiters.remove(fut)
-        fut.set_exception(
-            PoolTimeout(f"no database connection available within {self.limits.borrow_timeout:g}s")
-        )
+    def _time_out(self) -> None:
+        """Fail the waiters whose deadline passed (they are first: FIFO, same timeout)."""
+        self._timer = None
+        loop = asyncio.get_running_loop()
+        now, waiters = loop.time(), self.waiters
+        while waiters and (waiters[0][1].done() or waiters[0][0] <= now):
+            fut = waiters.popleft()[1]
+            if not fut.done():
+                self.stats.timeouts += 1
+                fut.set_exception(PoolTimeout(self._timeout_text()))
+        if waiters:
+            self._timer = loop.call_at(waiters[0][0], self._time_out)
+
+    def _timeout_text(self) -> str:
+        return f"no database connection available within {self.limits.borrow_timeout:g}s"
 
     def _check_stale(self) -> None:
         """Idle connections that need a liveness check are checked, then handed over."""
@@ -217,8 +227,9 @@ class Pool(Generic[C]):
     def _hand_over(self, conn: C) -> bool:
         if self.paused:
             return False
-        while self.waiters:
-            fut = self.waiters.popleft()
+        waiters = self.waiters
+        while waiters:
+            fut = waiters.popleft()[1]
             if not fut.done():
                 self._lend()
                 fut.set_result(conn)
@@ -228,7 +239,7 @@ class Pool(Generic[C]):
     # ---- growing ----
 
     def _maybe_grow(self) -> None:
-        pending = sum(1 for w in self.waiters if not w.done())
+        pending = len(self.waiters)  # may count a few that gave up: harmless
         while pending > self.opening and self.size < self.limits.max_size and not self.closed:
             self.opening += 1
             self._spawn(self._open())
@@ -256,7 +267,7 @@ class Pool(Generic[C]):
         self.last_error = exc
         log.warning("pool %s: cannot open a database connection: %s", self.name, exc)
         while self.waiters:  # tell those waiting now, rather than let them time out
-            fut = self.waiters.popleft()
+            fut = self.waiters.popleft()[1]
             if not fut.done():
                 fut.set_exception(exc)
                 break
@@ -326,6 +337,6 @@ class Pool(Generic[C]):
             conn.close(reason)
         self.idle.clear()
         while self.waiters:
-            fut = self.waiters.popleft()
+            fut = self.waiters.popleft()[1]
             if not fut.done():
                 fut.set_exception(ServerError(reason))
