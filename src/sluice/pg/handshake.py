@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING
 
 from sluice.errors import AuthFailed, ProtocolError, TLSRequired, UnknownDatabase
@@ -31,8 +32,8 @@ async def handshake(client: ClientSession) -> None:
     if startup is None:
         return
     params = startup.params
-    client.user = params.get("user", "")
-    client.database = params.get("database", "") or client.user
+    client.user = sys.intern(params.get("user", ""))  # shared by every client of that user
+    client.database = sys.intern(params.get("database", "") or client.user)
     if not client.user:
         raise ProtocolError("no PostgreSQL user name specified in startup packet")
     if params.get("replication", "false").lower() not in ("false", "0", "no", "off"):
