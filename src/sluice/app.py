@@ -1,19 +1,16 @@
 """The running program: proxies built from a settings snapshot, and what they share.
 
 `App` is passed down to every proxy, pool and session; there is no module-level
-mutable state. It owns the proxy-issued cancel keys, the cache of SCRAM
-verifiers, the registry of server-side statement names, the maintenance task,
-the metrics endpoint and the admin console. `reload` builds a new snapshot,
-compares it with the running one proxy by proxy and applies the difference;
-`shutdown` stops accepting, lets transactions finish up to the timeout, then
-closes everything.
+mutable state. It owns the proxy-issued cancel keys, the registry of server-side
+statement names, the maintenance task, the metrics endpoint and the admin
+console. `reload` builds a new snapshot, compares it with the running one proxy
+by proxy and applies the difference; `shutdown` stops accepting, lets
+transactions finish up to the timeout, then closes everything.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import hashlib
 import hmac
 import logging
 import secrets
@@ -28,7 +25,6 @@ from sluice.observe.admin import AdminConsole
 from sluice.observe.metrics import MetricsServer
 from sluice.pg.proxy import PgProxy
 from sluice.pg.statements import StatementNames
-from sluice.wire.pg.scram import ScramVerifier, make_verifier
 
 if TYPE_CHECKING:
     from sluice.pg.client import ClientSession
@@ -47,9 +43,6 @@ class App:
         self.metrics = MetricsServer(self)
         self.started_at = time.time()
         self._cancel_keys: dict[int, ClientSession] = {}
-        self._verifiers: dict[tuple[str, str], ScramVerifier] = {}
-        self._dummy_salt = secrets.token_bytes(16)
-        self._fake_verifier: ScramVerifier | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._maintenance: asyncio.Task[None] | None = None
         self.stopping = False
@@ -78,26 +71,6 @@ class App:
                     proxy.maintain()
                 except Exception:  # a bug in one pass must not stop maintenance
                     log.exception("maintenance of proxy %s failed", proxy.config.name)
-
-    # ---- authentication helpers ----
-
-    def verifier(self, user: str, password: str | None) -> ScramVerifier:
-        """The SCRAM verifier for a configured password (cached: PBKDF2 is slow).
-
-        For an unknown user (password None) a stable fake verifier is returned,
-        so the exchange looks the same and fails the same way.
-        """
-        if password is None:
-            if self._fake_verifier is None:
-                self._fake_verifier = make_verifier(secrets.token_hex(16))
-            salt = hashlib.sha256(self._dummy_salt + user.encode()).digest()[:16]
-            return dataclasses.replace(self._fake_verifier, salt=salt)
-        key = (user, password)
-        found = self._verifiers.get(key)
-        if found is None:
-            found = make_verifier(password)
-            self._verifiers[key] = found
-        return found
 
     # ---- cancel keys ----
 

@@ -36,6 +36,7 @@ from sluice.observe.stats import (
     list_servers,
     take_snapshot,
 )
+from sluice.pg.auth import authenticate
 from sluice.wire.pg import messages as m
 
 if TYPE_CHECKING:
@@ -107,9 +108,8 @@ class AdminConsole:
 
     async def _login(self, client: ClientSession) -> None:
         proxy, settings = client.proxy, self.app.settings
-        user = proxy.config.user(client.user)
         try:
-            await client.authenticate(proxy.config.auth_method, user.password if user else None)
+            await authenticate(client, proxy.authenticator)
             if client.user not in settings.admin_users:
                 raise AdminNotAllowed("not allowed")
         except (AuthFailed, AdminNotAllowed):

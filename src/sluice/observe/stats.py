@@ -144,7 +144,7 @@ def _pool_snapshot(pool: PgPool, active: int, waiting: int, max_wait: float) -> 
         proxy=config.name,
         engine=config.engine,
         database=pool.database,
-        user=pool.user.name,
+        user=pool.user,
         mode=config.pool.mode,
         paused=pool.pool.paused,
         clients_active=active,
@@ -258,7 +258,7 @@ def list_servers(app: App) -> list[ServerInfo]:
                 rows.append(
                     ServerInfo(
                         proxy=proxy.config.name,
-                        user=pool.user.server_user,
+                        user=pool.user,
                         database=pool.database,
                         state=server.state.value,
                         addr=addr,

@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import hmac
 import logging
-import os
 import ssl
 import time
 from typing import TYPE_CHECKING, cast
@@ -32,7 +30,6 @@ from sluice.errors import (
     ProtocolError,
     ServerError,
     SluiceError,
-    TLSRequired,
 )
 from sluice.pg.settings import SessionSettings, sync_sql
 from sluice.pg.statements import ClientStatements
@@ -40,8 +37,6 @@ from sluice.pool.pool import PoolStats
 from sluice.wire.pg import messages as m
 from sluice.wire.pg import responses as r
 from sluice.wire.pg.framing import MessageReader
-from sluice.wire.pg.md5 import md5_check, md5_hash
-from sluice.wire.pg.scram import ScramServer
 from sluice.wire.pg.sql import NO_EFFECT, classify_bytes
 
 if TYPE_CHECKING:
@@ -260,45 +255,6 @@ class ClientSession(asyncio.Protocol):
         if self.closed:
             raise ClientError("client closed the connection")
 
-    async def authenticate(self, method: str, password: str | None) -> None:
-        """Check the client's password with `method`; `password` None means unknown user."""
-        if method == "scram-sha-256":
-            await self._auth_scram(password)
-        elif method == "md5":
-            await self._auth_md5(password)
-        else:
-            await self._auth_cleartext(password)
-
-    async def _auth_scram(self, password: str | None) -> None:
-        verifier = self.proxy.app.verifier(self.user, password)
-        server = ScramServer(verifier)
-        self.transport_write(m.auth_sasl(("SCRAM-SHA-256",)))
-        mech, data = m.parse_sasl_initial(self._password_body(await self.recv()))
-        if mech != "SCRAM-SHA-256":
-            raise AuthFailed(f"unsupported SASL mechanism {mech}")
-        self.transport_write(m.auth_request(m.AUTH_SASL_CONTINUE, server.handle_first(data)))
-        final = server.handle_final(self._password_body(await self.recv()))
-        if password is None:
-            raise AuthFailed("unknown user")
-        self.transport_write(m.auth_request(m.AUTH_SASL_FINAL, final))
-
-    async def _auth_md5(self, password: str | None) -> None:
-        salt = os.urandom(4)
-        self.transport_write(m.auth_request(m.AUTH_MD5, salt))
-        answer = self._password_body(await self.recv()).rstrip(b"\x00")
-        stored = md5_hash(self.user, password if password is not None else os.urandom(8).hex())
-        if not md5_check(stored, salt, answer) or password is None:
-            raise AuthFailed("wrong password")
-
-    async def _auth_cleartext(self, password: str | None) -> None:
-        if not self.tls:
-            raise TLSRequired("cleartext password authentication requires TLS")
-        self.transport_write(m.auth_request(m.AUTH_CLEARTEXT))
-        answer = self._password_body(await self.recv()).rstrip(b"\x00")
-        expected = (password if password is not None else os.urandom(8).hex()).encode()
-        if not hmac.compare_digest(answer, expected) or password is None:
-            raise AuthFailed("wrong password")
-
     async def start_tls(self, ctx: ssl.SSLContext) -> None:
         assert self.transport is not None
         loop = asyncio.get_running_loop()
@@ -314,12 +270,6 @@ class ClientSession(asyncio.Protocol):
 
     def fail_quietly(self, reason: str) -> None:
         self._close_now(reason)
-
-    @staticmethod
-    def _password_body(msg: bytes) -> bytes:
-        if msg[0] != ord("p"):
-            raise ProtocolError("expected a password message")
-        return msg[5:]
 
     # ---- relay: client to server ----
 

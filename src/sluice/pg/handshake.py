@@ -17,6 +17,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from sluice.errors import AuthFailed, ProtocolError, TLSRequired, UnknownDatabase
+from sluice.pg.auth import authenticate
 from sluice.pg.settings import startup_setting
 from sluice.wire.pg import messages as m
 
@@ -46,14 +47,12 @@ async def handshake(client: ClientSession) -> None:
         client.admin_session = True
         await proxy.app.admin.serve(client)
         return
-    user = proxy.config.user(client.user)
     try:
-        await client.authenticate(proxy.config.auth_method, user.password if user else None)
+        await authenticate(client, proxy.authenticator)
     except AuthFailed:
         proxy.stats.setup_failed_auth += 1
         raise
-    assert user is not None
-    await _greet(client, params, user.name)
+    await _greet(client, params, client.user)
 
 
 async def _negotiate(client: ClientSession) -> m.Startup | None:

@@ -15,8 +15,8 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from sluice.config import ProxyConfig, UserConfig
-from sluice.errors import ServerError
+from sluice.config import ProxyConfig
+from sluice.errors import ServerAuthFailed, ServerError
 from sluice.pg.server import ServerConn, ServerState, open_server
 from sluice.pool.pool import Pool, PoolLimits
 from sluice.wire.pg import messages as m
@@ -44,11 +44,11 @@ def limits_for(config: ProxyConfig, target_max: int | None) -> PoolLimits:
 class PgPool:
     """Backend connections for one (proxy, database, user)."""
 
-    def __init__(self, proxy: PgProxy, database: str, user: UserConfig) -> None:
+    def __init__(self, proxy: PgProxy, database: str, user: str) -> None:
         self.proxy = proxy
         self.database = database
         self.user = user
-        self.name = f"{proxy.config.name}/{database}/{user.name}"
+        self.name = f"{proxy.config.name}/{database}/{user}"
         self.pool: Pool[ServerConn] = Pool(
             self.name, limits_for(proxy.config, proxy.target_max_connections), self._connect
         )
@@ -59,12 +59,15 @@ class PgPool:
 
     async def _connect(self) -> ServerConn:
         config, target = self.proxy.config, self.proxy.config.target
+        login = self.proxy.authenticator.backend_login(self.user)
+        if login is None:
+            raise ServerAuthFailed(f"no database credentials for user {self.user!r}")
         conn = await open_server(
             self.name,
             target.host,
             target.port,
-            user=self.user.server_user,
-            password=self.user.server_password,
+            user=login.user,
+            password=login.password,
             database=self.database,
             init_query=config.pool.init_query,
             tls=self.proxy.backend_tls,

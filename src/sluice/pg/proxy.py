@@ -9,6 +9,8 @@ import time
 from typing import TYPE_CHECKING
 
 from sluice import tls
+from sluice.auth.base import Authenticator
+from sluice.auth.static import StaticUsers
 from sluice.config import ProxyConfig
 from sluice.pg.client import ClientSession
 from sluice.pg.pgpool import PgPool, limits_for
@@ -47,6 +49,7 @@ class PgProxy:
         self.clients: set[ClientSession] = set()
         self.pools: dict[tuple[str, str], PgPool] = {}
         self.stats = ProxyStats()
+        self.authenticator: Authenticator = StaticUsers(config.users, config.auth_method)
         self.startup_stats = PoolStats()  # what clients count into before they have a pool
         self.server: asyncio.Server | None = None
         self.target_max_connections: int | None = None
@@ -99,9 +102,7 @@ class PgProxy:
     def pool_for(self, database: str, user: str) -> PgPool:
         pool = self.pools.get((database, user))
         if pool is None:
-            user_cfg = self.config.user(user)
-            assert user_cfg is not None
-            pool = PgPool(self, database, user_cfg)
+            pool = PgPool(self, database, user)
             self.pools[(database, user)] = pool
         return pool
 
@@ -124,6 +125,8 @@ class PgProxy:
     def apply(self, config: ProxyConfig) -> None:
         """New settings for the same listener: pools renew (old connections drain)."""
         old, self.config = self.config, config
+        if (old.users, old.auth_method) != (config.users, config.auth_method):
+            self.authenticator = StaticUsers(config.users, config.auth_method)
         if old.target != config.target or old.users != config.users:
             for pool in self.pools.values():
                 pool.pool.renew(limits_for(config, self.target_max_connections))
