@@ -149,6 +149,9 @@ def write_markdown(rows: Sequence[Row], meta: dict[str, Any], path: Path) -> Non
         "bounded by the CPU it leaves to the others as much as by its own speed. Compare "
         "systems within one run, not across runs.",
         "",
+        "Where Sluice's time goes, and what has been done about it: "
+        "[performance.md](performance.md).",
+        "",
         "## Throughput, proxy CPU per transaction, backend connections",
         "",
         *throughput_table(rows),
