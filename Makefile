@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench system-pg system-bench clean
+.PHONY: demo test lint bench system-pg system-mysql system-bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -18,8 +18,16 @@ system-pg:
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql postgresql-contrib; \
 	fi
 
-system-bench: system-pg
+# MariaDB server and client (mariadbd, mariadb-install-db, mariadb, mariadb-slap).
+system-mysql:
+	@if ! { command -v mariadbd || test -x /usr/sbin/mariadbd; } >/dev/null 2>&1 \
+		|| ! command -v mariadb-install-db >/dev/null || ! command -v mariadb >/dev/null; then \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q mariadb-server mariadb-client; \
+	fi
+
+system-bench: system-pg system-mysql
 	@command -v pgbouncer >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q pgbouncer)
+	@command -v sysbench >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q sysbench)
 
 demo: $(STAMP) system-pg
 	$(BIN)/python -m sluice.demo
@@ -28,7 +36,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
 
-test: $(STAMP) system-pg lint
+test: $(STAMP) system-pg system-mysql lint
 	$(BIN)/pytest -q
 
 bench: $(STAMP) system-bench

@@ -1,4 +1,4 @@
-"""Shared test helpers and the fixed credentials of the session PostgreSQL server.
+"""Shared test helpers and the fixed credentials of the session PostgreSQL and MariaDB servers.
 
 Importable as `helpers` from any test module: tests/ has no __init__.py, so
 pytest puts this directory on sys.path when it loads tests/conftest.py.
@@ -17,6 +17,8 @@ __all__ = [
     "APP_DB",
     "APP_PASSWORD",
     "APP_USER",
+    "NATIVE_PASSWORD",
+    "NATIVE_USER",
     "OTHER_PASSWORD",
     "OTHER_USER",
     "dsn",
@@ -30,6 +32,8 @@ APP_PASSWORD = "app-secret-1"
 APP_DB = "appdb"
 OTHER_USER = "other"
 OTHER_PASSWORD = "other-secret-2"
+NATIVE_USER = "native"  # MariaDB only: created explicitly with mysql_native_password
+NATIVE_PASSWORD = "native-secret-3"
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 5.0, interval: float = 0.05) -> bool:

@@ -1,1 +1,1 @@
-"""Development helpers: throwaway PostgreSQL servers for tests, the demo and the benchmark."""
+"""Development helpers: throwaway PostgreSQL and MariaDB servers for tests, demo and benchmark."""
