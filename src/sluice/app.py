@@ -16,20 +16,25 @@ import logging
 import secrets
 import time
 from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from sluice import config as config_mod
 from sluice.config import ProxyConfig, Settings
-from sluice.errors import QueryCanceled
 from sluice.observe.admin import AdminConsole
 from sluice.observe.metrics import MetricsServer
 from sluice.pg.proxy import PgProxy
 from sluice.pg.statements import StatementNames
 
-if TYPE_CHECKING:
-    from sluice.pg.client import ClientSession
-
 log = logging.getLogger("sluice")
+
+
+class Cancellable(Protocol):
+    """A client session that can be told to cancel what it is running."""
+
+    cancel_key: tuple[int, int]
+    peer: str
+
+    async def cancel_running(self) -> None: ...
 
 
 class App:
@@ -42,7 +47,7 @@ class App:
         self.admin = AdminConsole(self)
         self.metrics = MetricsServer(self)
         self.started_at = time.time()
-        self._cancel_keys: dict[int, ClientSession] = {}
+        self._cancel_keys: dict[int, Cancellable] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._maintenance: asyncio.Task[None] | None = None
         self.stopping = False
@@ -74,7 +79,9 @@ class App:
 
     # ---- cancel keys ----
 
-    def register_cancel(self, client: ClientSession) -> tuple[int, int]:
+    def register_cancel(self, client: Cancellable) -> tuple[int, int]:
+        """A proxy-issued (id, secret) for a client: PostgreSQL's BackendKeyData, MySQL's
+        connection id (the secret unused there: KILL comes over an authenticated session)."""
         while True:
             pid = secrets.randbelow(2**31 - 1) + 1
             if pid not in self._cancel_keys:
@@ -82,10 +89,13 @@ class App:
         self._cancel_keys[pid] = client
         return pid, secrets.randbelow(2**32)
 
-    def unregister_cancel(self, client: ClientSession) -> None:
+    def unregister_cancel(self, client: Cancellable) -> None:
         pid = client.cancel_key[0]
         if self._cancel_keys.get(pid) is client:
             del self._cancel_keys[pid]
+
+    def cancel_target(self, pid: int) -> Cancellable | None:
+        return self._cancel_keys.get(pid)
 
     async def cancel(self, pid: int, secret: int) -> None:
         """Forward a client's cancel to the connection running its query, and no other."""
@@ -96,11 +106,7 @@ class App:
         if not hmac.compare_digest(expected, secret.to_bytes(4, "big")):
             log.warning("cancel request with a wrong secret for client %s", client.peer)
             return
-        server = client.server
-        if server is not None:
-            await client.proxy.send_cancel(server.backend_pid, server.backend_secret)
-        elif client.waiting:
-            client.fail(QueryCanceled("canceling statement due to user request"), fatal=False)
+        await client.cancel_running()
 
     # ---- reload and shutdown ----
 

@@ -28,6 +28,7 @@ from sluice.errors import (
     ClientError,
     PoolTimeout,
     ProtocolError,
+    QueryCanceled,
     ServerError,
     SluiceError,
 )
@@ -142,6 +143,11 @@ class ClientSession(asyncio.Protocol):
     def idle(self) -> bool:
         """Logged in, holding no connection and waiting for none."""
         return self.state is ClientState.READY and self.server is None
+
+    @property
+    def in_transaction(self) -> bool:
+        """Holding a connection that is inside a transaction or running a query."""
+        return self.server is not None and not self.server.tracker.idle
 
     @property
     def waiting(self) -> bool:
@@ -423,6 +429,14 @@ class ClientSession(asyncio.Protocol):
             if not self.settings.has_pending:
                 tracker.rolled_back = False
             self.settings.note(effect, tracker.errors)
+
+    async def cancel_running(self) -> None:
+        """A CancelRequest with this client's key: stop its query, or its wait."""
+        server = self.server
+        if server is not None:
+            await self.proxy.send_cancel(server.backend_pid, server.backend_secret)
+        elif self.waiting:
+            self.fail(QueryCanceled("canceling statement due to user request"), fatal=False)
 
     def pin(self, reason: str) -> None:
         self.pinned = reason

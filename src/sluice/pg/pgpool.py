@@ -15,10 +15,10 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from sluice.config import ProxyConfig
 from sluice.errors import ServerAuthFailed, ServerError
 from sluice.pg.server import ServerConn, ServerState, open_server
-from sluice.pool.pool import Pool, PoolLimits
+from sluice.pool.pool import Pool
+from sluice.proxy import limits_for
 from sluice.wire.pg import messages as m
 
 if TYPE_CHECKING:
@@ -26,19 +26,6 @@ if TYPE_CHECKING:
     from sluice.pg.proxy import PgProxy
 
 log = logging.getLogger("sluice.pool")
-
-
-def limits_for(config: ProxyConfig, target_max: int | None) -> PoolLimits:
-    pool = config.pool
-    size = pool.max_connections.resolve(target_max)
-    return PoolLimits(
-        max_size=size,
-        max_idle=pool.idle_limit(size),
-        borrow_timeout=pool.borrow_timeout,
-        lifetime=pool.server_lifetime,
-        idle_timeout=pool.server_idle_timeout,
-        check_delay=pool.server_check_delay,
-    )
 
 
 class PgPool:

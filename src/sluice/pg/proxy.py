@@ -4,100 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import ssl
-import time
-from typing import TYPE_CHECKING
 
-from sluice import tls
-from sluice.auth.base import Authenticator
-from sluice.auth.static import StaticUsers
-from sluice.config import ProxyConfig
 from sluice.pg.client import ClientSession
-from sluice.pg.pgpool import PgPool, limits_for
-from sluice.pool.pool import PoolStats
+from sluice.pg.pgpool import PgPool
+from sluice.proxy import Proxy
 from sluice.wire.pg import messages as m
-
-if TYPE_CHECKING:
-    from sluice.app import App
 
 log = logging.getLogger("sluice.proxy")
 
-# Seconds a client may take from connecting to its first ReadyForQuery (or the
-# idle client timeout, when that is shorter).
-LOGIN_TIMEOUT = 60.0
 
-
-class ProxyStats:
-    """Counters since start (RDS Proxy's ClientConnections* metrics)."""
-
-    __slots__ = ("received", "setup_failed_auth", "setup_failed_tls", "setup_succeeded", "tls")
-
-    def __init__(self) -> None:
-        self.received = 0
-        self.setup_succeeded = 0
-        self.setup_failed_auth = 0
-        self.setup_failed_tls = 0
-        self.tls = 0
-
-
-class PgProxy:
+class PgProxy(Proxy):
     """Listener, clients and pools of one configured PostgreSQL proxy."""
 
-    def __init__(self, app: App, config: ProxyConfig) -> None:
-        self.app = app
-        self.config = config
-        self.clients: set[ClientSession] = set()
-        self.pools: dict[tuple[str, str], PgPool] = {}
-        self.stats = ProxyStats()
-        self.authenticator: Authenticator = StaticUsers(config.users, config.auth_method)
-        self.startup_stats = PoolStats()  # what clients count into before they have a pool
-        self.server: asyncio.Server | None = None
-        self.target_max_connections: int | None = None
-        self.tls_context: ssl.SSLContext | None = tls.server_context(
-            config.tls_cert_file, config.tls_key_file, app.settings.state_dir
-        )
-        self.backend_tls = tls.client_context(config.target)
+    engine = "postgresql"
+    clients: set[ClientSession]
+    pools: dict[tuple[str, str], PgPool]
 
-    async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        self.server = await loop.create_server(
-            lambda: ClientSession(self),
-            self.config.listen_host,
-            self.config.listen_port,
-            reuse_address=True,
-            backlog=4096,
-        )
-        log.info(
-            "proxy %s listening on %s:%d -> %s:%d",
-            self.config.name,
-            self.config.listen_host,
-            self.config.listen_port,
-            self.config.target.host,
-            self.config.target.port,
-        )
-
-    def stop_listening(self) -> None:
-        if self.server is not None:
-            self.server.close()
-
-    # ---- clients ----
-
-    def client_connected(self, client: ClientSession) -> None:
-        self.clients.add(client)
-        self.stats.received += 1
-
-    def client_disconnected(self, client: ClientSession) -> None:
-        self.clients.discard(client)
-        self.app.unregister_cancel(client)
+    def new_session(self) -> ClientSession:
+        return ClientSession(self)
 
     def database_allowed(self, database: str) -> bool:
         return bool(database)
-
-    def learned_max_connections(self, value: int) -> None:
-        """The target's max_connections is known: percent-sized pools take their real size."""
-        self.target_max_connections = value
-        for pool in self.pools.values():
-            pool.pool.limits = limits_for(self.config, value)
 
     def pool_for(self, database: str, user: str) -> PgPool:
         pool = self.pools.get((database, user))
@@ -119,48 +46,3 @@ class PgProxy:
             log.warning(
                 "proxy %s: cancel request to the database failed: %s", self.config.name, exc
             )
-
-    # ---- reload and shutdown ----
-
-    def apply(self, config: ProxyConfig) -> None:
-        """New settings for the same listener: pools renew (old connections drain)."""
-        old, self.config = self.config, config
-        if (old.users, old.auth_method) != (config.users, config.auth_method):
-            self.authenticator = StaticUsers(config.users, config.auth_method)
-        if old.target != config.target or old.users != config.users:
-            for pool in self.pools.values():
-                pool.pool.renew(limits_for(config, self.target_max_connections))
-            self.pools = {k: p for k, p in self.pools.items() if config.user(k[1]) is not None}
-        elif old.pool != config.pool:
-            for pool in self.pools.values():
-                pool.pool.renew(limits_for(config, self.target_max_connections))
-        if (old.tls_cert_file, old.tls_key_file) != (config.tls_cert_file, config.tls_key_file):
-            self.tls_context = tls.server_context(
-                config.tls_cert_file, config.tls_key_file, self.app.settings.state_dir
-            )
-        self.backend_tls = tls.client_context(config.target)
-
-    def maintain(self) -> None:
-        for pool in self.pools.values():
-            pool.pool.maintain()
-        self._close_idle_clients(self.config.pool.idle_client_timeout)
-
-    def _close_idle_clients(self, timeout: float) -> None:
-        now = time.monotonic()
-        login_timeout = min(LOGIN_TIMEOUT, timeout) if timeout else LOGIN_TIMEOUT
-        for client in list(self.clients):
-            if timeout and client.idle and now - client.last_active > timeout:
-                client.fail_with("closing idle client connection (idle client timeout)", "57P05")
-            elif client.logging_in and now - client.connected_at > login_timeout:
-                client.fail_with("client did not complete its login in time", "08P01")
-
-    @property
-    def busy(self) -> int:
-        """Clients in the middle of a transaction (what a graceful stop waits for)."""
-        return sum(1 for c in self.clients if c.server is not None and not c.server.tracker.idle)
-
-    def close(self, reason: str) -> None:
-        for client in list(self.clients):
-            client.fail_with(reason, "57P01")
-        for pool in self.pools.values():
-            pool.pool.close(reason)
