@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from sluice.devtools.mariadbcluster import MariaDbCluster
 from sluice.devtools.pgcluster import PgCluster, free_port
 from sluice.devtools.runner import SluiceProcess
 
@@ -23,6 +24,8 @@ __all__ = [
     "OTHER_USER",
     "dsn",
     "free_port",
+    "mysql_kwargs",
+    "mysql_proxy_config",
     "proxy_config",
     "wait_for",
 ]
@@ -90,3 +93,27 @@ def dsn(
         **extra,
     }
     return " ".join(f"{k}={v}" for k, v in parts.items())
+
+
+def mysql_proxy_config(mariadb: MariaDbCluster, port: int, **overrides: Any) -> dict[str, Any]:
+    """A MySQL proxy in front of `mariadb` with users app and other (see proxy_config)."""
+    proxy = proxy_config(mariadb, port, **overrides)  # type: ignore[arg-type]
+    proxy["engine"] = "mysql"
+    proxy["name"] = overrides.get("name", "my")
+    if "target" not in overrides or "port" not in overrides["target"]:
+        proxy["target"] = {**proxy["target"], "port": mariadb.port}
+    return proxy
+
+
+def mysql_kwargs(
+    proc: SluiceProcess,
+    user: str = APP_USER,
+    password: str = APP_PASSWORD,
+    database: str | None = APP_DB,
+) -> dict[str, Any]:
+    """Keyword arguments for pymysql.connect / mysql.connector.connect to the first proxy."""
+    host, _, port = str(proc.proxies[0]["listen"]).rpartition(":")
+    kwargs: dict[str, Any] = {"host": host, "port": int(port), "user": user, "password": password}
+    if database:
+        kwargs["database"] = database
+    return kwargs

@@ -20,10 +20,12 @@ from typing import Any, Protocol
 
 from sluice import config as config_mod
 from sluice.config import ProxyConfig, Settings
+from sluice.mysql.proxy import MyProxy
 from sluice.observe.admin import AdminConsole
 from sluice.observe.metrics import MetricsServer
 from sluice.pg.proxy import PgProxy
 from sluice.pg.statements import StatementNames
+from sluice.proxy import Proxy
 
 log = logging.getLogger("sluice")
 
@@ -42,7 +44,7 @@ class App:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.proxies: dict[str, PgProxy] = {}
+        self.proxies: dict[str, Proxy] = {}
         self.statement_names = StatementNames()
         self.admin = AdminConsole(self)
         self.metrics = MetricsServer(self)
@@ -55,7 +57,7 @@ class App:
     async def start(self) -> None:
         self.settings.state_dir.mkdir(parents=True, exist_ok=True)
         for cfg in self.settings.proxies:
-            proxy = PgProxy(self, cfg)
+            proxy = make_proxy(self, cfg)
             await proxy.start()
             self.proxies[cfg.name] = proxy
         if self.settings.metrics_listen:
@@ -133,14 +135,14 @@ class App:
             self._retire(self.proxies.pop(name))
         log.info("configuration reloaded from %s", new.source)
 
-    async def _start_new_listeners(self, new: Settings) -> dict[str, PgProxy]:
-        started: dict[str, PgProxy] = {}
+    async def _start_new_listeners(self, new: Settings) -> dict[str, Proxy]:
+        started: dict[str, Proxy] = {}
         try:
             for cfg in new.proxies:
                 running = self.proxies.get(cfg.name)
                 if running is not None and _same_listener(running.config, cfg):
                     continue
-                proxy = PgProxy(self, cfg)
+                proxy = make_proxy(self, cfg)
                 await proxy.start()
                 started[cfg.name] = proxy
         except BaseException:
@@ -149,11 +151,11 @@ class App:
             raise
         return started
 
-    def _retire(self, proxy: PgProxy) -> None:
+    def _retire(self, proxy: Proxy) -> None:
         proxy.stop_listening()
         self.spawn(self._drain(proxy, self.settings.shutdown_timeout))
 
-    async def _drain(self, proxy: PgProxy, timeout: float) -> None:
+    async def _drain(self, proxy: Proxy, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while proxy.busy and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
@@ -178,3 +180,10 @@ class App:
 
 def _same_listener(a: ProxyConfig, b: ProxyConfig) -> bool:
     return (a.listen_host, a.listen_port, a.engine) == (b.listen_host, b.listen_port, b.engine)
+
+
+def make_proxy(app: App, config: ProxyConfig) -> Proxy:
+    """The proxy object for a configuration entry, by its engine."""
+    if config.engine == "mysql":
+        return MyProxy(app, config)
+    return PgProxy(app, config)

@@ -19,8 +19,12 @@ from typing import Any
 
 from sluice.errors import ConfigError
 
-ENGINES = ("postgresql",)
-AUTH_METHODS = ("scram-sha-256", "md5", "cleartext")
+ENGINES = ("postgresql", "mysql")
+AUTH_METHODS = {
+    "postgresql": ("scram-sha-256", "md5", "cleartext"),
+    "mysql": ("caching_sha2_password", "mysql_native_password", "mysql_clear_password"),
+}
+DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306}
 POOL_MODES = ("transaction", "session")
 TLS_MODES = ("disable", "prefer", "require", "verify-ca", "verify-full")
 
@@ -173,11 +177,12 @@ def _unique(values: list[Any], key: str, message: str) -> None:
 
 def _proxy(t: _Table, base: Path) -> ProxyConfig:
     name = t.text("name")
+    engine = t.choice("engine", "postgresql", ENGINES)
     host, port = _address(t.text("listen"), t.where("listen"))
     target_t = t.table("target")
     target = TargetConfig(
         host=target_t.text("host", "127.0.0.1"),
-        port=target_t.integer("port", 5432, low=1, high=65535),
+        port=target_t.integer("port", DEFAULT_PORTS[engine], low=1, high=65535),
         tls=target_t.choice("tls", "disable", TLS_MODES),
         tls_ca_file=_path(target_t.text("tls_ca_file", ""), base),
         tls_server_name=target_t.text("tls_server_name", ""),
@@ -203,14 +208,14 @@ def _proxy(t: _Table, base: Path) -> ProxyConfig:
         raise ConfigError(f"{t.where('users')}: user names must be unique")
     proxy = ProxyConfig(
         name=name,
-        engine=t.choice("engine", "postgresql", ENGINES),
+        engine=engine,
         listen_host=host,
         listen_port=port,
         target=target,
         pool=pool,
         users=users,
         require_tls=t.flag("require_tls", False),
-        auth_method=t.choice("auth_method", "scram-sha-256", AUTH_METHODS),
+        auth_method=t.choice("auth_method", AUTH_METHODS[engine][0], AUTH_METHODS[engine]),
         tls_cert_file=_path(t.text("tls_cert_file", ""), base),
         tls_key_file=_path(t.text("tls_key_file", ""), base),
     )

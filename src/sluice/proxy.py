@@ -158,7 +158,7 @@ class Proxy(abc.ABC):
         if old.target != config.target or old.users != config.users:
             for pool in self.pools.values():
                 pool.pool.renew(limits_for(config, self.target_max_connections))
-            self.pools = {k: p for k, p in self.pools.items() if config.user(k[1]) is not None}
+            self.pools = {k: p for k, p in self.pools.items() if config.user(p.user) is not None}
         elif old.pool != config.pool:
             for pool in self.pools.values():
                 pool.pool.renew(limits_for(config, self.target_max_connections))

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from helpers import free_port, proxy_config
+from helpers import free_port, mysql_proxy_config, proxy_config
+from sluice.devtools.mariadbcluster import MariaDbCluster
 from sluice.devtools.pgcluster import PgBinariesNotFound, PgCluster, find_bin_dir
 from sluice.devtools.runner import SluiceProcess
 
@@ -33,6 +34,23 @@ def start_sluice(pg: PgCluster) -> Iterator[Callable[..., SluiceProcess]]:
 
     def start(glob: dict[str, Any] | None = None, **overrides: Any) -> SluiceProcess:
         proc = SluiceProcess([proxy_config(pg, free_port(), **overrides)], glob=glob)
+        started.append(proc)
+        proc.start()
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop()
+        print(f"---- sluice log ({proc.workdir}) ----\n{proc.log_tail(80)}")
+
+
+@pytest.fixture
+def start_mysql_proxy(mariadb: MariaDbCluster) -> Iterator[Callable[..., SluiceProcess]]:
+    """Start `sluice proxy` with a MySQL proxy in front of the session MariaDB."""
+    started: list[SluiceProcess] = []
+
+    def start(glob: dict[str, Any] | None = None, **overrides: Any) -> SluiceProcess:
+        proc = SluiceProcess([mysql_proxy_config(mariadb, free_port(), **overrides)], glob=glob)
         started.append(proc)
         proc.start()
         return proc

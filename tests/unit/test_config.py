@@ -254,7 +254,7 @@ ERRORS: list[tuple[dict[str, Any], str]] = [
     ({"sluice": {"log_format": "xml"}}, "sluice.log_format: 'xml' is not one of"),
     ({"sluice": {"max_packet_size": 1023}}, "sluice.max_packet_size: 1023 is out of range"),
     ({"sluice": {"shutdown_timeout": -1}}, "sluice.shutdown_timeout: must not be negative"),
-    (_proxy(engine="mysql"), "proxy[0].engine: 'mysql' is not one of postgresql"),
+    (_proxy(engine="oracle"), "proxy[0].engine: 'oracle' is not one of postgresql, mysql"),
     (_proxy(auth_method="trust"), "proxy[0].auth_method: 'trust' is not one of"),
     (_target(tls="maybe"), "proxy[0].target.tls: 'maybe' is not one of"),
     (_target(port=0), "proxy[0].target.port: 0 is out of range"),

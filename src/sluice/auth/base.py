@@ -19,6 +19,9 @@ from sluice.wire.pg.scram import ScramVerifier
 SCRAM = "scram-sha-256"
 MD5 = "md5"
 CLEARTEXT = "cleartext"
+MYSQL_NATIVE = "mysql_native_password"
+MYSQL_SHA2 = "caching_sha2_password"
+MYSQL_CLEAR = "mysql_clear_password"
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +48,14 @@ class Authenticator(Protocol):
 
     def md5_secret(self, user: str) -> str | None:
         """PostgreSQL's stored md5 form ("md5" + hex), None for an unknown user."""
+        ...
+
+    def mysql_native_hash(self, user: str) -> bytes | None:
+        """SHA1(SHA1(password)) for mysql_native_password, None for an unknown user."""
+        ...
+
+    def mysql_sha2_hash(self, user: str) -> bytes | None:
+        """SHA256(SHA256(password)) for caching_sha2_password, None for an unknown user."""
         ...
 
     async def check_cleartext(self, user: str, password: bytes) -> bool:

@@ -15,6 +15,7 @@ import secrets
 
 from sluice.auth.base import BackendLogin
 from sluice.config import UserConfig
+from sluice.wire.mysql.auth import native_hash, sha2_hash
 from sluice.wire.pg.md5 import md5_hash
 from sluice.wire.pg.scram import ScramVerifier, make_verifier
 
@@ -54,6 +55,14 @@ class StaticUsers:
     def md5_secret(self, user: str) -> str | None:
         config = self._users.get(user)
         return md5_hash(user, config.password) if config else None
+
+    def mysql_native_hash(self, user: str) -> bytes | None:
+        config = self._users.get(user)
+        return native_hash(config.password.encode()) if config else None
+
+    def mysql_sha2_hash(self, user: str) -> bytes | None:
+        config = self._users.get(user)
+        return sha2_hash(config.password.encode()) if config else None
 
     async def check_cleartext(self, user: str, password: bytes) -> bool:
         config = self._users.get(user)

@@ -20,13 +20,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from sluice.observe.histogram import HistogramSnapshot
-from sluice.pg.client import ClientState
 
 if TYPE_CHECKING:
     from sluice.app import App
     from sluice.pg.client import ClientSession
     from sluice.pg.pgpool import PgPool
-    from sluice.pg.proxy import PgProxy
+    from sluice.proxy import Proxy
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,21 +97,21 @@ def take_snapshot(app: App) -> Snapshot:
     return Snapshot(time.time(), app.started_at, proxies)
 
 
-def _proxy_snapshot(app: App, proxy: PgProxy, now: float) -> ProxySnapshot:
+def _proxy_snapshot(app: App, proxy: Proxy, now: float) -> ProxySnapshot:
     active: dict[PgPool, int] = {}
     waiting: dict[PgPool, int] = {}
     max_wait: dict[PgPool, float] = {}
     login = 0
     for client in proxy.clients:
         pool = client.pool
-        if client.state is ClientState.STARTUP:
+        if client.state.value == "startup":
             login += 1
         elif pool is None:
             continue
-        elif client.state is ClientState.WAITING:
+        elif client.state.value == "waiting":
             waiting[pool] = waiting.get(pool, 0) + 1
             max_wait[pool] = max(max_wait.get(pool, 0.0), now - client.last_active)
-        elif client.state is ClientState.READY:
+        elif client.state.value == "ready":
             active[pool] = active.get(pool, 0) + 1
     admin = sum(1 for c in app.admin.sessions if c.proxy is proxy)
     pools = tuple(
@@ -214,7 +213,7 @@ def split_peer(peer: str) -> tuple[str, str]:
 def _client_state(app: App, client: ClientSession) -> str:
     if client in app.admin.sessions:
         return "admin"
-    if client.state is ClientState.READY:
+    if client.state.value == "ready":
         return "active" if client.server is not None else "idle"
     return str(client.state.value)
 
@@ -226,7 +225,7 @@ def list_clients(app: App) -> list[ClientInfo]:
     for proxy in list(app.proxies.values()):
         for client in list(proxy.clients):
             addr, port = split_peer(client.peer)
-            waiting = client.state is ClientState.WAITING
+            waiting = client.state.value == "waiting"
             rows.append(
                 ClientInfo(
                     proxy=proxy.config.name,
@@ -241,7 +240,7 @@ def list_clients(app: App) -> list[ClientInfo]:
                     tls=client.tls,
                     pinned=client.pinned,
                     server_pid=client.server.backend_pid if client.server else None,
-                    application_name=client.settings.shown("application_name"),
+                    application_name=client.application_name,
                 )
             )
     return rows
@@ -266,7 +265,7 @@ def list_servers(app: App) -> list[ServerInfo]:
                         pid=server.backend_pid,
                         connect_time=wall - (now - server.created_at),
                         idle_since=wall - (now - server.idle_since),
-                        prepared=len(server.tracker.prepared),
+                        prepared=server.prepared_count,
                         client=server.client.peer if server.client else "",
                     )
                 )

@@ -145,6 +145,10 @@ class ClientSession(asyncio.Protocol):
         return self.state is ClientState.READY and self.server is None
 
     @property
+    def application_name(self) -> str:
+        return self.settings.shown("application_name")
+
+    @property
     def in_transaction(self) -> bool:
         """Holding a connection that is inside a transaction or running a query."""
         return self.server is not None and not self.server.tracker.idle

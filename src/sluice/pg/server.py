@@ -93,6 +93,10 @@ class ServerConn(asyncio.Protocol):
             self._set_state(ServerState.IDLE)
 
     @property
+    def prepared_count(self) -> int:
+        return len(self.tracker.prepared)
+
+    @property
     def broken(self) -> bool:
         return self.state is ServerState.CLOSED or not self.tracker.idle
 

@@ -1,0 +1,1 @@
+"""MySQL and MariaDB sessions: client sessions, backend connections, pools, proxies."""

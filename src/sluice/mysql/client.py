@@ -1,0 +1,432 @@
+"""One client connected to a MySQL proxy listener.
+
+States (one owner, `MyClientSession._set_state`):
+
+    STARTUP -> READY <-> WAITING      (any) -> CLOSED
+
+STARTUP is a coroutine (`sluice.mysql.login`): Sluice's own greeting, the
+optional TLS upgrade, the client's handshake response and the authentication.
+READY relays commands: each starts with sequence id 0; a client with no
+connection that sends one borrows a connection (WAITING if it must wait).
+Transaction boundaries come from the server's status flags, not from SQL: when
+a command's reply is complete and the server says no transaction is open, the
+connection goes back to the pool, unless the client is pinned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import time
+from typing import TYPE_CHECKING, cast
+
+from sluice.errors import PoolTimeout, QueryCanceled, ServerError, SluiceError
+from sluice.mysql.errors import err_packet
+from sluice.pool.pool import PoolStats
+from sluice.wire.mysql import constants as c
+from sluice.wire.mysql import replies as rp
+from sluice.wire.mysql.messages import OkPacket, build_ok
+from sluice.wire.mysql.packets import PacketReader, frame
+from sluice.wire.mysql.sql import NO_EFFECT, classify_bytes
+
+if TYPE_CHECKING:
+    from sluice.mysql.pool import MyPool
+    from sluice.mysql.proxy import MyProxy
+    from sluice.mysql.server import MyServerConn
+
+log = logging.getLogger("sluice.client")
+
+_BUFFER_WHILE_WAITING = 256 * 1024
+_LOCAL = frozenset((c.COM_PING,))
+_PINS = {
+    c.COM_STMT_PREPARE: "binary-protocol prepared statement",
+    c.COM_SET_OPTION: "COM_SET_OPTION",
+    c.COM_CHANGE_USER: "COM_CHANGE_USER",
+}
+
+
+class MyClientState(enum.Enum):
+    __hash__ = object.__hash__
+
+    STARTUP = "startup"
+    READY = "ready"
+    WAITING = "waiting"
+    CLOSED = "closed"
+
+
+_TRANSITIONS = {
+    MyClientState.STARTUP: {MyClientState.READY, MyClientState.CLOSED},
+    MyClientState.READY: {MyClientState.WAITING, MyClientState.CLOSED},
+    MyClientState.WAITING: {MyClientState.READY, MyClientState.CLOSED},
+    MyClientState.CLOSED: set(),
+}
+
+
+class MyClientSession(asyncio.Protocol):
+    """A MySQL client connection: login coroutine, then an event-driven relay."""
+
+    def __init__(self, proxy: MyProxy) -> None:
+        self.proxy = proxy
+        self.state = MyClientState.STARTUP
+        self.transport: asyncio.Transport | None = None
+        self.reader = PacketReader(proxy.app.settings.max_packet_size)
+        self.server: MyServerConn | None = None
+        self.pool: MyPool | None = None
+        self.user = ""
+        self.database = ""  # the schema the client last selected
+        self.peer = ""
+        self.tls = False
+        self.capabilities = 0
+        self.charset = c.UTF8MB4_GENERAL_CI
+        self.pinned = ""
+        self.program_name = ""  # from the client's connect attributes
+        self.settings: dict[str, str] = {}
+        self.pending: list[tuple[str, str]] = []
+        self.pending_schema: str | None = None
+        self.cancel_key = (0, 0)
+        self.connected_at = time.monotonic()
+        self.last_active = self.connected_at
+        self.stats: PoolStats = proxy.startup_stats
+        self.close_reason = ""
+        self._held: tuple[int, bytes] | None = None
+        self._request: asyncio.Future[MyServerConn] | None = None
+        self._wait_started = 0.0
+        self._waiter: asyncio.Future[None] | None = None
+        self._handshake: asyncio.Task[None] | None = None
+        self._infile = False
+        self._paused = False
+        self._login_accept: list[bytes] = []  # the packets that end a successful login
+
+    def _set_state(self, new: MyClientState) -> None:
+        if new not in _TRANSITIONS[self.state]:
+            raise RuntimeError(f"client {self.state.value} -> {new.value} is not allowed")
+        self.state = new
+
+    # ---- what the proxy asks of a session ----
+
+    @property
+    def idle(self) -> bool:
+        return self.state is MyClientState.READY and self.server is None
+
+    @property
+    def logging_in(self) -> bool:
+        return self.state is MyClientState.STARTUP
+
+    @property
+    def application_name(self) -> str:
+        return self.program_name
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.server is not None and not self.server.tracker.idle
+
+    @property
+    def waiting(self) -> bool:
+        return self.state is MyClientState.WAITING
+
+    # ---- asyncio.Protocol ----
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.transport.set_write_buffer_limits(high=256 * 1024)
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or "unix")
+        self.proxy.client_connected(self)
+        self._handshake = asyncio.get_running_loop().create_task(self._run_login())
+
+    def data_received(self, data: bytes) -> None:
+        self.reader.feed(data)
+        state = self.state
+        if state is MyClientState.READY:
+            self.last_active = time.monotonic()
+            self._drain()
+        elif state is MyClientState.WAITING:
+            if self.reader.pending > _BUFFER_WHILE_WAITING:
+                self.pause_reading()
+        elif self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.state is not MyClientState.CLOSED:
+            self._close_now("client disconnected")
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def pause_writing(self) -> None:
+        if self.server is not None and self.server.transport is not None:
+            self.server.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.server is not None and self.server.transport is not None:
+            self.server.transport.resume_reading()
+
+    def pause_reading(self) -> None:
+        if self.transport is not None and not self._paused:
+            self._paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.transport is not None and self._paused:
+            self._paused = False
+            self.transport.resume_reading()
+
+    def write(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.transport.write(data)
+
+    # ---- login ----
+
+    async def _run_login(self) -> None:
+        from sluice.mysql.login import login
+
+        try:
+            await login(self)
+        except SluiceError as exc:
+            self.fail(exc, seq=self._login_seq)
+            return
+        except (ConnectionError, OSError) as exc:
+            self._close_now(f"connection error during login: {exc}")
+            return
+        except Exception:  # our bug: this client gets an error, the proxy stays up
+            log.exception("internal error during the login of client %s", self.peer)
+            self.fail(SluiceError("internal error in the proxy during login"), seq=self._login_seq)
+            return
+        finally:
+            self._handshake = None
+            self._waiter = None
+        if self.state is MyClientState.STARTUP:
+            self._set_state(MyClientState.READY)
+            self._drain()
+
+    _login_seq = 2
+
+    async def receive(self) -> tuple[int, bytes]:
+        while (packet := self.reader.next()) is None:
+            if self.state is MyClientState.CLOSED:
+                raise ServerError("client closed the connection")
+            self._waiter = asyncio.get_running_loop().create_future()
+            await self._waiter
+        self._login_seq = (packet[0] + 1) & 0xFF
+        return packet
+
+    async def start_tls(self, ctx: object) -> None:
+        assert self.transport is not None
+        loop = asyncio.get_running_loop()
+        new = await loop.start_tls(self.transport, self, ctx, server_side=True)  # type: ignore[arg-type]
+        self.transport = cast(asyncio.Transport, new)
+        self.tls = True
+
+    # ---- relay: client to server ----
+
+    def _drain(self) -> None:
+        try:
+            while self.state is MyClientState.READY:
+                packet = self._held or self.reader.next()
+                self._held = None
+                if packet is None:
+                    return
+                if not self._command(packet):
+                    return
+        except SluiceError as exc:
+            self.fail(exc)
+
+    def _command(self, packet: tuple[int, bytes]) -> bool:
+        """Handle one client packet; False to stop draining (waiting, or closed)."""
+        seq, payload = packet
+        server = self.server
+        if self._infile and server is not None:  # LOAD DATA LOCAL: file contents
+            server.write(frame(payload, seq))
+            self._infile = bool(payload)
+            return True
+        command = payload[0] if payload else -1
+        if command == c.COM_QUIT:
+            self._close_now("client sent COM_QUIT")
+            return False
+        if server is None:
+            if command in _LOCAL or command < 0:
+                return self._answer_locally(command)
+            server = self._borrow(packet)
+            if server is None:
+                return False
+        self._note(command, payload)
+        server.send_command(payload)
+        self.stats.queries += 1
+        return True
+
+    def _answer_locally(self, command: int) -> bool:
+        if command == c.COM_PING:
+            self.write(frame(build_ok(OkPacket(status=c.SERVER_STATUS_AUTOCOMMIT)), 1))
+            return True
+        raise ServerError("empty command packet")
+
+    def _note(self, command: int, payload: bytes) -> None:
+        """Pins and tracked settings of a command about to be sent."""
+        if command == c.COM_QUERY:
+            effect = classify_bytes(payload[1:])
+            if effect is NO_EFFECT:
+                return
+            if effect.pin and not self.pinned:
+                self.pin(effect.pin)
+            self.pending.extend(effect.sets)
+            if effect.schema is not None:
+                self.pending_schema = effect.schema
+        elif command == c.COM_INIT_DB:
+            self.pending_schema = payload[1:].decode(errors="replace")
+        elif command in _PINS and not self.pinned:
+            self.pin(_PINS[command])
+
+    def pin(self, reason: str) -> None:
+        self.pinned = reason
+        assert self.pool is not None
+        self.pool.on_pin(self, reason)
+
+    def _borrow(self, packet: tuple[int, bytes]) -> MyServerConn | None:
+        if self.proxy.app.stopping:
+            self.fail_with("the proxy is shutting down", "57P01")
+            return None
+        assert self.pool is not None
+        server = self.pool.pool.try_acquire()
+        if server is None:
+            self._held = packet
+            self._set_state(MyClientState.WAITING)
+            self._wait_started = time.monotonic()
+            self._request = self.pool.pool.request()
+            self._request.add_done_callback(self._server_ready)
+            return None
+        self.stats.borrow_latency.observe(0.0)
+        self._attach(server)
+        return server
+
+    def _server_ready(self, fut: asyncio.Future[MyServerConn]) -> None:
+        self._request = None
+        if fut.cancelled():
+            return
+        assert self.pool is not None
+        exc = fut.exception()
+        if exc is not None:
+            if isinstance(exc, SluiceError):
+                self.fail(exc, fatal=not isinstance(exc, PoolTimeout))
+            else:
+                self.fail(ServerError(f"cannot borrow a database connection: {exc}"))
+            return
+        server = fut.result()
+        if self.state is not MyClientState.WAITING:
+            self.pool.pool.release(server)
+            return
+        waited = time.monotonic() - self._wait_started
+        self.stats.borrow_wait_total += waited
+        self.stats.borrow_latency.observe(waited)
+        self._set_state(MyClientState.READY)
+        self._attach(server)
+        self.resume_reading()
+        self._drain()
+
+    def _attach(self, server: MyServerConn) -> None:
+        server.attach(self)
+        self.server = server
+        assert self.pool is not None
+        self.pool.sync(self, server)
+        self.pool.on_attach(self)
+
+    # ---- relay: server to client ----
+
+    def relay_replies(self, server: MyServerConn) -> None:
+        """Forward the server's reply packets; return the connection when it is free."""
+        out: list[bytes] = []
+        tracker = server.tracker
+        reader = server.reader
+        try:
+            while (packet := reader.next()) is not None:
+                flags = tracker.feed(packet[1])
+                if flags & rp.OWN:
+                    continue
+                out.append(frame(packet[1], packet[0]))
+                if flags & rp.INFILE:
+                    self._infile = True
+                if flags & rp.DONE:
+                    self._reply_done(server, bool(flags & rp.ERROR))
+        except SluiceError as exc:
+            server.close(f"protocol error from the server: {exc}")
+            return
+        if out:
+            self.write(b"".join(out))
+        keeps = self.pinned or self.proxy.config.pool.mode == "session"
+        if tracker.idle and self.server is server and not keeps:
+            self._release()
+
+    def _reply_done(self, server: MyServerConn, error: bool) -> None:
+        if error and (self.pending or self.pending_schema is not None):
+            server.dirty = True  # what the server applied before the error is unknown
+        elif not error:
+            for name, stmt in self.pending:
+                self.settings[name] = stmt
+                server.settings[name] = stmt
+            if self.pending_schema is not None:
+                self.database = server.schema = self.pending_schema
+        self.pending.clear()
+        self.pending_schema = None
+
+    def _release(self) -> None:
+        server = self.server
+        assert server is not None and self.pool is not None
+        self.server = None
+        server.detach()
+        self.pool.on_release(self, server)
+
+    def server_lost(self, server: MyServerConn) -> None:
+        self.server = None
+        assert self.pool is not None
+        self.pool.pool.forget(server)
+        self.fail(ServerError("lost connection to the database during the query"))
+
+    async def cancel_running(self) -> None:
+        """KILL QUERY for this client: stop what its connection runs, or its wait."""
+        server = self.server
+        if server is not None:
+            assert self.pool is not None
+            await self.pool.kill_query(server.thread_id)
+        elif self.state is MyClientState.WAITING:
+            self.fail(QueryCanceled("Query execution was interrupted"), fatal=False)
+
+    # ---- ending ----
+
+    def fail(self, exc: SluiceError, fatal: bool = True, seq: int = 1) -> None:
+        """Report `exc` as a MySQL ERR packet; fatal errors end the session."""
+        if self.state is MyClientState.CLOSED:
+            return
+        if self.transport is not None and not self.transport.is_closing():
+            self.write(frame(err_packet(exc, self.user, self.peer, self.tls), seq))
+        if fatal:
+            self._close_now(f"{type(exc).__name__}: {exc}")
+        elif self.state is MyClientState.WAITING:
+            if self._request is not None:
+                self._request.cancel()
+                self._request = None
+            self._held = None
+            self._set_state(MyClientState.READY)
+            self.resume_reading()
+            self._drain()
+
+    def fail_with(self, text: str, sqlstate: str) -> None:
+        from sluice.mysql.errors import error_for_sqlstate
+
+        self.fail(error_for_sqlstate(text, sqlstate))
+
+    def _close_now(self, reason: str) -> None:
+        if self.state is MyClientState.CLOSED:
+            return
+        self.close_reason = reason
+        self._set_state(MyClientState.CLOSED)
+        level = logging.DEBUG if reason == "client sent COM_QUIT" else logging.INFO
+        log.log(level, "client %s user=%s closed: %s", self.peer, self.user, reason)
+        if self._handshake is not None and not self._handshake.done():
+            self._handshake.cancel()
+        if self._request is not None:
+            self._request.cancel()
+        server, self.server = self.server, None
+        if server is not None and self.pool is not None:
+            self.pool.client_left(self, server)
+        self.proxy.client_disconnected(self)
+        if self.transport is not None:
+            self.transport.close()

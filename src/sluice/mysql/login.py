@@ -1,0 +1,124 @@
+"""The login of a MySQL client, from Sluice's greeting to the OK that ends it.
+
+1. Greeting: HandshakeV10 with a fresh scramble, a proxy-issued connection id
+   (what `KILL QUERY <id>` names), the target's version with "-sluice" added,
+   and the capabilities Sluice relays (CLIENT_SSL when the listener has TLS).
+2. The client's answer: a short SSLRequest first (then the TLS handshake and
+   the full answer over TLS), or the HandshakeResponse41 itself. `require_tls`
+   refuses a plaintext login.
+3. Authentication with the proxy's plugin (`LoginServer` decides each step;
+   the `Authenticator` holds what to check against). An unknown user goes
+   through the same steps and fails the same way as a wrong password.
+4. The pool for this user and capability profile; a database named in the
+   login is checked once per pool, so a wrong one fails the login, as it would
+   on the server.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from sluice.errors import AuthFailed, ProtocolError, TLSRequired
+from sluice.wire.mysql import auth as a
+from sluice.wire.mysql import constants as c
+from sluice.wire.mysql import handshake as hs
+from sluice.wire.mysql import login as lg
+from sluice.wire.mysql.packets import frame
+
+if TYPE_CHECKING:
+    from sluice.mysql.client import MyClientSession
+
+SERVER_STATUS = c.SERVER_STATUS_AUTOCOMMIT
+_INSECURE = (
+    "Connections using insecure transport are prohibited while --require_secure_transport=ON."
+)
+
+
+async def login(client: MyClientSession) -> None:
+    proxy = client.proxy
+    scramble = a.make_scramble()
+    client.cancel_key = proxy.app.register_cancel(client)
+    offered = proxy.capabilities()
+    greeting = hs.Handshake(
+        server_version=proxy.server_version,
+        connection_id=client.cancel_key[0],
+        scramble=scramble,
+        capabilities=offered,
+        charset=c.UTF8MB4_GENERAL_CI,
+        status=SERVER_STATUS,
+        auth_plugin=proxy.config.auth_method,
+    )
+    client.write(frame(hs.build_handshake(greeting), 0))
+    response = await _response(client)
+    client.user = response.user
+    client.capabilities = response.capabilities & offered
+    client.charset = response.charset
+    client.program_name = response.attributes.get("program_name", "")
+    if proxy.config.require_tls and not client.tls:
+        proxy.stats.setup_failed_tls += 1
+        raise TLSRequired(_INSECURE)
+    try:
+        await _authenticate(client, response, scramble)
+    except AuthFailed:
+        proxy.stats.setup_failed_auth += 1
+        raise
+    await _finish(client, response.database or "")
+
+
+async def _response(client: MyClientSession) -> hs.HandshakeResponse:
+    _, payload = await client.receive()
+    answer = hs.parse_handshake_response(payload)
+    if isinstance(answer, hs.SSLRequest):
+        ctx = client.proxy.tls_context
+        if ctx is None:
+            raise ProtocolError("the client asked for TLS, which this listener does not offer")
+        if client.reader.pending:
+            raise ProtocolError("unencrypted data after the SSL request")
+        await client.start_tls(ctx)
+        client.proxy.stats.tls += 1
+        _, payload = await client.receive()
+        answer = hs.parse_handshake_response(payload)
+        if isinstance(answer, hs.SSLRequest):
+            raise ProtocolError("SSL request received twice")
+    if not answer.capabilities & c.CLIENT_PROTOCOL_41:
+        raise ProtocolError("the client does not speak the 4.1 protocol")
+    return answer
+
+
+async def _authenticate(
+    client: MyClientSession, response: hs.HandshakeResponse, scramble: bytes
+) -> None:
+    auth = client.proxy.authenticator
+    server = lg.LoginServer(client.proxy.config.auth_method, scramble, tls=client.tls)
+    action, data = server.start(response)
+    while action == lg.SEND:
+        client.write(frame(data, client._login_seq))
+        _, payload = await client.receive()
+        action, data = server.feed(payload)
+    user = response.user
+    known = auth.known(user)
+    decoy = os.urandom(20)
+    if action == lg.CHECK_NATIVE:
+        ok = a.native_check(auth.mysql_native_hash(user) or a.native_hash(decoy), scramble, data)
+    elif action == lg.CHECK_SHA2:
+        ok = a.sha2_check(auth.mysql_sha2_hash(user) or a.sha2_hash(decoy), scramble, data)
+    else:
+        ok = await auth.check_cleartext(user, data)
+    if not (ok and known):
+        raise AuthFailed("wrong password or unknown user")
+    client._login_accept = server.accept(SERVER_STATUS)
+
+
+async def _finish(client: MyClientSession, database: str) -> None:
+    proxy = client.proxy
+    pool = proxy.pool_for(client.user, client.capabilities, client.charset)
+    client.pool = pool
+    client.stats = pool.pool.stats
+    if database:
+        await pool.check_schema(database)
+        client.database = database
+    for payload in client._login_accept:
+        client.write(frame(payload, client._login_seq))
+        client._login_seq += 1
+    proxy.stats.setup_succeeded += 1

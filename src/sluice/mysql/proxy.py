@@ -1,0 +1,69 @@
+"""A MySQL/MariaDB proxy: one listener, its clients, and its pools per (user, profile)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from sluice import __version__
+from sluice.mysql.client import MyClientSession
+from sluice.mysql.pool import PROFILE_BITS, MyPool
+from sluice.proxy import Proxy
+from sluice.wire.mysql import constants as c
+from sluice.wire.mysql.handshake import parse_handshake
+from sluice.wire.mysql.packets import PacketReader
+
+log = logging.getLogger("sluice.proxy")
+
+# What Sluice offers clients (CLIENT_SSL added when the listener has TLS).
+OFFERED = (c.SUPPORTED_CAPABILITIES | c.CLIENT_LOCAL_FILES) & ~c.CLIENT_SSL
+
+
+class MyProxy(Proxy):
+    """Listener, clients and pools of one configured MySQL proxy."""
+
+    engine = "mysql"
+    clients: set[MyClientSession]
+    pools: dict[tuple[str, str], MyPool]
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.server_version = f"8.0.0-sluice-{__version__}"
+
+    def new_session(self) -> MyClientSession:
+        return MyClientSession(self)
+
+    async def start(self) -> None:
+        await self._learn_version()
+        await super().start()
+
+    async def _learn_version(self) -> None:
+        """The target's version, from its greeting (no login needed); kept if unreachable."""
+        target = self.config.target
+        try:
+            async with asyncio.timeout(target.connect_timeout):
+                reader, writer = await asyncio.open_connection(target.host, target.port)
+                packets = PacketReader(1 << 20)
+                while (packet := packets.next()) is None:
+                    data = await reader.read(65536)
+                    if not data:
+                        return
+                    packets.feed(data)
+                writer.close()
+            version = parse_handshake(packet[1]).server_version
+            self.server_version = f"{version}-sluice"
+        except (OSError, TimeoutError, ValueError) as exc:
+            log.warning("proxy %s: cannot read the database's version: %s", self.config.name, exc)
+        except Exception as exc:  # a malformed greeting must not stop the proxy starting
+            log.warning("proxy %s: unreadable database greeting: %s", self.config.name, exc)
+
+    def capabilities(self) -> int:
+        return OFFERED | (c.CLIENT_SSL if self.tls_context is not None else 0)
+
+    def pool_for(self, user: str, capabilities: int, charset: int) -> MyPool:
+        profile = capabilities & PROFILE_BITS
+        key = (user, f"{profile:x}/{charset}")
+        pool = self.pools.get(key)
+        if pool is None:
+            pool = self.pools[key] = MyPool(self, user, profile, charset)
+        return pool

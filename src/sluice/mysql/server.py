@@ -1,0 +1,285 @@
+"""One connection from the proxy to a MySQL or MariaDB server.
+
+States (one owner, `MyServerConn._set_state`):
+
+    CONNECTING -> IDLE <-> ACTIVE -> CLOSED
+
+CONNECTING covers TCP, the server's greeting, the optional TLS upgrade and the
+login (`LoginClient` decides every answer). IDLE connections sit in their pool;
+ACTIVE ones are lent to a client session, which receives every reply packet
+the `ReplyTracker` does not mark as the proxy's own. Every close states its
+reason in the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import ssl
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, cast
+
+from sluice.errors import ServerError
+from sluice.wire.mysql import commands as cmd
+from sluice.wire.mysql import constants as c
+from sluice.wire.mysql import replies as rp
+from sluice.wire.mysql.handshake import parse_handshake
+from sluice.wire.mysql.login import LoginClient
+from sluice.wire.mysql.packets import PacketReader, frame
+
+if TYPE_CHECKING:
+    from sluice.mysql.client import MyClientSession
+
+log = logging.getLogger("sluice.server")
+
+
+class MyServerState(enum.Enum):
+    __hash__ = object.__hash__  # identity: cheap on the relay path
+
+    CONNECTING = "connecting"
+    IDLE = "idle"
+    ACTIVE = "active"
+    CLOSED = "closed"
+
+
+_TRANSITIONS = {
+    MyServerState.CONNECTING: {MyServerState.IDLE, MyServerState.CLOSED},
+    MyServerState.IDLE: {MyServerState.ACTIVE, MyServerState.CLOSED},
+    MyServerState.ACTIVE: {MyServerState.IDLE, MyServerState.CLOSED},
+    MyServerState.CLOSED: set(),
+}
+
+
+class MyServerConn(asyncio.Protocol):
+    """A backend connection: login as a coroutine, then a relay of reply packets."""
+
+    def __init__(self, pool_name: str, max_size: int) -> None:
+        self.pool_name = pool_name
+        self.state = MyServerState.CONNECTING
+        self.transport: asyncio.Transport | None = None
+        self.client: MyClientSession | None = None
+        self.reader = PacketReader(max_size)
+        self.tracker = rp.ReplyTracker(0)
+        self.settings: dict[str, str] = {}  # tracked variables as this connection has them
+        self.schema = ""
+        self.dirty = False  # settings unknown: reset before lending
+        self.thread_id = 0
+        self.server_version = ""
+        self.tls = False
+        self.peer = ""
+        self.created_at = time.monotonic()
+        self.idle_since = self.created_at
+        self.generation = 0
+        self.close_reason = ""
+        self.on_lost: list[object] = []
+        self._waiter: asyncio.Future[None] | None = None
+
+    # ---- state ----
+
+    def _set_state(self, new: MyServerState) -> None:
+        if new not in _TRANSITIONS[self.state]:
+            raise RuntimeError(f"server {self.state.value} -> {new.value} is not allowed")
+        self.state = new
+
+    def attach(self, client: MyClientSession) -> None:
+        self._set_state(MyServerState.ACTIVE)
+        self.client = client
+
+    def detach(self) -> None:
+        self.client = None
+        if self.state is MyServerState.ACTIVE:
+            self._set_state(MyServerState.IDLE)
+
+    @property
+    def backend_pid(self) -> int:
+        return self.thread_id
+
+    @property
+    def prepared_count(self) -> int:
+        return 0
+
+    @property
+    def broken(self) -> bool:
+        return self.state is MyServerState.CLOSED or not self.tracker.idle
+
+    def close(self, reason: str) -> None:
+        """Close the connection and say why (the reason is logged, never a secret)."""
+        if self.state is MyServerState.CLOSED:
+            return
+        self.close_reason = reason
+        self._set_state(MyServerState.CLOSED)
+        log.info(
+            "closing server connection %s thread=%s: %s", self.pool_name, self.thread_id, reason
+        )
+        if self.transport is not None:
+            if not self.transport.is_closing():
+                self.transport.write(frame(bytes((c.COM_QUIT,)), 0))
+            self.transport.close()
+
+    # ---- asyncio.Protocol ----
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.transport.set_write_buffer_limits(high=256 * 1024)
+
+    def data_received(self, data: bytes) -> None:
+        self.reader.feed(data)
+        client = self.client
+        if self.state is MyServerState.CONNECTING:
+            self._wake()
+        elif client is not None:
+            client.relay_replies(self)
+        else:
+            self._unsolicited()
+
+    def _unsolicited(self) -> None:
+        """Replies to our own commands on an idle connection, or a server going away."""
+        while (packet := self.reader.next()) is not None:
+            if not self.tracker.pending:
+                self.close("server sent data while idle (likely terminating)")
+                return
+            self.tracker.feed(packet[1])
+        if not self.tracker.pending:
+            self._wake()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        was = self.state
+        if was is not MyServerState.CLOSED:
+            self.close_reason = "server closed the connection"
+            log.info("server connection %s thread=%s lost", self.pool_name, self.thread_id)
+            self.state = MyServerState.CLOSED
+        self._wake()
+        client = self.client
+        if client is not None and was is not MyServerState.CLOSED:
+            client.server_lost(self)
+        for callback in self.on_lost:
+            callback(self)  # type: ignore[operator]
+
+    def pause_writing(self) -> None:
+        if self.client is not None:
+            self.client.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.client is not None:
+            self.client.resume_reading()
+
+    def write(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.transport.write(data)
+
+    def send_command(self, payload: bytes, *, own: bool = False) -> None:
+        """Send one command (sequence id 0) and note it in the tracker."""
+        self.tracker.expect(payload[0], own=own)
+        self.write(frame(payload, 0))
+
+    # ---- waiting (login, liveness checks, resets) ----
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def _wait(self) -> None:
+        if self.state is MyServerState.CLOSED:
+            raise ServerError("server closed the connection")
+        self._waiter = asyncio.get_running_loop().create_future()
+        await self._waiter
+
+    async def receive(self) -> tuple[int, bytes]:
+        while (packet := self.reader.next()) is None:
+            await self._wait()
+        return packet
+
+    async def run_own(self, payload: bytes, timeout: float) -> None:
+        """Run a command of the proxy's own on an idle connection, swallowing its reply."""
+        errors = self.tracker.errors
+        self.send_command(payload, own=True)
+        async with asyncio.timeout(timeout):
+            while self.tracker.pending:
+                await self._wait()
+        if self.tracker.errors != errors:
+            raise ServerError(f"command 0x{payload[0]:02x} failed on the server")
+
+    async def check(self) -> bool:
+        """COM_PING; True if the server answered in time."""
+        try:
+            await self.run_own(bytes((c.COM_PING,)), timeout=5.0)
+        except (ServerError, TimeoutError):
+            return False
+        return True
+
+    # ---- login ----
+
+    async def login(
+        self,
+        make_login: Callable[[bool], LoginClient],
+        tls: ssl.SSLContext | None,
+        tls_required: bool,
+        server_name: str,
+        init: str,
+    ) -> None:
+        _, greeting = await self.receive()
+        offers_tls = greeting[:1] != b"\xff" and bool(
+            parse_handshake(greeting).capabilities & c.CLIENT_SSL
+        )
+        if tls is not None and not offers_tls:
+            if tls_required:
+                raise ServerError("the database server does not accept TLS connections")
+            tls = None
+        login = make_login(tls is not None)
+        hs = login.greet(greeting)
+        self.thread_id, self.server_version = hs.connection_id, hs.server_version
+        seq = 1
+        if tls is not None:
+            self.write(frame(login.ssl_request(), seq))
+            seq += 1
+            await self._upgrade(tls, server_name)
+        self.write(frame(login.response(), seq))
+        while not login.finished:
+            seq, payload = await self.receive()
+            answer = login.feed(payload)
+            if answer is not None:
+                self.write(frame(answer, seq + 1))
+        assert login.ok is not None
+        self.tracker = rp.ReplyTracker(login.capabilities, status=login.ok.status)
+        self._set_state(MyServerState.IDLE)
+        if init:
+            await self.run_own(cmd.query(init), timeout=30.0)
+
+    async def _upgrade(self, ctx: ssl.SSLContext, server_name: str) -> None:
+        assert self.transport is not None
+        loop = asyncio.get_running_loop()
+        new = await loop.start_tls(self.transport, self, ctx, server_hostname=server_name)
+        self.transport = cast(asyncio.Transport, new)
+        self.tls = True
+
+
+async def open_server(
+    pool_name: str,
+    host: str,
+    port: int,
+    make_login: Callable[[bool], LoginClient],
+    *,
+    tls: ssl.SSLContext | None,
+    tls_required: bool,
+    tls_server_name: str,
+    init_query: str,
+    connect_timeout: float,
+    max_size: int,
+) -> MyServerConn:
+    """Open, secure and authenticate a backend connection."""
+    loop = asyncio.get_running_loop()
+    conn = MyServerConn(pool_name, max_size)
+    try:
+        async with asyncio.timeout(connect_timeout):
+            await loop.create_connection(lambda: conn, host, port)
+            conn.peer = f"{host}:{port}"
+            await conn.login(make_login, tls, tls_required, tls_server_name or host, init_query)
+    except TimeoutError:
+        conn.close("connect timeout")
+        raise ServerError(f"timed out connecting to the database at {host}:{port}") from None
+    except BaseException:
+        conn.close("failed during connect")
+        raise
+    return conn

@@ -1,0 +1,251 @@
+"""Packet framing and the protocol's basic encodings, free of I/O.
+
+Every MySQL packet is a 3-byte little-endian payload length, a 1-byte sequence
+id, then the payload. A payload of 0xFFFFFF bytes or more travels as several
+packets: each full one (exactly 0xFFFFFF bytes) says "more follows", and the
+first shorter one, possibly empty, ends the logical packet. Sequence ids count
+up (modulo 256) within one exchange and restart at 0 with each command.
+
+`PacketReader` buffers until a logical packet is complete and hands back its
+first sequence id and the joined payload. It checks a header before the body
+arrives: a logical payload beyond the configured maximum is a protocol error as
+soon as a header announces it, never an allocation. The pieces of a logical
+packet must carry consecutive sequence ids. Partial input means "nothing yet".
+
+The rest are the encodings used inside payloads: length-encoded integers and
+strings, NUL-terminated strings, and helpers to re-number packets the proxy
+injects or drops.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from sluice.errors import ProtocolError
+
+MAX_CHUNK = 0xFFFFFF  # the largest physical payload; a packet this size continues
+_COPY_ONCE = 1 << 16  # payloads from this size are copied through a memoryview
+
+_U16 = struct.Struct("<H")
+_U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
+_unpack_u16 = _U16.unpack_from
+_unpack_u32 = _U32.unpack_from
+_unpack_u64 = _U64.unpack_from
+
+
+class PacketReader:
+    """Whole logical MySQL packets from a stream of bytes."""
+
+    __slots__ = ("_buf", "_parts", "_parts_len", "_pos", "_seq", "max_size")
+
+    def __init__(self, max_size: int) -> None:
+        self._buf = bytearray()
+        self._pos = 0
+        self.max_size = max_size
+        self._parts: list[bytes] = []  # full pieces of a logical packet being joined
+        self._parts_len = 0
+        self._seq = 0  # the first piece's sequence id
+
+    def feed(self, data: bytes) -> None:
+        if self._pos:  # drop what was returned (bytearray deletes its head in place)
+            del self._buf[: self._pos]
+            self._pos = 0
+        self._buf += data
+
+    @property
+    def pending(self) -> int:
+        """Bytes received but not yet returned (pieces being joined included)."""
+        return len(self._buf) - self._pos + self._parts_len
+
+    def next(self) -> tuple[int, bytes] | None:
+        """The next logical packet as (first sequence id, payload), or None if incomplete."""
+        buf = self._buf
+        pos = self._pos
+        while len(buf) - pos >= 4:
+            length = buf[pos] | buf[pos + 1] << 8 | buf[pos + 2] << 16
+            seq = buf[pos + 3]
+            if self._parts or length > self.max_size:
+                self._check(length, seq)
+            end = pos + 4 + length
+            if len(buf) < end:
+                return None
+            payload = bytes(buf[pos + 4 : end]) if length < _COPY_ONCE else self._copy(pos, end)
+            self._pos = pos = end
+            if length == MAX_CHUNK:
+                if not self._parts:
+                    self._seq = seq
+                self._parts.append(payload)
+                self._parts_len += length
+                continue
+            if not self._parts:
+                return seq, payload
+            self._parts.append(payload)
+            joined = b"".join(self._parts)
+            self._parts.clear()
+            self._parts_len = 0
+            return self._seq, joined
+        return None
+
+    def _copy(self, pos: int, end: int) -> bytes:
+        """A large payload, copied once (slicing the bytearray first would copy twice)."""
+        with memoryview(self._buf) as view:
+            return bytes(view[pos + 4 : end])
+
+    def _check(self, length: int, seq: int) -> None:
+        """Refuse a header before its body is buffered."""
+        if self._parts and seq != (self._seq + len(self._parts)) & 0xFF:
+            raise ProtocolError(f"packet out of order: sequence id {seq} in a continuation")
+        if self._parts_len + length > self.max_size:
+            raise ProtocolError(f"packet of {self._parts_len + length}+ bytes exceeds the maximum")
+
+    def take_rest(self) -> bytes:
+        """Everything buffered and not yet returned (e.g. bytes sent before a TLS handshake).
+
+        Raise ProtocolError if a logical packet was half joined: it cannot be replayed.
+        """
+        if self._parts:
+            raise ProtocolError("stream ends inside a continued packet")
+        rest = bytes(self._buf[self._pos :])
+        self._buf.clear()
+        self._pos = 0
+        return rest
+
+
+# ---- writing packets ---------------------------------------------------------
+
+
+def header(length: int, seq: int) -> bytes:
+    """The 4-byte header of one physical packet."""
+    return bytes((length & 0xFF, (length >> 8) & 0xFF, length >> 16, seq & 0xFF))
+
+
+def frame(payload: bytes, seq: int) -> bytes:
+    """Frame a logical payload as packets numbered from `seq`, split at 0xFFFFFF bytes.
+
+    A payload whose length is an exact multiple of 0xFFFFFF (zero excepted) ends
+    with an empty packet, so the reader knows nothing more follows.
+    """
+    size = len(payload)
+    if size < MAX_CHUNK:
+        return header(size, seq) + payload
+    pieces = []
+    for start in range(0, size + 1, MAX_CHUNK):
+        chunk = payload[start : start + MAX_CHUNK]
+        pieces.append(header(len(chunk), seq))
+        pieces.append(chunk)
+        seq += 1
+    return b"".join(pieces)
+
+
+def seq_after(seq: int, length: int) -> int:
+    """The sequence id that follows a payload of `length` bytes framed from `seq`."""
+    return (seq + length // MAX_CHUNK + 1) & 0xFF
+
+
+def renumber(data: bytes, seq: int) -> tuple[bytes, int]:
+    """Re-number the whole packets in `data` from `seq`; return them and the next id.
+
+    For a run of packets the proxy forwards after injecting or dropping some:
+    the peer checks that ids count up without a gap.
+    """
+    out = bytearray(data)
+    pos = 0
+    while pos < len(out):
+        if len(out) - pos < 4:
+            raise ProtocolError("partial packet header in renumber")
+        length = out[pos] | out[pos + 1] << 8 | out[pos + 2] << 16
+        if pos + 4 + length > len(out):
+            raise ProtocolError("partial packet in renumber")
+        out[pos + 3] = seq & 0xFF
+        seq += 1
+        pos += 4 + length
+    return bytes(out), seq & 0xFF
+
+
+# ---- integers and strings inside payloads ------------------------------------
+
+
+def lenenc_int(value: int) -> bytes:
+    """A length-encoded integer (1, 3, 4 or 9 bytes)."""
+    if value < 0xFB:
+        return bytes((value,))
+    if value < 1 << 16:
+        return b"\xfc" + _U16.pack(value)
+    if value < 1 << 24:
+        return b"\xfd" + _U32.pack(value)[:3]
+    return b"\xfe" + _U64.pack(value)
+
+
+def read_lenenc_int(data: bytes, pos: int) -> tuple[int, int]:
+    """Read a length-encoded integer at `pos`; return it and the position after it.
+
+    0xFB (NULL in a row) and 0xFF are not integers here: ProtocolError.
+    """
+    if pos >= len(data):
+        raise ProtocolError("truncated length-encoded integer")
+    first = data[pos]
+    if first < 0xFB:
+        return first, pos + 1
+    size = _LENENC_SIZES.get(first)
+    if size is None:
+        raise ProtocolError(f"invalid length-encoded integer prefix 0x{first:02x}")
+    if pos + 1 + size > len(data):
+        raise ProtocolError("truncated length-encoded integer")
+    if size == 2:
+        return _unpack_u16(data, pos + 1)[0], pos + 3
+    if size == 3:
+        return int.from_bytes(data[pos + 1 : pos + 4], "little"), pos + 4
+    return _unpack_u64(data, pos + 1)[0], pos + 9
+
+
+_LENENC_SIZES = {0xFC: 2, 0xFD: 3, 0xFE: 8}
+
+
+def lenenc_str(value: bytes) -> bytes:
+    return lenenc_int(len(value)) + value
+
+
+def read_lenenc_str(data: bytes, pos: int) -> tuple[bytes, int]:
+    """Read a length-encoded string at `pos`; return it and the position after it."""
+    size, pos = read_lenenc_int(data, pos)
+    end = pos + size
+    if end > len(data):
+        raise ProtocolError("length-encoded string runs past the packet")
+    return data[pos:end], end
+
+
+def nul_str(value: str | bytes) -> bytes:
+    """A NUL-terminated string (text is encoded as UTF-8)."""
+    raw = value.encode() if isinstance(value, str) else value
+    if b"\x00" in raw:
+        raise ValueError("NUL inside a NUL-terminated string")
+    return raw + b"\x00"
+
+
+def read_nul_str(data: bytes, pos: int) -> tuple[bytes, int]:
+    """Read a NUL-terminated string at `pos`; return it and the position after the NUL."""
+    end = data.find(b"\x00", pos)
+    if end < 0:
+        raise ProtocolError("unterminated string in packet")
+    return data[pos:end], end + 1
+
+
+def read_u16(data: bytes, pos: int) -> int:
+    if pos + 2 > len(data):
+        raise ProtocolError("truncated packet")
+    return int(_unpack_u16(data, pos)[0])
+
+
+def read_u32(data: bytes, pos: int) -> int:
+    if pos + 4 > len(data):
+        raise ProtocolError("truncated packet")
+    return int(_unpack_u32(data, pos)[0])
+
+
+def u16(value: int) -> bytes:
+    return _U16.pack(value)
+
+
+def u32(value: int) -> bytes:
+    return _U32.pack(value)

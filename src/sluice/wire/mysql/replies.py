@@ -1,0 +1,301 @@
+"""The server's reply stream, packet by packet, matched to the commands that were sent.
+
+A MySQL server answers commands strictly in order, and the shape of each
+answer depends on the command. `ReplyTracker` keeps the queue of commands sent
+on one backend connection (`expect`) and walks the server's logical packets
+(`feed`, continuations already joined) to know, for each packet, which command
+it answers, whether it completes that answer, and what the server status flags
+now say (in a transaction? autocommit?). The proxy uses it to know when a
+connection can go back to the pool, to swallow the replies to commands it
+injected itself (`own=True`), to map statement ids, and to convert between
+clients with and without CLIENT_DEPRECATE_EOF.
+
+Reply shapes, by command (all may instead be a single ERR, which ends them):
+
+- QUERY / STMT_EXECUTE: an OK, or a LOCAL INFILE request (0xFB: the client
+  now sends the file and an empty packet, then the server sends OK or ERR), or
+  a result set: column count, column definitions, an EOF (unless
+  DEPRECATE_EOF), rows, then EOF (or an OK with a 0xFE header under
+  DEPRECATE_EOF). An OK or a final EOF with SERVER_MORE_RESULTS_EXISTS means
+  another result follows. An EXECUTE that opens a cursor ends after the
+  definitions: its EOF carries SERVER_STATUS_CURSOR_EXISTS (under
+  DEPRECATE_EOF the server sends the 0xFE-OK right away instead of rows, so
+  the ordinary end-of-rows rule covers it; MariaDB 10.11 does this).
+- STMT_FETCH: rows, then the EOF/OK (LAST_ROW_SENT when the cursor is done).
+- STMT_PREPARE: STMT_PREPARE_OK (0x00, statement id, counts), then the
+  parameter definitions and the column definitions, each block followed by
+  an EOF unless DEPRECATE_EOF.
+- FIELD_LIST: column definitions until an EOF/OK.
+- STATISTICS: one string packet.
+- CHANGE_USER: an authentication exchange (AuthSwitchRequest 0xFE,
+  AuthMoreData 0x01, answered by the session) ending in OK or ERR.
+- PING, INIT_DB, RESET_CONNECTION, STMT_RESET, PROCESS_KILL, SET_OPTION (which
+  answers with an EOF) and the rest: OK or ERR.
+- QUIT, STMT_CLOSE, STMT_SEND_LONG_DATA: nothing (`expect` returns False).
+
+An ERR carries no status flags. With autocommit off it may leave a
+transaction open (a failed INSERT still started one), so the tracker then
+assumes one is, until the next OK or EOF says otherwise; with autocommit on
+and no transaction open, a failed statement cannot open one.
+
+Result sets that use CLIENT_OPTIONAL_RESULTSET_METADATA or MariaDB's metadata
+caching are not understood: those capabilities must never be negotiated.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from sluice.errors import ProtocolError
+from sluice.wire.mysql import constants as c
+from sluice.wire.mysql.commands import PrepareOk, parse_prepare_ok
+from sluice.wire.mysql.messages import ok_status
+from sluice.wire.mysql.packets import MAX_CHUNK, read_lenenc_int, read_u16
+
+# ---- what `feed` reports (bit flags) -----------------------------------------
+
+DONE = 1  # this packet completes the answer to the oldest command
+ERROR = 2  # an ERR packet (it also completes the answer)
+PREPARED = 4  # a STMT_PREPARE_OK: see `prepared`; the statement id is at bytes 1..4
+INFILE = 8  # a LOCAL INFILE request: the client must now send the file
+AUTH = 16  # an authentication packet during COM_CHANGE_USER: someone must answer it
+STATE_CHANGED = 32  # an OK/EOF with SERVER_SESSION_STATE_CHANGED
+OWN = 64  # the packet answers a command the proxy sent itself: do not forward it
+DEFS_END = 128  # the last parameter/column definition of a block
+DEFS_EOF = 256  # the EOF after a definition block (only without DEPRECATE_EOF)
+# An end packet: EOF, or an OK with a 0xFE header under DEPRECATE_EOF. It ends a
+# result set's rows, COM_FIELD_LIST's definitions, or answers COM_SET_OPTION.
+RESULT_END = 512
+
+# ---- reply kinds, by command ------------------------------------------------
+
+_NONE, _OK, _RESULT, _EXECUTE, _FETCH, _PREPARE, _FIELDS, _STRING, _AUTH = range(9)
+_KIND = {
+    c.COM_QUIT: _NONE,
+    c.COM_STMT_CLOSE: _NONE,
+    c.COM_STMT_SEND_LONG_DATA: _NONE,
+    c.COM_QUERY: _RESULT,
+    c.COM_PROCESS_INFO: _RESULT,
+    c.COM_STMT_EXECUTE: _EXECUTE,
+    0xFA: _EXECUTE,  # MariaDB's COM_STMT_BULK_EXECUTE
+    c.COM_STMT_FETCH: _FETCH,
+    c.COM_STMT_PREPARE: _PREPARE,
+    c.COM_FIELD_LIST: _FIELDS,
+    c.COM_STATISTICS: _STRING,
+    c.COM_CHANGE_USER: _AUTH,
+}
+_NOT_RELAYED = frozenset((c.COM_BINLOG_DUMP, c.COM_BINLOG_DUMP_GTID, c.COM_REGISTER_SLAVE, 0xFE))
+
+# ---- states of the answer being read ----------------------------------------
+
+_IDLE = -1  # nothing outstanding
+_FIRST = 0  # the first packet of an answer (or of the next result)
+_DEFS = 1  # definitions remain in the current block
+_DEFS_EOF = 2  # the EOF after a block
+_ROWS = 3  # rows until the end-of-rows packet
+_FIELD_DEFS = 4  # COM_FIELD_LIST: definitions until an EOF
+_INITIAL = {_FETCH: _ROWS, _FIELDS: _FIELD_DEFS}
+
+_OWN_BIT = 0x100
+_IN_TRANS = c.SERVER_STATUS_IN_TRANS
+
+
+class ReplyTracker:
+    """Commands outstanding on one backend connection, and where its replies stand."""
+
+    __slots__ = (
+        "_deprecate_eof",
+        "_kind",
+        "_left",
+        "_next_block",
+        "_own",
+        "_queue",
+        "_state",
+        "errors",
+        "prepared",
+        "status",
+    )
+
+    def __init__(self, capabilities: int, status: int = c.SERVER_STATUS_AUTOCOMMIT) -> None:
+        """`capabilities`: as negotiated with this server; `status`: from the login OK."""
+        self._deprecate_eof = bool(capabilities & c.CLIENT_DEPRECATE_EOF)
+        self._queue: deque[int] = deque()  # command bytes, | _OWN_BIT for the proxy's own
+        self._kind = _NONE
+        self._state = _IDLE
+        self._own = 0
+        self._left = 0  # definitions left in the current block
+        self._next_block = 0  # COM_STMT_PREPARE: column definitions after the parameters
+        self.status = status
+        self.prepared: PrepareOk | None = None  # the last STMT_PREPARE_OK seen
+        self.errors = 0  # ERR packets seen
+
+    # ---- commands ----
+
+    def expect(self, command: int, *, own: bool = False) -> bool:
+        """Note a command sent to the server; return False if it gets no reply."""
+        if command in _NOT_RELAYED:
+            raise ValueError(f"command 0x{command:02x} cannot be relayed")
+        kind = _KIND.get(command, _OK)
+        if kind == _NONE:
+            return False
+        self._queue.append(command | _OWN_BIT if own else command)
+        if len(self._queue) == 1:
+            self._start(self._queue[0])
+        return True
+
+    @property
+    def pending(self) -> int:
+        """Commands whose answer is not complete yet."""
+        return len(self._queue)
+
+    @property
+    def in_transaction(self) -> bool:
+        return bool(self.status & _IN_TRANS)
+
+    @property
+    def autocommit(self) -> bool:
+        return bool(self.status & c.SERVER_STATUS_AUTOCOMMIT)
+
+    @property
+    def idle(self) -> bool:
+        """Nothing outstanding and no transaction open: the connection may be returned."""
+        return not self._queue and not self.status & _IN_TRANS
+
+    def _start(self, head: int) -> None:
+        """Get ready for the answer to `head`, the oldest command outstanding."""
+        self._kind = kind = _KIND.get(head & 0xFF, _OK)
+        self._state = _INITIAL.get(kind, _FIRST)
+        self._own = OWN if head & _OWN_BIT else 0
+        self._left = self._next_block = 0
+
+    def _finish(self) -> int:
+        self._queue.popleft()
+        if self._queue:
+            self._start(self._queue[0])
+        else:
+            self._state = _IDLE
+        return DONE
+
+    # ---- replies ----
+
+    def feed(self, payload: bytes) -> int:
+        """Take one logical server packet; return what it is, as flags (0: nothing special)."""
+        state = self._state
+        own = self._own
+        if state == _ROWS and payload:  # the common case: a row
+            first = payload[0]
+            if first < 0xFE:
+                return own
+            if first == 0xFF:
+                return own | self._error()
+            if len(payload) < MAX_CHUNK:
+                return own | RESULT_END | self._end_of_result(payload)
+            return own  # a row of 16 MiB or more whose first value is as long
+        if state == _IDLE:
+            raise ProtocolError("packet from the server with no command outstanding")
+        if payload[:1] == b"\xff":
+            return own | self._error()
+        if state == _DEFS:
+            self._left -= 1
+            return own | (DEFS_END | self._block_done() if not self._left else 0)
+        if state == _DEFS_EOF:
+            return own | DEFS_EOF | self._defs_eof(payload)
+        if state == _FIELD_DEFS:
+            if payload[:1] == b"\xfe" and len(payload) < MAX_CHUNK:
+                return (
+                    own | RESULT_END | self._set_status(self._end_status(payload)) | self._finish()
+                )
+            return own
+        return own | self._first(payload)
+
+    def _first(self, payload: bytes) -> int:
+        kind = self._kind
+        if not payload:
+            if kind == _STRING:
+                return self._finish()
+            raise ProtocolError("empty packet from the server")
+        head = payload[0]
+        if kind == _RESULT or kind == _EXECUTE:
+            return self._result_head(payload, head)
+        if kind == _PREPARE:
+            return self._prepare_ok(payload)
+        if kind == _STRING:
+            return self._finish()
+        if kind == _AUTH and head in (c.EOF_HEADER, c.AUTH_MORE_DATA_HEADER):
+            return AUTH
+        if head == c.OK_HEADER:
+            return self._set_status(ok_status(payload)) | self._finish()
+        if head == c.EOF_HEADER and kind == _OK:  # COM_SET_OPTION, COM_DEBUG
+            return RESULT_END | self._set_status(self._end_status(payload)) | self._finish()
+        raise ProtocolError(f"unexpected packet 0x{head:02x} from the server")
+
+    def _result_head(self, payload: bytes, head: int) -> int:
+        """First packet of a result: OK, LOCAL INFILE request, or a column count."""
+        if head == c.OK_HEADER:
+            status = ok_status(payload)
+            flags = self._set_status(status)
+            return flags if status & c.SERVER_MORE_RESULTS_EXISTS else flags | self._finish()
+        if head == c.LOCAL_INFILE_HEADER:
+            return INFILE  # the OK or ERR after the file is again a first packet
+        count = read_lenenc_int(payload, 0)[0] if head != c.EOF_HEADER else 0
+        if not count:
+            raise ProtocolError("malformed result set header from the server")
+        self._state, self._left = _DEFS, count
+        return 0
+
+    def _prepare_ok(self, payload: bytes) -> int:
+        ok = self.prepared = parse_prepare_ok(payload)
+        if ok.num_params:
+            self._state, self._left, self._next_block = _DEFS, ok.num_params, ok.num_columns
+        elif ok.num_columns:
+            self._state, self._left = _DEFS, ok.num_columns
+        else:
+            return PREPARED | self._finish()
+        return PREPARED
+
+    def _block_done(self) -> int:
+        """A definition block is complete: its EOF, the next block, rows or the end."""
+        if not self._deprecate_eof:
+            self._state = _DEFS_EOF
+            return 0
+        return self._after_block()
+
+    def _after_block(self) -> int:
+        if self._kind != _PREPARE:
+            self._state = _ROWS
+            return 0
+        if self._next_block:
+            self._state, self._left, self._next_block = _DEFS, self._next_block, 0
+            return 0
+        return self._finish()
+
+    def _defs_eof(self, payload: bytes) -> int:
+        if payload[:1] != b"\xfe" or len(payload) >= MAX_CHUNK:
+            raise ProtocolError("expected an EOF after the definitions")
+        status = read_u16(payload, 3)
+        flags = self._set_status(status)
+        if self._kind == _EXECUTE and status & c.SERVER_STATUS_CURSOR_EXISTS:
+            return flags | self._finish()  # a cursor is open: rows come with FETCH
+        return flags | self._after_block()
+
+    def _end_of_result(self, payload: bytes) -> int:
+        status = self._end_status(payload)
+        flags = self._set_status(status)
+        if status & c.SERVER_MORE_RESULTS_EXISTS and self._kind != _FETCH:
+            self._state = _FIRST
+            return flags
+        return flags | self._finish()
+
+    def _end_status(self, payload: bytes) -> int:
+        """Status flags of an end packet: an EOF, or an OK with 0xFE under DEPRECATE_EOF."""
+        return ok_status(payload) if self._deprecate_eof else read_u16(payload, 3)
+
+    def _set_status(self, status: int) -> int:
+        self.status = status
+        return STATE_CHANGED if status & c.SERVER_SESSION_STATE_CHANGED else 0
+
+    def _error(self) -> int:
+        self.errors += 1
+        if not self.status & c.SERVER_STATUS_AUTOCOMMIT:
+            self.status |= _IN_TRANS  # it may have started one; the next OK/EOF will tell
+        return ERROR | self._finish()

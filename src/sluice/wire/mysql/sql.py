@@ -1,0 +1,424 @@
+"""What a MySQL/MariaDB SQL text does to session state: track it, pin for it, or ignore it.
+
+Design: with transaction pooling a client moves between backend connections, so
+whatever a COM_QUERY or COM_STMT_PREPARE text leaves in the *session* must be
+replayed on the next connection (the settings drivers and ORMs set on connect:
+tracked) or tie the client to its connection until it leaves (pinning).
+
+- Speed: `classify_bytes` rejects ordinary queries with a byte-level test (trigger
+  substrings, a leading keyword such as SET, a `;` before the end) and decodes
+  nothing. An UPDATE ... SET never reaches the parser: SET counts only at a
+  statement's start. Texts that pass are split into statements and classified;
+  results for short texts are cached, bulk statements are scanned in regex jumps.
+- Lexing follows the server: '..' and ".." with backslash escapes and doubled
+  quotes, `..` identifiers, comments `# ..`, `-- ..` (a space or control character
+  after the dashes) and `/* .. */` (not nested). `/*! .. */` and `/*M! .. */` are
+  executable comments (mysqldump writes its SETs in them): their content is code,
+  whatever the version number. Searches run on a copy of each statement with the
+  quoted text blanked out, of the same length, so offsets map back to the original
+  and SET values are replayed byte for byte.
+- A text that reads differently without backslash escapes (the NO_BACKSLASH_ESCAPES
+  sql_mode, which this stateless function cannot see) is classified both ways; if
+  the readings disagree the client is pinned rather than guessed about.
+- Tracked: `Effect.sets` holds (key, statement), in order. Keys are the canonical
+  names of TRACKED (tx_isolation is recorded as transaction_isolation, tx_read_only
+  as transaction_read_only) plus two pseudo-variables: "names" (SET NAMES, which sets
+  character_set_client/connection/results and collation_connection) and "charset"
+  (SET CHARACTER SET / SET CHARSET). The statement replays it as the client wrote
+  it (an alias stays an alias: old MariaDB has no transaction_isolation). A consumer
+  keeps the last statement per key and replays them in the order they were last
+  written (re-setting a key moves it to the end); that order reproduces overlapping
+  settings such as NAMES then character_set_results exactly.
+- A tracked SET whose value reads a variable (`CONCAT(@@sql_mode, ..)`, `@old`)
+  would replay differently elsewhere, so it pins. `SET GLOBAL`/`PERSIST` and
+  `@@global.x` change nothing in the session. `SET TRANSACTION` (no SESSION) holds
+  for the next transaction only, on this connection: it pins unless BEGIN or START
+  TRANSACTION follows in the same text, since lending the connection in between
+  would hand that isolation level to another client's transaction.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+# Session variables replayed on the borrowed connection instead of pinning (lower case),
+# with the pseudo-variables "names" (SET NAMES) and "charset" (SET CHARACTER SET).
+# fmt: off
+TRACKED = frozenset({
+    "character_set_client", "character_set_connection", "character_set_results",
+    "collation_connection", "autocommit", "sql_mode", "time_zone", "transaction_isolation",
+    "transaction_read_only", "wait_timeout", "net_write_timeout", "net_read_timeout",
+    "interactive_timeout", "auto_increment_increment", "auto_increment_offset",
+    "sql_select_limit", "max_execution_time", "innodb_lock_wait_timeout", "lock_wait_timeout",
+    "group_concat_max_len", "foreign_key_checks", "unique_checks", "sql_safe_updates",
+    "names", "charset",
+})
+# fmt: on
+# Older names of tracked variables: recorded under the name they map to.
+ALIASES: dict[str, str] = {
+    "tx_isolation": "transaction_isolation",
+    "tx_read_only": "transaction_read_only",
+}
+_PSEUDO = frozenset({"names", "charset"})
+
+
+@dataclass(frozen=True, slots=True)
+class Effect:
+    """Session effects of one query string (all its statements)."""
+
+    pin: str = ""  # why the client must keep its connection ("" = it need not)
+    sets: tuple[tuple[str, str], ...] = ()  # (variable, statement that replays it), in order
+    schema: str | None = None  # the database of the last USE, unquoted
+
+
+NO_EFFECT = Effect()
+
+# --- the pre-check: on the lower-cased text, before any decoding or parsing ---
+_ANYWHERE = r":=|into\s*@|temporary|get_lock|found_rows|last_insert_id\s*\(\s*[^\s)]|/\*|#|--"
+_TRIGGER_STR = re.compile(_ANYWHERE, re.ASCII)
+_TRIGGER_BYTES = re.compile(_ANYWHERE.encode())
+# Statements that matter only at a statement's start (the text's, or after a `;`).
+_STARTS: tuple[str, ...] = ("set", "use", "lock", "flush", "prepare", "execute", "deallocate")
+_STARTS += ("drop", "handler", "xa", "call", "get")
+_STARTS_BYTES = tuple(s.encode() for s in _STARTS)
+_WS = " \t\n\r\x0b\x0c"
+_TRAILING = ";" + _WS
+_CACHE_MAX_LEN = 2048  # longer texts (bulk INSERTs) are classified but not kept
+
+# --- lexing ---
+_SPECIAL = re.compile(r"[;'\"`#]|--|/\*|\*/")
+_EXEC_COMMENT = re.compile(r"/\*M?!\d*")
+_QUOTED_ESC = re.compile(
+    r"'[^'\\]*(?:(?:\\.|'')[^'\\]*)*'?"
+    r'|"[^"\\]*(?:(?:\\.|"")[^"\\]*)*"?'
+    r"|`[^`]*(?:``[^`]*)*`?",
+    re.S,
+)
+_QUOTED_RAW = re.compile(r"'[^']*(?:''[^']*)*'?" r'|"[^"]*(?:""[^"]*)*"?' r"|`[^`]*(?:``[^`]*)*`?")
+_PLAIN = re.compile(r"[A-Za-z0-9_$]+", re.ASCII)
+_WORD = re.compile(r"`[^`]*`?|[A-Za-z0-9_$]+|\S", re.ASCII)
+
+# --- searches on a statement's code (quoted text blanked) ---
+_I = re.IGNORECASE | re.ASCII
+_EVERYWHERE = (
+    (re.compile(r"\bget_lock`?\s*\(", _I), "GET_LOCK"),
+    (re.compile(r"\bsql_calc_found_rows\b", _I), "SQL_CALC_FOUND_ROWS"),
+    (re.compile(r"\bfound_rows`?\s*\(", _I), "FOUND_ROWS"),
+    (re.compile(r"\blast_insert_id`?\s*\(\s*[^\s)]", _I), "LAST_INSERT_ID(expr)"),
+)
+_USER_VAR_WRITE = re.compile(
+    r"(?<!@)@(?!@)\s*(?:[\w$.]+|'_*'|\"_*\"|`[^`]*`)\s*:=|\binto\s*@(?!@)", _I
+)
+_USER_VAR = re.compile(r"(?<!@)@(?!@)")
+_GLOBAL_READ = re.compile(r"@@global\s*\.", _I)
+_READ_LOCK = re.compile(r"\bwith\s+read\s+lock\b", _I)
+_FOR_EXPORT = re.compile(r"\bfor\s+export\b", _I)
+_HANDLER_OPEN = re.compile(r"handler\s+\S+\s+open\b", _I)
+_FOR = re.compile(r"\bfor\b", _I)
+_START_TRANSACTION = ["start", "transaction"]
+_PIN_BY_FIRST_WORD = {
+    "prepare": "PREPARE",
+    "execute": "EXECUTE",  # EXECUTE IMMEDIATE (MariaDB) too: its SQL is not visible here
+    "deallocate": "DEALLOCATE PREPARE",
+    "begin": "compound statement",  # BEGIN NOT ATOMIC (MariaDB); its body is split on ';'
+    **dict.fromkeys(("if", "while", "loop", "repeat"), "compound statement"),
+}
+
+# --- SET ---
+_SCOPES = r"(global|session|local|persist|persist_only)"
+_SET_TRANSACTION = re.compile(rf"set\s+(?:{_SCOPES}\s+)?transaction\b", _I)
+_SCOPE_WORD = re.compile(rf"{_SCOPES}\b\s*", _I)
+_SYSTEM_PREFIX = re.compile(rf"@@(?:{_SCOPES}\s*\.\s*)?", _I)
+_NAMES = re.compile(r"(?:(names)|character\s+set|charset)\b(?!\s*:?=)", _I)
+_IDENT = r"(`[^`]*`|[A-Za-z0-9_$]+)"
+_ASSIGNMENT = re.compile(rf"{_IDENT}(?:\s*\.\s*{_IDENT})?\s*:?=", re.ASCII)
+_PUNCT = re.compile(r"[(),]")
+_USE_NAME = re.compile(r"`((?:[^`]|``)*)`|\"((?:[^\"]|\"\")*)\"|'((?:[^']|'')*)'|([^\s;]+)")
+
+
+@dataclass(slots=True)
+class _Acc:
+    """What the statements of one text did so far."""
+
+    pin: str = ""
+    sets: list[tuple[str, str]] = field(default_factory=list)
+    schema: str | None = None
+    next_transaction: bool = False  # a SET TRANSACTION not yet consumed by a BEGIN
+
+    def add_pin(self, reason: str) -> None:
+        self.pin = self.pin or reason
+
+
+def classify_bytes(sql: bytes) -> Effect:
+    """`classify` for the raw text of a COM_QUERY or COM_STMT_PREPARE.
+
+    Most texts are rejected without decoding. Others are decoded as UTF-8 with
+    surrogateescape: `statement.encode("utf-8", "surrogateescape")` gives back the
+    client's exact bytes, whatever its character set.
+    """
+    low = sql.lower()
+    if (
+        _TRIGGER_BYTES.search(low) is None
+        and not low.lstrip().startswith(_STARTS_BYTES)
+        and b";" not in low.rstrip(b"; \t\n\r\x0b\x0c")
+    ):
+        return NO_EFFECT
+    return classify(sql.decode("utf-8", "surrogateescape"))
+
+
+def classify(sql: str) -> Effect:
+    """The session effects of `sql` (a COM_QUERY or COM_STMT_PREPARE text)."""
+    low = sql.lower()
+    if (
+        _TRIGGER_STR.search(low) is None
+        and not low.lstrip(_WS).startswith(_STARTS)
+        and ";" not in low.rstrip(_TRAILING)
+    ):
+        return NO_EFFECT
+    return _classify_cached(sql) if len(sql) <= _CACHE_MAX_LEN else _classify_slow(sql)
+
+
+def _classify_slow(sql: str) -> Effect:
+    effect = _classify_text(sql, escapes=True)
+    if "\\" in sql:
+        other = _classify_text(sql, escapes=False)
+        if other != effect:  # the reading depends on NO_BACKSLASH_ESCAPES
+            return Effect(effect.pin or "backslash quoting", effect.sets, effect.schema)
+    return effect
+
+
+_classify_cached = lru_cache(maxsize=4096)(_classify_slow)
+
+
+def _classify_text(sql: str, *, escapes: bool) -> Effect:
+    acc = _Acc()
+    for stmt in split_statements(sql, backslash_escapes=escapes):
+        _statement(acc, stmt, _blank(stmt, escapes))
+    if acc.next_transaction:
+        acc.add_pin("SET TRANSACTION")
+    return Effect(acc.pin, tuple(acc.sets), acc.schema)
+
+
+def _statement(acc: _Acc, stmt: str, code: str) -> None:
+    words = [w.lower() for w in _WORD.findall(code, 0, 200)[:4]]
+    if not words:
+        return
+    for pattern, reason in _EVERYWHERE:
+        if pattern.search(code):
+            acc.add_pin(reason)
+    first = words[0]
+    if first == "set":
+        _set(acc, stmt, code, words)
+        return
+    if _USER_VAR_WRITE.search(code):
+        acc.add_pin("user variable")
+    if first == "use":
+        _use(acc, stmt)
+    elif (first == "begin" and words[1:3] != ["not", "atomic"]) or words[:2] == _START_TRANSACTION:
+        acc.next_transaction = False
+    else:
+        acc.add_pin(_reason(code, words))
+
+
+def _reason(code: str, words: list[str]) -> str:
+    """Why a statement pins, from its first words ("" = it does not)."""
+    first, second = words[0], (words[1] if len(words) > 1 else "")
+    if first in _PIN_BY_FIRST_WORD:
+        return _PIN_BY_FIRST_WORD[first]
+    if first == "lock":
+        return "LOCK TABLES" if second in ("table", "tables") else f"LOCK {second.upper()}".strip()
+    if first == "flush" and _READ_LOCK.search(code):
+        return "FLUSH TABLES WITH READ LOCK"
+    if first == "flush" and _FOR_EXPORT.search(code):
+        return "FLUSH TABLES FOR EXPORT"
+    if first == "create":  # CREATE [OR REPLACE] TEMPORARY TABLE|SEQUENCE
+        rest = words[3:] if words[1:3] == ["or", "replace"] else words[1:]
+        return "temporary table" if rest[:1] == ["temporary"] else ""
+    if first == "drop" and second == "prepare":
+        return "DEALLOCATE PREPARE"
+    if first == "handler" and _HANDLER_OPEN.match(code):
+        return "HANDLER OPEN"
+    if first == "xa" and second in ("start", "begin"):
+        return "XA START"
+    if first in ("call", "get") and _USER_VAR.search(code):
+        return "user variable"  # CALL p(@out), GET DIAGNOSTICS @n = NUMBER assign it
+    return ""
+
+
+def _use(acc: _Acc, stmt: str) -> None:
+    match = _USE_NAME.match(stmt.lstrip(_WS)[3:].lstrip(_WS))
+    if match is None:
+        return
+    quoted, double, single, plain = match.groups()
+    if quoted is not None:
+        acc.schema = quoted.replace("``", "`")
+    elif double is not None or single is not None:
+        acc.schema = double.replace('""', '"') if double is not None else single.replace("''", "'")
+    else:
+        acc.schema = plain
+
+
+def _set(acc: _Acc, stmt: str, code: str, words: list[str]) -> None:
+    second = words[1] if len(words) > 1 else ""
+    if second == "statement":  # MariaDB SET STATEMENT var=value[, ...] FOR statement
+        found = _FOR.search(code)
+        if found is not None:
+            _statement(acc, stmt[found.end() :].strip(_WS), code[found.end() :].strip(_WS))
+        return
+    if second == "password" or words[1:3] == ["default", "role"]:
+        return  # account settings, not the session's
+    if second == "role" or words[1:3] == ["resource", "group"]:
+        acc.add_pin("SET ROLE" if second == "role" else "SET RESOURCE GROUP")
+        return
+    transaction = _SET_TRANSACTION.match(code)
+    if transaction is not None:
+        _set_transaction(acc, stmt, code, transaction)
+        return
+    scope = "session"
+    for start, end in _items(code, 3):
+        scope = _assignment(acc, stmt[start:end], code[start:end], scope)
+
+
+def _set_transaction(acc: _Acc, stmt: str, code: str, match: re.Match[str]) -> None:
+    scope = (match.group(1) or "").lower()
+    if not scope:
+        acc.next_transaction = True
+        return
+    if scope not in ("session", "local"):
+        return
+    for start, end in _items(code, match.end()):
+        text = stmt[start:end].strip(_WS)
+        kind = " ".join(code[start:end].lower().split()[:2])
+        if kind.startswith("isolation"):
+            acc.sets.append(("transaction_isolation", f"SET SESSION TRANSACTION {text}"))
+        elif kind in ("read only", "read write"):
+            acc.sets.append(("transaction_read_only", f"SET SESSION TRANSACTION {text}"))
+        else:
+            acc.add_pin("SET SESSION TRANSACTION")
+
+
+def _items(code: str, start: int) -> list[tuple[int, int]]:
+    """The spans of `code[start:]` between commas outside parentheses."""
+    spans: list[tuple[int, int]] = []
+    depth, begin = 0, start
+    for match in _PUNCT.finditer(code, start):
+        char = match.group()
+        if char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        elif depth <= 0:
+            spans.append((begin, match.start()))
+            begin = match.end()
+    spans.append((begin, len(code)))
+    return spans
+
+
+def _assignment(acc: _Acc, item: str, code: str, scope: str) -> str:
+    """One `[scope] name = value` of a SET; returns the scope for the items after it."""
+    pos = len(code) - len(code.lstrip(_WS))
+    keyword = _SCOPE_WORD.match(code, pos)
+    if keyword is not None:
+        scope = "session" if keyword.group(1).lower() in ("session", "local") else "global"
+        pos = keyword.end()
+    own_scope = scope
+    if code.startswith("@@", pos):
+        prefix = _SYSTEM_PREFIX.match(code, pos)
+        assert prefix is not None  # the pattern's scope part is optional
+        qualifier = (prefix.group(1) or "session").lower()
+        own_scope = "session" if qualifier in ("session", "local") else "global"
+        pos = prefix.end()
+    elif code.startswith("@", pos):
+        acc.add_pin("user variable")
+        return scope
+    else:
+        names = _NAMES.match(code, pos)
+        if names is not None:
+            key = "names" if names.group(1) else "charset"
+            acc.sets.append((key, "SET " + item[pos:].strip(_WS)))
+            return scope
+    if own_scope == "session":
+        _assign_variable(acc, item, code, pos)
+    return scope
+
+
+def _assign_variable(acc: _Acc, item: str, code: str, pos: int) -> None:
+    """`name = value` for a session variable: tracked, or pinned for."""
+    match = _ASSIGNMENT.match(code, pos)
+    if match is None:
+        words = _WORD.findall(code, pos)
+        acc.add_pin(f"SET {words[0].lower()}" if words else "SET")
+        return
+    parts = [match.group(1), match.group(2) or ""]
+    name = ".".join(p.strip("`").replace("``", "`") for p in parts if p).lower()
+    key = ALIASES.get(name, name)
+    if key not in TRACKED or key in _PSEUDO:
+        acc.add_pin(f"SET {name}")
+    elif "@" in _GLOBAL_READ.sub("", code[match.end() :]):
+        acc.add_pin(f"SET {name} from a variable")  # would read another session's value
+    else:
+        acc.sets.append((key, f"SET SESSION {name} = {item[match.end() :].strip(_WS)}"))
+
+
+def _blank(stmt: str, escapes: bool) -> str:
+    """`stmt` with the text of quoted strings and identifiers replaced, length kept."""
+    return (_QUOTED_ESC if escapes else _QUOTED_RAW).sub(_blank_one, stmt)
+
+
+def _blank_one(match: re.Match[str]) -> str:
+    text = match.group()
+    quote = text[0]
+    if quote == "`" and text.endswith("`") and _PLAIN.fullmatch(text, 1, len(text) - 1):
+        return text  # `get_lock`, `sql_mode`: still the same word
+    if len(text) < 2:
+        return text
+    return quote + "_" * (len(text) - 2) + (quote if text[-1] == quote else "_")
+
+
+def split_statements(sql: str, *, backslash_escapes: bool = True) -> list[str]:
+    """Split on `;` outside quotes and comments; comments removed, `/*! .. */` kept as code."""
+    quoted = _QUOTED_ESC if backslash_escapes else _QUOTED_RAW
+    out: list[str] = []
+    cur: list[str] = []
+    i, in_exec = 0, False
+    while True:
+        match = _SPECIAL.search(sql, i)  # jump over ordinary text in one step
+        if match is None:
+            cur.append(sql[i:])
+            break
+        token, j = match.group(), match.start()
+        cur.append(sql[i:j])
+        if token == ";":
+            out.append("".join(cur))
+            cur = []
+            i = j + 1
+        elif token in ("'", '"', "`"):
+            found = quoted.match(sql, j)  # always matches: the quote at least
+            i = found.end() if found is not None else len(sql)
+            cur.append(sql[j:i])
+        elif token == "*/":
+            cur.append(" " if in_exec else "*")  # a `*` before a comment: 2*/*c*/3
+            i = j + 2 if in_exec else j + 1
+            in_exec = False
+        else:
+            i, in_exec = _comment(sql, j, token, in_exec)
+            cur.append("-" if token == "--" and i == j + 1 else " ")
+    out.append("".join(cur))
+    return [s for s in (part.strip(_WS) for part in out) if s]
+
+
+def _comment(sql: str, j: int, token: str, in_exec: bool) -> tuple[int, bool]:
+    """Where scanning resumes after the comment starting at `j`, and the new in_exec."""
+    n = len(sql)
+    if token == "/*":
+        executable = _EXEC_COMMENT.match(sql, j)
+        if executable is not None:
+            return executable.end(), True
+        end = sql.find("*/", j + 2)
+        return (n if end < 0 else end + 2), in_exec
+    if token == "--" and j + 2 < n and " " < sql[j + 2] != "\x7f":
+        return j + 1, in_exec  # `1--1` is arithmetic: keep the first dash
+    end = sql.find("\n", j)
+    return (n if end < 0 else end), in_exec

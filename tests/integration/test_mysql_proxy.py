@@ -1,0 +1,188 @@
+"""The MySQL proxy with real clients against a real MariaDB: login, relay, pooling.
+
+PyMySQL and mysql-connector (pure Python and its C extension, with prepared
+cursors) log in with caching_sha2_password or mysql_native_password, over TLS
+or not; many short-lived clients share a small pool; transaction boundaries
+come from the server's status flags; settings follow a client without pinning,
+and what must pin does.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import mysql.connector
+import pymysql
+import pytest
+
+from helpers import APP_USER, mysql_kwargs
+from sluice.devtools.mariadbcluster import MariaDbCluster
+from sluice.devtools.runner import SluiceProcess
+
+pytestmark = pytest.mark.timeout(120)
+
+Start = Callable[..., SluiceProcess]
+
+
+def connect(proc: SluiceProcess, **extra: Any) -> pymysql.connections.Connection[Any]:
+    return pymysql.connect(**{**mysql_kwargs(proc), "ssl_disabled": True, **extra})
+
+
+@pytest.mark.parametrize("method", ["caching_sha2_password", "mysql_native_password"])
+def test_pymysql_logs_in_and_queries(start_mysql_proxy: Start, method: str) -> None:
+    proc = start_mysql_proxy(auth_method=method)
+    with connect(proc, autocommit=True) as conn, conn.cursor() as cur:
+        cur.execute("select 1 + 1, current_user(), database()")
+        assert cur.fetchone() == (2, f"{APP_USER}@%", "appdb")
+
+
+def test_wrong_password_and_unknown_user_get_1045(start_mysql_proxy: Start) -> None:
+    proc = start_mysql_proxy()
+    for user, password in ((APP_USER, "wrong"), ("nobody", "x")):
+        with pytest.raises(pymysql.err.OperationalError) as info:
+            connect(proc, user=user, password=password)
+        assert info.value.args[0] == 1045
+        assert "Access denied" in info.value.args[1]
+
+
+def test_unknown_database_fails_the_login(start_mysql_proxy: Start) -> None:
+    proc = start_mysql_proxy()
+    with pytest.raises(pymysql.err.OperationalError) as info:
+        connect(proc, database="no_such_db")
+    assert info.value.args[0] == 1049
+
+
+def test_tls_login_and_require_tls(start_mysql_proxy: Start) -> None:
+    proc = start_mysql_proxy(require_tls=True)
+    with pymysql.connect(**mysql_kwargs(proc), ssl={"check_hostname": False}) as conn:
+        assert conn.get_host_info()
+        with conn.cursor() as cur:
+            cur.execute("select 7")
+            assert cur.fetchone() == (7,)
+    with pytest.raises(pymysql.err.OperationalError) as info:
+        connect(proc)
+    assert info.value.args[0] == 3159
+
+
+@pytest.mark.parametrize("use_pure", [True, False])
+def test_connector_prepared_cursor(start_mysql_proxy: Start, use_pure: bool) -> None:
+    proc = start_mysql_proxy()
+    conn = mysql.connector.connect(**mysql_kwargs(proc), use_pure=use_pure, ssl_disabled=True)
+    try:
+        cur = conn.cursor(prepared=True)
+        for n in range(20):
+            cur.execute("select %s * 3, %s", (n, f"v{n}"))
+            assert cur.fetchall() == [(n * 3, f"v{n}")]
+        cur.close()
+    finally:
+        conn.close()
+
+
+def test_many_clients_share_a_small_pool(start_mysql_proxy: Start, mariadb: MariaDbCluster) -> None:
+    proc = start_mysql_proxy(pool={"max_connections": 5, "borrow_timeout": 60})
+    peak, stop = [0], threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], mariadb.backend_count(user=APP_USER))
+            stop.wait(0.05)
+
+    def client(i: int) -> bool:
+        with connect(proc, autocommit=True) as conn, conn.cursor() as cur:
+            for j in range(5):
+                cur.execute("select %s * 2", (i * j,))
+                assert cur.fetchone() == (i * j * 2,)
+        return True
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        with ThreadPoolExecutor(40) as pool:
+            assert sum(pool.map(client, range(200))) == 200
+    finally:
+        stop.set()
+        watcher.join()
+    assert 1 <= peak[0] <= 5
+
+
+def test_transaction_keeps_its_connection_until_commit(start_mysql_proxy: Start) -> None:
+    proc = start_mysql_proxy(pool={"max_connections": 2})
+    with connect(proc) as setup, setup.cursor() as cur:  # autocommit off, PyMySQL's default
+        cur.execute("create table if not exists tx_rows (id int primary key, n int)")
+        cur.execute("replace into tx_rows values (1, 0)")
+        setup.commit()
+    a, b = connect(proc), connect(proc, autocommit=True)
+    try:
+        with a.cursor() as cur:
+            cur.execute("update tx_rows set n = 1 where id = 1")
+            cur.execute("select connection_id()")
+            first = cur.fetchone()
+            with b.cursor() as other:  # another client runs meanwhile on the other connection
+                other.execute("select n from tx_rows where id = 1")
+                assert other.fetchone() == (0,)  # a's change is not committed yet
+            cur.execute("select connection_id()")
+            assert cur.fetchone() == first  # same connection for the whole transaction
+            a.rollback()
+            cur.execute("select n from tx_rows where id = 1")
+            assert cur.fetchone() == (0,)
+    finally:
+        a.close()
+        b.close()
+
+
+def test_tracked_settings_follow_the_client(start_mysql_proxy: Start) -> None:
+    proc = start_mysql_proxy(pool={"max_connections": 1})
+    tokyo, utc = connect(proc, autocommit=True), connect(proc, autocommit=True)
+    try:
+        with tokyo.cursor() as cur:
+            cur.execute("set time_zone = '+09:00'")
+        for _ in range(3):  # one connection, taken in turns
+            with tokyo.cursor() as cur:
+                cur.execute("select @@session.time_zone")
+                assert cur.fetchone() == ("+09:00",)
+            with utc.cursor() as cur:
+                cur.execute("select @@session.time_zone")
+                assert cur.fetchone() == ("SYSTEM",)
+    finally:
+        tokyo.close()
+        utc.close()
+    assert "pinned" not in proc.log_text()
+
+
+def test_user_variable_pins(start_mysql_proxy: Start) -> None:
+    proc = start_mysql_proxy(pool={"max_connections": 2})
+    with connect(proc, autocommit=True) as conn, conn.cursor() as cur:
+        cur.execute("set @answer = 42")
+        for _ in range(3):
+            cur.execute("select @answer")
+            assert cur.fetchone() == (42,)
+    deadline = time.monotonic() + 5
+    while "pinned to its connection: user variable" not in proc.log_text():
+        assert time.monotonic() < deadline, proc.log_tail()
+        time.sleep(0.05)
+    with connect(proc, autocommit=True) as conn, conn.cursor() as cur:
+        for _ in range(3):  # the connection was reset: no one else sees @answer
+            cur.execute("select @answer")
+            assert cur.fetchone() == (None,)
+
+
+def test_borrow_timeout_is_9501(start_mysql_proxy: Start) -> None:
+    proc = start_mysql_proxy(pool={"max_connections": 1, "borrow_timeout": 1})
+    holder, waiter = connect(proc), connect(proc, autocommit=True)
+    try:
+        with holder.cursor() as cur:
+            cur.execute("begin")  # an open transaction holds the only connection
+        with pytest.raises(pymysql.err.OperationalError) as info, waiter.cursor() as cur:
+            cur.execute("select 2")
+        assert info.value.args[0] == 9501
+        holder.commit()
+        with waiter.cursor() as cur:
+            cur.execute("select 3")
+            assert cur.fetchone() == (3,)
+    finally:
+        holder.close()
+        waiter.close()

@@ -1,0 +1,348 @@
+"""ReplyTracker on exact packets: which command each server packet answers, and the status.
+
+Three layers of cases:
+- MariaDB's real replies to a script of commands (mysql_captures), without and
+  with CLIENT_DEPRECATE_EOF: each answer must end exactly at its last packet,
+  with the flags and status flags written out below; the same replies fed as
+  one pipelined stream of framed packets, split at every offset, must give the
+  same flags;
+- hand-made replies for what the real server could not be asked to do from a
+  read-only account (LOCAL INFILE, stored procedure results, a query killed
+  mid-rows, huge rows starting with 0xFE);
+- the proxy's own commands (OWN), commands with no reply, malformed replies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from mysql_captures import (
+    STEPS_DEPRECATE,
+    STEPS_DEPRECATE_CAPABILITIES,
+    STEPS_EOF,
+    STEPS_EOF_CAPABILITIES,
+)
+from sluice.errors import ProtocolError
+from sluice.wire.mysql import commands as cmd
+from sluice.wire.mysql import constants as c
+from sluice.wire.mysql import messages as m
+from sluice.wire.mysql import replies as r
+from sluice.wire.mysql.packets import MAX_CHUNK, PacketReader, frame
+from sluice.wire.mysql.replies import ReplyTracker
+
+Steps = dict[str, tuple[str, list[str]]]
+MODES = {
+    "eof": (STEPS_EOF, STEPS_EOF_CAPABILITIES),
+    "deprecate": (STEPS_DEPRECATE, STEPS_DEPRECATE_CAPABILITIES),
+}
+AC = c.SERVER_STATUS_AUTOCOMMIT
+IN = c.SERVER_STATUS_IN_TRANS
+MORE = c.SERVER_MORE_RESULTS_EXISTS
+CHANGED = c.SERVER_SESSION_STATE_CHANGED
+D, E, S, RE = r.DONE, r.ERROR, r.STATE_CHANGED, r.RESULT_END
+DE, DX = r.DEFS_END, r.DEFS_EOF
+
+
+def _commands(steps: Steps) -> Iterator[tuple[str, bytes, list[bytes]]]:
+    """(label, command, replies) in order; the answer to the auth switch joins change-user."""
+    items = list(steps.items())
+    for i, (label, (command, replies)) in enumerate(items):
+        if label == "change-user-answer":
+            continue
+        payloads = [bytes.fromhex(x) for x in replies]
+        if label == "change-user":
+            payloads += [bytes.fromhex(x) for x in items[i + 1][1][1]]
+        yield label, bytes.fromhex(command), payloads
+
+
+# Flags of every packet of the answer, and the status afterwards, per mode.
+EXPECTED: dict[str, dict[str, tuple[list[int], int]]] = {
+    "eof": {
+        "select": ([0, 0, 0, DE, DX, 0, RE | D], AC),
+        "prepare": ([r.PREPARED, DE, DX, 0, DE, DX | D], AC),
+        "execute": ([0, 0, DE, DX, 0, RE | D], AC),
+        "execute-cursor": ([0, 0, DE, DX | D], AC | c.SERVER_STATUS_CURSOR_EXISTS),
+        "fetch-1": ([0, RE | D], AC | c.SERVER_STATUS_CURSOR_EXISTS),
+        "fetch-2": ([RE | D], AC | c.SERVER_STATUS_LAST_ROW_SENT),
+        "stmt-reset": ([D], AC),
+        "prepare-noparams": ([r.PREPARED | D], AC),
+        "execute-noresult": ([D], AC),
+        "prepare-empty": ([r.PREPARED, DE, DX | D], AC),
+        "execute-empty": ([0, DE, DX, RE | D], AC),
+        "execute-empty-cursor": ([0, DE, DX | D], AC | c.SERVER_STATUS_CURSOR_EXISTS),
+        "fetch-empty": ([RE | D], AC | c.SERVER_STATUS_LAST_ROW_SENT),
+        "execute-closed": ([E | D], AC | c.SERVER_STATUS_LAST_ROW_SENT),  # ERR: unchanged
+        "multi": ([0, DE, DX, 0, RE, 0, DE, DX, 0, RE | D], AC),
+        "multi-error": ([0, DE, DX, 0, RE, E | D], AC | MORE),
+        "begin-ro": ([D], AC | IN | c.SERVER_STATUS_IN_TRANS_READONLY),
+        "select-in-trans": (
+            [0, DE, DX, 0, RE | S | D],
+            AC | IN | c.SERVER_STATUS_IN_TRANS_READONLY | CHANGED,
+        ),
+        "commit": ([D], AC),
+        "autocommit-0": ([D], 0),
+        "select-ac0": ([0, DE, DX, 0, RE | S | D], CHANGED),
+        "error": ([E | D], CHANGED | IN),  # autocommit off: assume a transaction
+        "ping": ([D], 0),
+        "statistics": ([D], 0),
+        "set-option-off": ([RE | S | D], CHANGED),
+        "field-list": ([0, 0, 0, 0, 0, RE | S | D], CHANGED),
+        "kill-unknown": ([E | D], CHANGED | IN),
+        "reset-connection": ([D], AC),
+        "change-user": ([r.AUTH, D], AC),
+        "select-after": ([0, DE, DX, 0, RE | D], AC),
+    },
+    "deprecate": {
+        "select": ([0, 0, 0, DE, 0, RE | D], AC),
+        "prepare": ([r.PREPARED, DE, 0, DE | D], AC),
+        "execute": ([0, 0, DE, 0, RE | D], AC),
+        "execute-cursor": ([0, 0, DE, RE | D], AC | c.SERVER_STATUS_CURSOR_EXISTS),
+        "prepare-empty": ([r.PREPARED, DE | D], AC),
+        "execute-empty": ([0, DE, RE | D], AC),
+        "multi": ([0, DE, 0, RE, 0, DE, 0, RE | D], AC),
+        "multi-error": ([0, DE, 0, RE, E | D], AC | MORE),
+        "init-db": ([S | D], AC | CHANGED),
+        "begin-ro": ([S | D], AC | IN | c.SERVER_STATUS_IN_TRANS_READONLY | CHANGED),
+        "commit": ([S | D], AC | CHANGED),
+        "autocommit-0": ([S | D], CHANGED),
+        "select-ac0": ([0, DE, 0, RE | D], 0),
+        "error": ([E | D], IN),
+        "set-option-off": ([RE | D], 0),
+        "field-list": ([0, 0, 0, 0, 0, RE | D], 0),
+    },
+}
+
+
+def _replay(mode: str) -> Iterator[tuple[str, list[int], ReplyTracker]]:
+    steps, caps = MODES[mode]
+    tracker = ReplyTracker(caps)
+    for label, command, replies in _commands(steps):
+        if not tracker.expect(command[0]):
+            assert not replies, label
+            continue
+        flags = [tracker.feed(payload) for payload in replies]
+        yield label, flags, tracker
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_real_replies(mode: str) -> None:
+    expected = EXPECTED[mode]
+    seen = set()
+    for label, flags, tracker in _replay(mode):
+        assert [f & D for f in flags] == [0] * (len(flags) - 1) + [D], label
+        assert tracker.pending == 0, label
+        if label in expected:
+            assert (flags, tracker.status) == expected[label], label
+            seen.add(label)
+    assert seen == set(expected)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_real_prepare_ok_exposed(mode: str) -> None:
+    steps, caps = MODES[mode]
+    tracker = ReplyTracker(caps)
+    tracker.expect(c.COM_STMT_PREPARE)
+    first = bytes.fromhex(steps["prepare"][1][0])
+    assert tracker.feed(first) == r.PREPARED
+    assert tracker.prepared == cmd.PrepareOk(cmd.stmt_id(first), 2, 1, 0)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_pipelined_stream_split_anywhere(mode: str) -> None:
+    """All commands sent at once; the replies read from one stream cut at every offset."""
+    steps, caps = MODES[mode]
+    commands = [(lb, cm, rp) for lb, cm, rp in _commands(steps) if not lb.startswith("change")]
+    stream = b"".join(
+        frame(x, seq) for _, _, replies in commands for seq, x in enumerate(replies, 1)
+    )
+    one_by_one = [f for label, flags, _ in _replay(mode) if label != "change-user" for f in flags]
+    reference = _flags_for(stream, len(stream), caps, commands)
+    assert reference == one_by_one
+    assert sum(bool(f & D) for f in reference) == sum(1 for *_, replies in commands if replies)
+    for cut in range(len(stream) + 1):
+        assert _flags_for(stream, cut, caps, commands) == reference, cut
+
+
+def _flags_for(
+    stream: bytes, cut: int, caps: int, commands: list[tuple[str, bytes, list[bytes]]]
+) -> list[int]:
+    tracker = ReplyTracker(caps)
+    for _, command, _ in commands:
+        tracker.expect(command[0])
+    reader = PacketReader(1 << 20)
+    flags = []
+    for chunk in (stream[:cut], stream[cut:]):
+        reader.feed(chunk)
+        while (packet := reader.next()) is not None:
+            flags.append(tracker.feed(packet[1]))
+    assert tracker.pending == 0
+    return flags
+
+
+def test_eof_to_deprecate_conversion_recipe() -> None:
+    """The flags suffice to turn an EOF-mode reply into what a DEPRECATE_EOF client expects:
+    drop a DEFS_EOF (unless it ends the answer: a cursor), turn end packets into 0xFE-OKs."""
+    tracker = ReplyTracker(STEPS_EOF_CAPABILITIES)
+    for label in ("select", "execute-cursor", "multi", "execute-empty"):
+        command, replies = STEPS_EOF[label]
+        tracker.expect(bytes.fromhex(command)[0])
+        out = []
+        for payload in map(bytes.fromhex, replies):
+            flags = tracker.feed(payload)
+            if flags & r.DEFS_EOF and not flags & r.DONE:
+                continue
+            out.append(m.eof_to_ok(payload) if flags & (r.DEFS_EOF | r.RESULT_END) else payload)
+        expected = [bytes.fromhex(x) for x in STEPS_DEPRECATE[label][1]]
+        assert out == expected, label
+
+
+# ---- hand-made replies ---------------------------------------------------------
+
+EOF = m.build_eof(AC)
+EOF_MORE = m.build_eof(AC | MORE)
+OK = m.build_ok(m.OkPacket())
+OK_MORE = m.build_ok(m.OkPacket(status=AC | MORE))
+OK_IN = m.build_ok(m.OkPacket(status=AC | IN))
+ERR = m.build_err(c.ER_QUERY_INTERRUPTED, "Query execution was interrupted")
+COLDEF = bytes.fromhex("036465660000000131000c3f000100000003810000000000")
+ROW = b"\x011"
+
+
+def test_local_infile() -> None:
+    tracker = ReplyTracker(STEPS_EOF_CAPABILITIES)
+    tracker.expect(c.COM_QUERY)
+    assert tracker.feed(m.build_local_infile(b"data.csv")) == r.INFILE
+    # the client sends the file and an empty packet; then the server answers
+    assert tracker.feed(m.build_ok(m.OkPacket(affected_rows=3))) == r.DONE
+
+
+def test_local_infile_in_multi_statement() -> None:
+    tracker = ReplyTracker(STEPS_EOF_CAPABILITIES)
+    tracker.expect(c.COM_QUERY)
+    replies = [OK_MORE, m.build_local_infile(b"f"), OK_MORE, b"\x01", COLDEF, EOF, ROW, EOF]
+    flags = [tracker.feed(x) for x in replies]
+    assert flags == [0, r.INFILE, 0, 0, DE, DX, 0, RE | D]
+
+
+def test_local_infile_refused_by_client() -> None:
+    tracker = ReplyTracker(STEPS_EOF_CAPABILITIES)
+    tracker.expect(c.COM_QUERY)
+    tracker.feed(m.build_local_infile(b"/etc/passwd"))
+    assert tracker.feed(ERR) == E | D
+
+
+def test_stored_procedure_via_execute() -> None:
+    """CALL: result sets chained by MORE_RESULTS, then the procedure's own OK."""
+    tracker = ReplyTracker(STEPS_EOF_CAPABILITIES)
+    tracker.expect(c.COM_STMT_EXECUTE)
+    out_params = m.build_eof(AC | MORE | c.SERVER_PS_OUT_PARAMS)
+    replies = [b"\x01", COLDEF, EOF, b"\x00\x00\x01", EOF_MORE]
+    replies += [b"\x01", COLDEF, EOF, b"\x00\x00\x02", out_params, OK]
+    flags = [tracker.feed(x) for x in replies]
+    assert flags == [0, DE, DX, 0, RE, 0, DE, DX, 0, RE, D]
+
+
+def test_query_killed_mid_rows() -> None:
+    tracker = ReplyTracker(STEPS_EOF_CAPABILITIES)
+    tracker.expect(c.COM_QUERY)
+    flags = [tracker.feed(x) for x in [b"\x01", COLDEF, EOF, ROW, ROW, ERR]]
+    assert flags == [0, DE, DX, 0, 0, E | D]
+    assert tracker.errors == 1
+    assert tracker.status == AC  # autocommit on, no transaction: an error opens none
+
+
+def test_error_keeps_an_open_transaction() -> None:
+    tracker = ReplyTracker(STEPS_EOF_CAPABILITIES)
+    tracker.expect(c.COM_QUERY)
+    tracker.feed(OK_IN)
+    tracker.expect(c.COM_QUERY)
+    assert tracker.feed(ERR) == E | D
+    assert tracker.in_transaction and not tracker.idle
+
+
+def test_huge_row_starting_with_fe_is_a_row() -> None:
+    tracker = ReplyTracker(STEPS_DEPRECATE_CAPABILITIES)
+    tracker.expect(c.COM_QUERY)
+    for payload in (b"\x01", COLDEF):
+        tracker.feed(payload)
+    huge = b"\xfe" + (MAX_CHUNK + 1).to_bytes(8, "little") + bytes(MAX_CHUNK + 1)
+    assert tracker.feed(huge) == 0
+    assert tracker.feed(m.build_ok(m.OkPacket(), header=0xFE)) == RE | D
+
+
+def test_binary_row_starting_with_zero_is_a_row() -> None:
+    tracker = ReplyTracker(STEPS_DEPRECATE_CAPABILITIES)
+    tracker.expect(c.COM_STMT_EXECUTE)
+    flags = [tracker.feed(x) for x in (b"\x01", COLDEF, b"\x00\x00\x07", b"\x00\x00\x08", OK)]
+    assert flags == [0, DE, 0, 0, 0]  # an OK (0x00) in the rows is a binary row
+    assert tracker.feed(m.build_ok(m.OkPacket(), header=0xFE)) == RE | D
+
+
+def test_own_commands_flagged() -> None:
+    tracker = ReplyTracker(STEPS_DEPRECATE_CAPABILITIES)
+    assert tracker.expect(c.COM_QUERY, own=True)  # replayed settings
+    assert tracker.expect(c.COM_STMT_PREPARE, own=True)  # re-prepare
+    assert tracker.expect(c.COM_STMT_EXECUTE)  # the client's
+    assert tracker.pending == 3
+    prepare_ok = cmd.build_prepare_ok(cmd.PrepareOk(41, 1, 0))
+    replies = [OK, prepare_ok, COLDEF, b"\x01", COLDEF, b"\x00\x00\x01"]
+    replies.append(m.build_ok(m.OkPacket(), header=0xFE))
+    flags = [tracker.feed(x) for x in replies]
+    own = r.OWN
+    assert flags == [own | D, own | r.PREPARED, own | DE | D, 0, DE, 0, RE | D]
+    assert tracker.prepared == cmd.PrepareOk(41, 1, 0)
+    assert tracker.idle
+
+
+def test_commands_without_reply() -> None:
+    tracker = ReplyTracker(0)
+    for command in (c.COM_STMT_CLOSE, c.COM_STMT_SEND_LONG_DATA, c.COM_QUIT):
+        assert not tracker.expect(command)
+    assert tracker.pending == 0 and tracker.idle
+    with pytest.raises(ProtocolError, match="no command outstanding"):
+        tracker.feed(OK)
+
+
+@pytest.mark.parametrize("command", [c.COM_BINLOG_DUMP, c.COM_BINLOG_DUMP_GTID, 0xFE])
+def test_replication_commands_refused(command: int) -> None:
+    with pytest.raises(ValueError):
+        ReplyTracker(0).expect(command)
+
+
+def test_unknown_command_gets_ok_or_err() -> None:
+    tracker = ReplyTracker(0)
+    tracker.expect(0x20)
+    assert tracker.feed(m.build_err(c.ER_UNKNOWN_COM_ERROR, "Unknown command")) == E | D
+
+
+def test_status_and_idle() -> None:
+    tracker = ReplyTracker(0, status=AC)
+    assert tracker.idle and tracker.autocommit and not tracker.in_transaction
+    tracker.expect(c.COM_QUERY)
+    assert not tracker.idle
+    tracker.feed(OK_IN)
+    assert tracker.in_transaction and not tracker.idle
+    tracker.expect(c.COM_QUERY)
+    tracker.feed(OK)
+    assert tracker.idle
+
+
+@pytest.mark.parametrize(
+    ("command", "caps", "replies"),
+    [
+        (c.COM_QUERY, 0, [b"\xfe\x00\x00\x02\x00"]),  # an EOF where a result starts
+        (c.COM_QUERY, 0, [b"\x01", COLDEF, ROW]),  # no EOF after the definitions
+        (c.COM_PING, 0, [b"\x05"]),
+        (c.COM_QUERY, 0, [b""]),
+        (c.COM_STMT_PREPARE, 0, [b"\x00\x01\x00"]),  # a short STMT_PREPARE_OK
+        (c.COM_QUERY, 0, [b"\xfc\x01"]),  # a truncated column count
+    ],
+)
+def test_malformed_replies(command: int, caps: int, replies: list[bytes]) -> None:
+    tracker = ReplyTracker(caps)
+    tracker.expect(command)
+    with pytest.raises(ProtocolError):
+        for payload in replies:
+            tracker.feed(payload)
