@@ -186,3 +186,55 @@ def test_borrow_timeout_is_9501(start_mysql_proxy: Start) -> None:
     finally:
         holder.close()
         waiter.close()
+
+
+@pytest.mark.parametrize("use_pure", [True, False])
+def test_prepared_statements_move_between_connections(
+    start_mysql_proxy: Start, use_pure: bool
+) -> None:
+    """Two clients take turns on a pool of one; their statements follow without pinning."""
+    proc = start_mysql_proxy(pool={"max_connections": 1, "max_prepared_statements": 3})
+    kwargs = {**mysql_kwargs(proc), "use_pure": use_pure, "ssl_disabled": True, "autocommit": True}
+    conns = [mysql.connector.connect(**kwargs) for _ in range(2)]
+    try:
+        cursors = [conn.cursor(prepared=True) for conn in conns]
+        for n in range(12):
+            for k, cur in enumerate(cursors):
+                sql = f"select %s + {n % 5}, %s"  # five statements, over a cache of three
+                cur.execute(sql, (k * 100 + n, f"c{k}"))
+                assert cur.fetchall() == [(k * 100 + n + n % 5, f"c{k}")]
+        for cur in cursors:
+            cur.close()
+    finally:
+        for conn in conns:
+            conn.close()
+    assert "pinned" not in proc.log_text()
+
+
+def _prepares(mariadb: MariaDbCluster) -> int:
+    return int(mariadb.sql("show global status like 'Com_stmt_prepare'").split()[1])
+
+
+def test_evicted_statement_is_prepared_again(
+    start_mysql_proxy: Start, mariadb: MariaDbCluster
+) -> None:
+    """A statement evicted from the connection is prepared there again before it runs."""
+    proc = start_mysql_proxy(pool={"max_connections": 1, "max_prepared_statements": 2})
+    before = _prepares(mariadb)
+    kwargs = {**mysql_kwargs(proc), "use_pure": True, "ssl_disabled": True, "autocommit": True}
+    first, second = (mysql.connector.connect(**kwargs) for _ in range(2))
+    try:
+        keep = first.cursor(prepared=True)
+        keep.execute("select %s * 10", (1,))
+        assert keep.fetchall() == [(10,)]
+        others = [second.cursor(prepared=True) for _ in range(3)]
+        for k, cur in enumerate(others):  # three more statements on the one connection
+            cur.execute(f"select %s + {k}", (k,))
+            assert cur.fetchall() == [(2 * k,)]
+        for n in range(2, 5):  # the first statement was evicted: it must still run
+            keep.execute("select %s * 10", (n,))
+            assert keep.fetchall() == [(n * 10,)]
+    finally:
+        first.close()
+        second.close()
+    assert _prepares(mariadb) - before == 5  # four statements, and the evicted one again

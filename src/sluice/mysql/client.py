@@ -22,8 +22,16 @@ import time
 from typing import TYPE_CHECKING, cast
 
 from sluice.errors import PoolTimeout, QueryCanceled, ServerError, SluiceError
-from sluice.mysql.errors import err_packet
+from sluice.mysql.errors import MyError, err_packet
+from sluice.mysql.statements import (
+    ClientStatements,
+    ClientStmt,
+    ServerStmt,
+    execute_for_server,
+    reply_for_client,
+)
 from sluice.pool.pool import PoolStats
+from sluice.wire.mysql import commands as cmd
 from sluice.wire.mysql import constants as c
 from sluice.wire.mysql import replies as rp
 from sluice.wire.mysql.messages import OkPacket, build_ok
@@ -39,8 +47,11 @@ log = logging.getLogger("sluice.client")
 
 _BUFFER_WHILE_WAITING = 256 * 1024
 _LOCAL = frozenset((c.COM_PING,))
+_STMT_COMMANDS = frozenset(
+    (c.COM_STMT_EXECUTE, c.COM_STMT_SEND_LONG_DATA, c.COM_STMT_RESET, c.COM_STMT_FETCH)
+)
+_UNKNOWN_STMT = (1243, "HY000")  # ER_UNKNOWN_STMT_HANDLER
 _PINS = {
-    c.COM_STMT_PREPARE: "binary-protocol prepared statement",
     c.COM_SET_OPTION: "COM_SET_OPTION",
     c.COM_CHANGE_USER: "COM_CHANGE_USER",
 }
@@ -97,6 +108,12 @@ class MyClientSession(asyncio.Protocol):
         self._infile = False
         self._paused = False
         self._login_accept: list[bytes] = []  # the packets that end a successful login
+        self.statements = ClientStatements()
+        self._capture: list[bytes] | None = None  # a STMT_PREPARE reply being relayed
+        self._capture_sql = b""
+        self._held_stmt: tuple[bytes, ClientStmt] | None = None  # waits for our own PREPARE
+        self._own_capture: list[bytes] | None = None
+        self._own_skip = 0  # our own commands still to answer before the held PREPARE
 
     def _set_state(self, new: MyClientState) -> None:
         if new not in _TRANSITIONS[self.state]:
@@ -221,7 +238,7 @@ class MyClientSession(asyncio.Protocol):
 
     def _drain(self) -> None:
         try:
-            while self.state is MyClientState.READY:
+            while self.state is MyClientState.READY and self._held_stmt is None:
                 packet = self._held or self.reader.next()
                 self._held = None
                 if packet is None:
@@ -243,16 +260,98 @@ class MyClientSession(asyncio.Protocol):
         if command == c.COM_QUIT:
             self._close_now("client sent COM_QUIT")
             return False
+        if command == c.COM_STMT_CLOSE and server is None:
+            self.statements.by_id.pop(cmd.stmt_id(payload), None)  # no reply; nothing to send
+            return True
         if server is None:
             if command in _LOCAL or command < 0:
                 return self._answer_locally(command)
             server = self._borrow(packet)
             if server is None:
                 return False
+        self.stats.queries += 1
+        if command == c.COM_STMT_PREPARE:
+            return self._prepare(server, payload)
+        if command in _STMT_COMMANDS or command == c.COM_STMT_CLOSE:
+            return self._statement_command(server, command, payload)
         self._note(command, payload)
         server.send_command(payload)
-        self.stats.queries += 1
         return True
+
+    # ---- binary-protocol statements ----
+
+    def _prepare(self, server: MyServerConn, payload: bytes) -> bool:
+        sql = payload[1:]
+        cached = server.statements.get(sql)
+        if cached is None:
+            self._capture, self._capture_sql = [], sql
+            server.send_command(payload)
+            return True
+        ok = cmd.parse_prepare_ok(cached.reply[0])
+        client_id = self.statements.add(sql, ok.num_params, ok.num_columns)
+        reply = reply_for_client(cached.reply, client_id)
+        self.write(b"".join(frame(p, seq) for seq, p in enumerate(reply, 1)))
+        self._release_if_idle(server)
+        return True
+
+    def _statement_command(self, server: MyServerConn, command: int, payload: bytes) -> bool:
+        stmt = self.statements.by_id.get(cmd.stmt_id(payload))
+        if command == c.COM_STMT_CLOSE:
+            if stmt is not None:
+                del self.statements.by_id[cmd.stmt_id(payload)]
+            self._release_if_idle(server)  # the statement stays prepared for others
+            return True
+        if stmt is None:
+            raise MyError(_UNKNOWN_STMT, "Unknown prepared statement handler given to the proxy")
+        if command == c.COM_STMT_EXECUTE and payload[5:6] not in (b"", b"\x00") and not self.pinned:
+            self.pin("server-side cursor")
+        known = server.statements.get(stmt.sql)
+        if known is None:  # prepare it on this connection first; the command waits
+            self._own_skip = server.tracker.pending
+            server.send_command(cmd.stmt_prepare(stmt.sql), own=True)
+            self._held_stmt, self._own_capture = (payload, stmt), []
+            return False
+        self._send_statement(server, payload, stmt, known)
+        return True
+
+    def _send_statement(
+        self, server: MyServerConn, payload: bytes, stmt: ClientStmt, known: ServerStmt
+    ) -> None:
+        if payload[0] == c.COM_STMT_EXECUTE:
+            server.send_command(execute_for_server(payload, stmt, known))
+        else:
+            server.send_command(cmd.with_stmt_id(payload, known.stmt_id))
+
+    def _own_reply(self, server: MyServerConn, payload: bytes, flags: int) -> None:
+        """A packet answering one of our own commands; the last is the held PREPARE."""
+        capture = self._own_capture
+        if capture is None or self._held_stmt is None:
+            return
+        if self._own_skip:  # an earlier command of ours (a settings sync)
+            self._own_skip -= bool(flags & rp.DONE)
+            return
+        capture.append(payload)
+        if not flags & rp.DONE:
+            return
+        held, self._held_stmt, self._own_capture = self._held_stmt, None, None
+        if flags & rp.ERROR:
+            self.write(frame(payload, 1))  # it cannot be prepared here: the client's answer
+        else:
+            payload_, stmt = held
+            self._send_statement(server, payload_, stmt, self._remember(server, stmt.sql, capture))
+        asyncio.get_running_loop().call_soon(self._drain)
+
+    def _remember(self, server: MyServerConn, sql: bytes, reply: list[bytes]) -> ServerStmt:
+        known = ServerStmt(cmd.stmt_id(reply[0]), reply)
+        limit = self.proxy.config.pool.max_prepared_statements
+        for old in server.statements.add(sql, known, limit):
+            server.send_command(cmd.stmt_close(old), own=True)
+        return known
+
+    def _release_if_idle(self, server: MyServerConn) -> None:
+        keeps = self.pinned or self.proxy.config.pool.mode == "session"
+        if server.tracker.idle and self.server is server and not keeps:
+            self._release()
 
     def _answer_locally(self, command: int) -> bool:
         if command == c.COM_PING:
@@ -338,10 +437,14 @@ class MyClientSession(asyncio.Protocol):
         reader = server.reader
         try:
             while (packet := reader.next()) is not None:
-                flags = tracker.feed(packet[1])
+                seq, payload = packet
+                flags = tracker.feed(payload)
                 if flags & rp.OWN:
+                    self._own_reply(server, payload, flags)
                     continue
-                out.append(frame(packet[1], packet[0]))
+                if self._capture is not None:
+                    payload = self._captured(server, payload, flags)
+                out.append(frame(payload, seq))
                 if flags & rp.INFILE:
                     self._infile = True
                 if flags & rp.DONE:
@@ -354,6 +457,23 @@ class MyClientSession(asyncio.Protocol):
         keeps = self.pinned or self.proxy.config.pool.mode == "session"
         if tracker.idle and self.server is server and not keeps:
             self._release()
+
+    def _captured(self, server: MyServerConn, payload: bytes, flags: int) -> bytes:
+        """A packet of the reply to a client's PREPARE: cache it, give the client its id."""
+        capture = self._capture
+        assert capture is not None
+        if flags & rp.ERROR:
+            self._capture = None
+            return payload
+        capture.append(payload)
+        if flags & rp.PREPARED:
+            ok = cmd.parse_prepare_ok(payload)
+            client_id = self.statements.add(self._capture_sql, ok.num_params, ok.num_columns)
+            payload = cmd.with_stmt_id(payload, client_id)
+        if flags & rp.DONE:
+            self._capture = None
+            self._remember(server, self._capture_sql, capture)
+        return payload
 
     def _reply_done(self, server: MyServerConn, error: bool) -> None:
         if error and (self.pending or self.pending_schema is not None):

@@ -147,6 +147,7 @@ class MyPool:
         if server.dirty:
             server.send_command(bytes((c.COM_RESET_CONNECTION,)), own=True)
             server.settings, server.dirty = {}, False
+            server.statements.clear()
             if self.proxy.config.pool.init_query:
                 server.send_command(cmd.query(self.proxy.config.pool.init_query), own=True)
         if client.database and client.database != server.schema:
@@ -206,6 +207,7 @@ class MyPool:
             self.pool.forget(server)
             return
         server.settings = {}
+        server.statements.clear()
         self.pool.release(server)
 
     def snapshot(self) -> dict[str, float]:

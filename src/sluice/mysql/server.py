@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
 from sluice.errors import ServerError
+from sluice.mysql.statements import ServerStatements
 from sluice.wire.mysql import commands as cmd
 from sluice.wire.mysql import constants as c
 from sluice.wire.mysql import replies as rp
@@ -62,6 +63,7 @@ class MyServerConn(asyncio.Protocol):
         self.client: MyClientSession | None = None
         self.reader = PacketReader(max_size)
         self.tracker = rp.ReplyTracker(0)
+        self.statements = ServerStatements()
         self.settings: dict[str, str] = {}  # tracked variables as this connection has them
         self.schema = ""
         self.dirty = False  # settings unknown: reset before lending
@@ -98,7 +100,7 @@ class MyServerConn(asyncio.Protocol):
 
     @property
     def prepared_count(self) -> int:
-        return 0
+        return len(self.statements.by_sql)
 
     @property
     def broken(self) -> bool:

@@ -162,7 +162,7 @@ def classify_bytes(sql: bytes) -> Effect:
     if (
         _TRIGGER_BYTES.search(low) is None
         and not low.lstrip().startswith(_STARTS_BYTES)
-        and b";" not in low.rstrip(b"; \t\n\r\x0b\x0c")
+        and (b";" not in low or b";" not in low.rstrip(b"; \t\n\r\x0b\x0c"))
     ):
         return NO_EFFECT
     return classify(sql.decode("utf-8", "surrogateescape"))
@@ -174,7 +174,7 @@ def classify(sql: str) -> Effect:
     if (
         _TRIGGER_STR.search(low) is None
         and not low.lstrip(_WS).startswith(_STARTS)
-        and ";" not in low.rstrip(_TRAILING)
+        and (";" not in low or ";" not in low.rstrip(_TRAILING))
     ):
         return NO_EFFECT
     return _classify_cached(sql) if len(sql) <= _CACHE_MAX_LEN else _classify_slow(sql)
