@@ -560,3 +560,9 @@ def test_byte_precheck_agrees_with_full_classification(sql: str) -> None:
     """The pre-check on raw bytes may skip parsing only where parsing finds nothing."""
     assert classify_bytes(sql.encode()) == classify(sql)
     assert mysql_sql._classify_slow(sql) == classify(sql)
+
+
+@pytest.mark.parametrize("sql", ["SELECT 1; SELECT 2", "SELECT 'SET @x = 1'", "UNLOCK TABLES"])
+def test_parsed_texts_without_effect_return_the_shared_object(sql: str) -> None:
+    assert classify(sql) is NO_EFFECT
+    assert classify_bytes(sql.encode()) is NO_EFFECT

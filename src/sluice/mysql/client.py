@@ -282,6 +282,9 @@ class MyClientSession(asyncio.Protocol):
 
     def _prepare(self, server: MyServerConn, payload: bytes) -> bool:
         sql = payload[1:]
+        effect = classify_bytes(sql)
+        if effect.pin and not self.pinned:
+            self.pin(effect.pin)  # it takes effect when executed: keep the connection
         cached = server.statements.get(sql)
         if cached is None:
             self._capture, self._capture_sql = [], sql
@@ -479,8 +482,10 @@ class MyClientSession(asyncio.Protocol):
         if error and (self.pending or self.pending_schema is not None):
             server.dirty = True  # what the server applied before the error is unknown
         elif not error:
-            for name, stmt in self.pending:
+            for name, stmt in self.pending:  # a re-set variable moves last: replay order
+                self.settings.pop(name, None)
                 self.settings[name] = stmt
+                server.settings.pop(name, None)
                 server.settings[name] = stmt
             if self.pending_schema is not None:
                 self.database = server.schema = self.pending_schema

@@ -157,11 +157,14 @@ class MyPool:
             self._sync_settings(client.settings, server)
 
     def _sync_settings(self, want: dict[str, str], server: MyServerConn) -> None:
-        for name in server.settings.keys() - want.keys():
-            if name in ("names", "charset"):
-                server.dirty = True  # no statement restores the login charset: reset next time
-            else:
-                server.send_command(cmd.query(f"SET SESSION {name} = DEFAULT"), own=True)
+        if server.settings.keys() - want.keys():
+            # No one statement restores every variable's login value (SET NAMES, tx_*
+            # names differ between MySQL and MariaDB): reset, then replay the client's.
+            server.send_command(bytes((c.COM_RESET_CONNECTION,)), own=True)
+            server.statements.clear()
+            server.settings = {}
+            if self.proxy.config.pool.init_query:
+                server.send_command(cmd.query(self.proxy.config.pool.init_query), own=True)
         for name, stmt in want.items():
             if server.settings.get(name) != stmt:
                 server.send_command(cmd.query(stmt), own=True)

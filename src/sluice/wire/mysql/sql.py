@@ -25,16 +25,16 @@ tracked) or tie the client to its connection until it leaves (pinning).
   as transaction_read_only) plus two pseudo-variables: "names" (SET NAMES, which sets
   character_set_client/connection/results and collation_connection) and "charset"
   (SET CHARACTER SET / SET CHARSET). The statement replays it as the client wrote
-  it (an alias stays an alias: old MariaDB has no transaction_isolation). A consumer
+  it (an alias stays an alias: MariaDB < 11.1 has no transaction_isolation). A consumer
   keeps the last statement per key and replays them in the order they were last
   written (re-setting a key moves it to the end); that order reproduces overlapping
   settings such as NAMES then character_set_results exactly.
 - A tracked SET whose value reads a variable (`CONCAT(@@sql_mode, ..)`, `@old`)
   would replay differently elsewhere, so it pins. `SET GLOBAL`/`PERSIST` and
-  `@@global.x` change nothing in the session. `SET TRANSACTION` (no SESSION) holds
-  for the next transaction only, on this connection: it pins unless BEGIN or START
-  TRANSACTION follows in the same text, since lending the connection in between
-  would hand that isolation level to another client's transaction.
+  `@@global.x` change nothing in the session. `SET TRANSACTION` (no SESSION) waits on
+  the connection for its next explicit transaction (MariaDB 10.11 keeps it across
+  autocommit statements): it pins unless BEGIN or START TRANSACTION follows in the
+  same text, or lending the connection would give it to another client's BEGIN.
 """
 
 from __future__ import annotations
@@ -198,6 +198,8 @@ def _classify_text(sql: str, *, escapes: bool) -> Effect:
         _statement(acc, stmt, _blank(stmt, escapes))
     if acc.next_transaction:
         acc.add_pin("SET TRANSACTION")
+    if not (acc.pin or acc.sets or acc.schema is not None):
+        return NO_EFFECT  # the same object the pre-check returns: `effect is NO_EFFECT` holds
     return Effect(acc.pin, tuple(acc.sets), acc.schema)
 
 
