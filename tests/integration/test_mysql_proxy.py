@@ -238,3 +238,33 @@ def test_evicted_statement_is_prepared_again(
         first.close()
         second.close()
     assert _prepares(mariadb) - before == 5  # four statements, and the evicted one again
+
+
+def test_kill_query_with_the_proxy_connection_id(start_mysql_proxy: Start) -> None:
+    """KILL QUERY <id> (the id the proxy's greeting gave) stops that client's query only."""
+    proc = start_mysql_proxy()
+    runner, killer = connect(proc, autocommit=True), connect(proc, autocommit=True)
+    bystander = connect(proc, autocommit=True)
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            slow = pool.submit(_run, runner, "select sleep(20)")
+            other = pool.submit(_run, bystander, "select sleep(2)")
+            time.sleep(1)
+            with killer.cursor() as cur:
+                cur.execute(f"KILL QUERY {runner.thread_id()}")
+            with pytest.raises(pymysql.err.OperationalError) as info:
+                slow.result(timeout=5)
+            assert info.value.args[0] == 1317
+            assert other.result(timeout=10) == (0,)  # not the other client's query
+        with killer.cursor() as cur, pytest.raises(pymysql.err.OperationalError) as unknown:
+            cur.execute("KILL QUERY 4242")
+        assert unknown.value.args[0] == 1094
+    finally:
+        for conn in (runner, killer, bystander):
+            conn.close()
+
+
+def _run(conn: pymysql.connections.Connection[Any], sql: str) -> Any:
+    with conn.cursor() as cur:
+        cur.execute(sql)
+        return cur.fetchone()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import re
 import time
 from typing import TYPE_CHECKING, cast
 
@@ -34,7 +35,7 @@ from sluice.pool.pool import PoolStats
 from sluice.wire.mysql import commands as cmd
 from sluice.wire.mysql import constants as c
 from sluice.wire.mysql import replies as rp
-from sluice.wire.mysql.messages import OkPacket, build_ok
+from sluice.wire.mysql.messages import OkPacket, build_err, build_ok
 from sluice.wire.mysql.packets import PacketReader, frame
 from sluice.wire.mysql.sql import NO_EFFECT, classify_bytes
 
@@ -51,6 +52,8 @@ _STMT_COMMANDS = frozenset(
     (c.COM_STMT_EXECUTE, c.COM_STMT_SEND_LONG_DATA, c.COM_STMT_RESET, c.COM_STMT_FETCH)
 )
 _UNKNOWN_STMT = (1243, "HY000")  # ER_UNKNOWN_STMT_HANDLER
+_CONNECTION_KILLED = (1927, "70100")  # ER_CONNECTION_KILLED
+_KILL = re.compile(rb"\s*kill\s+(?:(query|connection)\s+)?(\d+)\s*;?\s*$", re.IGNORECASE)
 _PINS = {
     c.COM_SET_OPTION: "COM_SET_OPTION",
     c.COM_CHANGE_USER: "COM_CHANGE_USER",
@@ -260,6 +263,17 @@ class MyClientSession(asyncio.Protocol):
         if command == c.COM_QUIT:
             self._close_now("client sent COM_QUIT")
             return False
+        if command == c.COM_QUERY and payload[1:40].lstrip()[:4].upper() == b"KILL":
+            match = _KILL.match(payload, 1)
+            if match is not None:
+                self._kill(
+                    int(match.group(2)),
+                    query=bool(match.group(1)) and match.group(1).lower() == b"query",
+                )
+                return True
+        if command == c.COM_PROCESS_KILL and len(payload) >= 5:
+            self._kill(int.from_bytes(payload[1:5], "little"), query=False)
+            return True
         if command == c.COM_STMT_CLOSE and server is None:
             self.statements.by_id.pop(cmd.stmt_id(payload), None)  # no reply; nothing to send
             return True
@@ -355,6 +369,18 @@ class MyClientSession(asyncio.Protocol):
         keeps = self.pinned or self.proxy.config.pool.mode == "session"
         if server.tracker.idle and self.server is server and not keeps:
             self._release()
+
+    def _kill(self, thread_id: int, *, query: bool) -> None:
+        """KILL [QUERY] of a connection id Sluice issued: only the user's own sessions."""
+        target = self.proxy.app.cancel_target(thread_id)
+        if not isinstance(target, MyClientSession) or target.user != self.user:
+            self.write(frame(build_err(c.ER_NO_SUCH_THREAD, f"Unknown thread id: {thread_id}"), 1))
+            return
+        self.write(frame(build_ok(OkPacket(status=c.SERVER_STATUS_AUTOCOMMIT)), 1))
+        if query:
+            self.proxy.app.spawn(target.cancel_running())
+        else:
+            target.fail(MyError(_CONNECTION_KILLED, "Connection was killed"))
 
     def _answer_locally(self, command: int) -> bool:
         if command == c.COM_PING:
