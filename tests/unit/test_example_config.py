@@ -69,3 +69,22 @@ def test_every_commented_key_is_a_real_key(tmp_path: Path, monkeypatch: pytest.M
     assert proxy.target.tls_server_name == "db.internal.example"
     (user,) = proxy.users
     assert (user.server_user, user.password, user.server_password) == ("app_owner", "pw-1", "pw-2")
+
+
+MYSQL_EXAMPLE = EXAMPLE.with_name("mysql.toml")
+
+
+def test_mysql_example_loads(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("APP_DB_PASSWORD", "pw")
+    (proxy,) = load(MYSQL_EXAMPLE).proxies
+    assert (proxy.engine, proxy.auth_method, proxy.target.port) == (
+        "mysql",
+        "caching_sha2_password",
+        3306,
+    )
+    text = MYSQL_EXAMPLE.read_text()
+    uncommented = COMMENTED_KEY.sub(r"\1", text).replace(
+        'tls_ca_file = "/etc/ssl/certs/db-ca.pem"', 'tls_ca_file = ""'
+    )
+    (proxy,) = load(_variant(tmp_path, uncommented)).proxies
+    assert proxy.require_tls and proxy.target.tls == "verify-full"
