@@ -19,7 +19,7 @@ import mysql.connector
 import pymysql
 import pytest
 
-from helpers import APP_USER, mysql_kwargs
+from helpers import APP_USER, OTHER_PASSWORD, OTHER_USER, mysql_kwargs
 from sluice.devtools.mariadbcluster import MariaDbCluster
 from sluice.devtools.runner import SluiceProcess
 
@@ -268,3 +268,22 @@ def _run(conn: pymysql.connections.Connection[Any], sql: str) -> Any:
     with conn.cursor() as cur:
         cur.execute(sql)
         return cur.fetchone()
+
+
+@pytest.mark.parametrize("use_pure", [True, False])
+def test_change_user(start_mysql_proxy: Start, use_pure: bool) -> None:
+    proc = start_mysql_proxy()
+    kwargs = {**mysql_kwargs(proc), "use_pure": use_pure, "ssl_disabled": True}
+    conn = mysql.connector.connect(**kwargs)
+    try:
+        cur = conn.cursor()
+        cur.execute("set @mine = 1")  # pins; the change of user must leave it behind
+        conn.cmd_change_user(username=OTHER_USER, password=OTHER_PASSWORD, database="appdb")
+        cur = conn.cursor()
+        cur.execute("select current_user(), database(), @mine")
+        assert cur.fetchall() == [(f"{OTHER_USER}@%", "appdb", None)]
+        with pytest.raises(mysql.connector.Error) as info:
+            conn.cmd_change_user(username=OTHER_USER, password="wrong", database="appdb")
+        assert info.value.errno == 1045
+    finally:
+        conn.close()

@@ -54,10 +54,7 @@ _STMT_COMMANDS = frozenset(
 _UNKNOWN_STMT = (1243, "HY000")  # ER_UNKNOWN_STMT_HANDLER
 _CONNECTION_KILLED = (1927, "70100")  # ER_CONNECTION_KILLED
 _KILL = re.compile(rb"\s*kill\s+(?:(query|connection)\s+)?(\d+)\s*;?\s*$", re.IGNORECASE)
-_PINS = {
-    c.COM_SET_OPTION: "COM_SET_OPTION",
-    c.COM_CHANGE_USER: "COM_CHANGE_USER",
-}
+_PINS = {c.COM_SET_OPTION: "COM_SET_OPTION"}
 
 
 class MyClientState(enum.Enum):
@@ -71,7 +68,7 @@ class MyClientState(enum.Enum):
 
 _TRANSITIONS = {
     MyClientState.STARTUP: {MyClientState.READY, MyClientState.CLOSED},
-    MyClientState.READY: {MyClientState.WAITING, MyClientState.CLOSED},
+    MyClientState.READY: {MyClientState.WAITING, MyClientState.STARTUP, MyClientState.CLOSED},
     MyClientState.WAITING: {MyClientState.READY, MyClientState.CLOSED},
     MyClientState.CLOSED: set(),
 }
@@ -197,11 +194,11 @@ class MyClientSession(asyncio.Protocol):
 
     # ---- login ----
 
-    async def _run_login(self) -> None:
-        from sluice.mysql.login import login
+    async def _run_login(self, change_user: bytes = b"") -> None:
+        from sluice.mysql.login import change_user_to, login
 
         try:
-            await login(self)
+            await (change_user_to(self, change_user) if change_user else login(self))
         except SluiceError as exc:
             self.fail(exc, seq=self._login_seq)
             return
@@ -274,6 +271,9 @@ class MyClientSession(asyncio.Protocol):
         if command == c.COM_PROCESS_KILL and len(payload) >= 5:
             self._kill(int.from_bytes(payload[1:5], "little"), query=False)
             return True
+        if command == c.COM_CHANGE_USER:
+            self._change_user(payload)
+            return False
         if command == c.COM_STMT_CLOSE and server is None:
             self.statements.by_id.pop(cmd.stmt_id(payload), None)  # no reply; nothing to send
             return True
@@ -369,6 +369,16 @@ class MyClientSession(asyncio.Protocol):
         keeps = self.pinned or self.proxy.config.pool.mode == "session"
         if server.tracker.idle and self.server is server and not keeps:
             self._release()
+
+    def _change_user(self, payload: bytes) -> None:
+        """Log in again as another user: leave the connection and the pool behind."""
+        server, self.server = self.server, None
+        if server is not None and self.pool is not None:
+            self.pool.client_left(self, server)  # reset, or closed if mid-transaction
+        elif self.pinned and self.pool is not None:
+            self.pool.pinned -= 1
+        self._set_state(MyClientState.STARTUP)
+        self._handshake = asyncio.get_running_loop().create_task(self._run_login(payload))
 
     def _kill(self, thread_id: int, *, query: bool) -> None:
         """KILL [QUERY] of a connection id Sluice issued: only the user's own sessions."""

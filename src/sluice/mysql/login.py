@@ -16,11 +16,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import TYPE_CHECKING
 
 from sluice.errors import AuthFailed, ProtocolError, TLSRequired
 from sluice.wire.mysql import auth as a
+from sluice.wire.mysql import commands as cmd
 from sluice.wire.mysql import constants as c
 from sluice.wire.mysql import handshake as hs
 from sluice.wire.mysql import login as lg
@@ -122,3 +124,26 @@ async def _finish(client: MyClientSession, database: str) -> None:
         client.write(frame(payload, client._login_seq))
         client._login_seq += 1
     proxy.stats.setup_succeeded += 1
+
+
+async def change_user_to(client: MyClientSession, payload: bytes) -> None:
+    """COM_CHANGE_USER: authenticate the new user afresh, then move to their pool.
+
+    The client's first answer was made with the greeting's scramble, which is not
+    kept; like MariaDB, Sluice always switches the client to a fresh scramble.
+    """
+    response = cmd.parse_change_user(payload, client.capabilities)
+    scramble = a.make_scramble()
+    fresh = dataclasses.replace(response, auth_plugin="", auth_response=b"")
+    client._login_seq = 1
+    client.user = response.user
+    try:
+        await _authenticate(client, fresh, scramble)
+    except AuthFailed:
+        client.proxy.stats.setup_failed_auth += 1
+        raise
+    client.charset = response.charset
+    client.settings.clear()
+    client.statements.clear()
+    client.pinned = ""
+    await _finish(client, response.database or "")
