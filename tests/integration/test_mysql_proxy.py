@@ -287,3 +287,23 @@ def test_change_user(start_mysql_proxy: Start, use_pure: bool) -> None:
         assert info.value.errno == 1045
     finally:
         conn.close()
+
+
+def test_reset_connection_unpins(start_mysql_proxy: Start) -> None:
+    proc = start_mysql_proxy(pool={"max_connections": 1})
+    kwargs = {**mysql_kwargs(proc), "use_pure": True, "ssl_disabled": True, "autocommit": True}
+    conn = mysql.connector.connect(**kwargs)
+    other = mysql.connector.connect(**kwargs)
+    try:
+        cur = conn.cursor()
+        cur.execute("set @x = 5")  # pins the only connection
+        cur.execute("set time_zone = '+02:00'")
+        conn.cmd_reset_connection()
+        cur.execute("select @x, @@session.time_zone")
+        assert cur.fetchall() == [(None, "SYSTEM")]
+        ocur = other.cursor()  # the connection is free again: the other client gets it
+        ocur.execute("select 1")
+        assert ocur.fetchall() == [(1,)]
+    finally:
+        conn.close()
+        other.close()

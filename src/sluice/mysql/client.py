@@ -114,6 +114,7 @@ class MyClientSession(asyncio.Protocol):
         self._held_stmt: tuple[bytes, ClientStmt] | None = None  # waits for our own PREPARE
         self._own_capture: list[bytes] | None = None
         self._own_skip = 0  # our own commands still to answer before the held PREPARE
+        self._unpin_on_ok = False  # a pinned client's COM_RESET_CONNECTION is in flight
 
     def _set_state(self, new: MyClientState) -> None:
         if new not in _TRANSITIONS[self.state]:
@@ -271,6 +272,8 @@ class MyClientSession(asyncio.Protocol):
         if command == c.COM_PROCESS_KILL and len(payload) >= 5:
             self._kill(int.from_bytes(payload[1:5], "little"), query=False)
             return True
+        if command == c.COM_RESET_CONNECTION:
+            return self._reset_connection(server, payload)
         if command == c.COM_CHANGE_USER:
             self._change_user(payload)
             return False
@@ -369,6 +372,20 @@ class MyClientSession(asyncio.Protocol):
         keeps = self.pinned or self.proxy.config.pool.mode == "session"
         if server.tracker.idle and self.server is server and not keeps:
             self._release()
+
+    def _reset_connection(self, server: MyServerConn | None, payload: bytes) -> bool:
+        """COM_RESET_CONNECTION: a pinned client's connection really resets (and unpins);
+        anyone else's session state lives only in Sluice, so it is cleared here."""
+        self.settings.clear()
+        self.statements.clear()
+        if server is not None and self.pinned:
+            self._unpin_on_ok = True
+            server.send_command(payload)
+            return True
+        self.write(frame(build_ok(OkPacket(status=c.SERVER_STATUS_AUTOCOMMIT)), 1))
+        if server is not None:
+            self._release_if_idle(server)
+        return True
 
     def _change_user(self, payload: bytes) -> None:
         """Log in again as another user: leave the connection and the pool behind."""
@@ -515,6 +532,14 @@ class MyClientSession(asyncio.Protocol):
         return payload
 
     def _reply_done(self, server: MyServerConn, error: bool) -> None:
+        if self._unpin_on_ok:
+            self._unpin_on_ok = False
+            if not error:
+                server.settings, server.dirty = {}, False
+                server.statements.clear()
+                assert self.pool is not None
+                self.pool.pinned -= 1
+                self.pinned = ""
         if error and (self.pending or self.pending_schema is not None):
             server.dirty = True  # what the server applied before the error is unknown
         elif not error:
