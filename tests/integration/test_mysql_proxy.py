@@ -307,3 +307,21 @@ def test_reset_connection_unpins(start_mysql_proxy: Start) -> None:
     finally:
         conn.close()
         other.close()
+
+
+def test_max_connections_percent_of_the_server(
+    start_mysql_proxy: Start, mariadb: MariaDbCluster
+) -> None:
+    """A pool given as a percent is sized from the server's own max_connections."""
+    proc = start_mysql_proxy(pool={"max_connections": "5%", "borrow_timeout": 30})
+    server_max = int(mariadb.sql("select @@max_connections"))
+    expected = max(1, server_max * 5 // 100)
+    held = [connect(proc) for _ in range(expected + 3)]
+    try:
+        with ThreadPoolExecutor(len(held)) as pool:
+            list(pool.map(lambda conn: _run(conn, "select sleep(1)"), held))
+        peak = mariadb.backend_count(user=APP_USER)
+        assert peak == expected  # all busy at once: exactly the pool size, no more
+    finally:
+        for conn in held:
+            conn.close()

@@ -115,6 +115,7 @@ class MyClientSession(asyncio.Protocol):
         self._own_capture: list[bytes] | None = None
         self._own_skip = 0  # our own commands still to answer before the held PREPARE
         self._unpin_on_ok = False  # a pinned client's COM_RESET_CONNECTION is in flight
+        self._sent_at = 0.0
 
     def _set_state(self, new: MyClientState) -> None:
         if new not in _TRANSITIONS[self.state]:
@@ -293,6 +294,8 @@ class MyClientSession(asyncio.Protocol):
             return self._statement_command(server, command, payload)
         self._note(command, payload)
         server.send_command(payload)
+        if not self._sent_at:
+            self._sent_at = time.monotonic()
         return True
 
     # ---- binary-protocol statements ----
@@ -510,6 +513,9 @@ class MyClientSession(asyncio.Protocol):
             return
         if out:
             self.write(b"".join(out))
+        if self._sent_at and not tracker.pending:
+            self.stats.query_latency.observe(time.monotonic() - self._sent_at)
+            self._sent_at = 0.0
         keeps = self.pinned or self.proxy.config.pool.mode == "session"
         if tracker.idle and self.server is server and not keeps:
             self._release()

@@ -103,6 +103,8 @@ class MyPool:
         )
         conn.on_lost.append(self._lost)
         self.servers.add(conn)
+        if conn.max_connections and proxy.target_max_connections != conn.max_connections:
+            proxy.learned_max_connections(conn.max_connections)
         proxy.server_version = conn.server_version + "-sluice"
         return conn
 

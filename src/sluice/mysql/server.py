@@ -28,7 +28,7 @@ from sluice.wire.mysql import constants as c
 from sluice.wire.mysql import replies as rp
 from sluice.wire.mysql.handshake import parse_handshake
 from sluice.wire.mysql.login import LoginClient
-from sluice.wire.mysql.packets import PacketReader, frame
+from sluice.wire.mysql.packets import PacketReader, frame, read_lenenc_str
 
 if TYPE_CHECKING:
     from sluice.mysql.client import MyClientSession
@@ -68,6 +68,7 @@ class MyServerConn(asyncio.Protocol):
         self.schema = ""
         self.dirty = False  # settings unknown: reset before lending
         self.thread_id = 0
+        self.max_connections = 0
         self.server_version = ""
         self.tls = False
         self.peer = ""
@@ -245,9 +246,24 @@ class MyServerConn(asyncio.Protocol):
                 self.write(frame(answer, seq + 1))
         assert login.ok is not None
         self.tracker = rp.ReplyTracker(login.capabilities, status=login.ok.status)
+        self.max_connections = await self._max_connections()
         self._set_state(MyServerState.IDLE)
         if init:
             await self.run_own(cmd.query(init), timeout=30.0)
+
+    async def _max_connections(self) -> int:
+        """The server's max_connections (for pools sized as a percent of it); 0 if unknown."""
+        self.send_command(cmd.query("SELECT @@max_connections"))
+        value, row_next = 0, False
+        while self.tracker.pending:
+            _, payload = await self.receive()
+            flags = self.tracker.feed(payload)
+            if row_next and not flags & (rp.RESULT_END | rp.ERROR | rp.DEFS_EOF):
+                text, _ = read_lenenc_str(payload, 0)
+                value, row_next = (int(text) if text.isdigit() else 0), False
+            elif flags & (rp.DEFS_EOF | rp.DEFS_END):
+                row_next = True  # the row follows the definitions (and their EOF)
+        return value
 
     async def _upgrade(self, ctx: ssl.SSLContext, server_name: str) -> None:
         assert self.transport is not None
