@@ -1,10 +1,13 @@
-"""Count the bench role's backends in pg_stat_activity, once or every 100 ms.
+"""Count the bench user's backend connections, once or every 100 ms.
 
-The poller keeps one superuser connection over the unix socket (its own
-backend belongs to `postgres`, so it never counts itself) and runs in a
-thread while a row is measured; `peak` is the largest count it saw. A query
-that fails is remembered and retried on a new connection, never raised: the
-count is a side measurement and must not sink the row.
+A counter keeps one admin connection to the database server and answers
+`count()`: for PostgreSQL the bench role's client backends in
+pg_stat_activity (a superuser connection over the unix socket, whose own
+backend belongs to `postgres`), for MariaDB the bench user's threads in the
+process list (see bench.mysql). The poller runs a counter in a thread while a
+row is measured; `peak` is the largest count it saw. A query that fails is
+remembered and retried on a new connection, never raised: the count is a side
+measurement and must not sink the row.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import threading
 import time
 from types import TracebackType
+from typing import Protocol
 
 import psycopg
 
@@ -23,33 +27,57 @@ _COUNT_SQL = (
 _CONNECT_TIMEOUT = 10
 
 
-def count_backends(conninfo: str) -> int:
-    """The bench role's client backends right now."""
-    with psycopg.connect(conninfo, autocommit=True, connect_timeout=_CONNECT_TIMEOUT) as conn:
-        return _count(conn)
+class BackendCounter(Protocol):
+    """Counts the bench user's backends; raises on failure, reconnects on the next call."""
+
+    def count(self) -> int: ...
+
+    def close(self) -> None: ...
 
 
-def _count(conn: psycopg.Connection[tuple[int]]) -> int:
-    row = conn.execute(_COUNT_SQL, (BENCH_USER,)).fetchone()
-    return 0 if row is None else int(row[0])
+class PgBackendCounter:
+    """The bench role's client backends in pg_stat_activity, over one kept connection."""
+
+    def __init__(self, conninfo: str) -> None:
+        self.conninfo = conninfo
+        self._conn: psycopg.Connection[tuple[int]] | None = None
+
+    def count(self) -> int:
+        try:
+            if self._conn is None:
+                self._conn = psycopg.connect(
+                    self.conninfo, autocommit=True, connect_timeout=_CONNECT_TIMEOUT
+                )
+            row = self._conn.execute(_COUNT_SQL, (BENCH_USER,)).fetchone()
+        except psycopg.Error:
+            self.close()
+            raise
+        return 0 if row is None else int(row[0])
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+        self._conn = None
 
 
-def wait_no_backends(conninfo: str, timeout: float = 15.0) -> str | None:
+def wait_no_backends(counter: BackendCounter, timeout: float = 15.0) -> str | None:
     """Wait until the previous row's backends are gone; return a warning if they are not."""
     deadline = time.monotonic() + timeout
     try:
-        while (left := count_backends(conninfo)) and time.monotonic() < deadline:
+        while (left := counter.count()) and time.monotonic() < deadline:
             time.sleep(0.1)
-    except psycopg.Error as exc:
+    except Exception as exc:  # a side check: report, never raise
         return f"cannot count backends: {exc}"
+    finally:
+        counter.close()
     return f"{left} backends of the last row are still open" if left else None
 
 
 class BackendPoller:
-    """A thread sampling the backend count every `interval` seconds; `peak` is the max."""
+    """A thread sampling a backend counter every `interval` seconds; `peak` is the max."""
 
-    def __init__(self, conninfo: str, interval: float = 0.1) -> None:
-        self.conninfo = conninfo
+    def __init__(self, counter: BackendCounter, interval: float = 0.1) -> None:
+        self.counter = counter
         self.interval = interval
         self.peak = 0
         self.samples = 0
@@ -58,23 +86,16 @@ class BackendPoller:
         self._thread = threading.Thread(target=self._loop, name="backend-poller", daemon=True)
 
     def _loop(self) -> None:
-        conn: psycopg.Connection[tuple[int]] | None = None
-        while not self._stop.is_set():
-            try:
-                if conn is None:
-                    conn = psycopg.connect(
-                        self.conninfo, autocommit=True, connect_timeout=_CONNECT_TIMEOUT
-                    )
-                self.peak = max(self.peak, _count(conn))
-                self.samples += 1
-            except psycopg.Error as exc:
-                self.error = str(exc).strip()
-                if conn is not None:
-                    conn.close()
-                conn = None
-            self._stop.wait(self.interval)
-        if conn is not None:
-            conn.close()
+        try:
+            while not self._stop.is_set():
+                try:
+                    self.peak = max(self.peak, self.counter.count())
+                    self.samples += 1
+                except Exception as exc:  # remembered, retried on a new connection
+                    self.error = str(exc).strip()
+                self._stop.wait(self.interval)
+        finally:
+            self.counter.close()
 
     def __enter__(self) -> BackendPoller:
         self._thread.start()

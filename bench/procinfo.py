@@ -13,6 +13,9 @@ import resource
 import subprocess
 from pathlib import Path
 
+from sluice.devtools.mariadbcluster import MariaDbBinariesNotFound, find_binaries
+from sluice.devtools.pgcluster import PgBinariesNotFound, find_bin_dir
+
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 _WANTED_NOFILE = 65536
 
@@ -81,11 +84,28 @@ def tool_version(*cmd: str) -> str:
     except (OSError, subprocess.TimeoutExpired):
         return "unavailable"
     lines = (proc.stdout or proc.stderr).strip().splitlines()
-    return lines[0].strip() if lines else "unavailable"
+    if not lines:
+        return "unavailable"
+    first = " ".join(lines[0].split())
+    return first.removeprefix(str(Path(cmd[0]).parent) + "/") if "/" in cmd[0] else first
 
 
-def machine_info(postgres_bin: Path) -> dict[str, str]:
-    """The facts about this machine that a reader needs to weigh the numbers."""
+def machine_info(postgres_bin: Path | None = None) -> dict[str, str]:
+    """The facts about this machine that a reader needs to weigh the numbers.
+
+    Versions of every tool the harness can run, whether or not this run used it
+    (the page merges rows of several runs); `postgres_bin` defaults to the one
+    PgCluster would pick.
+    """
+    if postgres_bin is None:
+        try:
+            postgres_bin = find_bin_dir()
+        except PgBinariesNotFound:  # no PostgreSQL here: the table says unavailable
+            postgres_bin = Path("/nonexistent")
+    try:
+        mariadbd = str(find_binaries().server)
+    except MariaDbBinariesNotFound:
+        mariadbd = "mariadbd"
     return {
         "nproc": str(os.cpu_count()),
         "cpu": _cpu_model(),
@@ -94,5 +114,8 @@ def machine_info(postgres_bin: Path) -> dict[str, str]:
         "postgresql": tool_version(str(postgres_bin / "postgres"), "--version"),
         "pgbench": tool_version("pgbench", "--version"),
         "pgbouncer": tool_version("pgbouncer", "--version"),
+        "mariadb": tool_version(mariadbd, "--version"),
+        "sysbench": tool_version("sysbench", "--version"),
+        "mariadb-slap": tool_version("mariadb-slap", "--version"),
         "python": f"{platform.python_implementation()} {platform.python_version()}",
     }

@@ -1,10 +1,17 @@
 """Turn measured rows into `bench/results/latest.json` and `docs/benchmarks.md`.
 
 A row is a plain dict (one workload, system and client count); the JSON file
-is the list of rows as measured, the Markdown page regroups them: one line per
-workload and client count with a column group per system, the ratios Sluice
-is judged by, the idle-client memory table, every failure with its error text,
-and the facts about the machine needed to weigh the numbers.
+is the list of rows, the Markdown page regroups them: for PostgreSQL one line
+per workload and client count with a column group per system, the ratios
+Sluice is judged by and the idle-client memory table; for MySQL the same with
+queries per second, and the issue's targets checked; then every failure with
+its error text, and the facts about the machine needed to weigh the numbers.
+
+Rows can come from different runs: a run limited with `--only` or `--system`
+replaces only the rows it measured (same workload, client count and system)
+and keeps the others. Each row names its run (`run`), and the runs' settings
+(command, duration, pool size, machine...) are kept beside the rows in
+`latest.runs.json`, so the page can say which run each section comes from.
 """
 
 from __future__ import annotations
@@ -15,20 +22,75 @@ from pathlib import Path
 from typing import Any
 
 Row = dict[str, Any]
+Runs = dict[str, dict[str, Any]]
 
 SYSTEMS = ("direct", "pgbouncer", "sluice")
+MYSQL_SYSTEMS = ("direct", "sluice")
 TITLES = {
     "select_simple": "`-S` simple protocol",
     "select_extended": "`-S -M extended`",
     "select_prepared": "`-S -M prepared`",
     "select_connect": "`-S -C` (new connection per transaction)",
     "idle_clients": "idle clients held open",
+    "mysql_point_select": "`sysbench oltp_point_select` (binary prepared statements)",
+    "mysql_connect": "`mariadb-slap --detach=1` (new connection per query)",
 }
+# The PostgreSQL row of the same shape as a MySQL row, for the proxy-CPU target.
+SAME_SHAPE = {
+    ("mysql_point_select", 32): ("select_prepared", 32),
+    ("mysql_point_select", 1000): ("select_extended", 1000),
+    ("mysql_connect", 32): ("select_connect", 32),
+}
+POINT_SELECT_TARGET = 0.9
+_UNRECORDED = "unrecorded"
 
 
-def write_json(rows: Sequence[Row], path: Path) -> None:
+def engine_of(row: Row) -> str:
+    """`mysql` or `postgresql` (rows measured before the field existed are PostgreSQL)."""
+    engine = row.get("engine")
+    if engine:
+        return str(engine)
+    return "mysql" if str(row["workload"]).startswith("mysql_") else "postgresql"
+
+
+def row_key(row: Row) -> tuple[str, int, str]:
+    return (row["workload"], row["clients"], row["system"])
+
+
+def runs_path(json_path: Path) -> Path:
+    """Where the runs' settings are kept: `latest.runs.json` beside `latest.json`."""
+    return json_path.with_name(json_path.stem + ".runs.json")
+
+
+def load_results(json_path: Path) -> tuple[list[Row], Runs]:
+    """The rows and runs written before (empty if there are none)."""
+    rows: list[Row] = []
+    runs: Runs = {}
+    if json_path.exists():
+        rows = json.loads(json_path.read_text(encoding="utf-8"))
+        if not isinstance(rows, list):
+            raise ValueError(f"{json_path}: expected a JSON list of rows")
+    meta_path = runs_path(json_path)
+    if meta_path.exists():
+        runs = json.loads(meta_path.read_text(encoding="utf-8"))
+    return rows, runs
+
+
+def merge_rows(old: Sequence[Row], new: Sequence[Row]) -> list[Row]:
+    """`old` with each row that `new` measured again replaced in place, then new rows."""
+    fresh = {row_key(row): row for row in new}
+    merged = [fresh.pop(row_key(row), row) for row in old]
+    return merged + [row for row in new if row_key(row) in fresh]
+
+
+def write_json(rows: Sequence[Row], path: Path, runs: Runs | None = None) -> None:
+    """The rows to `path`; the runs they name (if given) to `runs_path(path)`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(list(rows), indent=2) + "\n", encoding="utf-8")
+    if runs is not None:
+        used = {row.get("run") for row in rows}
+        kept = {run_id: meta for run_id, meta in sorted(runs.items()) if run_id in used}
+        runs_path(path).write_text(json.dumps(kept, indent=2) + "\n", encoding="utf-8")
 
 
 def _fmt(value: float | None, digits: int = 0) -> str:
@@ -54,6 +116,8 @@ def _keys(rows: Sequence[Row], idle: bool) -> list[tuple[str, int]]:
     keys: list[tuple[str, int]] = []
     for row in rows:
         key = (row["workload"], row["clients"])
+        if engine_of(row) != "postgresql":
+            continue
         if (row["workload"] == "idle_clients") == idle and key not in keys:
             keys.append(key)
     return keys
@@ -121,45 +185,219 @@ def failures(rows: Sequence[Row]) -> list[str]:
     return lines or ["None: every row completed."]
 
 
-def write_markdown(rows: Sequence[Row], meta: dict[str, Any], path: Path) -> None:
-    machine = meta["machine"]
+def _m(meta: dict[str, Any], key: str) -> Any:
+    value = meta.get(key)
+    return "?" if value is None else value
+
+
+def _engine_runs(
+    rows: Sequence[Row], runs: Runs, engine: str
+) -> list[tuple[dict[str, Any], list[Row]]]:
+    """The runs that measured this engine's rows (oldest first), each with its rows."""
+    by_run: dict[str, list[Row]] = {}
+    for row in rows:
+        if engine_of(row) == engine:
+            by_run.setdefault(str(row.get("run") or _UNRECORDED), []).append(row)
+    return [(runs.get(run_id, {}), mine) for run_id, mine in sorted(by_run.items())]
+
+
+def _run_line(meta: dict[str, Any], rows: list[Row], only_run: bool) -> str:
+    if only_run:
+        which = f"all {len(rows)} rows of this section"
+    else:
+        which = "rows: " + ", ".join(f"{r['workload']} {r['clients']} {r['system']}" for r in rows)
+    if not meta:
+        return f"- Run: not recorded ({which})"
+    return f"- Run: {_m(meta, 'run_id')}, `{_m(meta, 'command')}` ({which})"
+
+
+def pg_run_lines(meta: dict[str, Any], rows: list[Row], only_run: bool) -> list[str]:
+    lines = [_run_line(meta, rows, only_run)]
+    if not meta:
+        return lines
+    return [
+        *lines,
+        f"- Duration per row: {_m(meta, 'duration')} s of `pgbench -T` (plus 1 s per 125 "
+        f"clients for their initial logins) after a {_m(meta, 'warmup')} s warm-up; pgbench "
+        f"with `-j {_m(meta, 'threads')}`, `-C` rows with `-j {_m(meta, 'connect_threads')}`",
+        f"- Pool size: {_m(meta, 'pool_size')} server connections for both PgBouncer and Sluice",
+        f"- Data: `pgbench -i -s {_m(meta, 'scale')}`; PostgreSQL max_connections = "
+        f"{_m(meta, 'pg_max_connections')}",
+    ]
+
+
+def mysql_run_lines(meta: dict[str, Any], rows: list[Row], only_run: bool) -> list[str]:
+    lines = [_run_line(meta, rows, only_run)]
+    if not meta:
+        return lines
+    return [
+        *lines,
+        f"- Duration per row: {_m(meta, 'duration')} s of `sysbench --time` after a "
+        f"{_m(meta, 'warmup')} s warm-up (with as many threads as the pool has connections, "
+        "at most the row's); the `mariadb-slap` row runs a query count sized to last about "
+        f"{_m(meta, 'duration')} s from a probe run of "
+        f"{_m(meta, 'slap_probe_queries_per_client')} queries per client, which is its warm-up",
+        f"- Pool size: {_m(meta, 'pool_size')} server connections for Sluice (transaction "
+        "pooling, `max_connections` = `max_idle_connections`, borrow timeout 60 s)",
+        f"- Data: `sysbench oltp_point_select prepare --tables={_m(meta, 'sysbench_tables')} "
+        f"--table-size={_m(meta, 'sysbench_table_size')}`; {_m(meta, 'mariadb')}, "
+        f"max_connections = {_m(meta, 'mysql_max_connections')}",
+    ]
+
+
+def machine_table(runs: Runs) -> list[str]:
+    """The machine facts of every run, the newest run's values winning."""
+    machine: dict[str, str] = {}
+    for _, meta in sorted(runs.items()):
+        machine.update(meta.get("machine", {}))
+    return ["| | |", "|---|---|", *(f"| {key} | {value} |" for key, value in machine.items())]
+
+
+def mysql_table(rows: Sequence[Row]) -> list[str]:
+    lines = [
+        "| Workload | Clients | direct qps | sluice qps | sluice / direct "
+        "| sluice CPU µs/query | peak backends direct / sluice | sluice pool max |",
+        "|" + "---|" * 8,
+    ]
+    keys: list[tuple[str, int]] = []
+    for row in rows:
+        if engine_of(row) == "mysql" and (row["workload"], row["clients"]) not in keys:
+            keys.append((row["workload"], row["clients"]))
+    for workload, clients in keys:
+        by = {s: _find(rows, workload, clients, s) for s in MYSQL_SYSTEMS}
+        qps = {s: None if r is None or r.get("error") else r["tps"] for s, r in by.items()}
+        peaks = " / ".join(_cell(by[s], "peak_backend_connections") for s in MYSQL_SYSTEMS)
+        sluice = by["sluice"]
+        pool = "—" if sluice is None else _fmt(sluice.get("pool_max_connections"))
+        lines.append(
+            f"| {TITLES.get(workload, workload)} | {clients:,} "
+            f"| {_cell(by['direct'], 'tps')} | {_cell(sluice, 'tps')} "
+            f"| {_ratio(qps['sluice'], qps['direct'])} "
+            f"| {_cell(sluice, 'cpu_us_per_txn', 1)} | {peaks} | {pool} |"
+        )
+    return lines
+
+
+def _ok(met: bool | None) -> str:
+    return "not measured" if met is None else ("**yes**" if met else "**no**")
+
+
+def mysql_targets(rows: Sequence[Row]) -> list[str]:
+    """The issue's targets for the MySQL rows, each with what was measured."""
+    lines = ["| Target | Measured | Met |", "|---|---|---|"]
+    direct = _find(rows, "mysql_point_select", 32, "direct")
+    sluice = _find(rows, "mysql_point_select", 32, "sluice")
+    ok = [r is not None and not r.get("error") and r.get("tps") for r in (direct, sluice)]
+    if all(ok) and direct is not None and sluice is not None:
+        ratio = sluice["tps"] / direct["tps"]
+        measured = f"{ratio:.2f}x ({sluice['tps']:,.0f} / {direct['tps']:,.0f} qps)"
+        met: bool | None = ratio >= POINT_SELECT_TARGET
+    else:
+        measured, met = "a row failed or is missing", None
+    lines.append(
+        f"| point-select throughput at 32 threads at least {POINT_SELECT_TARGET}x direct "
+        f"| {measured} | {_ok(met)} |"
+    )
+    peaks = [
+        r for r in rows
+        if engine_of(r) == "mysql" and r["system"] == "sluice"
+        and r.get("peak_backend_connections") is not None and r.get("pool_max_connections")
+    ]  # fmt: skip
+    measured = ", ".join(
+        f"{r['workload']} {r['clients']}: {r['peak_backend_connections']} of "
+        f"{r['pool_max_connections']}"
+        for r in peaks
+    )
+    met = all(r["peak_backend_connections"] <= r["pool_max_connections"] for r in peaks)
+    lines.append(
+        "| backend connections never above the pool maximum (peak sampled every 100 ms) "
+        f"| {measured or '—'} | {_ok(met if peaks else None)} |"
+    )
+    for (workload, clients), (pg_workload, pg_clients) in SAME_SHAPE.items():
+        mine = _find(rows, workload, clients, "sluice")
+        theirs = _find(rows, pg_workload, pg_clients, "sluice")
+        a = None if mine is None or mine.get("error") else mine.get("cpu_us_per_txn")
+        b = None if theirs is None or theirs.get("error") else theirs.get("cpu_us_per_txn")
+        if a is None or b is None:
+            measured, met = "a row failed or is missing", None
+        else:
+            measured, met = f"{a:.1f} vs {b:.1f} µs", a <= b
+        lines.append(
+            f"| Sluice CPU per query, {TITLES[workload].split(' (')[0]} at {clients:,}, no more "
+            f"than per PostgreSQL transaction, {TITLES[pg_workload].split(' (')[0]} at "
+            f"{pg_clients:,} | {measured} | {_ok(met)} |"
+        )
+    return lines
+
+
+def write_markdown(rows: Sequence[Row], runs: Runs, path: Path) -> None:
+    """The whole page, from every row kept and the runs that measured them."""
+    nproc = next(
+        (m["machine"]["nproc"] for _, m in sorted(runs.items(), reverse=True) if "machine" in m),
+        "?",
+    )
+    pg_rows = [r for r in rows if engine_of(r) == "postgresql"]
+    my_rows = [r for r in rows if engine_of(r) == "mysql"]
     lines = [
         "# Benchmarks",
         "",
         "Generated by the benchmark harness (`bench/run.py`); do not edit by hand, run it again.",
-        "",
-        f"- Date: {meta['date']}",
-        f"- Command: `{meta['command']}` (`make bench` runs it without options)",
-        f"- Duration per row: {meta['duration']} s of `pgbench -T` (plus 1 s per 125 "
-        f"clients for their initial logins) after a {meta['warmup']} s warm-up; pgbench with "
-        f"`-j {meta['threads']}`, `-C` rows with `-j {meta['connect_threads']}`",
-        f"- Pool size: {meta['pool_size']} server connections for both PgBouncer and Sluice",
-        f"- Data: `pgbench -i -s {meta['scale']}`; PostgreSQL max_connections = "
-        f"{meta['pg_max_connections']}",
+        "`make bench` measures every row; `python -m bench.run --only WORKLOAD` measures some "
+        "and keeps the others from earlier runs, so each section says which run its rows "
+        "come from.",
         "",
         "## Machine",
         "",
-        "| | |",
-        "|---|---|",
-        *(f"| {key} | {value} |" for key, value in machine.items()),
+        *machine_table(runs),
         "",
         f"**Caveat.** This machine is shared with other work and noisy: run-to-run "
-        f"differences of 10-20% are normal. It has {machine['nproc']} cores, and pgbench, "
-        "the proxy and PostgreSQL all compete for them, so a proxy's throughput here is "
-        "bounded by the CPU it leaves to the others as much as by its own speed. Compare "
-        "systems within one run, not across runs.",
+        f"differences of 10-20% are normal. It has {nproc} cores, and the load generator "
+        "(pgbench, sysbench, mariadb-slap), the proxy and the database server all compete for "
+        "them, so a proxy's throughput here is bounded by the CPU it leaves to the others as "
+        "much as by its own speed. Compare systems within one run, not across runs.",
         "",
         "Where Sluice's time goes, and what has been done about it: "
         "[performance.md](performance.md).",
         "",
-        "## Throughput, proxy CPU per transaction, backend connections",
-        "",
-        *throughput_table(rows),
-        "",
-        "## Idle client connections",
-        "",
-        *idle_table(rows),
-        "",
+    ]
+    if pg_rows:
+        lines += ["## PostgreSQL", ""]
+        engine_runs = _engine_runs(rows, runs, "postgresql")
+        for meta, mine in engine_runs:
+            lines += pg_run_lines(meta, mine, len(engine_runs) == 1)
+        lines += [
+            "",
+            "### Throughput, proxy CPU per transaction, backend connections",
+            "",
+            *throughput_table(rows),
+            "",
+        ]
+        if any(r["workload"] == "idle_clients" for r in pg_rows):
+            lines += ["### Idle client connections", "", *idle_table(rows), ""]
+    if my_rows:
+        lines += ["## MySQL (MariaDB)", ""]
+        engine_runs = _engine_runs(rows, runs, "mysql")
+        for meta, mine in engine_runs:
+            lines += mysql_run_lines(meta, mine, len(engine_runs) == 1)
+        lines += [
+            f"- {NO_MYSQL_POOLER}",
+            "",
+            "### Throughput (queries per second), proxy CPU per query, backend connections",
+            "",
+            "The `tps` field of these rows in `latest.json` holds queries per second "
+            "(`unit`: `queries/s`); in `oltp_point_select` a transaction is one query.",
+            "",
+            *mysql_table(rows),
+            "",
+            "### Targets (issue 3)",
+            "",
+            *mysql_targets(rows),
+            "",
+            "The CPU targets compare rows of different runs when the MySQL rows were measured "
+            "with `--only`; both figures are per query and include the clients' logins.",
+            "",
+        ]
+    lines += [
         "## Failed rows",
         "",
         *failures(rows),
@@ -167,15 +405,24 @@ def write_markdown(rows: Sequence[Row], meta: dict[str, Any], path: Path) -> Non
         "## How each figure is measured",
         "",
         *METHOD,
+        *(MYSQL_METHOD if my_rows else []),
         "",
         "## Where these numbers may mislead",
         "",
         *CAVEATS,
+        *(MYSQL_CAVEATS if my_rows else []),
         "",
     ]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines), encoding="utf-8")
 
+
+NO_MYSQL_POOLER = (
+    "No MySQL pooler row: none is installable from this machine's package registries. "
+    "ProxySQL, MariaDB MaxScale and MySQL Router are not in Debian's archive "
+    "(`apt-cache policy proxysql maxscale mysql-router` shows no candidate); they ship "
+    "only from their vendors' own repositories."
+)
 
 METHOD = [
     "- **tps**: pgbench's own figure, `tps = ... (without initial connection time)`; for "
@@ -215,4 +462,35 @@ CAVEATS = [
     "transaction pooling, so its `-M prepared` row fails by design on such versions.",
     "- Idle memory is an RSS difference, see above; Python's allocator keeps freed "
     "memory, which makes Sluice's figure an upper bound for what live clients hold.",
+]
+
+MYSQL_METHOD = [
+    "- **MySQL qps**: for `sysbench oltp_point_select` its own `queries: N (Q per sec.)` "
+    "figure (one primary-key SELECT per transaction, so equal to its tps; the clock starts "
+    "after all threads have connected and prepared). sysbench executes the SELECT as a "
+    "binary-protocol prepared statement (`--db-ps-mode=auto`); through Sluice each "
+    "execute may run on another pooled connection, where Sluice prepares the statement "
+    "the first time. For `mariadb-slap --detach=1`: clients times queries per client, "
+    "over slap's `Average number of seconds to run all queries` (one iteration; it spans "
+    "every client's connect, `SELECT 1` and disconnect). A sysbench or slap exit status "
+    "other than 0 makes the row failed.",
+    "- **MySQL CPU µs/query**: as for PostgreSQL, the proxy's utime+stime over the "
+    "measured run divided by the queries run, logins included (1000 sysbench threads "
+    "logging in and preparing in the many-thread row, one login per query with slap).",
+    "- **MySQL peak backends**: the bench user's connections in "
+    "`information_schema.PROCESSLIST`, sampled every 100 ms over one kept root connection "
+    "on the unix socket.",
+    "- MySQL clients: sysbench 1.0 (libmariadb) with `--mysql-ssl=off`, mariadb-slap with "
+    "`--skip-ssl`, so TLS is off everywhere. Direct clients log in to MariaDB with "
+    "mysql_native_password; Sluice's clients log in with its default, "
+    "caching_sha2_password (fast path: Sluice knows the password), and Sluice logs in to "
+    "MariaDB with mysql_native_password.",
+]
+
+MYSQL_CAVEATS = [
+    "- MySQL: sysbench at 1000 threads runs 1000 OS threads on this machine's cores; the "
+    "load generator is then a large share of the CPU for direct and Sluice rows alike.",
+    "- MySQL connect rows compare a MariaDB login (a server thread from its thread cache) "
+    "with a Sluice login (answered by the proxy, no new server connection); slap's timer "
+    "has millisecond resolution and includes starting its client threads.",
 ]

@@ -1,12 +1,19 @@
-"""`python -m bench.run`: Sluice vs PgBouncer vs direct, measured in one run.
+"""`python -m bench.run`: Sluice vs PgBouncer vs direct, and Sluice vs direct for MySQL.
 
 The run starts one throwaway PostgreSQL, fills it with `pgbench -i`, then for
 each workload and client count measures every system in turn: start it fresh,
 warm it up briefly, run pgbench while a thread samples pg_stat_activity and
 /proc gives the proxy's CPU time, stop it, wait for its backends to go. The
-idle-client rows hold thousands of logged-in clients open instead. A row that
-fails is recorded with its error and the proxy's log tail, and the run goes
-on. Every child process is stopped in `finally`, also on SIGTERM.
+idle-client rows hold thousands of logged-in clients open instead. The MySQL
+rows do the same against a throwaway MariaDB with sysbench's tables, with
+`sysbench oltp_point_select` and `mariadb-slap --detach=1` as the load, direct
+and through Sluice's MySQL proxy. A database server starts only when a row of
+its engine is to run (`--only mysql_point_select` starts no PostgreSQL).
+
+A row that fails is recorded with its error and the proxy's log tail, and the
+run goes on. Every child process is stopped in `finally`, also on SIGTERM. A
+run limited with `--only` or `--system` merges its rows into the results of
+earlier runs (replacing the rows it measured again); a full run replaces them.
 """
 
 from __future__ import annotations
@@ -27,13 +34,23 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from bench import report
-from bench.backends import BackendPoller, wait_no_backends
+from bench.backends import BackendCounter, BackendPoller, PgBackendCounter, wait_no_backends
 from bench.idle import hold_idle
+from bench.mysql import BenchMariaDb, MysqlDirectSystem, MysqlSluiceSystem
+from bench.mysqlload import (
+    PROBE_QUERIES_PER_CLIENT,
+    LoadResult,
+    SysbenchRun,
+    run_slap,
+    run_sysbench,
+    size_slap,
+)
 from bench.pgbench import PgbenchRun, run_pgbench
 from bench.procinfo import cpu_seconds, ephemeral_ports, machine_info, raise_nofile_limit
 from bench.systems import (
     BenchDatabase,
     DirectSystem,
+    Endpoint,
     PgBouncerSystem,
     SluiceSystem,
     System,
@@ -41,6 +58,7 @@ from bench.systems import (
 
 ROOT = Path(__file__).resolve().parent.parent
 PROXIES = ("pgbouncer", "sluice")
+PG, MYSQL = "postgresql", "mysql"
 _FD_MARGIN = 1000  # descriptors kept free for pgbench, logs and the poller
 _LOG_LINES = 15
 _IDLE_TIMEOUT = 900.0  # seconds for opening, measuring and closing all idle clients
@@ -53,6 +71,7 @@ class Workload:
     mode: str = "simple"
     connect_each: bool = False
     systems: tuple[str, ...] = report.SYSTEMS
+    engine: str = PG
 
 
 WORKLOADS = (
@@ -61,6 +80,17 @@ WORKLOADS = (
     Workload("select_prepared", (32,), mode="prepared"),
     Workload("select_connect", (32,), connect_each=True),
     Workload("idle_clients", (15000,), systems=PROXIES),
+    Workload(
+        "mysql_point_select", (32, 1000), mode="binary", systems=report.MYSQL_SYSTEMS, engine=MYSQL
+    ),
+    Workload(
+        "mysql_connect",
+        (32,),
+        mode="text",
+        connect_each=True,
+        systems=report.MYSQL_SYSTEMS,
+        engine=MYSQL,
+    ),
 )
 
 
@@ -96,7 +126,23 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=1100,
         help="PostgreSQL max_connections (direct runs 1000 clients)",
     )
-    parser.add_argument("--json", type=Path, default=ROOT / "bench/results/latest.json")
+    parser.add_argument(
+        "--mysql-max-connections",
+        type=int,
+        default=1100,
+        help="MariaDB max_connections (direct runs 1000 sysbench threads)",
+    )
+    parser.add_argument("--sysbench-tables", type=int, default=4, help="sysbench --tables")
+    parser.add_argument(
+        "--sysbench-table-size", type=int, default=10000, help="sysbench --table-size"
+    )
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=ROOT / "bench/results/latest.json",
+        help="rows (a run with --only/--system merges into it; runs' settings go "
+        "beside it in *.runs.json)",
+    )
     parser.add_argument("--markdown", type=Path, default=ROOT / "docs/benchmarks.md")
     parser.add_argument(
         "--keep-workdir", action="store_true", help="keep logs and configs of every row"
@@ -108,64 +154,89 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 class Bench:
-    """The state of one run: database, systems, options, rows measured so far."""
+    """The state of one run: databases, systems, options, rows measured so far."""
 
     def __init__(self, args: argparse.Namespace, workdir: Path) -> None:
         self.args = args
         self.workdir = workdir
-        self.db = BenchDatabase(workdir, args.pg_max_connections, args.scale)
-        self.systems: dict[str, System] = {}
+        self.plan = plan(args)
+        engines = {workload.engine for workload, _, _ in self.plan}
+        self.pg = (
+            BenchDatabase(workdir, args.pg_max_connections, args.scale) if PG in engines else None
+        )
+        self.mysql = (
+            BenchMariaDb(
+                workdir,
+                args.mysql_max_connections,
+                args.sysbench_tables,
+                args.sysbench_table_size,
+            )
+            if MYSQL in engines
+            else None
+        )
+        self.systems: dict[tuple[str, str], System] = {}
         self.rows: list[report.Row] = []
 
     def setup(self) -> None:
-        self.db.start()
-        max_clients = self.args.idle_clients + 1000
-        self.systems = {
-            "direct": DirectSystem(self.db),
-            "pgbouncer": PgBouncerSystem(self.db, self.workdir, self.args.pool_size, max_clients),
-            "sluice": SluiceSystem(self.db, self.workdir, self.args.pool_size),
-        }
+        pool = self.args.pool_size
+        if self.pg is not None:
+            self.pg.start()
+            max_clients = self.args.idle_clients + 1000
+            self.systems[PG, "direct"] = DirectSystem(self.pg)
+            self.systems[PG, "pgbouncer"] = PgBouncerSystem(
+                self.pg, self.workdir, pool, max_clients
+            )
+            self.systems[PG, "sluice"] = SluiceSystem(self.pg, self.workdir, pool)
+        if self.mysql is not None:
+            self.mysql.start()
+            self.systems[MYSQL, "direct"] = MysqlDirectSystem(self.mysql)
+            self.systems[MYSQL, "sluice"] = MysqlSluiceSystem(self.mysql, self.workdir, pool)
 
     def close(self) -> None:
-        for system in self.systems.values():
-            system.stop()
-        self.db.stop()
+        """Stop every system and both servers, even when one of them fails to stop."""
+        stops = [system.stop for system in self.systems.values()]
+        stops += [db.stop for db in (self.pg, self.mysql) if db is not None]
+        failure: BaseException | None = None
+        for stop in stops:
+            try:
+                stop()
+            except Exception as exc:
+                failure = failure or exc
+        if failure is not None:
+            raise failure
 
-    def plan(self) -> list[tuple[Workload, int, str]]:
-        rows = []
-        for workload in WORKLOADS:
-            if self.args.only and workload.name not in self.args.only:
-                continue
-            for clients in workload.clients:
-                if workload.name == "idle_clients":
-                    clients = self.args.idle_clients
-                for system in workload.systems:
-                    if not self.args.system or system in self.args.system:
-                        rows.append((workload, clients, system))
-        return rows
+    def counter(self, engine: str) -> BackendCounter:
+        if engine == MYSQL:
+            assert self.mysql is not None
+            return self.mysql.counter()
+        assert self.pg is not None
+        return PgBackendCounter(self.pg.admin_conninfo())
 
-    def run(self) -> None:
-        plan = self.plan()
-        for i, (workload, clients, name) in enumerate(plan, 1):
+    def run(self, run_id: str) -> None:
+        for i, (workload, clients, name) in enumerate(self.plan, 1):
             started = time.monotonic()
-            system = self.systems[name]
-            row = new_row(workload, name, clients)
+            system = self.systems[workload.engine, name]
+            row = new_row(workload, name, clients, run_id)
             try:
                 if workload.name == "idle_clients":
                     self.measure_idle(system, row)
+                elif workload.name == "mysql_point_select":
+                    self.measure_sysbench(system, row)
+                elif workload.name == "mysql_connect":
+                    self.measure_slap(system, row)
                 else:
                     self.measure_pgbench(system, workload, row)
             except Exception as exc:  # a failed row is a result, not the end of the run
                 row["error"] = f"{type(exc).__name__}: {exc}"
             finally:
-                self.finish_row(system, row)
+                self.finish_row(system, workload.engine, row)
             self.rows.append(row)
             print(
-                f"[{i}/{len(plan)}] {progress(row)} ({time.monotonic() - started:.0f} s)",
+                f"[{i}/{len(self.plan)}] {progress(row)} ({time.monotonic() - started:.0f} s)",
                 flush=True,
             )
 
-    def finish_row(self, system: System, row: report.Row) -> None:
+    def finish_row(self, system: System, engine: str, row: report.Row) -> None:
         """Stop the system, attach its log tail to a failure, wait for its backends to go."""
         try:
             system.stop()
@@ -173,14 +244,16 @@ class Bench:
             if row.get("error"):
                 log = system.log_tail(_LOG_LINES).strip()
                 if log and log not in row["error"]:
-                    what = "postgresql" if system.name == "direct" else system.name
+                    server = "mariadb" if engine == MYSQL else "postgresql"
+                    what = server if system.name == "direct" else system.name
                     row["error"] += f"\n--- {what} log (last lines) ---\n{log}"
-            warning = wait_no_backends(self.db.admin_conninfo())
+            warning = wait_no_backends(self.counter(engine))
             if warning:
                 print(f"  warning: {warning}", flush=True)
 
     def measure_pgbench(self, system: System, workload: Workload, row: report.Row) -> None:
         args = self.args
+        assert self.pg is not None
         run = PgbenchRun(
             workload.mode,
             row["clients"],
@@ -193,10 +266,10 @@ class Bench:
         if args.warmup > 0:
             clients = min(row["clients"], args.pool_size)
             warm = dataclasses.replace(run, clients=clients, duration=args.warmup)
-            run_pgbench(warm, endpoint, self.db.password)  # failures show in the real run
+            run_pgbench(warm, endpoint, self.pg.password)  # failures show in the real run
         cpu_before = None if endpoint.pid is None else cpu_seconds(endpoint.pid)
-        with BackendPoller(self.db.admin_conninfo()) as poller:
-            result = run_pgbench(run, endpoint, self.db.password)
+        with BackendPoller(self.counter(PG)) as poller:
+            result = run_pgbench(run, endpoint, self.pg.password)
         row.update(
             tps=result.tps,
             transactions=result.transactions,
@@ -206,20 +279,73 @@ class Bench:
             pgbench_seconds=round(result.elapsed, 1),
             peak_backend_connections=poller.peak,
         )
-        if endpoint.pid is not None and cpu_before is not None:
-            used = cpu_seconds(endpoint.pid) - cpu_before
-            row["proxy_cpu_seconds"] = round(used, 2)
-            if result.transactions:
-                row["cpu_us_per_txn"] = round(used * 1e6 / result.transactions, 2)
+        record_cpu(row, endpoint, cpu_before, result.transactions)
+        if result.error:
+            row["error"] = result.error
+        if poller.error:
+            row["poller_error"] = poller.error
+
+    def measure_sysbench(self, system: System, row: report.Row) -> None:
+        args = self.args
+        assert self.mysql is not None
+        run = SysbenchRun(
+            row["clients"], args.duration, args.sysbench_tables, args.sysbench_table_size
+        )
+        endpoint = system.start()
+        if args.warmup > 0:
+            warm = dataclasses.replace(
+                run, threads=min(row["clients"], args.pool_size), duration=args.warmup
+            )
+            run_sysbench(warm, endpoint, self.mysql.password)  # failures show in the real run
+        cpu_before = None if endpoint.pid is None else cpu_seconds(endpoint.pid)
+        with BackendPoller(self.counter(MYSQL)) as poller:
+            result = run_sysbench(run, endpoint, self.mysql.password)
+        row.update(
+            transactions=result.transactions,
+            ignored_errors=result.ignored_errors,
+            reconnects=result.reconnects,
+            sysbench_time_s=run.duration,
+        )
+        self.record_load(row, endpoint, cpu_before, result, poller)
+
+    def measure_slap(self, system: System, row: report.Row) -> None:
+        assert self.mysql is not None
+        endpoint = system.start()
+        password = self.mysql.password
+        run = size_slap(row["clients"], self.args.duration, endpoint, password)  # also warms up
+        cpu_before = None if endpoint.pid is None else cpu_seconds(endpoint.pid)
+        with BackendPoller(self.counter(MYSQL)) as poller:
+            result = run_slap(run, endpoint, password, expected=self.args.duration)
+        row["slap_queries_per_client"] = run.per_client
+        self.record_load(row, endpoint, cpu_before, result, poller)
+
+    def record_load(
+        self,
+        row: report.Row,
+        endpoint: Endpoint,
+        cpu_before: float | None,
+        result: LoadResult,
+        poller: BackendPoller,
+    ) -> None:
+        """The fields every MySQL row has, from the load generator's result."""
+        row.update(
+            tps=result.qps,
+            queries=result.queries,
+            tool_seconds=result.seconds,
+            elapsed_s=round(result.elapsed, 1),
+            peak_backend_connections=poller.peak,
+        )
+        record_cpu(row, endpoint, cpu_before, result.queries)
         if result.error:
             row["error"] = result.error
         if poller.error:
             row["poller_error"] = poller.error
 
     def measure_idle(self, system: System, row: report.Row) -> None:
+        assert self.pg is not None
         endpoint = system.start()
-        with BackendPoller(self.db.admin_conninfo()) as poller:
-            held = hold_idle(endpoint, self.db.password, row["clients"])
+        with BackendPoller(self.counter(PG)) as poller:
+            held = hold_idle(endpoint, self.pg.password, row["clients"])
             result = asyncio.run(asyncio.wait_for(held, _IDLE_TIMEOUT))
         row.update(
             peak_backend_connections=poller.peak,
@@ -238,26 +364,61 @@ class Bench:
             )
 
 
-def new_row(workload: Workload, system: str, clients: int) -> report.Row:
-    pgbench = workload.name != "idle_clients"
-    return {
+def plan(args: argparse.Namespace) -> list[tuple[Workload, int, str]]:
+    """(workload, clients, system) of every row this run measures, in order."""
+    rows = []
+    for workload in WORKLOADS:
+        if args.only and workload.name not in args.only:
+            continue
+        for clients in workload.clients:
+            if workload.name == "idle_clients":
+                clients = args.idle_clients
+            for system in workload.systems:
+                if not args.system or system in args.system:
+                    rows.append((workload, clients, system))
+    return rows
+
+
+def record_cpu(
+    row: report.Row, endpoint: Endpoint, cpu_before: float | None, count: int | None
+) -> None:
+    """The proxy's CPU over the measured run, in all and per transaction or query."""
+    if endpoint.pid is None or cpu_before is None:
+        return
+    used = cpu_seconds(endpoint.pid) - cpu_before
+    row["proxy_cpu_seconds"] = round(used, 2)
+    if count:
+        row["cpu_us_per_txn"] = round(used * 1e6 / count, 2)
+
+
+def new_row(workload: Workload, system: str, clients: int, run_id: str) -> report.Row:
+    load = workload.name != "idle_clients"
+    row: report.Row = {
         "workload": workload.name,
+        "engine": workload.engine,
         "system": system,
         "clients": clients,
         "tps": None,
+        "unit": None if not load else "queries/s" if workload.engine == MYSQL else "transactions/s",
         "cpu_us_per_txn": None,
         "peak_backend_connections": None,
         "rss_bytes_per_idle_client": None,
-        "protocol": workload.mode if pgbench else None,
+        "protocol": workload.mode if load else None,
         "connect_per_txn": workload.connect_each,
         "error": None,
+        "run": run_id,
     }
+    if system != "direct":
+        row["pool_max_connections"] = None  # set by main() from --pool-size
+    return row
 
 
 def progress(row: report.Row) -> str:
     head = f"{row['workload']} {row['clients']} clients {row['system']}:"
     if row["workload"] == "idle_clients":
         body = f"{row.get('idle_clients_opened')} held, {row['rss_bytes_per_idle_client']} B each"
+    elif row.get("engine") == MYSQL:
+        body = f"qps {row['tps']}, cpu µs/query {row['cpu_us_per_txn']}"
     else:
         body = f"tps {row['tps']}, cpu µs/txn {row['cpu_us_per_txn']}"
     body += f", peak backends {row['peak_backend_connections']}"
@@ -293,41 +454,72 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _terminate)
     nofile = raise_nofile_limit()
     limit_idle_clients(args, nofile)
+    # Read the earlier results first: a broken file must stop the run, not be overwritten.
+    partial = bool(args.only or args.system)
+    old_rows, runs = report.load_results(args.json) if partial else ([], {})
     workdir = Path(tempfile.mkdtemp(prefix="sluice-bench-")).resolve()
-    workdir.chmod(0o755)  # PostgreSQL and PgBouncer run as the postgres OS user
+    workdir.chmod(0o755)  # the servers and PgBouncer run as the postgres / mysql OS users
     bench = Bench(args, workdir)
     print(f"bench: work dir {workdir}, RLIMIT_NOFILE {nofile}", flush=True)
+    meta: dict[str, Any] = {}
     try:
         bench.setup()
         meta = run_meta(args, argv, bench)
-        bench.run()
+        bench.run(meta["run_id"])
     finally:
-        bench.close()
-        if args.keep_workdir:
-            print(f"bench: kept {workdir}", flush=True)
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
-    report.write_json(bench.rows, args.json)
-    report.write_markdown(bench.rows, meta, args.markdown)
+        try:
+            bench.close()
+        finally:
+            if args.keep_workdir:
+                print(f"bench: kept {workdir}", flush=True)
+            else:
+                shutil.rmtree(workdir, ignore_errors=True)
+    for row in bench.rows:
+        if "pool_max_connections" in row:
+            row["pool_max_connections"] = args.pool_size
+    rows = report.merge_rows(old_rows, bench.rows)
+    runs[meta["run_id"]] = meta
+    report.write_json(rows, args.json, runs)
+    report.write_markdown(rows, runs, args.markdown)
     failed = sum(1 for row in bench.rows if row.get("error"))
-    print(f"bench: {len(bench.rows)} rows, {failed} failed; wrote {args.json} and {args.markdown}")
+    kept = f", {len(rows) - len(bench.rows)} kept from earlier runs" if partial else ""
+    print(
+        f"bench: {len(bench.rows)} rows, {failed} failed{kept}; "
+        f"wrote {args.json} and {args.markdown}"
+    )
     return 0
 
 
 def run_meta(args: argparse.Namespace, argv: Sequence[str], bench: Bench) -> dict[str, Any]:
-    return {
-        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    now = datetime.datetime.now(datetime.UTC)
+    engines = sorted({workload.engine for workload, _, _ in bench.plan})
+    meta: dict[str, Any] = {
+        "run_id": now.strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "date": now.strftime("%Y-%m-%d %H:%M UTC"),
         "command": command_line(argv),
-        "machine": machine_info(bench.db.cluster.bin_dir),
+        "engines": engines,
+        "machine": machine_info(None if bench.pg is None else bench.pg.cluster.bin_dir),
         "duration": args.duration,
         "warmup": args.warmup,
-        "threads": args.threads,
-        "connect_threads": args.connect_threads,
         "pool_size": args.pool_size,
-        "scale": args.scale,
-        "pg_max_connections": args.pg_max_connections,
         "pid": os.getpid(),
     }
+    if bench.pg is not None:
+        meta.update(
+            threads=args.threads,
+            connect_threads=args.connect_threads,
+            scale=args.scale,
+            pg_max_connections=args.pg_max_connections,
+        )
+    if bench.mysql is not None:
+        meta.update(
+            mariadb=f"MariaDB {bench.mysql.cluster.version}",
+            mysql_max_connections=args.mysql_max_connections,
+            sysbench_tables=args.sysbench_tables,
+            sysbench_table_size=args.sysbench_table_size,
+            slap_probe_queries_per_client=PROBE_QUERIES_PER_CLIENT,
+        )
+    return meta
 
 
 if __name__ == "__main__":

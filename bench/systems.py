@@ -23,7 +23,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from sluice.devtools.pgcluster import PgCluster, free_port
 from sluice.devtools.runner import SluiceProcess
@@ -221,32 +221,26 @@ class PgBouncerSystem:
         return tail(self.log, lines)
 
 
-class SluiceSystem:
-    """`sluice proxy` (SluiceProcess) with the same pool size as PgBouncer."""
+class SluiceProxySystem:
+    """`sluice proxy` (SluiceProcess), one fresh process per row; subclasses say which proxy."""
 
     name = "sluice"
+    rundir_prefix = "sluice"
 
-    def __init__(self, db: BenchDatabase, workdir: Path, pool_size: int) -> None:
-        self.db, self.workdir, self.pool_size = db, workdir, pool_size
+    def __init__(self, workdir: Path, pool_size: int) -> None:
+        self.workdir, self.pool_size = workdir, pool_size
         self.proc: SluiceProcess | None = None
         self.runs = 0
+
+    def proxy_config(self, port: int) -> dict[str, Any]:
+        """The `[[proxy]]` table of this system's configuration."""
+        raise NotImplementedError
 
     def start(self) -> Endpoint:
         self.runs += 1
         port = free_port()
-        proxy = {
-            "name": "bench",
-            "listen": f"{LOCALHOST}:{port}",
-            "target": {"host": self.db.cluster.host, "port": self.db.cluster.port},
-            "pool": {
-                "mode": "transaction",
-                "max_connections": self.pool_size,
-                "max_idle_connections": self.pool_size,
-                "borrow_timeout": 120,
-            },
-            "users": [{"name": BENCH_USER, "password": self.db.password}],
-        }
-        rundir = self.workdir / f"sluice-{self.runs}"
+        proxy = self.proxy_config(port)
+        rundir = self.workdir / f"{self.rundir_prefix}-{self.runs}"
         rundir.mkdir(parents=True)
         self.proc = SluiceProcess([proxy], glob={"log_level": "warning"}, workdir=rundir)
         try:
@@ -262,6 +256,28 @@ class SluiceSystem:
 
     def log_tail(self, lines: int = 20) -> str:
         return "" if self.proc is None else self.proc.log_tail(lines)
+
+
+class SluiceSystem(SluiceProxySystem):
+    """Sluice in front of PostgreSQL with the same pool size as PgBouncer."""
+
+    def __init__(self, db: BenchDatabase, workdir: Path, pool_size: int) -> None:
+        super().__init__(workdir, pool_size)
+        self.db = db
+
+    def proxy_config(self, port: int) -> dict[str, Any]:
+        return {
+            "name": "bench",
+            "listen": f"{LOCALHOST}:{port}",
+            "target": {"host": self.db.cluster.host, "port": self.db.cluster.port},
+            "pool": {
+                "mode": "transaction",
+                "max_connections": self.pool_size,
+                "max_idle_connections": self.pool_size,
+                "borrow_timeout": 120,
+            },
+            "users": [{"name": BENCH_USER, "password": self.db.password}],
+        }
 
 
 def pgbouncer_binary() -> str:
