@@ -26,6 +26,12 @@ class ProtocolError(SluiceError):
     sqlstate = "08P01"
 
 
+class PacketTooLarge(ProtocolError):
+    """A message announced a length above the configured maximum."""
+
+    sqlstate = "54000"
+
+
 class ClientError(SluiceError):
     """Something the client did that ends its session."""
 

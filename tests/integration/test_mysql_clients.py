@@ -275,18 +275,21 @@ BIG = 20 * 1024 * 1024
 
 
 @pytest.fixture
-def big_table(start_mysql_proxy: Start) -> Iterator[SluiceProcess]:
-    proc = start_mysql_proxy(pool={"max_connections": 1, "borrow_timeout": 5})
-    with connect(proc) as conn:
-        rows(conn, "create table if not exists big_values (id int primary key, v longblob)")
-        rows(conn, "delete from big_values")
-    yield proc
-    with connect(proc, read_timeout=5) as conn:
-        rows(conn, "drop table if exists big_values")
+def big_table(start_mysql_proxy: Start, mariadb: MariaDbCluster) -> Iterator[SluiceProcess]:
+    """A proxy with one connection and an empty table of blobs (made and dropped as root)."""
+    mariadb.sql(
+        f"DROP TABLE IF EXISTS {APP_DB}.big_values;"
+        f"CREATE TABLE {APP_DB}.big_values (id int primary key, v longblob)"
+    )
+    yield start_mysql_proxy(pool={"max_connections": 1, "borrow_timeout": 5})
+    mariadb.sql(f"DROP TABLE IF EXISTS {APP_DB}.big_values")
 
 
 def test_20mb_value_round_trip(big_table: SluiceProcess) -> None:
-    """A 20 MB value in and out: packets of 16 MB continue in both directions."""
+    """A 20 MB value in and out: packets of 16 MB continue in both directions.
+
+    The big reply is the last command: what follows one is test_..._after_a_20mb_reply.
+    """
     proc = big_table
     value = os.urandom(BIG)  # escaped in the INSERT text: a query of more than 20 MB
     conn = connect(proc, max_allowed_packet=64 * 1024 * 1024)
@@ -295,27 +298,25 @@ def test_20mb_value_round_trip(big_table: SluiceProcess) -> None:
             assert cur.execute("insert into big_values values (1, %s)", (value,)) == 1
         length, digest = one(conn, "select length(v), md5(v) from big_values where id = 1")
         assert (length, digest) == (BIG, hashlib.md5(value).hexdigest())
-        (back,) = one(conn, "select v from big_values where id = 1")
+        (back,) = one(conn, "select v, 'after the value' from big_values where id = 1")[:1]
         assert back == value
-        big_text = "y" * (17 * 1024 * 1024)  # a text row of more than one 16 MB packet
-        assert one(conn, "select repeat('y', %s)", (len(big_text),)) == (big_text,)
-        assert one(conn, "select 'small after big'") == ("small after big",)
     finally:
         conn.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a reply that completes while the client's write buffer is above its high-water "
-    "mark returns the connection to the pool with reading paused (client.resume_writing only "
-    "resumes a still-attached server); the next client to borrow it hangs",
-)
-def test_pooled_connection_usable_after_a_20mb_reply(big_table: SluiceProcess) -> None:
+def test_connection_usable_after_a_20mb_reply(big_table: SluiceProcess) -> None:
+    """Big replies, each followed by a small query on the pool's only connection.
+
+    Whether a reply ends with the client's write buffer above its high-water mark is a
+    matter of timing, so the round is repeated: each round alone shows the bug more often
+    than not, ten rounds practically always.
+    """
     proc = big_table
-    value = os.urandom(BIG)
-    with connect(proc, max_allowed_packet=64 * 1024 * 1024) as conn:
-        rows(conn, "insert into big_values values (2, %s)", (value,))
-        assert one(conn, "select v from big_values where id = 2") == (value,)
+    text = "y" * BIG
+    with connect(proc, max_allowed_packet=64 * 1024 * 1024, read_timeout=5) as conn:
+        for i in range(10):
+            assert one(conn, "select repeat('y', %s)", (BIG,)) == (text,)
+            assert one(conn, "select %s", (f"round {i}",)) == (f"round {i}",)
     with connect(proc, read_timeout=5) as conn:  # the pool's only connection, lent again
         assert one(conn, "select 'next client'") == ("next client",)
 
@@ -389,7 +390,7 @@ def test_use_and_init_db_follow_the_client(
         assert one(a, "select what from marker") == ("other",)
         with pytest.raises(pymysql.err.OperationalError) as info:
             rows(b, "use no_such_schema")  # a failed USE leaves the client where it was
-        assert info.value.args[0] == 1049
+        assert info.value.args[0] == 1044  # access denied: app may not see other schemas
         assert one(b, "select database()") == (other_db,)
         assert one(a, "select database()") == (other_db,)
     finally:
@@ -703,21 +704,20 @@ def test_sysbench_through_transaction_pool(
 
 
 @pytest.mark.timeout(180)
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: COM_STMT_PREPARE pins the client ('binary-protocol prepared statement') instead "
-    "of being tracked and re-prepared; 8 sysbench threads on a pool of 4 get 9501",
-)
-@pytest.mark.parametrize("test", ["oltp_point_select"])
+@pytest.mark.parametrize("test", ["oltp_point_select", "oltp_read_write"])
 def test_sysbench_server_side_prepared_statements(
     sysbench_proxy: SluiceProcess, mariadb: MariaDbCluster, test: str
 ) -> None:
-    """sysbench's default: server-side prepared statements, which must not pin."""
+    """sysbench's default, server-side prepared statements: re-prepared, never pinned."""
     proc = sysbench_proxy
     with peak_backends(mariadb) as peak:
-        out = sysbench(proc, test, "run", "--time=5", "--threads=8")
+        out = sysbench(
+            proc, test, "run", "--time=5", "--threads=8", "--mysql-ignore-errors=1213,1205,1020"
+        )
     assert stat(out, "transactions") > 100, out
-    assert stat(out, "ignored errors") == 0, out
+    assert stat(out, "reconnects") == 0, out
+    if test == "oltp_point_select":
+        assert stat(out, "ignored errors") == 0, out
     assert 1 <= peak[0] <= 4
     assert pin_lines(proc) == []
 
@@ -739,11 +739,13 @@ def test_500_concurrent_clients_over_a_pool_of_10(
             for j in range(3):
                 assert one(conn, "select %s, %s * 2 + %s", (i, i, j)) == (i, i * 2 + j)
             conn.begin()
-            assert one(conn, "select %s from dual", (f"client-{i}",)) == (f"client-{i}",)
+            tag, backend = one(conn, "select %s, connection_id()", (f"client-{i}",))
+            assert tag == f"client-{i}"
             conn.commit()
-        return 1
+        return int(backend)
 
     with peak_backends(mariadb) as peak, ThreadPoolExecutor(clients) as pool:
-        done = sum(pool.map(client, range(clients)))
-    assert done == clients
+        backends = list(pool.map(client, range(clients)))
+    assert len(backends) == clients
+    assert 1 <= len(set(backends)) <= 10, set(backends)
     assert 1 <= peak[0] <= 10, peak

@@ -173,12 +173,12 @@ class MyClientSession(asyncio.Protocol):
             self._waiter.set_result(None)
 
     def pause_writing(self) -> None:
-        if self.server is not None and self.server.transport is not None:
-            self.server.transport.pause_reading()
+        if self.server is not None:
+            self.server.pause_reading()
 
     def resume_writing(self) -> None:
-        if self.server is not None and self.server.transport is not None:
-            self.server.transport.resume_reading()
+        if self.server is not None:
+            self.server.resume_reading()
 
     def pause_reading(self) -> None:
         if self.transport is not None and not self._paused:
@@ -272,6 +272,9 @@ class MyClientSession(asyncio.Protocol):
                 return True
         if command == c.COM_PROCESS_KILL and len(payload) >= 5:
             self._kill(int.from_bytes(payload[1:5], "little"), query=False)
+            return True
+        if command in rp.NOT_RELAYED:  # replication: not through a pooling proxy
+            self.write(frame(build_err(c.ER_UNKNOWN_COM_ERROR, "Unknown command"), 1))
             return True
         if command == c.COM_RESET_CONNECTION:
             return self._reset_connection(server, payload)
@@ -563,6 +566,7 @@ class MyClientSession(asyncio.Protocol):
         server = self.server
         assert server is not None and self.pool is not None
         self.server = None
+        self.resume_reading()  # in case the server's full buffer had paused us
         server.detach()
         self.pool.on_release(self, server)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sluice.errors import (
     AuthFailed,
     ClientError,
+    PacketTooLarge,
     PoolTimeout,
     ProtocolError,
     QueryCanceled,
@@ -20,6 +21,7 @@ from sluice.wire.mysql.messages import build_err
 
 _BY_TYPE: tuple[tuple[type[SluiceError], tuple[int, str]], ...] = (
     (TLSRequired, c.ER_SECURE_TRANSPORT_REQUIRED),
+    (PacketTooLarge, c.ER_NET_PACKET_TOO_LARGE),
     (AuthFailed, c.ER_ACCESS_DENIED_ERROR),
     (UnknownDatabase, c.ER_BAD_DB_ERROR),
     (ProtocolError, c.ER_HANDSHAKE_ERROR),

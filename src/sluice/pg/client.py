@@ -198,12 +198,12 @@ class ClientSession(asyncio.Protocol):
             self._waiter.set_result(None)
 
     def pause_writing(self) -> None:
-        if self.server is not None and self.server.transport is not None:
-            self.server.transport.pause_reading()
+        if self.server is not None:
+            self.server.pause_reading()
 
     def resume_writing(self) -> None:
-        if self.server is not None and self.server.transport is not None:
-            self.server.transport.resume_reading()
+        if self.server is not None:
+            self.server.resume_reading()
 
     def pause_reading(self) -> None:
         if self.transport is not None and not self._paused:
@@ -485,6 +485,7 @@ class ClientSession(asyncio.Protocol):
         server = self.server
         assert server is not None and self.pool is not None
         self.server = None
+        self.resume_reading()  # in case the server's full buffer had paused us
         server.detach()
         self.pool.on_release(self, server)
 

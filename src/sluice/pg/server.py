@@ -71,6 +71,7 @@ class ServerConn(asyncio.Protocol):
         self.idle_since = self.created_at
         self.generation = 0
         self.close_reason = ""
+        self.reading_paused = False
         self.on_lost: list[object] = []
         self._waiter: asyncio.Future[None] | None = None
         self._idle_waiter: asyncio.Future[None] | None = None
@@ -87,7 +88,19 @@ class ServerConn(asyncio.Protocol):
         self._set_state(ServerState.ACTIVE)
         self.client = client
 
+    def pause_reading(self) -> None:
+        """The client cannot take more now (its write buffer is full)."""
+        if self.transport is not None and not self.reading_paused:
+            self.reading_paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.transport is not None and self.reading_paused:
+            self.reading_paused = False
+            self.transport.resume_reading()
+
     def detach(self) -> None:
+        self.resume_reading()  # never go back to the pool deaf
         self.client = None
         if self.state is ServerState.ACTIVE:
             self._set_state(ServerState.IDLE)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import struct
 
-from sluice.errors import ProtocolError
+from sluice.errors import PacketTooLarge, ProtocolError
 
 MAX_CHUNK = 0xFFFFFF  # the largest physical payload; a packet this size continues
 _COPY_ONCE = 1 << 16  # payloads from this size are copied through a memoryview
@@ -97,7 +97,7 @@ class PacketReader:
         if self._parts and seq != (self._seq + len(self._parts)) & 0xFF:
             raise ProtocolError(f"packet out of order: sequence id {seq} in a continuation")
         if self._parts_len + length > self.max_size:
-            raise ProtocolError(f"packet of {self._parts_len + length}+ bytes exceeds the maximum")
+            raise PacketTooLarge(f"packet of {self._parts_len + length}+ bytes exceeds the maximum")
 
     def take_rest(self) -> bytes:
         """Everything buffered and not yet returned (e.g. bytes sent before a TLS handshake).

@@ -84,7 +84,7 @@ _KIND = {
     c.COM_STATISTICS: _STRING,
     c.COM_CHANGE_USER: _AUTH,
 }
-_NOT_RELAYED = frozenset((c.COM_BINLOG_DUMP, c.COM_BINLOG_DUMP_GTID, c.COM_REGISTER_SLAVE, 0xFE))
+NOT_RELAYED = frozenset((c.COM_BINLOG_DUMP, c.COM_BINLOG_DUMP_GTID, c.COM_REGISTER_SLAVE, 0xFE))
 
 # ---- states of the answer being read ----------------------------------------
 
@@ -133,7 +133,7 @@ class ReplyTracker:
 
     def expect(self, command: int, *, own: bool = False) -> bool:
         """Note a command sent to the server; return False if it gets no reply."""
-        if command in _NOT_RELAYED:
+        if command in NOT_RELAYED:
             raise ValueError(f"command 0x{command:02x} cannot be relayed")
         kind = _KIND.get(command, _OK)
         if kind == _NONE:
