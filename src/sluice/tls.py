@@ -82,3 +82,45 @@ def client_context(target: TargetConfig) -> ssl.SSLContext | None:
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
     return ctx
+
+
+class TLSBuffer:
+    """Server-side TLS over memory buffers, for a protocol that must hand the TLS layer
+    bytes it has already read (MySQL clients send their ClientHello right behind the
+    SSLRequest, often in the same segment)."""
+
+    __slots__ = ("done", "incoming", "obj", "outgoing")
+
+    def __init__(self, ctx: ssl.SSLContext) -> None:
+        self.incoming = ssl.MemoryBIO()
+        self.outgoing = ssl.MemoryBIO()
+        self.obj = ctx.wrap_bio(self.incoming, self.outgoing, server_side=True)
+        self.done = False
+
+    def feed(self, data: bytes) -> bytes:
+        """Take encrypted bytes; return the plaintext they complete (after the handshake)."""
+        self.incoming.write(data)
+        if not self.done:
+            try:
+                self.obj.do_handshake()
+            except ssl.SSLWantReadError:
+                return b""
+            self.done = True
+        chunks = []
+        while True:
+            try:
+                chunk = self.obj.read(1 << 16)
+            except (ssl.SSLWantReadError, ssl.SSLZeroReturnError):
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def outgoing_bytes(self) -> bytes:
+        """Encrypted bytes to send (handshake messages, or records from `encrypt`)."""
+        return self.outgoing.read()
+
+    def encrypt(self, data: bytes) -> bytes:
+        self.obj.write(data)
+        return self.outgoing.read()

@@ -738,19 +738,13 @@ def client_hello() -> tuple[ssl.SSLObject, ssl.MemoryBIO, bytes]:
     return tls, incoming, outgoing.read()
 
 
-SAME_SEGMENT_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="bug: bytes already read after the SSLRequest are refused with ERR 1043 'unencrypted "
-    "data after the SSL request' instead of being handed to TLS; PyMySQL TLS logins fail "
-    "intermittently with [SSL: WRONG_VERSION_NUMBER]",
-)
 
 
 @pytest.mark.parametrize(
     "together",
     [
         pytest.param(False, id="apart"),
-        pytest.param(True, id="same-segment", marks=SAME_SEGMENT_BUG),
+        pytest.param(True, id="same-segment"),
     ],
 )
 def test_tls_client_hello_right_after_the_ssl_request(

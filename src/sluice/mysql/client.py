@@ -19,6 +19,7 @@ import asyncio
 import enum
 import logging
 import re
+import ssl
 import time
 from typing import TYPE_CHECKING, cast
 
@@ -32,6 +33,7 @@ from sluice.mysql.statements import (
     reply_for_client,
 )
 from sluice.pool.pool import PoolStats
+from sluice.tls import TLSBuffer
 from sluice.wire.mysql import commands as cmd
 from sluice.wire.mysql import constants as c
 from sluice.wire.mysql import replies as rp
@@ -116,6 +118,7 @@ class MyClientSession(asyncio.Protocol):
         self._own_skip = 0  # our own commands still to answer before the held PREPARE
         self._unpin_on_ok = False  # a pinned client's COM_RESET_CONNECTION is in flight
         self._sent_at = 0.0
+        self._tls_buf: TLSBuffer | None = None  # TLS done here, not by the event loop
 
     def _set_state(self, new: MyClientState) -> None:
         if new not in _TRANSITIONS[self.state]:
@@ -155,6 +158,10 @@ class MyClientSession(asyncio.Protocol):
         self._handshake = asyncio.get_running_loop().create_task(self._run_login())
 
     def data_received(self, data: bytes) -> None:
+        if self._tls_buf is not None:
+            data = self._decrypt(data)
+            if not data:
+                return
         self.reader.feed(data)
         state = self.state
         if state is MyClientState.READY:
@@ -192,7 +199,24 @@ class MyClientSession(asyncio.Protocol):
 
     def write(self, data: bytes) -> None:
         assert self.transport is not None
+        if self._tls_buf is not None:
+            data = self._tls_buf.encrypt(data)
         self.transport.write(data)
+
+    def _decrypt(self, data: bytes) -> bytes:
+        tls = self._tls_buf
+        assert tls is not None and self.transport is not None
+        try:
+            plain = tls.feed(data)
+        except ssl.SSLError as exc:
+            self._close_now(f"TLS error: {exc.reason or exc}")
+            return b""
+        handshake = tls.outgoing_bytes()
+        if handshake:
+            self.transport.write(handshake)
+        if not plain and self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)  # the login waits on the TLS handshake
+        return plain
 
     # ---- login ----
 
@@ -229,12 +253,19 @@ class MyClientSession(asyncio.Protocol):
         self._login_seq = (packet[0] + 1) & 0xFF
         return packet
 
-    async def start_tls(self, ctx: object) -> None:
-        assert self.transport is not None
-        loop = asyncio.get_running_loop()
-        new = await loop.start_tls(self.transport, self, ctx, server_side=True)  # type: ignore[arg-type]
-        self.transport = cast(asyncio.Transport, new)
+    async def start_tls(self, ctx: ssl.SSLContext) -> None:
+        """TLS from here on, starting with any bytes already read (the ClientHello)."""
+        self._tls_buf = tls = TLSBuffer(ctx)
+        early = self.reader.take_rest()
+        plain = self._decrypt(early) if early else b""
+        while not tls.done:
+            if self.state is MyClientState.CLOSED:
+                raise ServerError("client closed the connection during the TLS handshake")
+            self._waiter = asyncio.get_running_loop().create_future()
+            await self._waiter
         self.tls = True
+        if plain:
+            self.reader.feed(plain)
 
     # ---- relay: client to server ----
 

