@@ -18,9 +18,10 @@ import time
 from typing import TYPE_CHECKING
 
 from sluice.errors import ServerAuthFailed, ServerError, UnknownDatabase
-from sluice.mysql.server import MyServerConn, MyServerState, open_server
+from sluice.mysql.server import MyServerConn, open_server
 from sluice.pool.pool import Pool
 from sluice.proxy import limits_for
+from sluice.session.backend import BackendState
 from sluice.wire.mysql import commands as cmd
 from sluice.wire.mysql import constants as c
 from sluice.wire.mysql.login import LoginClient
@@ -190,7 +191,7 @@ class MyPool:
         if client.pinned:
             self.pinned -= 1
         server.detach()
-        if server.state is MyServerState.CLOSED:
+        if server.state is BackendState.CLOSED:
             self.pool.forget(server)
         elif not server.tracker.idle:
             if server.tracker.pending:

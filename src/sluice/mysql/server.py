@@ -14,15 +14,14 @@ reason in the log.
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 import ssl
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
 from sluice.errors import ServerError
 from sluice.mysql.statements import ServerStatements
+from sluice.session.backend import BackendConn, BackendState
 from sluice.wire.mysql import commands as cmd
 from sluice.wire.mysql import constants as c
 from sluice.wire.mysql import replies as rp
@@ -36,31 +35,14 @@ if TYPE_CHECKING:
 log = logging.getLogger("sluice.server")
 
 
-class MyServerState(enum.Enum):
-    __hash__ = object.__hash__  # identity: cheap on the relay path
+class MyServerConn(BackendConn):
+    """A MySQL backend connection: login as a coroutine, then a relay of reply packets."""
 
-    CONNECTING = "connecting"
-    IDLE = "idle"
-    ACTIVE = "active"
-    CLOSED = "closed"
-
-
-_TRANSITIONS = {
-    MyServerState.CONNECTING: {MyServerState.IDLE, MyServerState.CLOSED},
-    MyServerState.IDLE: {MyServerState.ACTIVE, MyServerState.CLOSED},
-    MyServerState.ACTIVE: {MyServerState.IDLE, MyServerState.CLOSED},
-    MyServerState.CLOSED: set(),
-}
-
-
-class MyServerConn(asyncio.Protocol):
-    """A backend connection: login as a coroutine, then a relay of reply packets."""
+    goodbye = frame(bytes((c.COM_QUIT,)), 0)
+    client: MyClientSession | None
 
     def __init__(self, pool_name: str, max_size: int) -> None:
-        self.pool_name = pool_name
-        self.state = MyServerState.CONNECTING
-        self.transport: asyncio.Transport | None = None
-        self.client: MyClientSession | None = None
+        super().__init__(pool_name)
         self.reader = PacketReader(max_size)
         self.tracker = rp.ReplyTracker(0)
         self.statements = ServerStatements()
@@ -71,42 +53,6 @@ class MyServerConn(asyncio.Protocol):
         self.max_connections = 0
         self.server_version = ""
         self.tls = False
-        self.peer = ""
-        self.created_at = time.monotonic()
-        self.idle_since = self.created_at
-        self.generation = 0
-        self.close_reason = ""
-        self.reading_paused = False
-        self.on_lost: list[object] = []
-        self._waiter: asyncio.Future[None] | None = None
-
-    # ---- state ----
-
-    def _set_state(self, new: MyServerState) -> None:
-        if new not in _TRANSITIONS[self.state]:
-            raise RuntimeError(f"server {self.state.value} -> {new.value} is not allowed")
-        self.state = new
-
-    def attach(self, client: MyClientSession) -> None:
-        self._set_state(MyServerState.ACTIVE)
-        self.client = client
-
-    def pause_reading(self) -> None:
-        """The client cannot take more now (its write buffer is full)."""
-        if self.transport is not None and not self.reading_paused:
-            self.reading_paused = True
-            self.transport.pause_reading()
-
-    def resume_reading(self) -> None:
-        if self.transport is not None and self.reading_paused:
-            self.reading_paused = False
-            self.transport.resume_reading()
-
-    def detach(self) -> None:
-        self.resume_reading()  # never go back to the pool deaf
-        self.client = None
-        if self.state is MyServerState.ACTIVE:
-            self._set_state(MyServerState.IDLE)
 
     @property
     def backend_pid(self) -> int:
@@ -118,32 +64,14 @@ class MyServerConn(asyncio.Protocol):
 
     @property
     def broken(self) -> bool:
-        return self.state is MyServerState.CLOSED or not self.tracker.idle
-
-    def close(self, reason: str) -> None:
-        """Close the connection and say why (the reason is logged, never a secret)."""
-        if self.state is MyServerState.CLOSED:
-            return
-        self.close_reason = reason
-        self._set_state(MyServerState.CLOSED)
-        log.info(
-            "closing server connection %s thread=%s: %s", self.pool_name, self.thread_id, reason
-        )
-        if self.transport is not None:
-            if not self.transport.is_closing():
-                self.transport.write(frame(bytes((c.COM_QUIT,)), 0))
-            self.transport.close()
+        return self.state is BackendState.CLOSED or not self.tracker.idle
 
     # ---- asyncio.Protocol ----
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)
-        self.transport.set_write_buffer_limits(high=256 * 1024)
 
     def data_received(self, data: bytes) -> None:
         self.reader.feed(data)
         client = self.client
-        if self.state is MyServerState.CONNECTING:
+        if self.state is BackendState.CONNECTING:
             self._wake()
         elif client is not None:
             client.relay_replies(self)
@@ -160,31 +88,6 @@ class MyServerConn(asyncio.Protocol):
         if not self.tracker.pending:
             self._wake()
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        was = self.state
-        if was is not MyServerState.CLOSED:
-            self.close_reason = "server closed the connection"
-            log.info("server connection %s thread=%s lost", self.pool_name, self.thread_id)
-            self.state = MyServerState.CLOSED
-        self._wake()
-        client = self.client
-        if client is not None and was is not MyServerState.CLOSED:
-            client.server_lost(self)
-        for callback in self.on_lost:
-            callback(self)  # type: ignore[operator]
-
-    def pause_writing(self) -> None:
-        if self.client is not None:
-            self.client.pause_reading()
-
-    def resume_writing(self) -> None:
-        if self.client is not None:
-            self.client.resume_reading()
-
-    def write(self, data: bytes) -> None:
-        assert self.transport is not None
-        self.transport.write(data)
-
     def send_command(self, payload: bytes, *, own: bool = False) -> None:
         """Send one command (sequence id 0) and note it in the tracker."""
         self.tracker.expect(payload[0], own=own)
@@ -192,12 +95,8 @@ class MyServerConn(asyncio.Protocol):
 
     # ---- waiting (login, liveness checks, resets) ----
 
-    def _wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
-
     async def _wait(self) -> None:
-        if self.state is MyServerState.CLOSED:
+        if self.state is BackendState.CLOSED:
             raise ServerError("server closed the connection")
         self._waiter = asyncio.get_running_loop().create_future()
         await self._waiter
@@ -260,7 +159,7 @@ class MyServerConn(asyncio.Protocol):
         assert login.ok is not None
         self.tracker = rp.ReplyTracker(login.capabilities, status=login.ok.status)
         self.max_connections = await self._max_connections()
-        self._set_state(MyServerState.IDLE)
+        self._set_state(BackendState.IDLE)
         if init:
             await self.run_own(cmd.query(init), timeout=30.0)
 

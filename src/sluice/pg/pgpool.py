@@ -16,9 +16,10 @@ import time
 from typing import TYPE_CHECKING
 
 from sluice.errors import ServerAuthFailed, ServerError
-from sluice.pg.server import ServerConn, ServerState, open_server
+from sluice.pg.server import ServerConn, open_server
 from sluice.pool.pool import Pool
 from sluice.proxy import limits_for
+from sluice.session.backend import BackendState
 from sluice.wire.pg import messages as m
 
 if TYPE_CHECKING:
@@ -105,7 +106,7 @@ class PgPool:
         if client.pinned:
             self.pinned -= 1
         server.detach()
-        if server.state is ServerState.CLOSED:
+        if server.state is BackendState.CLOSED:
             self.pool.forget(server)
         elif not server.tracker.idle:
             self._abandon(server)

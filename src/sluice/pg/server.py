@@ -15,13 +15,12 @@ are lent to a client session, which receives every reply through
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 import ssl
-import time
 from typing import TYPE_CHECKING, cast
 
 from sluice.errors import ProtocolError, ServerAuthFailed, ServerError
+from sluice.session.backend import BackendConn, BackendState
 from sluice.wire.pg import messages as m
 from sluice.wire.pg.framing import MessageReader
 from sluice.wire.pg.md5 import md5_response
@@ -34,76 +33,27 @@ if TYPE_CHECKING:
 log = logging.getLogger("sluice.server")
 
 
-class ServerState(enum.Enum):
-    __hash__ = object.__hash__  # identity: cheap on the relay path
+class ServerConn(BackendConn):
+    """A PostgreSQL backend connection: handshake as a coroutine, then a relay of replies."""
 
-    CONNECTING = "connecting"
-    IDLE = "idle"
-    ACTIVE = "active"
-    CLOSED = "closed"
-
-
-_TRANSITIONS = {
-    ServerState.CONNECTING: {ServerState.IDLE, ServerState.CLOSED},
-    ServerState.IDLE: {ServerState.ACTIVE, ServerState.CLOSED},
-    ServerState.ACTIVE: {ServerState.IDLE, ServerState.CLOSED},
-    ServerState.CLOSED: set(),
-}
-
-
-class ServerConn(asyncio.Protocol):
-    """A backend connection: handshake as a coroutine, then a relay of replies."""
+    goodbye = m.TERMINATE
+    client: ClientSession | None
 
     def __init__(self, pool_name: str, max_size: int) -> None:
-        self.pool_name = pool_name
-        self.state = ServerState.CONNECTING
-        self.transport: asyncio.Transport | None = None
-        self.client: ClientSession | None = None
+        super().__init__(pool_name)
         self.tracker = ResponseTracker(max_size)
         self.reader: MessageReader | None = MessageReader(max_size)
         self.params: dict[str, str] = {}  # tracked settings as this connection has them
         self.params_dirty = False  # True when unknown: reset everything before replaying
         self.server_params: dict[str, str] = {}  # ParameterStatus seen at startup
-        self.backend_pid = 0
-        self.max_connections = 0  # the server's max_connections, read at startup
+        self.pid = 0
         self.backend_secret = 0
-        self.created_at = time.monotonic()
-        self.idle_since = self.created_at
-        self.generation = 0
-        self.close_reason = ""
-        self.reading_paused = False
-        self.on_lost: list[object] = []
-        self._waiter: asyncio.Future[None] | None = None
+        self.max_connections = 0  # the server's max_connections, read at startup
         self._idle_waiter: asyncio.Future[None] | None = None
-        self.peer = ""
 
-    # ---- state ----
-
-    def _set_state(self, new: ServerState) -> None:
-        if new not in _TRANSITIONS[self.state]:
-            raise RuntimeError(f"server {self.state.value} -> {new.value} is not allowed")
-        self.state = new
-
-    def attach(self, client: ClientSession) -> None:
-        self._set_state(ServerState.ACTIVE)
-        self.client = client
-
-    def pause_reading(self) -> None:
-        """The client cannot take more now (its write buffer is full)."""
-        if self.transport is not None and not self.reading_paused:
-            self.reading_paused = True
-            self.transport.pause_reading()
-
-    def resume_reading(self) -> None:
-        if self.transport is not None and self.reading_paused:
-            self.reading_paused = False
-            self.transport.resume_reading()
-
-    def detach(self) -> None:
-        self.resume_reading()  # never go back to the pool deaf
-        self.client = None
-        if self.state is ServerState.ACTIVE:
-            self._set_state(ServerState.IDLE)
+    @property
+    def backend_pid(self) -> int:
+        return self.pid
 
     @property
     def prepared_count(self) -> int:
@@ -111,27 +61,9 @@ class ServerConn(asyncio.Protocol):
 
     @property
     def broken(self) -> bool:
-        return self.state is ServerState.CLOSED or not self.tracker.idle
-
-    def close(self, reason: str) -> None:
-        """Close the connection and say why (the reason is logged, never a secret)."""
-        if self.state is ServerState.CLOSED:
-            return
-        self.close_reason = reason
-        self._set_state(ServerState.CLOSED)
-        log.info(
-            "closing server connection %s pid=%s: %s", self.pool_name, self.backend_pid, reason
-        )
-        if self.transport is not None:
-            if not self.transport.is_closing():
-                self.transport.write(m.TERMINATE)
-            self.transport.close()
+        return self.state is BackendState.CLOSED or not self.tracker.idle
 
     # ---- asyncio.Protocol ----
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport = cast(asyncio.Transport, transport)
-        transport.set_write_buffer_limits(high=256 * 1024)
 
     def data_received(self, data: bytes) -> None:
         client = self.client
@@ -153,36 +85,15 @@ class ServerConn(asyncio.Protocol):
         tracker.feed(data)
         if tracker.idle and self._idle_waiter is not None and not self._idle_waiter.done():
             self._idle_waiter.set_result(None)
-        elif self.state is ServerState.IDLE and tracker.idle:
+        elif self.state is BackendState.IDLE and tracker.idle:
             # an idle connection spoke on its own: a FATAL before the server goes away
             self.close("server sent data while idle (likely terminating)")
 
     def connection_lost(self, exc: Exception | None) -> None:
-        was = self.state
-        if self.state is not ServerState.CLOSED:
-            self.close_reason = "server closed the connection"
-            log.info("server connection %s pid=%s lost", self.pool_name, self.backend_pid)
-            self.state = ServerState.CLOSED
-        self._wake()
+        was_open = self.mark_lost()
         if self._idle_waiter is not None and not self._idle_waiter.done():
             self._idle_waiter.set_exception(ServerError("server connection lost"))
-        client = self.client
-        if client is not None and was is not ServerState.CLOSED:
-            client.server_lost(self)
-        for callback in self.on_lost:
-            callback(self)  # type: ignore[operator]
-
-    def pause_writing(self) -> None:
-        if self.client is not None:
-            self.client.pause_reading()
-
-    def resume_writing(self) -> None:
-        if self.client is not None:
-            self.client.resume_reading()
-
-    def write(self, data: bytes) -> None:
-        assert self.transport is not None
-        self.transport.write(data)
+        self.notify_lost(was_open)
 
     # ---- liveness check and injected queries ----
 
@@ -196,7 +107,7 @@ class ServerConn(asyncio.Protocol):
 
     async def run_silently(self, sql: str, timeout: float) -> None:
         """Run a query on an idle connection, swallowing its replies."""
-        if self.state is ServerState.CLOSED or self.transport is None:
+        if self.state is BackendState.CLOSED or self.transport is None:
             raise ServerError("server connection closed")
         loop = asyncio.get_running_loop()
         self._idle_waiter = loop.create_future()
@@ -212,10 +123,6 @@ class ServerConn(asyncio.Protocol):
 
     # ---- handshake ----
 
-    def _wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
-
     async def _recv(self) -> bytes:
         reader = self.reader
         assert reader is not None
@@ -223,7 +130,7 @@ class ServerConn(asyncio.Protocol):
             msg = reader.next()
             if msg is not None:
                 return msg
-            if self.state is ServerState.CLOSED:
+            if self.state is BackendState.CLOSED:
                 raise ServerError("server closed the connection during startup")
             self._waiter = asyncio.get_running_loop().create_future()
             await self._waiter
@@ -232,7 +139,7 @@ class ServerConn(asyncio.Protocol):
         reader = self.reader
         assert reader is not None
         while reader.pending < 1:
-            if self.state is ServerState.CLOSED:
+            if self.state is BackendState.CLOSED:
                 raise ServerError("server closed the connection during TLS negotiation")
             self._waiter = asyncio.get_running_loop().create_future()
             await self._waiter
@@ -261,7 +168,7 @@ class ServerConn(asyncio.Protocol):
         self.reader = None
         if init_query:
             await self.run_silently(init_query, timeout=30.0)
-        self._set_state(ServerState.IDLE)
+        self._set_state(BackendState.IDLE)
 
     async def _authenticate(self, user: str, password: str) -> None:
         scram: ScramClient | None = None
@@ -299,7 +206,7 @@ class ServerConn(asyncio.Protocol):
                 name, value = m.parse_parameter_status(body)
                 self.server_params[name] = value
             elif kind == b"K":
-                self.backend_pid, self.backend_secret = m.parse_backend_key(body)
+                self.pid, self.backend_secret = m.parse_backend_key(body)
             elif kind == b"Z":
                 return
             elif kind == b"E":

@@ -1,0 +1,1 @@
+"""What client sessions and backend connections of every engine share."""

@@ -1,0 +1,147 @@
+"""A connection from the proxy to a database server, whatever the engine.
+
+States (one owner, `BackendConn._set_state`):
+
+    CONNECTING -> IDLE <-> ACTIVE -> CLOSED
+
+CONNECTING covers the engine's login; IDLE connections sit in their pool;
+ACTIVE ones are lent to a client session. This base holds the state machine,
+lending (`attach`/`detach`), backpressure in both directions, closing with a
+logged reason, and the bookkeeping the pool reads (age, idle time,
+generation). Engines add the login and the relay of replies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import time
+from typing import Any, cast
+
+log = logging.getLogger("sluice.server")
+
+
+class BackendState(enum.Enum):
+    __hash__ = object.__hash__  # identity: cheap on the relay path
+
+    CONNECTING = "connecting"
+    IDLE = "idle"
+    ACTIVE = "active"
+    CLOSED = "closed"
+
+
+_TRANSITIONS = {
+    BackendState.CONNECTING: {BackendState.IDLE, BackendState.CLOSED},
+    BackendState.IDLE: {BackendState.ACTIVE, BackendState.CLOSED},
+    BackendState.ACTIVE: {BackendState.IDLE, BackendState.CLOSED},
+    BackendState.CLOSED: set(),
+}
+
+
+class BackendConn(asyncio.Protocol):
+    """State, lending, backpressure and closing of one backend connection."""
+
+    goodbye = b""  # what the engine sends before closing (Terminate, COM_QUIT)
+    client: Any  # the engine's client session while lent, else None
+
+    def __init__(self, pool_name: str) -> None:
+        self.pool_name = pool_name
+        self.state = BackendState.CONNECTING
+        self.transport: asyncio.Transport | None = None
+        self.client = None
+        self.peer = ""
+        self.created_at = time.monotonic()
+        self.idle_since = self.created_at
+        self.generation = 0
+        self.close_reason = ""
+        self.reading_paused = False
+        self.on_lost: list[object] = []
+        self._waiter: asyncio.Future[None] | None = None
+
+    @property
+    def backend_pid(self) -> int:
+        return 0
+
+    def _set_state(self, new: BackendState) -> None:
+        if new not in _TRANSITIONS[self.state]:
+            raise RuntimeError(f"server {self.state.value} -> {new.value} is not allowed")
+        self.state = new
+
+    def attach(self, client: Any) -> None:
+        self._set_state(BackendState.ACTIVE)
+        self.client = client
+
+    def detach(self) -> None:
+        self.resume_reading()  # never go back to the pool deaf
+        self.client = None
+        if self.state is BackendState.ACTIVE:
+            self._set_state(BackendState.IDLE)
+
+    def close(self, reason: str) -> None:
+        """Close the connection and say why (the reason is logged, never a secret)."""
+        if self.state is BackendState.CLOSED:
+            return
+        self.close_reason = reason
+        self._set_state(BackendState.CLOSED)
+        log.info("closing server connection %s id=%s: %s", self.pool_name, self.backend_pid, reason)
+        if self.transport is not None:
+            if not self.transport.is_closing() and self.goodbye:
+                self.transport.write(self.goodbye)
+            self.transport.close()
+
+    def mark_lost(self) -> bool:
+        """The server closed the connection; True if it was not closing already."""
+        if self.state is BackendState.CLOSED:
+            return False
+        self.close_reason = "server closed the connection"
+        log.info("server connection %s id=%s lost", self.pool_name, self.backend_pid)
+        self.state = BackendState.CLOSED
+        return True
+
+    def notify_lost(self, was_open: bool) -> None:
+        self._wake()
+        if self.client is not None and was_open:
+            self.client.server_lost(self)
+        for callback in self.on_lost:
+            callback(self)  # type: ignore[operator]
+
+    # ---- asyncio.Protocol ----
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.transport.set_write_buffer_limits(high=256 * 1024)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.notify_lost(self.mark_lost())
+
+    def pause_writing(self) -> None:
+        if self.client is not None:
+            self.client.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.client is not None:
+            self.client.resume_reading()
+
+    def write(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.transport.write(data)
+
+    # ---- backpressure from the client ----
+
+    def pause_reading(self) -> None:
+        """The client cannot take more now (its write buffer is full)."""
+        if self.transport is not None and not self.reading_paused:
+            self.reading_paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.transport is not None and self.reading_paused:
+            self.reading_paused = False
+            self.transport.resume_reading()
+
+    # ---- waiting (login, checks) ----
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
