@@ -12,16 +12,14 @@ rolls back); a pinned or session-mode client's connection is reset before reuse.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from typing import TYPE_CHECKING
 
 from sluice.errors import ServerAuthFailed, ServerError, UnknownDatabase
 from sluice.mysql.server import MyServerConn, open_server
 from sluice.pool.pool import Pool
 from sluice.proxy import limits_for
-from sluice.session.backend import BackendState
+from sluice.session.pooling import EnginePool
 from sluice.wire.mysql import commands as cmd
 from sluice.wire.mysql import constants as c
 from sluice.wire.mysql.login import LoginClient
@@ -56,10 +54,11 @@ BASE_BITS = (
 )
 
 
-class MyPool:
+class MyPool(EnginePool):
     """Backend connections for one (proxy, user, capability profile, charset)."""
 
     def __init__(self, proxy: MyProxy, user: str, profile: int, charset: int) -> None:
+        super().__init__()
         self.proxy = proxy
         self.user = user
         self.database = ""
@@ -69,10 +68,7 @@ class MyPool:
         self.pool: Pool[MyServerConn] = Pool(
             self.name, limits_for(proxy.config, proxy.target_max_connections), self._connect
         )
-        self.servers: set[MyServerConn] = set()
         self.schemas: set[str] = set()  # databases this user was seen to be allowed into
-        self.in_transaction = 0
-        self.pinned = 0
 
     async def _connect(self) -> MyServerConn:
         proxy, target = self.proxy, self.proxy.config.target
@@ -102,17 +98,11 @@ class MyPool:
             connect_timeout=target.connect_timeout,
             max_size=proxy.app.settings.max_packet_size,
         )
-        conn.on_lost.append(self._lost)
-        self.servers.add(conn)
+        self.keep(conn)
         if conn.max_connections and proxy.target_max_connections != conn.max_connections:
             proxy.learned_max_connections(conn.max_connections)
         proxy.server_version = conn.server_version + "-sluice"
         return conn
-
-    def _lost(self, conn: object) -> None:
-        assert isinstance(conn, MyServerConn)
-        self.servers.discard(conn)
-        self.pool.remove_idle(conn)
 
     async def kill_query(self, thread_id: int) -> None:
         """KILL QUERY on the target, over a short-lived connection of the same user."""
@@ -173,59 +163,13 @@ class MyPool:
                 server.send_command(cmd.query(stmt), own=True)
         server.settings = dict(want)
 
-    def on_attach(self, client: MyClientSession) -> None:
-        self.in_transaction += 1
+    def abandon(self, server: MyServerConn) -> None:
+        if server.tracker.pending:  # a query still runs: kill it, the close rolls back
+            self.proxy.app.spawn(self.kill_query(server.thread_id))
 
-    def on_release(self, client: MyClientSession, server: MyServerConn) -> None:
-        self.in_transaction -= 1
-        self.pool.stats.transactions += 1
-        self.pool.release(server)
-
-    def on_pin(self, client: MyClientSession, reason: str) -> None:
-        self.pinned += 1
-        self.pool.stats.pins += 1
-        log.info("client %s user=%s pinned to its connection: %s", client.peer, client.user, reason)
-
-    def client_left(self, client: MyClientSession, server: MyServerConn) -> None:
-        self.in_transaction -= 1
-        if client.pinned:
-            self.pinned -= 1
-        server.detach()
-        if server.state is BackendState.CLOSED:
-            self.pool.forget(server)
-        elif not server.tracker.idle:
-            if server.tracker.pending:
-                self.proxy.app.spawn(self.kill_query(server.thread_id))
-            server.close("client disconnected during a transaction")
-            self.pool.forget(server)
-        elif client.pinned or self.proxy.config.pool.mode == "session":
-            asyncio.get_running_loop().create_task(self._reset(server))
-        else:
-            self.pool.release(server)
-
-    async def _reset(self, server: MyServerConn) -> None:
-        try:
-            await server.run_own(bytes((c.COM_RESET_CONNECTION,)), timeout=10.0)
-            if self.proxy.config.pool.init_query:
-                await server.run_own(cmd.query(self.proxy.config.pool.init_query), timeout=30.0)
-        except (ServerError, TimeoutError):
-            server.close("reset after a pinned client failed")
-            self.pool.forget(server)
-            return
+    async def reset(self, server: MyServerConn) -> None:
+        await server.run_own(bytes((c.COM_RESET_CONNECTION,)), timeout=10.0)
+        if self.proxy.config.pool.init_query:
+            await server.run_own(cmd.query(self.proxy.config.pool.init_query), timeout=30.0)
         server.settings = {}
         server.statements.clear()
-        self.pool.release(server)
-
-    def snapshot(self) -> dict[str, float]:
-        pool, now = self.pool, time.monotonic()
-        oldest = min((conn.idle_since for conn in pool.idle), default=now)
-        return {
-            "idle": len(pool.idle),
-            "borrowed": pool.borrowed,
-            "opening": pool.opening,
-            "waiting": len(pool.waiters),
-            "in_transaction": self.in_transaction,
-            "pinned": self.pinned,
-            "max": pool.limits.max_size,
-            "oldest_idle_age": now - oldest,
-        }

@@ -10,29 +10,26 @@ query was still running (so no transaction or lock outlives the client).
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from typing import TYPE_CHECKING
 
-from sluice.errors import ServerAuthFailed, ServerError
+from sluice.errors import ServerAuthFailed
 from sluice.pg.server import ServerConn, open_server
 from sluice.pool.pool import Pool
 from sluice.proxy import limits_for
-from sluice.session.backend import BackendState
-from sluice.wire.pg import messages as m
+from sluice.session.pooling import EnginePool
 
 if TYPE_CHECKING:
-    from sluice.pg.client import ClientSession
     from sluice.pg.proxy import PgProxy
 
 log = logging.getLogger("sluice.pool")
 
 
-class PgPool:
+class PgPool(EnginePool):
     """Backend connections for one (proxy, database, user)."""
 
     def __init__(self, proxy: PgProxy, database: str, user: str) -> None:
+        super().__init__()
         self.proxy = proxy
         self.database = database
         self.user = user
@@ -41,9 +38,6 @@ class PgPool:
             self.name, limits_for(proxy.config, proxy.target_max_connections), self._connect
         )
         self.server_params: dict[str, str] | None = None
-        self.servers: set[ServerConn] = set()
-        self.in_transaction = 0
-        self.pinned = 0
 
     async def _connect(self) -> ServerConn:
         config, target = self.proxy.config, self.proxy.config.target
@@ -64,18 +58,12 @@ class PgPool:
             connect_timeout=target.connect_timeout,
             max_size=self.proxy.app.settings.max_packet_size,
         )
-        conn.on_lost.append(self._lost)
-        self.servers.add(conn)
+        self.keep(conn)
         if conn.max_connections and self.proxy.target_max_connections != conn.max_connections:
             self.proxy.learned_max_connections(conn.max_connections)
         if self.server_params is None:
             self.server_params = dict(conn.server_params)
         return conn
-
-    def _lost(self, conn: object) -> None:
-        assert isinstance(conn, ServerConn)
-        self.servers.discard(conn)
-        self.pool.remove_idle(conn)
 
     async def greeting_params(self) -> dict[str, str]:
         """The server's startup parameters, opening a first connection if none was made."""
@@ -87,70 +75,14 @@ class PgPool:
 
     # ---- events from client sessions ----
 
-    def on_attach(self, client: ClientSession) -> None:
-        self.in_transaction += 1
-
-    def on_release(self, client: ClientSession, server: ServerConn) -> None:
-        self.in_transaction -= 1
-        self.pool.stats.transactions += 1
-        self.pool.release(server)
-
-    def on_pin(self, client: ClientSession, reason: str) -> None:
-        self.pinned += 1
-        self.pool.stats.pins += 1
-        log.info("client %s user=%s pinned to its connection: %s", client.peer, client.user, reason)
-
-    def client_left(self, client: ClientSession, server: ServerConn) -> None:
-        """A client went away holding `server`."""
-        self.in_transaction -= 1
-        if client.pinned:
-            self.pinned -= 1
-        server.detach()
-        if server.state is BackendState.CLOSED:
-            self.pool.forget(server)
-        elif not server.tracker.idle:
-            self._abandon(server)
-        elif client.pinned or self.proxy.config.pool.mode == "session":
-            asyncio.get_running_loop().create_task(self._reset(server))
-        else:
-            self.pool.release(server)
-
-    def _abandon(self, server: ServerConn) -> None:
-        """The client left mid-transaction: cancel what runs, close (the server rolls back)."""
-        if server.tracker.queue:
+    def abandon(self, server: ServerConn) -> None:
+        if server.tracker.queue:  # a query still runs: cancel it, the close rolls back
             self.proxy.app.spawn(self.proxy.send_cancel(server.backend_pid, server.backend_secret))
-        server.close("client disconnected during a transaction")
-        self.pool.forget(server)
 
-    async def _reset(self, server: ServerConn) -> None:
-        try:
-            await server.run_silently("DISCARD ALL", timeout=10.0)
-            if self.proxy.config.pool.init_query:
-                await server.run_silently(self.proxy.config.pool.init_query, timeout=30.0)
-        except (ServerError, TimeoutError):
-            server.close("reset after a session-level client failed")
-            self.pool.forget(server)
-            return
+    async def reset(self, server: ServerConn) -> None:
+        await server.run_silently("DISCARD ALL", timeout=10.0)
+        if self.proxy.config.pool.init_query:
+            await server.run_silently(self.proxy.config.pool.init_query, timeout=30.0)
         server.params = {}
         server.params_dirty = False
         server.tracker.prepared.clear()
-        self.pool.release(server)
-
-    def snapshot(self) -> dict[str, float]:
-        """Numbers for the metrics exporter and the admin console."""
-        pool, now = self.pool, time.monotonic()
-        oldest = min((c.idle_since for c in pool.idle), default=now)
-        return {
-            "idle": len(pool.idle),
-            "borrowed": pool.borrowed,
-            "opening": pool.opening,
-            "waiting": len(pool.waiters),
-            "in_transaction": self.in_transaction,
-            "pinned": self.pinned,
-            "max": pool.limits.max_size,
-            "oldest_idle_age": now - oldest,
-        }
-
-
-def cancel_packet(pid: int, secret: int) -> bytes:
-    return m.cancel_request(pid, secret)

@@ -1,0 +1,110 @@
+"""What happens around a pool, whatever the engine: lending, pinning, clients leaving.
+
+`EnginePool` wraps the engine-agnostic `Pool` for one engine's connections and
+decides what becomes of a connection its client leaves behind: back to the
+pool when idle; reset first (the engine's `reset`) when the client was pinned
+or in session mode; closed, after stopping what runs (`abandon`), when a
+transaction or query was still open, so no transaction or lock outlives its
+client. It also keeps the counts the metrics and the admin console show.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import logging
+import time
+from typing import Any
+
+from sluice.errors import ServerError
+from sluice.pool.pool import Pool
+from sluice.session.backend import BackendConn, BackendState
+
+log = logging.getLogger("sluice.pool")
+
+
+class EnginePool(abc.ABC):
+    """Backend connections of one engine for one pool key."""
+
+    pool: Pool[Any]
+    proxy: Any
+    user: str
+    database: str
+
+    def __init__(self) -> None:
+        self.servers: set[Any] = set()
+        self.in_transaction = 0
+        self.pinned = 0
+
+    @abc.abstractmethod
+    def abandon(self, server: Any) -> None:
+        """Stop what `server` runs for a client that left (cancel, KILL QUERY)."""
+
+    @abc.abstractmethod
+    async def reset(self, server: Any) -> None:
+        """Make `server` forget a client's session state; raise ServerError if it cannot."""
+
+    def keep(self, conn: BackendConn) -> None:
+        """A new connection: watch for it dying on its own."""
+        conn.on_lost.append(self._lost)
+        self.servers.add(conn)
+
+    def _lost(self, conn: object) -> None:
+        self.servers.discard(conn)
+        self.pool.remove_idle(conn)
+
+    # ---- events from client sessions ----
+
+    def on_attach(self, client: Any) -> None:
+        self.in_transaction += 1
+
+    def on_release(self, client: Any, server: Any) -> None:
+        self.in_transaction -= 1
+        self.pool.stats.transactions += 1
+        self.pool.release(server)
+
+    def on_pin(self, client: Any, reason: str) -> None:
+        self.pinned += 1
+        self.pool.stats.pins += 1
+        log.info("client %s user=%s pinned to its connection: %s", client.peer, client.user, reason)
+
+    def client_left(self, client: Any, server: Any) -> None:
+        """A client went away (or changed user) holding `server`."""
+        self.in_transaction -= 1
+        if client.pinned:
+            self.pinned -= 1
+        server.detach()
+        if server.state is BackendState.CLOSED:
+            self.pool.forget(server)
+        elif not server.tracker.idle:
+            self.abandon(server)
+            server.close("client disconnected during a transaction")
+            self.pool.forget(server)
+        elif client.pinned or self.proxy.config.pool.mode == "session":
+            asyncio.get_running_loop().create_task(self._reset_then_release(server))
+        else:
+            self.pool.release(server)
+
+    async def _reset_then_release(self, server: Any) -> None:
+        try:
+            await self.reset(server)
+        except (ServerError, TimeoutError):
+            server.close("reset after a pinned or session-mode client failed")
+            self.pool.forget(server)
+            return
+        self.pool.release(server)
+
+    def snapshot(self) -> dict[str, float]:
+        """Numbers for the metrics exporter and the admin console."""
+        pool, now = self.pool, time.monotonic()
+        oldest = min((c.idle_since for c in pool.idle), default=now)
+        return {
+            "idle": len(pool.idle),
+            "borrowed": pool.borrowed,
+            "opening": pool.opening,
+            "waiting": len(pool.waiters),
+            "in_transaction": self.in_transaction,
+            "pinned": self.pinned,
+            "max": pool.limits.max_size,
+            "oldest_idle_age": now - oldest,
+        }
