@@ -16,7 +16,6 @@ connection goes back to the pool, unless the client is pinned.
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 import re
 import ssl
@@ -33,6 +32,7 @@ from sluice.mysql.statements import (
     reply_for_client,
 )
 from sluice.pool.pool import PoolStats
+from sluice.session.frontend import ClientState, FrontendSession
 from sluice.tls import TLSBuffer
 from sluice.wire.mysql import commands as cmd
 from sluice.wire.mysql import constants as c
@@ -59,32 +59,15 @@ _KILL = re.compile(rb"\s*kill\s+(?:(query|connection)\s+)?(\d+)\s*;?\s*$", re.IG
 _PINS = {c.COM_SET_OPTION: "COM_SET_OPTION"}
 
 
-class MyClientState(enum.Enum):
-    __hash__ = object.__hash__
-
-    STARTUP = "startup"
-    READY = "ready"
-    WAITING = "waiting"
-    CLOSED = "closed"
-
-
-_TRANSITIONS = {
-    MyClientState.STARTUP: {MyClientState.READY, MyClientState.CLOSED},
-    MyClientState.READY: {MyClientState.WAITING, MyClientState.STARTUP, MyClientState.CLOSED},
-    MyClientState.WAITING: {MyClientState.READY, MyClientState.CLOSED},
-    MyClientState.CLOSED: set(),
-}
-
-
-class MyClientSession(asyncio.Protocol):
+class MyClientSession(FrontendSession):
     """A MySQL client connection: login coroutine, then an event-driven relay."""
 
+    server: MyServerConn | None
+
     def __init__(self, proxy: MyProxy) -> None:
+        super().__init__()
         self.proxy = proxy
-        self.state = MyClientState.STARTUP
-        self.transport: asyncio.Transport | None = None
         self.reader = PacketReader(proxy.app.settings.max_packet_size)
-        self.server: MyServerConn | None = None
         self.pool: MyPool | None = None
         self.user = ""
         self.database = ""  # the schema the client last selected
@@ -108,7 +91,6 @@ class MyClientSession(asyncio.Protocol):
         self._waiter: asyncio.Future[None] | None = None
         self._handshake: asyncio.Task[None] | None = None
         self._infile = False
-        self._paused = False
         self._login_accept: list[bytes] = []  # the packets that end a successful login
         self.statements = ClientStatements()
         self._capture: list[bytes] | None = None  # a STMT_PREPARE reply being relayed
@@ -120,32 +102,15 @@ class MyClientSession(asyncio.Protocol):
         self._sent_at = 0.0
         self._tls_buf: TLSBuffer | None = None  # TLS done here, not by the event loop
 
-    def _set_state(self, new: MyClientState) -> None:
-        if new not in _TRANSITIONS[self.state]:
-            raise RuntimeError(f"client {self.state.value} -> {new.value} is not allowed")
-        self.state = new
-
     # ---- what the proxy asks of a session ----
 
     @property
-    def idle(self) -> bool:
-        return self.state is MyClientState.READY and self.server is None
-
-    @property
     def logging_in(self) -> bool:
-        return self.state is MyClientState.STARTUP
+        return self.state is ClientState.STARTUP
 
     @property
     def application_name(self) -> str:
         return self.program_name
-
-    @property
-    def in_transaction(self) -> bool:
-        return self.server is not None and not self.server.tracker.idle
-
-    @property
-    def waiting(self) -> bool:
-        return self.state is MyClientState.WAITING
 
     # ---- asyncio.Protocol ----
 
@@ -164,38 +129,20 @@ class MyClientSession(asyncio.Protocol):
                 return
         self.reader.feed(data)
         state = self.state
-        if state is MyClientState.READY:
+        if state is ClientState.READY:
             self.last_active = time.monotonic()
             self._drain()
-        elif state is MyClientState.WAITING:
+        elif state is ClientState.WAITING:
             if self.reader.pending > _BUFFER_WHILE_WAITING:
                 self.pause_reading()
         elif self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self.state is not MyClientState.CLOSED:
+        if self.state is not ClientState.CLOSED:
             self._close_now("client disconnected")
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
-
-    def pause_writing(self) -> None:
-        if self.server is not None:
-            self.server.pause_reading()
-
-    def resume_writing(self) -> None:
-        if self.server is not None:
-            self.server.resume_reading()
-
-    def pause_reading(self) -> None:
-        if self.transport is not None and not self._paused:
-            self._paused = True
-            self.transport.pause_reading()
-
-    def resume_reading(self) -> None:
-        if self.transport is not None and self._paused:
-            self._paused = False
-            self.transport.resume_reading()
 
     def write(self, data: bytes) -> None:
         assert self.transport is not None
@@ -238,15 +185,15 @@ class MyClientSession(asyncio.Protocol):
         finally:
             self._handshake = None
             self._waiter = None
-        if self.state is MyClientState.STARTUP:
-            self._set_state(MyClientState.READY)
+        if self.state is ClientState.STARTUP:
+            self._set_state(ClientState.READY)
             self._drain()
 
     _login_seq = 2
 
     async def receive(self) -> tuple[int, bytes]:
         while (packet := self.reader.next()) is None:
-            if self.state is MyClientState.CLOSED:
+            if self.state is ClientState.CLOSED:
                 raise ServerError("client closed the connection")
             self._waiter = asyncio.get_running_loop().create_future()
             await self._waiter
@@ -259,7 +206,7 @@ class MyClientSession(asyncio.Protocol):
         early = self.reader.take_rest()
         plain = self._decrypt(early) if early else b""
         while not tls.done:
-            if self.state is MyClientState.CLOSED:
+            if self.state is ClientState.CLOSED:
                 raise ServerError("client closed the connection during the TLS handshake")
             self._waiter = asyncio.get_running_loop().create_future()
             await self._waiter
@@ -271,7 +218,7 @@ class MyClientSession(asyncio.Protocol):
 
     def _drain(self) -> None:
         try:
-            while self.state is MyClientState.READY and self._held_stmt is None:
+            while self.state is ClientState.READY and self._held_stmt is None:
                 packet = self._held or self.reader.next()
                 self._held = None
                 if packet is None:
@@ -431,7 +378,7 @@ class MyClientSession(asyncio.Protocol):
             self.pool.client_left(self, server)  # reset, or closed if mid-transaction
         elif self.pinned and self.pool is not None:
             self.pool.pinned -= 1
-        self._set_state(MyClientState.STARTUP)
+        self._set_state(ClientState.STARTUP)
         self._handshake = asyncio.get_running_loop().create_task(self._run_login(payload))
 
     def _kill(self, thread_id: int, *, query: bool) -> None:
@@ -481,7 +428,7 @@ class MyClientSession(asyncio.Protocol):
         server = self.pool.pool.try_acquire()
         if server is None:
             self._held = packet
-            self._set_state(MyClientState.WAITING)
+            self._set_state(ClientState.WAITING)
             self._wait_started = time.monotonic()
             self._request = self.pool.pool.request()
             self._request.add_done_callback(self._server_ready)
@@ -503,13 +450,13 @@ class MyClientSession(asyncio.Protocol):
                 self.fail(ServerError(f"cannot borrow a database connection: {exc}"))
             return
         server = fut.result()
-        if self.state is not MyClientState.WAITING:
+        if self.state is not ClientState.WAITING:
             self.pool.pool.release(server)
             return
         waited = time.monotonic() - self._wait_started
         self.stats.borrow_wait_total += waited
         self.stats.borrow_latency.observe(waited)
-        self._set_state(MyClientState.READY)
+        self._set_state(ClientState.READY)
         self._attach(server)
         self.resume_reading()
         self._drain()
@@ -613,25 +560,25 @@ class MyClientSession(asyncio.Protocol):
         if server is not None:
             assert self.pool is not None
             await self.pool.kill_query(server.thread_id)
-        elif self.state is MyClientState.WAITING:
+        elif self.state is ClientState.WAITING:
             self.fail(QueryCanceled("Query execution was interrupted"), fatal=False)
 
     # ---- ending ----
 
     def fail(self, exc: SluiceError, fatal: bool = True, seq: int = 1) -> None:
         """Report `exc` as a MySQL ERR packet; fatal errors end the session."""
-        if self.state is MyClientState.CLOSED:
+        if self.state is ClientState.CLOSED:
             return
         if self.transport is not None and not self.transport.is_closing():
             self.write(frame(err_packet(exc, self.user, self.peer, self.tls), seq))
         if fatal:
             self._close_now(f"{type(exc).__name__}: {exc}")
-        elif self.state is MyClientState.WAITING:
+        elif self.state is ClientState.WAITING:
             if self._request is not None:
                 self._request.cancel()
                 self._request = None
             self._held = None
-            self._set_state(MyClientState.READY)
+            self._set_state(ClientState.READY)
             self.resume_reading()
             self._drain()
 
@@ -641,10 +588,10 @@ class MyClientSession(asyncio.Protocol):
         self.fail(error_for_sqlstate(text, sqlstate))
 
     def _close_now(self, reason: str) -> None:
-        if self.state is MyClientState.CLOSED:
+        if self.state is ClientState.CLOSED:
             return
         self.close_reason = reason
-        self._set_state(MyClientState.CLOSED)
+        self._set_state(ClientState.CLOSED)
         level = logging.DEBUG if reason == "client sent COM_QUIT" else logging.INFO
         log.log(level, "client %s user=%s closed: %s", self.peer, self.user, reason)
         if self._handshake is not None and not self._handshake.done():

@@ -17,7 +17,6 @@ client is pinned.
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 import ssl
 import time
@@ -35,6 +34,7 @@ from sluice.errors import (
 from sluice.pg.settings import SessionSettings, sync_sql
 from sluice.pg.statements import ClientStatements
 from sluice.pool.pool import PoolStats
+from sluice.session.frontend import ClientState, FrontendSession
 from sluice.wire.pg import messages as m
 from sluice.wire.pg import responses as r
 from sluice.wire.pg.framing import MessageReader
@@ -54,30 +54,14 @@ _BUFFER_WHILE_WAITING = 256 * 1024  # bytes read ahead while waiting for a conne
 _NORMAL_ENDS = frozenset({"client sent Terminate", "cancel request handled"})
 
 
-class ClientState(enum.Enum):
-    __hash__ = object.__hash__  # identity: cheap on the relay path
-
-    STARTUP = "startup"
-    READY = "ready"
-    WAITING = "waiting"
-    CLOSED = "closed"
-
-
-_TRANSITIONS = {
-    ClientState.STARTUP: {ClientState.READY, ClientState.CLOSED},
-    ClientState.READY: {ClientState.WAITING, ClientState.CLOSED},
-    ClientState.WAITING: {ClientState.READY, ClientState.CLOSED},
-    ClientState.CLOSED: set(),
-}
-
-
-class ClientSession(asyncio.Protocol):
+class ClientSession(FrontendSession):
     """A client connection: handshake coroutine, then an event-driven relay."""
+
+    server: ServerConn | None
 
     __slots__ = (
         "_handshake",
         "_held",
-        "_paused",
         "_request",
         "_sent_at",
         "_skip_to_sync",
@@ -94,22 +78,17 @@ class ClientSession(asyncio.Protocol):
         "pool",
         "proxy",
         "reader",
-        "server",
         "settings",
-        "state",
         "statements",
         "stats",
         "tls",
-        "transport",
         "user",
     )
 
     def __init__(self, proxy: PgProxy) -> None:
+        super().__init__()
         self.proxy = proxy
-        self.state = ClientState.STARTUP
-        self.transport: asyncio.Transport | None = None
         self.reader = MessageReader(proxy.app.settings.max_packet_size)
-        self.server: ServerConn | None = None
         self.pool: PgPool | None = None
         self.user = ""
         self.database = ""
@@ -132,39 +111,15 @@ class ClientSession(asyncio.Protocol):
         self._wait_started = 0.0
         self._sent_at = 0.0
         self.stats: PoolStats = proxy.startup_stats  # the pool's own once the client logs in
-        self._paused = False
         self._skip_to_sync = False
-
-    @property
-    def closed(self) -> bool:
-        return self.state is ClientState.CLOSED
-
-    @property
-    def idle(self) -> bool:
-        """Logged in, holding no connection and waiting for none."""
-        return self.state is ClientState.READY and self.server is None
 
     @property
     def application_name(self) -> str:
         return self.settings.shown("application_name")
 
     @property
-    def in_transaction(self) -> bool:
-        """Holding a connection that is inside a transaction or running a query."""
-        return self.server is not None and not self.server.tracker.idle
-
-    @property
-    def waiting(self) -> bool:
-        return self.state is ClientState.WAITING
-
-    @property
     def logging_in(self) -> bool:
         return self.state is ClientState.STARTUP and not self.admin_session
-
-    def _set_state(self, new: ClientState) -> None:
-        if new not in _TRANSITIONS[self.state]:
-            raise RuntimeError(f"client {self.state.value} -> {new.value} is not allowed")
-        self.state = new
 
     # ---- asyncio.Protocol ----
 
@@ -196,24 +151,6 @@ class ClientSession(asyncio.Protocol):
             self._close_now("client disconnected")
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
-
-    def pause_writing(self) -> None:
-        if self.server is not None:
-            self.server.pause_reading()
-
-    def resume_writing(self) -> None:
-        if self.server is not None:
-            self.server.resume_reading()
-
-    def pause_reading(self) -> None:
-        if self.transport is not None and not self._paused:
-            self._paused = True
-            self.transport.pause_reading()
-
-    def resume_reading(self) -> None:
-        if self.transport is not None and self._paused:
-            self._paused = False
-            self.transport.resume_reading()
 
     def transport_write(self, data: bytes) -> None:
         assert self.transport is not None
