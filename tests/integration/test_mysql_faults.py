@@ -738,8 +738,6 @@ def client_hello() -> tuple[ssl.SSLObject, ssl.MemoryBIO, bytes]:
     return tls, incoming, outgoing.read()
 
 
-
-
 @pytest.mark.parametrize(
     "together",
     [

@@ -325,3 +325,33 @@ def test_max_connections_percent_of_the_server(
     finally:
         for conn in held:
             conn.close()
+
+
+@pytest.mark.parametrize("driver", ["pymysql", "connector-c"])
+def test_last_insert_id_is_the_clients_own(start_mysql_proxy: Start, driver: str) -> None:
+    """Between transactions a client's LAST_INSERT_ID() is its own INSERT's, whoever
+    used the (only) connection since."""
+    proc = start_mysql_proxy(pool={"max_connections": 1})
+
+    def open_conn() -> Any:
+        if driver == "pymysql":
+            return connect(proc, autocommit=True)
+        kwargs = {**mysql_kwargs(proc), "use_pure": False, "ssl_disabled": True}
+        return mysql.connector.connect(**kwargs, autocommit=True)
+
+    first, second = open_conn(), open_conn()
+    try:
+        cur = first.cursor()
+        cur.execute("create table if not exists ids (id int auto_increment primary key, v int)")
+        cur.execute("insert into ids (v) values (1)")
+        mine = cur.lastrowid
+        other = second.cursor()
+        other.execute("insert into ids (v) values (2)")  # same server connection, newer id
+        assert other.lastrowid > mine
+        cur.execute("select last_insert_id()")
+        assert list(cur.fetchall()) == [(mine,)]
+        cur.execute("SELECT LAST_INSERT_ID() AS id;")
+        assert list(cur.fetchall()) == [(mine,)]
+    finally:
+        first.close()
+        second.close()

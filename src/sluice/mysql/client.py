@@ -23,6 +23,7 @@ import time
 from typing import TYPE_CHECKING, cast
 
 from sluice.errors import PoolTimeout, QueryCanceled, ServerError, SluiceError
+from sluice.mysql.answers import last_insert_id_query, one_value_result
 from sluice.mysql.errors import MyError, err_packet
 from sluice.mysql.statements import (
     ClientStatements,
@@ -37,7 +38,7 @@ from sluice.tls import TLSBuffer
 from sluice.wire.mysql import commands as cmd
 from sluice.wire.mysql import constants as c
 from sluice.wire.mysql import replies as rp
-from sluice.wire.mysql.messages import OkPacket, build_err, build_ok
+from sluice.wire.mysql.messages import OkPacket, build_err, build_ok, parse_ok
 from sluice.wire.mysql.packets import PacketReader, frame
 from sluice.wire.mysql.sql import NO_EFFECT, classify_bytes
 
@@ -100,6 +101,7 @@ class MyClientSession(FrontendSession):
         self._own_skip = 0  # our own commands still to answer before the held PREPARE
         self._unpin_on_ok = False  # a pinned client's COM_RESET_CONNECTION is in flight
         self._sent_at = 0.0
+        self.last_insert_id = 0  # from the OK packets this client got
         self._tls_buf: TLSBuffer | None = None  # TLS done here, not by the event loop
 
     # ---- what the proxy asks of a session ----
@@ -259,6 +261,11 @@ class MyClientSession(FrontendSession):
         if command == c.COM_CHANGE_USER:
             self._change_user(payload)
             return False
+        if command == c.COM_QUERY and server is None:
+            name = last_insert_id_query(payload[1:])
+            if name is not None:  # the INSERT's connection may be anyone's by now
+                self.write(one_value_result(name, self.last_insert_id, self.capabilities))
+                return True
         if command == c.COM_STMT_CLOSE and server is None:
             self.statements.by_id.pop(cmd.stmt_id(payload), None)  # no reply; nothing to send
             return True
@@ -488,6 +495,8 @@ class MyClientSession(FrontendSession):
                 if flags & rp.INFILE:
                     self._infile = True
                 if flags & rp.DONE:
+                    if payload[:1] == b"\x00":
+                        self._note_ok(payload)
                     self._reply_done(server, bool(flags & rp.ERROR))
         except SluiceError as exc:
             server.close(f"protocol error from the server: {exc}")
@@ -517,6 +526,12 @@ class MyClientSession(FrontendSession):
             self._capture = None
             self._remember(server, self._capture_sql, capture)
         return payload
+
+    def _note_ok(self, payload: bytes) -> None:
+        """Remember an INSERT's generated id (a 0 means: this statement made none)."""
+        insert_id = parse_ok(payload).last_insert_id
+        if insert_id:
+            self.last_insert_id = insert_id
 
     def _reply_done(self, server: MyServerConn, error: bool) -> None:
         if self._unpin_on_ok:
