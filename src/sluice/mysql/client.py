@@ -22,7 +22,7 @@ import ssl
 import time
 from typing import TYPE_CHECKING, cast
 
-from sluice.errors import PoolTimeout, QueryCanceled, ServerError, SluiceError
+from sluice.errors import QueryCanceled, ServerError, SluiceError
 from sluice.mysql.answers import last_insert_id_query, one_value_result
 from sluice.mysql.errors import MyError, err_packet
 from sluice.mysql.statements import (
@@ -86,9 +86,6 @@ class MyClientSession(FrontendSession):
         self.last_active = self.connected_at
         self.stats: PoolStats = proxy.startup_stats
         self.close_reason = ""
-        self._held: tuple[int, bytes] | None = None
-        self._request: asyncio.Future[MyServerConn] | None = None
-        self._wait_started = 0.0
         self._waiter: asyncio.Future[None] | None = None
         self._handshake: asyncio.Task[None] | None = None
         self._infile = False
@@ -432,41 +429,14 @@ class MyClientSession(FrontendSession):
             self.fail_with("the proxy is shutting down", "57P01")
             return None
         assert self.pool is not None
-        server = self.pool.pool.try_acquire()
+        server: MyServerConn | None = self._acquire_or_wait(packet)
         if server is None:
-            self._held = packet
-            self._set_state(ClientState.WAITING)
-            self._wait_started = time.monotonic()
-            self._request = self.pool.pool.request()
-            self._request.add_done_callback(self._server_ready)
             return None
-        self.stats.borrow_latency.observe(0.0)
         self._attach(server)
         return server
 
-    def _server_ready(self, fut: asyncio.Future[MyServerConn]) -> None:
-        self._request = None
-        if fut.cancelled():
-            return
-        assert self.pool is not None
-        exc = fut.exception()
-        if exc is not None:
-            if isinstance(exc, SluiceError):
-                self.fail(exc, fatal=not isinstance(exc, PoolTimeout))
-            else:
-                self.fail(ServerError(f"cannot borrow a database connection: {exc}"))
-            return
-        server = fut.result()
-        if self.state is not ClientState.WAITING:
-            self.pool.pool.release(server)
-            return
-        waited = time.monotonic() - self._wait_started
-        self.stats.borrow_wait_total += waited
-        self.stats.borrow_latency.observe(waited)
-        self._set_state(ClientState.READY)
+    def _on_borrowed(self, server: MyServerConn) -> None:
         self._attach(server)
-        self.resume_reading()
-        self._drain()
 
     def _attach(self, server: MyServerConn) -> None:
         server.attach(self)

@@ -62,10 +62,6 @@ class MyServerConn(BackendConn):
     def prepared_count(self) -> int:
         return len(self.statements.by_sql)
 
-    @property
-    def broken(self) -> bool:
-        return self.state is BackendState.CLOSED or not self.tracker.idle
-
     # ---- asyncio.Protocol ----
 
     def data_received(self, data: bytes) -> None:

@@ -25,10 +25,8 @@ from typing import TYPE_CHECKING, cast
 from sluice.errors import (
     AuthFailed,
     ClientError,
-    PoolTimeout,
     ProtocolError,
     QueryCanceled,
-    ServerError,
     SluiceError,
 )
 from sluice.pg.settings import SessionSettings, sync_sql
@@ -61,11 +59,8 @@ class ClientSession(FrontendSession):
 
     __slots__ = (
         "_handshake",
-        "_held",
-        "_request",
         "_sent_at",
         "_skip_to_sync",
-        "_wait_started",
         "_waiter",
         "admin_session",
         "cancel_key",
@@ -104,11 +99,8 @@ class ClientSession(FrontendSession):
         self.connected_at = time.monotonic()
         self.last_active = self.connected_at
         self.close_reason = ""
-        self._held: bytes | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._handshake: asyncio.Task[None] | None = None
-        self._request: asyncio.Future[ServerConn] | None = None
-        self._wait_started = 0.0
         self._sent_at = 0.0
         self.stats: PoolStats = proxy.startup_stats  # the pool's own once the client logs in
         self._skip_to_sync = False
@@ -269,46 +261,17 @@ class ClientSession(FrontendSession):
             self.fail_with("the proxy is shutting down", "57P01")
             return _CONSUMED
         assert self.pool is not None
-        server = self.pool.pool.try_acquire()
+        server = self._acquire_or_wait(msg)
         if server is None:
-            self._held = msg
-            self._set_state(ClientState.WAITING)
-            self._wait_started = time.monotonic()
-            self._request = self.pool.pool.request()
-            self._request.add_done_callback(self._server_ready)
             return _WAIT
-        self.stats.borrow_latency.observe(0.0)
         self._attach(server, out)
         return _ATTACHED
 
-    def _server_ready(self, fut: asyncio.Future[ServerConn]) -> None:
-        """The pool answered our wait: a connection, or an error such as a borrow timeout."""
-        self._request = None
-        if fut.cancelled():
-            return
-        pool = self.pool
-        assert pool is not None
-        exc = fut.exception()
-        if exc is not None:
-            if isinstance(exc, SluiceError):
-                self.fail(exc, fatal=not isinstance(exc, PoolTimeout))
-            else:
-                self.fail(ServerError(f"cannot borrow a database connection: {exc}"))
-            return
-        server = fut.result()
-        if self.state is not ClientState.WAITING:
-            pool.pool.release(server)  # the client left while waiting
-            return
-        waited = time.monotonic() - self._wait_started
-        self.stats.borrow_wait_total += waited
-        self.stats.borrow_latency.observe(waited)
-        self._set_state(ClientState.READY)
+    def _on_borrowed(self, server: ServerConn) -> None:
         out: list[bytes] = []
         self._attach(server, out)
         if out:
             server.write(b"".join(out))
-        self.resume_reading()
-        self._drain()
 
     def _attach(self, server: ServerConn, out: list[bytes]) -> None:
         server.attach(self)

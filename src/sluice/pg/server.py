@@ -59,10 +59,6 @@ class ServerConn(BackendConn):
     def prepared_count(self) -> int:
         return len(self.tracker.prepared)
 
-    @property
-    def broken(self) -> bool:
-        return self.state is BackendState.CLOSED or not self.tracker.idle
-
     # ---- asyncio.Protocol ----
 
     def data_received(self, data: bytes) -> None:

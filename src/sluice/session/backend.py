@@ -44,6 +44,7 @@ class BackendConn(asyncio.Protocol):
 
     goodbye = b""  # what the engine sends before closing (Terminate, COM_QUIT)
     client: Any  # the engine's client session while lent, else None
+    tracker: Any  # the engine's reply tracker: `idle` when nothing is outstanding
 
     def __init__(self, pool_name: str) -> None:
         self.pool_name = pool_name
@@ -62,6 +63,11 @@ class BackendConn(asyncio.Protocol):
     @property
     def backend_pid(self) -> int:
         return 0
+
+    @property
+    def broken(self) -> bool:
+        """Not fit to lend: closed, or with a request or transaction still open."""
+        return self.state is BackendState.CLOSED or not self.tracker.idle
 
     def _set_state(self, new: BackendState) -> None:
         if new not in _TRANSITIONS[self.state]:

@@ -14,9 +14,13 @@ connection's reading, a full server socket pauses the client's.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import enum
+import time
 from typing import Any
+
+from sluice.errors import PoolTimeout, ServerError, SluiceError
 
 
 class ClientState(enum.Enum):
@@ -37,15 +41,28 @@ _TRANSITIONS = {
 
 
 class FrontendSession(asyncio.Protocol):
-    """State and backpressure of one client connection; engines add login and relay."""
+    """State, borrowing and backpressure of one client connection; engines add the rest.
 
-    __slots__ = ("_paused", "server", "state", "transport")
+    Borrowing: `_acquire_or_wait` lends a connection at once, or parks the message
+    that needed it (`_held`) and waits on a pool future; `_server_ready` then
+    hands the connection to the engine (`_on_borrowed`), which replays the parked
+    message. A wait that ends in an error is reported in the engine's format.
+    """
+
+    # set by the engines' sessions
+    pool: Any
+    stats: Any
+
+    __slots__ = ("_held", "_paused", "_request", "_wait_started", "server", "state", "transport")
 
     def __init__(self) -> None:
         self.state = ClientState.STARTUP
         self.transport: asyncio.Transport | None = None
         self.server: Any = None
         self._paused = False
+        self._held: Any = None  # the message that needed a connection, while waiting
+        self._request: asyncio.Future[Any] | None = None
+        self._wait_started = 0.0
 
     def _set_state(self, new: ClientState) -> None:
         if new not in _TRANSITIONS[self.state]:
@@ -69,6 +86,57 @@ class FrontendSession(asyncio.Protocol):
     def in_transaction(self) -> bool:
         """Holding a connection that is inside a transaction or running a query."""
         return self.server is not None and not self.server.tracker.idle
+
+    # ---- borrowing ----
+
+    def _acquire_or_wait(self, held: object) -> Any:
+        """A connection now, or None after starting to wait for one with `held` parked."""
+        server = self.pool.pool.try_acquire()
+        if server is None:
+            self._held = held
+            self._set_state(ClientState.WAITING)
+            self._wait_started = time.monotonic()
+            self._request = self.pool.pool.request()
+            self._request.add_done_callback(self._server_ready)
+            return None
+        self.stats.borrow_latency.observe(0.0)
+        return server
+
+    def _server_ready(self, fut: asyncio.Future[Any]) -> None:
+        """The pool answered our wait: a connection, or an error such as a borrow timeout."""
+        self._request = None
+        if fut.cancelled():
+            return
+        exc = fut.exception()
+        if exc is not None:
+            if isinstance(exc, SluiceError):
+                self.fail(exc, fatal=not isinstance(exc, PoolTimeout))
+            else:
+                self.fail(ServerError(f"cannot borrow a database connection: {exc}"))
+            return
+        server = fut.result()
+        if self.state is not ClientState.WAITING:
+            self.pool.pool.release(server)  # the client left while waiting
+            return
+        waited = time.monotonic() - self._wait_started
+        self.stats.borrow_wait_total += waited
+        self.stats.borrow_latency.observe(waited)
+        self._set_state(ClientState.READY)
+        self._on_borrowed(server)
+        self.resume_reading()
+        self._drain()
+
+    @abc.abstractmethod
+    def _on_borrowed(self, server: Any) -> None:
+        """Attach a connection that arrived after a wait."""
+
+    @abc.abstractmethod
+    def _drain(self) -> None:
+        """Relay whatever complete messages the client has sent."""
+
+    @abc.abstractmethod
+    def fail(self, exc: SluiceError, fatal: bool = True) -> None:
+        """Report `exc` to the client in the engine's format."""
 
     # ---- backpressure ----
 
