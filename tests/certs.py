@@ -77,8 +77,9 @@ def make_ca(common: str) -> Issued:
     return Issued(cert, key)
 
 
-def issue(ca: Issued, common: str, names: list[str]) -> Issued:
-    """A server certificate for `names` (DNS names or IP addresses), signed by `ca`."""
+def issue(ca: Issued | None, common: str, names: list[str]) -> Issued:
+    """A server certificate for `names` (DNS names or IP addresses), signed by `ca`,
+    or self-signed when `ca` is None."""
     key = ec.generate_private_key(ec.SECP256R1())
     alt: list[x509.GeneralName] = []
     for name in names:
@@ -86,13 +87,14 @@ def issue(ca: Issued, common: str, names: list[str]) -> Issued:
             alt.append(x509.IPAddress(ipaddress.ip_address(name)))
         except ValueError:
             alt.append(x509.DNSName(name))
-    ski = ca.cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-    cert = (
-        _builder(common, ca.cert.subject, key)
+    builder = (
+        _builder(common, ca.cert.subject if ca else _name(common), key)
         .add_extension(x509.SubjectAlternativeName(alt), critical=False)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), False)
-        .sign(ca.key, hashes.SHA256())
     )
-    return Issued(cert, key)
+    if ca is not None:
+        ski = ca.cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+        aki = x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
+        builder = builder.add_extension(aki, False)
+    return Issued(builder.sign(ca.key if ca else key, hashes.SHA256()), key)

@@ -15,8 +15,6 @@ Certificates are made on the fly with `cryptography`.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
-import ipaddress
 import os
 import pwd
 import shutil
@@ -33,11 +31,8 @@ from typing import Any
 import asyncpg
 import psycopg
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from certs import issue, make_ca
 from helpers import APP_DB, APP_PASSWORD, APP_USER, dsn, free_port, proxy_config
 from sluice.devtools.pgcluster import PgCluster
 from sluice.devtools.runner import SluiceProcess
@@ -50,89 +45,6 @@ DB_NAME = "db.sluice.test"  # the backend certificate's only name: verify-full n
 
 
 # ---------------------------------------------------------------- certificates
-
-
-@dataclass
-class Issued:
-    cert: x509.Certificate
-    key: ec.EllipticCurvePrivateKey
-
-    def write(self, directory: Path, stem: str, owner: tuple[int, int] | None = None) -> Path:
-        """Write `<stem>.crt` and `<stem>.key` (mode 600, chowned to `owner`); return the crt."""
-        crt, key = directory / f"{stem}.crt", directory / f"{stem}.key"
-        crt.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
-        key.write_bytes(
-            self.key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
-        key.chmod(0o600)
-        if owner is not None:
-            for path in (crt, key):
-                os.chown(path, *owner)
-        return crt
-
-
-def _name(common: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
-
-
-def make_ca(common: str) -> Issued:
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name(common))
-        .issuer_name(_name(common))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=2))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
-        .sign(key, hashes.SHA256())
-    )
-    return Issued(cert, key)
-
-
-def issue(ca: Issued | None, common: str, names: list[str]) -> Issued:
-    """A server certificate for `names` (DNS names or IPs), signed by `ca` or self-signed."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.UTC)
-    alt: list[x509.GeneralName] = []
-    for name in names:
-        try:
-            alt.append(x509.IPAddress(ipaddress.ip_address(name)))
-        except ValueError:
-            alt.append(x509.DNSName(name))
-    issuer = ca.cert.subject if ca else _name(common)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(_name(common))
-        .issuer_name(issuer)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=2))
-        .add_extension(x509.SubjectAlternativeName(alt), critical=False)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False)
-        .add_extension(x509.BasicConstraints(ca=ca is None, path_length=None), critical=True)
-    )
-    if ca is not None:
-        ski = ca.cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-        builder = builder.add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), False
-        )
-    return Issued(builder.sign(ca.key if ca else key, hashes.SHA256()), key)
-
-
-# ---------------------------------------------------------------- raw protocol
 
 
 def read_message(sock: socket.socket) -> tuple[bytes, bytes] | None:
