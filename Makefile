@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench system-pg system-mysql system-bench clean
+.PHONY: demo test lint bench system-pg system-mysql system-sysbench system-bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -25,9 +25,12 @@ system-mysql:
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q mariadb-server mariadb-client; \
 	fi
 
-system-bench: system-pg system-mysql
-	@command -v pgbouncer >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q pgbouncer)
+# sysbench drives MySQL through the proxy in the tests and the benchmark.
+system-sysbench:
 	@command -v sysbench >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q sysbench)
+
+system-bench: system-pg system-mysql system-sysbench
+	@command -v pgbouncer >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q pgbouncer)
 
 demo: $(STAMP) system-pg
 	$(BIN)/python -m sluice.demo
@@ -36,7 +39,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
 
-test: $(STAMP) system-pg system-mysql lint
+test: $(STAMP) system-pg system-mysql system-sysbench lint
 	$(BIN)/pytest -q
 
 bench: $(STAMP) system-bench

@@ -11,6 +11,7 @@ transactions finish up to the timeout, then closes everything.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hmac
 import logging
 import secrets
@@ -19,6 +20,8 @@ from collections.abc import Coroutine
 from typing import Any, Protocol
 
 from sluice import config as config_mod
+from sluice.auth.base import Authority
+from sluice.auth.static import FileAuthority
 from sluice.config import ProxyConfig, Settings
 from sluice.mysql.proxy import MyProxy
 from sluice.observe.admin import AdminConsole
@@ -42,8 +45,9 @@ class Cancellable(Protocol):
 class App:
     """All running proxies and their shared services."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, authority: Authority | None = None) -> None:
         self.settings = settings
+        self.authority: Authority = authority or FileAuthority()
         self.proxies: dict[str, Proxy] = {}
         self.statement_names = StatementNames()
         self.admin = AdminConsole(self)
@@ -121,6 +125,19 @@ class App:
         if self.settings.source is None:
             return
         new = config_mod.load(self.settings.source)
+        await self.apply(new)
+        log.info("configuration reloaded from %s", new.source)
+
+    async def apply(self, new: Settings, failed: dict[str, OSError] | None = None) -> set[str]:
+        """Swap in a new snapshot; the names of the proxies whose listeners were (re)opened.
+
+        With `failed`, a listener that cannot be opened does not stop the others:
+        its proxy is left out (the one running before, if any, is kept) and its
+        error is put in `failed`. Without, the first such error is raised and
+        nothing changes.
+        """
+        if failed is not None:
+            new = await self._skip_unbindable(new, failed)
         fresh = await self._start_new_listeners(new)
         self.settings = new
         for cfg in new.proxies:
@@ -133,7 +150,28 @@ class App:
                 running.apply(cfg)
         for name in set(self.proxies) - {c.name for c in new.proxies}:
             self._retire(self.proxies.pop(name))
-        log.info("configuration reloaded from %s", new.source)
+        return set(fresh)
+
+    async def _skip_unbindable(self, new: Settings, failed: dict[str, OSError]) -> Settings:
+        keep: list[ProxyConfig] = []
+        for cfg in new.proxies:
+            running = self.proxies.get(cfg.name)
+            if running is not None and _same_listener(running.config, cfg):
+                keep.append(cfg)
+                continue
+            try:
+                probe = await asyncio.get_running_loop().create_server(
+                    asyncio.Protocol, cfg.listen_host, cfg.listen_port, reuse_address=True
+                )
+            except OSError as exc:
+                failed[cfg.name] = exc
+                if running is not None:
+                    keep.append(running.config)
+                continue
+            probe.close()
+            await probe.wait_closed()
+            keep.append(cfg)
+        return dataclasses.replace(new, proxies=tuple(keep))
 
     async def _start_new_listeners(self, new: Settings) -> dict[str, Proxy]:
         started: dict[str, Proxy] = {}

@@ -1,4 +1,4 @@
-"""Command line: `sluice proxy --config FILE`."""
+"""Command line: `sluice proxy --config FILE`, `sluice server`, `sluice db-instance`."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import sys
 
 from sluice import config as config_mod
 from sluice.app import App
+from sluice.control import cli as control_cli
 from sluice.errors import ConfigError
 from sluice.observe.logs import setup_logging
 
@@ -19,7 +20,12 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     proxy = sub.add_parser("proxy", help="run the proxies a TOML file declares")
     proxy.add_argument("--config", "-c", required=True, help="path to the TOML configuration")
+    control_cli.add_commands(sub)
     args = parser.parse_args(argv)
+    if args.command == "server":
+        return control_cli.run_server(args)
+    if args.command == "db-instance":
+        return control_cli.run_db_instance(args)
     try:
         settings = config_mod.load(args.config)
     except ConfigError as exc:

@@ -48,6 +48,12 @@ class TLSRequired(ClientError):
     sqlstate = "28000"
 
 
+class HostNotAllowed(ClientError):
+    """The proxy's network rules do not admit the client's address."""
+
+    sqlstate = "28000"
+
+
 class UnknownDatabase(ClientError):
     sqlstate = "3D000"
 

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from sluice import tls
 from sluice.auth.base import Authenticator
-from sluice.auth.static import StaticUsers
 from sluice.config import ProxyConfig
 from sluice.pool.pool import Pool, PoolLimits, PoolStats
 
@@ -96,7 +95,7 @@ class Proxy(abc.ABC):
         self.clients: set[Any] = set()
         self.pools: dict[tuple[str, str], Any] = {}
         self.stats = ProxyStats()
-        self.authenticator: Authenticator = StaticUsers(config.users, config.auth_method)
+        self.authenticator: Authenticator = app.authority.authenticator(config)
         self.startup_stats = PoolStats()  # what clients count into before they have a pool
         self.server: asyncio.Server | None = None
         self.target_max_connections: int | None = None
@@ -134,6 +133,10 @@ class Proxy(abc.ABC):
 
     # ---- clients ----
 
+    def admit(self, peer: str) -> str | None:
+        """None when the network rules admit a client from `peer` ("ip:port"), else why not."""
+        return self.app.authority.admit(self.config, peer.rpartition(":")[0] or peer)
+
     def client_connected(self, client: Session) -> None:
         self.clients.add(client)
         self.stats.received += 1
@@ -154,7 +157,7 @@ class Proxy(abc.ABC):
         """New settings for the same listener: pools renew (old connections drain)."""
         old, self.config = self.config, config
         if (old.users, old.auth_method) != (config.users, config.auth_method):
-            self.authenticator = StaticUsers(config.users, config.auth_method)
+            self.authenticator = self.app.authority.authenticator(config)
         if old.target != config.target or old.users != config.users:
             for pool in self.pools.values():
                 pool.pool.renew(limits_for(config, self.target_max_connections))

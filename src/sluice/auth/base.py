@@ -6,15 +6,24 @@ the cleartext to `check_cleartext` (where a token can be verified). Unknown
 users get a decoy verifier from `scram_verifier`, so the exchange runs and fails
 the same way as for a wrong password; `known(user)` then says no.
 `backend_login` gives the database credentials for an authenticated user; it
-is asked on every new database connection, so a changed secret applies at once.
+is asked on every new database connection, so a changed secret applies at once,
+and may raise a `ServerError` when the proxy may not reach its database.
+
+An `Authority` is where a proxy's users and rules come from: the configuration
+file (`FileAuthority`) or the control plane (IAM tokens, Secrets Manager
+secrets, security groups). Each proxy asks it for its authenticator and, for
+every new client, whether the client's address is admitted.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from sluice.wire.pg.scram import ScramVerifier
+
+if TYPE_CHECKING:
+    from sluice.config import ProxyConfig
 
 SCRAM = "scram-sha-256"
 MD5 = "md5"
@@ -63,3 +72,13 @@ class Authenticator(Protocol):
         ...
 
     def backend_login(self, user: str) -> BackendLogin | None: ...
+
+
+class Authority(Protocol):
+    def authenticator(self, config: ProxyConfig) -> Authenticator:
+        """The authenticator of a proxy, asked again whenever its configuration changes."""
+        ...
+
+    def admit(self, config: ProxyConfig, client_ip: str) -> str | None:
+        """None when the proxy's network rules admit a client at `client_ip`, else why not."""
+        ...

@@ -13,8 +13,8 @@ import hashlib
 import hmac
 import secrets
 
-from sluice.auth.base import BackendLogin
-from sluice.config import UserConfig
+from sluice.auth.base import Authenticator, BackendLogin
+from sluice.config import ProxyConfig, UserConfig
 from sluice.wire.mysql.auth import native_hash, sha2_hash
 from sluice.wire.pg.md5 import md5_hash
 from sluice.wire.pg.scram import ScramVerifier, make_verifier
@@ -74,3 +74,13 @@ class StaticUsers:
         if config is None:
             return None
         return BackendLogin(config.server_user, config.server_password)
+
+
+class FileAuthority:
+    """The `Authority` of proxies declared in a configuration file: its users, any address."""
+
+    def authenticator(self, config: ProxyConfig) -> Authenticator:
+        return StaticUsers(config.users, config.auth_method)
+
+    def admit(self, config: ProxyConfig, client_ip: str) -> str | None:
+        return None

@@ -145,15 +145,16 @@ class MariaDbCluster:
         self,
         base_dir: Path | None = None,
         *,
+        host: str = LOCALHOST,
         port: int | None = None,
         max_connections: int = 200,
         local_infile: bool = True,
         settings: dict[str, str] | None = None,
     ) -> None:
         self.binaries = find_binaries()
-        self.host = LOCALHOST
+        self.host = host
         self._auto_port = port is None
-        self.port = free_port() if port is None else port
+        self.port = free_port(host) if port is None else port
         self.max_connections = max_connections
         self.local_infile = local_infile
         self.settings = {k.replace("-", "_"): v for k, v in (settings or {}).items()}
@@ -276,7 +277,7 @@ class MariaDbCluster:
                 self._kill_leftover()
                 if not (self._auto_port and attempt + 1 < _START_ATTEMPTS and self._port_taken()):
                     raise
-                self.port = free_port()
+                self.port = free_port(self.host)
         self._secure_root()
         self._check_tls()
 

@@ -111,6 +111,7 @@ class PgCluster:
         self,
         base_dir: Path | None = None,
         *,
+        host: str = LOCALHOST,
         port: int | None = None,
         auth: str = "scram-sha-256",
         max_connections: int = 200,
@@ -119,9 +120,9 @@ class PgCluster:
         if auth not in AUTH_METHODS:
             raise ValueError(f"unsupported auth method {auth!r}")
         self.bin_dir = find_bin_dir()
-        self.host = LOCALHOST
+        self.host = host
         self._auto_port = port is None
-        self.port = free_port() if port is None else port
+        self.port = free_port(host) if port is None else port
         self.auth = auth
         self.max_connections = max_connections
         self.settings = dict(settings or {})
@@ -251,7 +252,7 @@ class PgCluster:
                 break
             if not (self._auto_port and attempt + 1 < _START_ATTEMPTS and self._port_taken()):
                 raise self._fail("pg_ctl start", proc)
-            self.port = free_port()
+            self.port = free_port(self.host)
         if not fresh:
             sql = f"ALTER ROLE {SUPERUSER} PASSWORD {quote_literal(self.superuser_password)}"
             self.psql(sql, user=SUPERUSER)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sluice.errors import (
     AuthFailed,
     ClientError,
+    HostNotAllowed,
     PacketTooLarge,
     PoolTimeout,
     ProtocolError,
@@ -21,6 +22,7 @@ from sluice.wire.mysql.messages import build_err
 
 _BY_TYPE: tuple[tuple[type[SluiceError], tuple[int, str]], ...] = (
     (TLSRequired, c.ER_SECURE_TRANSPORT_REQUIRED),
+    (HostNotAllowed, c.ER_HOST_NOT_PRIVILEGED),
     (PacketTooLarge, c.ER_NET_PACKET_TOO_LARGE),
     (AuthFailed, c.ER_ACCESS_DENIED_ERROR),
     (UnknownDatabase, c.ER_BAD_DB_ERROR),

@@ -20,7 +20,7 @@ import dataclasses
 import os
 from typing import TYPE_CHECKING
 
-from sluice.errors import AuthFailed, ProtocolError, TLSRequired
+from sluice.errors import AuthFailed, HostNotAllowed, ProtocolError, TLSRequired
 from sluice.wire.mysql import auth as a
 from sluice.wire.mysql import commands as cmd
 from sluice.wire.mysql import constants as c
@@ -39,6 +39,11 @@ _INSECURE = (
 
 async def login(client: MyClientSession) -> None:
     proxy = client.proxy
+    refused = proxy.admit(client.peer)
+    if refused is not None:  # as a server answers a host it does not know: ERR, no greeting
+        proxy.stats.setup_failed_auth += 1
+        client._login_seq = 0
+        raise HostNotAllowed(refused)
     scramble = a.make_scramble()
     client.cancel_key = proxy.app.register_cancel(client)
     offered = proxy.capabilities()

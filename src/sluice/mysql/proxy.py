@@ -6,6 +6,7 @@ import asyncio
 import logging
 
 from sluice import __version__
+from sluice.config import ProxyConfig
 from sluice.mysql.client import MyClientSession
 from sluice.mysql.pool import PROFILE_BITS, MyPool
 from sluice.proxy import Proxy
@@ -37,9 +38,17 @@ class MyProxy(Proxy):
         await self._learn_version()
         await super().start()
 
+    def apply(self, config: ProxyConfig) -> None:
+        old = self.config.target
+        super().apply(config)
+        if (old.host, old.port) != (config.target.host, config.target.port):
+            self.app.spawn(self._learn_version())
+
     async def _learn_version(self) -> None:
         """The target's version, from its greeting (no login needed); kept if unreachable."""
         target = self.config.target
+        if not target.host:  # no target yet (a control-plane proxy before registration)
+            return
         try:
             async with asyncio.timeout(target.connect_timeout):
                 reader, writer = await asyncio.open_connection(target.host, target.port)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING
 
-from sluice.errors import AuthFailed, ProtocolError, TLSRequired, UnknownDatabase
+from sluice.errors import AuthFailed, HostNotAllowed, ProtocolError, TLSRequired, UnknownDatabase
 from sluice.pg.auth import authenticate
 from sluice.pg.settings import startup_setting
 from sluice.wire.pg import messages as m
@@ -40,6 +40,10 @@ async def handshake(client: ClientSession) -> None:
     if params.get("replication", "false").lower() not in ("false", "0", "no", "off"):
         raise ProtocolError("replication connections are not supported by the proxy")
     proxy = client.proxy
+    refused = proxy.admit(client.peer)
+    if refused is not None:
+        proxy.stats.setup_failed_auth += 1
+        raise HostNotAllowed(refused)
     if proxy.config.require_tls and not client.tls:
         proxy.stats.setup_failed_tls += 1
         raise TLSRequired("SSL/TLS required: connect with sslmode=require")

@@ -176,6 +176,7 @@ ER_CON_COUNT_ERROR = (1040, "08004")  # too many client connections
 ER_HANDSHAKE_ERROR = (1043, "08S01")  # malformed handshake
 ER_DBACCESS_DENIED_ERROR = (1044, "42000")
 ER_ACCESS_DENIED_ERROR = (1045, "28000")  # wrong password or unknown user
+ER_HOST_NOT_PRIVILEGED = (1130, "HY000")  # the client's host may not connect
 ER_UNKNOWN_COM_ERROR = (1047, "08S01")  # a command the proxy does not relay
 ER_BAD_DB_ERROR = (1049, "42000")
 ER_SERVER_SHUTDOWN = (1053, "08S01")

@@ -1,0 +1,2 @@
+"""The control plane: an AWS-compatible API (IAM, STS, EC2, Secrets Manager, RDS) whose
+objects become running proxies."""

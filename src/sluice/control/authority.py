@@ -1,0 +1,251 @@
+"""How proxies made by the control plane admit clients and log in to their databases.
+
+This is where each step of the recipe takes effect on the data plane:
+- security groups: a client is admitted when an ingress rule of the proxy's
+  groups matches its address (CIDR) or its membership (source group), on the
+  listener's port, checked for every new connection against the live rules;
+- `IAMAuth: REQUIRED`: the password is an `rds-db` auth token for this proxy's
+  endpoint, signed by a known key (or STS session), unexpired, and the signer's
+  policies must allow `rds-db:connect` on `arn:aws:rds-db:REGION:ACCOUNT:dbuser:
+  PRX_ID/USER`; otherwise clients prove the password of the user's secret;
+- `AuthScheme: SECRETS`: the proxy logs in with the secret whose `username` is
+  the client's user, only if the proxy's role may `secretsmanager:GetSecretValue`
+  it, and reads it afresh for every new database connection;
+- the target's security groups must admit the proxy's address on the target's
+  port, else database connections fail as `CONNECTION_FAILED`.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from sluice.auth.base import CLEARTEXT, MYSQL_CLEAR, Authenticator, BackendLogin
+from sluice.auth.static import StaticUsers
+from sluice.config import ProxyConfig, UserConfig
+from sluice.control import network, sigv4
+from sluice.control.context import Principal
+from sluice.control.services.secretsmanager import read_secret
+from sluice.errors import ServerAuthFailed, ServerError
+from sluice.wire.pg.scram import ScramVerifier
+
+if TYPE_CHECKING:
+    from sluice.control.plane import ControlPlane
+
+log = logging.getLogger("sluice.auth")
+
+
+@dataclass(frozen=True, slots=True)
+class Listener:
+    """What the data plane needs to know of one proxy endpoint it runs."""
+
+    proxy: str  # the DB proxy's name
+    resource_id: str  # prx-...
+    address: str
+    port: int
+    groups: tuple[str, ...]
+
+
+class PlaneAuthority:
+    """The `Authority` of every proxy the control plane runs."""
+
+    def __init__(self, plane: ControlPlane) -> None:
+        self.plane = plane
+        self.listeners: dict[str, Listener] = {}  # by proxy config name, set by the runtime
+        self.keys = sigv4.SigningKeys()
+
+    def authenticator(self, config: ProxyConfig) -> Authenticator:
+        return ProxyAuthenticator(self, config)
+
+    def admit(self, config: ProxyConfig, client_ip: str) -> str | None:
+        listener = self.listeners.get(config.name)
+        if listener is None:
+            return f'proxy "{config.name}" is being removed'
+        if network.admits(self.plane.store, listener.groups, client_ip, listener.port):
+            return None
+        return (
+            f"no security group rule of proxy {listener.proxy} admits connections "
+            f"from {client_ip} on port {listener.port}"
+        )
+
+    def proxy_doc(self, config: ProxyConfig) -> dict[str, object] | None:
+        listener = self.listeners.get(config.name)
+        return self.plane.store.get("db_proxy", listener.proxy) if listener else None
+
+
+class ProxyAuthenticator:
+    """IAM tokens or secret passwords for clients; secrets for the database login."""
+
+    def __init__(self, authority: PlaneAuthority, config: ProxyConfig) -> None:
+        self.authority = authority
+        self.plane = authority.plane
+        self.config = config
+        self.iam = config.auth_method in (CLEARTEXT, MYSQL_CLEAR)
+        self._users = StaticUsers((), config.auth_method)
+        self._users_key: tuple[int, tuple[UserConfig, ...]] = (-1, ())
+
+    # ---- client side ----
+
+    def method(self, user: str) -> str:
+        return self.config.auth_method
+
+    def known(self, user: str) -> bool:
+        return True if self.iam else self._secret_users().known(user)
+
+    def scram_verifier(self, user: str) -> ScramVerifier:
+        return self._secret_users().scram_verifier(user)
+
+    def md5_secret(self, user: str) -> str | None:
+        return self._secret_users().md5_secret(user)
+
+    def mysql_native_hash(self, user: str) -> bytes | None:
+        return self._secret_users().mysql_native_hash(user)
+
+    def mysql_sha2_hash(self, user: str) -> bytes | None:
+        return self._secret_users().mysql_sha2_hash(user)
+
+    async def check_cleartext(self, user: str, password: bytes) -> bool:
+        if not self.iam:
+            return await self._secret_users().check_cleartext(user, password)
+        reason = self._check_token(user, password)
+        if reason is not None:
+            log.warning(
+                "IAM authentication of user %s on proxy %s refused: %s",
+                user, self.config.name, reason,
+            )  # fmt: skip
+        return reason is None
+
+    def _check_token(self, user: str, password: bytes) -> str | None:
+        """None when `password` is a valid token for `user` on this endpoint, else why not."""
+        listener = self.authority.listeners.get(self.config.name)
+        if listener is None:
+            return "the proxy is being removed"
+        try:
+            token = sigv4.parse_db_auth_token(password.decode("utf-8", "replace"))
+        except sigv4.TokenError as exc:
+            return f"not an IAM authentication token ({exc})"
+        if token.user != user:
+            return f"the token was made for user {token.user!r}"
+        if (token.host, token.port) != (listener.address, listener.port):
+            return f"the token was made for {token.host}:{token.port}, not this proxy's endpoint"
+        info = self.plane.principals.lookup(token.credential.access_key)
+        if info is None:
+            return "the token's access key is not known"
+        if info.session_token is not None and not hmac.compare_digest(
+            (token.credential.session_token or "").encode(), info.session_token.encode()
+        ):
+            return "the token's session token does not match its access key"
+        now = datetime.now(UTC)
+        if info.expires is not None and info.expires < now.timestamp():
+            return "the token's session credentials have expired"
+        try:
+            sigv4.verify_db_auth_token(token, info.secret, now, self.authority.keys)
+        except sigv4.TokenError as exc:
+            return str(exc)
+        resource = (
+            f"arn:aws:rds-db:{self.plane.region}:{self.plane.account}:dbuser:"
+            f"{listener.resource_id}/{user}"
+        )
+        if not self.plane.principals.allowed(info.principal, "rds-db:connect", resource):
+            return f"{info.principal.arn} is not allowed rds-db:connect on {resource}"
+        return None
+
+    # ---- database side ----
+
+    def backend_login(self, user: str) -> BackendLogin | None:
+        doc = self.authority.proxy_doc(self.config)
+        if doc is None:
+            raise ServerError(f"proxy {self.config.name} is being removed")
+        self._check_target_admits_proxy()
+        found = self._secret_for(doc, user)
+        if found is None:
+            return None
+        arn, password = found
+        if not self._role_may_read(doc, arn):
+            raise ServerAuthFailed(
+                f"the proxy's IAM role may not read the secret of database user {user!r} "
+                "(secretsmanager:GetSecretValue)"
+            )
+        return BackendLogin(user, password)
+
+    def _check_target_admits_proxy(self) -> None:
+        listener = self.authority.listeners.get(self.config.name)
+        if listener is None:
+            return
+        target = self.plane.runtime.target_of(listener.proxy)
+        if target is None:
+            raise ServerError(f"proxy {listener.proxy} has no registered target")
+        instance = self.plane.store.get("db_instance", target)
+        if instance is None:
+            raise ServerError(f"the target {target} of proxy {listener.proxy} no longer exists")
+        groups = [g["VpcSecurityGroupId"] for g in instance.get("VpcSecurityGroups", [])]
+        port = int(instance["Endpoint"]["Port"])
+        if not network.admits(self.plane.store, groups, listener.address, port):
+            raise ServerError(
+                f"the security groups of {target} do not admit proxy {listener.proxy} "
+                f"on port {port} (CONNECTION_FAILED)"
+            )
+
+    def _secret_for(self, doc: dict[str, object], user: str) -> tuple[str, str] | None:
+        for arn in _secret_arns(doc):
+            found = read_secret(self.plane.store, self.plane.vault, arn)
+            if found is None or found[1] is None:
+                continue
+            value = found[1]
+            if value.get("username") == user and isinstance(value.get("password"), str):
+                return found[0], str(value["password"])
+        return None
+
+    def _role_may_read(self, doc: dict[str, object], secret_arn: str) -> bool:
+        role = role_principal(self.plane, str(doc.get("RoleArn", "")))
+        if role is None:
+            return False
+        return self.plane.principals.allowed(role, "secretsmanager:GetSecretValue", secret_arn)
+
+    def _secret_users(self) -> StaticUsers:
+        """Users and passwords from the readable secrets, rebuilt only when they change."""
+        version = self.plane.store.version
+        if self._users_key[0] == version:
+            return self._users
+        doc = self.authority.proxy_doc(self.config)
+        users: list[UserConfig] = []
+        for arn in _secret_arns(doc or {}):
+            found = read_secret(self.plane.store, self.plane.vault, arn)
+            if found is None or found[1] is None or doc is None:
+                continue
+            name, password = found[1].get("username"), found[1].get("password")
+            readable = isinstance(name, str) and isinstance(password, str)
+            if readable and self._role_may_read(doc, found[0]):
+                users.append(UserConfig(str(name), str(password), str(name), str(password)))
+        frozen = tuple(users)
+        if frozen != self._users_key[1]:
+            self._users = StaticUsers(frozen, self.config.auth_method)
+        self._users_key = (version, frozen)
+        return self._users
+
+
+def _secret_arns(doc: dict[str, object]) -> list[str]:
+    auth = doc.get("Auth", [])
+    if not isinstance(auth, list):
+        return []
+    return [str(a["SecretArn"]) for a in auth if isinstance(a, dict) and a.get("SecretArn")]
+
+
+def role_principal(plane: ControlPlane, role_arn: str) -> Principal | None:
+    """The proxy's role as a principal whose policies can be evaluated."""
+    name = role_arn.rpartition("/")[2]
+    role = plane.store.get("iam_role", name) if name else None
+    if role is None or role.get("Arn") != role_arn:
+        return None
+    return Principal(
+        account=plane.account,
+        arn=f"arn:aws:sts::{plane.account}:assumed-role/{name}/rds-proxy",
+        user_id=f"{role['RoleId']}:rds-proxy",
+        kind="assumed-role",
+        name=name,
+        access_key="",
+        session_name="rds-proxy",
+    )

@@ -1,0 +1,118 @@
+"""One health check of a DB proxy target, as RDS Proxy reports it.
+
+In order, the first failure decides: the target's DB instance must exist
+(`UNAVAILABLE`/`UNREACHABLE`), its security groups must admit the proxy's
+address on its port (`CONNECTION_FAILED`: on AWS the packets would be dropped),
+the database must accept a connection (`UNREACHABLE`), and the proxy must log
+in with at least one secret of its `Auth` that its role may read
+(`AUTH_FAILURE`). The check logs in and out again; it borrows nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from sluice.control import network
+from sluice.control.authority import role_principal
+from sluice.control.services.secretsmanager import read_secret
+from sluice.errors import ServerAuthFailed, SluiceError
+
+if TYPE_CHECKING:
+    from sluice.control.plane import ControlPlane
+
+CONNECT_TIMEOUT = 5.0
+Health = dict[str, str]
+
+
+def _unavailable(reason: str, description: str) -> Health:
+    return {"State": "UNAVAILABLE", "Reason": reason, "Description": description}
+
+
+async def check_target(plane: ControlPlane, proxy: dict[str, Any], target: Any) -> Health:
+    instance = plane.store.get("db_instance", target["RdsResourceId"]) if target else None
+    if instance is None:
+        return _unavailable("UNREACHABLE", "The DB instance no longer exists.")
+    host, port = instance["Endpoint"]["Address"], int(instance["Endpoint"]["Port"])
+    groups = [g["VpcSecurityGroupId"] for g in instance.get("VpcSecurityGroups", [])]
+    if not network.admits(plane.store, groups, proxy["_address"], port):
+        return _unavailable(
+            "CONNECTION_FAILED",
+            f"The security groups of {instance['DBInstanceIdentifier']} do not allow "
+            f"inbound traffic on port {port} from the proxy.",
+        )
+    logins = _readable_logins(plane, proxy)
+    if not logins:
+        return _unavailable(
+            "AUTH_FAILURE",
+            "The proxy's IAM role cannot read any secret of the proxy "
+            "(secretsmanager:GetSecretValue), or no secret holds a username and password.",
+        )
+    problem: Health | None = None
+    family = proxy["EngineFamily"]
+    for user, password, database in logins:
+        problem = await _try_login(family, host, port, user, password, database)
+        if problem is None:
+            return {"State": "AVAILABLE"}
+        if problem["Reason"] == "UNREACHABLE":
+            return problem
+    assert problem is not None
+    return problem
+
+
+def _readable_logins(plane: ControlPlane, proxy: dict[str, Any]) -> list[tuple[str, str, str]]:
+    role = role_principal(plane, str(proxy.get("RoleArn", "")))
+    out = []
+    for auth in proxy.get("Auth", []):
+        arn = auth.get("SecretArn")
+        found = read_secret(plane.store, plane.vault, arn) if arn else None
+        if found is None or found[1] is None or role is None:
+            continue
+        if not plane.principals.allowed(role, "secretsmanager:GetSecretValue", found[0]):
+            continue
+        value = found[1]
+        user, password = value.get("username"), value.get("password")
+        if isinstance(user, str) and isinstance(password, str):
+            out.append((user, password, str(value.get("dbname") or "")))
+    return out
+
+
+async def _try_login(
+    family: str, host: str, port: int, user: str, password: str, db: str
+) -> Health | None:
+    try:
+        if family == "MYSQL":
+            await _mysql_login(host, port, user, password)
+        else:
+            await _pg_login(host, port, user, password, db or "postgres")
+    except ServerAuthFailed:
+        return _unavailable("AUTH_FAILURE", f"The database refused the login of user {user}.")
+    except (OSError, TimeoutError):
+        return _unavailable("UNREACHABLE", f"Cannot connect to the database at {host}:{port}.")
+    except SluiceError as exc:
+        return _unavailable("CONNECTION_FAILED", f"The database connection failed: {exc}")
+    return None
+
+
+async def _pg_login(host: str, port: int, user: str, password: str, database: str) -> None:
+    from sluice.pg.server import open_server
+
+    conn = await open_server(
+        "health-check", host, port, user=user, password=password, database=database,
+        init_query="", tls=None, tls_mode="disable", tls_server_name="",
+        connect_timeout=CONNECT_TIMEOUT, max_size=1 << 20,
+    )  # fmt: skip
+    conn.close("health check done")
+
+
+async def _mysql_login(host: str, port: int, user: str, password: str) -> None:
+    from sluice.mysql.server import open_server
+    from sluice.wire.mysql.login import LoginClient
+
+    conn = await open_server(
+        "health-check", host, port, lambda tls: LoginClient(user, password, tls=tls),
+        tls=None, tls_required=False, tls_server_name="", init_query="",
+        connect_timeout=CONNECT_TIMEOUT, max_size=1 << 20,
+    )  # fmt: skip
+    conn.close("health check done")
+    await asyncio.sleep(0)

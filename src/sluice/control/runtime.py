@@ -1,0 +1,231 @@
+"""Keeps the running proxies equal to the RDS documents, and their targets' health true.
+
+The RDS service only writes documents (a proxy `creating`, `modifying` or
+`deleting`, targets `REGISTERING`) and pokes the runtime. The runtime builds
+one `ProxyConfig` per proxy endpoint from them, the same snapshot objects a
+configuration file gives, and hands the whole snapshot to `App.apply`: new
+listeners open, changed settings reach running pools without dropping idle
+clients, removed proxies drain. Only then does a proxy become `available` (so
+the recipe's polling means "a client can connect now"), and a `deleting` one
+disappear with its address.
+
+Target health comes from real checks, repeated every few seconds and after
+every change: the target's security groups must admit the proxy
+(`CONNECTION_FAILED`), the database must accept a TCP connection
+(`UNREACHABLE`), and the proxy must log in with a secret its role may read
+(`AUTH_FAILURE`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from sluice.auth.base import CLEARTEXT, MD5, MYSQL_CLEAR, MYSQL_NATIVE, MYSQL_SHA2, SCRAM
+from sluice.config import Limit, PoolConfig, ProxyConfig, TargetConfig
+from sluice.control import network
+from sluice.control.authority import Listener
+from sluice.control.health import check_target
+
+if TYPE_CHECKING:
+    from sluice.app import App
+    from sluice.control.plane import ControlPlane
+
+log = logging.getLogger("sluice.control")
+
+HEALTH_INTERVAL = 10.0
+_CLIENT_AUTH = {
+    "POSTGRES_SCRAM_SHA_256": SCRAM,
+    "POSTGRES_MD5": MD5,
+    "MYSQL_NATIVE_PASSWORD": MYSQL_NATIVE,
+    "MYSQL_CACHING_SHA2_PASSWORD": MYSQL_SHA2,
+}
+_DEFAULT_AUTH = {"postgresql": SCRAM, "mysql": MYSQL_NATIVE}
+
+
+class Runtime:
+    """Runs what the documents describe; see the module docstring."""
+
+    def __init__(self, plane: ControlPlane, app: App) -> None:
+        self.plane = plane
+        self.app = app
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._checked_at = 0.0
+
+    def poke(self) -> None:
+        self._wake.set()
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        while True:
+            woken = self._wake.is_set()
+            self._wake.clear()
+            try:
+                await self.sync()
+                if woken or time.monotonic() - self._checked_at >= HEALTH_INTERVAL:
+                    await self.check_targets()
+            except Exception:  # a bug in one pass must not stop the control plane
+                log.exception("control plane runtime pass failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=1.0)
+
+    # ---- proxies ----
+
+    async def sync(self) -> None:
+        """Apply the documents to the running proxies, then move statuses on."""
+        store = self.plane.store
+        configs: list[ProxyConfig] = []
+        listeners: dict[str, Listener] = {}
+        for doc in store.all("db_proxy"):
+            if doc["Status"] == "deleting":
+                continue
+            for name, listener in self._listeners_of(doc):
+                configs.append(self.config_for(doc, name, listener))
+                listeners[name] = listener
+        self.plane.authority.listeners.update(listeners)
+        failed: dict[str, OSError] = {}
+        settings = dataclasses.replace(self.app.settings, proxies=tuple(configs))
+        await self.app.apply(settings, failed)
+        self.plane.authority.listeners = {
+            k: v for k, v in listeners.items() if k in self.app.proxies
+        }
+        self._move_statuses(failed)
+
+    def _listeners_of(self, doc: dict[str, Any]) -> list[tuple[str, Listener]]:
+        name, rid = doc["DBProxyName"], doc["_resource_id"]
+        out = [(name, Listener(name, rid, doc["_address"], doc["_port"],
+                               tuple(doc["VpcSecurityGroupIds"])))]  # fmt: skip
+        for ep in self.plane.store.all("db_proxy_endpoint"):
+            if ep["DBProxyName"] == name and ep["Status"] != "deleting":
+                groups = tuple(ep.get("VpcSecurityGroupIds") or doc["VpcSecurityGroupIds"])
+                listener = Listener(name, rid, ep["_address"], ep["_port"], groups)
+                out.append((f"{name}/{ep['DBProxyEndpointName']}", listener))
+        return out
+
+    def config_for(self, doc: dict[str, Any], name: str, listener: Listener) -> ProxyConfig:
+        engine = "mysql" if doc["EngineFamily"] == "MYSQL" else "postgresql"
+        auth = doc.get("Auth") or [{}]
+        if any(a.get("IAMAuth") == "REQUIRED" for a in auth):
+            method = MYSQL_CLEAR if engine == "mysql" else CLEARTEXT
+        else:
+            chosen = _CLIENT_AUTH.get(auth[0].get("ClientPasswordAuthType", ""))
+            method = chosen or _DEFAULT_AUTH[engine]
+        group = self.plane.store.get("db_proxy_target_group", f"{doc['DBProxyName']}/default")
+        pool = (group or {}).get("ConnectionPoolConfig", {})
+        return ProxyConfig(
+            name=name,
+            engine=engine,
+            listen_host=listener.address,
+            listen_port=listener.port,
+            target=self._target_config(doc["DBProxyName"], engine),
+            pool=PoolConfig(
+                mode="transaction",
+                max_connections=Limit(int(pool.get("MaxConnectionsPercent", 100)), percent=True),
+                max_idle_connections=Limit(
+                    int(pool.get("MaxIdleConnectionsPercent", 50)), percent=True
+                ),
+                borrow_timeout=float(pool.get("ConnectionBorrowTimeout", 120)),
+                idle_client_timeout=float(doc.get("IdleClientTimeout", 1800)),
+                init_query=str(pool.get("InitQuery", "") or ""),
+            ),
+            users=(),
+            require_tls=bool(doc.get("RequireTLS", False)),
+            auth_method=method,
+        )
+
+    def _target_config(self, proxy: str, engine: str) -> TargetConfig:
+        instance_id = self.target_of(proxy)
+        instance = self.plane.store.get("db_instance", instance_id) if instance_id else None
+        if instance is None:
+            return TargetConfig(host="", port=0)
+        endpoint = instance["Endpoint"]
+        return TargetConfig(host=endpoint["Address"], port=int(endpoint["Port"]), tls="prefer")
+
+    def target_of(self, proxy: str) -> str | None:
+        """The DB instance a proxy's connections go to (its first registered target)."""
+        prefix = f"{proxy}/"
+        for key in self.plane.store.keys("db_proxy_target"):
+            if key.startswith(prefix):
+                return key[len(prefix) :]
+        return None
+
+    def _move_statuses(self, failed: dict[str, OSError]) -> None:
+        store = self.plane.store
+        for doc in store.all("db_proxy"):
+            name, status = doc["DBProxyName"], doc["Status"]
+            if status == "deleting":
+                if name not in self.app.proxies:
+                    self._forget(doc)
+                continue
+            if name in failed:
+                if status != "incompatible-network":
+                    log.error("proxy %s cannot listen: %s", name, failed[name])
+                    store.put("db_proxy", name, {**doc, "Status": "incompatible-network"})
+                continue
+            if status in ("creating", "modifying", "incompatible-network") and (
+                name in self.app.proxies
+            ):
+                fresh = {**doc, "Status": "available", "UpdatedDate": time.time()}
+                store.put("db_proxy", name, fresh)
+                log.info("proxy %s is available", name)
+        for ep in store.all("db_proxy_endpoint"):
+            key = f"{ep['DBProxyName']}/{ep['DBProxyEndpointName']}"
+            if ep["Status"] == "deleting" and key not in self.app.proxies:
+                network.release_address(store, ep["_address"])
+                store.delete("db_proxy_endpoint", ep["DBProxyEndpointName"])
+            elif ep["Status"] in ("creating", "modifying") and key in self.app.proxies:
+                fresh = {**ep, "Status": "available"}
+                store.put("db_proxy_endpoint", ep["DBProxyEndpointName"], fresh)
+
+    def _forget(self, doc: dict[str, Any]) -> None:
+        """A deleted proxy whose listener is closed: its documents and address go."""
+        store, name = self.plane.store, doc["DBProxyName"]
+        with store.batch():
+            for key in store.keys("db_proxy_target"):
+                if key.startswith(f"{name}/"):
+                    store.delete("db_proxy_target", key)
+            for key in store.keys("db_proxy_target_group"):
+                if key.startswith(f"{name}/"):
+                    store.delete("db_proxy_target_group", key)
+            for ep in store.all("db_proxy_endpoint"):
+                if ep["DBProxyName"] == name:
+                    network.release_address(store, ep["_address"])
+                    store.delete("db_proxy_endpoint", ep["DBProxyEndpointName"])
+            network.release_address(store, doc["_address"])
+            store.delete("db_proxy", name)
+        log.info("proxy %s deleted", name)
+
+    # ---- target health ----
+
+    async def check_targets(self) -> None:
+        self._checked_at = time.monotonic()
+        store = self.plane.store
+        checks = []
+        keys = []
+        for key in store.keys("db_proxy_target"):
+            proxy = store.get("db_proxy", key.split("/")[0])
+            if proxy is None or proxy["Status"] == "deleting":
+                continue
+            keys.append(key)
+            checks.append(check_target(self.plane, proxy, store.get("db_proxy_target", key)))
+        results = await asyncio.gather(*checks, return_exceptions=True)
+        for key, health in zip(keys, results, strict=True):
+            if isinstance(health, BaseException):
+                log.error("health check of target %s failed: %r", key, health)
+                continue
+            current = store.get("db_proxy_target", key)
+            if current is not None and current.get("TargetHealth") != health:
+                store.put("db_proxy_target", key, {**current, "TargetHealth": health})
+                log.info("target %s: %s", key, health.get("State"))

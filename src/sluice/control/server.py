@@ -1,0 +1,174 @@
+"""The control plane's HTTP front: one endpoint for every service, as AWS's SDKs call it.
+
+A request is routed by its SigV4 credential scope (`.../rds/aws4_request`
+names the service), authenticated against the IAM store (unknown key:
+`InvalidClientTokenId`; wrong signature: `SignatureDoesNotMatch`; expired STS
+session: `ExpiredToken`), authorized by the caller's identity policies
+(`rds:CreateDBProxy` must be allowed), parsed and answered in that service's
+wire protocol by the codecs driven by botocore's models, and handed to the
+service object's method named after the operation.
+
+`/sluice/...` paths are Sluice's own operations (adopting an existing database
+as a DB instance), signed the same way.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from sluice.control import ids, sigv4
+from sluice.control.context import Call, Principal
+from sluice.control.errors import ApiError, expired_token, internal, invalid_token, missing_auth
+from sluice.control.protocol import Reply, codec_for, validate
+
+if TYPE_CHECKING:
+    from sluice.control.plane import ControlPlane
+
+log = logging.getLogger("sluice.control")
+
+MAX_BODY = 1024 * 1024
+# Operations any authenticated caller may make, whatever its policies (as on AWS).
+_ALWAYS_ALLOWED = frozenset({"sts:GetCallerIdentity", "sts:AssumeRole"})  # decided by the role
+
+
+class ApiServer:
+    """The aiohttp application answering the AWS APIs."""
+
+    def __init__(self, plane: ControlPlane) -> None:
+        self.plane = plane
+        self.verifier = sigv4.Verifier()
+        self.app = web.Application(client_max_size=MAX_BODY)
+        self.app.router.add_route("*", "/sluice/{action}", self._own)
+        self.app.router.add_route("*", "/{tail:.*}", self._aws)
+        self._runner: web.AppRunner | None = None
+
+    async def start(self, host: str, port: int) -> None:
+        self._runner = web.AppRunner(self.app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, host, port, reuse_address=True).start()
+        log.info("control plane listening on http://%s:%d", host, port)
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    # ---- AWS services ----
+
+    async def _aws(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        rid = ids.request_id()
+        service_name = _guess_service(request.headers)
+        try:
+            cred = _credential(request)
+            service_name = cred.service
+            principal = self._authenticate(request, body, cred)
+            reply = self._dispatch(request, body, cred, principal, rid)
+        except ApiError as exc:
+            reply = self._error(service_name, exc, rid)
+        except Exception:  # our bug: the caller gets a 500, the server stays up
+            log.exception("internal error answering a %s request", service_name)
+            reply = self._error(service_name, internal(), rid)
+        return web.Response(status=reply.status, headers=reply.headers, body=reply.body)
+
+    def _authenticate(
+        self, request: web.Request, body: bytes, cred: sigv4.Credential
+    ) -> Principal:
+        info = self.plane.principals.lookup(cred.access_key)
+        if info is None:
+            raise invalid_token()
+        if info.session_token is not None and not hmac.compare_digest(
+            (cred.session_token or "").encode(), info.session_token.encode()
+        ):
+            raise invalid_token()
+        now = datetime.now(UTC)
+        if info.expires is not None and info.expires < now.timestamp():
+            raise expired_token()
+        path = request.raw_path.split("?")[0]
+        query = list(request.query.items())
+        self.verifier.verify_request(
+            cred, request.method, path, query, request.headers, body, info.secret, now
+        )
+        return info.principal
+
+    def _dispatch(
+        self,
+        request: web.Request,
+        body: bytes,
+        cred: sigv4.Credential,
+        principal: Principal,
+        rid: str,
+    ) -> Reply:
+        service = self.plane.services.get(cred.service)
+        if service is None:
+            raise ApiError("UnknownService", f"Sluice does not serve {cred.service}", 400)
+        model = self.plane.models[cred.service]
+        codec = codec_for(model)
+        query = dict(request.query)
+        name = codec.operation_name(model, body, query, request.headers)
+        if name not in model.operation_names:
+            raise ApiError("InvalidAction", f"Could not find operation {name}", 400)
+        handler = getattr(service, name, None)
+        if handler is None:
+            raise ApiError("InvalidAction", f"{name} is not supported by Sluice", 400)
+        op = model.operation_model(name)
+        params = codec.parse(op, body, query, request.headers)
+        validate(op, params)
+        action = f"{model.endpoint_prefix}:{name}"
+        if action not in _ALWAYS_ALLOWED and not self.plane.principals.allowed(
+            principal, action, "*"
+        ):
+            raise ApiError(
+                "AccessDenied",
+                f"User: {principal.arn} is not authorized to perform: {action}",
+                403,
+            )
+        call = Call(principal, cred.region, rid, time.time())
+        output = handler(call, params)
+        log.info("%s %s by %s", cred.service, name, principal.arn)
+        return codec.serialize(op, output or {}, rid)
+
+    def _error(self, service_name: str, exc: ApiError, rid: str) -> Reply:
+        model = self.plane.models.get(service_name) or self.plane.models["sts"]
+        return codec_for(model).serialize_error(model, exc, rid)
+
+    # ---- Sluice's own operations ----
+
+    async def _own(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        try:
+            principal = self._authenticate(request, body, _credential(request))
+            action = request.match_info["action"]
+            if not self.plane.principals.allowed(principal, f"sluice:{action}", "*"):
+                raise ApiError("AccessDenied", f"not authorized to perform: sluice:{action}", 403)
+            params = json.loads(body or b"{}")
+            if not isinstance(params, dict):
+                raise ApiError("InvalidParameterValue", "expected a JSON object", 400)
+            result = self.plane.own_operation(action, params)
+            return web.json_response(result)
+        except ApiError as exc:
+            return web.json_response({"Code": exc.code, "Message": exc.message}, status=exc.status)
+        except ValueError:
+            return web.json_response({"Code": "InvalidParameterValue"}, status=400)
+
+
+def _credential(request: web.Request) -> sigv4.Credential:
+    cred = sigv4.parse_query_auth(list(request.query.items()))
+    if cred is not None:
+        return cred
+    if "Authorization" not in request.headers:
+        raise missing_auth()
+    return sigv4.parse_header_auth(request.headers)
+
+
+def _guess_service(headers: Mapping[str, Any]) -> str:
+    """The service to word an error in when the request did not say (no valid signature)."""
+    target = str(headers.get("X-Amz-Target", ""))
+    return "secretsmanager" if target.startswith("secretsmanager") else "sts"

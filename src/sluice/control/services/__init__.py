@@ -1,0 +1,1 @@
+"""One module per AWS service; each holds a class whose methods are the operations."""

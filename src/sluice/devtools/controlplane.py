@@ -1,0 +1,160 @@
+"""Run `sluice server` as a child process, and drive it with the real aws CLI and boto3.
+
+A `SluiceServer` owns a data directory, starts `python -m sluice server` on a
+free loopback port with its own VPC range (so several can run side by side
+with the engines' standard ports), waits until the API answers, and can stop
+and restart it on the same directory. `aws(...)` runs the aws CLI with the
+profile the server wrote (plus `--endpoint-url`, as the recipe is run);
+`session()` gives a boto3 session on the same profile.
+"""
+
+from __future__ import annotations
+
+import configparser
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from sluice.devtools.pgcluster import free_port
+
+
+def random_vpc_cidr() -> str:
+    """A /16 of the loopback range unlikely to be used by anything else here."""
+    return f"127.{random.randint(21, 250)}.0.0/16"
+
+
+class SluiceServer:
+    """`sluice server` in a child process, on its own data directory."""
+
+    def __init__(self, data_dir: Path | None = None, vpc_cidr: str | None = None) -> None:
+        self.data_dir = Path(data_dir or tempfile.mkdtemp(prefix="sluice-server-"))
+        self.port = free_port()
+        self.vpc_cidr = vpc_cidr or random_vpc_cidr()
+        self.log_path = self.data_dir / "server.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def profile(self) -> Path:
+        return self.data_dir / "aws" / "config"
+
+    def env(self) -> dict[str, str]:
+        """The environment for the aws CLI and boto3: this server's profile and nothing else."""
+        keep = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        return {
+            **keep,
+            "AWS_CONFIG_FILE": str(self.profile),
+            "AWS_SHARED_CREDENTIALS_FILE": str(self.data_dir / "no-credentials"),
+            "AWS_EC2_METADATA_DISABLED": "true",
+            "AWS_PAGER": "",
+        }
+
+    def start(self, timeout: float = 30.0) -> None:
+        command = [
+            sys.executable, "-m", "sluice", "server",
+            "--data-dir", str(self.data_dir),
+            "--listen", f"127.0.0.1:{self.port}",
+            "--vpc-cidr", self.vpc_cidr,
+        ]  # fmt: skip
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"sluice server exited early:\n{self.log_tail()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"sluice server did not start:\n{self.log_tail()}") from None
+                time.sleep(0.1)
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return None if self.proc is None else self.proc.returncode
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def aws(self, *args: str, check: bool = True, cwd: Path | None = None) -> Any:
+        """Run `aws ARGS --endpoint-url URL`; the parsed JSON output (or text, or None)."""
+        aws = shutil.which("aws", path=str(Path(sys.executable).parent)) or "aws"
+        proc = subprocess.run(
+            [aws, *args, "--endpoint-url", self.endpoint],
+            capture_output=True, text=True, env=self.env(), cwd=cwd, timeout=60,
+        )  # fmt: skip
+        if check and proc.returncode != 0:
+            raise AwsCliError(args, proc.returncode, proc.stderr)
+        out = proc.stdout.strip()
+        if not check:
+            return proc
+        try:
+            return json.loads(out) if out else None
+        except ValueError:
+            return out
+
+    def session(self, **credentials: str) -> Any:
+        """A boto3 session with the admin's key (or the given credentials) and region."""
+        import boto3
+
+        profile = configparser.ConfigParser()
+        profile.read(self.profile)
+        section = profile["default"]
+        return boto3.session.Session(
+            aws_access_key_id=credentials.get("aws_access_key_id", section["aws_access_key_id"]),
+            aws_secret_access_key=credentials.get(
+                "aws_secret_access_key", section["aws_secret_access_key"]
+            ),
+            aws_session_token=credentials.get("aws_session_token"),
+            region_name=section["region"],
+        )
+
+    def client(self, service: str, **credentials: str) -> Any:
+        """A boto3 client of this server (endpoint_url given, as the recipe's code would)."""
+        return self.session(**credentials).client(service, endpoint_url=self.endpoint)
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def log_tail(self, lines: int = 60) -> str:
+        return "\n".join(self.log_text().splitlines()[-lines:])
+
+    def __enter__(self) -> SluiceServer:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class AwsCliError(Exception):
+    def __init__(self, args: tuple[str, ...], code: int, stderr: str) -> None:
+        super().__init__(f"aws {' '.join(args[:2])} exited {code}: {stderr.strip()}")
+        self.code = code
+        self.stderr = stderr

@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Steps 1 to 8 of the recipe (seed/README.md), command for command; only `--endpoint-url` is
+# added. The caller exports the variables the recipe's earlier chapters made: VPC_ID, DB_NAME,
+# RDS_SECRET_ARN, AWS_ACCOUNT_ID, AWS_REGION, ISTOLATED_SUBNETS, RDS_SG, RDS_ID,
+# DB_APP_FUNCTION_ROLE_NAME, DB_APP_FUNCTION_SG_ID, ENDPOINT_URL, and ENGINE_FAMILY / DB_PORT
+# (MYSQL / 3306 in the recipe; POSTGRESQL / 5432 for its PostgreSQL twin).
+set -euo pipefail
+cd "$(dirname "$0")"
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+cp assume-role-policy.json policy-template.json "$WORK"/
+cd "$WORK"
+
+# 1
+aws iam create-role --assume-role-policy-document \
+	file://assume-role-policy.json --role-name AWSCookbook403RDSProxy --endpoint-url $ENDPOINT_URL
+
+# 2
+RDS_PROXY_SG_ID=$(aws ec2 create-security-group \
+	--group-name AWSCookbook403RDSProxySG \
+	--description "Lambda Security Group" --vpc-id $VPC_ID \
+	--output text --query GroupId --endpoint-url $ENDPOINT_URL)
+
+RDS_PROXY_ENDPOINT_ARN=$(aws rds create-db-proxy \
+	--db-proxy-name $DB_NAME \
+	--engine-family $ENGINE_FAMILY \
+	--auth '{
+				"AuthScheme": "SECRETS",
+				"SecretArn": "'"$RDS_SECRET_ARN"'",
+				"IAMAuth": "REQUIRED"
+			}' \
+	--role-arn arn:aws:iam::$AWS_ACCOUNT_ID:role/AWSCookbook403RDSProxy \
+	--vpc-subnet-ids $ISTOLATED_SUBNETS \
+	--vpc-security-group-ids $RDS_PROXY_SG_ID \
+	--require-tls --output text \
+	--query DBProxy.DBProxyArn --endpoint-url $ENDPOINT_URL)
+
+for _ in $(seq 60); do
+	STATUS=$(aws rds describe-db-proxies \
+		--db-proxy-name $DB_NAME \
+		--query DBProxies[0].Status \
+		--output text --endpoint-url $ENDPOINT_URL)
+	[ "$STATUS" = available ] && break
+	sleep 1
+done
+[ "$STATUS" = available ]
+
+RDS_PROXY_ENDPOINT=$(aws rds describe-db-proxies \
+	--db-proxy-name $DB_NAME \
+	--query DBProxies[0].Endpoint \
+	--output text --endpoint-url $ENDPOINT_URL)
+
+RDS_PROXY_ID=$(echo $RDS_PROXY_ENDPOINT_ARN | awk -F: '{ print $7 }')
+
+# 3
+sed -e "s/AWS_ACCOUNT_ID/${AWS_ACCOUNT_ID}/g" \
+	-e "s|AWS_REGION|${AWS_REGION}|g" \
+	-e "s|RDSProxyID|${RDS_PROXY_ID}|g" \
+	policy-template.json > policy.json
+
+aws iam create-policy --policy-name AWSCookbook403RdsIamPolicy \
+	--policy-document file://policy.json --endpoint-url $ENDPOINT_URL
+
+# 4
+aws iam attach-role-policy --role-name $DB_APP_FUNCTION_ROLE_NAME \
+	--policy-arn arn:aws:iam::$AWS_ACCOUNT_ID:policy/AWSCookbook403RdsIamPolicy \
+	--endpoint-url $ENDPOINT_URL
+
+aws rds describe-db-proxies --db-proxy-name $DB_NAME \
+	--query DBProxies[0].Status \
+	--output text --endpoint-url $ENDPOINT_URL
+
+# 5
+aws iam attach-role-policy --role-name AWSCookbook403RDSProxy \
+	--policy-arn arn:aws:iam::aws:policy/SecretsManagerReadWrite --endpoint-url $ENDPOINT_URL
+
+# 6
+aws ec2 authorize-security-group-ingress \
+	--protocol tcp --port $DB_PORT \
+	--source-group $RDS_PROXY_SG_ID \
+	--group-id $RDS_SG --endpoint-url $ENDPOINT_URL
+
+# 7
+aws rds register-db-proxy-targets \
+	--db-proxy-name $DB_NAME \
+	--db-instance-identifiers $RDS_ID --endpoint-url $ENDPOINT_URL
+
+# 8
+aws ec2 authorize-security-group-ingress \
+	--protocol tcp --port $DB_PORT \
+	--source-group $DB_APP_FUNCTION_SG_ID \
+	--group-id $RDS_PROXY_SG_ID --endpoint-url $ENDPOINT_URL
+
+echo "RDS_PROXY_SG_ID=$RDS_PROXY_SG_ID"
+echo "RDS_PROXY_ENDPOINT=$RDS_PROXY_ENDPOINT"
+echo "RDS_PROXY_ID=$RDS_PROXY_ID"

@@ -1,0 +1,425 @@
+"""The recipe, run with the real aws CLI and boto3 against `sluice server`, then each way in shut.
+
+For each engine a throwaway database listens on its own loopback address at
+the engine's standard port (as an RDS instance would), is adopted as a DB
+instance, and the recipe's steps 1-8 (tests/integration/recipe/recipe.sh,
+command for command plus `--endpoint-url`) build a proxy in front of it.
+A client then connects the way the recipe's function does: the function's role
+assumed through STS, an auth token from boto3's generate_db_auth_token, TLS,
+and a connection from an address in the function's security group.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import json
+import os
+import ssl
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pymysql
+import pytest
+
+from helpers import wait_for
+from sluice.devtools.controlplane import SluiceServer
+from sluice.devtools.mariadbcluster import MariaDbCluster
+from sluice.devtools.pgcluster import PgCluster
+
+RECIPE = Path(__file__).parent / "recipe" / "recipe.sh"
+DB_USER = "admin"
+DB_PASSWORD = "Recipe-Secret-9"
+FUNCTION_ROLE = "DBAppFunctionRole"
+
+
+class Env:
+    """What the recipe's earlier chapters leave behind, and what its steps make."""
+
+    def __init__(self, server: SluiceServer, family: str, db: MariaDbCluster | PgCluster) -> None:
+        self.server = server
+        self.family = family
+        self.db = db
+        self.port = 3306 if family == "MYSQL" else 5432
+        self.vars: dict[str, str] = {}
+        self.eni_ip = ""
+
+    @property
+    def endpoint(self) -> str:
+        return self.vars["RDS_PROXY_ENDPOINT"]
+
+
+def _addr(server: SluiceServer, host: int) -> str:
+    net = ipaddress.ip_network(server.vpc_cidr)
+    return str(net.network_address + 200 * 256 + host)  # outside the default subnets
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[SluiceServer]:
+    with SluiceServer() as srv:
+        yield srv
+        print(f"---- sluice server log ----\n{srv.log_tail(120)}")
+
+
+@pytest.fixture(scope="module")
+def pg_server() -> Iterator[SluiceServer]:
+    """A second account: the recipe's fixed names (role, policy, group) are per account."""
+    with SluiceServer() as srv:
+        yield srv
+        print(f"---- sluice server log (PostgreSQL) ----\n{srv.log_tail(120)}")
+
+
+def _prepare(server: SluiceServer, family: str, db: Any, name: str) -> Env:
+    env = Env(server, family, db)
+    aws = server.aws
+    ident = server.aws("sts", "get-caller-identity")
+    vpc = aws("ec2", "describe-vpcs", "--query", "Vpcs[0].VpcId", "--output", "text")
+    subnets = aws("ec2", "describe-subnets", "--query", "Subnets[].SubnetId", "--output", "text")
+    rds_sg = aws("ec2", "create-security-group", "--group-name", f"{name}-db-sg",
+                 "--description", "database", "--vpc-id", vpc, "--query", "GroupId",
+                 "--output", "text")  # fmt: skip
+    engine = "mariadb" if family == "MYSQL" else "postgres"
+    adopt = [
+        "-m", "sluice", "db-instance", "adopt", "--identifier", f"{name}-db", "--engine", engine,
+        "--host", db.host, "--port", str(db.port), "--security-group", rds_sg,
+        "--data-dir", str(server.data_dir),
+    ]  # fmt: skip
+    subprocess.run([sys.executable, *adopt], check=True, capture_output=True, timeout=60)
+    secret = aws("secretsmanager", "create-secret", "--name", f"{name}-secret",
+                 "--secret-string", json.dumps({"username": DB_USER, "password": DB_PASSWORD}),
+                 "--query", "ARN", "--output", "text")  # fmt: skip
+    trust = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"},
+             "Action": "sts:AssumeRole"},
+            {"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{ident['Account']}:root"},
+             "Action": "sts:AssumeRole"},
+        ],
+    }  # fmt: skip
+    role = f"{FUNCTION_ROLE}{name}"
+    trust_text = json.dumps(trust)
+    aws("iam", "create-role", "--role-name", role, "--assume-role-policy-document", trust_text)
+    fn_sg = aws("ec2", "create-security-group", "--group-name", f"{name}-function-sg",
+                "--description", "function", "--vpc-id", vpc, "--query", "GroupId",
+                "--output", "text")  # fmt: skip
+    first_subnet = subnets.split()[0]
+    env.eni_ip = aws("ec2", "create-network-interface", "--subnet-id", first_subnet,
+                     "--groups", fn_sg, "--query", "NetworkInterface.PrivateIpAddress",
+                     "--output", "text")  # fmt: skip
+    env.vars = {
+        "VPC_ID": vpc, "DB_NAME": name, "RDS_SECRET_ARN": secret,
+        "AWS_ACCOUNT_ID": ident["Account"], "AWS_REGION": "us-east-1",
+        "ISTOLATED_SUBNETS": subnets, "RDS_SG": rds_sg, "RDS_ID": f"{name}-db",
+        "DB_APP_FUNCTION_ROLE_NAME": role, "DB_APP_FUNCTION_SG_ID": fn_sg,
+        "ENDPOINT_URL": server.endpoint, "ENGINE_FAMILY": family, "DB_PORT": str(env.port),
+    }  # fmt: skip
+    return env
+
+
+def _run_recipe(env: Env) -> None:
+    proc = subprocess.run(
+        ["bash", str(RECIPE)], env={**env.server.env(), **env.vars,
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"},
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    for line in proc.stdout.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.startswith("RDS_PROXY_"):
+            env.vars[key] = value
+
+
+def _wait_target_available(env: Env) -> dict[str, Any]:
+    rds = env.server.client("rds")
+    health: dict[str, Any] = {}
+
+    def available() -> bool:
+        nonlocal health
+        targets = rds.describe_db_proxy_targets(DBProxyName=env.vars["DB_NAME"])["Targets"]
+        health = targets[0]["TargetHealth"] if targets else {}
+        return health.get("State") == "AVAILABLE"
+
+    assert wait_for(available, timeout=40, interval=0.5), health
+    return health
+
+
+@pytest.fixture(scope="module")
+def mysql_env(server: SluiceServer) -> Iterator[Env]:
+    with MariaDbCluster(host=_addr(server, 10), port=3306) as db:
+        db.create_user(DB_USER, DB_PASSWORD, host="%")
+        db.create_database("appdb", owner=DB_USER)
+        env = _prepare(server, "MYSQL", db, "mysqldb")
+        _run_recipe(env)
+        yield env
+
+
+@pytest.fixture(scope="module")
+def pg_env(pg_server: SluiceServer) -> Iterator[Env]:
+    with PgCluster(host=_addr(pg_server, 11), port=5432) as db:
+        db.create_user(DB_USER, DB_PASSWORD)
+        db.create_database("appdb", owner=DB_USER)
+        env = _prepare(pg_server, "POSTGRESQL", db, "pgdb")
+        _run_recipe(env)
+        yield env
+
+
+# ---- clients as the function would be ----
+
+
+def _function_credentials(env: Env, role: str | None = None) -> dict[str, str]:
+    sts = env.server.client("sts")
+    name = role or env.vars["DB_APP_FUNCTION_ROLE_NAME"]
+    arn = f"arn:aws:iam::{env.vars['AWS_ACCOUNT_ID']}:role/{name}"
+    creds = sts.assume_role(RoleArn=arn, RoleSessionName="function")["Credentials"]
+    return {
+        "aws_access_key_id": creds["AccessKeyId"],
+        "aws_secret_access_key": creds["SecretAccessKey"],
+        "aws_session_token": creds["SessionToken"],
+    }
+
+
+def _token(env: Env, creds: dict[str, str] | None = None, user: str = DB_USER) -> str:
+    rds = env.server.session(**(creds or _function_credentials(env))).client("rds")
+    return str(rds.generate_db_auth_token(env.endpoint, env.port, user))
+
+
+def _mysql(env: Env, password: str, bind: str | None = "eni", **extra: Any) -> Any:
+    kwargs: dict[str, Any] = {
+        "host": env.endpoint, "port": env.port, "user": DB_USER, "password": password,
+        "database": "appdb", "ssl": {"check_hostname": False, "verify_mode": ssl.CERT_NONE},
+        "connect_timeout": 10,
+    }  # fmt: skip
+    if bind:
+        kwargs["bind_address"] = env.eni_ip if bind == "eni" else bind
+    kwargs.update(extra)
+    return pymysql.connect(**kwargs)
+
+
+def _pg(env: Env, password: str, sslmode: str = "require") -> psycopg.Connection[Any]:
+    return psycopg.connect(
+        host=env.endpoint, port=env.port, user=DB_USER, password=password, dbname="appdb",
+        sslmode=sslmode, connect_timeout=10, autocommit=True,
+    )  # fmt: skip
+
+
+def _refused_mysql(env: Env, password: str, **kw: Any) -> str:
+    with pytest.raises(pymysql.err.OperationalError) as info:
+        _mysql(env, password, **kw).close()
+    return str(info.value)
+
+
+def _refused_pg(env: Env, password: str, **kw: Any) -> str:
+    with pytest.raises(psycopg.OperationalError) as info:
+        _pg(env, password, **kw).close()
+    return str(info.value)
+
+
+# ---- MySQL: the recipe itself ----
+
+
+def test_recipe_builds_a_mysql_proxy_that_a_token_client_uses(mysql_env: Env) -> None:
+    env = mysql_env
+    rds = env.server.client("rds")
+    proxy = rds.describe_db_proxies(DBProxyName=env.vars["DB_NAME"])["DBProxies"][0]
+    assert proxy["Status"] == "available"
+    assert proxy["RequireTLS"] is True
+    assert proxy["Auth"][0]["IAMAuth"] == "REQUIRED"
+    assert proxy["DBProxyArn"].split(":")[6] == env.vars["RDS_PROXY_ID"]
+    assert env.vars["RDS_PROXY_ID"].startswith("prx-")
+    assert ipaddress.ip_address(env.endpoint) in ipaddress.ip_network(env.server.vpc_cidr)
+    assert _wait_target_available(env) == {"State": "AVAILABLE"}
+    with _mysql(env, _token(env)) as conn, conn.cursor() as cur:
+        cur.execute("CREATE TABLE IF NOT EXISTS orders (id INT PRIMARY KEY, item TEXT)")
+        cur.execute("REPLACE INTO orders VALUES (1, 'tea')")
+        conn.commit()
+        cur.execute("SELECT item, CURRENT_USER() FROM orders WHERE id = 1")
+        item, who = cur.fetchone()
+    assert item == "tea"
+    assert who.startswith(f"{DB_USER}@")
+
+
+def test_every_way_into_the_mysql_proxy_is_shut(
+    mysql_env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = mysql_env
+    _wait_target_available(env)
+    good = _mysql(env, _token(env), autocommit=True)
+    creds = _function_credentials(env)
+
+    # an expired token: made 20 minutes ago
+    import botocore.auth
+
+    past = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=20)
+    with monkeypatch.context() as m:
+        m.setattr(botocore.auth, "get_current_datetime", lambda: past)
+        old_token = _token(env, creds)
+    assert "Access denied" in _refused_mysql(env, old_token)
+
+    # a token signed with a wrong secret key
+    wrong = {**creds, "aws_secret_access_key": "x" * 40}
+    assert "Access denied" in _refused_mysql(env, _token(env, wrong))
+
+    # an IAM user whose policies do not allow rds-db:connect
+    iam = env.server.client("iam")
+    iam.create_user(UserName="nopolicy")
+    key = iam.create_access_key(UserName="nopolicy")["AccessKey"]
+    plain = {
+        "aws_access_key_id": key["AccessKeyId"],
+        "aws_secret_access_key": key["SecretAccessKey"],
+    }
+    assert "Access denied" in _refused_mysql(env, _token(env, plain))
+
+    # an explicit Deny beside the recipe's Allow
+    deny = {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Deny", "Action": "rds-db:connect", "Resource": "*"}],
+    }
+    role = env.vars["DB_APP_FUNCTION_ROLE_NAME"]
+    iam.put_role_policy(RoleName=role, PolicyName="deny-db", PolicyDocument=json.dumps(deny))
+    assert "Access denied" in _refused_mysql(env, _token(env, creds))
+    iam.delete_role_policy(RoleName=role, PolicyName="deny-db")
+
+    # no ingress rule for the client's address (not in the function's security group)
+    text = _refused_mysql(env, _token(env, creds), bind=None)
+    assert "1130" in text and "security group" in text
+
+    # a plaintext client
+    text = _refused_mysql(env, _token(env, creds), ssl=None, ssl_disabled=True)
+    assert "3159" in text or "TLS" in text
+
+    with good.cursor() as cur:  # the allowed client kept working through all of it
+        cur.execute("SELECT item FROM orders WHERE id = 1")
+        assert cur.fetchone() == ("tea",)
+    good.close()
+    with _mysql(env, _token(env, creds)) as conn, conn.cursor() as cur:
+        cur.execute("SELECT 1")
+
+
+def test_proxy_role_must_be_allowed_to_read_the_secret(mysql_env: Env) -> None:
+    env = mysql_env
+    env.db.create_user("reader", "Reader-Secret-3", host="%")
+    aws = env.server.aws
+    secret = aws("secretsmanager", "create-secret", "--name", "reader-secret", "--secret-string",
+                 json.dumps({"username": "reader", "password": "Reader-Secret-3"}),
+                 "--query", "ARN", "--output", "text")  # fmt: skip
+    auth = [
+        {"AuthScheme": "SECRETS", "SecretArn": env.vars["RDS_SECRET_ARN"], "IAMAuth": "REQUIRED"},
+        {"AuthScheme": "SECRETS", "SecretArn": secret, "IAMAuth": "REQUIRED"},
+    ]
+    name = env.vars["DB_NAME"]
+    aws("rds", "modify-db-proxy", "--db-proxy-name", name, "--auth", json.dumps(auth))
+    deny = {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Deny", "Action": "secretsmanager:GetSecretValue", "Resource": secret}]}
+    aws("iam", "put-role-policy", "--role-name", "AWSCookbook403RDSProxy",
+        "--policy-name", "no-reader", "--policy-document", json.dumps(deny))  # fmt: skip
+    rds = env.server.client("rds")
+    assert wait_for(lambda: rds.describe_db_proxies(DBProxyName=env.vars["DB_NAME"])[
+        "DBProxies"][0]["Status"] == "available", timeout=20)  # fmt: skip
+    token = _token(env, user="reader")
+    text = _refused_mysql(env, token, user="reader", database=None)
+    assert "may not read the secret" in text
+    aws("iam", "delete-role-policy", "--role-name", "AWSCookbook403RDSProxy",
+        "--policy-name", "no-reader")  # fmt: skip
+    reader = {"user": "reader", "database": None}
+    with _mysql(env, _token(env, user="reader"), **reader) as conn, conn.cursor() as cur:
+        cur.execute("SELECT CURRENT_USER()")
+        assert cur.fetchone()[0].startswith("reader@")
+    # a new password in the secret is used for new database connections at once
+    env.db.sql("ALTER USER 'reader'@'%' IDENTIFIED BY 'Reader-Secret-4'")
+    aws("secretsmanager", "put-secret-value", "--secret-id", secret, "--secret-string",
+        json.dumps({"username": "reader", "password": "Reader-Secret-4"}))  # fmt: skip
+    with _mysql(env, _token(env, user="reader"), **reader) as conn, conn.cursor() as cur:
+        cur.execute("SELECT 1")
+
+
+def test_security_group_rules_apply_at_once(mysql_env: Env) -> None:
+    env = mysql_env
+    aws = env.server.aws
+    proxy_sg = env.vars["RDS_PROXY_SG_ID"]
+    fn_sg = env.vars["DB_APP_FUNCTION_SG_ID"]
+    rule = ["--protocol", "tcp", "--port", str(env.port),
+            "--source-group", fn_sg, "--group-id", proxy_sg]  # fmt: skip
+    aws("ec2", "revoke-security-group-ingress", *rule)
+    assert "1130" in _refused_mysql(env, _token(env))
+    aws("ec2", "authorize-security-group-ingress", *rule)
+    with _mysql(env, _token(env)) as conn, conn.cursor() as cur:
+        cur.execute("SELECT 1")
+    # the database's group must admit the proxy: without it the target fails health checks
+    db_rule = ["--protocol", "tcp", "--port", str(env.port), "--source-group", proxy_sg,
+               "--group-id", env.vars["RDS_SG"]]  # fmt: skip
+    aws("ec2", "revoke-security-group-ingress", *db_rule)
+    rds = env.server.client("rds")
+
+    def health() -> dict[str, Any]:
+        return rds.describe_db_proxy_targets(DBProxyName=env.vars["DB_NAME"])["Targets"][0][
+            "TargetHealth"
+        ]
+
+    assert wait_for(lambda: health().get("Reason") == "CONNECTION_FAILED", timeout=30), health()
+    assert health()["State"] == "UNAVAILABLE"
+    aws("ec2", "authorize-security-group-ingress", *db_rule)
+    _wait_target_available(env)
+
+
+# ---- PostgreSQL ----
+
+
+def test_recipe_builds_a_postgres_proxy(pg_env: Env) -> None:
+    env = pg_env
+    _wait_target_available(env)
+    # psql-style clients cannot bind a source address: admit this host by CIDR instead
+    assert "security group" in _refused_pg(env, _token(env))
+    env.server.aws("ec2", "authorize-security-group-ingress", "--group-id",
+                   env.vars["RDS_PROXY_SG_ID"], "--protocol", "tcp", "--port", "5432",
+                   "--cidr", "127.0.0.1/32")  # fmt: skip
+    with _pg(env, _token(env)) as conn:
+        row = conn.execute("SELECT current_user, current_database()").fetchone()
+    assert row == (DB_USER, "appdb")
+    assert "SSL" in _refused_pg(env, _token(env), sslmode="disable") or "TLS" in _refused_pg(
+        env, _token(env), sslmode="disable"
+    )
+    assert "password authentication failed" in _refused_pg(env, "not-a-token")
+
+
+# ---- the API itself ----
+
+
+def test_unsigned_and_badly_signed_calls_are_refused(server: SluiceServer) -> None:
+    proc = server.aws("rds", "describe-db-proxies", "--no-sign-request", check=False)
+    assert proc.returncode != 0 and "MissingAuthenticationToken" in proc.stderr
+    import botocore.exceptions
+
+    bad = server.client("rds", aws_secret_access_key="y" * 40)
+    with pytest.raises(botocore.exceptions.ClientError) as info:
+        bad.describe_db_proxies()
+    assert info.value.response["Error"]["Code"] == "SignatureDoesNotMatch"
+    unknown = server.client("sts", aws_access_key_id="AKIA" + "Z" * 16)
+    with pytest.raises(botocore.exceptions.ClientError) as info:
+        unknown.get_caller_identity()
+    assert info.value.response["Error"]["Code"] == "InvalidClientTokenId"
+
+
+def test_restart_keeps_everything(server: SluiceServer, mysql_env: Env) -> None:
+    before = server.client("rds").describe_db_proxies()["DBProxies"]
+    server.restart()
+    rds = server.client("rds")
+    after = rds.describe_db_proxies()["DBProxies"]
+    assert [(p["DBProxyName"], p["DBProxyArn"], p["Endpoint"]) for p in after] == [
+        (p["DBProxyName"], p["DBProxyArn"], p["Endpoint"]) for p in before
+    ]
+    assert all(p["Status"] == "available" for p in after)
+    _wait_target_available(mysql_env)
+    with _mysql(mysql_env, _token(mysql_env)) as conn, conn.cursor() as cur:
+        cur.execute("SELECT item FROM orders WHERE id = 1")
+        assert cur.fetchone() == ("tea",)
+    secret = server.client("secretsmanager").get_secret_value(
+        SecretId=mysql_env.vars["RDS_SECRET_ARN"]
+    )
+    assert json.loads(secret["SecretString"])["password"] == DB_PASSWORD
+    state = (server.data_dir / "state.db").read_bytes()
+    assert DB_PASSWORD.encode() not in state
