@@ -76,6 +76,7 @@ class PoolConfig:
     server_idle_timeout: float = 600.0
     server_check_delay: float = 30.0
     max_prepared_statements: int = 1000
+    exclude_variable_sets: bool = False
 
     def idle_limit(self, max_conns: int) -> int:
         if self.max_idle_connections.percent:
@@ -201,6 +202,7 @@ def _proxy(t: _Table, base: Path) -> ProxyConfig:
         server_idle_timeout=pool_t.seconds("server_idle_timeout", 600.0),
         server_check_delay=pool_t.seconds("server_check_delay", 30.0),
         max_prepared_statements=pool_t.integer("max_prepared_statements", 1000, low=0),
+        exclude_variable_sets=pool_t.flag("exclude_variable_sets", False),
     )
     pool_t.done()
     users = tuple(_user(u) for u in t.tables("users"))

@@ -15,9 +15,9 @@ import datetime as dt
 import ipaddress
 import json
 import os
-import ssl
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -51,6 +51,11 @@ class Env:
     @property
     def endpoint(self) -> str:
         return self.vars["RDS_PROXY_ENDPOINT"]
+
+    @property
+    def ca_file(self) -> Path:
+        """The CA the endpoints' certificates are issued by (like RDS's CA bundle)."""
+        return self.server.data_dir / "tls" / "ca.pem"
 
 
 def _addr(server: SluiceServer, host: int) -> str:
@@ -191,7 +196,7 @@ def _token(env: Env, creds: dict[str, str] | None = None, user: str = DB_USER) -
 def _mysql(env: Env, password: str, bind: str | None = "eni", **extra: Any) -> Any:
     kwargs: dict[str, Any] = {
         "host": env.endpoint, "port": env.port, "user": DB_USER, "password": password,
-        "database": "appdb", "ssl": {"check_hostname": False, "verify_mode": ssl.CERT_NONE},
+        "database": "appdb", "ssl": {"ca": str(env.ca_file), "check_hostname": True},
         "connect_timeout": 10,
     }  # fmt: skip
     if bind:
@@ -200,10 +205,11 @@ def _mysql(env: Env, password: str, bind: str | None = "eni", **extra: Any) -> A
     return pymysql.connect(**kwargs)
 
 
-def _pg(env: Env, password: str, sslmode: str = "require") -> psycopg.Connection[Any]:
+def _pg(env: Env, password: str, sslmode: str = "verify-full") -> psycopg.Connection[Any]:
+    """As a careful client connects: the endpoint's certificate verified against the CA."""
     return psycopg.connect(
         host=env.endpoint, port=env.port, user=DB_USER, password=password, dbname="appdb",
-        sslmode=sslmode, connect_timeout=10, autocommit=True,
+        sslmode=sslmode, sslrootcert=str(env.ca_file), connect_timeout=10, autocommit=True,
     )  # fmt: skip
 
 
@@ -423,3 +429,46 @@ def test_restart_keeps_everything(server: SluiceServer, mysql_env: Env) -> None:
     assert json.loads(secret["SecretString"])["password"] == DB_PASSWORD
     state = (server.data_dir / "state.db").read_bytes()
     assert DB_PASSWORD.encode() not in state
+
+
+def test_target_group_settings_reach_the_running_proxy(mysql_env: Env) -> None:
+    """ModifyDBProxyTargetGroup applies to the running proxy; an idle client stays connected."""
+    env = mysql_env
+    rds = env.server.client("rds")
+    name = env.vars["DB_NAME"]
+    idle = _mysql(env, _token(env), autocommit=True)
+    with idle.cursor() as cur:
+        cur.execute("SET SESSION optimizer_search_depth = 7")  # untracked: pins (logged)
+    assert wait_for(lambda: "pinned to its connection: SET optimizer_search_depth"
+                    in env.server.log_text(), timeout=5)  # fmt: skip
+    config = rds.modify_db_proxy_target_group(
+        TargetGroupName="default",
+        DBProxyName=name,
+        ConnectionPoolConfig={
+            "MaxConnectionsPercent": 50,
+            "ConnectionBorrowTimeout": 30,
+            "InitQuery": "SET SESSION sql_mode = 'ANSI_QUOTES'",
+            "SessionPinningFilters": ["EXCLUDE_VARIABLE_SETS"],
+        },
+    )["DBProxyTargetGroup"]["ConnectionPoolConfig"]
+    assert config["MaxConnectionsPercent"] == 50
+    assert config["SessionPinningFilters"] == ["EXCLUDE_VARIABLE_SETS"]
+    time.sleep(1.5)  # the runtime applies documents within a second
+    with idle.cursor() as cur:  # still connected: idle clients are not dropped
+        cur.execute("SELECT 1")
+        assert cur.fetchone() == (1,)
+    idle.close()
+    with _mysql(env, _token(env), autocommit=True) as fresh, fresh.cursor() as cur:
+        cur.execute("SELECT @@SESSION.sql_mode")
+        assert "ANSI_QUOTES" in cur.fetchone()[0]  # the new InitQuery ran
+        before = env.server.log_text().count("pinned to its connection: SET max_sort_length")
+        cur.execute("SET SESSION max_sort_length = 2048")  # not pinned under the filter
+        time.sleep(0.3)
+        after = env.server.log_text().count("pinned to its connection: SET max_sort_length")
+        assert before == after == 0
+    rds.modify_db_proxy_target_group(
+        TargetGroupName="default",
+        DBProxyName=name,
+        ConnectionPoolConfig={"MaxConnectionsPercent": 100, "InitQuery": "",
+                              "SessionPinningFilters": []},
+    )  # fmt: skip

@@ -1,4 +1,4 @@
-"""The network model: a loopback "VPC", its addresses, and security-group rules.
+"""The network model: a loopback "VPC", its addresses, and security-group admission.
 
 Sluice runs on one host, so its VPC is a loopback range (`vpc_cidr`, default
 127.20.0.0/16, from the server's settings; Linux answers every 127/8 address).
@@ -15,6 +15,8 @@ network interface per function and binds its client sockets to its address;
 a script can do the same with CreateNetworkInterface and a client bound to the
 PrivateIpAddress. Clients that do not bind come from 127.0.0.1 and are matched
 by CIDR rules only. Only ingress rules are enforced; egress rules are stored.
+How a group's rules are kept and shown (one rule per source, merged into
+IpPermissions) is `control.sgrules`; admission reads only the IpPermissions view.
 
 `admits` runs for every new client connection, so the groups' IpPermissions
 and the address registry are compiled into a small read-only structure. It is
@@ -27,13 +29,15 @@ store: callers report changes with `plane.changed("ec2")`.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Iterable
+import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 from sluice.control import ids
 from sluice.control.errors import ApiError, invalid
+from sluice.control.sgrules import group_doc
 from sluice.control.store import Doc, Store
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -106,6 +110,22 @@ def _subnet_doc(
         "AvailabilityZone": region + zone, "AvailabilityZoneId": zone_id(region, zone),
         "DefaultForAz": True, "MapPublicIpOnLaunch": False, "OwnerId": account,
         "SubnetArn": f"arn:aws:ec2:{region}:{account}:subnet/{subnet_id}", "Tags": [],
+    }
+
+
+def interface_doc(
+    eni_id: str, subnet: Doc, groups: list[dict[str, str]], address: str, description: str,
+    tags: list[dict[str, str]],
+) -> Doc:
+    """A new network interface of `subnet` (status "available", a random local MAC)."""
+    mac = ":".join(["02", *(f"{b:02x}" for b in secrets.token_bytes(5))])
+    return {
+        "NetworkInterfaceId": eni_id, "SubnetId": subnet["SubnetId"], "VpcId": subnet["VpcId"],
+        "AvailabilityZone": subnet["AvailabilityZone"], "Description": description,
+        "Groups": groups, "InterfaceType": "interface", "PrivateIpAddress": address,
+        "PrivateIpAddresses": [{"Primary": True, "PrivateIpAddress": address}],
+        "Status": "available", "OwnerId": subnet["OwnerId"], "RequesterManaged": False,
+        "SourceDestCheck": True, "MacAddress": mac, "Ipv6Addresses": [], "TagSet": tags,
     }
 
 
@@ -280,157 +300,3 @@ def _compile_permission(perm: dict[str, Any]) -> _Rule:
     high = int(perm.get("ToPort", -1))
     return _Rule(protocol_number(str(perm.get("IpProtocol", "-1"))), low, high,
                  tuple(networks), groups)
-
-
-# Security-group rules. A group keeps one rule per source ("_rules": {sgr-id: rule}, as
-# AWS's SecurityGroupRule); its IpPermissions and IpPermissionsEgress are rebuilt from them,
-# merged by (protocol, ports) in the order the rules were added, as DescribeSecurityGroups
-# shows them. `admits` reads only the IpPermissions view (the documented contract).
-
-Rule = dict[str, Any]
-ResolveGroup = Callable[[dict[str, Any]], tuple[str, str]]  # a UserIdGroupPair -> (id, owner)
-_PORTED = ("tcp", "udp", "icmp", "icmpv6")
-_NAMES = {"6": "tcp", "17": "udp", "1": "icmp", "58": "icmpv6"}
-_VIEW = {"CidrIpv4": ("IpRanges", "CidrIp"), "CidrIpv6": ("Ipv6Ranges", "CidrIpv6"),
-         "PrefixListId": ("PrefixListIds", "PrefixListId"),
-         "ReferencedGroupId": ("UserIdGroupPairs", "GroupId")}
-
-
-def group_doc(
-    group_id: str, name: str, description: str, vpc_id: str, account: str, region: str,
-    tags: list[dict[str, str]] | None = None, default: bool = False,
-) -> Doc:
-    """A new security group: egress to anywhere, and for a VPC's default group, ingress from
-    its own members (as AWS makes them)."""
-    doc = {"GroupId": group_id, "GroupName": name, "Description": description,
-           "VpcId": vpc_id, "OwnerId": account, "Tags": list(tags or []),
-           "SecurityGroupArn": f"arn:aws:ec2:{region}:{account}:security-group/{group_id}"}
-    every = {"IpProtocol": "-1", "FromPort": -1, "ToPort": -1}
-    rules = {ids.hex_id("sgr"): {**every, "IsEgress": True, "CidrIpv4": "0.0.0.0/0", "Seq": 1}}
-    if default:
-        rules[ids.hex_id("sgr")] = {**every, "IsEgress": False, "ReferencedGroupId": group_id,
-                                    "ReferencedUserId": account, "Seq": 2}
-    return with_rules(doc, rules)
-
-
-def with_rules(doc: Doc, rules: dict[str, Rule]) -> Doc:
-    """A copy of a group's document holding `rules` and the IpPermissions views of them."""
-    ordered = sorted(rules.items(), key=lambda item: int(item[1]["Seq"]))
-    ingress = [rule for _, rule in ordered if not rule["IsEgress"]]
-    egress = [rule for _, rule in ordered if rule["IsEgress"]]
-    return {**doc, "_rules": dict(ordered), "IpPermissions": permissions_view(ingress),
-            "IpPermissionsEgress": permissions_view(egress)}
-
-
-def rules_of(doc: Doc) -> dict[str, Rule]:
-    """A group's rules by id (made from its IpPermissions if it was written without them)."""
-    if "_rules" in doc:
-        return dict(doc["_rules"])
-    rules: dict[str, Rule] = {}
-    for egress, field in ((False, "IpPermissions"), (True, "IpPermissionsEgress")):
-        for perm in doc.get(field, []):
-            for rule in split_permission(perm, egress, _as_given):
-                rules[ids.hex_id("sgr")] = {**rule, "Seq": len(rules) + 1}
-    return rules
-
-
-def _as_given(pair: dict[str, Any]) -> tuple[str, str]:
-    return str(pair.get("GroupId", "")), str(pair.get("UserId", ""))
-
-
-def split_permission(perm: dict[str, Any], egress: bool, resolve: ResolveGroup) -> list[Rule]:
-    """One IpPermission as single-source rules, validated and normalised (ApiError if bad)."""
-    protocol = normalize_protocol(str(perm.get("IpProtocol", "")))
-    low, high = _ports(protocol, perm.get("FromPort"), perm.get("ToPort"))
-    base: Rule = {"IsEgress": egress, "IpProtocol": protocol, "FromPort": low, "ToPort": high}
-    rules = [_sourced(base, item, "CidrIpv4", _cidr(item.get("CidrIp"), 4))
-             for item in perm.get("IpRanges", [])]
-    rules += [_sourced(base, item, "CidrIpv6", _cidr(item.get("CidrIpv6"), 6))
-              for item in perm.get("Ipv6Ranges", [])]
-    rules += [_sourced(base, item, "PrefixListId", str(item.get("PrefixListId", "")))
-              for item in perm.get("PrefixListIds", [])]
-    for item in perm.get("UserIdGroupPairs", []):
-        group_id, owner = resolve(item)
-        rules.append({**_sourced(base, item, "ReferencedGroupId", group_id),
-                      "ReferencedUserId": owner})
-    if not rules:
-        raise invalid("A rule needs a source: IpRanges, Ipv6Ranges, PrefixListIds or "
-                      "UserIdGroupPairs")
-    return rules
-
-
-def rule_key(rule: Rule) -> tuple[Any, ...]:
-    """What makes two rules the same rule (their descriptions aside)."""
-    source = next(f for f in _VIEW if f in rule)
-    return (rule["IsEgress"], rule["IpProtocol"], rule["FromPort"], rule["ToPort"], source,
-            rule[source])
-
-
-def normalize_protocol(text: str) -> str:
-    """"tcp", "udp", "icmp", "icmpv6", "-1" (all) or another protocol number."""
-    value = text.strip().lower()
-    if not value:
-        raise ApiError("MissingParameter", "The request must contain the parameter IpProtocol")
-    if value in _PORTED or value in ("-1", "all"):
-        return "-1" if value == "all" else value
-    try:
-        number = int(value)
-    except ValueError:
-        number = -2
-    if not 0 <= number <= 255:
-        raise invalid(f"Invalid value '{text}' for IP protocol. Unknown protocol.")
-    return _NAMES.get(str(number), str(number))
-
-
-def _ports(protocol: str, low: Any, high: Any) -> tuple[int, int]:
-    if protocol not in _PORTED:
-        return -1, -1  # AWS: every port, whatever ports were given
-    if protocol.startswith("icmp"):
-        low, high = (-1 if low is None else int(low)), (-1 if high is None else int(high))
-        if not (-1 <= low <= 255 and -1 <= high <= 255):
-            raise invalid(f"Invalid ICMP type/code: {low}/{high}")
-        return low, high
-    if (low is None and high is None) or (low == -1 and high in (-1, None)):
-        return 0, 65535
-    if low is None or high is None or not 0 <= int(low) <= int(high) <= 65535:
-        raise invalid(f"Invalid {protocol.upper()} port range: {low} to {high}")
-    return int(low), int(high)
-
-
-def _cidr(text: Any, version: int) -> str:
-    try:
-        network = ipaddress.ip_network(str(text), strict=False)
-    except ValueError:
-        network = None
-    if network is None or network.version != version:
-        raise invalid(f"CIDR block {text} is malformed")
-    return str(network)
-
-
-def _sourced(base: Rule, item: dict[str, Any], field: str, value: str) -> Rule:
-    rule = {**base, field: value}
-    if item.get("Description"):
-        rule["Description"] = item["Description"]
-    return rule
-
-
-def permissions_view(rules: Iterable[Rule]) -> list[dict[str, Any]]:
-    """Rules as IpPermission dicts, one per (protocol, ports), sources merged in order."""
-    perms: dict[tuple[str, int, int], dict[str, Any]] = {}
-    for rule in rules:
-        key = (rule["IpProtocol"], rule["FromPort"], rule["ToPort"])
-        perm = perms.get(key)
-        if perm is None:
-            perm = perms[key] = {"IpProtocol": key[0], "IpRanges": [], "Ipv6Ranges": [],
-                                 "PrefixListIds": [], "UserIdGroupPairs": []}
-            if key[0] in _PORTED:
-                perm.update(FromPort=key[1], ToPort=key[2])
-        field = next(f for f in _VIEW if f in rule)
-        listing, name = _VIEW[field]
-        entry = {name: rule[field]}
-        if field == "ReferencedGroupId":
-            entry["UserId"] = rule.get("ReferencedUserId", "")
-        if rule.get("Description"):
-            entry["Description"] = rule["Description"]
-        perm[listing].append(entry)
-    return list(perms.values())

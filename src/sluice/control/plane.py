@@ -20,6 +20,7 @@ from sluice.config import Settings
 from sluice.control import network
 from sluice.control.authority import PlaneAuthority
 from sluice.control.bootstrap import ensure_account, write_profile
+from sluice.control.certs import EndpointCertificates
 from sluice.control.errors import ApiError
 from sluice.control.managed_policies import ensure_managed_policies
 from sluice.control.principals import Principals
@@ -74,6 +75,7 @@ class ControlPlane:
         network.ensure_default_vpc(self.store, self.account, self.region, settings.vpc_cidr)
         write_profile(data / "aws" / "config", self.store, self.vault, account, settings.endpoint)
         self.principals = Principals(self.store, self.vault)
+        self.certificates = EndpointCertificates(data / "tls")
         session = botocore.session.get_session()
         services: list[Any] = [Iam(self), Sts(self), Ec2(self), SecretsManager(self), Rds(self)]
         self.services = {s.name: s for s in services}

@@ -5,10 +5,9 @@ Why it is built this way: the control plane stores the policies callers create
 question per IAM-authenticated login - may this principal ``rds-db:connect`` to this
 ``dbuser`` ARN? Evaluation is therefore a small pure function over parsed JSON, following
 AWS's identity-policy logic: any matching Deny wins, else any matching Allow, else an
-implicit deny. Patterns (``*``/``?``) become anchored regular expressions in which
-resolved policy variables are always literal text, so a user name containing ``*`` can
-never widen a grant. ARNs are matched segment-aware: inside the first five ARN segments
-a wildcard stays within its segment unless it ends the segment, as AWS documents.
+implicit deny. How a pattern (``*``/``?``, policy variables, segment-aware ARNs) or a
+condition operator matches the request is `control.conditions`; this module owns the
+documents and the decision, statement by statement.
 
 Fail-closed choices: an unknown condition operator (or malformed condition block) makes
 its statement not match. For an Allow that denies; for a Deny it means the Deny does
@@ -21,20 +20,22 @@ the condition false.
 from __future__ import annotations
 
 import enum
-import ipaddress
 import json
-import operator
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from types import MappingProxyType
 from typing import Any
 
+from sluice.control.conditions import (
+    Scope,
+    conditions_hold,
+    known_operator,
+    make_scope,
+    pattern_matches,
+)
 from sluice.control.errors import ApiError
 
 VERSIONS = ("2012-10-17", "2008-10-17")
-_VARIABLE = re.compile(r"\$\{([^}]*)\}")
 _ACTION = re.compile(r"\*|[A-Za-z0-9_*?-]+:[A-Za-z0-9_*?-]+")
 _ACCOUNT = re.compile(r"\d{12}")
 _ROOT = re.compile(r"arn:aws[a-z-]*:iam::(\d{12}):root")
@@ -105,7 +106,7 @@ def _check_condition(value: object) -> None:
     if not isinstance(value, dict):
         raise _malformed("Condition must be an object.")
     for name, block in value.items():
-        if not _known_operator(name):
+        if not known_operator(name):
             raise _malformed(f"Invalid Condition type : {name}.")
         if not isinstance(block, dict) or not block:
             raise _malformed("Each condition operator must map keys to values.")
@@ -171,213 +172,6 @@ def parse_policy(text: str, *, trust: bool = False) -> dict[str, Any]:
     return document
 
 
-# --- patterns and variables ---------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Scope:
-    values: Mapping[str, list[str]]  # context, keys lower-cased
-    variables: bool  # policy variables are only substituted in 2012-10-17 documents
-
-
-def _make_scope(policy: Mapping[str, Any], context: Mapping[str, str | list[str]] | None) -> _Scope:
-    values = {k.lower(): [v] if isinstance(v, str) else list(v) for k, v in (context or {}).items()}
-    return _Scope(values, policy.get("Version") == "2012-10-17")
-
-
-def _resolve(body: str, scope: _Scope) -> str | None:
-    name, comma, default = body.partition(",")
-    name = name.strip()
-    if name in ("*", "?", "$"):
-        return name
-    found = scope.values.get(name.lower())
-    if found is not None and len(found) == 1:
-        return found[0]
-    default = default.strip()
-    if comma and len(default) >= 2 and default[0] == default[-1] == "'":
-        return default[1:-1]
-    return None
-
-
-def _chars(text: str, scope: _Scope | None) -> list[tuple[bool, str]] | None:
-    """Characters of ``text`` flagged literal (from a variable) or pattern; None if unresolved."""
-    if scope is None or not scope.variables:
-        return [(False, c) for c in text]
-    out: list[tuple[bool, str]] = []
-    position = 0
-    for match in _VARIABLE.finditer(text):
-        out += [(False, c) for c in text[position : match.start()]]
-        value = _resolve(match.group(1), scope)
-        if value is None:
-            return None
-        out += [(True, c) for c in value]
-        position = match.end()
-    return out + [(False, c) for c in text[position:]]
-
-
-def _regex(chars: list[tuple[bool, str]], arn: bool) -> str:
-    out, colons = [], 0
-    for index, (literal, char) in enumerate(chars):
-        if literal or char not in "*?":
-            colons += char == ":"
-            out.append(re.escape(char))
-            continue
-        inside = arn and colons < 5  # still within arn:partition:service:region:account
-        if char == "?":
-            out.append("[^:]" if inside else ".")
-        else:
-            ends = index + 1 == len(chars) or chars[index + 1][1] == ":"
-            out.append("[^:]*" if inside and not ends else ".*")
-    return "".join(out)
-
-
-def _matches(pattern: str, text: str, scope: _Scope | None, fold: bool = False) -> bool:
-    chars = _chars(pattern, scope)
-    if chars is None:
-        return False
-    flags = (re.IGNORECASE | re.DOTALL) if fold else re.DOTALL
-    return re.fullmatch(_regex(chars, pattern.startswith("arn:")), text, flags) is not None
-
-
-def _substitute(value: object, scope: _Scope) -> str | None:
-    text = ("true" if value else "false") if isinstance(value, bool) else str(value)
-    chars = _chars(text, scope)
-    return None if chars is None else "".join(c for _, c in chars)
-
-
-# --- condition operators ------------------------------------------------------------------
-
-
-class _Unmatchable(Exception):
-    """A value that cannot be compared (bad number, date or address): condition fails."""
-
-
-def _number(value: object) -> float:
-    try:
-        return float(str(value))
-    except ValueError:
-        raise _Unmatchable from None
-
-
-def _date(value: object) -> datetime:
-    text = str(value)
-    try:
-        moment = (
-            datetime.fromtimestamp(float(text), UTC)
-            if text.replace(".", "", 1).isdigit()
-            else datetime.fromisoformat(text)
-        )
-    except (ValueError, OverflowError):
-        raise _Unmatchable from None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
-
-
-_Op = Callable[[str, object, _Scope], bool]
-
-
-def _text_op(fold: bool) -> Callable[[str, object, _Scope], bool]:
-    def match(actual: str, wanted: object, scope: _Scope) -> bool:
-        text = _substitute(wanted, scope)
-        if text is None:
-            return False
-        return actual.casefold() == text.casefold() if fold else actual == text
-
-    return match
-
-
-def _like(actual: str, wanted: object, scope: _Scope) -> bool:
-    return _matches(str(wanted), actual, scope)
-
-
-def _arn_like(actual: str, wanted: object, scope: _Scope) -> bool:
-    return actual.count(":") >= 5 and _matches(str(wanted), actual, scope)
-
-
-def _compare(parse: Callable[[object], Any], test: Callable[[Any, Any], bool]) -> _Op:
-    def match(actual: str, wanted: object, scope: _Scope) -> bool:
-        text = _substitute(wanted, scope)
-        return text is not None and bool(test(parse(actual), parse(text)))
-
-    return match
-
-
-def _ip(actual: str, wanted: object, scope: _Scope) -> bool:
-    try:
-        return ipaddress.ip_address(actual.strip()) in ipaddress.ip_network(
-            str(wanted).strip(), strict=False
-        )
-    except ValueError:
-        raise _Unmatchable from None
-    except TypeError:  # IPv4 address against an IPv6 network, or the reverse
-        return False
-
-
-_COMPARISONS = (
-    ("equals", operator.eq), ("lessthan", operator.lt), ("lessthanequals", operator.le),
-    ("greaterthan", operator.gt), ("greaterthanequals", operator.ge),
-)  # fmt: skip
-_OPERATORS: Mapping[str, tuple[_Op, bool]] = MappingProxyType(
-    {
-        "stringequals": (_text_op(False), False), "stringnotequals": (_text_op(False), True),
-        "stringequalsignorecase": (_text_op(True), False),
-        "stringnotequalsignorecase": (_text_op(True), True),
-        "stringlike": (_like, False), "stringnotlike": (_like, True),
-        "arnequals": (_arn_like, False), "arnlike": (_arn_like, False),
-        "arnnotequals": (_arn_like, True), "arnnotlike": (_arn_like, True),
-        "bool": (_text_op(True), False), "binaryequals": (_text_op(False), False),
-        "ipaddress": (_ip, False), "notipaddress": (_ip, True),
-        "numericnotequals": (_compare(_number, operator.eq), True),
-        "datenotequals": (_compare(_date, operator.eq), True),
-        **{f"numeric{n}": (_compare(_number, t), False) for n, t in _COMPARISONS},
-        **{f"date{n}": (_compare(_date, t), False) for n, t in _COMPARISONS},
-    }
-)  # fmt: skip
-
-
-def _known_operator(name: str) -> bool:
-    """Whether ``name`` (with optional set qualifier and IfExists) is an operator we evaluate."""
-    qualifier, _, base = name.lower().rpartition(":")
-    if qualifier not in ("", "foranyvalue", "forallvalues"):
-        return False
-    return (base == "null" and not qualifier) or base.removesuffix("ifexists") in _OPERATORS
-
-
-def _condition(name: str, key: str, wanted: object, scope: _Scope) -> bool:
-    qualifier, _, base = name.lower().rpartition(":")
-    if qualifier not in ("", "foranyvalue", "forallvalues"):
-        return False
-    values = wanted if isinstance(wanted, list) else [wanted]
-    actual = scope.values.get(key.lower()) or []
-    if base == "null" and not qualifier:
-        return any(str(v).lower() == ("true" if not actual else "false") for v in values)
-    if_exists = base.endswith("ifexists")
-    entry = _OPERATORS.get(base.removesuffix("ifexists"))
-    if entry is None:
-        return False
-    test, negated = entry
-    if not actual:
-        return if_exists or qualifier == "forallvalues" or (negated and not qualifier)
-    try:
-        hits = [any(test(a, v, scope) for v in values) != negated for a in actual]
-    except _Unmatchable:
-        return False
-    every = qualifier == "forallvalues" or (negated and not qualifier)
-    return all(hits) if every else any(hits)
-
-
-def _conditions_hold(block: object, scope: _Scope) -> bool:
-    if block is None:
-        return True
-    if not isinstance(block, dict):
-        return False
-    for name, keys in block.items():
-        if not isinstance(keys, dict):
-            return False
-        if not all(_condition(name, key, wanted, scope) for key, wanted in keys.items()):
-            return False
-    return True
-
-
 # --- evaluation ---------------------------------------------------------------------------
 
 
@@ -435,7 +229,7 @@ def _principal_applies(statement: Mapping[str, Any], who: Principal) -> bool:
 def _applies(
     statement: Mapping[str, Any],
     action: str,
-    scope: _Scope,
+    scope: Scope,
     resource: str | None = None,
     who: Principal | None = None,
 ) -> bool:
@@ -443,12 +237,12 @@ def _applies(
     if who is not None and not _principal_applies(statement, who):
         return False
     if resource is not None and not _element(
-        statement, "Resource", lambda p: _matches(p, resource, scope)
+        statement, "Resource", lambda p: pattern_matches(p, resource, scope)
     ):
         return False
     return _element(
-        statement, "Action", lambda p: _matches(p, action, None, fold=True)
-    ) and _conditions_hold(statement.get("Condition"), scope)
+        statement, "Action", lambda p: pattern_matches(p, action, None, fold=True)
+    ) and conditions_hold(statement.get("Condition"), scope)
 
 
 def _decide(matching: Iterable[Mapping[str, Any]]) -> Decision:
@@ -467,7 +261,7 @@ def evaluate(
     context: Mapping[str, str | list[str]] | None = None,
 ) -> Decision:
     """Evaluate identity policies: any matching Deny, else any matching Allow, else implicit."""
-    scoped = ((policy, _make_scope(policy, context)) for policy in policies)
+    scoped = ((policy, make_scope(policy, context)) for policy in policies)
     return _decide(
         statement
         for policy, scope in scoped
@@ -483,6 +277,6 @@ def trust_allows(
     context: Mapping[str, str | list[str]] | None = None,
 ) -> bool:
     """Whether a role's trust policy lets ``principal`` perform ``action`` (Deny wins)."""
-    scope = _make_scope(trust_policy, context)
+    scope = make_scope(trust_policy, context)
     matching = (s for s in _statements(trust_policy) if _applies(s, action, scope, who=principal))
     return _decide(matching) is Decision.ALLOW

@@ -124,6 +124,7 @@ class Runtime:
             method = chosen or _DEFAULT_AUTH[engine]
         group = self.plane.store.get("db_proxy_target_group", f"{doc['DBProxyName']}/default")
         pool = (group or {}).get("ConnectionPoolConfig", {})
+        cert_file, key_file = self.plane.certificates.for_address(listener.address)
         return ProxyConfig(
             name=name,
             engine=engine,
@@ -139,10 +140,14 @@ class Runtime:
                 borrow_timeout=float(pool.get("ConnectionBorrowTimeout", 120)),
                 idle_client_timeout=float(doc.get("IdleClientTimeout", 1800)),
                 init_query=str(pool.get("InitQuery", "") or ""),
+                exclude_variable_sets="EXCLUDE_VARIABLE_SETS"
+                in pool.get("SessionPinningFilters", []),
             ),
             users=(),
             require_tls=bool(doc.get("RequireTLS", False)),
             auth_method=method,
+            tls_cert_file=cert_file,
+            tls_key_file=key_file,
         )
 
     def _target_config(self, proxy: str, engine: str) -> TargetConfig:

@@ -4,11 +4,12 @@ Why it is built this way: the control plane must accept requests signed by the r
 botocore (header form and presigned query form) and the data plane must accept RDS IAM
 auth tokens (`generate_db_auth_token`, a presigned URL for service ``rds-db``). Both are
 the same computation - rebuild botocore's canonical request from what arrived on the
-wire, HMAC it with a key derived from the caller's secret, compare in constant time -
-so one pure module serves both. It does no I/O and never reads the clock: callers pass
-``now``. Derived keys are cached in an explicit, bounded `SigningKeys` object owned by
-the caller (no module-level state), because the HMAC chain is four times the work of
-the final signature and a proxy verifies many tokens with the same key each day.
+wire (`sigv4_canonical`), HMAC it with a key derived from the caller's secret, compare
+in constant time - so one pure module serves both. It does no I/O and never reads the
+clock: callers pass ``now``. Derived keys are cached in an explicit, bounded
+`SigningKeys` object owned by the caller (no module-level state), because the HMAC
+chain is four times the work of the final signature and a proxy verifies many tokens
+with the same key each day.
 
 Error choices: malformed signature claims are ``IncompleteSignature`` (400); a wrong
 signature is ``SignatureDoesNotMatch`` (403). A header-signed request whose date is more
@@ -30,9 +31,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
 from sluice.control.errors import ApiError, bad_signature, missing_auth
+from sluice.control.sigv4_canonical import canonical_request, lower_headers, unsigned_query
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
@@ -71,14 +73,6 @@ class Credential:
 
 def _incomplete(message: str) -> ApiError:
     return ApiError("IncompleteSignature", message, 400)
-
-
-def _lower_headers(headers: Mapping[str, str]) -> dict[str, list[str]]:
-    """Group header values by lower-cased name (a multidict's repeats are kept)."""
-    grouped: dict[str, list[str]] = {}
-    for name, value in headers.items():
-        grouped.setdefault(name.lower(), []).append(value)
-    return grouped
 
 
 def _parse_amz_date(value: str) -> datetime:
@@ -136,7 +130,7 @@ def parse_header_auth(headers: Mapping[str, str]) -> Credential:
     Raises `missing_auth` when there is no Authorization header and ``IncompleteSignature``
     when it is malformed or uses another algorithm.
     """
-    grouped = _lower_headers(headers)
+    grouped = lower_headers(headers)
     if "authorization" not in grouped:
         raise missing_auth()
     algorithm, _, rest = grouped["authorization"][0].strip().partition(" ")
@@ -190,50 +184,6 @@ def parse_query_auth(query: list[tuple[str, str]]) -> Credential | None:
     )  # fmt: skip
 
 
-def canonical_path(raw_path: str) -> str:
-    """botocore's canonical URI: dot segments and empty segments removed, then encoded.
-
-    ``raw_path`` is the path exactly as sent (still percent-encoded); it is encoded once
-    more, as botocore does for every service but S3.
-    """
-    if not raw_path:
-        return "/"
-    segments: list[str] = []
-    for segment in raw_path.split("/"):
-        if segment == "..":
-            if segments:
-                segments.pop()
-        elif segment and segment != ".":
-            segments.append(segment)
-    lead = "/" if raw_path.startswith("/") else ""
-    trail = "/" if raw_path.endswith("/") and segments else ""
-    return quote(lead + "/".join(segments) + trail, safe="/~")
-
-
-def canonical_query(query: list[tuple[str, str]]) -> str:
-    """Encode each decoded pair (RFC 3986 unreserved kept), sort by key then value."""
-    encoded = sorted((quote(k, safe="-_.~"), quote(v, safe="-_.~")) for k, v in query)
-    return "&".join(f"{k}={v}" for k, v in encoded)
-
-
-def canonical_request(
-    method: str,
-    path: str,
-    query: list[tuple[str, str]],
-    headers: Mapping[str, str],
-    signed_headers: tuple[str, ...] | list[str],
-    payload_hash: str,
-) -> str:
-    """The SigV4 canonical request for what arrived (query excludes X-Amz-Signature)."""
-    grouped = _lower_headers(headers)
-    names = sorted({name.lower() for name in signed_headers})
-    lines = [
-        f"{name}:{','.join(' '.join(v.split()) for v in grouped.get(name, []))}" for name in names
-    ]
-    parts = [method.upper(), canonical_path(path), canonical_query(query)]
-    return "\n".join([*parts, "\n".join(lines) + "\n", ";".join(names), payload_hash])
-
-
 class SigningKeys:
     """A bounded LRU cache of derived signing keys, one per (secret, date, region, service)."""
 
@@ -282,10 +232,6 @@ def _signature_matches(cred: Credential, creq: str, secret: str, keys: SigningKe
     return hmac.compare_digest(expected.encode(), cred.signature.encode())
 
 
-def _without_signature(query: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    return [(k, v) for k, v in query if k != "X-Amz-Signature"]
-
-
 def _skew_text(seconds: float) -> str:
     return f"{int(seconds // 60)} min." if seconds % 60 == 0 else f"{seconds:g} sec."
 
@@ -316,7 +262,7 @@ class Verifier:
         if cred.date != _stamp(cred.amz_date)[:8]:
             raise bad_signature("Date in Credential scope does not match the request date.")
         if cred.expires is not None:
-            query = _without_signature(query)
+            query = unsigned_query(query)
         payload = _payload_hash(headers, body)
         creq = canonical_request(method, path, query, headers, cred.signed_headers, payload)
         if not _signature_matches(cred, creq, secret, self.keys):
@@ -345,7 +291,7 @@ class Verifier:
 
 def _payload_hash(headers: Mapping[str, str], body: bytes) -> str:
     actual = hashlib.sha256(body).hexdigest()
-    claimed = _lower_headers(headers).get("x-amz-content-sha256")
+    claimed = lower_headers(headers).get("x-amz-content-sha256")
     if claimed is not None and claimed[0].strip() != actual:
         raise bad_signature(
             "The provided 'x-amz-content-sha256' header does not match what was computed."
@@ -441,7 +387,7 @@ def verify_db_auth_token(
         raise TokenError("not yet valid")
     if cred.date != _stamp(cred.amz_date)[:8]:
         raise TokenError("signature does not match")
-    query, host = _without_signature(tok.query), {"host": tok.host_header}
+    query, host = unsigned_query(tok.query), {"host": tok.host_header}
     creq = canonical_request("GET", "/", query, host, ("host",), EMPTY_SHA256)
     if not _signature_matches(cred, creq, secret, keys):
         raise TokenError("signature does not match")

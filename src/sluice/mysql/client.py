@@ -33,7 +33,7 @@ from sluice.mysql.statements import (
     reply_for_client,
 )
 from sluice.pool.pool import PoolStats
-from sluice.session.frontend import ClientState, FrontendSession
+from sluice.session.frontend import ClientState, FrontendSession, is_variable_set
 from sluice.tls import TLSBuffer
 from sluice.wire.mysql import commands as cmd
 from sluice.wire.mysql import constants as c
@@ -420,6 +420,8 @@ class MyClientSession(FrontendSession):
             self.pin(_PINS[command])
 
     def pin(self, reason: str) -> None:
+        if self.proxy.config.pool.exclude_variable_sets and is_variable_set(reason):
+            return  # the operator chose to share such state rather than pin for it
         self.pinned = reason
         assert self.pool is not None
         self.pool.on_pin(self, reason)

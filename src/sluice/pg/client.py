@@ -32,7 +32,7 @@ from sluice.errors import (
 from sluice.pg.settings import SessionSettings, sync_sql
 from sluice.pg.statements import ClientStatements
 from sluice.pool.pool import PoolStats
-from sluice.session.frontend import ClientState, FrontendSession
+from sluice.session.frontend import ClientState, FrontendSession, is_variable_set
 from sluice.wire.pg import messages as m
 from sluice.wire.pg import responses as r
 from sluice.wire.pg.framing import MessageReader
@@ -343,6 +343,8 @@ class ClientSession(FrontendSession):
             self.fail(QueryCanceled("canceling statement due to user request"), fatal=False)
 
     def pin(self, reason: str) -> None:
+        if self.proxy.config.pool.exclude_variable_sets and is_variable_set(reason):
+            return  # the operator chose to share such state rather than pin for it
         self.pinned = reason
         assert self.pool is not None
         self.pool.on_pin(self, reason)

@@ -22,6 +22,20 @@ from typing import Any
 
 from sluice.errors import PoolTimeout, ServerError, SluiceError
 
+# Pin reasons that are not variable assignments, though they begin with SET.
+_NOT_VARIABLE_SETS = frozenset(
+    {"SET ROLE", "SET RESOURCE GROUP", "SET TRANSACTION", "SET SESSION TRANSACTION",
+     "SET SESSION AUTHORIZATION", "SET SESSION CHARACTERISTICS", "SET SESSION "}
+)  # fmt: skip
+
+
+def is_variable_set(reason: str) -> bool:
+    """Whether a pin reason is a variable assignment (what RDS Proxy's
+    EXCLUDE_VARIABLE_SETS filter, `exclude_variable_sets`, leaves unpinned)."""
+    if reason == "user variable":
+        return True
+    return reason.startswith("SET ") and reason not in _NOT_VARIABLE_SETS
+
 
 class ClientState(enum.Enum):
     __hash__ = object.__hash__  # identity: cheap on the relay path

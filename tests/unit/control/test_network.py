@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from sluice.control import network
+from sluice.control import network, sgrules
 from sluice.control.errors import ApiError
 from sluice.control.store import Store
 
@@ -27,12 +27,12 @@ def subnets(store: Store) -> list[dict[str, Any]]:
 
 
 def add_group(store: Store, group_id: str, perms: list[dict[str, Any]]) -> None:
-    doc = network.group_doc(group_id, group_id, "test", "vpc-x", ACCOUNT, "us-east-1")
-    rules = network.rules_of(doc)
+    doc = sgrules.group_doc(group_id, group_id, "test", "vpc-x", ACCOUNT, "us-east-1")
+    rules = sgrules.rules_of(doc)
     for perm in perms:
-        for rule in network.split_permission(perm, False, lambda p: (p["GroupId"], ACCOUNT)):
+        for rule in sgrules.split_permission(perm, False, lambda p: (p["GroupId"], ACCOUNT)):
             rules[f"sgr-{len(rules)}"] = {**rule, "Seq": len(rules) + 1}
-    store.put("security_group", group_id, network.with_rules(doc, rules))
+    store.put("security_group", group_id, sgrules.with_rules(doc, rules))
 
 
 def tcp(port: int, to: int | None = None, **source: Any) -> dict[str, Any]:
@@ -159,8 +159,8 @@ def test_a_revoked_rule_stops_admitting_at_once(store: Store) -> None:
     assert network.admits(store, ["sg-db"], "127.0.0.1", 5432)
     doc = store.get("security_group", "sg-db")
     assert doc is not None
-    kept = {k: r for k, r in network.rules_of(doc).items() if r["IsEgress"]}
-    store.put("security_group", "sg-db", network.with_rules(doc, kept))
+    kept = {k: r for k, r in sgrules.rules_of(doc).items() if r["IsEgress"]}
+    store.put("security_group", "sg-db", sgrules.with_rules(doc, kept))
     assert not network.admits(store, ["sg-db"], "127.0.0.1", 5432)
     assert "admits tcp port 5432" in network.explain(store, ["sg-db"], "127.0.0.1", 5432)
 
@@ -174,12 +174,12 @@ def test_rules_merge_by_protocol_and_ports_in_order() -> None:
     def same(pair: dict[str, Any]) -> tuple[str, str]:
         return pair["GroupId"], ACCOUNT
 
-    rules = network.split_permission(
+    rules = sgrules.split_permission(
         tcp(3306, IpRanges=[{"CidrIp": "10.0.0.0/8", "Description": "office"}],
             UserIdGroupPairs=[{"GroupId": "sg-1"}]), False, same)
-    rules += network.split_permission({"IpProtocol": "6", "FromPort": 3306, "ToPort": 3306,
+    rules += sgrules.split_permission({"IpProtocol": "6", "FromPort": 3306, "ToPort": 3306,
                                        "IpRanges": [{"CidrIp": "10.9.9.9/32"}]}, False, same)
-    assert network.permissions_view(rules) == [{
+    assert sgrules.permissions_view(rules) == [{
         "IpProtocol": "tcp", "FromPort": 3306, "ToPort": 3306,
         "IpRanges": [{"CidrIp": "10.0.0.0/8", "Description": "office"},
                      {"CidrIp": "10.9.9.9/32"}],
@@ -191,7 +191,7 @@ def test_rules_merge_by_protocol_and_ports_in_order() -> None:
     ("tcp", "tcp"), ("TCP", "tcp"), ("6", "tcp"), ("17", "udp"), ("1", "icmp"), ("-1", "-1"),
     ("all", "-1"), ("50", "50")])
 def test_protocol_normalisation(given: str, expected: str) -> None:
-    assert network.normalize_protocol(given) == expected
+    assert sgrules.normalize_protocol(given) == expected
 
 
 @pytest.mark.parametrize("perm", [
@@ -205,13 +205,13 @@ def test_protocol_normalisation(given: str, expected: str) -> None:
 ])
 def test_bad_permissions_are_refused(perm: dict[str, Any]) -> None:
     with pytest.raises(ApiError) as caught:
-        network.split_permission(perm, False, lambda p: ("sg-1", ACCOUNT))
+        sgrules.split_permission(perm, False, lambda p: ("sg-1", ACCOUNT))
     assert caught.value.code == "InvalidParameterValue"
 
 
 def test_ports_are_normalised() -> None:
     def one(perm: dict[str, Any]) -> tuple[int, int]:
-        [rule] = network.split_permission(
+        [rule] = sgrules.split_permission(
             {**perm, "IpRanges": [{"CidrIp": "10.0.0.1/8"}]}, False, lambda p: ("", ""))
         assert rule["CidrIpv4"] == str(ipaddress.ip_network("10.0.0.0/8"))
         return rule["FromPort"], rule["ToPort"]

@@ -21,12 +21,12 @@ from sluice.control.sigv4 import (
     SigningKeys,
     TokenError,
     Verifier,
-    canonical_request,
     parse_db_auth_token,
     parse_header_auth,
     parse_query_auth,
     verify_db_auth_token,
 )
+from sluice.control.sigv4_canonical import canonical_request
 
 AK = "AKIAIOSFODNN7EXAMPLE"
 SK = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
