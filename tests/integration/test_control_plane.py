@@ -472,3 +472,39 @@ def test_target_group_settings_reach_the_running_proxy(mysql_env: Env) -> None:
         ConnectionPoolConfig={"MaxConnectionsPercent": 100, "InitQuery": "",
                               "SessionPinningFilters": []},
     )  # fmt: skip
+
+
+def test_mariadb_cli_connects_with_a_token(mysql_env: Env) -> None:
+    env = mysql_env
+    token = env.server.aws("rds", "generate-db-auth-token", "--hostname", env.endpoint,
+                           "--port", str(env.port), "--username", DB_USER)  # fmt: skip
+    # the mariadb client cannot bind a source address: admit this host by CIDR for a moment
+    rule = ["--group-id", env.vars["RDS_PROXY_SG_ID"], "--protocol", "tcp",
+            "--port", str(env.port), "--cidr", "127.0.0.1/32"]  # fmt: skip
+    env.server.aws("ec2", "authorize-security-group-ingress", *rule)
+    try:
+        proc = subprocess.run(
+            ["mariadb", "-h", env.endpoint, "-P", str(env.port), "-u", DB_USER,
+             "--ssl", f"--ssl-ca={env.ca_file}", "--ssl-verify-server-cert",
+             "-N", "-e", "SELECT CURRENT_USER()", "appdb"],
+            capture_output=True, text=True, timeout=30, env={**os.environ, "MYSQL_PWD": token},
+        )  # fmt: skip
+    finally:
+        env.server.aws("ec2", "revoke-security-group-ingress", *rule)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().startswith(f"{DB_USER}@")
+
+
+def test_psql_connects_with_a_token(pg_env: Env) -> None:
+    env = pg_env
+    token = env.server.aws("rds", "generate-db-auth-token", "--hostname", env.endpoint,
+                           "--port", "5432", "--username", DB_USER)  # fmt: skip
+    conninfo = (f"host={env.endpoint} port=5432 user={DB_USER} dbname=appdb "
+                f"sslmode=verify-full sslrootcert={env.ca_file}")  # fmt: skip
+    psql = Path(env.db.bin_dir) / "psql"
+    proc = subprocess.run(
+        [str(psql), conninfo, "-Atc", "SELECT current_user"],
+        capture_output=True, text=True, timeout=30, env={**os.environ, "PGPASSWORD": token},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == DB_USER
