@@ -99,14 +99,18 @@ def error_lines(stderr: str) -> str:
 
 
 def run_pgbench(run: PgbenchRun, endpoint: Endpoint, password: str) -> PgbenchResult:
-    """Run pgbench to completion (or kill it after -T plus a grace period)."""
+    """Run pgbench to completion (or kill it after -T plus a grace period).
+
+    `password` is the database's; an endpoint with a password of its own (an IAM
+    token) gets that one instead, and its TLS mode.
+    """
     started = time.monotonic()
     proc = subprocess.Popen(
         run.args(endpoint),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
-        env=pg_env(password),
+        env=pg_env(endpoint.password or password, endpoint.sslmode),
         text=True,
         start_new_session=True,
     )

@@ -31,6 +31,7 @@ TITLES = {
     "select_extended": "`-S -M extended`",
     "select_prepared": "`-S -M prepared`",
     "select_connect": "`-S -C` (new connection per transaction)",
+    "select_connect_iam": "`-S -C`, IAM auth token + TLS (Sluice as RDS Proxy)",
     "idle_clients": "idle clients held open",
     "mysql_point_select": "`sysbench oltp_point_select` (binary prepared statements)",
     "mysql_connect": "`mariadb-slap --detach=1` (new connection per query)",
@@ -113,6 +114,11 @@ def _find(rows: Sequence[Row], workload: str, clients: int, system: str) -> Row 
 
 
 def _keys(rows: Sequence[Row], idle: bool) -> list[tuple[str, int]]:
+    """(workload, clients) of the PostgreSQL rows, workloads in TITLES' order.
+
+    Rows merged in by a later `--only` run come last in the JSON; the table
+    still shows each workload where it belongs (the IAM row beside `-S -C`).
+    """
     keys: list[tuple[str, int]] = []
     for row in rows:
         key = (row["workload"], row["clients"])
@@ -120,7 +126,8 @@ def _keys(rows: Sequence[Row], idle: bool) -> list[tuple[str, int]]:
             continue
         if (row["workload"] == "idle_clients") == idle and key not in keys:
             keys.append(key)
-    return keys
+    order = list(TITLES)
+    return sorted(keys, key=lambda k: order.index(k[0]) if k[0] in order else len(order))
 
 
 def _cell(row: Row | None, key: str, digits: int = 0) -> str:
@@ -151,6 +158,28 @@ def throughput_table(rows: Sequence[Row]) -> list[str]:
             f"| {_cell(by['pgbouncer'], 'cpu_us_per_txn', 1)} "
             f"| {_cell(by['sluice'], 'cpu_us_per_txn', 1)} | {peaks} |"
         )
+    return lines
+
+
+def iam_table(rows: Sequence[Row]) -> list[str]:
+    """Sluice's `-S -C` row with SCRAM beside the one with IAM tokens over TLS, and the ratio."""
+    scram = _find(rows, "select_connect", 32, "sluice")
+    iam = _find(rows, "select_connect_iam", 32, "sluice")
+    lines = [
+        "| Client login (Sluice, `-S -C`, 32 clients) | tps | proxy CPU µs/connection "
+        "| peak backends |",
+        "|---|---|---|---|",
+    ]
+    for label, row in (("SCRAM, no TLS (`sluice proxy`)", scram),
+                       ("IAM auth token over TLS (`sluice server` DB proxy)", iam)):  # fmt: skip
+        lines.append(
+            f"| {label} | {_cell(row, 'tps')} | {_cell(row, 'cpu_us_per_txn', 1)} "
+            f"| {_cell(row, 'peak_backend_connections')} |"
+        )
+    ok = [r if r is not None and not r.get("error") else None for r in (scram, iam)]
+    tps = [None if r is None else r.get("tps") for r in ok]
+    cpu = [None if r is None else r.get("cpu_us_per_txn") for r in ok]
+    lines.append(f"| IAM / SCRAM | {_ratio(tps[1], tps[0])} | {_ratio(cpu[1], cpu[0])} | |")
     return lines
 
 
@@ -372,6 +401,9 @@ def write_markdown(rows: Sequence[Row], runs: Runs, path: Path) -> None:
             *throughput_table(rows),
             "",
         ]
+        if any(r["workload"] == "select_connect_iam" for r in pg_rows):
+            lines += ["### IAM authentication, new connection per transaction", "",
+                      *IAM_TEXT, "", *iam_table(rows), ""]  # fmt: skip
         if any(r["workload"] == "idle_clients" for r in pg_rows):
             lines += ["### Idle client connections", "", *idle_table(rows), ""]
     if my_rows:
@@ -417,6 +449,15 @@ def write_markdown(rows: Sequence[Row], runs: Runs, path: Path) -> None:
     path.write_text("\n".join(lines), encoding="utf-8")
 
 
+IAM_TEXT = [
+    "Sluice's `-S -C` row with SCRAM (above) beside the same load whose password is an "
+    "RDS IAM auth token sent over TLS, through a DB proxy that `sluice server` runs: the "
+    "serverless pattern, a new connection per invocation. PgBouncer and PostgreSQL cannot "
+    "check such tokens, so the IAM row has no direct or PgBouncer peer. With `-C` every "
+    "transaction is one connection, so CPU µs/txn is CPU per connection. The two rows may "
+    "come from different runs (see the Run lines above).",
+]
+
 NO_MYSQL_POOLER = (
     "No MySQL pooler row: none is installable from this machine's package registries. "
     "ProxySQL, MariaDB MaxScale and MySQL Router are not in Debian's archive "
@@ -442,8 +483,19 @@ METHOD = [
     "and the sockets' kernel buffers are not in it for either proxy. A sample of "
     "50 idle clients then runs `SELECT 1` to check they were usable.",
     "- Every system is started fresh for every row (same pool size, transaction "
-    "pooling, SCRAM for clients, TLS off everywhere); rows run workload by workload "
-    "with the three systems back to back, so slow drifts of the machine hit all three.",
+    "pooling, SCRAM for clients, TLS off everywhere but in the IAM row); rows run workload "
+    "by workload with the three systems back to back, so slow drifts of the machine hit "
+    "all three.",
+    "- **IAM row**: a fresh `sluice server` per row; with boto3 against it, the bench's "
+    "PostgreSQL is adopted as a DB instance and a DB proxy is made as on AWS (a secret with "
+    "the bench role's password, a role allowed to read it, `IAMAuth: REQUIRED`, "
+    "`RequireTLS`, security groups admitting the proxy to the database and 127.0.0.1 to "
+    "the proxy, the target registered and `AVAILABLE`). pgbench then runs with one "
+    "`generate_db_auth_token` token (admin credentials) as `PGPASSWORD` and "
+    "`PGSSLMODE=require`. Its CPU figure is the `sluice server` process (which runs the "
+    "proxy, and also the API and a target health check every 10 s); its pool is the "
+    "target group's default (`MaxConnectionsPercent` 100 of PostgreSQL's max_connections), "
+    "not `--pool-size`.",
     "- PgBouncer logs no connections (`log_connections = 0`) and Sluice runs at "
     "`log_level = warning`, so neither pays for per-connection log lines.",
 ]
@@ -458,6 +510,10 @@ CAVEATS = [
     "throughput is bounded by pgbench's own SCRAM work (a PBKDF2 per connection) and by "
     "how many threads it has; proxy differences there are damped.",
     "- The backend count is sampled every 100 ms; shorter spikes can be missed.",
+    "- The IAM row against the SCRAM `-C` row changes the client's work too: pgbench makes "
+    "a TLS handshake instead of a PBKDF2 per connection, so the tps ratio is not the "
+    "proxy's alone; the CPU ratio is (the proxy's TLS handshake and token check against "
+    "its SCRAM exchange).",
     "- PgBouncer before 1.21 cannot carry protocol-level prepared statements in "
     "transaction pooling, so its `-M prepared` row fails by design on such versions.",
     "- Idle memory is an RSS difference, see above; Python's allocator keeps freed "

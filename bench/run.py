@@ -7,7 +7,9 @@ warm it up briefly, run pgbench while a thread samples pg_stat_activity and
 idle-client rows hold thousands of logged-in clients open instead. The MySQL
 rows do the same against a throwaway MariaDB with sysbench's tables, with
 `sysbench oltp_point_select` and `mariadb-slap --detach=1` as the load, direct
-and through Sluice's MySQL proxy. A database server starts only when a row of
+and through Sluice's MySQL proxy. One PostgreSQL row runs `-S -C` through a
+proxy that `sluice server` builds as an AWS RDS Proxy would be built, with an
+IAM auth token over TLS as the password (bench.iam). A database server starts only when a row of
 its engine is to run (`--only mysql_point_select` starts no PostgreSQL).
 
 A row that fails is recorded with its error and the proxy's log tail, and the
@@ -35,6 +37,7 @@ from typing import Any, NoReturn
 
 from bench import report
 from bench.backends import BackendCounter, BackendPoller, PgBackendCounter, wait_no_backends
+from bench.iam import IamProxySystem
 from bench.idle import hold_idle
 from bench.mysql import BenchMariaDb, MysqlDirectSystem, MysqlSluiceSystem
 from bench.mysqlload import (
@@ -72,6 +75,7 @@ class Workload:
     connect_each: bool = False
     systems: tuple[str, ...] = report.SYSTEMS
     engine: str = PG
+    auth: str = "password"  # "iam": an RDS Proxy of `sluice server`, IAM token over TLS
 
 
 WORKLOADS = (
@@ -79,6 +83,7 @@ WORKLOADS = (
     Workload("select_extended", (32, 1000), mode="extended"),
     Workload("select_prepared", (32,), mode="prepared"),
     Workload("select_connect", (32,), connect_each=True),
+    Workload("select_connect_iam", (32,), connect_each=True, systems=("sluice",), auth="iam"),
     Workload("idle_clients", (15000,), systems=PROXIES),
     Workload(
         "mysql_point_select", (32, 1000), mode="binary", systems=report.MYSQL_SYSTEMS, engine=MYSQL
@@ -187,6 +192,7 @@ class Bench:
                 self.pg, self.workdir, pool, max_clients
             )
             self.systems[PG, "sluice"] = SluiceSystem(self.pg, self.workdir, pool)
+            self.systems[PG, "sluice+iam"] = IamProxySystem(self.pg, self.workdir)
         if self.mysql is not None:
             self.mysql.start()
             self.systems[MYSQL, "direct"] = MysqlDirectSystem(self.mysql)
@@ -215,7 +221,7 @@ class Bench:
     def run(self, run_id: str) -> None:
         for i, (workload, clients, name) in enumerate(self.plan, 1):
             started = time.monotonic()
-            system = self.systems[workload.engine, name]
+            system = self.system_for(workload, name)
             row = new_row(workload, name, clients, run_id)
             try:
                 if workload.name == "idle_clients":
@@ -235,6 +241,11 @@ class Bench:
                 f"[{i}/{len(self.plan)}] {progress(row)} ({time.monotonic() - started:.0f} s)",
                 flush=True,
             )
+
+    def system_for(self, workload: Workload, name: str) -> System:
+        """The system measuring `name` in this workload (the IAM rows' Sluice is another)."""
+        key = name if workload.auth == "password" else f"{name}+{workload.auth}"
+        return self.systems[workload.engine, key]
 
     def finish_row(self, system: System, engine: str, row: report.Row) -> None:
         """Stop the system, attach its log tail to a failure, wait for its backends to go."""
@@ -405,10 +416,11 @@ def new_row(workload: Workload, system: str, clients: int, run_id: str) -> repor
         "rss_bytes_per_idle_client": None,
         "protocol": workload.mode if load else None,
         "connect_per_txn": workload.connect_each,
+        "client_auth": "iam-token+tls" if workload.auth == "iam" else None,
         "error": None,
         "run": run_id,
     }
-    if system != "direct":
+    if system != "direct" and workload.auth == "password":
         row["pool_max_connections"] = None  # set by main() from --pool-size
     return row
 

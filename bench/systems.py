@@ -21,7 +21,7 @@ import signal
 import socket
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -50,11 +50,18 @@ PG_SETTINGS = {
 
 @dataclass(frozen=True)
 class Endpoint:
-    """Where pgbench connects, and the proxy process to measure (None when direct)."""
+    """Where pgbench connects, and the proxy process to measure (None when direct).
+
+    `password` replaces the database's password when the endpoint wants another
+    one (an IAM auth token); it is kept out of the repr so it never reaches a log.
+    `sslmode` is libpq's PGSSLMODE for this endpoint.
+    """
 
     host: str
     port: int
     pid: int | None
+    password: str | None = field(default=None, repr=False)
+    sslmode: str = "disable"
 
 
 class System(Protocol):
@@ -129,10 +136,10 @@ class BenchDatabase:
         self.cluster.destroy()
 
 
-def pg_env(password: str | None = None) -> dict[str, str]:
-    """An environment without the caller's PG* variables; TLS and GSS off for every system."""
+def pg_env(password: str | None = None, sslmode: str = "disable") -> dict[str, str]:
+    """An environment without the caller's PG* variables; GSS off, TLS off unless asked."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-    env.update(LC_ALL="C", PGSSLMODE="disable", PGGSSENCMODE="disable")
+    env.update(LC_ALL="C", PGSSLMODE=sslmode, PGGSSENCMODE="disable")
     if password is not None:
         env["PGPASSWORD"] = password
     return env

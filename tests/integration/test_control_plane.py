@@ -15,6 +15,7 @@ import datetime as dt
 import ipaddress
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -429,6 +430,11 @@ def test_restart_keeps_everything(server: SluiceServer, mysql_env: Env) -> None:
     assert json.loads(secret["SecretString"])["password"] == DB_PASSWORD
     state = (server.data_dir / "state.db").read_bytes()
     assert DB_PASSWORD.encode() not in state
+    log = server.log_text()  # no password, token or secret key was ever logged
+    assert DB_PASSWORD not in log and "X-Amz-Signature" not in log
+    profile = server.profile.read_text()
+    secret_key = profile.split("aws_secret_access_key = ")[1].split()[0]
+    assert secret_key not in log and secret_key.encode() not in state
 
 
 def test_target_group_settings_reach_the_running_proxy(mysql_env: Env) -> None:
@@ -508,3 +514,91 @@ def test_psql_connects_with_a_token(pg_env: Env) -> None:
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == DB_USER
+
+
+# ---- the recipe in boto3, and target health ----
+
+
+def test_recipe_steps_with_boto3_and_real_target_health(pg_env: Env) -> None:
+    """Steps 1-8 as boto3 code, in a fresh account, in front of the same PostgreSQL."""
+    from sluice.control.cli import call_own
+
+    with SluiceServer() as srv:
+        iam, ec2, rds, sm = (srv.client(s) for s in ("iam", "ec2", "rds", "secretsmanager"))
+        account = srv.client("sts").get_caller_identity()["Account"]
+        vpc = ec2.describe_vpcs()["Vpcs"][0]["VpcId"]
+        subnets = [s["SubnetId"] for s in ec2.describe_subnets()["Subnets"]]
+        db_sg = ec2.create_security_group(GroupName="db", Description="db", VpcId=vpc)["GroupId"]
+        adopted = call_own(srv.profile, "adopt-db-instance", {
+            "DBInstanceIdentifier": "pg", "Engine": "postgres", "Host": pg_env.db.host,
+            "Port": pg_env.db.port, "VpcSecurityGroupIds": [db_sg]})  # fmt: skip
+        assert adopted["DBInstance"]["DBInstanceIdentifier"] == "pg"
+        secret = sm.create_secret(Name="pg-admin", SecretString=json.dumps(
+            {"username": DB_USER, "password": DB_PASSWORD}))["ARN"]  # fmt: skip
+        trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {
+            "Service": "rds.amazonaws.com"}, "Action": "sts:AssumeRole"}]}  # fmt: skip
+        role = iam.create_role(RoleName="ProxyRole",  # 1
+                               AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
+        proxy_sg = ec2.create_security_group(  # 2
+            GroupName="proxy", Description="proxy", VpcId=vpc)["GroupId"]
+        arn = rds.create_db_proxy(
+            DBProxyName="boto", EngineFamily="POSTGRESQL", RoleArn=role, RequireTLS=True,
+            Auth=[{"AuthScheme": "SECRETS", "SecretArn": secret, "IAMAuth": "REQUIRED"}],
+            VpcSubnetIds=subnets, VpcSecurityGroupIds=[proxy_sg],
+        )["DBProxy"]["DBProxyArn"]
+        assert wait_for(lambda: rds.describe_db_proxies(DBProxyName="boto")["DBProxies"][0][
+            "Status"] == "available", timeout=30)  # fmt: skip
+        endpoint = rds.describe_db_proxies(DBProxyName="boto")["DBProxies"][0]["Endpoint"]
+        proxy_id = arn.split(":")[6]
+        policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": [
+            "rds-db:connect"], "Resource": [
+            f"arn:aws:rds-db:us-east-1:{account}:dbuser:{proxy_id}/*"]}]}  # fmt: skip
+        policy_arn = iam.create_policy(  # 3
+            PolicyName="connect", PolicyDocument=json.dumps(policy))["Policy"]["Arn"]
+        iam.attach_user_policy(UserName="admin", PolicyArn=policy_arn)  # 4 (here: the caller)
+        iam.attach_role_policy(  # 5
+            RoleName="ProxyRole", PolicyArn="arn:aws:iam::aws:policy/SecretsManagerReadWrite")
+        pair = {"IpProtocol": "tcp", "FromPort": pg_env.db.port, "ToPort": pg_env.db.port}
+        ec2.authorize_security_group_ingress(  # 6
+            GroupId=db_sg, IpPermissions=[{**pair, "UserIdGroupPairs": [{"GroupId": proxy_sg}]}])
+        rds.register_db_proxy_targets(  # 7
+            DBProxyName="boto", DBInstanceIdentifiers=["pg"])
+        here = {"IpProtocol": "tcp", "FromPort": 5432, "ToPort": 5432,
+                "IpRanges": [{"CidrIp": "127.0.0.1/32"}]}  # fmt: skip
+        ec2.authorize_security_group_ingress(  # 8 (this host by CIDR)
+            GroupId=proxy_sg, IpPermissions=[here])
+
+        def health() -> dict[str, Any]:
+            targets = rds.describe_db_proxy_targets(DBProxyName="boto")["Targets"]
+            return dict(targets[0]["TargetHealth"]) if targets else {}
+
+        assert wait_for(lambda: health().get("State") == "AVAILABLE", timeout=30), health()
+        token = srv.client("rds").generate_db_auth_token(endpoint, 5432, DB_USER)
+        with psycopg.connect(
+            host=endpoint, port=5432, user=DB_USER, password=token, dbname="appdb",
+            sslmode="verify-full", sslrootcert=str(srv.data_dir / "tls" / "ca.pem"),
+        ) as conn:  # fmt: skip
+            assert conn.execute("SELECT current_user").fetchone() == (DB_USER,)
+
+        # the database refuses the secret's credentials: AUTH_FAILURE, and back
+        sm.put_secret_value(SecretId=secret, SecretString=json.dumps(
+            {"username": DB_USER, "password": "wrong"}))  # fmt: skip
+        assert wait_for(lambda: health().get("Reason") == "AUTH_FAILURE", timeout=30), health()
+        sm.put_secret_value(SecretId=secret, SecretString=json.dumps(
+            {"username": DB_USER, "password": DB_PASSWORD}))  # fmt: skip
+        assert wait_for(lambda: health().get("State") == "AVAILABLE", timeout=30), health()
+
+        # a target nothing listens on: UNREACHABLE
+        closed = socket.socket()
+        closed.bind((pg_env.db.host, 0))
+        port = closed.getsockname()[1]
+        closed.close()
+        call_own(srv.profile, "adopt-db-instance", {
+            "DBInstanceIdentifier": "pg", "Engine": "postgres", "Host": pg_env.db.host,
+            "Port": port, "VpcSecurityGroupIds": [db_sg]})  # fmt: skip
+        moved = {"IpProtocol": "tcp", "FromPort": port, "ToPort": port,
+                 "UserIdGroupPairs": [{"GroupId": proxy_sg}]}  # fmt: skip
+        ec2.authorize_security_group_ingress(GroupId=db_sg, IpPermissions=[moved])
+        assert wait_for(lambda: health().get("Reason") == "UNREACHABLE", timeout=30), health()
+        assert DB_PASSWORD not in srv.log_text()
+        assert "X-Amz-Signature" not in srv.log_text()

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Steps 1 to 8 of the recipe (seed/README.md), command for command; only `--endpoint-url` is
+# Steps 1 to 8 of the RDS Proxy recipe (AWS Cookbook 4.3), command for command; only `--endpoint-url` is
 # added. The caller exports the variables the recipe's earlier chapters made: VPC_ID, DB_NAME,
 # RDS_SECRET_ARN, AWS_ACCOUNT_ID, AWS_REGION, ISTOLATED_SUBNETS, RDS_SG, RDS_ID,
 # DB_APP_FUNCTION_ROLE_NAME, DB_APP_FUNCTION_SG_ID, ENDPOINT_URL, and ENGINE_FAMILY / DB_PORT
