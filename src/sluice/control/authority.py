@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -49,6 +50,42 @@ class Listener:
     groups: tuple[str, ...]
 
 
+class TokenCache:
+    """Tokens whose signature was verified, so a token reused by many connections (a warm
+    function's) costs its SHA-256 work once. Only the signature is remembered: expiry,
+    the key's status and the policies are checked on every use. Bounded, oldest first out.
+    """
+
+    def __init__(self, size: int = 10_000) -> None:
+        self.size = size
+        self._verified: OrderedDict[bytes, sigv4.DbAuthToken] = OrderedDict()
+        self._decisions: dict[tuple[str, str], bool] = {}
+        self._version = -1
+
+    def get(self, raw: bytes) -> sigv4.DbAuthToken | None:
+        token = self._verified.get(raw)
+        if token is not None:
+            self._verified.move_to_end(raw)
+        return token
+
+    def put(self, raw: bytes, token: sigv4.DbAuthToken) -> None:
+        self._verified[raw] = token
+        if len(self._verified) > self.size:
+            self._verified.popitem(last=False)
+
+    def decision(self, version: int, key: tuple[str, str]) -> bool | None:
+        """A policy decision made at this store version (any change forgets them all)."""
+        if version != self._version:
+            self._decisions.clear()
+            self._version = version
+        return self._decisions.get(key)
+
+    def decide(self, key: tuple[str, str], allowed: bool) -> None:
+        if len(self._decisions) >= self.size:
+            self._decisions.clear()
+        self._decisions[key] = allowed
+
+
 class PlaneAuthority:
     """The `Authority` of every proxy the control plane runs."""
 
@@ -56,6 +93,7 @@ class PlaneAuthority:
         self.plane = plane
         self.listeners: dict[str, Listener] = {}  # by proxy config name, set by the runtime
         self.keys = sigv4.SigningKeys()
+        self.tokens = TokenCache()
 
     def authenticator(self, config: ProxyConfig) -> Authenticator:
         return ProxyAuthenticator(self, config)
@@ -123,10 +161,14 @@ class ProxyAuthenticator:
         listener = self.authority.listeners.get(self.config.name)
         if listener is None:
             return "the proxy is being removed"
-        try:
-            token = sigv4.parse_db_auth_token(password.decode("utf-8", "replace"))
-        except sigv4.TokenError as exc:
-            return f"not an IAM authentication token ({exc})"
+        cache = self.authority.tokens
+        token = cache.get(password)
+        verified = token is not None
+        if token is None:
+            try:
+                token = sigv4.parse_db_auth_token(password.decode("utf-8", "replace"))
+            except sigv4.TokenError as exc:
+                return f"not an IAM authentication token ({exc})"
         if token.user != user:
             return f"the token was made for user {token.user!r}"
         if (token.host, token.port) != (listener.address, listener.port):
@@ -142,16 +184,29 @@ class ProxyAuthenticator:
         if info.expires is not None and info.expires < now.timestamp():
             return "the token's session credentials have expired"
         try:
-            sigv4.verify_db_auth_token(token, info.secret, now, self.authority.keys)
+            if verified:
+                sigv4.check_token_time(token, now)
+            else:
+                sigv4.verify_db_auth_token(token, info.secret, now, self.authority.keys)
+                cache.put(password, token)
         except sigv4.TokenError as exc:
             return str(exc)
         resource = (
             f"arn:aws:rds-db:{self.plane.region}:{self.plane.account}:dbuser:"
             f"{listener.resource_id}/{user}"
         )
-        if not self.plane.principals.allowed(info.principal, "rds-db:connect", resource):
+        if not self._allowed(info.principal, resource):
             return f"{info.principal.arn} is not allowed rds-db:connect on {resource}"
         return None
+
+    def _allowed(self, principal: Principal, resource: str) -> bool:
+        """rds-db:connect for this principal, decided once per state of the policies."""
+        cache, key = self.authority.tokens, (principal.access_key, resource)
+        decided = cache.decision(self.plane.store.version, key)
+        if decided is None:
+            decided = self.plane.principals.allowed(principal, "rds-db:connect", resource)
+            cache.decide(key, decided)
+        return decided
 
     # ---- database side ----
 

@@ -375,16 +375,22 @@ def parse_db_auth_token(token: str) -> DbAuthToken:
     return DbAuthToken(host=host, port=port, user=params["DBUser"], credential=cred, query=pairs)
 
 
-def verify_db_auth_token(
-    tok: DbAuthToken, secret: str, now: datetime, keys: SigningKeys, skew: float = 300.0
-) -> None:
-    """Raise `TokenError` unless ``tok`` is current and signed with ``secret``."""
+def check_token_time(tok: DbAuthToken, now: datetime, skew: float = 300.0) -> None:
+    """Raise `TokenError` unless ``now`` is within the token's lifetime (give or take skew)."""
     cred, moment, slack = tok.credential, _utc(now), timedelta(seconds=skew)
     lifetime = timedelta(seconds=cred.expires or 0)
     if moment > cred.amz_date + lifetime + slack:
         raise TokenError("expired")
     if moment < cred.amz_date - slack:
         raise TokenError("not yet valid")
+
+
+def verify_db_auth_token(
+    tok: DbAuthToken, secret: str, now: datetime, keys: SigningKeys, skew: float = 300.0
+) -> None:
+    """Raise `TokenError` unless ``tok`` is current and signed with ``secret``."""
+    check_token_time(tok, now, skew)
+    cred = tok.credential
     if cred.date != _stamp(cred.amz_date)[:8]:
         raise TokenError("signature does not match")
     query, host = unsigned_query(tok.query), {"host": tok.host_header}
