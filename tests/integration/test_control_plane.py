@@ -602,3 +602,38 @@ def test_recipe_steps_with_boto3_and_real_target_health(pg_env: Env) -> None:
         assert wait_for(lambda: health().get("Reason") == "UNREACHABLE", timeout=30), health()
         assert DB_PASSWORD not in srv.log_text()
         assert "X-Amz-Signature" not in srv.log_text()
+
+
+def test_modify_and_delete_reach_the_listener(pg_env: Env) -> None:
+    """ModifyDBProxy's IdleClientTimeout closes idle clients; DeleteDBProxy closes the listener."""
+    env = pg_env
+    rds = env.server.client("rds")
+    name = env.vars["DB_NAME"]
+    _wait_target_available(env)
+    idle = _pg(env, _token(env))
+    proxy = rds.modify_db_proxy(DBProxyName=name, IdleClientTimeout=2)["DBProxy"]
+    assert proxy["IdleClientTimeout"] == 2
+    time.sleep(1.5)  # the runtime applies it within a second
+    # an idle client is closed after 2 s (checked every second): probing would make it active
+    assert wait_for(lambda: _dropped(idle), timeout=12, interval=4)
+    rds.modify_db_proxy(DBProxyName=name, IdleClientTimeout=1800)
+    rds.delete_db_proxy(DBProxyName=name)
+
+    def gone() -> bool:
+        try:
+            rds.describe_db_proxies(DBProxyName=name)
+        except rds.exceptions.DBProxyNotFoundFault:
+            return True
+        return False
+
+    assert wait_for(gone, timeout=30, interval=0.5)
+    with pytest.raises(OSError):
+        socket.create_connection((env.endpoint, 5432), timeout=2).close()
+
+
+def _dropped(conn: psycopg.Connection[Any]) -> bool:
+    try:
+        conn.execute("SELECT 1")
+    except psycopg.OperationalError:
+        return True
+    return False
