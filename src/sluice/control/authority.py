@@ -215,16 +215,16 @@ class ProxyAuthenticator:
         if doc is None:
             raise ServerError(f"proxy {self.config.name} is being removed")
         self._check_target_admits_proxy()
-        found = self._secret_for(doc, user)
-        if found is None:
+        secrets = self._secrets_for(doc, user)
+        if not secrets:
             return None
-        arn, password = found
-        if not self._role_may_read(doc, arn):
-            raise ServerAuthFailed(
-                f"the proxy's IAM role may not read the secret of database user {user!r} "
-                "(secretsmanager:GetSecretValue)"
-            )
-        return BackendLogin(user, password)
+        for arn, password in secrets:
+            if self._role_may_read(doc, arn):
+                return BackendLogin(user, password)
+        raise ServerAuthFailed(
+            f"the proxy's IAM role may not read the secret of database user {user!r} "
+            "(secretsmanager:GetSecretValue)"
+        )
 
     def _check_target_admits_proxy(self) -> None:
         listener = self.authority.listeners.get(self.config.name)
@@ -244,15 +244,17 @@ class ProxyAuthenticator:
                 f"on port {port} (CONNECTION_FAILED)"
             )
 
-    def _secret_for(self, doc: dict[str, object], user: str) -> tuple[str, str] | None:
+    def _secrets_for(self, doc: dict[str, object], user: str) -> list[tuple[str, str]]:
+        """(ARN, password) of every secret of the proxy naming `user`, in `Auth` order."""
+        out = []
         for arn in _secret_arns(doc):
             found = read_secret(self.plane.store, self.plane.vault, arn)
             if found is None or found[1] is None:
                 continue
             value = found[1]
             if value.get("username") == user and isinstance(value.get("password"), str):
-                return found[0], str(value["password"])
-        return None
+                out.append((found[0], str(value["password"])))
+        return out
 
     def _role_may_read(self, doc: dict[str, object], secret_arn: str) -> bool:
         role = role_principal(self.plane, str(doc.get("RoleArn", "")))

@@ -32,7 +32,6 @@ import ipaddress
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 from sluice.control import ids
@@ -228,7 +227,7 @@ def admits(
     FromPort..ToPort (or the rule has no port range), and `source_ip` is within one of
     its CIDR ranges or is an address whose groups include one of its source groups.
     """
-    compiled = _compile(store, store.version)
+    compiled = store.derived("network.rules", _compile)
     source = _parse_ip(source_ip)
     if source is None:
         return False
@@ -249,7 +248,7 @@ def explain(
     """Why `admits` said no, in words fit for the refused client."""
     names = ", ".join(group_ids) or "(none)"
     source = _parse_ip(source_ip)
-    members = _compile(store, store.version).members
+    members = store.derived("network.rules", _compile).members
     member_of = sorted(members.get(str(source), frozenset())) if source else []
     where = f"security groups {', '.join(member_of)}" if member_of else "no security group"
     return (f"no ingress rule of security groups {names} admits {protocol} port {port} "
@@ -280,9 +279,8 @@ def protocol_number(protocol: str) -> str:
     return _NUMBERS.get(protocol.lower(), protocol)
 
 
-@lru_cache(maxsize=8)
-def _compile(store: Store, version: int) -> _Compiled:
-    """The rules and memberships of one store version (the version is the cache key)."""
+def _compile(store: Store) -> _Compiled:
+    """The rules and memberships of the current documents (kept by the store until a change)."""
     rules = {g["GroupId"]: tuple(_compile_permission(p) for p in g.get("IpPermissions", []))
              for g in store.all("security_group")}
     members = {a["Address"]: frozenset(a.get("Groups", [])) for a in store.all("address")}

@@ -124,6 +124,8 @@ class Runtime:
             method = chosen or _DEFAULT_AUTH[engine]
         group = self.plane.store.get("db_proxy_target_group", f"{doc['DBProxyName']}/default")
         pool = (group or {}).get("ConnectionPoolConfig", {})
+        most = int(pool.get("MaxConnectionsPercent", 100))
+        idle = int(pool.get("MaxIdleConnectionsPercent", 50))
         cert_file, key_file = self.plane.certificates.for_address(listener.address)
         return ProxyConfig(
             name=name,
@@ -133,10 +135,8 @@ class Runtime:
             target=self._target_config(doc["DBProxyName"], engine),
             pool=PoolConfig(
                 mode="transaction",
-                max_connections=Limit(int(pool.get("MaxConnectionsPercent", 100)), percent=True),
-                max_idle_connections=Limit(
-                    int(pool.get("MaxIdleConnectionsPercent", 50)), percent=True
-                ),
+                max_connections=Limit(most, percent=True),
+                max_idle_connections=_idle_limit(most, idle),
                 borrow_timeout=float(pool.get("ConnectionBorrowTimeout", 120)),
                 idle_client_timeout=float(doc.get("IdleClientTimeout", 1800)),
                 init_query=str(pool.get("InitQuery", "") or ""),
@@ -234,3 +234,11 @@ class Runtime:
             if current is not None and current.get("TargetHealth") != health:
                 store.put("db_proxy_target", key, {**current, "TargetHealth": health})
                 log.info("target %s: %s", key, health.get("State"))
+
+
+def _idle_limit(most: int, idle: int) -> Limit:
+    """MaxIdleConnectionsPercent is of the database's max_connections, as MaxConnectionsPercent
+    is; the pool's idle limit is a percent of the pool's own size: convert."""
+    if idle <= 0 or most <= 0:
+        return Limit(0)
+    return Limit(min(100, max(1, round(idle * 100 / most))), percent=True)

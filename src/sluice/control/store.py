@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 Doc = dict[str, Any]
+T = TypeVar("T")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS documents (
@@ -45,6 +46,7 @@ class Store:
         self._docs: dict[str, dict[str, Doc]] = {}
         self._seq = 0
         self._batch = 0
+        self._derived: dict[str, tuple[int, Any]] = {}
         self.version = 0
         rows = self._db.execute("SELECT kind, key, seq, body FROM documents ORDER BY seq")
         for kind, key, seq, body in rows:
@@ -60,6 +62,15 @@ class Store:
 
     def keys(self, kind: str) -> list[str]:
         return list(self._docs.get(kind, {}))
+
+    def derived(self, name: str, build: Callable[[Store], T]) -> T:
+        """A value computed from the documents (compiled rules, say), kept until they change."""
+        found = self._derived.get(name)
+        if found is not None and found[0] == self.version:
+            return cast(T, found[1])
+        value = build(self)
+        self._derived[name] = (self.version, value)
+        return value
 
     def put(self, kind: str, key: str, doc: Doc) -> None:
         """Create or replace a document (a replaced one keeps its place in `all`)."""

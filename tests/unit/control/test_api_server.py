@@ -160,10 +160,12 @@ def parsed(service: str, answer: Answer, operation: str | None = None) -> dict[s
 # ---- authentication ----
 
 
-def test_admin_is_served(server: Server) -> None:
+def test_admin_is_served(server: Server, caplog: pytest.LogCaptureFixture) -> None:
     identity = server.client("sts").get_caller_identity()
     assert identity["Account"] == server.plane.account
     assert identity["Arn"] == f"arn:aws:iam::{server.plane.account}:user/admin"
+    logged = [r.getMessage() for r in caplog.records if r.name.startswith("sluice")]
+    assert f"sts GetCallerIdentity by {identity['Arn']}" in logged  # seen by the leak check
 
 
 @pytest.mark.parametrize(

@@ -486,11 +486,6 @@ def test_admit_unknown_proxy(world: World) -> None:
     assert message is not None and "being removed" in message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="authority.py ProxyAuthenticator._secret_for takes the first secret naming the user "
-    "even when the role may not read it; a later readable secret of that user is never used",
-)
 def test_backend_login_uses_the_readable_secret_of_the_user(world: World) -> None:
     value = json.dumps({"username": DB_USER, "password": NEW_PASSWORD})
     hidden = world.run("secretsmanager", "CreateSecret", Name="db-old", SecretString=value)["ARN"]

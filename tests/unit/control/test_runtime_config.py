@@ -31,6 +31,7 @@ from sluice.control.context import Call, Principal
 from sluice.control.health import check_target
 from sluice.control.plane import ControlPlane, ServerSettings
 from sluice.control.services.rds import adopt_instance
+from sluice.proxy import limits_for
 
 DB_PORT = 15432
 
@@ -194,11 +195,27 @@ def test_pool_settings_from_target_group(world: World) -> None:
               ConnectionPoolConfig=pool)  # fmt: skip
     got = world.config("pg").pool
     assert got.max_connections == Limit(40, percent=True)
-    assert got.max_idle_connections == Limit(10, percent=True)
+    assert got.max_idle_connections == Limit(25, percent=True)  # 10% of the database = 25% of 40%
     assert got.borrow_timeout == 30.0
     assert got.init_query == "SET TIME ZONE 'UTC'"
     assert got.exclude_variable_sets is True
     assert got.mode == "transaction"
+
+
+def test_default_pool_limits_against_database_maximum(world: World) -> None:
+    world.proxy("pg")
+    limits = limits_for(world.config("pg"), 1000)  # the database's max_connections
+    assert (limits.max_size, limits.max_idle) == (1000, 500)
+
+
+def test_idle_percent_is_of_the_database_maximum(world: World) -> None:
+    world.proxy("pg")
+    pool = {"MaxConnectionsPercent": 40, "MaxIdleConnectionsPercent": 10}
+    world.run("rds", "ModifyDBProxyTargetGroup", DBProxyName="pg", TargetGroupName="default",
+              ConnectionPoolConfig=pool)  # fmt: skip
+    limits = limits_for(world.config("pg"), 1000)
+    assert limits.max_size == 400
+    assert limits.max_idle == 100  # 10% of 1000, as the RDS API documents; not 10% of 400
 
 
 def test_require_tls_and_idle_client_timeout(world: World) -> None:
