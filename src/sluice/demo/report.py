@@ -16,8 +16,12 @@ import urllib.error
 import urllib.request
 from collections import Counter
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sluice.demo.clients import QUERIES_PER_CLIENT, TOO_MANY_CLIENTS, RoundResult
+
+if TYPE_CHECKING:
+    from sluice.demo.rds import RdsPart
 
 PIN_LOG_MARK = "pinned to its connection"
 PIN_METRIC = "sluice_pins_total"
@@ -194,4 +198,19 @@ def summary(proxied: RoundResult, peak: int, direct: RoundResult) -> list[str]:
         "database connections;",
         f"connecting directly, {direct.served} of {direct.clients} got in and "
         f"{direct.failed} were turned away.",
+    ]
+
+
+def rds_report(part: RdsPart, max_connections: int, pool_percent: int) -> list[str]:
+    """The paragraph about the clients that went through the local RDS Proxy."""
+    result = part.result
+    return [
+        f"Through Sluice as a local RDS Proxy (sluice server, endpoint {part.endpoint}:5432;",
+        f"  IAM token + verified TLS; pool {pool_percent}% of max_connections={max_connections}; "
+        f"{result.clients} clients at once)",
+        _row("clients served", f"{result.served} of {result.clients} ({result.failed} failed)"),
+        *_failures(result.errors),
+        _row("database connections", f"peak {part.peak}"),
+        _latency("connect (TLS+token)", result.connect_times),
+        *_wrapped("without a token", part.refused),
     ]

@@ -6,7 +6,9 @@
    backends polled meanwhile; then the pin count, and Sluice is stopped (so its
    pooled connections do not take server slots from the next step).
 4. The same crowd straight to the server, once.
-5. The report. The exit status is 1 if any client through Sluice failed.
+5. The same crowd through Sluice as a local RDS Proxy (`sluice server`, a proxy
+   made with boto3, IAM tokens over TLS): see rds.py. `--no-rds` skips it.
+6. The report. The exit status is 1 if any client through Sluice failed.
 
 Everything started is registered on one ExitStack as soon as it exists, so an
 error or Ctrl-C at any step stops Sluice and the server and removes the
@@ -27,7 +29,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-from sluice.demo import report
+from sluice.demo import rds, report
 from sluice.demo.clients import BackendPoller, RoundResult, run_round
 from sluice.demo.stage import (
     DATABASE,
@@ -53,6 +55,7 @@ class Plan:
     clients: int
     rounds: int
     example: Path
+    rds: bool = True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,10 +79,11 @@ def _arguments(argv: list[str] | None) -> Plan:
     parser.add_argument("--clients", type=int, default=500, help="clients at once (500)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds through Sluice (3)")
     parser.add_argument("--example", type=Path, default=EXAMPLE, help="configuration to run")
+    parser.add_argument("--no-rds", action="store_true", help="skip the local RDS Proxy part")
     args = parser.parse_args(argv)
     if not 1 <= args.clients <= 2000 or not 1 <= args.rounds <= 10:
         parser.error("use 1-2000 clients and 1-10 rounds")
-    return Plan(args.clients, args.rounds, args.example)
+    return Plan(args.clients, args.rounds, args.example, not args.no_rds)
 
 
 def _say(text: str) -> None:
@@ -102,8 +106,27 @@ def _demo(plan: Plan, stack: ExitStack) -> int:
     facts = _finish_proxy(plan, pg, proc, proxied, password)
     _say(f"Now {plan.clients} clients straight to PostgreSQL ...")
     direct, direct_peak = asyncio.run(_direct(plan, pg, user, direct_conninfo(pg, user, password)))
+    part = None
+    if plan.rds:
+        _say(f"Now {plan.clients} clients through Sluice as a local RDS Proxy (IAM tokens) ...")
+        part = rds.run(plan.clients, pg, user, password, workdir, stack)
     _print_report(proxied.result, facts, direct, direct_peak)
-    return _verdict(proc, proxied.result, facts)
+    if part is not None:
+        lines = report.rds_report(part, MAX_CONNECTIONS, rds.POOL_PERCENT)
+        print("\n".join(["", *lines]), flush=True)
+    return _verdict(proc, proxied.result, facts) or _rds_verdict(part)
+
+
+def _rds_verdict(part: rds.RdsPart | None) -> int:
+    if part is None:
+        return 0
+    if part.secrets_logged:
+        _say("\nFAILED: a token or password appears in the control plane's log.")
+        return 1
+    if part.result.failed:
+        _say("\nFAILED: not every client through the local RDS Proxy succeeded.")
+        return 1
+    return 0
 
 
 def _verdict(proc: SluiceProcess, proxied: RoundResult, facts: report.ProxyFacts) -> int:

@@ -5,7 +5,9 @@ free loopback port with its own VPC range (so several can run side by side
 with the engines' standard ports), waits until the API answers, and can stop
 and restart it on the same directory. `aws(...)` runs the aws CLI with the
 profile the server wrote (plus `--endpoint-url`, as the recipe is run);
-`session()` gives a boto3 session on the same profile.
+`session()` gives a boto3 session on the same profile. `build_iam_proxy` makes
+the recipe's resources with boto3 in front of an existing database (for the
+demo and the benchmark).
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -38,6 +42,7 @@ class SluiceServer:
 
     def __init__(self, data_dir: Path | None = None, vpc_cidr: str | None = None) -> None:
         self.data_dir = Path(data_dir or tempfile.mkdtemp(prefix="sluice-server-"))
+        self.data_dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.vpc_cidr = vpc_cidr or random_vpc_cidr()
         self.log_path = self.data_dir / "server.log"
@@ -158,3 +163,110 @@ class AwsCliError(Exception):
         super().__init__(f"aws {' '.join(args[:2])} exited {code}: {stderr.strip()}")
         self.code = code
         self.stderr = stderr
+
+
+_PROXY_TRUST = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {"Effect": "Allow", "Principal": {"Service": "rds.amazonaws.com"},
+         "Action": "sts:AssumeRole"}
+    ],
+}  # fmt: skip
+_SECRETS_POLICY = "arn:aws:iam::aws:policy/SecretsManagerReadWrite"
+_READY_TIMEOUT = 60.0
+
+
+class ProxySetupError(RuntimeError):
+    """The control plane did not build a usable proxy (the server's log says why)."""
+
+
+@dataclass(frozen=True)
+class Database:
+    """An existing database server to put a proxy in front of, and its login."""
+
+    engine: str  # "postgres", "mysql" or "mariadb"
+    host: str
+    port: int
+    user: str
+    password: str = field(repr=False)
+
+
+def build_iam_proxy(
+    server: SluiceServer, db: Database, name: str = "demo", client_cidr: str = "127.0.0.1/32"
+) -> str:
+    """The recipe's resources, made with boto3: `db` adopted as a DB instance, a secret with its
+    login, a proxy role that may read it, security groups (the database's admits the proxy's,
+    the proxy's admits `client_cidr`), a proxy with IAMAuth REQUIRED and RequireTLS, its target
+    registered and AVAILABLE. Returns the proxy endpoint's address."""
+    ec2, rds = server.client("ec2"), server.client("rds")
+    family = "POSTGRESQL" if db.engine == "postgres" else "MYSQL"
+    vpc = ec2.describe_vpcs()["Vpcs"][0]["VpcId"]
+    subnets = [s["SubnetId"] for s in ec2.describe_subnets()["Subnets"]]
+    db_sg, proxy_sg = _groups(ec2, vpc, name, db, client_cidr)
+    _adopt(server, db, f"{name}-db", db_sg)
+    secret, role = _secret_and_role(server, db, name)
+    auth = [{"AuthScheme": "SECRETS", "SecretArn": secret, "IAMAuth": "REQUIRED"}]
+    rds.create_db_proxy(
+        DBProxyName=name, EngineFamily=family, RoleArn=role, RequireTLS=True, Auth=auth,
+        VpcSubnetIds=subnets, VpcSecurityGroupIds=[proxy_sg],
+    )  # fmt: skip
+
+    def proxy() -> dict[str, Any]:
+        return dict(rds.describe_db_proxies(DBProxyName=name)["DBProxies"][0])
+
+    def target_state() -> str | None:
+        targets = rds.describe_db_proxy_targets(DBProxyName=name)["Targets"]
+        return targets[0].get("TargetHealth", {}).get("State") if targets else None
+
+    _wait(server, "proxy status available", lambda: proxy()["Status"] == "available")
+    rds.register_db_proxy_targets(DBProxyName=name, DBInstanceIdentifiers=[f"{name}-db"])
+    _wait(server, "target health AVAILABLE", lambda: target_state() == "AVAILABLE")
+    return str(proxy()["Endpoint"])
+
+
+def _groups(ec2: Any, vpc: str, name: str, db: Database, client_cidr: str) -> tuple[str, str]:
+    """(database group, proxy group): the first admits the second, which admits the clients."""
+    port = 5432 if db.engine == "postgres" else 3306
+    made = [
+        ec2.create_security_group(GroupName=f"{name}-{part}", Description=part, VpcId=vpc)
+        for part in ("db", "proxy")
+    ]
+    db_sg, proxy_sg = (str(m["GroupId"]) for m in made)
+    clients = _tcp(port, IpRanges=[{"CidrIp": client_cidr}])
+    ec2.authorize_security_group_ingress(GroupId=proxy_sg, IpPermissions=[clients])
+    proxies = _tcp(db.port, UserIdGroupPairs=[{"GroupId": proxy_sg}])
+    ec2.authorize_security_group_ingress(GroupId=db_sg, IpPermissions=[proxies])
+    return db_sg, proxy_sg
+
+
+def _adopt(server: SluiceServer, db: Database, identifier: str, group: str) -> None:
+    from sluice.control.cli import call_own
+
+    params = {"DBInstanceIdentifier": identifier, "Engine": db.engine, "Host": db.host,
+              "Port": db.port, "VpcSecurityGroupIds": [group]}  # fmt: skip
+    adopted = call_own(server.profile, "adopt-db-instance", params)
+    if "Code" in adopted:
+        raise ProxySetupError(f"adopt-db-instance failed: {adopted['Code']}")
+
+
+def _secret_and_role(server: SluiceServer, db: Database, name: str) -> tuple[str, str]:
+    """The secret with the database login, and a proxy role allowed to read it."""
+    login = json.dumps({"username": db.user, "password": db.password})
+    secret = server.client("secretsmanager").create_secret(Name=f"{name}-login", SecretString=login)
+    iam, role_name = server.client("iam"), f"{name}-proxy-role"
+    trust = json.dumps(_PROXY_TRUST)
+    role = iam.create_role(RoleName=role_name, AssumeRolePolicyDocument=trust)["Role"]["Arn"]
+    iam.attach_role_policy(RoleName=role_name, PolicyArn=_SECRETS_POLICY)
+    return str(secret["ARN"]), str(role)
+
+
+def _tcp(port: int, **source: Any) -> dict[str, Any]:
+    return {"IpProtocol": "tcp", "FromPort": port, "ToPort": port, **source}
+
+
+def _wait(server: SluiceServer, what: str, done: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + _READY_TIMEOUT
+    while not done():
+        if time.monotonic() > deadline:
+            raise ProxySetupError(f"no {what} after {_READY_TIMEOUT:.0f} s:\n{server.log_tail()}")
+        time.sleep(0.2)
