@@ -91,3 +91,27 @@ def test_checker_sees_io_imports(tmp_path: Path) -> None:
     )
     names = _imports(fake, tmp_path / "sluice")
     assert {"socket", "asyncio", "ssl", "selectors", "sluice.wire", "sluice.wire.y"} <= names
+
+
+# The control plane's pure layers: wire formats, signatures, policies and security-group rules.
+CONTROL_PURE = [
+    SRC / "control" / "protocol" / "__init__.py",
+    SRC / "control" / "protocol" / "query.py",
+    SRC / "control" / "protocol" / "ec2.py",
+    SRC / "control" / "protocol" / "jsonproto.py",
+    SRC / "control" / "sigv4.py",
+    SRC / "control" / "sigv4_canonical.py",
+    SRC / "control" / "policy.py",
+    SRC / "control" / "conditions.py",
+    SRC / "control" / "sgrules.py",
+]
+
+
+def test_no_io_imports_in_the_control_planes_codecs() -> None:
+    assert all(p.is_file() for p in CONTROL_PURE)
+    offenders = {}
+    for path, names in _reachable(CONTROL_PURE).items():
+        bad = {n for n in names if n.split(".")[0] in FORBIDDEN | {"aiohttp", "sqlite3"}}
+        if bad:
+            offenders[str(path.relative_to(SRC))] = sorted(bad)
+    assert offenders == {}

@@ -19,9 +19,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from sluice.control import ids
-from sluice.control.context import Output, Params
 from sluice.control.errors import ApiError, invalid
-from sluice.control.store import Doc
 
 Rule = dict[str, Any]
 ResolveGroup = Callable[[dict[str, Any]], tuple[str, str]]  # a UserIdGroupPair -> (id, owner)
@@ -32,6 +30,10 @@ _VIEW = {"CidrIpv4": ("IpRanges", "CidrIp"), "CidrIpv6": ("Ipv6Ranges", "CidrIpv
          "ReferencedGroupId": ("UserIdGroupPairs", "GroupId")}
 _FLAT = ("IpProtocol", "FromPort", "ToPort", "CidrIp", "SourceSecurityGroupName",
          "SourceSecurityGroupOwnerId")
+
+Doc = dict[str, Any]  # a document as the store keeps it
+Params = dict[str, Any]  # request parameters, as in control.context
+Output = dict[str, Any]  # answers, as in control.context
 
 
 def group_doc(
