@@ -69,6 +69,7 @@ class Case:
     swallowed_errors: int = 0
     prepared: Sequence[bytes] = ()  # the connection's statements before the replies
     prepared_after: Sequence[bytes] | None = None  # None: unchanged
+    awaiting_sync: bool = False  # an error came before the client's Sync
 
 
 CASES: dict[str, Case] = {
@@ -233,6 +234,7 @@ CASES: dict[str, Case] = {
         errors=1,
         prepared=[b"sluice_1"],
         prepared_after=[],
+        awaiting_sync=True,  # not idle: the server still skips to the client's Sync
     ),
     "error only up to the first sync": Case(
         [r.BIND, r.EXECUTE, r.SYNC, (r.PARSE, b"sluice_3"), r.BIND, r.EXECUTE, r.SYNC],
@@ -312,7 +314,8 @@ def _feed(case: Case, chunks: Iterable[bytes]) -> tuple[bytes, ResponseTracker]:
 def _check_state(case: Case, tracker: ResponseTracker) -> None:
     assert list(tracker.queue) == list(case.queue)
     assert bytes([tracker.status]) == case.status
-    assert tracker.idle == (not case.queue and case.status == b"I")
+    assert tracker.awaiting_sync == case.awaiting_sync
+    assert tracker.idle == (not case.queue and case.status == b"I" and not case.awaiting_sync)
     assert tracker.errors == case.errors
     assert tracker.swallowed_errors == case.swallowed_errors
     after = case.prepared if case.prepared_after is None else case.prepared_after
@@ -398,6 +401,41 @@ def test_errors_counter_accumulates() -> None:
         tracker.push(r.QUERY_SKIP)
     tracker.feed((ERROR + Z_I) * 6)
     assert (tracker.errors, tracker.swallowed_errors) == (3, 3)
+    assert tracker.idle
+
+
+def test_error_before_the_sync_keeps_the_connection_until_the_sync() -> None:
+    """psycopg's pipeline: the server reports an error before the client's Sync arrives. The
+    connection is not idle then (the server discards everything up to that Sync), requests
+    sent meanwhile get no reply, and only the Sync's ReadyForQuery makes it idle."""
+    tracker = ResponseTracker(MAX)
+    tracker.prepared[b"s1"] = None
+    for kind in (r.BIND, r.DESCRIBE_PORTAL, r.EXECUTE):
+        tracker.push(kind)
+    tracker.push_parse(r.PARSE, b"s2")
+    tracker.push(r.BIND)
+    tracker.push(r.EXECUTE)
+    assert tracker.feed(BIND_OK + NO_DATA + ERROR) == BIND_OK + NO_DATA + ERROR
+    assert not tracker.queue and tracker.awaiting_sync and not tracker.idle
+    tracker.prepared[b"s3"] = None
+    tracker.push_parse(r.PARSE, b"s3")  # discarded by the server: never made
+    tracker.push(r.PARSE_FAKE)  # nothing is owed for a discarded Parse either
+    tracker.push(r.EXECUTE)
+    assert not tracker.queue and b"s3" not in tracker.prepared and not tracker.idle
+    assert tracker.flush_fakes() == b""
+    tracker.push(r.SYNC)
+    assert not tracker.awaiting_sync and not tracker.idle
+    assert tracker.feed(Z_I) == Z_I
+    assert tracker.idle
+
+
+def test_error_with_the_sync_queued_is_not_awaiting_one() -> None:
+    tracker = ResponseTracker(MAX)
+    for kind in (r.BIND, r.EXECUTE, r.SYNC):
+        tracker.push(kind)
+    tracker.feed(BIND_OK + ERROR)
+    assert list(tracker.queue) == [r.SYNC] and not tracker.awaiting_sync
+    tracker.feed(Z_I)
     assert tracker.idle
 
 

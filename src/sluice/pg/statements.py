@@ -132,7 +132,8 @@ class ClientStatements:
         self, server: ServerConn, server_name: bytes, rest: bytes, out: list[bytes], kind: int
     ) -> None:
         tracker = server.tracker
-        if len(tracker.prepared) >= self.max_prepared:
+        # (no eviction while the server skips to a Sync: it would discard the Close)
+        if len(tracker.prepared) >= self.max_prepared and not tracker.awaiting_sync:
             oldest = next(iter(tracker.prepared))
             del tracker.prepared[oldest]
             out.append(m.close_statement(oldest))

@@ -15,7 +15,11 @@ proxy:
 - stream large rows (DataRow, CopyData) without buffering them whole.
 
 After an ErrorResponse the server skips everything up to the next Sync, so the
-queue drops those entries too. All rules for matching live in `_route` below.
+queue drops those entries too. When the error comes before the client has sent
+that Sync (the server reports it as soon as it happens), the connection is
+`awaiting_sync`: not idle, whatever the queue says, and requests pushed until
+the Sync are dropped at once, since the server discards them without a reply.
+All rules for matching live in `_route` below.
 """
 
 from __future__ import annotations
@@ -69,6 +73,7 @@ class ResponseTracker:
         "_ending_rollback",
         "_partial",
         "_skip",
+        "awaiting_sync",
         "errors",
         "max_size",
         "parse_names",
@@ -93,22 +98,30 @@ class ResponseTracker:
         self.max_size = max_size
         self._partial = b""
         self._skip = 0
+        self.awaiting_sync = False  # an error emptied the queue; the server skips to a Sync
 
     # ---- requests ----
 
     def push(self, kind: int) -> None:
+        if self.awaiting_sync:
+            if kind != SYNC:
+                return  # the server discards it unanswered (fakes are owed nothing either)
+            self.awaiting_sync = False
         self.queue.append(kind)
         if kind in SPECIAL:
             self.specials += 1
 
     def push_parse(self, kind: int, server_name: bytes) -> None:
+        if self.awaiting_sync:
+            self.prepared.pop(server_name, None)  # discarded: the server never makes it
+            return
         self.push(kind)
         self.parse_names.append(server_name)
 
     @property
     def idle(self) -> bool:
         """No request outstanding and the last ReadyForQuery said: not in a transaction."""
-        return not self.queue and self.status == 73  # 'I'
+        return not self.queue and self.status == 73 and not self.awaiting_sync  # 'I'
 
     def flush_fakes(self) -> bytes:
         """Replies the proxy owes the client now that nothing is outstanding before them."""
@@ -238,4 +251,6 @@ class ResponseTracker:
             if kind == PARSE or kind == PARSE_SKIP:
                 self.prepared.pop(self.parse_names[0], None)  # the server never made it
             self._pop()
+        if not queue:
+            self.awaiting_sync = True  # the client has not sent the Sync yet
         return True
