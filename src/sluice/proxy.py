@@ -155,6 +155,8 @@ class Proxy(abc.ABC):
 
     def apply(self, config: ProxyConfig) -> None:
         """New settings for the same listener: pools renew (old connections drain)."""
+        if config == self.config:
+            return
         old, self.config = self.config, config
         if (old.users, old.auth_method) != (config.users, config.auth_method):
             self.authenticator = self.app.authority.authenticator(config)

@@ -73,8 +73,10 @@ class Runtime:
             woken = self._wake.is_set()
             self._wake.clear()
             try:
-                await self.sync()
+                # after a change, and every HEALTH_INTERVAL (a listener that could not open
+                # is tried again then)
                 if woken or time.monotonic() - self._checked_at >= HEALTH_INTERVAL:
+                    await self.sync()
                     await self.check_targets()
             except Exception:  # a bug in one pass must not stop the control plane
                 log.exception("control plane runtime pass failed")
