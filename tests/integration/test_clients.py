@@ -188,11 +188,15 @@ def test_psycopg_prepared_across_connections(
         t.start()
     pids: set[int] = set()
     try:
-        with psycopg.connect(dsn(proc)) as conn:
+        with psycopg.connect(dsn(proc)) as conn, psycopg.connect(dsn(proc)) as holder:
             if threshold is not None:
                 conn.prepare_threshold = threshold
             prepare = None if threshold is not None else True
             for i in range(60):
+                if i % 2:  # take the connection the client just returned (LIFO): it must move
+                    holder.execute("select 1")
+                else:
+                    holder.commit()
                 with conn.transaction():
                     row = conn.execute(
                         "select %s::int * 3, pg_backend_pid()", (i,), prepare=prepare
