@@ -162,6 +162,13 @@ class ApiServer:
 def _credential(request: web.Request) -> sigv4.Credential:
     cred = sigv4.parse_query_auth(list(request.query.items()))
     if cred is not None:
+        if "Authorization" in request.headers:
+            raise ApiError(
+                "InvalidRequest",
+                "Only one auth mechanism allowed: the X-Amz-Algorithm query parameter "
+                "or the Authorization header",
+                400,
+            )
         return cred
     if "Authorization" not in request.headers:
         raise missing_auth()

@@ -325,6 +325,15 @@ def test_tampered_presigned_url_is_refused(server: Server) -> None:
     assert parsed("sts", answer)["Error"]["Code"] == "SignatureDoesNotMatch"
 
 
+def test_presigned_url_with_an_authorization_header_too_is_refused(server: Server) -> None:
+    url = server.client("sts").generate_presigned_url(
+        "get_caller_identity", ExpiresIn=60, HttpMethod="GET"
+    )
+    answer = send("GET", url, {"Authorization": "AWS4-HMAC-SHA256 Credential=x"})
+    assert answer.status == 400
+    assert parsed("sts", answer)["Error"]["Code"] == "InvalidRequest"
+
+
 def test_own_operations_need_a_signature(server: Server) -> None:
     answer = send("POST", server.endpoint + "/sluice/adopt-db-instance", {}, b"{}")
     assert answer.status == 403
