@@ -58,16 +58,21 @@ def ensure_self_signed(state_dir: Path) -> tuple[str, str]:
         .add_extension(alt, critical=False)
         .sign(key, hashes.SHA256())
     )
-    key_bytes = key.private_bytes(
+    write_private_key(key_path, key)
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return str(cert_path), str(key_path)
+
+
+def write_private_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
+    """A private key as PEM, readable by its owner only (mode 0600 from the start)."""
+    data = key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as fh:
-        fh.write(key_bytes)
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return str(cert_path), str(key_path)
+        fh.write(data)
 
 
 def client_context(target: TargetConfig) -> ssl.SSLContext | None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import hmac
 import logging
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -268,20 +268,45 @@ class ProxyAuthenticator:
         if self._users_key[0] == version:
             return self._users
         doc = self.authority.proxy_doc(self.config)
-        users: list[UserConfig] = []
-        for arn in _secret_arns(doc or {}):
-            found = read_secret(self.plane.store, self.plane.vault, arn)
-            if found is None or found[1] is None or doc is None:
-                continue
-            name, password = found[1].get("username"), found[1].get("password")
-            readable = isinstance(name, str) and isinstance(password, str)
-            if readable and self._role_may_read(doc, found[0]):
-                users.append(UserConfig(str(name), str(password), str(name), str(password)))
+        users = [
+            UserConfig(login.user, login.password, login.user, login.password)
+            for login in readable_logins(self.plane, doc or {})
+        ]
         frozen = tuple(users)
         if frozen != self._users_key[1]:
             self._users = StaticUsers(frozen, self.config.auth_method)
         self._users_key = (version, frozen)
         return self._users
+
+
+@dataclass(frozen=True, slots=True)
+class SecretLogin:
+    """A database login held by a secret the proxy's role may read."""
+
+    arn: str
+    user: str
+    password: str = field(repr=False)
+    database: str = ""
+
+
+def readable_logins(plane: ControlPlane, doc: dict[str, object]) -> list[SecretLogin]:
+    """The logins of the proxy's secrets (in `Auth` order) that hold a username and a
+    password and that the proxy's role may `secretsmanager:GetSecretValue`."""
+    role = role_principal(plane, str(doc.get("RoleArn", "")))
+    if role is None:
+        return []
+    out = []
+    for arn in _secret_arns(doc):
+        found = read_secret(plane.store, plane.vault, arn)
+        if found is None or found[1] is None:
+            continue
+        value = found[1]
+        user, password = value.get("username"), value.get("password")
+        if not (isinstance(user, str) and isinstance(password, str)):
+            continue
+        if plane.principals.allowed(role, "secretsmanager:GetSecretValue", found[0]):
+            out.append(SecretLogin(found[0], user, password, str(value.get("dbname") or "")))
+    return out
 
 
 def _secret_arns(doc: dict[str, object]) -> list[str]:

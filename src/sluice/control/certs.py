@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import os
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+from sluice.tls import write_private_key
 
 _VALID = dt.timedelta(days=3650)
 
@@ -44,7 +45,8 @@ class EndpointCertificates:
                 .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
                 .sign(ca_key, hashes.SHA256())
             )
-            _write_key(key_file, key)
+            key_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            write_private_key(key_file, key)
             cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         return str(cert_file), str(key_file)
 
@@ -67,7 +69,7 @@ class EndpointCertificates:
             .add_extension(usage, critical=True)
             .sign(key, hashes.SHA256())
         )
-        _write_key(self._ca_key_file, key)
+        write_private_key(self._ca_key_file, key)
         self.ca_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         return key, cert
 
@@ -85,15 +87,3 @@ def _builder(
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + _VALID)
     )
-
-
-def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    data = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)

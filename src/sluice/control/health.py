@@ -10,12 +10,10 @@ in with at least one secret of its `Auth` that its role may read
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING, Any
 
 from sluice.control import network
-from sluice.control.authority import role_principal
-from sluice.control.services.secretsmanager import read_secret
+from sluice.control.authority import readable_logins
 from sluice.errors import ServerAuthFailed, SluiceError
 
 if TYPE_CHECKING:
@@ -41,7 +39,7 @@ async def check_target(plane: ControlPlane, proxy: dict[str, Any], target: Any) 
             f"The security groups of {instance['DBInstanceIdentifier']} do not allow "
             f"inbound traffic on port {port} from the proxy.",
         )
-    logins = _readable_logins(plane, proxy)
+    logins = readable_logins(plane, proxy)
     if not logins:
         return _unavailable(
             "AUTH_FAILURE",
@@ -50,31 +48,16 @@ async def check_target(plane: ControlPlane, proxy: dict[str, Any], target: Any) 
         )
     problem: Health | None = None
     family = proxy["EngineFamily"]
-    for user, password, database in logins:
-        problem = await _try_login(family, host, port, user, password, database)
+    for login in logins:
+        problem = await _try_login(
+            family, host, port, login.user, login.password, login.database
+        )
         if problem is None:
             return {"State": "AVAILABLE"}
         if problem["Reason"] == "UNREACHABLE":
             return problem
     assert problem is not None
     return problem
-
-
-def _readable_logins(plane: ControlPlane, proxy: dict[str, Any]) -> list[tuple[str, str, str]]:
-    role = role_principal(plane, str(proxy.get("RoleArn", "")))
-    out = []
-    for auth in proxy.get("Auth", []):
-        arn = auth.get("SecretArn")
-        found = read_secret(plane.store, plane.vault, arn) if arn else None
-        if found is None or found[1] is None or role is None:
-            continue
-        if not plane.principals.allowed(role, "secretsmanager:GetSecretValue", found[0]):
-            continue
-        value = found[1]
-        user, password = value.get("username"), value.get("password")
-        if isinstance(user, str) and isinstance(password, str):
-            out.append((user, password, str(value.get("dbname") or "")))
-    return out
 
 
 async def _try_login(
@@ -115,4 +98,3 @@ async def _mysql_login(host: str, port: int, user: str, password: str) -> None:
         connect_timeout=CONNECT_TIMEOUT, max_size=1 << 20,
     )  # fmt: skip
     conn.close("health check done")
-    await asyncio.sleep(0)

@@ -17,8 +17,6 @@ import json
 import os
 import random
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,10 +24,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from sluice.devtools.pgcluster import free_port
+from sluice.devtools.runner import ChildProcess
 
 
 def random_vpc_cidr() -> str:
@@ -37,7 +35,7 @@ def random_vpc_cidr() -> str:
     return f"127.{random.randint(21, 250)}.0.0/16"
 
 
-class SluiceServer:
+class SluiceServer(ChildProcess):
     """`sluice server` in a child process, on its own data directory."""
 
     def __init__(self, data_dir: Path | None = None, vpc_cidr: str | None = None) -> None:
@@ -46,7 +44,7 @@ class SluiceServer:
         self.port = free_port()
         self.vpc_cidr = vpc_cidr or random_vpc_cidr()
         self.log_path = self.data_dir / "server.log"
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.proc = None
 
     @property
     def endpoint(self) -> str:
@@ -68,35 +66,11 @@ class SluiceServer:
         }
 
     def start(self, timeout: float = 30.0) -> None:
-        command = [
-            sys.executable, "-m", "sluice", "server",
-            "--data-dir", str(self.data_dir),
-            "--listen", f"127.0.0.1:{self.port}",
+        self._spawn([
+            "server", "--data-dir", str(self.data_dir), "--listen", f"127.0.0.1:{self.port}",
             "--vpc-cidr", self.vpc_cidr,
-        ]  # fmt: skip
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"sluice server exited early:\n{self.log_tail()}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"sluice server did not start:\n{self.log_tail()}") from None
-                time.sleep(0.1)
-
-    def stop(self, timeout: float = 30.0) -> int | None:
-        if self.proc is None or self.proc.poll() is not None:
-            return None if self.proc is None else self.proc.returncode
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait()
+        ])  # fmt: skip
+        self._wait_port("127.0.0.1", self.port, time.monotonic() + timeout)
 
     def restart(self) -> None:
         self.stop()
@@ -138,24 +112,6 @@ class SluiceServer:
     def client(self, service: str, **credentials: str) -> Any:
         """A boto3 client of this server (endpoint_url given, as the recipe's code would)."""
         return self.session(**credentials).client(service, endpoint_url=self.endpoint)
-
-    def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def log_tail(self, lines: int = 60) -> str:
-        return "\n".join(self.log_text().splitlines()[-lines:])
-
-    def __enter__(self) -> SluiceServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 class AwsCliError(Exception):

@@ -1,6 +1,7 @@
 """Run `sluice proxy` as a child process, for the tests, the demo and the benchmark.
 
-A `SluiceProcess` writes a TOML file, starts `python -m sluice proxy --config`
+`ChildProcess` is what both the proxy and the control plane (`controlplane.py`)
+run as. A `SluiceProcess` writes a TOML file, starts `python -m sluice proxy --config`
 with it, waits until every listener accepts connections, and can reload it
 (SIGHUP), stop it (SIGTERM, then SIGKILL after a timeout) and show its log.
 The proxy runs as a real process so tests observe it exactly as users run it.
@@ -17,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 
 def toml_value(value: Any) -> str:
@@ -52,46 +53,29 @@ def render_config(glob: dict[str, Any], proxies: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-class SluiceProcess:
-    """`sluice proxy` in a child process with a generated configuration."""
+class ChildProcess:
+    """A `python -m sluice ...` child with its output in a log file: started, waited for on
+    a port, stopped with SIGTERM (then SIGKILL after a timeout). Subclasses say how to start."""
 
-    def __init__(
-        self,
-        proxies: list[dict[str, Any]],
-        glob: dict[str, Any] | None = None,
-        workdir: Path | None = None,
-        env: dict[str, str] | None = None,
-    ) -> None:
-        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="sluice-run-"))
-        self.config_path = self.workdir / "sluice.toml"
-        self.log_path = self.workdir / "sluice.log"
-        self.glob = {"state_dir": str(self.workdir / "state"), **(glob or {})}
-        self.proxies = proxies
-        self.env = env or {}
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.write_config()
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
 
-    def write_config(self) -> None:
-        self.config_path.write_text(render_config(self.glob, self.proxies))
+    def start(self, timeout: float = 15.0) -> None:
+        raise NotImplementedError
 
     @property
     def pid(self) -> int:
         assert self.proc is not None
         return self.proc.pid
 
-    def start(self, timeout: float = 15.0) -> None:
-        env = {**os.environ, **self.env}
+    def _spawn(self, args: list[str], env: dict[str, str] | None = None) -> None:
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "sluice", "proxy", "--config", str(self.config_path)],
+                [sys.executable, "-m", "sluice", *args],
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env=env,
+                env={**os.environ, **(env or {})},
             )
-        deadline = time.monotonic() + timeout
-        for proxy in self.proxies:
-            host, _, port = str(proxy["listen"]).rpartition(":")
-            self._wait_port(host, int(port), deadline)
 
     def _wait_port(self, host: str, port: int, deadline: float) -> None:
         while True:
@@ -106,11 +90,6 @@ class SluiceProcess:
                         f"sluice did not listen on {port}:\n{self.log_tail()}"
                     ) from None
                 time.sleep(0.05)
-
-    def reload(self) -> None:
-        self.write_config()
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGHUP)
 
     def stop(self, timeout: float = 30.0) -> int | None:
         """SIGTERM, wait, then SIGKILL; return the exit code."""
@@ -129,7 +108,7 @@ class SluiceProcess:
     def log_tail(self, lines: int = 40) -> str:
         return "\n".join(self.log_text().splitlines()[-lines:])
 
-    def __enter__(self) -> SluiceProcess:
+    def __enter__(self) -> Self:
         self.start()
         return self
 
@@ -140,3 +119,38 @@ class SluiceProcess:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+class SluiceProcess(ChildProcess):
+    """`sluice proxy` in a child process with a generated configuration."""
+
+    def __init__(
+        self,
+        proxies: list[dict[str, Any]],
+        glob: dict[str, Any] | None = None,
+        workdir: Path | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="sluice-run-"))
+        self.config_path = self.workdir / "sluice.toml"
+        self.log_path = self.workdir / "sluice.log"
+        self.glob = {"state_dir": str(self.workdir / "state"), **(glob or {})}
+        self.proxies = proxies
+        self.env = env or {}
+        self.proc = None
+        self.write_config()
+
+    def write_config(self) -> None:
+        self.config_path.write_text(render_config(self.glob, self.proxies))
+
+    def start(self, timeout: float = 15.0) -> None:
+        self._spawn(["proxy", "--config", str(self.config_path)], self.env)
+        deadline = time.monotonic() + timeout
+        for proxy in self.proxies:
+            host, _, port = str(proxy["listen"]).rpartition(":")
+            self._wait_port(host, int(port), deadline)
+
+    def reload(self) -> None:
+        self.write_config()
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGHUP)

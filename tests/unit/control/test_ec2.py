@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ import botocore.awsrequest
 import botocore.session
 import botocore.validate
 import pytest
+from fakeplane import FakePlane
 
 from sluice.control import network
 from sluice.control.context import Call, Principal
@@ -29,19 +29,6 @@ ACCOUNT = "123456789012"
 MODEL = botocore.session.get_session().get_service_model("ec2")
 
 
-@dataclass
-class FakePlane:
-    store: Store
-    vault: Vault
-    account: str = ACCOUNT
-    region: str = "us-east-1"
-    changes: list[str] = field(default_factory=list)
-
-    def changed(self, what: str) -> None:
-        self.changes.append(what)
-
-    def endpoint_port(self, engine_family: str) -> int:
-        return 3306 if engine_family == "MYSQL" else 5432
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import json
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 import botocore.session  # type: ignore[import-untyped]
 import pytest
 from botocore.handlers import json_decode_policies  # type: ignore[import-untyped]
+from fakeplane import FakePlane
 
 from sluice.control.context import Call, Principal
 from sluice.control.errors import ApiError
@@ -55,16 +55,6 @@ def statement_doc(effect: str, action: str, resource: str = "*") -> dict[str, An
     return {"Version": "2012-10-17", "Statement": [statement]}
 
 
-@dataclass
-class FakePlane:
-    store: Store
-    vault: Vault
-    account: str = ACCOUNT
-    region: str = "us-east-1"
-    changes: list[str] = field(default_factory=list)
-
-    def changed(self, what: str) -> None:
-        self.changes.append(what)
 
 
 @pytest.fixture

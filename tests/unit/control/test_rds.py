@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 import botocore.session
 import pytest
 from botocore.validate import ParamValidator
+from fakeplane import FakePlane
 
 from sluice.control.context import Call, Principal
 from sluice.control.errors import ApiError
@@ -49,19 +49,6 @@ def _fault_statuses() -> dict[str, int]:
 FAULT_STATUS = _fault_statuses()
 
 
-@dataclass
-class FakePlane:
-    store: Store
-    vault: Vault
-    account: str = ACCOUNT
-    region: str = REGION
-    changes: list[str] = field(default_factory=list)
-
-    def changed(self, what: str) -> None:
-        self.changes.append(what)
-
-    def endpoint_port(self, engine_family: str) -> int:
-        return {"MYSQL": 3306, "POSTGRESQL": 5432}[engine_family]
 
 
 def _seed(store: Store) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import re
 import time
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import botocore.session
 import botocore.validate
 import pytest
+from fakeplane import FakePlane
 
 from sluice.control.context import Call, Principal
 from sluice.control.errors import ApiError
@@ -32,19 +32,6 @@ TOKEN_B = "b" * 32
 CREDS = {"username": "app", "password": "pw-Zq8!unique-marker"}
 
 
-@dataclass
-class FakePlane:
-    store: Store
-    vault: Vault
-    account: str = ACCOUNT
-    region: str = "us-east-1"
-    changes: list[str] = field(default_factory=list)
-
-    def changed(self, what: str) -> None:
-        self.changes.append(what)
-
-    def endpoint_port(self, engine_family: str) -> int:
-        return 3306 if engine_family == "MYSQL" else 5432
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from typing import Any
 
 import botocore.session  # type: ignore[import-untyped]
 import pytest
+from fakeplane import FakePlane
 
 from sluice.control.context import Call, Principal
 from sluice.control.errors import ApiError
@@ -38,16 +39,6 @@ def statement_doc(effect: str, action: str, resource: str = "*") -> dict[str, An
     return {"Version": "2012-10-17", "Statement": [statement]}
 
 
-@dataclass
-class FakePlane:
-    store: Store
-    vault: Vault
-    account: str = ACCOUNT
-    region: str = "us-east-1"
-    changes: list[str] = field(default_factory=list)
-
-    def changed(self, what: str) -> None:
-        self.changes.append(what)
 
 
 class CountingVault(Vault):
