@@ -2,10 +2,11 @@
 
 `App` is passed down to every proxy, pool and session; there is no module-level
 mutable state. It owns the proxy-issued cancel keys, the registry of server-side
-statement names, the maintenance task, the metrics endpoint and the admin
-console. `reload` builds a new snapshot, compares it with the running one proxy
-by proxy and applies the difference; `shutdown` stops accepting, lets
-transactions finish up to the timeout, then closes everything.
+statement names, the connection budget of each target, the maintenance task,
+the metrics endpoint and the admin console. `reload` builds a new snapshot,
+compares it with the running one proxy by proxy and applies the difference;
+`shutdown` stops accepting, lets transactions finish up to the timeout, then
+closes everything.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from sluice.observe.admin import AdminConsole
 from sluice.observe.metrics import MetricsServer
 from sluice.pg.proxy import PgProxy
 from sluice.pg.statements import StatementNames
+from sluice.pool.budget import Budgets
 from sluice.proxy import Proxy
 
 log = logging.getLogger("sluice")
@@ -49,6 +51,7 @@ class App:
         self.settings = settings
         self.authority: Authority = authority or FileAuthority()
         self.proxies: dict[str, Proxy] = {}
+        self.budgets = Budgets()  # one connection budget per target, shared by its proxies
         self.statement_names = StatementNames()
         self.admin = AdminConsole(self)
         self.metrics = MetricsServer(self)
@@ -82,6 +85,10 @@ class App:
                     proxy.maintain()
                 except Exception:  # a bug in one pass must not stop maintenance
                     log.exception("maintenance of proxy %s failed", proxy.config.name)
+            try:
+                self.budgets.maintain()
+            except Exception:  # likewise
+                log.exception("maintenance of the connection budgets failed")
 
     # ---- cancel keys ----
 

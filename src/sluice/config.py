@@ -83,6 +83,11 @@ class PoolConfig:
             return max(0, max_conns * self.max_idle_connections.value // 100)
         return min(max_conns, self.max_idle_connections.value)
 
+    def sizes(self, target_max: int | None) -> tuple[int, int]:
+        """(max connections, max idle) against the target's max_connections (None: unknown)."""
+        size = self.max_connections.resolve(target_max)
+        return size, self.idle_limit(size)
+
 
 @dataclass(frozen=True, slots=True)
 class ProxyConfig:

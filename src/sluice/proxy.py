@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from sluice import tls
 from sluice.auth.base import Authenticator
 from sluice.config import ProxyConfig
+from sluice.pool.budget import Share
 from sluice.pool.pool import Pool, PoolLimits, PoolStats
 
 if TYPE_CHECKING:
@@ -71,12 +72,9 @@ class EnginePool(Protocol):
     pool: Pool[Any]
 
 
-def limits_for(config: ProxyConfig, target_max: int | None) -> PoolLimits:
+def limits_for(config: ProxyConfig) -> PoolLimits:
     pool = config.pool
-    size = pool.max_connections.resolve(target_max)
     return PoolLimits(
-        max_size=size,
-        max_idle=pool.idle_limit(size),
         borrow_timeout=pool.borrow_timeout,
         lifetime=pool.server_lifetime,
         idle_timeout=pool.server_idle_timeout,
@@ -98,7 +96,7 @@ class Proxy(abc.ABC):
         self.authenticator: Authenticator = app.authority.authenticator(config)
         self.startup_stats = PoolStats()  # what clients count into before they have a pool
         self.server: asyncio.Server | None = None
-        self.target_max_connections: int | None = None
+        self.share: Share = self._join_budget(config)
         self.tls_context: ssl.SSLContext | None = tls.server_context(
             config.tls_cert_file, config.tls_key_file, app.settings.state_dir
         )
@@ -145,11 +143,20 @@ class Proxy(abc.ABC):
         self.clients.discard(client)
         self.app.unregister_cancel(client)
 
+    # ---- the target's connection budget ----
+
+    def _join_budget(self, config: ProxyConfig) -> Share:
+        target = config.target
+        return self.app.budgets.join(target.host, target.port, config.name, config.pool)
+
+    @property
+    def target_max_connections(self) -> int | None:
+        """The target's max_connections, once a connection has told it."""
+        return self.share.budget.server_max
+
     def learned_max_connections(self, value: int) -> None:
-        """The target's max_connections is known: percent-sized pools take their real size."""
-        self.target_max_connections = value
-        for pool in self.pools.values():
-            pool.pool.limits = limits_for(self.config, value)
+        """The target's max_connections is known: percent limits take their real size."""
+        self.share.budget.learned_server_max(value)
 
     # ---- reload and shutdown ----
 
@@ -160,18 +167,28 @@ class Proxy(abc.ABC):
         old, self.config = self.config, config
         if (old.users, old.auth_method) != (config.users, config.auth_method):
             self.authenticator = self.app.authority.authenticator(config)
+        share = self._apply_budget(old, config)
         if old.target != config.target or old.users != config.users:
             for pool in self.pools.values():
-                pool.pool.renew(limits_for(config, self.target_max_connections))
+                pool.pool.renew(limits_for(config), share)
             self.pools = {k: p for k, p in self.pools.items() if config.user(p.user) is not None}
         elif old.pool != config.pool:
             for pool in self.pools.values():
-                pool.pool.renew(limits_for(config, self.target_max_connections))
+                pool.pool.renew(limits_for(config))
         if (old.tls_cert_file, old.tls_key_file) != (config.tls_cert_file, config.tls_key_file):
             self.tls_context = tls.server_context(
                 config.tls_cert_file, config.tls_key_file, self.app.settings.state_dir
             )
         self.backend_tls = tls.client_context(config.target)
+
+    def _apply_budget(self, old: ProxyConfig, config: ProxyConfig) -> Share:
+        """The share of the (maybe new) target's budget that the pools now draw from."""
+        if (old.target.host, old.target.port) != (config.target.host, config.target.port):
+            self.share.budget.leave(self.share)
+            self.share = self._join_budget(config)
+        elif old.pool != config.pool:
+            self.share.update(config.pool)
+        return self.share
 
     def maintain(self) -> None:
         for pool in self.pools.values():
@@ -197,3 +214,4 @@ class Proxy(abc.ABC):
             client.fail_with(reason, "57P01")
         for pool in self.pools.values():
             pool.pool.close(reason)
+        self.share.budget.leave(self.share)

@@ -22,7 +22,7 @@ import pytest
 from helpers import APP_DB, APP_PASSWORD, APP_USER, dsn, wait_for
 from sluice.devtools.pgcluster import PgCluster
 from sluice.devtools.runner import SluiceProcess
-from sluice.pool.pool import IDLE_EXCESS_GRACE
+from sluice.pool.budget import IDLE_EXCESS_GRACE
 
 StartSluice = Callable[..., SluiceProcess]
 

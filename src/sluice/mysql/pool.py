@@ -66,7 +66,7 @@ class MyPool(EnginePool):
         self.charset = charset
         self.name = f"{proxy.config.name}/{user}/{profile:x}/{charset}"
         self.pool: Pool[MyServerConn] = Pool(
-            self.name, limits_for(proxy.config, proxy.target_max_connections), self._connect
+            self.name, limits_for(proxy.config), self._connect, proxy.share
         )
         self.schemas: set[str] = set()  # databases this user was seen to be allowed into
 

@@ -32,6 +32,7 @@ from sluice.observe.stats import (
     ClientInfo,
     PoolSnapshot,
     ServerInfo,
+    TargetSnapshot,
     list_clients,
     list_servers,
     take_snapshot,
@@ -311,6 +312,28 @@ SERVER_COLUMNS: Columns[ServerInfo] = (
 )
 
 
+TARGET_COLUMNS: Columns[TargetSnapshot] = (
+    ("target", lambda t: t.target),
+    ("sv_used", lambda t: str(t.connections)),
+    ("max_connections", lambda t: str(t.limit)),
+    ("sv_idle", lambda t: str(t.idle)),
+    ("max_idle_connections", lambda t: str(t.max_idle)),
+    ("server_max_connections", lambda t: _opt(t.server_max_connections)),
+    ("pools_waiting", lambda t: str(t.pools_waiting)),
+    ("evictions", lambda t: str(t.evictions)),
+    ("proxies", lambda t: ",".join(t.proxies)),
+)
+
+
+def _opt(value: int | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def show_targets(app: App) -> Result:
+    """Each target's connection budget: in use (all pools and proxies) against its limit."""
+    return _table(TARGET_COLUMNS, take_snapshot(app).targets)
+
+
 def show_pools(app: App) -> Result:
     return _table(POOL_COLUMNS, take_snapshot(app).pools())
 
@@ -387,6 +410,7 @@ def show_version(app: App) -> Result:
 
 SHOW_VIEWS: dict[str, Callable[[App], Result]] = {
     "POOLS": show_pools,
+    "TARGETS": show_targets,
     "STATS": show_stats,
     "CLIENTS": show_clients,
     "SERVERS": show_servers,

@@ -24,7 +24,10 @@ conventions ask. The mapping:
 plus Sluice's own: sluice_client_connections_setup_failed_tls_total,
 sluice_transactions_total, sluice_pins_total, sluice_borrow_timeouts_total and
 sluice_clients_waiting. Labels: `proxy` and `engine` on every metric, and
-`database` and `user` on pool-level ones.
+`database` and `user` on pool-level ones. MaxDatabaseConnectionsAllowed is the
+proxy's own limit; the connection budget of each target, shared by every pool
+and proxy pointing at it, has the `sluice_target_*` metrics, labelled `target`
+(host:port).
 
 A custom collector on a private `CollectorRegistry` reads `take_snapshot` at
 scrape time (the admin console reads the same snapshot). The HTTP server is a
@@ -54,7 +57,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from sluice.errors import ConfigError
 from sluice.observe.histogram import HistogramSnapshot
-from sluice.observe.stats import PoolSnapshot, ProxySnapshot, take_snapshot
+from sluice.observe.stats import PoolSnapshot, ProxySnapshot, TargetSnapshot, take_snapshot
 
 if TYPE_CHECKING:
     from sluice.app import App
@@ -65,7 +68,9 @@ GAUGE, COUNTER, HISTOGRAM = "gauge", "counter", "histogram"
 PROXY_LABELS: Final = ("proxy", "engine")
 POOL_LABELS: Final = ("proxy", "engine", "database", "user")
 
-S = TypeVar("S", ProxySnapshot, PoolSnapshot)
+TARGET_LABELS: Final = ("target",)
+
+S = TypeVar("S", ProxySnapshot, PoolSnapshot, TargetSnapshot)
 Family = GaugeMetricFamily | CounterMetricFamily | HistogramMetricFamily
 
 
@@ -140,7 +145,8 @@ POOL_METRICS: Final[dict[str, MetricDef[PoolSnapshot]]] = {
     ),
     "sluice_max_database_connections_allowed": MetricDef(
         GAUGE,
-        "MaxDatabaseConnectionsAllowed: the pool's maximum of database connections.",
+        "MaxDatabaseConnectionsAllowed: the proxy's maximum of database connections "
+        "(shared with the other pools of its target: see sluice_target_*).",
         lambda p: p.max_size,
     ),
     "sluice_database_connections_borrow_latency_seconds": MetricDef(
@@ -171,6 +177,31 @@ POOL_METRICS: Final[dict[str, MetricDef[PoolSnapshot]]] = {
     ),
     "sluice_clients_waiting": MetricDef(
         GAUGE, "Clients currently waiting for a database connection.", lambda p: p.clients_waiting
+    ),
+}
+
+# name -> (type, help, value): one sample per target (database server address).
+TARGET_METRICS: Final[dict[str, MetricDef[TargetSnapshot]]] = {
+    "sluice_target_database_connections": MetricDef(
+        GAUGE,
+        "Database connections open or opening to the target, from every pool and proxy.",
+        lambda t: t.connections,
+    ),
+    "sluice_target_max_database_connections": MetricDef(
+        GAUGE,
+        "The target's connection budget: at most this many connections, all pools together.",
+        lambda t: t.limit,
+    ),
+    "sluice_target_idle_database_connections": MetricDef(
+        GAUGE, "Idle database connections to the target, all pools together.", lambda t: t.idle
+    ),
+    "sluice_target_pools_waiting": MetricDef(
+        GAUGE, "Pools queued for room in the target's connection budget.", lambda t: t.pools_waiting
+    ),
+    "sluice_target_evictions_total": MetricDef(
+        COUNTER,
+        "Idle database connections closed to make room for another pool of the same target.",
+        lambda t: t.evictions,
     ),
 }
 
@@ -208,6 +239,8 @@ class SnapshotCollector(Collector):
             yield _family(name, spec, PROXY_LABELS)
         for name, pool_spec in POOL_METRICS.items():
             yield _family(name, pool_spec, POOL_LABELS)
+        for name, target_spec in TARGET_METRICS.items():
+            yield _family(name, target_spec, TARGET_LABELS)
 
     def collect(self) -> Iterator[Metric]:
         snap = take_snapshot(self.app)
@@ -221,6 +254,11 @@ class SnapshotCollector(Collector):
             for pool in snap.pools():
                 labels = [pool.proxy, pool.engine, pool.database, pool.user]
                 _add(family, labels, pool_spec.value(pool))
+            yield family
+        for name, target_spec in TARGET_METRICS.items():
+            family = _family(name, target_spec, TARGET_LABELS)
+            for target in snap.targets:
+                _add(family, [target.target], target_spec.value(target))
             yield family
 
 

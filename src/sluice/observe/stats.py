@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from sluice.app import App
     from sluice.pg.client import ClientSession
     from sluice.pg.pgpool import PgPool
+    from sluice.pool.budget import Budget
     from sluice.proxy import Proxy
 
 
@@ -80,10 +81,26 @@ class ProxySnapshot:
 
 
 @dataclass(frozen=True, slots=True)
+class TargetSnapshot:
+    """One target's connection budget, shared by every pool of every proxy pointing at it."""
+
+    target: str  # host:port
+    proxies: tuple[str, ...]
+    connections: int  # open or opening, all pools
+    limit: int
+    idle: int
+    max_idle: int
+    server_max_connections: int | None  # the server's own, once a connection told it
+    pools_waiting: int  # pools queued for room
+    evictions: int  # idle connections closed to make room for another pool
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     taken_at: float  # wall clock
     started_at: float  # wall clock
     proxies: tuple[ProxySnapshot, ...]
+    targets: tuple[TargetSnapshot, ...]
 
     def pools(self) -> Iterator[PoolSnapshot]:
         for proxy in self.proxies:
@@ -94,7 +111,22 @@ def take_snapshot(app: App) -> Snapshot:
     """Every proxy and pool of `app`, read at one instant."""
     now = time.monotonic()
     proxies = tuple(_proxy_snapshot(app, p, now) for p in list(app.proxies.values()))
-    return Snapshot(time.time(), app.started_at, proxies)
+    targets = tuple(_target_snapshot(b) for b in list(app.budgets.by_target.values()))
+    return Snapshot(time.time(), app.started_at, proxies, targets)
+
+
+def _target_snapshot(budget: Budget) -> TargetSnapshot:
+    return TargetSnapshot(
+        target=budget.target,
+        proxies=tuple(s.name for s in budget.shares),
+        connections=budget.used,
+        limit=budget.limit,
+        idle=budget.idle,
+        max_idle=budget.max_idle,
+        server_max_connections=budget.server_max,
+        pools_waiting=len(budget.queue),
+        evictions=budget.evictions,
+    )
 
 
 def _proxy_snapshot(app: App, proxy: Proxy, now: float) -> ProxySnapshot:

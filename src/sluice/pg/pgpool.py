@@ -35,7 +35,7 @@ class PgPool(EnginePool):
         self.user = user
         self.name = f"{proxy.config.name}/{database}/{user}"
         self.pool: Pool[ServerConn] = Pool(
-            self.name, limits_for(proxy.config, proxy.target_max_connections), self._connect
+            self.name, limits_for(proxy.config), self._connect, proxy.share
         )
         self.server_params: dict[str, str] | None = None
 

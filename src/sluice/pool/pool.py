@@ -7,7 +7,10 @@ protocols. Its rules, in one place:
   under low load the rest grow idle and are closed by the idle timeout;
 - waiters are FIFO, each with its own future and deadline; a waiter that timed
   out is never handed a connection;
-- the pool never has more than `max_size` connections open or opening;
+- the pool opens a connection only with room from its target's `Budget`
+  (pool/budget.py: the limits are per target, shared by every pool that points
+  at it); each connection gone is given back to the budget, and while another
+  pool is queued there a connection coming back may be closed to make room;
 - a connection whose generation is older than the pool's (after a reload or
   RECONNECT) or whose lifetime is over is closed when it comes back, not lent;
 - a connection that sat idle longer than `check_delay` is checked before it is
@@ -20,7 +23,6 @@ must wait goes through `acquire`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import deque
@@ -30,12 +32,9 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from sluice.errors import PoolTimeout, ServerError, SluiceError
 from sluice.observe.histogram import Histogram
+from sluice.pool.budget import Share
 
 log = logging.getLogger("sluice.pool")
-
-# Idle connections over max_idle are closed only after this long idle, so a burst
-# that ends and comes back within it does not reconnect.
-IDLE_EXCESS_GRACE = 10.0
 
 
 class PooledConnection(Protocol):
@@ -56,8 +55,8 @@ C = TypeVar("C", bound=PooledConnection)
 
 @dataclass(slots=True)
 class PoolLimits:
-    max_size: int
-    max_idle: int
+    """A pool's own timings; how many connections it may have is its budget's to say."""
+
     borrow_timeout: float
     lifetime: float
     idle_timeout: float
@@ -98,10 +97,16 @@ class PoolStats:
 class Pool(Generic[C]):
     """Lends connections made by `connect`; see the module docstring for the rules."""
 
-    def __init__(self, name: str, limits: PoolLimits, connect: Callable[[], Awaitable[C]]) -> None:
+    def __init__(
+        self, name: str, limits: PoolLimits, connect: Callable[[], Awaitable[C]], share: Share
+    ) -> None:
         self.name = name
         self.limits = limits
         self._connect = connect
+        self.share = share
+        self.budget = share.budget
+        self._room_wanted = share.budget.queue  # pools queued for room at the target
+        self.queued = False  # in that queue
         self.idle: list[C] = []
         # FIFO of (deadline on the loop clock, future); one timer serves them all
         self.waiters: deque[tuple[float, asyncio.Future[C]]] = deque()
@@ -114,10 +119,16 @@ class Pool(Generic[C]):
         self.stats = PoolStats()
         self.last_error: SluiceError | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self.budget.add(self)
 
     @property
     def size(self) -> int:
         return len(self.idle) + self.borrowed + self.opening
+
+    @property
+    def wants_room(self) -> bool:
+        """More clients wait than connections are being opened for them."""
+        return len(self.waiters) > self.opening and not self.closed
 
     # ---- lending ----
 
@@ -131,7 +142,7 @@ class Pool(Generic[C]):
             conn = idle[-1]
             if self._expired(conn, now):
                 idle.pop()
-                conn.close(self._expiry_reason(conn, now))
+                self._discard(conn, self._expiry_reason(conn, now))
                 continue
             if now - conn.idle_since > self.limits.check_delay:
                 return None
@@ -153,7 +164,7 @@ class Pool(Generic[C]):
             self._timer = loop.call_at(self.waiters[0][0], self._time_out)
         if self.idle:
             self._check_stale()
-        if len(self.waiters) > self.opening and self.size < self.limits.max_size:
+        if len(self.waiters) > self.opening:
             self._maybe_grow()
         return fut
 
@@ -184,7 +195,7 @@ class Pool(Generic[C]):
         while self.idle and not self.paused:
             conn = self.idle.pop()
             if self._expired(conn, now):
-                conn.close(self._expiry_reason(conn, now))
+                self._discard(conn, self._expiry_reason(conn, now))
                 continue
             self.borrowed += 1
             self._spawn(self._check_then_release(conn))
@@ -207,12 +218,15 @@ class Pool(Generic[C]):
         self.stats.borrow_count += 1
 
     def release(self, conn: C) -> None:
-        """Take a connection back, hand it to the first waiter, keep it idle, or close it."""
+        """Take a connection back: close it (expired, or to make room for another pool),
+        hand it to the first waiter, or keep it idle."""
         self.borrowed -= 1
         now = time.monotonic()
         if self._expired(conn, now):
-            conn.close(self._expiry_reason(conn, now))
+            self._discard(conn, self._expiry_reason(conn, now))
             self._maybe_grow()
+        elif self._room_wanted and self.budget.make_room(self, conn):
+            self._maybe_grow()  # our own waiters queue for room in turn
         elif self.waiters and self._hand_over(conn):
             return
         else:
@@ -220,9 +234,15 @@ class Pool(Generic[C]):
             self.idle.append(conn)
 
     def forget(self, conn: C) -> None:
-        """A borrowed connection died; its slot is free again."""
+        """A borrowed connection died; its room is free again."""
         self.borrowed -= 1
+        self.budget.give_back(self)
         self._maybe_grow()
+
+    def _discard(self, conn: C, reason: str) -> None:
+        """Close a connection no longer lent or idle, and give its room back."""
+        conn.close(reason)
+        self.budget.give_back(self)
 
     def _hand_over(self, conn: C) -> bool:
         if self.paused:
@@ -239,10 +259,16 @@ class Pool(Generic[C]):
     # ---- growing ----
 
     def _maybe_grow(self) -> None:
-        pending = len(self.waiters)  # may count a few that gave up: harmless
-        while pending > self.opening and self.size < self.limits.max_size and not self.closed:
-            self.opening += 1
-            self._spawn(self._open())
+        """Open connections for the waiters (a few may have given up: harmless), as far as
+        the budget has room; without room the pool is queued there for it."""
+        take = self.budget.take
+        while self.wants_room and take(self):
+            self.room_granted()
+
+    def room_granted(self) -> None:
+        """The budget counted one more connection for this pool: open it."""
+        self.opening += 1
+        self._spawn(self._open())
 
     async def _open(self) -> None:
         try:
@@ -263,6 +289,7 @@ class Pool(Generic[C]):
 
     def _open_failed(self, exc: SluiceError) -> None:
         self.opening -= 1
+        self.budget.give_back(self)
         self.stats.connect_failures += 1
         self.last_error = exc
         log.warning("pool %s: cannot open a database connection: %s", self.name, exc)
@@ -284,32 +311,35 @@ class Pool(Generic[C]):
     def _expiry_reason(self, conn: C, now: float) -> str:
         if conn.broken:
             return "server connection broken"
+        if self.closed:
+            return "pool closed"
         if conn.generation != self.generation:
             return "pool settings changed (reload)"
         return "server lifetime over"
 
     def maintain(self) -> None:
-        """Close idle connections past idle timeout or lifetime, and those over max idle."""
+        """Close idle connections past idle timeout or lifetime (max idle is the budget's)."""
         now = time.monotonic()
         keep: list[C] = []
-        excess = len(self.idle) - self.limits.max_idle
         for conn in self.idle:  # bottom of the stack first: the longest idle
             if self._expired(conn, now):
                 conn.close(self._expiry_reason(conn, now))
             elif now - conn.idle_since > self.limits.idle_timeout:
                 conn.close("server idle timeout")
-            elif excess > 0 and now - conn.idle_since > IDLE_EXCESS_GRACE:
-                conn.close("more idle connections than max_idle_connections")
             else:
                 keep.append(conn)
-                continue
-            excess -= 1
+        gone = len(self.idle) - len(keep)
         self.idle[:] = keep
+        if gone:
+            self.budget.give_back(self, gone)
 
     def remove_idle(self, conn: C) -> None:
         """An idle connection died on its own (the server closed it)."""
-        with contextlib.suppress(ValueError):
+        try:
             self.idle.remove(conn)
+        except ValueError:
+            return  # not idle: lent or already gone, its borrower or closer gives it back
+        self.budget.give_back(self)
 
     def pause(self) -> None:
         self.paused = True
@@ -322,20 +352,44 @@ class Pool(Generic[C]):
             self.release(conn)
         self._maybe_grow()
 
-    def renew(self, limits: PoolLimits) -> None:
-        """New settings: connections made under the old ones are closed as they come back."""
+    def renew(self, limits: PoolLimits, share: Share | None = None) -> None:
+        """New settings: connections made under the old ones are closed as they come back.
+
+        With a new `share` (the proxy's target changed) the pool moves to that
+        target's budget, its connections still lent counted there until they come
+        back and close: the new target is never over its limit, the old one may be
+        by those for that while.
+        """
         self.limits = limits
         self.generation += 1
-        for conn in self.idle:
-            conn.close("pool settings changed (reload)")
-        self.idle.clear()
+        self._close_idle("pool settings changed (reload)")
+        if share is not None and share is not self.share:
+            self._move_to(share)
         self._maybe_grow()
 
-    def close(self, reason: str) -> None:
-        self.closed = True
+    def _move_to(self, share: Share) -> None:
+        self.budget.remove(self)
+        self.budget.give_back(self, self.size)
+        self.share, self.budget = share, share.budget
+        self._room_wanted = share.budget.queue
+        self.budget.add(self)
+        self.budget.used += self.size
+        share.used += self.size
+
+    def _close_idle(self, reason: str) -> None:
         for conn in self.idle:
             conn.close(reason)
+        gone = len(self.idle)
         self.idle.clear()
+        if gone:
+            self.budget.give_back(self, gone)
+
+    def close(self, reason: str) -> None:
+        """No more lending: idle connections close now, lent ones as they come back."""
+        self.closed = True
+        self.generation += 1
+        self.budget.remove(self)
+        self._close_idle(reason)
         while self.waiters:
             fut = self.waiters.popleft()[1]
             if not fut.done():

@@ -105,6 +105,6 @@ class EnginePool(abc.ABC):
             "waiting": len(pool.waiters),
             "in_transaction": self.in_transaction,
             "pinned": self.pinned,
-            "max": pool.limits.max_size,
+            "max": pool.share.limit,
             "oldest_idle_age": now - oldest,
         }

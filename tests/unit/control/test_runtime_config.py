@@ -31,7 +31,6 @@ from sluice.control.context import Call, Principal
 from sluice.control.health import check_target
 from sluice.control.plane import ControlPlane, ServerSettings
 from sluice.control.services.rds import adopt_instance
-from sluice.proxy import limits_for
 
 DB_PORT = 15432
 
@@ -204,8 +203,8 @@ def test_pool_settings_from_target_group(world: World) -> None:
 
 def test_default_pool_limits_against_database_maximum(world: World) -> None:
     world.proxy("pg")
-    limits = limits_for(world.config("pg"), 1000)  # the database's max_connections
-    assert (limits.max_size, limits.max_idle) == (1000, 500)
+    sizes = world.config("pg").pool.sizes(1000)  # the database's max_connections
+    assert sizes == (1000, 500)
 
 
 def test_idle_percent_is_of_the_database_maximum(world: World) -> None:
@@ -213,9 +212,9 @@ def test_idle_percent_is_of_the_database_maximum(world: World) -> None:
     pool = {"MaxConnectionsPercent": 40, "MaxIdleConnectionsPercent": 10}
     world.run("rds", "ModifyDBProxyTargetGroup", DBProxyName="pg", TargetGroupName="default",
               ConnectionPoolConfig=pool)  # fmt: skip
-    limits = limits_for(world.config("pg"), 1000)
-    assert limits.max_size == 400
-    assert limits.max_idle == 100  # 10% of 1000, as the RDS API documents; not 10% of 400
+    max_size, max_idle = world.config("pg").pool.sizes(1000)
+    assert max_size == 400
+    assert max_idle == 100  # 10% of 1000, as the RDS API documents; not 10% of 400
 
 
 def test_require_tls_and_idle_client_timeout(world: World) -> None:
