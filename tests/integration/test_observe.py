@@ -177,6 +177,21 @@ def test_pinned_client_is_shown(observed: Observed, stack: ExitStack) -> None:
     assert observed.metric("sluice_pins_total", **POOL) == 1
 
 
+def test_show_targets_counts_every_user_against_the_budget(
+    observed: Observed, pg: PgCluster, stack: ExitStack
+) -> None:
+    admin = stack.enter_context(observed.admin())
+    users = [(APP_USER, APP_PASSWORD), (OTHER_USER, OTHER_PASSWORD)]
+    for user, password in users:
+        conn = stack.enter_context(
+            psycopg.connect(dsn(observed.proc, user=user, password=password), connect_timeout=5)
+        )
+        conn.execute("select 1")  # each user's pool holds one connection, in a transaction
+    (row,) = [t for t in show(admin, "TARGETS") if t["target"] == f"{pg.host}:{pg.port}"]
+    assert (row["sv_used"], row["max_connections"], row["proxies"]) == ("2", "10", "pg")
+    assert row["server_max_connections"] == str(pg.max_connections)
+
+
 def test_version_lists_and_config(observed: Observed, stack: ExitStack) -> None:
     admin = stack.enter_context(observed.admin())
     assert admin.info.parameter_status("server_version") == "15.0 (sluice)"
@@ -294,6 +309,9 @@ def test_metrics_follow_clients_and_database_connections(
     assert pool_value("sluice_database_connections_currently_in_transaction") == 3
     assert pool_value("sluice_database_connections_setup_succeeded_total") == 3
     assert pool_value("sluice_max_database_connections_allowed") == 10
+    target = frozenset({"target": f"{pg.host}:{pg.port}"}.items())
+    assert m[("sluice_target_database_connections", target)] == 3
+    assert m[("sluice_target_max_database_connections", target)] == 10
     for conn in conns:
         conn.commit()
     assert observed.metric("sluice_database_connections_currently_borrowed", **POOL) == 0
