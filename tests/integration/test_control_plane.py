@@ -437,6 +437,20 @@ def test_restart_keeps_everything(server: SluiceServer, mysql_env: Env) -> None:
     assert secret_key not in log and secret_key.encode() not in state
 
 
+def test_read_only_endpoint_is_refused_with_an_aws_error(mysql_env: Env) -> None:
+    """The aws CLI sees the refusal as AWS would word a parameter error, and nothing is made."""
+    aws, name = mysql_env.server.aws, mysql_env.vars["DB_NAME"]
+    subnets = mysql_env.vars["ISTOLATED_SUBNETS"].split()
+    proc = aws("rds", "create-db-proxy-endpoint", "--db-proxy-name", name,
+               "--db-proxy-endpoint-name", "reader", "--target-role", "READ_ONLY",
+               "--vpc-subnet-ids", *subnets, check=False)  # fmt: skip
+    assert proc.returncode != 0
+    assert "(InvalidParameterCombination)" in proc.stderr
+    assert "READ_ONLY is not supported yet" in proc.stderr and "read replicas" in proc.stderr
+    listed = aws("rds", "describe-db-proxy-endpoints", "--db-proxy-name", name)
+    assert "reader" not in [e["DBProxyEndpointName"] for e in listed["DBProxyEndpoints"]]
+
+
 def test_target_group_settings_reach_the_running_proxy(mysql_env: Env) -> None:
     """ModifyDBProxyTargetGroup applies to the running proxy; an idle client stays connected."""
     env = mysql_env

@@ -800,6 +800,30 @@ def test_endpoint_creation_errors(rds: Rds, plane: FakePlane) -> None:
     )
 
 
+def test_read_only_endpoint_is_refused_until_read_replicas_exist(
+    rds: Rds, plane: FakePlane
+) -> None:
+    run(rds, "CreateDBProxy", **recipe())
+    make_available(plane)
+    args = {"DBProxyName": "app-proxy", "VpcSubnetIds": ["subnet-a", "subnet-b"]}
+    addresses, changes = len(plane.store.all("address")), len(plane.changes)
+    error = fails(
+        "InvalidParameterCombination",
+        rds,
+        "CreateDBProxyEndpoint",
+        DBProxyEndpointName="reader",
+        TargetRole="READ_ONLY",
+        **args,
+    )
+    assert "READ_ONLY is not supported yet" in error.message and "read replicas" in error.message
+    assert plane.store.get("db_proxy_endpoint", "reader") is None  # nothing recorded
+    assert (len(plane.store.all("address")), len(plane.changes)) == (addresses, changes)
+    explicit = run(
+        rds, "CreateDBProxyEndpoint", DBProxyEndpointName="writer", TargetRole="READ_WRITE", **args
+    )
+    assert explicit["DBProxyEndpoint"]["TargetRole"] == "READ_WRITE"
+
+
 def test_endpoint_quota(rds: Rds, plane: FakePlane) -> None:
     run(rds, "CreateDBProxy", **recipe())
     make_available(plane)

@@ -6,6 +6,10 @@ proxy also has a default endpoint — the proxy's own address — which is not
 stored: DescribeDBProxyEndpoints derives it from the proxy, as AWS lists it.
 Like proxies, endpoints are created "creating" and deleted "deleting"; the
 runtime opens and closes their listeners and finishes those transitions.
+
+Only READ_WRITE endpoints exist: a proxy's target is one writable DB instance
+and Sluice has no read replicas to send a READ_ONLY endpoint's traffic to, so
+one is refused (sending it to the writer would be a silent guess).
 """
 
 from __future__ import annotations
@@ -19,6 +23,10 @@ from sluice.control.store import Doc, Store
 
 MAX_ENDPOINTS = 20  # per proxy, AWS's quota
 DEFAULT_ENDPOINT = "default"
+READ_ONLY_REFUSED = (
+    "TargetRole READ_ONLY is not supported yet: this proxy has no read replicas to send "
+    "read-only traffic to. Create the endpoint with TargetRole READ_WRITE."
+)
 
 
 def _name(value: str, member: str) -> str:
@@ -76,6 +84,9 @@ def _new_endpoint(store: Store, proxy: Doc, params: Params) -> Doc:
         message = f"DBProxy {proxy['DBProxyName']} already has {MAX_ENDPOINTS} endpoints."
         raise ApiError("DBProxyEndpointQuotaExceededFault", message)
     c.ipv4_only(params, "EndpointNetworkType")
+    role = params.get("TargetRole", "READ_WRITE")
+    if role != "READ_WRITE":  # the model's enum leaves only READ_ONLY
+        raise invalid(READ_ONLY_REFUSED, "InvalidParameterCombination")
     vpc_id, subnets = c.subnets_vpc(store, params["VpcSubnetIds"])
     return {
         "DBProxyEndpointName": name,
@@ -84,7 +95,7 @@ def _new_endpoint(store: Store, proxy: Doc, params: Params) -> Doc:
         "VpcId": vpc_id,
         "VpcSecurityGroupIds": c.security_groups(store, vpc_id, params.get("VpcSecurityGroupIds")),
         "VpcSubnetIds": subnets,
-        "TargetRole": params.get("TargetRole", "READ_WRITE"),
+        "TargetRole": role,
         "IsDefault": False,
         "EndpointNetworkType": "IPV4",
         "_tags": checked_tags(params.get("Tags") or []),
