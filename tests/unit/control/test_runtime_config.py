@@ -225,6 +225,16 @@ def test_require_tls_and_idle_client_timeout(world: World) -> None:
     assert config.pool.idle_client_timeout == 90.0
 
 
+def test_debug_logging_follows_the_proxy(world: World) -> None:
+    world.proxy("pg")
+    assert world.config("pg").debug_logging is False
+    world.run("rds", "ModifyDBProxy", DBProxyName="pg", DebugLogging=True)
+    assert world.config("pg").debug_logging is True
+    world.plane.store.put("db_proxy", "pg", {**world.doc("pg"), "Status": "available"})
+    world.run("rds", "ModifyDBProxy", DBProxyName="pg", DebugLogging=False)
+    assert world.config("pg").debug_logging is False
+
+
 def _certificate(path: str) -> x509.Certificate:
     return x509.load_pem_x509_certificate(Path(path).read_bytes())
 
@@ -244,13 +254,13 @@ def test_tls_certificate_per_endpoint_address(world: World) -> None:
     doc = world.proxy("pg")
     main = world.config("pg")
     main_cert = _check_issued_for(world, main, doc["_address"])
-    world.run("rds", "CreateDBProxyEndpoint", DBProxyName="pg", DBProxyEndpointName="reader",
-              VpcSubnetIds=world.subnets()[1:], TargetRole="READ_ONLY")  # fmt: skip
-    ep = world.plane.store.get("db_proxy_endpoint", "reader")
+    world.run("rds", "CreateDBProxyEndpoint", DBProxyName="pg", DBProxyEndpointName="second",
+              VpcSubnetIds=world.subnets()[1:])  # fmt: skip
+    ep = world.plane.store.get("db_proxy_endpoint", "second")
     assert ep is not None and ep["_address"] != doc["_address"]
     listener = Listener("pg", doc["_resource_id"], ep["_address"], ep["_port"], ())
-    other = world.plane.runtime.config_for(doc, "pg/reader", listener)
-    assert (other.name, other.listen_host) == ("pg/reader", ep["_address"])
+    other = world.plane.runtime.config_for(doc, "pg/second", listener)
+    assert (other.name, other.listen_host) == ("pg/second", ep["_address"])
     assert other.tls_cert_file != main.tls_cert_file
     _check_issued_for(world, other, ep["_address"])
     again = world.config("pg")  # kept, not made again
