@@ -102,6 +102,7 @@ class ProxyConfig:
     auth_method: str = "scram-sha-256"
     tls_cert_file: str = ""
     tls_key_file: str = ""
+    debug_logging: bool = False
 
     def user(self, name: str) -> UserConfig | None:
         for user in self.users:
@@ -225,6 +226,7 @@ def _proxy(t: _Table, base: Path) -> ProxyConfig:
         auth_method=t.choice("auth_method", AUTH_METHODS[engine][0], AUTH_METHODS[engine]),
         tls_cert_file=_path(t.text("tls_cert_file", ""), base),
         tls_key_file=_path(t.text("tls_key_file", ""), base),
+        debug_logging=t.flag("debug_logging", False),
     )
     if bool(proxy.tls_cert_file) != bool(proxy.tls_key_file):
         raise ConfigError(f"{t.where('tls_cert_file')}: give both tls_cert_file and tls_key_file")

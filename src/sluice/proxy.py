@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from sluice import tls
 from sluice.auth.base import Authenticator
 from sluice.config import ProxyConfig
+from sluice.observe.redact import redact
 from sluice.pool.budget import Share
 from sluice.pool.pool import Pool, PoolLimits, PoolStats
 
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from sluice.app import App
 
 log = logging.getLogger("sluice.proxy")
+statement_log = logging.getLogger("sluice.statements")  # debug_logging's lines
 
 # Seconds a client may take from connecting to its first ready state (or the
 # idle client timeout, when that is shorter).
@@ -51,6 +53,7 @@ class Session(Protocol):
     connected_at: float
     cancel_key: tuple[int, int]
     peer: str
+    user: str
 
     async def cancel_running(self) -> None: ...
 
@@ -101,6 +104,8 @@ class Proxy(abc.ABC):
             config.tls_cert_file, config.tls_key_file, app.settings.state_dir
         )
         self.backend_tls = tls.client_context(config.target)
+        # read by client sessions before each statement: the one check debug logging costs
+        self.debug_logging = config.debug_logging
 
     @abc.abstractmethod
     def new_session(self) -> asyncio.Protocol:
@@ -154,6 +159,13 @@ class Proxy(abc.ABC):
         """The target's max_connections, once a connection has told it."""
         return self.share.budget.server_max
 
+    def log_statement(self, client: Session, sql: bytes) -> None:
+        """debug_logging: one statement a client sent, redacted and bounded."""
+        statement_log.info(
+            "proxy %s client %s user=%s: %s", self.config.name, client.peer, client.user,
+            redact(sql),
+        )  # fmt: skip
+
     def learned_max_connections(self, value: int) -> None:
         """The target's max_connections is known: percent limits take their real size."""
         self.share.budget.learned_server_max(value)
@@ -180,6 +192,7 @@ class Proxy(abc.ABC):
                 config.tls_cert_file, config.tls_key_file, self.app.settings.state_dir
             )
         self.backend_tls = tls.client_context(config.target)
+        self.debug_logging = config.debug_logging
 
     def _apply_budget(self, old: ProxyConfig, config: ProxyConfig) -> Share:
         """The share of the (maybe new) target's budget that the pools now draw from."""

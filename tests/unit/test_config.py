@@ -35,6 +35,7 @@ FULL: dict[str, Any] = {
             "auth_method": "md5",
             "tls_cert_file": "certs/proxy.crt",
             "tls_key_file": "/etc/sluice/proxy.key",
+            "debug_logging": True,
             "target": {
                 "host": "db.internal",
                 "port": 5433,
@@ -93,6 +94,7 @@ def test_full_document() -> None:
     assert (main.require_tls, main.auth_method) == (True, "md5")
     assert main.tls_cert_file == "/etc/sluice/certs/proxy.crt"  # relative to the file
     assert main.tls_key_file == "/etc/sluice/proxy.key"
+    assert main.debug_logging is True and second.debug_logging is False
     assert main.target == TargetConfig(
         host="db.internal",
         port=5433,

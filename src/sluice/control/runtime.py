@@ -150,6 +150,7 @@ class Runtime:
             auth_method=method,
             tls_cert_file=cert_file,
             tls_key_file=key_file,
+            debug_logging=bool(doc.get("DebugLogging", False)),
         )
 
     def _target_config(self, proxy: str, engine: str) -> TargetConfig:

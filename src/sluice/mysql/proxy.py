@@ -18,6 +18,7 @@ log = logging.getLogger("sluice.proxy")
 
 # What Sluice offers clients (CLIENT_SSL added when the listener has TLS).
 OFFERED = (c.SUPPORTED_CAPABILITIES | c.CLIENT_LOCAL_FILES) & ~c.CLIENT_SSL
+_SQL_COMMANDS = frozenset({c.COM_QUERY, c.COM_STMT_PREPARE})
 
 
 class MyProxy(Proxy):
@@ -65,6 +66,11 @@ class MyProxy(Proxy):
             log.warning("proxy %s: cannot read the database's version: %s", self.config.name, exc)
         except Exception as exc:  # a malformed greeting must not stop the proxy starting
             log.warning("proxy %s: unreadable database greeting: %s", self.config.name, exc)
+
+    def log_command(self, client: MyClientSession, payload: bytes) -> None:
+        """debug_logging: the SQL of a COM_QUERY or COM_STMT_PREPARE a client sent."""
+        if payload[0] in _SQL_COMMANDS:
+            self.log_statement(client, payload[1:])
 
     def capabilities(self) -> int:
         return OFFERED | (c.CLIENT_SSL if self.tls_context is not None else 0)

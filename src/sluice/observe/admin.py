@@ -389,6 +389,7 @@ def show_config(app: App) -> Result:
             (key + "target", f"{proxy.target.host}:{proxy.target.port}"),
             (key + "auth_method", proxy.auth_method),
             (key + "require_tls", _yes(proxy.require_tls)),
+            (key + "debug_logging", _yes(proxy.debug_logging)),
             (key + "users", ",".join(u.name for u in proxy.users)),
             (key + "pool.mode", pool.mode),
             (key + "pool.max_connections", str(pool.max_connections)),

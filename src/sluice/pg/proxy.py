@@ -11,6 +11,7 @@ from sluice.proxy import Proxy
 from sluice.wire.pg import messages as m
 
 log = logging.getLogger("sluice.proxy")
+_Q, _P = ord("Q"), ord("P")
 
 
 class PgProxy(Proxy):
@@ -32,6 +33,15 @@ class PgProxy(Proxy):
             pool = PgPool(self, database, user)
             self.pools[(database, user)] = pool
         return pool
+
+    def log_message(self, client: ClientSession, msg: bytes) -> None:
+        """debug_logging: the SQL of a Query or Parse message a client sent."""
+        kind = msg[0]
+        if kind == _Q:
+            self.log_statement(client, msg[5:-1])
+        elif kind == _P:  # Parse: statement name, NUL, query, NUL, parameter types
+            name_end = msg.find(b"\0", 5)
+            self.log_statement(client, msg[name_end + 1 : msg.find(b"\0", name_end + 1)])
 
     async def send_cancel(self, pid: int, secret: int) -> None:
         """Ask the target to cancel the query of backend `pid` (a fresh connection, as libpq)."""
