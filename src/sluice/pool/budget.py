@@ -235,12 +235,15 @@ class Budget:
         if excess <= 0:
             return
         cutoff = time.monotonic() - IDLE_EXCESS_GRACE
-        old = [(c.idle_since, id(c), p, c) for p in self.pools for c in p.idle]
-        old = sorted(x for x in old if x[0] < cutoff)[:excess]
-        for _, _, pool, conn in old:
+        idle = [(c.idle_since, id(c), p, c) for p in self.pools for c in p.idle]
+        oldest = sorted(x for x in idle if x[0] < cutoff)[:excess]
+        gone: dict[Pool[Any], int] = {}
+        for _, _, pool, conn in oldest:
             pool.idle.remove(conn)
             conn.close(f"more idle connections than max_idle_connections for {self.target}")
-            self.give_back(pool)
+            gone[pool] = gone.get(pool, 0) + 1
+        for pool, count in gone.items():  # after every close: giving back may close others
+            self.give_back(pool, count)
 
 
 class Budgets:
