@@ -273,6 +273,8 @@ class MyClientSession(FrontendSession):
             if server is None:
                 return False
         self.stats.queries += 1
+        if self.proxy.debug_logging:
+            self.proxy.log_command(self, payload)
         if command == c.COM_STMT_PREPARE:
             return self._prepare(server, payload)
         if command in _STMT_COMMANDS or command == c.COM_STMT_CLOSE:

@@ -286,6 +286,8 @@ class ClientSession(FrontendSession):
         assert server is not None
         tracker = server.tracker
         kind = msg[0]
+        if self.proxy.debug_logging:
+            self.proxy.log_message(self, msg)
         if kind == _Q:
             self._note_sql(msg[5:-1], tracker)
             tracker.push(r.QUERY)
