@@ -14,6 +14,7 @@ class SluiceError(Exception):
 
     sqlstate = "XX000"
     severity = "FATAL"
+    detail = ""  # a DETAIL line for the client, if any
 
 
 class ConfigError(SluiceError):

@@ -53,7 +53,17 @@ Z_I = m.READY_IDLE
 Z_T = m.READY_IN_TXN
 Z_E = m.READY_FAILED
 
-Request = int | tuple[int, bytes]  # a kind, or (PARSE / PARSE_SKIP, server name)
+RESET = m.command_complete("RESET")
+COMMIT = m.command_complete("COMMIT")
+IN_FAILED = m.error_response("25P02", "current transaction is aborted")
+TZ_DEFAULT = m.parameter_status("TimeZone", "UTC")
+TZ_START = m.parameter_status("TimeZone", "Asia/Tokyo")
+APP_DEFAULT = m.parameter_status("application_name", "")
+RESTORED = [ROWS, ROW, SELECT_1, TZ_START, Z_I]  # the reply to a restore of TimeZone
+TZ = frozenset({b"timezone"})
+
+# a kind, (PARSE / PARSE_SKIP, server name), or (QUERY_RESTORING / SYNC_RESTORING, names)
+Request = int | tuple[int, bytes] | tuple[int, frozenset[bytes]]
 
 
 @dataclass(frozen=True)
@@ -70,6 +80,7 @@ class Case:
     prepared: Sequence[bytes] = ()  # the connection's statements before the replies
     prepared_after: Sequence[bytes] | None = None  # None: unchanged
     awaiting_sync: bool = False  # an error came before the client's Sync
+    replay_error: bool = False  # an injected replay failed: nothing more reaches the client
 
 
 CASES: dict[str, Case] = {
@@ -269,6 +280,44 @@ CASES: dict[str, Case] = {
     ),
     "copy in, simple": Case([r.QUERY], [COPY_IN, COPY_2, Z_I], [...]),
     "copy in, client sent CopyFail": Case([r.QUERY], [COPY_IN, ERROR, Z_I], [...], errors=1),
+    # ---- settings replayed and restored
+    "replay, then the client's query": Case(
+        [r.REPLAY, r.QUERY], [BEGIN, SET, COMMIT, TZ_START, Z_I, ROWS, ROW, SELECT_1, Z_I],
+        [ROWS, ROW, SELECT_1, Z_I],
+    ),
+    "failed replay: nothing more for the client": Case(
+        [r.REPLAY, r.QUERY], [BEGIN, ERROR, Z_E, IN_FAILED, Z_E], [],
+        queue=[r.REPLAY, r.QUERY], replay_error=True,
+    ),
+    "restore after a RESET": Case(
+        [(r.QUERY_RESTORING, TZ)], [RESET, APP_DEFAULT, TZ_DEFAULT, Z_I, *RESTORED],
+        [RESET, APP_DEFAULT, TZ_START, Z_I],
+    ),
+    "restore after an extended RESET": Case(
+        [(r.PARSE, b""), r.BIND, r.EXECUTE, (r.SYNC_RESTORING, TZ)],
+        [PARSE_OK, BIND_OK, RESET, TZ_DEFAULT, Z_I, *RESTORED],
+        [PARSE_OK, BIND_OK, RESET, TZ_START, Z_I],
+    ),
+    "restore in a transaction, a notification meanwhile": Case(
+        [(r.QUERY_RESTORING, TZ)], [RESET, TZ_DEFAULT, Z_T, ROWS, NOTIFY, ROW, NOTICE, SELECT_1,
+                                    TZ_START, Z_T],
+        [RESET, NOTIFY, TZ_START, Z_T], status=b"T",
+    ),
+    "failed RESET: the restore reports nothing": Case(
+        [(r.QUERY_RESTORING, TZ)], [RESET, ERROR, Z_I, *RESTORED], [RESET, ERROR, Z_I], errors=1,
+    ),
+    "failed extended RESET: the restore reports nothing": Case(
+        [r.BIND, r.EXECUTE, (r.SYNC_RESTORING, TZ)], [BIND_OK, ERROR, Z_I, *RESTORED],
+        [BIND_OK, ERROR, Z_I], errors=1,
+    ),
+    "RESET in a failed transaction: its restore fails too": Case(
+        [(r.QUERY_RESTORING, TZ)], [IN_FAILED, Z_E, IN_FAILED, Z_E], [IN_FAILED, Z_E],
+        status=b"E", errors=1,
+    ),
+    "a restore that fails alone is a failed replay": Case(
+        [(r.QUERY_RESTORING, TZ)], [RESET, TZ_DEFAULT, Z_I, ERROR, Z_I], [RESET],
+        queue=[r.RESTORE], replay_error=True,
+    ),
     "copy out, extended": Case(
         [(r.PARSE, b""), r.BIND, r.EXECUTE, r.SYNC],
         [PARSE_OK, BIND_OK, COPY_OUT, COPY_DATA, COPY_DONE, COPY_2, Z_I],
@@ -294,10 +343,12 @@ def _tracker(case: Case) -> ResponseTracker:
     for name in case.prepared:
         tracker.prepared[name] = None
     for req in case.requests:
-        if isinstance(req, tuple):
-            tracker.push_parse(*req)
-        else:
+        if isinstance(req, int):
             tracker.push(req)
+        elif isinstance(req[1], frozenset):
+            tracker.push_restoring(req[0], req[1])
+        else:
+            tracker.push_parse(req[0], req[1])
     return tracker
 
 
@@ -318,6 +369,7 @@ def _check_state(case: Case, tracker: ResponseTracker) -> None:
     assert tracker.idle == (not case.queue and case.status == b"I" and not case.awaiting_sync)
     assert tracker.errors == case.errors
     assert tracker.swallowed_errors == case.swallowed_errors
+    assert (tracker.replay_error is not None) == case.replay_error
     after = case.prepared if case.prepared_after is None else case.prepared_after
     assert list(tracker.prepared) == list(after)
     # bookkeeping that must follow the queue

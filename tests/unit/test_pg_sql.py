@@ -12,11 +12,26 @@ import pytest
 from sluice.wire.pg.sql import (
     NO_EFFECT,
     TRACKED,
+    Change,
+    ChangeKind,
     Effect,
     classify,
     classify_bytes,
+    fold_identifier,
+    savepoint_changes,
     split_statements,
 )
+
+SET, RESET, RESET_ALL = ChangeKind.SET, ChangeKind.RESET, ChangeKind.RESET_ALL
+SAVEPOINT, ROLLBACK_TO, RELEASE = ChangeKind.SAVEPOINT, ChangeKind.ROLLBACK_TO, ChangeKind.RELEASE
+
+
+def sets(*pairs: tuple[str, str | None]) -> tuple[Change, ...]:
+    """Changes from (name, statement text): None for a RESET."""
+    return tuple(
+        Change(RESET, name) if stmt is None else Change(SET, name, stmt.encode("latin-1"))
+        for name, stmt in pairs
+    )
 
 PINS: list[tuple[str, str]] = [
     ("PREPARE p AS SELECT 1", "PREPARE"),
@@ -66,7 +81,7 @@ PINS: list[tuple[str, str]] = [
 def test_pins(sql: str, reason: str) -> None:
     effect = classify(sql)
     assert effect.pin == reason
-    assert effect.sets == ()
+    assert effect.changes == ()
 
 
 DROPS: list[tuple[str, str]] = [
@@ -79,7 +94,10 @@ DROPS: list[tuple[str, str]] = [
 
 @pytest.mark.parametrize(("sql", "reason"), DROPS)
 def test_statement_drops(sql: str, reason: str) -> None:
-    assert classify(sql) == Effect(pin=reason, drops_statements=True)
+    effect = classify(sql)
+    assert (effect.pin, effect.drops_statements) == (reason, True)
+    # DISCARD ALL resets every setting too
+    assert effect.changes == ((Change(RESET_ALL),) if reason == "DISCARD" else ())
 
 
 @pytest.mark.parametrize("sql", ["DISCARD PLANS", "DEALLOCATE p", 'deallocate "all"'])
@@ -88,57 +106,126 @@ def test_no_drop(sql: str) -> None:
 
 
 TRACKED_SETS: list[tuple[str, tuple[tuple[str, str | None], ...]]] = [
-    ("SET search_path TO a, b", (("search_path", "a, b"),)),
-    ('set search_path = "$user", public', (("search_path", '"$user", public'),)),
-    ("SET search_path='a'", (("search_path", "'a'"),)),
-    ("set TimeZone = 'UTC'", (("timezone", "'UTC'"),)),
-    ("SET \"TimeZone\" TO 'UTC'", (("timezone", "'UTC'"),)),
-    ("SET SESSION DateStyle TO ISO", (("datestyle", "ISO"),)),
-    ("SET DateStyle TO ISO, DMY", (("datestyle", "ISO, DMY"),)),
-    ("SET TIME ZONE 'Europe/Paris'", (("timezone", "'Europe/Paris'"),)),
-    ("set session time zone 'UTC'", (("timezone", "'UTC'"),)),
+    ("SET search_path TO a, b", (("search_path", "SET search_path TO a, b"),)),
+    ('set search_path = "$user", public', (("search_path", 'set search_path = "$user", public'),)),
+    ("set TimeZone = 'UTC'", (("timezone", "set TimeZone = 'UTC'"),)),
+    ("SET \"TimeZone\" TO 'UTC'", (("timezone", "SET \"TimeZone\" TO 'UTC'"),)),
+    ("SET SESSION DateStyle TO ISO", (("datestyle", "SET SESSION DateStyle TO ISO"),)),
+    ("SET TIME ZONE 'Europe/Paris'", (("timezone", "SET TIME ZONE 'Europe/Paris'"),)),
+    # the client's own text is replayed, whatever syntax it uses
+    (
+        "SET TIME ZONE INTERVAL '+05:30' HOUR TO MINUTE",
+        (("timezone", "SET TIME ZONE INTERVAL '+05:30' HOUR TO MINUTE"),),
+    ),
     ("SET TIME ZONE LOCAL", (("timezone", None),)),
     ("SET TIME ZONE DEFAULT", (("timezone", None),)),
-    ("SET NAMES 'UTF8'", (("client_encoding", "'UTF8'"),)),
+    ("SET NAMES 'UTF8'", (("client_encoding", "SET NAMES 'UTF8'"),)),
     ("SET NAMES DEFAULT", (("client_encoding", None),)),
     ("SET statement_timeout TO DEFAULT", (("statement_timeout", None),)),
     ("set search_path = default", (("search_path", None),)),
-    ("SET statement_timeout = 0", (("statement_timeout", "0"),)),
-    ("SET lock_timeout TO '1s'", (("lock_timeout", "'1s'"),)),
-    ("SET application_name = 'to do'", (("application_name", "'to do'"),)),
-    ("SET application_name TO 'a = b'", (("application_name", "'a = b'"),)),
-    ("SET application_name = 'a;b'", (("application_name", "'a;b'"),)),
-    ("SET application_name = 'caf\u00e9'", (("application_name", "'caf\u00e9'"),)),
-    ("SET extra_float_digits = 3 -- psycopg", (("extra_float_digits", "3"),)),
-    ("SET jit = off /* comment */", (("jit", "off"),)),
+    ("SET application_name = 'a;b'", (("application_name", "SET application_name = 'a;b'"),)),
+    ("SET extra_float_digits = 3 -- x", (("extra_float_digits", "SET extra_float_digits = 3"),)),
+    ("SET jit = off /* comment */", (("jit", "SET jit = off"),)),
     ("RESET search_path", (("search_path", None),)),
     ("reset TimeZone", (("timezone", None),)),
     ("RESET TIME ZONE", (("timezone", None),)),
     (
         "SET search_path TO a; SET TimeZone = 'UTC'",
-        (("search_path", "a"), ("timezone", "'UTC'")),
+        (("search_path", "SET search_path TO a"), ("timezone", "SET TimeZone = 'UTC'")),
+    ),
+    (
+        "select set_config('search_path', 'a', false)",
+        (("search_path", "select set_config('search_path', 'a', false)"),),
     ),
 ]
 
 
-@pytest.mark.parametrize(("sql", "sets"), TRACKED_SETS)
-def test_tracked_sets(sql: str, sets: tuple[tuple[str, str | None], ...]) -> None:
-    assert classify(sql) == Effect(sets=sets)
+@pytest.mark.parametrize(("sql", "pairs"), TRACKED_SETS)
+def test_tracked_sets(sql: str, pairs: tuple[tuple[str, str | None], ...]) -> None:
+    assert classify(sql) == Effect(changes=sets(*pairs))
 
 
 def test_every_tracked_name_is_tracked() -> None:
     for name in TRACKED:
-        assert classify(f"SET {name} TO 'v'") == Effect(sets=((name, "'v'"),))
-        assert classify(f"SET {name.upper()} = 'v'") == Effect(sets=((name, "'v'"),))
-        assert classify(f"RESET {name}") == Effect(sets=((name, None),))
+        assert classify(f"SET {name} TO 'v'") == Effect(changes=sets((name, f"SET {name} TO 'v'")))
+        upper = f"SET {name.upper()} = 'v'"
+        assert classify(upper) == Effect(changes=sets((name, upper)))
+        assert classify(f"RESET {name}") == Effect(changes=sets((name, None)))
 
 
-def test_reset_all() -> None:
-    assert classify("RESET ALL") == Effect(reset_all=True)
-    assert classify("reset all") == Effect(reset_all=True)
-    # a RESET ALL wipes the sets before it, not those after it
-    assert classify("SET search_path TO a; RESET ALL") == Effect(reset_all=True)
-    assert classify("RESET ALL; SET jit = on") == Effect(sets=(("jit", "on"),), reset_all=True)
+def test_set_from_current_changes_nothing() -> None:
+    assert classify("SET timezone FROM CURRENT") == NO_EFFECT
+
+
+def test_reset_all_keeps_its_place() -> None:
+    assert classify("RESET ALL") == Effect(changes=(Change(RESET_ALL),))
+    assert classify("SET jit = on; RESET ALL; SET jit = off") == Effect(
+        changes=(*sets(("jit", "SET jit = on")), Change(RESET_ALL), *sets(("jit", "SET jit = off")))
+    )
+
+
+SAVEPOINTS: list[tuple[str, tuple[Change, ...]]] = [
+    ("SAVEPOINT a", (Change(SAVEPOINT, "a"),)),
+    ("savepoint Foo", (Change(SAVEPOINT, "foo"),)),
+    ('SAVEPOINT "Foo"', (Change(SAVEPOINT, "Foo"),)),
+    ('SAVEPOINT "a""b"', (Change(SAVEPOINT, 'a"b'),)),
+    ("ROLLBACK TO a", (Change(ROLLBACK_TO, "a"),)),
+    ("rollback to savepoint A", (Change(ROLLBACK_TO, "a"),)),
+    ("ROLLBACK WORK TO SAVEPOINT a", (Change(ROLLBACK_TO, "a"),)),
+    ("ROLLBACK TRANSACTION TO a", (Change(ROLLBACK_TO, "a"),)),
+    ("RELEASE a", (Change(RELEASE, "a"),)),
+    ("RELEASE SAVEPOINT \"_pg3_1\"", (Change(RELEASE, "_pg3_1"),)),
+    ("ROLLBACK", ()),
+    ("ROLLBACK AND CHAIN", ()),
+    ("ROLLBACK PREPARED 'x'", ()),
+    ("SELECT 'savepoint a'", ()),
+    (
+        "SAVEPOINT s; SET jit = off; ROLLBACK TO s",
+        (Change(SAVEPOINT, "s"), *sets(("jit", "SET jit = off")), Change(ROLLBACK_TO, "s")),
+    ),
+]
+
+
+@pytest.mark.parametrize(("sql", "changes"), SAVEPOINTS)
+def test_savepoints(sql: str, changes: tuple[Change, ...]) -> None:
+    """A text that changes settings reports its savepoint commands in order with them; the
+    others are read by `savepoint_changes` (only while some settings are pending)."""
+    assert savepoint_changes(sql.encode()) == tuple(c for c in changes if c.kind >= SAVEPOINT)
+    with_settings = any(c.kind < SAVEPOINT for c in changes)
+    assert classify(sql).changes == (changes if with_settings else ())
+
+
+def test_identifiers_fold_as_postgresql_folds_them() -> None:
+    assert fold_identifier("ABC") == "abc"
+    assert fold_identifier('"ABC"') == "ABC"
+    assert fold_identifier("x" * 70) == "x" * 63
+    # UTF-8 bytes (as latin-1 text) are neither lower-cased nor cut inside a character
+    e_acute = "\u00c3\u0089"  # UTF-8 of É read as latin-1
+    assert fold_identifier(e_acute) == e_acute
+    assert fold_identifier("x" * 62 + e_acute) == "x" * 62
+
+
+CUSTOM: list[tuple[str, str]] = [
+    ("SET myapp.user_id = 42", "myapp.user_id"),
+    ("set session myapp.x to 'a'", "myapp.x"),
+    ("SET LOCAL myapp.role = 'admin'", "myapp.role"),
+    ("RESET myapp.other", "myapp.other"),
+    ('SET "my"."x" = 1', "my"),
+    ("SELECT set_config('request.jwt.claims', $1, true)", "set_config()"),
+    ("select pg_catalog.set_config( 'a.b', 'c', false)", "set_config()"),
+    ("SELECT set_config($1, $2, true)", "set_config()"),
+    ("SELECT set_config('jit', 'on', true), set_config('x.y', '1', true)", "set_config()"),
+    ("SELECT set_config('search_path', 'a', false)", ""),
+    ("SELECT set_config('jit', 'off', true)", ""),
+    ("SELECT 'set_config(''a.b'', 1, true)'", ""),
+    ("SELECT current_setting('myapp.x', true)", ""),
+    ("SET work_mem = '1MB'", ""),
+]
+
+
+@pytest.mark.parametrize(("sql", "name"), CUSTOM)
+def test_custom_settings(sql: str, name: str) -> None:
+    assert classify(sql).custom == name
 
 
 NO_EFFECTS: list[str] = [
@@ -208,20 +295,24 @@ MULTI: list[tuple[str, Effect]] = [
     ("LISTEN x; PREPARE p AS SELECT 1", Effect(pin="LISTEN")),  # the first reason is kept
     (
         "SET search_path TO a; SET work_mem = 1",
-        Effect(pin="SET work_mem", sets=(("search_path", "a"),)),
+        Effect(pin="SET work_mem", changes=sets(("search_path", "SET search_path TO a"))),
     ),
     ("BEGIN; SET LOCAL jit = off; SELECT 1; COMMIT", NO_EFFECT),
-    ("select 1; set jit = off; select 2", Effect(sets=(("jit", "off"),))),
+    ("select 1; set jit = off; select 2", Effect(changes=sets(("jit", "set jit = off")))),
     (
         "SET jit = on; DISCARD ALL",
-        Effect(pin="DISCARD", sets=(("jit", "on"),), drops_statements=True),
+        Effect(
+            pin="DISCARD",
+            changes=(*sets(("jit", "SET jit = on")), Change(RESET_ALL)),
+            drops_statements=True,
+        ),
     ),
-    ("select 'a;b'; RESET search_path", Effect(sets=(("search_path", None),))),
+    ("select 'a;b'; RESET search_path", Effect(changes=sets(("search_path", None)))),
     # a statement hidden behind a constant the scanner misread would leak its SET
     ("SELECT E'\\''; SET work_mem = 1", Effect(pin="SET work_mem")),
     ("SELECT E'\\\\'; LISTEN x", Effect(pin="LISTEN")),
     ("SELECT 1 AS a$b$; LISTEN x", Effect(pin="LISTEN")),
-    ("SELECT 1 AS col$1; SET jit = off", Effect(sets=(("jit", "off"),))),
+    ("SELECT 1 AS col$1; SET jit = off", Effect(changes=sets(("jit", "SET jit = off")))),
 ]
 
 
@@ -233,7 +324,8 @@ def test_multi_statement(sql: str, effect: Effect) -> None:
 def test_set_value_kept_byte_for_byte() -> None:
     # the value is replayed verbatim: latin-1 decoding keeps every byte
     raw = "SET application_name = 'caf\u00c3\u00a9 x'"  # UTF-8 bytes of "café" read as latin-1
-    assert classify(raw).sets == (("application_name", "'caf\u00c3\u00a9 x'"),)
+    assert classify(raw).changes == sets(("application_name", raw))
+    assert classify(raw).changes[0].stmt == "SET application_name = 'café x'".encode()
 
 
 SPLITS: list[tuple[str, list[str]]] = [

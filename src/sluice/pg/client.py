@@ -27,16 +27,17 @@ from sluice.errors import (
     ClientError,
     ProtocolError,
     QueryCanceled,
+    ServerError,
     SluiceError,
 )
-from sluice.pg.settings import SessionSettings, sync_sql
+from sluice.pg.settings import SessionSettings, replay_queries
 from sluice.pg.statements import ClientStatements
 from sluice.pool.pool import PoolStats
 from sluice.session.frontend import ClientState, FrontendSession, is_variable_set
 from sluice.wire.pg import messages as m
 from sluice.wire.pg import responses as r
 from sluice.wire.pg.framing import MessageReader
-from sluice.wire.pg.sql import NO_EFFECT, classify_bytes
+from sluice.wire.pg.sql import NO_EFFECT, Change, classify_bytes, savepoint_changes
 
 if TYPE_CHECKING:
     from sluice.pg.pgpool import PgPool
@@ -289,9 +290,11 @@ class ClientSession(FrontendSession):
         if self.proxy.debug_logging:
             self.proxy.log_message(self, msg)
         if kind == _Q:
-            self._note_sql(msg[5:-1], tracker)
-            tracker.push(r.QUERY)
-            out.append(msg)
+            if self._note_sql(msg[5:-1], tracker):
+                self._send_restoring(r.QUERY_RESTORING, msg, out)
+            else:
+                tracker.push(r.QUERY)
+                out.append(msg)
             self.stats.queries += 1
         elif kind == _P:
             self.statements.parse(msg, server, out, self)
@@ -302,8 +305,11 @@ class ClientSession(FrontendSession):
             out.append(msg)
             self.stats.queries += 1
         elif kind == _S:
-            tracker.push(r.SYNC)
-            out.append(msg)
+            if self.settings.resets_noted:
+                self._send_restoring(r.SYNC_RESTORING, msg, out)
+            else:
+                tracker.push(r.SYNC)
+                out.append(msg)
         elif kind == _D:
             self.statements.describe(msg, server, out)
         elif kind == _C:
@@ -321,20 +327,49 @@ class ClientSession(FrontendSession):
     def note_sql(self, sql: bytes, tracker: r.ResponseTracker) -> None:
         self._note_sql(sql, tracker)
 
-    def _note_sql(self, sql: bytes, tracker: r.ResponseTracker) -> None:
-        """Track settings and pin on session state the SQL leaves behind."""
+    def _note_sql(self, sql: bytes, tracker: r.ResponseTracker) -> bool:
+        """Track settings and pin on session state the SQL leaves behind; True when
+        the SQL reset settings, so the client's startup values must be restored."""
         effect = classify_bytes(sql)
         if effect is NO_EFFECT:
-            return
+            if self.settings.pending:  # a savepoint command may undo some of them
+                self._note_changes(savepoint_changes(sql), tracker)
+            return False
         if effect.pin and not self.pinned:
             self.pin(effect.pin)
+        if effect.custom:
+            self._created_custom(effect.custom)
         if effect.drops_statements:
             self.statements.clear()
             tracker.prepared.clear()
-        if effect.reset_all or effect.sets or effect.calls:
-            if not self.settings.has_pending:
+        self._note_changes(effect.changes, tracker)
+        return self.settings.resets_noted
+
+    def _note_changes(self, changes: tuple[Change, ...], tracker: r.ResponseTracker) -> None:
+        if changes:
+            if not self.settings.pending:
                 tracker.rolled_back = False
-            self.settings.note(effect, tracker.errors)
+            self.settings.note(changes, tracker.errors)
+
+    def _created_custom(self, name: str) -> None:
+        """A custom (dotted) setting may now exist on the connection: it must not be lent again."""
+        server = self.server
+        if server is not None and not server.custom_setting:
+            server.custom_setting = name
+
+    def _send_restoring(self, kind: int, msg: bytes, out: list[bytes]) -> None:
+        """Send a request that reset settings, then the restore of the client's startup values."""
+        server = self.server
+        assert server is not None
+        tracker = server.tracker
+        plan = self.settings.restore()
+        out.append(msg)
+        if plan is None or tracker.awaiting_sync:  # (a failed batch reset nothing)
+            tracker.push(r.QUERY if kind == r.QUERY_RESTORING else r.SYNC)
+            return
+        names, sql = plan
+        tracker.push_restoring(kind, frozenset(name.encode() for name in names))
+        out.append(m.message(b"Q", sql + b"\x00"))
 
     async def cancel_running(self) -> None:
         """A CancelRequest with this client's key: stop its query, or its wait."""
@@ -373,17 +408,29 @@ class ClientSession(FrontendSession):
             server.write(self._sync_settings(server))  # e.g. RESET back to a startup value
 
     def _sync_settings(self, server: ServerConn) -> bytes:
-        """The query (its replies swallowed) that gives `server` this client's settings."""
-        sql = sync_sql(
+        """The queries (their replies swallowed, an error fatal) that give `server` this
+        client's settings."""
+        queries = replay_queries(
             self.settings.params,
             server.params,
             server.params_dirty,
             self.proxy.config.pool.init_query,
         )
-        server.tracker.push(r.QUERY_SKIP)
+        for _ in queries:
+            server.tracker.push(r.REPLAY)
         server.params = dict(self.settings.params)
         server.params_dirty = False
-        return m.query(sql)
+        if self.settings.custom_startup and not server.custom_setting:
+            server.custom_setting = self.settings.custom_startup
+        return b"".join(m.message(b"Q", sql + b"\x00") for sql in queries)
+
+    def replay_failed(self, server: ServerConn, error: bytes) -> None:
+        """The server refused to replay this client's settings: it must not go on without them."""
+        fields = m.parse_error_fields(error)
+        why = f"{fields.get('C', '')}: {fields.get('M', '')}"
+        # the connection's settings are unknown and the client's request may be behind it
+        server.close(f"replaying a client's session settings failed ({why})")
+        self.fail(ServerError(f"could not restore this session's settings on a connection ({why})"))
 
     def _release(self) -> None:
         server = self.server
@@ -410,7 +457,7 @@ class ClientSession(FrontendSession):
         text = text if isinstance(exc, AuthFailed) else str(exc)
         severity = "FATAL" if fatal else "ERROR"
         if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(m.error_response(exc.sqlstate, text, severity))
+            self.transport.write(m.error_response(exc.sqlstate, text, severity, exc.detail))
         if fatal:
             self._close_now(f"{type(exc).__name__}: {exc}")
         elif self.state is ClientState.WAITING:

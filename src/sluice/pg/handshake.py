@@ -7,8 +7,11 @@
 3. StartupMessage: refuse plaintext when `require_tls`; authenticate with the
    proxy's method (an unknown user goes through the same exchange and fails the
    same way as a wrong password, so users cannot be probed).
-4. Greeting: the pool's server parameters (with the client's own startup
-   settings over them), a proxy-issued BackendKeyData, ReadyForQuery.
+4. Startup settings: checked by the server (`sluice.pg.startup`); one it
+   refuses ends the login with the server's error, as a direct login would.
+5. Greeting: the pool's server parameters, with the client's own startup
+   settings over them as the server shows them, a proxy-issued
+   BackendKeyData, ReadyForQuery.
 """
 
 from __future__ import annotations
@@ -18,14 +21,11 @@ from typing import TYPE_CHECKING
 
 from sluice.errors import AuthFailed, HostNotAllowed, ProtocolError, TLSRequired, UnknownDatabase
 from sluice.pg.auth import authenticate
-from sluice.pg.settings import startup_setting
+from sluice.pg.startup import startup_settings, verify
 from sluice.wire.pg import messages as m
 
 if TYPE_CHECKING:
     from sluice.pg.client import ClientSession
-
-_NOT_SETTINGS = frozenset({"user", "database", "replication", "options"})
-_REPORTED_NORMALIZE = {"client_encoding": lambda v: v.upper().replace("-", "").replace("_", "")}
 
 
 async def handshake(client: ClientSession) -> None:
@@ -96,16 +96,16 @@ async def _greet(client: ClientSession, params: dict[str, str], user: str) -> No
     pool = proxy.pool_for(client.database, user)
     client.pool = pool
     client.stats = pool.pool.stats
-    reported = dict(await pool.greeting_params())
-    for name, value in _startup_settings(params):
-        setting = startup_setting(name, value)
-        if setting is None:
-            raise ProtocolError(f"invalid startup parameter name {name!r}")
-        client.settings.set_startup(*setting)
-        for key in reported:
-            if key.lower() == setting[0]:
-                normalize = _REPORTED_NORMALIZE.get(setting[0])
-                reported[key] = normalize(value) if normalize else value
+    defaults = await pool.greeting_params()
+    settings = startup_settings(params)
+    shown = await verify(pool, proxy.verified_settings, settings) if settings else {}
+    reported = dict(defaults)
+    reported_names = {key.lower(): key for key in defaults}
+    for name, value in shown.items():
+        key = reported_names.get(name)
+        if key is not None:
+            reported[key] = value
+        client.settings.set_startup(name, value, key is not None and defaults[key] == value)
     out = [m.auth_request(m.AUTH_OK)]
     out += [m.parameter_status(k, v) for k, v in reported.items()]
     client.cancel_key = proxy.app.register_cancel(client)
@@ -113,17 +113,3 @@ async def _greet(client: ClientSession, params: dict[str, str], user: str) -> No
     out.append(m.READY_IDLE)
     client.transport_write(b"".join(out))
     proxy.stats.setup_succeeded += 1
-
-
-def _startup_settings(params: dict[str, str]) -> list[tuple[str, str]]:
-    """Settings from startup parameters, `options` (-c name=value) included."""
-    pairs = [(k, v) for k, v in params.items() if k not in _NOT_SETTINGS]
-    words = params.get("options", "").split()
-    for i, word in enumerate(words):
-        arg = words[i + 1] if word == "-c" and i + 1 < len(words) else ""
-        if word.startswith("--") or (word.startswith("-c") and len(word) > 2):
-            arg = word[2:]
-        name, sep, value = arg.partition("=")
-        if sep:
-            pairs.append((name.replace("-", "_"), value))
-    return pairs

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import TYPE_CHECKING
 
 from sluice.pg.client import ClientSession
 from sluice.pg.pgpool import PgPool
+from sluice.pg.startup import VerifiedSettings
 from sluice.proxy import Proxy
 from sluice.wire.pg import messages as m
+
+if TYPE_CHECKING:
+    from sluice.app import App
+    from sluice.config import ProxyConfig
 
 log = logging.getLogger("sluice.proxy")
 _Q, _P = ord("Q"), ord("P")
@@ -20,6 +26,11 @@ class PgProxy(Proxy):
     engine = "postgresql"
     clients: set[ClientSession]
     pools: dict[tuple[str, str], PgPool]
+    verified_settings: VerifiedSettings  # startup settings the server accepted
+
+    def __init__(self, app: App, config: ProxyConfig) -> None:
+        super().__init__(app, config)
+        self.verified_settings = VerifiedSettings()
 
     def new_session(self) -> ClientSession:
         return ClientSession(self)

@@ -10,6 +10,11 @@ authentication exchange (SCRAM-SHA-256, md5 or cleartext, whichever the server
 asks for) and the init query. IDLE connections sit in their pool. ACTIVE ones
 are lent to a client session, which receives every reply through
 `ResponseTracker.feed`. Every close states its reason in the log.
+
+A connection on which a client may have created a custom (dotted) setting is
+closed when that client leaves instead of going back to the pool: PostgreSQL
+keeps such a placeholder variable in the session for good (RESET and DISCARD
+ALL only empty it), so the next client's `SHOW myapp.x` would find it.
 """
 
 from __future__ import annotations
@@ -43,8 +48,9 @@ class ServerConn(BackendConn):
         super().__init__(pool_name)
         self.tracker = ResponseTracker(max_size)
         self.reader: MessageReader | None = MessageReader(max_size)
-        self.params: dict[str, str] = {}  # tracked settings as this connection has them
+        self.params: dict[str, bytes] = {}  # tracked settings as this connection has them
         self.params_dirty = False  # True when unknown: reset everything before replaying
+        self.custom_setting = ""  # a custom setting a client may have created here
         self.server_params: dict[str, str] = {}  # ParameterStatus seen at startup
         self.pid = 0
         self.backend_secret = 0
@@ -64,10 +70,13 @@ class ServerConn(BackendConn):
     def data_received(self, data: bytes) -> None:
         client = self.client
         if client is not None:
-            out = self.tracker.feed(data)
+            tracker = self.tracker
+            out = tracker.feed(data)
             if out:
                 client.transport_write(out)
-            if self.tracker.idle:
+            if tracker.replay_error is not None:
+                client.replay_failed(self, tracker.replay_error)
+            elif tracker.idle:
                 client.server_idle(self)
             return
         if self.reader is not None:
@@ -90,6 +99,13 @@ class ServerConn(BackendConn):
         if self._idle_waiter is not None and not self._idle_waiter.done():
             self._idle_waiter.set_exception(ServerError("server connection lost"))
         self.notify_lost(was_open)
+
+    def detach(self) -> None:
+        super().detach()
+        if self.custom_setting and self.state is not BackendState.CLOSED:
+            # no RESET or DISCARD removes a placeholder variable: the next client would see it
+            name = self.custom_setting
+            self.close(f"a client created the custom setting {name}, which no reset removes")
 
     # ---- liveness check and injected queries ----
 
@@ -116,6 +132,26 @@ class ServerConn(BackendConn):
         if self.tracker.swallowed_errors:
             self.tracker.swallowed_errors = 0
             raise ServerError(f"query {sql!r} failed on the server")
+
+    async def probe(self, sql: bytes, timeout: float) -> tuple[list[bytes | None], dict[str, str]]:
+        """Run a query on an idle connection nobody borrows; its first row, or its error's
+        fields (empty if none)."""
+        if self.state is BackendState.CLOSED or self.transport is None:
+            raise ServerError("server connection closed")
+        self.reader = MessageReader(self.tracker.max_size)
+        self.write(m.message(b"Q", sql + b"\x00"))
+        row: list[bytes | None] = []
+        error: dict[str, str] = {}
+        try:
+            async with asyncio.timeout(timeout):
+                while (msg := await self._recv())[0:1] != b"Z":
+                    if msg[0:1] == b"D" and not row:
+                        row = m.parse_data_row(msg[5:])
+                    elif msg[0:1] == b"E":
+                        error = m.parse_error_fields(msg[5:])
+        finally:
+            self.reader = None
+        return row, error
 
     # ---- handshake ----
 

@@ -1,111 +1,243 @@
 """A client's session settings, kept so they can follow it from connection to connection.
 
-Each tracked setting is stored as the SQL statement that recreates it: a
-client's own `SET name = value` verbatim, or `set_config(...)` for a value that
-came in the startup packet (parsed by the server exactly as a startup value
-would be, so `search_path=a,b` stays two schemas). A backend connection keeps
-the same kind of map of what it has been given; `sync_sql` is the difference.
+Each tracked setting is stored as the SQL statement that recreates it, a
+statement the server has accepted already: the client's own `SET` text byte for
+byte, or `set_config(...)` with the value the server showed for a startup
+setting when the client logged in (see `sluice.pg.startup`). A backend
+connection keeps the same kind of map of what it has been given;
+`replay_queries` is the difference, wrapped in BEGIN ... COMMIT so that if it
+fails anyway the transaction is left aborted and whatever the client sent
+behind it fails too instead of running without its settings.
 
-A `SET`/`RESET` a client sends is only pending until its transaction ends:
-it is applied to both maps when the connection goes idle, dropped if the
+A `SET`/`RESET` a client sends is only pending until its transaction ends,
+with savepoint semantics (ROLLBACK TO drops what came after the savepoint): it
+is applied to both maps when the connection goes idle, dropped if the
 transaction rolled back, and when an error makes the outcome unknown the
 connection is marked dirty (the next borrow resets it and replays everything).
-`RESET name` and `SET name TO DEFAULT` restore the client's startup value,
-as PostgreSQL does.
+
+`RESET name`, `SET name TO DEFAULT`, RESET ALL and DISCARD ALL give the
+server's value for the *pooled connection's* start, not the client's: right
+after such a request the client session restores the client's startup values
+(`restore`), and records that restore as SETs in the same transaction.
 """
 
 from __future__ import annotations
 
 import re
 
-from sluice.wire.pg.sql import Effect
+from sluice.wire.pg.sql import Change, ChangeKind
 
-_SAFE_NAME = re.compile(r"[a-z_][a-z0-9_.]*")
-
-
-def startup_setting(name: str, value: str) -> tuple[str, str] | None:
-    """A startup parameter as (name, statement that sets it), or None for an unsafe name."""
-    key = name.lower()
-    if not _SAFE_NAME.fullmatch(key):
-        return None
-    literal = "E'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-    return key, f"SELECT pg_catalog.set_config('{key}', {literal}, false)"
+SET, RESET, RESET_ALL = ChangeKind.SET, ChangeKind.RESET, ChangeKind.RESET_ALL
+SAVEPOINT, ROLLBACK_TO, RELEASE = ChangeKind.SAVEPOINT, ChangeKind.ROLLBACK_TO, ChangeKind.RELEASE
+_SHOWN_VALUE = re.compile(rb"(?:\bto\b|=|\bzone\b|\bnames\b)\s*(.*)$", re.IGNORECASE | re.S)
+_ENCODING = "client_encoding"
+_PLAIN_NAME = re.compile(r"[a-z_][a-z0-9_.]*")
 
 
-def sync_sql(want: dict[str, str], have: dict[str, str], dirty: bool, init_query: str) -> str:
-    """SQL that turns a connection holding `have` into one holding `want`."""
-    parts = []
+def set_config_statement(name: str, value: str) -> bytes:
+    """`SELECT set_config(name, value, false)`, pure ASCII whatever the value holds.
+
+    Non-ASCII characters are written as Unicode escapes, so the statement reads
+    the same whatever client_encoding the connection has when it runs.
+    """
+    quoted = b"'%s'" % name.encode() if _PLAIN_NAME.fullmatch(name) else literal(name)
+    return b"SELECT pg_catalog.set_config(%s, %s, false)" % (quoted, literal(value))
+
+
+def literal(text: str) -> bytes:
+    """An E'' string constant for `text`, in ASCII."""
+    out = []
+    for char in text:
+        code = ord(char)
+        if char in "'\\":
+            out.append("\\" + char)
+        elif 0x20 <= code < 0x7F:
+            out.append(char)
+        elif code <= 0xFFFF:
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(f"\\U{code:08x}")
+    return b"E'" + "".join(out).encode("ascii") + b"'"
+
+
+def quote_name(name: str) -> bytes:
+    """A setting name as SQL: each dotted part a quoted identifier."""
+    parts = ('"' + part.replace('"', '""') + '"' for part in name.split("."))
+    return ".".join(parts).encode("latin-1", errors="replace")
+
+
+def replay_queries(
+    want: dict[str, bytes], have: dict[str, bytes], dirty: bool, init_query: str
+) -> list[bytes]:
+    """The query texts that turn a connection holding `have` into one holding `want`.
+
+    The server reads a whole query text in the client_encoding it has when the
+    text arrives, so a change of client_encoding goes first, in a query of its
+    own, when anything after it holds non-ASCII bytes.
+    """
+    head: list[bytes] = []
     if dirty:
-        parts.append("RESET ALL")
-        if init_query:
-            parts.append(init_query)
+        head = [b"RESET ALL"] + ([init_query.encode()] if init_query else [])
         have = {}
-    parts += [f"RESET {name}" for name in have.keys() - want.keys()]
-    parts += [stmt for name, stmt in want.items() if have.get(name) != stmt]
-    return "; ".join(parts)
+    resets = {name: b"RESET " + quote_name(name) for name in have.keys() - want.keys()}
+    sets = {name: stmt for name, stmt in want.items() if have.get(name) != stmt}
+    changes = resets | sets
+    if not changes and not head:
+        return []
+    encoding = changes.pop(_ENCODING, None)
+    rest = list(changes.values())
+    if encoding is not None and not all(stmt.isascii() for stmt in rest):
+        return [b"; ".join([b"BEGIN", *head, encoding]), b"; ".join([*rest, b"COMMIT"])]
+    first = [encoding] if encoding is not None else []
+    return [b"; ".join([b"BEGIN", *head, *first, *rest, b"COMMIT"])]
 
 
 class SessionSettings:
     """Tracked settings of one client: from its startup packet, then its SET/RESET."""
 
-    __slots__ = ("errors_at_start", "params", "pending", "pending_reset_all", "startup")
+    __slots__ = (
+        "at_default",
+        "custom_startup",
+        "errors_at_start",
+        "params",
+        "pending",
+        "resets_noted",
+        "savepoints",
+        "startup",
+        "startup_shown",
+    )
 
     def __init__(self) -> None:
-        self.startup: dict[str, str] = {}
-        self.params: dict[str, str] = {}
-        self.pending: list[tuple[str, str | None]] = []
-        self.pending_reset_all = False
+        self.startup: dict[str, bytes] = {}  # name -> set_config statement
+        self.startup_shown: dict[str, str] = {}  # name -> value as the server shows it
+        self.at_default: set[str] = set()  # startup values equal to a fresh connection's
+        self.custom_startup = ""  # a custom (dotted) setting among the startup ones
+        self.params: dict[str, bytes] = {}  # what the client has once pending is settled
+        self.pending: list[Change] = []  # SET, RESET, RESET ALL of the open transaction
+        self.savepoints: list[tuple[str, int]] = []  # (name, len(pending) when made)
+        self.resets_noted = False  # the request being sent reset something
         self.errors_at_start = 0
 
-    def set_startup(self, name: str, stmt: str) -> None:
-        self.startup[name] = stmt
-        self.params[name] = stmt
+    def set_startup(self, name: str, shown: str, at_default: bool) -> None:
+        """A startup setting the server accepted; `shown` is its value as the server shows it."""
+        stmt = set_config_statement(name, shown)
+        self.startup[name] = self.params[name] = stmt
+        self.startup_shown[name] = shown
+        if at_default:
+            self.at_default.add(name)
+        if "." in name:
+            self.custom_startup = name
 
     @property
     def has_pending(self) -> bool:
-        return bool(self.pending) or self.pending_reset_all
+        return bool(self.pending)
 
-    def note(self, effect: Effect, errors: int) -> None:
-        """Remember the SET/RESET of a statement just sent; `errors` is the server's count."""
-        if not self.has_pending:
-            self.errors_at_start = errors
-        if effect.reset_all:
-            self.pending_reset_all = True
-            self.pending.clear()
-        for name, value in effect.sets:
-            self.pending.append((name, None if value is None else f"SET {name} = {value}"))
-        self.pending.extend(effect.calls)
+    # ---- while a transaction runs ----
 
-    def commit(self, server_params: dict[str, str], errors: int, rolled_back: bool) -> bool:
+    def note(self, changes: tuple[Change, ...], errors: int) -> None:
+        """Remember the changes of a statement just sent; `errors` is the server's count."""
+        for change in changes:
+            kind = change.kind
+            if kind is SAVEPOINT:
+                if self.pending:  # one made before any change needs no mark: it undoes all
+                    self.savepoints.append((change.name, len(self.pending)))
+            elif kind is ROLLBACK_TO:
+                self._rollback_to(change.name)
+            elif kind is RELEASE:
+                self._release(change.name)
+            else:
+                if not self.pending:
+                    self.errors_at_start = errors
+                self.pending.append(change)
+                self.resets_noted = self.resets_noted or kind is not SET
+
+    def _rollback_to(self, name: str) -> None:
+        """ROLLBACK TO undoes what came after the savepoint; the savepoint stays."""
+        at = self._find(name)
+        mark = self.savepoints[at][1] if at >= 0 else 0  # unknown: made before any change
+        del self.savepoints[at + 1 :]
+        del self.pending[mark:]
+        if not self.pending:
+            self.savepoints.clear()
+
+    def _release(self, name: str) -> None:
+        """RELEASE forgets the savepoint and every one made after it."""
+        del self.savepoints[max(self._find(name), 0) :]
+
+    def _find(self, name: str) -> int:
+        for i in range(len(self.savepoints) - 1, -1, -1):
+            if self.savepoints[i][0] == name:
+                return i
+        return -1
+
+    def restore(self) -> tuple[list[str], bytes] | None:
+        """After a request that reset settings: the startup settings to set again (the
+        server gave them a fresh connection's value) and the query that does it."""
+        self.resets_noted = False
+        names = self._unrestored()
+        if not names:
+            return None
+        self.pending += [Change(SET, name, self.startup[name]) for name in names]
+        return names, b"; ".join(self.startup[name] for name in names)
+
+    def _unrestored(self) -> list[str]:
+        """Startup settings whose last pending change is a reset to a different value."""
+        seen: set[str] = set()
+        names: list[str] = []
+        for change in reversed(self.pending):
+            if change.kind is RESET_ALL:
+                names += [n for n in self.startup if n not in seen and n not in self.at_default]
+                break
+            if change.name in seen:
+                continue
+            seen.add(change.name)
+            restorable = change.name in self.startup and change.name not in self.at_default
+            if change.kind is RESET and restorable:
+                names.append(change.name)
+        return names
+
+    # ---- when it ends ----
+
+    def commit(self, server_params: dict[str, bytes], errors: int, rolled_back: bool) -> bool:
         """Apply what is pending once the transaction ended; False if the server is now unknown."""
-        pending, reset_all = self.pending, self.pending_reset_all
-        self.pending, self.pending_reset_all = [], False
+        pending = self.pending
+        self.pending = []
+        self.savepoints.clear()
+        self.resets_noted = False
         if errors != self.errors_at_start:
             return False
         if rolled_back:
             return True  # the server undid them too
-        if reset_all:
-            self.params = dict(self.startup)
-            server_params.clear()
-        for name, stmt in pending:
-            if stmt is None:
-                server_params.pop(name, None)
-                self._restore(name)
-            else:
-                server_params[name] = stmt
-                self.params[name] = stmt
+        for change in pending:
+            self._apply(change, server_params)
         return True
+
+    def _apply(self, change: Change, server_params: dict[str, bytes]) -> None:
+        name = change.name
+        if change.kind is SET:
+            server_params[name] = self.params[name] = change.stmt
+        elif change.kind is RESET:
+            server_params.pop(name, None)
+            self.params.pop(name, None)
+            self._back_to_startup(name, server_params)
+        else:
+            server_params.clear()
+            self.params = {}
+            for startup_name in self.startup:
+                self._back_to_startup(startup_name, server_params)
+
+    def _back_to_startup(self, name: str, server_params: dict[str, bytes]) -> None:
+        """After a reset the client has its startup value; so has the server, if equal."""
+        stmt = self.startup.get(name)
+        if stmt is not None:
+            self.params[name] = stmt
+            if name in self.at_default:
+                server_params[name] = stmt
 
     def shown(self, name: str) -> str:
         """The value of a setting as a person reads it (for SHOW CLIENTS), best effort."""
-        stmt = self.params.get(name, "")
-        if stmt.startswith("SELECT"):
-            literal = stmt.split(", ", 1)[1].rsplit(", false)", 1)[0]
-            return literal[2:-1].replace("\\'", "'").replace("\\\\", "\\")
-        return stmt.partition(" = ")[2].strip("'")
-
-    def _restore(self, name: str) -> None:
-        if name in self.startup:
-            self.params[name] = self.startup[name]
-        else:
-            self.params.pop(name, None)
+        stmt = self.params.get(name, b"")
+        if stmt and stmt == self.startup.get(name):
+            return self.startup_shown[name]
+        match = _SHOWN_VALUE.search(stmt)
+        return match.group(1).decode("latin-1").strip().strip("'") if match else ""

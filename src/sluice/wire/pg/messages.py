@@ -249,6 +249,28 @@ def parse_sasl_initial(body: bytes) -> tuple[str, bytes]:
     return mech.decode(errors="replace"), data
 
 
+def parse_data_row(body: bytes) -> list[bytes | None]:
+    """The column values of a DataRow body (None for NULL)."""
+    if len(body) < 2:
+        raise ProtocolError("bad DataRow")
+    count = struct.unpack_from("!H", body, 0)[0]
+    values: list[bytes | None] = []
+    pos = 2
+    for _ in range(count):
+        if pos + 4 > len(body):
+            raise ProtocolError("bad DataRow")
+        size = struct.unpack_from("!i", body, pos)[0]
+        pos += 4
+        if size < 0:
+            values.append(None)
+            continue
+        if pos + size > len(body):
+            raise ProtocolError("bad DataRow")
+        values.append(body[pos : pos + size])
+        pos += size
+    return values
+
+
 def parse_parameter_status(body: bytes) -> tuple[str, str]:
     name, pos = read_cstr(body, 0)
     value, _ = read_cstr(body, pos)

@@ -12,7 +12,15 @@ proxy:
   client prepared on another connection, a `SET` that replays tracked session
   settings) and make up replies for requests it answered itself (a Parse of a
   statement the connection already has, a Close of a client statement);
-- stream large rows (DataRow, CopyData) without buffering them whole.
+- stream large rows (DataRow, CopyData) without buffering them whole;
+- restore a client's startup settings right after a request of its that reset
+  them (RESET, DISCARD ALL): the request's ParameterStatus for those names
+  (the pooled connection's defaults) and its ReadyForQuery are held back, and
+  the injected restore's ParameterStatus and ReadyForQuery go to the client in
+  their place. If the request failed, it changed nothing, so the restore's
+  reports are dropped too (the client session then resynchronises the server);
+- notice when an injected replay of settings fails (`replay_error`): the
+  client session must not go on as if the connection had its settings.
 
 After an ErrorResponse the server skips everything up to the next Sync, so the
 queue drops those entries too. When the error comes before the client has sent
@@ -48,8 +56,18 @@ PARSE_FAKE = ord("f")  # answered by the proxy: make up a ParseComplete
 CLOSE_SKIP = ord("x")  # injected Close (statement evicted): swallow CloseComplete
 CLOSE_FAKE = ord("c")  # answered by the proxy: make up a CloseComplete
 QUERY_SKIP = ord("q")  # injected simple query: swallow everything up to ReadyForQuery
+# A client's Query or Sync followed by a RESTORE: its ReadyForQuery is held back and
+# its ParameterStatus for the restored names (`push_restoring`) dropped.
+QUERY_RESTORING = ord("r")
+SYNC_RESTORING = ord("s")
+RESTORE = ord("u")  # injected restore: ParameterStatus and ReadyForQuery go to the client
+REPLAY = ord("y")  # injected settings replay: swallowed; an error sets `replay_error`
 
-SPECIAL = frozenset((PARSE_SKIP, PARSE_FAKE, CLOSE_SKIP, CLOSE_FAKE, QUERY_SKIP))
+SPECIAL = frozenset((PARSE_SKIP, PARSE_FAKE, CLOSE_SKIP, CLOSE_FAKE, QUERY_SKIP, RESTORE, REPLAY))
+_QUIET = frozenset((QUERY_SKIP, REPLAY, RESTORE))  # replies never streamed to the client
+_SYNCS = frozenset((SYNC, SYNC_RESTORING))
+_RESTORING = frozenset((QUERY_RESTORING, SYNC_RESTORING))
+_TO_CLIENT_ON_ERROR = frozenset((QUERY, FUNCTION, SYNC, QUERY_RESTORING, SYNC_RESTORING))
 _FAKES = {PARSE_FAKE: PARSE_COMPLETE, CLOSE_FAKE: CLOSE_COMPLETE}
 _ENDS_EXECUTE = frozenset(b"CIs")
 _ASYNC = frozenset(b"NAS")
@@ -59,6 +77,8 @@ _M_READY = ord("Z")
 _M_ERROR = ord("E")
 _M_PARAM_DESC = ord("t")
 _M_COMPLETE = ord("C")
+_M_PARAM = ord("S")
+_M_NOTIFY = ord("A")
 _IDLE = ord("I")
 # Replies that may change the tracker's state; any other reply to a Query or an
 # Execute only passes along to the client.
@@ -71,7 +91,9 @@ class ResponseTracker:
 
     __slots__ = (
         "_ending_rollback",
+        "_hidden",
         "_partial",
+        "_request_failed",
         "_skip",
         "awaiting_sync",
         "errors",
@@ -79,6 +101,7 @@ class ResponseTracker:
         "parse_names",
         "prepared",
         "queue",
+        "replay_error",
         "rolled_back",
         "specials",
         "status",
@@ -99,6 +122,9 @@ class ResponseTracker:
         self._partial = b""
         self._skip = 0
         self.awaiting_sync = False  # an error emptied the queue; the server skips to a Sync
+        self.replay_error: bytes | None = None  # ErrorResponse body of a failed REPLAY/RESTORE
+        self._hidden: deque[frozenset[bytes]] = deque()  # names per *_RESTORING request
+        self._request_failed = False  # the request before the next RESTORE got an error
 
     # ---- requests ----
 
@@ -117,6 +143,13 @@ class ResponseTracker:
             return
         self.push(kind)
         self.parse_names.append(server_name)
+
+    def push_restoring(self, kind: int, names: frozenset[bytes]) -> None:
+        """A client's Query or Sync (QUERY_RESTORING, SYNC_RESTORING) and the RESTORE
+        that follows it; `names` (lower case) are the settings the restore reports."""
+        self.push(kind)
+        self.push(RESTORE)
+        self._hidden.append(names)
 
     @property
     def idle(self) -> bool:
@@ -143,6 +176,8 @@ class ResponseTracker:
 
     def feed(self, data: bytes) -> bytes:
         """Route a chunk of the server's bytes; return the bytes to send to the client."""
+        if self.replay_error is not None:
+            return b""  # the session ends (the client session closes this connection)
         head = b""
         if self._skip:
             if len(data) <= self._skip:
@@ -168,7 +203,7 @@ class ResponseTracker:
             if end > n or end < pos + 5:
                 if end < pos + 5 or (end - pos > max_size and kind not in _STREAMED):
                     raise ProtocolError(f"invalid message length from server (type {kind})")
-                if kind in _STREAMED and queue and queue[0] != QUERY_SKIP:
+                if kind in _STREAMED and queue and queue[0] not in _QUIET:
                     self._skip = end - n  # stream the row, skip its remainder later
                     pos = n
                 break
@@ -186,6 +221,9 @@ class ResponseTracker:
                 pieces = pieces if pieces is not None else []
                 pieces.append(data[mark:pos])
                 mark = end
+                if self.replay_error is not None:  # the session ends: nothing more for it
+                    mark = pos = n = end
+                    break
             pos = end
         if pos < n:
             self._partial = data[pos:]
@@ -204,7 +242,9 @@ class ResponseTracker:
             return True  # unsolicited (a FATAL before the server closes, a notice)
         head = queue[0]
         if kind in _ASYNC:
-            return head != QUERY_SKIP
+            if head in _QUIET or head in _RESTORING:
+                return self._quiet_async(head, kind, data, pos)
+            return True
         if kind == _M_READY:
             if _unpack_len(data, pos + 1)[0] != 5:
                 raise ProtocolError("malformed ReadyForQuery from server")
@@ -212,13 +252,15 @@ class ResponseTracker:
             if self._ending_rollback:  # ROLLBACK TO SAVEPOINT leaves us in the transaction
                 self.rolled_back = status == _IDLE
                 self._ending_rollback = False
-            return self._pop() != QUERY_SKIP
+            return self._ready(self._pop())
         if kind == _M_ERROR:
-            return self._error(head)
+            return self._error(head, data, pos)
+        if head in _QUIET:
+            return False
         if kind == _M_COMPLETE:
             self._note_tag(data, pos + 5)
-        if head == QUERY or head == QUERY_SKIP or head == FUNCTION:
-            return head != QUERY_SKIP
+        if head == QUERY or head == FUNCTION or head == QUERY_RESTORING:
+            return True
         if head == EXECUTE:
             if kind in _ENDS_EXECUTE:
                 self._pop()
@@ -226,9 +268,34 @@ class ResponseTracker:
         if head == DESCRIBE_STMT and kind == _M_PARAM_DESC:
             queue[0] = DESCRIBE_PORTAL  # a RowDescription or NoData follows
             return True
-        if head == SYNC:
+        if head in _SYNCS:
             return True  # e.g. a late NoticeResponse; Z pops the Sync
         return self._pop() not in (PARSE_SKIP, CLOSE_SKIP)
+
+    def _quiet_async(self, head: int, kind: int, data: bytes, pos: int) -> bool:
+        """A NoticeResponse, NotificationResponse or ParameterStatus in a reply that is not
+        plainly the client's: only a restore's reports, and a restoring request's other
+        reports, reach it."""
+        if head in _RESTORING:
+            if kind != _M_PARAM:
+                return True
+            end = data.index(b"\x00", pos + 5)
+            return data[pos + 5 : end].lower() not in self._hidden[0]
+        if head != RESTORE:
+            return False
+        if kind == _M_PARAM:
+            return not self._request_failed
+        return kind == _M_NOTIFY  # the client's, whichever reply it comes in
+
+    def _ready(self, kind: int) -> bool:
+        """The ReadyForQuery that ends a request of `kind`: to the client or not."""
+        if kind in _RESTORING:
+            self._hidden.popleft()
+            return False  # the RESTORE's ReadyForQuery, next, is the client's
+        if kind == RESTORE:
+            self._request_failed = False
+            return True
+        return kind != QUERY_SKIP and kind != REPLAY
 
     def _note_tag(self, data: bytes, start: int) -> None:
         """Remember whether the last transaction-ending command was a ROLLBACK."""
@@ -237,20 +304,31 @@ class ResponseTracker:
         elif data.startswith(b"COMMIT", start):
             self._ending_rollback = False
 
-    def _error(self, head: int) -> bool:
+    def _error(self, head: int, data: bytes, pos: int) -> bool:
         """An ErrorResponse: in extended mode the server now skips to the next Sync."""
-        if head == QUERY_SKIP:
-            self.swallowed_errors += 1
-            return False
+        if head in _QUIET:
+            return self._quiet_error(head, data, pos)
         self.errors += 1
-        if head in (QUERY, FUNCTION, SYNC):
+        if head in _TO_CLIENT_ON_ERROR:
+            self._request_failed = self._request_failed or head in _RESTORING
             return True
         queue = self.queue
-        while queue and queue[0] != SYNC:
+        while queue and queue[0] not in _SYNCS:
             kind = queue[0]
             if kind == PARSE or kind == PARSE_SKIP:
                 self.prepared.pop(self.parse_names[0], None)  # the server never made it
             self._pop()
         if not queue:
             self.awaiting_sync = True  # the client has not sent the Sync yet
+        elif queue[0] == SYNC_RESTORING:
+            self._request_failed = True
         return True
+
+    def _quiet_error(self, head: int, data: bytes, pos: int) -> bool:
+        """An error in a reply the proxy swallows; a failed replay must be noticed."""
+        if head == QUERY_SKIP:
+            self.swallowed_errors += 1
+        elif head == REPLAY or not self._request_failed:  # a failed request fails its restore
+            end = pos + 1 + _unpack_len(data, pos + 1)[0]
+            self.replay_error = data[pos + 5 : end]
+        return False

@@ -7,16 +7,26 @@ the client to its connection until it leaves (pinning). `classify` reads only
 the leading keywords of each statement, after removing comments, and keeps the
 text of a SET value byte for byte (decoded as latin-1) so it can be replayed
 exactly. The few things looked for anywhere in a statement (advisory lock calls,
-INTO TEMP, WITH HOLD) count only outside string and dollar-quoted constants.
+INTO TEMP, WITH HOLD, set_config) count only outside string and dollar-quoted
+constants.
+
+Settings are reported as an ordered list of `Change`s (SET, RESET, RESET ALL,
+and the savepoint commands that can undo them), each SET carrying the client's
+own statement text: a statement the server accepted once is accepted again,
+whatever its syntax (`SET TIME ZONE INTERVAL '+05:30' HOUR TO MINUTE`). A
+custom (dotted) setting is reported apart: PostgreSQL keeps such a placeholder
+variable in the session for good, so no reset can hide it from the next client.
 Ordinary queries are rejected by a substring test before any parsing; long ones
 (bulk INSERTs) are scanned in C-speed jumps and never cached.
 """
 
 from __future__ import annotations
 
+import enum
 import re
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import NamedTuple
 
 # Settings replayed on the borrowed connection instead of pinning (lower case).
 TRACKED = frozenset(
@@ -72,6 +82,8 @@ _SET_CONFIG_CALL = re.compile(
     re.IGNORECASE | re.S,
 )
 _SET_CONFIG_SESSION = re.compile(r"set_config\s*\([^)]*,\s*false\s*\)")
+_SET_CONFIG_ANY = re.compile(r"set_config\s*\(")
+_PLAIN_NAME_LITERAL = re.compile(r"\s*'[A-Za-z_][A-Za-z0-9_]*'\s*,")
 _INTO_TEMP = re.compile(r"\binto\s+(?:temp|temporary|unlogged\s+temp)\b")
 _WITH_HOLD = re.compile(r"\bwith\s+hold\b")
 _WORD = re.compile(r'"(?:[^"]|"")*"|[A-Za-z_][A-Za-z0-9_$.]*|=|\S')
@@ -90,6 +102,25 @@ _CREATE_BEFORE_TEMP = frozenset(("global", "local", "or", "replace"))
 _SPECIAL = re.compile(r"[;'\"$]|--|/\*")
 _DOLLAR_TAG = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)?\$")
 _CACHE_MAX_LEN = 2048  # longer texts (bulk INSERTs) are classified but not kept
+_NAME_MAX = 63  # NAMEDATALEN - 1: PostgreSQL cuts longer identifiers
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+class ChangeKind(enum.IntEnum):
+    SET = 0  # name = value: `stmt` is the statement that sets it again
+    RESET = 1  # name back to the session's startup value (RESET, SET ... TO DEFAULT)
+    RESET_ALL = 2  # RESET ALL, DISCARD ALL
+    SAVEPOINT = 3  # name is the savepoint's, folded as PostgreSQL folds identifiers
+    ROLLBACK_TO = 4
+    RELEASE = 5
+
+
+class Change(NamedTuple):
+    """One step a statement takes on the tracked settings, in statement order."""
+
+    kind: ChangeKind
+    name: str = ""
+    stmt: bytes = b""  # SET only: the client's own statement text, byte for byte
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,11 +128,9 @@ class Effect:
     """Session effects of one query string (all its statements)."""
 
     pin: str = ""  # why the client must keep its connection, if it must
-    sets: tuple[tuple[str, str | None], ...] = ()  # (name, value); None means RESET
-    reset_all: bool = False
+    changes: tuple[Change, ...] = ()  # tracked settings and savepoints, in order
     drops_statements: bool = False  # DISCARD ALL / DEALLOCATE ALL
-    # `SELECT set_config('name', 'value', false)` of a tracked setting: (name, statement)
-    calls: tuple[tuple[str, str], ...] = ()
+    custom: str = ""  # a custom (dotted) setting the statement may create, if any
 
 
 NO_EFFECT = Effect()
@@ -128,34 +157,39 @@ def classify(sql: str) -> Effect:
 
 
 def _classify_slow(sql: str) -> Effect:
-    pin = ""
-    sets: list[tuple[str, str | None]] = []
-    calls: list[tuple[str, str]] = []
-    reset_all = drops = False
+    pin = custom = ""
+    changes: list[Change] = []
+    drops = False
     for stmt in split_statements(sql):
-        words = [w.lower() for w in _WORD.findall(stmt, 0, 200)[:6]]
+        raw = _WORD.findall(stmt, 0, 200)[:6]
+        words = [w.lower() for w in raw]
         if not words:
             continue
+        custom = custom or _custom_setting(words, stmt)
         call = _SET_CONFIG_CALL.fullmatch(stmt)
         if call is not None and call.group(1).lower() in TRACKED:
-            calls.append((call.group(1).lower(), stmt))
+            changes.append(Change(ChangeKind.SET, call.group(1).lower(), stmt.encode("latin-1")))
+            continue
+        savepoint = _savepoint(words, raw)
+        if savepoint is not None:
+            changes.append(savepoint)
             continue
         reason, change = _statement(words, stmt)
         pin = pin or reason
-        if change == "reset_all":
-            reset_all = True
-            sets.clear()
-        elif change == "drop":
+        if change == "drop":
             drops = True
-        elif isinstance(change, tuple):
-            sets.append(change)
-    return Effect(pin, tuple(sets), reset_all, drops, tuple(calls))
+        elif change == "discard_all":
+            drops = True
+            changes.append(Change(ChangeKind.RESET_ALL))
+        elif isinstance(change, Change):
+            changes.append(change)
+    return Effect(pin, tuple(changes), drops, custom)
 
 
 _classify_cached = lru_cache(maxsize=4096)(_classify_slow)
 
 
-def _statement(words: list[str], stmt: str) -> tuple[str, tuple[str, str | None] | str | None]:
+def _statement(words: list[str], stmt: str) -> tuple[str, Change | str | None]:
     first = words[0]
     low = stmt.lower()
     if _found(_ADVISORY, low, stmt):
@@ -166,13 +200,13 @@ def _statement(words: list[str], stmt: str) -> tuple[str, tuple[str, str | None]
         return _set(words, stmt)
     if first == "reset":
         if words[1:2] == ["all"]:
-            return "", "reset_all"
+            return "", Change(ChangeKind.RESET_ALL)
         name = _name(words[1]) if len(words) > 1 else ""
         if words[1:3] == ["time", "zone"]:
             name = "timezone"
-        return "", ((name, None) if name in TRACKED else None)
+        return "", (Change(ChangeKind.RESET, name) if name in TRACKED else None)
     if first == "discard":
-        return "DISCARD", ("drop" if words[1:2] == ["all"] else None)
+        return "DISCARD", ("discard_all" if words[1:2] == ["all"] else None)
     if first == "deallocate":
         drops = words[1:2] == ["all"] or words[1:3] == ["prepare", "all"]
         return "DEALLOCATE", ("drop" if drops else None)
@@ -193,7 +227,7 @@ def _statement(words: list[str], stmt: str) -> tuple[str, tuple[str, str | None]
     return "", None
 
 
-def _set(words: list[str], stmt: str) -> tuple[str, tuple[str, str | None] | None]:
+def _set(words: list[str], stmt: str) -> tuple[str, Change | None]:
     rest = words[1:]
     if not rest or rest[0] in ("local", "transaction", "constraints"):
         return "", None  # lasts until the end of the transaction at most
@@ -205,15 +239,85 @@ def _set(words: list[str], stmt: str) -> tuple[str, tuple[str, str | None] | Non
         return "SET ROLE", None
     if rest[:2] == ["time", "zone"]:
         value = _value_after(stmt, r"\bzone\b")
-        return "", ("timezone", None if value.lower() in ("default", "local") else value)
+        return "", _tracked_set("timezone", value.lower() in ("default", "local"), stmt)
     if rest[0] == "names":
         value = _value_after(stmt, r"\bnames\b")
-        return "", ("client_encoding", None if value.lower() == "default" else value)
+        return "", _tracked_set("client_encoding", value.lower() == "default", stmt)
     name = _name(rest[0])
     if name not in TRACKED:
         return f"SET {name}", None
+    if rest[1:3] == ["from", "current"]:
+        return "", None  # sets the value it already has
     value = _value_after(stmt, r"(?:\bto\b|=)")
-    return "", (name, None if value.lower() == "default" else value)
+    return "", _tracked_set(name, value.lower() == "default", stmt)
+
+
+def _tracked_set(name: str, to_default: bool, stmt: str) -> Change:
+    if to_default:
+        return Change(ChangeKind.RESET, name)
+    return Change(ChangeKind.SET, name, stmt.encode("latin-1"))
+
+
+def _savepoint(words: list[str], raw: list[str]) -> Change | None:
+    """SAVEPOINT x, RELEASE [SAVEPOINT] x, ROLLBACK [WORK|TRANSACTION] TO [SAVEPOINT] x."""
+    first = words[0]
+    if first == "savepoint":
+        kind, at = ChangeKind.SAVEPOINT, 1
+    elif first == "release":
+        kind, at = ChangeKind.RELEASE, 2 if words[1:2] == ["savepoint"] else 1
+    elif first == "rollback":
+        at = 2 if words[1:2] in (["work"], ["transaction"]) else 1
+        if words[at : at + 1] != ["to"]:
+            return None
+        kind = ChangeKind.ROLLBACK_TO
+        at += 2 if words[at + 1 : at + 2] == ["savepoint"] else 1
+    else:
+        return None
+    return Change(kind, fold_identifier(raw[at])) if at < len(raw) else None
+
+
+def fold_identifier(word: str) -> str:
+    """An identifier as PostgreSQL stores it: unquoted ones lower-cased, cut to 63 bytes."""
+    name = word[1:-1].replace('""', '"') if word.startswith('"') else word.translate(_ASCII_LOWER)
+    data = name.encode("latin-1")  # the client's bytes (texts are decoded as latin-1)
+    if len(data) <= _NAME_MAX:
+        return name
+    cut = _NAME_MAX
+    while cut and 0x80 <= data[cut] < 0xC0:  # not inside a UTF-8 character
+        cut -= 1
+    return data[:cut].decode("latin-1")
+
+
+def savepoint_changes(sql: bytes) -> tuple[Change, ...]:
+    """The savepoint commands in `sql` (checked only while settings are pending)."""
+    low = sql.lower()
+    if b"savepoint" not in low and b"release" not in low and b"rollback" not in low:
+        return ()
+    changes = []
+    for stmt in split_statements(sql.decode("latin-1")):
+        raw = _WORD.findall(stmt, 0, 200)[:6]
+        found = _savepoint([w.lower() for w in raw], raw) if raw else None
+        if found is not None:
+            changes.append(found)
+    return tuple(changes)
+
+
+def _custom_setting(words: list[str], stmt: str) -> str:
+    """The custom (dotted) setting this statement may create in the session, or ''."""
+    first = words[0]
+    if first in ("set", "reset") and len(words) > 1:
+        at = 2 if words[1] in ("session", "local") and first == "set" else 1
+        name = _name(words[at]) if at < len(words) else ""
+        dotted = "." in name or words[at + 1 : at + 2] == ["."]  # "my"."name"
+        return name if dotted else ""
+    if "set_config" not in stmt.lower():
+        return ""
+    # constants blanked to the same length, so positions still match `stmt`
+    code = _CONSTANT.sub(_blank_constant, stmt)
+    for match in _SET_CONFIG_ANY.finditer(code.lower()):
+        if _PLAIN_NAME_LITERAL.match(stmt, match.end()) is None:
+            return "set_config()"  # a dotted name, or one known only when it runs
+    return ""
 
 
 def _creates_temp(words: list[str]) -> bool:
@@ -224,6 +328,11 @@ def _creates_temp(words: list[str]) -> bool:
         if word not in _CREATE_BEFORE_TEMP:
             return False
     return False
+
+
+def _blank_constant(match: re.Match[str]) -> str:
+    text = match.group(0)
+    return text if text[0] == '"' else " " * len(text)
 
 
 def _found(pattern: re.Pattern[str], low: str, stmt: str) -> bool:
