@@ -391,19 +391,24 @@ def test_failed_replay_is_not_silent(start_sluice: StartSluice, pg: PgCluster) -
 
 OPTIONS = {
     "options": "-c statement_timeout=3000 -c search_path=pg_catalog,public "
-    "--TimeZone=Asia/Tokyo -capplication_name=my\\ app --lock-timeout=1500",
+    "--TimeZone=Asia/Tokyo -capplication_name=my\\ app --lock-timeout=1500 -c work_mem=8MB",
 }
+UNTRACKED = "select current_setting('lock_timeout'), current_setting('work_mem')"
 
 
-@pytest.mark.parametrize("reset", ["DISCARD ALL", "RESET ALL", "RESET statement_timeout"])
+@pytest.mark.parametrize(
+    "reset",
+    ["DISCARD ALL", "RESET ALL", "RESET statement_timeout", "RESET work_mem",
+     "SET work_mem TO DEFAULT"],
+)  # fmt: skip
 def test_startup_options_survive_reset(ends: Endpoints, ends2: Endpoints, reset: str) -> None:
     def steps(conn: Conn, other: Conn) -> list[Any]:
-        seen = [*view(conn), scalar(conn, "show lock_timeout")]
+        seen = [*view(conn), row(conn, UNTRACKED)]
         conn.execute("SET statement_timeout = 0; SET search_path = public")
         conn.execute(reset)
-        seen += [*view(conn), scalar(conn, "show lock_timeout")]
+        seen += [*view(conn), row(conn, UNTRACKED)]
         seen.append(turn(other))
-        return [*seen, *view(conn), scalar(conn, "show lock_timeout")]
+        return [*seen, *view(conn), row(conn, UNTRACKED)]
 
     results = (ends2 if reset == "DISCARD ALL" else ends).both(steps, **OPTIONS)
     assert results[0][0][4] == "3s"

@@ -129,6 +129,10 @@ TRACKED_SETS: list[tuple[str, tuple[tuple[str, str | None], ...]]] = [
     ("RESET search_path", (("search_path", None),)),
     ("reset TimeZone", (("timezone", None),)),
     ("RESET TIME ZONE", (("timezone", None),)),
+    # any name: a startup value of the client's may need restoring; a RESET never pins
+    ("RESET work_mem", (("work_mem", None),)),
+    ("SET work_mem TO DEFAULT", (("work_mem", None),)),
+    ("set session enable_seqscan = default", (("enable_seqscan", None),)),
     (
         "SET search_path TO a; SET TimeZone = 'UTC'",
         (("search_path", "SET search_path TO a"), ("timezone", "SET TimeZone = 'UTC'")),
@@ -243,7 +247,6 @@ NO_EFFECTS: list[str] = [
     "set transaction read only",
     "SET CONSTRAINTS ALL DEFERRED",
     "set constraints c1, c2 immediate",
-    "RESET work_mem",
     "PREPARE TRANSACTION 'tx1'",
     "COMMIT PREPARED 'tx1'",
     "SELECT pg_advisory_xact_lock(1)",

@@ -204,7 +204,7 @@ def _statement(words: list[str], stmt: str) -> tuple[str, Change | str | None]:
         name = _name(words[1]) if len(words) > 1 else ""
         if words[1:3] == ["time", "zone"]:
             name = "timezone"
-        return "", (Change(ChangeKind.RESET, name) if name in TRACKED else None)
+        return "", (Change(ChangeKind.RESET, name) if name else None)  # maybe a startup one
     if first == "discard":
         return "DISCARD", ("discard_all" if words[1:2] == ["all"] else None)
     if first == "deallocate":
@@ -244,12 +244,14 @@ def _set(words: list[str], stmt: str) -> tuple[str, Change | None]:
         value = _value_after(stmt, r"\bnames\b")
         return "", _tracked_set("client_encoding", value.lower() == "default", stmt)
     name = _name(rest[0])
+    value = _value_after(stmt, r"(?:\bto\b|=)")
+    if value.lower() == "default":
+        return "", Change(ChangeKind.RESET, name)  # RESET by another name: never pins
     if name not in TRACKED:
         return f"SET {name}", None
     if rest[1:3] == ["from", "current"]:
         return "", None  # sets the value it already has
-    value = _value_after(stmt, r"(?:\bto\b|=)")
-    return "", _tracked_set(name, value.lower() == "default", stmt)
+    return "", _tracked_set(name, False, stmt)
 
 
 def _tracked_set(name: str, to_default: bool, stmt: str) -> Change:
