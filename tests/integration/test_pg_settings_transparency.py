@@ -12,6 +12,8 @@ that send it get a pool of two connections (the second client needs one).
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -353,6 +355,28 @@ def test_invalid_startup_setting_is_refused_at_login(ends: Endpoints, case: str)
 
     direct, through = asyncio.run(both())
     assert direct[1] and through == direct
+
+
+def test_known_startup_settings_cost_no_round_trip(
+    start_sluice: StartSluice, tmp_path: Any
+) -> None:
+    """pgbench -C logs in for every transaction with the same settings: checked once."""
+    proc = start_sluice(pool=ONE_CONNECTION)
+    script = tmp_path / "select.sql"
+    script.write_text("select current_setting('application_name');\n")
+    host, _, port = str(proc.proxies[0]["listen"]).rpartition(":")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    done = subprocess.run(
+        ["pgbench", "-h", host, "-p", port, "-U", APP_USER, "-n", "-C", "-c", "2", "-t", "25",
+         "-f", str(script), APP_DB],
+        env={**env, "PGPASSWORD": APP_PASSWORD}, capture_output=True, text=True, timeout=60,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "number of transactions actually processed: 50/50" in done.stdout
+    checks = [line for line in proc.log_text().splitlines() if "checking startup settings" in line]
+    assert len(checks) == 1, checks
+    assert checks[0].endswith("checking startup settings application_name")
 
 
 def test_invalid_options_refused_by_psycopg(ends: Endpoints) -> None:

@@ -166,7 +166,7 @@ def test_savepoints_undo_pending_changes(texts: list[str], params: dict[str, byt
     assert settings.commit(server, errors=0, rolled_back=False)
     assert settings.params == params
     assert server == params
-    assert not settings.savepoints and not settings.pending
+    assert settings.savepoints is None and not settings.pending
 
 
 def test_rolled_back_transaction_changes_nothing() -> None:

@@ -110,11 +110,11 @@ class SessionSettings:
     def __init__(self) -> None:
         self.startup: dict[str, bytes] = {}  # name -> set_config statement
         self.startup_shown: dict[str, str] = {}  # name -> value as the server shows it
-        self.at_default: set[str] = set()  # startup values equal to a fresh connection's
+        self.at_default: frozenset[str] = frozenset()  # equal to a fresh connection's
         self.custom_startup = ""  # a custom (dotted) setting among the startup ones
         self.params: dict[str, bytes] = {}  # what the client has once pending is settled
         self.pending: list[Change] = []  # SET, RESET, RESET ALL of the open transaction
-        self.savepoints: list[tuple[str, int]] = []  # (name, len(pending) when made)
+        self.savepoints: list[tuple[str, int]] | None = None  # (name, len(pending) then)
         self.resets_noted = False  # the request being sent reset something
         self.errors_at_start = 0
 
@@ -124,7 +124,7 @@ class SessionSettings:
         self.startup[name] = self.params[name] = stmt
         self.startup_shown[name] = shown
         if at_default:
-            self.at_default.add(name)
+            self.at_default = self.at_default | {name}
         if "." in name:
             self.custom_startup = name
 
@@ -140,6 +140,7 @@ class SessionSettings:
             kind = change.kind
             if kind is SAVEPOINT:
                 if self.pending:  # one made before any change needs no mark: it undoes all
+                    self.savepoints = self.savepoints or []
                     self.savepoints.append((change.name, len(self.pending)))
             elif kind is ROLLBACK_TO:
                 self._rollback_to(change.name)
@@ -153,20 +154,23 @@ class SessionSettings:
 
     def _rollback_to(self, name: str) -> None:
         """ROLLBACK TO undoes what came after the savepoint; the savepoint stays."""
-        at = self._find(name)
-        mark = self.savepoints[at][1] if at >= 0 else 0  # unknown: made before any change
-        del self.savepoints[at + 1 :]
+        savepoints = self.savepoints or []
+        at = self._find(savepoints, name)
+        mark = savepoints[at][1] if at >= 0 else 0  # unknown: made before any change
+        del savepoints[at + 1 :]
         del self.pending[mark:]
         if not self.pending:
-            self.savepoints.clear()
+            self.savepoints = None
 
     def _release(self, name: str) -> None:
         """RELEASE forgets the savepoint and every one made after it."""
-        del self.savepoints[max(self._find(name), 0) :]
+        savepoints = self.savepoints or []
+        del savepoints[max(self._find(savepoints, name), 0) :]
 
-    def _find(self, name: str) -> int:
-        for i in range(len(self.savepoints) - 1, -1, -1):
-            if self.savepoints[i][0] == name:
+    @staticmethod
+    def _find(savepoints: list[tuple[str, int]], name: str) -> int:
+        for i in range(len(savepoints) - 1, -1, -1):
+            if savepoints[i][0] == name:
                 return i
         return -1
 
@@ -202,7 +206,7 @@ class SessionSettings:
         """Apply what is pending once the transaction ended; False if the server is now unknown."""
         pending = self.pending
         self.pending = []
-        self.savepoints.clear()
+        self.savepoints = None
         self.resets_noted = False
         if errors != self.errors_at_start:
             return False

@@ -15,6 +15,7 @@ settings every time (`pgbench -C`) cost no round trip after the first.
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
 from typing import TYPE_CHECKING
 
@@ -23,6 +24,8 @@ from sluice.pg.settings import literal
 
 if TYPE_CHECKING:
     from sluice.pg.pgpool import PgPool
+
+log = logging.getLogger("sluice.pool")
 
 _NOT_SETTINGS = frozenset({"user", "database", "replication", "options"})
 _PROBE_TIMEOUT = 10.0
@@ -164,11 +167,14 @@ async def verify(pool: PgPool, cache: VerifiedSettings, settings: dict[str, str]
 
 
 async def _probe(pool: PgPool, settings: dict[str, str]) -> dict[str, str]:
+    log.info("pool %s: checking startup settings %s", pool.name, ", ".join(settings))
     server = await pool.pool.acquire()
     reusable = False
     try:
         row, error = await server.probe(probe_sql(settings), _PROBE_TIMEOUT)
         reusable = True
+    except TimeoutError:
+        raise ServerError("the database did not answer the check of startup settings") from None
     finally:
         custom = next((name for name in settings if "." in name), "")
         if reusable and not custom:
