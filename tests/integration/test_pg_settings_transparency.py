@@ -287,6 +287,7 @@ SAVEPOINT_PLANS = {
                                   "RELEASE SAVEPOINT b", "ROLLBACK TO SAVEPOINT a"],
     "one query": ["SAVEPOINT x; SET search_path = sp_wrong; ROLLBACK TO SAVEPOINT x; SELECT 1"],
     "kept": ["SAVEPOINT a", "SET search_path = sp_wrong", "RELEASE a"],
+    "rolled back and chained": ["SET search_path = sp_wrong", "ROLLBACK AND CHAIN"],
 }  # fmt: skip
 
 
@@ -296,8 +297,9 @@ def test_set_undone_by_rollback_to_savepoint(ends: Endpoints, plan: str) -> None
     statements = SAVEPOINT_PLANS[plan]
 
     def steps(conn: Conn, other: Conn) -> list[Any]:
+        conn.execute("SET search_path = sp_right")
         with conn.transaction():
-            conn.execute("SET search_path = sp_right")
+            conn.execute("SET search_path = sp_right, pg_catalog")
             if statements is None:
                 with conn.transaction(force_rollback=True):
                     conn.execute("SET search_path = sp_wrong")

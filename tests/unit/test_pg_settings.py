@@ -155,6 +155,7 @@ SAVEPOINT_RUNS: list[tuple[list[str], dict[str, bytes]]] = [
     ),
     (["SET jit = on", "SAVEPOINT x; SET jit = off; ROLLBACK TO x"], {"jit": b"SET jit = on"}),
     (["SET jit = on", "SAVEPOINT s", "RESET ALL", "ROLLBACK TO s"], {"jit": b"SET jit = on"}),
+    (["SET jit = on", "SAVEPOINT s", "SET jit = off", "ROLLBACK AND CHAIN"], {}),
 ]  # fmt: skip
 
 

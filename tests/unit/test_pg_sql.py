@@ -180,7 +180,9 @@ SAVEPOINTS: list[tuple[str, tuple[Change, ...]]] = [
     ("RELEASE a", (Change(RELEASE, "a"),)),
     ("RELEASE SAVEPOINT \"_pg3_1\"", (Change(RELEASE, "_pg3_1"),)),
     ("ROLLBACK", ()),
-    ("ROLLBACK AND CHAIN", ()),
+    ("ROLLBACK AND CHAIN", (Change(ROLLBACK_TO),)),
+    ("abort work and chain", (Change(ROLLBACK_TO),)),
+    ("ROLLBACK AND NO CHAIN", ()),
     ("ROLLBACK PREPARED 'x'", ()),
     ("SELECT 'savepoint a'", ()),
     (

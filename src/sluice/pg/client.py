@@ -362,10 +362,16 @@ class ClientSession(FrontendSession):
         server = self.server
         assert server is not None
         tracker = server.tracker
-        plan = self.settings.restore()
         out.append(msg)
+        plain = r.QUERY if kind == r.QUERY_RESTORING else r.SYNC
+        if kind == r.QUERY_RESTORING and b"stdin" in msg.lower():
+            # a restore sent behind a COPY FROM STDIN would arrive in the middle of it
+            self.settings.resets_noted = False  # the next borrow replays the startup values
+            tracker.push(plain)
+            return
+        plan = self.settings.restore()
         if plan is None or tracker.awaiting_sync:  # (a failed batch reset nothing)
-            tracker.push(r.QUERY if kind == r.QUERY_RESTORING else r.SYNC)
+            tracker.push(plain)
             return
         names, sql = plan
         tracker.push_restoring(kind, frozenset(name.encode() for name in names))

@@ -261,8 +261,11 @@ def _tracked_set(name: str, to_default: bool, stmt: str) -> Change:
 
 
 def _savepoint(words: list[str], raw: list[str]) -> Change | None:
-    """SAVEPOINT x, RELEASE [SAVEPOINT] x, ROLLBACK [WORK|TRANSACTION] TO [SAVEPOINT] x."""
+    """SAVEPOINT x, RELEASE [SAVEPOINT] x, ROLLBACK [WORK|TRANSACTION] TO [SAVEPOINT] x;
+    ROLLBACK AND CHAIN undoes everything as a ROLLBACK TO a savepoint made at BEGIN."""
     first = words[0]
+    if first in ("rollback", "abort") and "chain" in words and "no" not in words:
+        return Change(ChangeKind.ROLLBACK_TO)  # no savepoint has an empty name
     if first == "savepoint":
         kind, at = ChangeKind.SAVEPOINT, 1
     elif first == "release":
@@ -293,7 +296,7 @@ def fold_identifier(word: str) -> str:
 def savepoint_changes(sql: bytes) -> tuple[Change, ...]:
     """The savepoint commands in `sql` (checked only while settings are pending)."""
     low = sql.lower()
-    if b"savepoint" not in low and b"release" not in low and b"rollback" not in low:
+    if not any(word in low for word in (b"savepoint", b"release", b"rollback", b"abort")):
         return ()
     changes = []
     for stmt in split_statements(sql.decode("latin-1")):
