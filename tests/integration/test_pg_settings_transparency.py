@@ -510,6 +510,19 @@ def test_greeting_reports_values_as_the_server_shows_them(ends: Endpoints, case:
     assert_same(ends.both(steps, **STARTUP_SPELLINGS[case]))
 
 
+def test_partial_datestyle_completes_a_fresh_session_s(ends: Endpoints) -> None:
+    """DateStyle=DMY keeps the output style of a fresh session, not of the pooled
+    connection the check runs on (which the other client left at Postgres, YMD)."""
+    seen = []
+    for direct in (True, False):
+        with psycopg.connect(ends.dsn(direct), autocommit=True, **OTHER) as other:
+            turn(other)
+            with psycopg.connect(ends.dsn(direct), options="-c DateStyle=DMY") as conn:
+                seen.append([reported(conn), scalar(conn, "show datestyle")])
+    assert seen[0][1] == "ISO, DMY"
+    assert seen[1] == seen[0]
+
+
 def test_asyncpg_greeting_datestyle(ends: Endpoints) -> None:
     async def run(direct: bool) -> str:
         host, port = ends.host_port(direct)

@@ -291,11 +291,11 @@ def test_startup_parameters_win_over_options() -> None:
 
 def test_probe_sql() -> None:
     assert probe_sql({"jit": "off"}) == (
-        b"SELECT pg_catalog.encode(pg_catalog.convert_to("
+        b"SET LOCAL statement_timeout = 0; SELECT pg_catalog.encode(pg_catalog.convert_to("
         b"pg_catalog.set_config(E'jit', E'off', true), 'UTF8'), 'hex')"
     )
     both = probe_sql({"datestyle": "DMY", "timezone": "UTC"})
-    assert both.startswith(b"SET LOCAL datestyle TO DEFAULT; SELECT ")
+    assert both.startswith(b"SET LOCAL statement_timeout = 0; SET LOCAL datestyle TO DEFAULT; ")
     assert both.count(b"set_config(") == 2
 
 

@@ -104,12 +104,10 @@ class SessionSettings:
         "resets_noted",
         "savepoints",
         "startup",
-        "startup_shown",
     )
 
     def __init__(self) -> None:
         self.startup: dict[str, bytes] = {}  # name -> set_config statement
-        self.startup_shown: dict[str, str] = {}  # name -> value as the server shows it
         self.at_default: frozenset[str] = frozenset()  # equal to a fresh connection's
         self.custom_startup = ""  # a custom (dotted) setting among the startup ones
         self.params: dict[str, bytes] = {}  # what the client has once pending is settled
@@ -122,7 +120,6 @@ class SessionSettings:
         """A startup setting the server accepted; `shown` is its value as the server shows it."""
         stmt = set_config_statement(name, shown)
         self.startup[name] = self.params[name] = stmt
-        self.startup_shown[name] = shown
         if at_default:
             self.at_default = self.at_default | {name}
         if "." in name:
@@ -241,7 +238,7 @@ class SessionSettings:
     def shown(self, name: str) -> str:
         """The value of a setting as a person reads it (for SHOW CLIENTS), best effort."""
         stmt = self.params.get(name, b"")
-        if stmt and stmt == self.startup.get(name):
-            return self.startup_shown[name]
+        if stmt and stmt == self.startup.get(name):  # the E'' literal of set_config_statement
+            return stmt[stmt.rindex(b", E'") + 4 : -len(b"', false)")].decode("unicode_escape")
         match = _SHOWN_VALUE.search(stmt)
         return match.group(1).decode("latin-1").strip().strip("'") if match else ""

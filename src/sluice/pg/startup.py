@@ -116,10 +116,12 @@ def probe_sql(settings: dict[str, str]) -> bytes:
         b" 'UTF8'), 'hex')" % (literal(name), literal(value))
         for name, value in settings.items()
     ]
-    sql = b"SELECT " + b", ".join(columns)
-    if "datestyle" in settings:  # a partial DateStyle keeps the connection's other half
-        sql = b"SET LOCAL datestyle TO DEFAULT; " + sql
-    return sql
+    # the pooled connection may hold another client's statement_timeout; a partial
+    # DateStyle would keep the other half of the connection's, not of a fresh one's
+    head = b"SET LOCAL statement_timeout = 0; "
+    if "datestyle" in settings:
+        head += b"SET LOCAL datestyle TO DEFAULT; "
+    return head + b"SELECT " + b", ".join(columns)
 
 
 class VerifiedSettings:
