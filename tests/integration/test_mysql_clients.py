@@ -521,11 +521,11 @@ RULES = {
         None,
         "SQL_CALC_FOUND_ROWS",
     ),
-    "found-rows": Rule(
-        ("select found_rows()",),
+    "found-rows": Rule(  # the first read right after its statement: the same connection
+        ("select seq from seq_1_to_5", "select found_rows()"),
         (("select seq from seq_1_to_30", None), ("select found_rows()", [(30,)])),
         None,
-        "FOUND_ROWS",
+        "FOUND_ROWS()",
     ),
     "sql-prepare": Rule(
         ("prepare pin_stmt from 'select ? * 2'",),

@@ -41,7 +41,7 @@ AC = c.SERVER_STATUS_AUTOCOMMIT
 IN = c.SERVER_STATUS_IN_TRANS
 MORE = c.SERVER_MORE_RESULTS_EXISTS
 CHANGED = c.SERVER_SESSION_STATE_CHANGED
-D, E, S, RE = r.DONE, r.ERROR, r.STATE_CHANGED, r.RESULT_END
+D, E, S, RE, OK_ = r.DONE, r.ERROR, r.STATE_CHANGED, r.RESULT_END, r.OK
 DE, DX = r.DEFS_END, r.DEFS_EOF
 
 
@@ -66,9 +66,9 @@ EXPECTED: dict[str, dict[str, tuple[list[int], int]]] = {
         "execute-cursor": ([0, 0, DE, DX | D], AC | c.SERVER_STATUS_CURSOR_EXISTS),
         "fetch-1": ([0, RE | D], AC | c.SERVER_STATUS_CURSOR_EXISTS),
         "fetch-2": ([RE | D], AC | c.SERVER_STATUS_LAST_ROW_SENT),
-        "stmt-reset": ([D], AC),
+        "stmt-reset": ([OK_ | D], AC),
         "prepare-noparams": ([r.PREPARED | D], AC),
-        "execute-noresult": ([D], AC),
+        "execute-noresult": ([OK_ | D], AC),
         "prepare-empty": ([r.PREPARED, DE, DX | D], AC),
         "execute-empty": ([0, DE, DX, RE | D], AC),
         "execute-empty-cursor": ([0, DE, DX | D], AC | c.SERVER_STATUS_CURSOR_EXISTS),
@@ -76,22 +76,22 @@ EXPECTED: dict[str, dict[str, tuple[list[int], int]]] = {
         "execute-closed": ([E | D], AC | c.SERVER_STATUS_LAST_ROW_SENT),  # ERR: unchanged
         "multi": ([0, DE, DX, 0, RE, 0, DE, DX, 0, RE | D], AC),
         "multi-error": ([0, DE, DX, 0, RE, E | D], AC | MORE),
-        "begin-ro": ([D], AC | IN | c.SERVER_STATUS_IN_TRANS_READONLY),
+        "begin-ro": ([OK_ | D], AC | IN | c.SERVER_STATUS_IN_TRANS_READONLY),
         "select-in-trans": (
             [0, DE, DX, 0, RE | S | D],
             AC | IN | c.SERVER_STATUS_IN_TRANS_READONLY | CHANGED,
         ),
-        "commit": ([D], AC),
-        "autocommit-0": ([D], 0),
+        "commit": ([OK_ | D], AC),
+        "autocommit-0": ([OK_ | D], 0),
         "select-ac0": ([0, DE, DX, 0, RE | S | D], CHANGED),
         "error": ([E | D], CHANGED | IN),  # autocommit off: assume a transaction
-        "ping": ([D], 0),
+        "ping": ([OK_ | D], 0),
         "statistics": ([D], 0),
         "set-option-off": ([RE | S | D], CHANGED),
         "field-list": ([0, 0, 0, 0, 0, RE | S | D], CHANGED),
         "kill-unknown": ([E | D], CHANGED | IN),
-        "reset-connection": ([D], AC),
-        "change-user": ([r.AUTH, D], AC),
+        "reset-connection": ([OK_ | D], AC),
+        "change-user": ([r.AUTH, OK_ | D], AC),
         "select-after": ([0, DE, DX, 0, RE | D], AC),
     },
     "deprecate": {
@@ -103,10 +103,10 @@ EXPECTED: dict[str, dict[str, tuple[list[int], int]]] = {
         "execute-empty": ([0, DE, RE | D], AC),
         "multi": ([0, DE, 0, RE, 0, DE, 0, RE | D], AC),
         "multi-error": ([0, DE, 0, RE, E | D], AC | MORE),
-        "init-db": ([S | D], AC | CHANGED),
-        "begin-ro": ([S | D], AC | IN | c.SERVER_STATUS_IN_TRANS_READONLY | CHANGED),
-        "commit": ([S | D], AC | CHANGED),
-        "autocommit-0": ([S | D], CHANGED),
+        "init-db": ([OK_ | S | D], AC | CHANGED),
+        "begin-ro": ([OK_ | S | D], AC | IN | c.SERVER_STATUS_IN_TRANS_READONLY | CHANGED),
+        "commit": ([OK_ | S | D], AC | CHANGED),
+        "autocommit-0": ([OK_ | S | D], CHANGED),
         "select-ac0": ([0, DE, 0, RE | D], 0),
         "error": ([E | D], IN),
         "set-option-off": ([RE | D], 0),
@@ -215,7 +215,7 @@ def test_local_infile() -> None:
     tracker.expect(c.COM_QUERY)
     assert tracker.feed(m.build_local_infile(b"data.csv")) == r.INFILE
     # the client sends the file and an empty packet; then the server answers
-    assert tracker.feed(m.build_ok(m.OkPacket(affected_rows=3))) == r.DONE
+    assert tracker.feed(m.build_ok(m.OkPacket(affected_rows=3))) == OK_ | D
 
 
 def test_local_infile_in_multi_statement() -> None:
@@ -223,7 +223,7 @@ def test_local_infile_in_multi_statement() -> None:
     tracker.expect(c.COM_QUERY)
     replies = [OK_MORE, m.build_local_infile(b"f"), OK_MORE, b"\x01", COLDEF, EOF, ROW, EOF]
     flags = [tracker.feed(x) for x in replies]
-    assert flags == [0, r.INFILE, 0, 0, DE, DX, 0, RE | D]
+    assert flags == [OK_, r.INFILE, OK_, 0, DE, DX, 0, RE | D]
 
 
 def test_local_infile_refused_by_client() -> None:
@@ -241,7 +241,7 @@ def test_stored_procedure_via_execute() -> None:
     replies = [b"\x01", COLDEF, EOF, b"\x00\x00\x01", EOF_MORE]
     replies += [b"\x01", COLDEF, EOF, b"\x00\x00\x02", out_params, OK]
     flags = [tracker.feed(x) for x in replies]
-    assert flags == [0, DE, DX, 0, RE, 0, DE, DX, 0, RE, D]
+    assert flags == [0, DE, DX, 0, RE, 0, DE, DX, 0, RE, OK_ | D]
 
 
 def test_query_killed_mid_rows() -> None:
@@ -291,9 +291,44 @@ def test_own_commands_flagged() -> None:
     replies.append(m.build_ok(m.OkPacket(), header=0xFE))
     flags = [tracker.feed(x) for x in replies]
     own = r.OWN
-    assert flags == [own | D, own | r.PREPARED, own | DE | D, 0, DE, 0, RE | D]
+    assert flags == [own | OK_ | D, own | r.PREPARED, own | DE | D, 0, DE, 0, RE | D]
     assert tracker.prepared == cmd.PrepareOk(41, 1, 0)
     assert tracker.idle
+
+
+def test_own_commands_do_not_keep_a_connection_busy() -> None:
+    """Only the client's commands and an open transaction make a connection busy: a
+    command of the proxy's own may still run when it is lent to the next client."""
+    tracker = ReplyTracker(STEPS_DEPRECATE_CAPABILITIES)
+    tracker.expect(c.COM_QUERY)
+    tracker.expect(c.COM_QUERY, own=True)
+    assert (tracker.pending, tracker.client_pending, tracker.idle) == (2, 1, False)
+    tracker.feed(OK)
+    assert (tracker.pending, tracker.client_pending, tracker.idle) == (1, 0, True)
+    tracker.feed(OK)
+    assert (tracker.pending, tracker.idle) == (0, True)
+    tracker.expect(c.COM_QUERY, own=True)
+    tracker.feed(OK_IN)
+    assert not tracker.idle  # an own BEGIN would still be a transaction
+
+
+FIRST_ROWS = [
+    ("eof", [b"\x02", COLDEF, COLDEF, EOF, b"\x011\xfb", b"\x012\x013", EOF], [b"1", None]),
+    ("deprecate", [b"\x01", COLDEF, b"\x0242", m.build_ok(m.OkPacket(), header=0xFE)], [b"42"]),
+    ("eof", [b"\x01", COLDEF, EOF, EOF], None),
+    ("eof", [ERR], None),
+]
+
+
+@pytest.mark.parametrize(("mode", "replies", "values"), FIRST_ROWS)
+def test_first_row(mode: str, replies: list[bytes], values: list[bytes | None] | None) -> None:
+    tracker = ReplyTracker(MODES[mode][1])
+    tracker.expect(c.COM_QUERY, own=True)
+    row = r.FirstRow()
+    for payload in replies:
+        assert not row.done
+        row.feed(payload, tracker.feed(payload))
+    assert row.done and row.values == values
 
 
 def test_commands_without_reply() -> None:

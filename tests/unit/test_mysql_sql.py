@@ -43,7 +43,7 @@ PINS: list[tuple[str, str]] = [
     ("UPDATE t SET a = (@x := a + 1) WHERE id = 1", "user variable"),
     ("DO @x := 1", "user variable"),
     ("CALL p(@out)", "user variable"),
-    ("GET DIAGNOSTICS @n = NUMBER", "user variable"),
+    ("GET DIAGNOSTICS @n = NUMBER", "GET DIAGNOSTICS"),
     # temporary tables
     ("CREATE TEMPORARY TABLE t (a int)", "temporary table"),
     ("create temporary table if not exists t select 1", "temporary table"),
@@ -64,8 +64,6 @@ PINS: list[tuple[str, str]] = [
     ("UPDATE t SET a = 1 WHERE GET_LOCK('k', 0)", "GET_LOCK"),
     # results kept for the next statement
     ("SELECT SQL_CALC_FOUND_ROWS * FROM t LIMIT 10", "SQL_CALC_FOUND_ROWS"),
-    ("SELECT FOUND_ROWS()", "FOUND_ROWS"),
-    ("select found_rows ( )", "FOUND_ROWS"),
     ("UPDATE seq SET id = LAST_INSERT_ID(id + 1)", "LAST_INSERT_ID(expr)"),
     ("select last_insert_id( 5 )", "LAST_INSERT_ID(expr)"),
     # SQL-level prepared statements
@@ -100,6 +98,15 @@ PINS: list[tuple[str, str]] = [
     ("SET ROLE admin", "SET ROLE"),
     ("SET RESOURCE GROUP rg", "SET RESOURCE GROUP"),
     ("BEGIN NOT ATOMIC SELECT 1; END", "compound statement"),
+    ("BACKUP STAGE START", "BACKUP STAGE"),
+    ("backup lock t", "BACKUP LOCK"),
+    # procedures may leave anything in the session; sequences remember their last value
+    ("CALL p(1)", "CALL"),
+    ("call db.p()", "CALL"),
+    ("SELECT NEXTVAL(s)", "sequence value"),
+    ("select next value for s", "sequence value"),
+    ("INSERT INTO t VALUES (NEXT VALUE FOR s)", "sequence value"),
+    ("SELECT SETVAL(s, 10)", "sequence value"),
     # the next transaction's characteristics, unless it starts in the same text
     ("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE", "SET TRANSACTION"),
     ("set transaction read only", "SET TRANSACTION"),
@@ -118,7 +125,86 @@ PINS: list[tuple[str, str]] = [
 
 @pytest.mark.parametrize(("sql", "reason"), PINS)
 def test_pins(sql: str, reason: str) -> None:
-    assert classify(sql) == Effect(pin=reason)
+    effect = classify(sql)
+    assert (effect.pin, effect.sets, effect.schema) == (reason, (), None)
+
+
+# What may change the current role (MariaDB keeps it across COM_RESET_CONNECTION).
+ROLES = ["SET ROLE admin", "set role none", "CALL p()", "EXECUTE s", "EXECUTE IMMEDIATE 'x'"]
+ROLES += ["BEGIN NOT ATOMIC SELECT 1; END", "SELECT 1; SET ROLE r"]
+
+
+@pytest.mark.parametrize("sql", ROLES)
+def test_role_changes(sql: str) -> None:
+    assert classify(sql).role
+
+
+@pytest.mark.parametrize("sql", ["SET @x = 1", "PREPARE s FROM 'x'", "SET DEFAULT ROLE r"])
+def test_no_role_change(sql: str) -> None:
+    assert not classify(sql).role
+
+
+# Opaque statements: the connection is reset before another client borrows it.
+TAINTS: list[tuple[str, Effect]] = [
+    ("DO tr_func()", Effect(taint="DO statement")),
+    ("do sleep(0)", Effect(taint="DO statement")),
+    ("DO @x := 1", Effect(pin="user variable", taint="DO statement")),
+    ("DO GET_LOCK('x', 0)", Effect(pin="GET_LOCK", taint="DO statement")),
+    ("INSTALL SONAME 'x'", Effect(taint="INSTALL statement")),
+    ("BINLOG 'xyz'", Effect(taint="BINLOG statement")),
+    ("SIGNAL SQLSTATE '45000'", Effect(taint="SIGNAL statement")),
+    ("SELECT 1; frobnicate", Effect(taint="FROBNICATE statement")),
+]
+
+
+@pytest.mark.parametrize(("sql", "effect"), TAINTS)
+def test_taints(sql: str, effect: Effect) -> None:
+    assert classify(sql) == effect
+    assert classify_bytes(sql.encode()) == effect
+
+
+# Known statements that leave nothing: no taint (and most no effect at all).
+KNOWN = ["SHOW TABLES", "show variables like 'x'", "(SELECT 1) UNION (SELECT 2)", "HELP 'x'"]
+KNOWN += ["KILL 5", "XA END 'x'", "UNLOCK TABLES", "DROP TABLE t", "FLUSH PRIVILEGES"]
+
+
+@pytest.mark.parametrize("sql", KNOWN)
+def test_known_statements_do_not_taint(sql: str) -> None:
+    assert classify(sql) == NO_EFFECT
+
+
+# Reads of what the client's previous statement left: only the text's first statement.
+# They pin too: a client that reads them once reads them again.
+DIAGNOSTICS, RC = "GET DIAGNOSTICS", "ROW_COUNT()"
+READS: list[tuple[str, Effect]] = [
+    ("SELECT ROW_COUNT()", Effect(reads="ROW_COUNT()", pin="ROW_COUNT()")),
+    ("select row_count ( ) > 0", Effect(reads="ROW_COUNT()", pin="ROW_COUNT()")),
+    ("SELECT FOUND_ROWS()", Effect(reads="FOUND_ROWS()", pin="FOUND_ROWS()")),
+    ("select found_rows ( )", Effect(reads="FOUND_ROWS()", pin="FOUND_ROWS()")),
+    ("SELECT @@warning_count", Effect(reads="@@warning_count", pin="@@warning_count")),
+    ("select @@session.ERROR_COUNT", Effect(reads="@@error_count", pin="@@error_count")),
+    ("SELECT @@last_gtid", Effect(reads="@@last_gtid", pin="@@last_gtid")),
+    ("SHOW WARNINGS", Effect(reads="SHOW WARNINGS", pin="SHOW WARNINGS")),
+    ("show errors limit 1", Effect(reads="SHOW ERRORS", pin="SHOW ERRORS")),
+    ("SHOW COUNT(*) WARNINGS", Effect(reads="SHOW COUNT(*)", pin="SHOW COUNT(*)")),
+    ("GET DIAGNOSTICS CONDITION 1 @m = MESSAGE_TEXT", Effect(pin=DIAGNOSTICS, reads=DIAGNOSTICS)),
+    ("get current diagnostics @n = number", Effect(pin=DIAGNOSTICS, reads=DIAGNOSTICS)),
+    ("SET STATEMENT max_statement_time=1 FOR SELECT ROW_COUNT()", Effect(reads=RC, pin=RC)),
+    ("SELECT ROW_COUNT(); SELECT 1", Effect(reads="ROW_COUNT()", pin="ROW_COUNT()")),
+    # an earlier statement of the same text is the one read
+    ("UPDATE t SET a = 1; SELECT ROW_COUNT()", NO_EFFECT),
+    ("SELECT * FROM t; SHOW WARNINGS", NO_EFFECT),
+    # not reads
+    ("SELECT 'row_count()'", NO_EFFECT),
+    ("SELECT @@global.warning_count", NO_EFFECT),
+    ("SELECT my_row_count(1)", NO_EFFECT),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("sql", "effect"), READS)
+def test_reads_of_the_previous_statement(sql: str, effect: Effect) -> None:
+    assert classify(sql) == effect
+    assert classify_bytes(sql.encode()) == effect
 
 
 NAMES = (("names", "SET NAMES utf8mb4"),)
@@ -329,7 +415,6 @@ NO_EFFECTS: list[str] = [
     "HANDLER t CLOSE",
     "XA END 'x'",
     "XA COMMIT 'x'",
-    "CALL p(1)",
     "SELECT 1 INTO OUTFILE '/tmp/x'",
     "SHOW VARIABLES LIKE 'sql_mode'",
     "SELECT 1 /*+ SET_VAR(sort_buffer_size = 16M) */",
@@ -382,7 +467,7 @@ MULTI: list[tuple[str, Effect]] = [
     ("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE; START TRANSACTION; SELECT 1", NO_EFFECT),
     ("SET TRANSACTION READ ONLY; BEGIN", NO_EFFECT),
     ("START TRANSACTION; SET TRANSACTION READ ONLY", Effect(pin="SET TRANSACTION")),
-    ("BEGIN NOT ATOMIC SET @x = 1; END", Effect(pin="compound statement")),
+    ("BEGIN NOT ATOMIC SET @x = 1; END", Effect(pin="compound statement", role=True)),
     # what mysqldump writes at the top of a dump
     (
         "/*!40101 SET @OLD_CHARACTER_SET_CLIENT=@@CHARACTER_SET_CLIENT */;\n"
@@ -408,7 +493,8 @@ MULTI: list[tuple[str, Effect]] = [
     ("SELECT 'it''s;'; SET @x = 1", Effect(pin="user variable")),
     ('SELECT "a"";b"; SET @x = 1', Effect(pin="user variable")),
     ("SELECT 'a\\\\'; SET @x = 1", Effect(pin="user variable")),
-    ("SELECT 'it\\'s;'; SET @x = 1", Effect(pin="user variable")),
+    # without escapes the text has a statement that starts with a quote: unknown
+    ("SELECT 'it\\'s;'; SET @x = 1", Effect(pin="user variable", taint="unknown statement")),
     ("SELECT 1--1; SET @x = 1", Effect(pin="user variable")),
     ("SELECT 1 --; SET @x = 1", Effect(pin="user variable")),
     ("SELECT 1 --\t; SET @x = 1", NO_EFFECT),

@@ -2,9 +2,10 @@
 
 `SELECT LAST_INSERT_ID()` after an autocommit INSERT must name that INSERT's id,
 but the INSERT's connection went back to the pool and this query may run on
-another. The id is in the OK packet the client already got; Sluice remembers it
-per client and answers the query from it, as a one-row result set laid out for
-the client's capabilities (EOF packets, or CLIENT_DEPRECATE_EOF's OK).
+another. Sluice learns the session's value before the connection goes back
+(see MyClientSession._learn_insert_id) and answers the query from it, as a
+one-row result set laid out for the client's capabilities (EOF packets, or
+CLIENT_DEPRECATE_EOF's OK), with the status flags of the client's session.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ def last_insert_id_query(sql: bytes) -> bytes | None:
     return match.group(1) or b"LAST_INSERT_ID()"
 
 
-def one_value_result(name: bytes, value: int, capabilities: int) -> bytes:
+def one_value_result(name: bytes, value: int, capabilities: int, status: int) -> bytes:
     """The framed packets of a one-column, one-row text result set."""
     column = b"".join(
         (
@@ -49,7 +50,6 @@ def one_value_result(name: bytes, value: int, capabilities: int) -> bytes:
             b"\x00\x00\x00",
         )
     )
-    status = c.SERVER_STATUS_AUTOCOMMIT
     packets = [lenenc_int(1), column]
     deprecate_eof = bool(capabilities & c.CLIENT_DEPRECATE_EOF)
     if not deprecate_eof:

@@ -11,6 +11,17 @@ connection that sends one borrows a connection (WAITING if it must wait).
 Transaction boundaries come from the server's status flags, not from SQL: when
 a command's reply is complete and the server says no transaction is open, the
 connection goes back to the pool, unless the client is pinned.
+
+The client's session is what Sluice tracks of it, whichever connection it holds:
+its settings and schema (replayed on the next connection), its statements, its
+LAST_INSERT_ID() (learned on the connection before it goes back, when the
+client's statements made an insert id, and replayed on the next), its status
+flags (every OK or EOF Sluice makes itself carries them: `status_flags`).
+What the previous statement left (ROW_COUNT(), warnings, ...) is readable only
+on the connection that ran it, with nothing run there since (`continues`);
+elsewhere the read is refused with a clear error rather than answered with
+another client's results. A lending that ran something opaque taints the
+connection: it is reset before another client borrows it.
 """
 
 from __future__ import annotations
@@ -25,22 +36,17 @@ from typing import TYPE_CHECKING, cast
 from sluice.errors import QueryCanceled, ServerError, SluiceError
 from sluice.mysql.answers import last_insert_id_query, one_value_result
 from sluice.mysql.errors import MyError, err_packet
-from sluice.mysql.statements import (
-    ClientStatements,
-    ClientStmt,
-    ServerStmt,
-    execute_for_server,
-    reply_for_client,
-)
+from sluice.mysql.prepared import StatementRelay
+from sluice.mysql.statements import ClientStatements
 from sluice.pool.pool import PoolStats
 from sluice.session.frontend import ClientState, FrontendSession, is_variable_set
 from sluice.tls import TLSBuffer
 from sluice.wire.mysql import commands as cmd
 from sluice.wire.mysql import constants as c
 from sluice.wire.mysql import replies as rp
-from sluice.wire.mysql.messages import OkPacket, build_err, build_ok, parse_ok
+from sluice.wire.mysql.messages import OkPacket, build_err, build_ok, ok_insert_id
 from sluice.wire.mysql.packets import PacketReader, frame
-from sluice.wire.mysql.sql import NO_EFFECT, classify_bytes
+from sluice.wire.mysql.sql import NO_EFFECT, Effect, classify_bytes
 
 if TYPE_CHECKING:
     from sluice.mysql.pool import MyPool
@@ -53,8 +59,9 @@ _BUFFER_WHILE_WAITING = 256 * 1024
 _LOCAL = frozenset((c.COM_PING,))
 _STMT_COMMANDS = frozenset(
     (c.COM_STMT_EXECUTE, c.COM_STMT_SEND_LONG_DATA, c.COM_STMT_RESET, c.COM_STMT_FETCH)
-)
-_UNKNOWN_STMT = (1243, "HY000")  # ER_UNKNOWN_STMT_HANDLER
+) | {c.COM_STMT_CLOSE}
+_REPORTED = c.SESSION_STATUS | c.TRANSACTION_STATUS
+_LEARN_INSERT_ID = cmd.query("SELECT LAST_INSERT_ID()")
 _CONNECTION_KILLED = (1927, "70100")  # ER_CONNECTION_KILLED
 _KILL = re.compile(rb"\s*kill\s+(?:(query|connection)\s+)?(\d+)\s*;?\s*$", re.IGNORECASE)
 _PINS = {c.COM_SET_OPTION: "COM_SET_OPTION"}
@@ -91,14 +98,17 @@ class MyClientSession(FrontendSession):
         self._infile = False
         self._login_accept: list[bytes] = []  # the packets that end a successful login
         self.statements = ClientStatements()
-        self._capture: list[bytes] | None = None  # a STMT_PREPARE reply being relayed
-        self._capture_sql = b""
-        self._held_stmt: tuple[bytes, ClientStmt] | None = None  # waits for our own PREPARE
-        self._own_capture: list[bytes] | None = None
-        self._own_skip = 0  # our own commands still to answer before the held PREPARE
-        self._unpin_on_ok = False  # a pinned client's COM_RESET_CONNECTION is in flight
+        self.relay = StatementRelay(self)
+        self._resetting = False  # the client's COM_RESET_CONNECTION is in flight
         self._sent_at = 0.0
-        self.last_insert_id = 0  # from the OK packets this client got
+        # The session as the client's own statements left it, whichever connection it holds:
+        self.status = c.SERVER_STATUS_AUTOCOMMIT  # its status flags while it holds none
+        self.last_insert_id = 0  # its LAST_INSERT_ID() (exact while it holds no connection)
+        self.role_changed = False  # it ran something that may change the current role
+        self.taint = ""  # this lending ran something opaque (see sql.Effect.taint)
+        self._ids_seen = False  # an OK of this lending carried an insert id
+        self._learning = False  # our SELECT LAST_INSERT_ID() runs before the release
+        self._last_server: MyServerConn | None = None  # where its previous command ran
         self._tls_buf: TLSBuffer | None = None  # TLS done here, not by the event loop
 
     # ---- what the proxy asks of a session ----
@@ -217,7 +227,7 @@ class MyClientSession(FrontendSession):
 
     def _drain(self) -> None:
         try:
-            while self.state is ClientState.READY and self._held_stmt is None:
+            while self.state is ClientState.READY and self.relay.held is None:
                 packet = self._held or self.reader.next()
                 self._held = None
                 if packet is None:
@@ -260,8 +270,9 @@ class MyClientSession(FrontendSession):
             return False
         if command == c.COM_QUERY and server is None:
             name = last_insert_id_query(payload[1:])
-            if name is not None:  # the INSERT's connection may be anyone's by now
-                self.write(one_value_result(name, self.last_insert_id, self.capabilities))
+            if name is not None:  # the session's value is known exactly: no need to borrow
+                value = one_value_result(name, self.last_insert_id, self.capabilities, self.status)
+                self.answered_locally(value)
                 return True
         if command == c.COM_STMT_CLOSE and server is None:
             self.statements.by_id.pop(cmd.stmt_id(payload), None)  # no reply; nothing to send
@@ -275,112 +286,101 @@ class MyClientSession(FrontendSession):
         self.stats.queries += 1
         if self.proxy.debug_logging:
             self.proxy.log_command(self, payload)
-        if command == c.COM_STMT_PREPARE:
-            return self._prepare(server, payload)
-        if command in _STMT_COMMANDS or command == c.COM_STMT_CLOSE:
-            return self._statement_command(server, command, payload)
-        self._note(command, payload)
-        server.send_command(payload)
         if not self._sent_at:
             self._sent_at = time.monotonic()
-        return True
-
-    # ---- binary-protocol statements ----
-
-    def _prepare(self, server: MyServerConn, payload: bytes) -> bool:
-        sql = payload[1:]
-        effect = classify_bytes(sql)
-        if effect.pin and not self.pinned:
-            self.pin(effect.pin)  # it takes effect when executed: keep the connection
-        cached = server.statements.get(sql)
-        if cached is None:
-            self._capture, self._capture_sql = [], sql
-            server.send_command(payload)
+        if command == c.COM_STMT_PREPARE:
+            self.relay.prepare(server, payload)
             return True
-        ok = cmd.parse_prepare_ok(cached.reply[0])
-        client_id = self.statements.add(sql, ok.num_params, ok.num_columns)
-        reply = reply_for_client(cached.reply, client_id)
-        self.write(b"".join(frame(p, seq) for seq, p in enumerate(reply, 1)))
-        self._release_if_idle(server)
+        if command in _STMT_COMMANDS:
+            return self.relay.command(server, command, payload)
+        if self._note(server, command, payload):
+            self.send(server, payload)
         return True
 
-    def _statement_command(self, server: MyServerConn, command: int, payload: bytes) -> bool:
-        stmt = self.statements.by_id.get(cmd.stmt_id(payload))
-        if command == c.COM_STMT_CLOSE:
-            if stmt is not None:
-                del self.statements.by_id[cmd.stmt_id(payload)]
-            self._release_if_idle(server)  # the statement stays prepared for others
-            return True
-        if stmt is None:
-            raise MyError(_UNKNOWN_STMT, "Unknown prepared statement handler given to the proxy")
-        if command == c.COM_STMT_EXECUTE and payload[5:6] not in (b"", b"\x00") and not self.pinned:
-            self.pin("server-side cursor")
-        known = server.statements.get(stmt.sql)
-        if known is None:  # prepare it on this connection first; the command waits
-            self._own_skip = server.tracker.pending
-            server.send_command(cmd.stmt_prepare(stmt.sql), own=True)
-            self._held_stmt, self._own_capture = (payload, stmt), []
-            return False
-        self._send_statement(server, payload, stmt, known)
-        return True
+    def send(self, server: MyServerConn, payload: bytes) -> None:
+        """Send one of the client's commands (its previous command now ran on `server`)."""
+        self._last_server = server
+        server.send_command(payload)
 
-    def _send_statement(
-        self, server: MyServerConn, payload: bytes, stmt: ClientStmt, known: ServerStmt
-    ) -> None:
-        if payload[0] == c.COM_STMT_EXECUTE:
-            server.send_command(execute_for_server(payload, stmt, known))
-        else:
-            server.send_command(cmd.with_stmt_id(payload, known.stmt_id))
+    def drain(self) -> None:
+        """Go on with the client's commands (after a held one went out)."""
+        self._drain()
 
-    def _own_reply(self, server: MyServerConn, payload: bytes, flags: int) -> None:
-        """A packet answering one of our own commands; the last is the held PREPARE."""
-        capture = self._own_capture
-        if capture is None or self._held_stmt is None:
-            return
-        if self._own_skip:  # an earlier command of ours (a settings sync)
-            self._own_skip -= bool(flags & rp.DONE)
-            return
-        capture.append(payload)
-        if not flags & rp.DONE:
-            return
-        held, self._held_stmt, self._own_capture = self._held_stmt, None, None
-        if flags & rp.ERROR:
-            self.write(frame(payload, 1))  # it cannot be prepared here: the client's answer
-        else:
-            payload_, stmt = held
-            self._send_statement(server, payload_, stmt, self._remember(server, stmt.sql, capture))
-        asyncio.get_running_loop().call_soon(self._drain)
+    def continues(self, server: MyServerConn) -> bool:
+        """Whether `server` ran the client's previous command, and nothing since."""
+        return server.used_by is self and self._last_server is server
 
-    def _remember(self, server: MyServerConn, sql: bytes, reply: list[bytes]) -> ServerStmt:
-        known = ServerStmt(cmd.stmt_id(reply[0]), reply)
-        limit = self.proxy.config.pool.max_prepared_statements
-        for old in server.statements.add(sql, known, limit):
-            server.send_command(cmd.stmt_close(old), own=True)
-        return known
+    def refuse_read(self, server: MyServerConn, what: str) -> None:
+        """A read of the previous statement's results that `server` does not hold."""
+        text = (
+            f"{what} reads what the previous statement left, which ran on another database "
+            "connection (Sluice transaction pooling): read it in the same transaction or "
+            "in the same multi-statement text"
+        )
+        self.answered_locally(frame(build_err(c.ER_NOT_SUPPORTED_YET, text), 1))
+        self.release_if_idle(server)
 
-    def _release_if_idle(self, server: MyServerConn) -> None:
+    def answered_locally(self, packets: bytes) -> None:
+        """Write an answer Sluice made; no connection ran this command for the client."""
+        self._last_server = None
+        self.write(packets)
+
+    def status_flags(self) -> int:
+        """The status flags of the client's session now: in every OK or EOF Sluice makes."""
+        server: MyServerConn | None = self.server
+        if server is None:
+            return self.status
+        return server.tracker.status & _REPORTED
+
+    def _local_ok(self) -> bytes:
+        return frame(build_ok(OkPacket(status=self.status_flags())), 1)
+
+    def release_if_idle(self, server: MyServerConn) -> None:
+        """Give the connection back if the client's last command left it free."""
         keeps = self.pinned or self.proxy.config.pool.mode == "session"
-        if server.tracker.idle and self.server is server and not keeps:
+        busy = self._learning or self.relay.held is not None  # our own commands first
+        if server.tracker.idle and self.server is server and not keeps and not busy:
             self._release()
 
     def _reset_connection(self, server: MyServerConn | None, payload: bytes) -> bool:
-        """COM_RESET_CONNECTION: a pinned client's connection really resets (and unpins);
-        anyone else's session state lives only in Sluice, so it is cleared here."""
+        """COM_RESET_CONNECTION: a connection the client holds (a transaction, a pin) is
+        really reset; otherwise the client's session lives only in Sluice: reset here."""
+        if server is None:
+            self.forget_session()
+            self.answered_locally(self._local_ok())
+            return True
+        self._resetting = True
+        self.send(server, payload)
+        assert self.pool is not None
+        self.pool.after_reset(server)  # the init query again; the statements are gone
+        return True
+
+    def _after_reset(self, server: MyServerConn, error: bool) -> None:
+        """The server answered the client's COM_RESET_CONNECTION."""
+        if error:
+            server.dirty = True  # what it still holds is unknown
+            return
+        self.forget_session()
+        if self.pinned and not self.role_changed:  # MariaDB keeps the role: keep the pin
+            assert self.pool is not None
+            self.pool.pinned -= 1
+            self.pinned = ""
+
+    def forget_session(self) -> None:
+        """The session starts afresh (a reset, another user): nothing tracked is left."""
         self.settings.clear()
         self.statements.clear()
-        if server is not None and self.pinned:
-            self._unpin_on_ok = True
-            server.send_command(payload)
-            return True
-        self.write(frame(build_ok(OkPacket(status=c.SERVER_STATUS_AUTOCOMMIT)), 1))
-        if server is not None:
-            self._release_if_idle(server)
-        return True
+        self.pending.clear()
+        self.pending_schema = None
+        self.last_insert_id = 0
+        self._ids_seen = False
+        self.status = self.pool.default_status if self.pool is not None else self.status
 
     def _change_user(self, payload: bytes) -> None:
         """Log in again as another user: leave the connection and the pool behind."""
         server, self.server = self.server, None
         if server is not None and self.pool is not None:
+            self._leave(server)
             self.pool.client_left(self, server)  # reset, or closed if mid-transaction
         elif self.pinned and self.pool is not None:
             self.pool.pinned -= 1
@@ -393,7 +393,7 @@ class MyClientSession(FrontendSession):
         if not isinstance(target, MyClientSession) or target.user != self.user:
             self.write(frame(build_err(c.ER_NO_SUCH_THREAD, f"Unknown thread id: {thread_id}"), 1))
             return
-        self.write(frame(build_ok(OkPacket(status=c.SERVER_STATUS_AUTOCOMMIT)), 1))
+        self.answered_locally(self._local_ok())
         if query:
             self.proxy.app.spawn(target.cancel_running())
         else:
@@ -401,25 +401,38 @@ class MyClientSession(FrontendSession):
 
     def _answer_locally(self, command: int) -> bool:
         if command == c.COM_PING:
-            self.write(frame(build_ok(OkPacket(status=c.SERVER_STATUS_AUTOCOMMIT)), 1))
+            self.answered_locally(self._local_ok())
             return True
         raise ServerError("empty command packet")
 
-    def _note(self, command: int, payload: bytes) -> None:
-        """Pins and tracked settings of a command about to be sent."""
+    def _note(self, server: MyServerConn, command: int, payload: bytes) -> bool:
+        """Pins, taints and tracked settings of a command about to be sent; False if
+        Sluice answered it instead (a read of results `server` does not hold)."""
         if command == c.COM_QUERY:
             effect = classify_bytes(payload[1:])
             if effect is NO_EFFECT:
-                return
-            if effect.pin and not self.pinned:
-                self.pin(effect.pin)
-            self.pending.extend(effect.sets)
-            if effect.schema is not None:
-                self.pending_schema = effect.schema
+                return True
+            if effect.reads and not self.continues(server):
+                if not self.pinned:
+                    self.pin(effect.pin)  # its next reads will find their statement here
+                self.refuse_read(server, effect.reads)
+                return False
+            self._take(effect)
         elif command == c.COM_INIT_DB:
             self.pending_schema = payload[1:].decode(errors="replace")
         elif command in _PINS and not self.pinned:
             self.pin(_PINS[command])
+        return True
+
+    def _take(self, effect: Effect) -> None:
+        if effect.pin and not self.pinned:
+            self.pin(effect.pin)
+        if effect.taint:
+            self.taint = effect.taint
+        self.role_changed = self.role_changed or effect.role
+        self.pending.extend(effect.sets)
+        if effect.schema is not None:
+            self.pending_schema = effect.schema
 
     def pin(self, reason: str) -> None:
         if self.proxy.config.pool.exclude_variable_sets and is_variable_set(reason):
@@ -461,61 +474,34 @@ class MyClientSession(FrontendSession):
                 seq, payload = packet
                 flags = tracker.feed(payload)
                 if flags & rp.OWN:
-                    self._own_reply(server, payload, flags)
+                    if out:  # what the handler may write to the client comes after
+                        self.write(b"".join(out))
+                        out.clear()
+                    server.own_packet(payload, flags)
                     continue
-                if self._capture is not None:
-                    payload = self._captured(server, payload, flags)
+                if self.relay.capturing:
+                    payload = self.relay.captured(server, payload, flags)
                 out.append(frame(payload, seq))
                 if flags & rp.INFILE:
                     self._infile = True
+                if flags & rp.OK and not self._ids_seen and ok_insert_id(payload):
+                    self._ids_seen = True  # LAST_INSERT_ID() may have changed: learn it
                 if flags & rp.DONE:
-                    if payload[:1] == b"\x00":
-                        self._note_ok(payload)
                     self._reply_done(server, bool(flags & rp.ERROR))
         except SluiceError as exc:
             server.close(f"protocol error from the server: {exc}")
             return
         if out:
             self.write(b"".join(out))
-        if self._sent_at and not tracker.pending:
+        if self._sent_at and not tracker.client_pending:
             self.stats.query_latency.observe(time.monotonic() - self._sent_at)
             self._sent_at = 0.0
-        keeps = self.pinned or self.proxy.config.pool.mode == "session"
-        if tracker.idle and self.server is server and not keeps:
-            self._release()
-
-    def _captured(self, server: MyServerConn, payload: bytes, flags: int) -> bytes:
-        """A packet of the reply to a client's PREPARE: cache it, give the client its id."""
-        capture = self._capture
-        assert capture is not None
-        if flags & rp.ERROR:
-            self._capture = None
-            return payload
-        capture.append(payload)
-        if flags & rp.PREPARED:
-            ok = cmd.parse_prepare_ok(payload)
-            client_id = self.statements.add(self._capture_sql, ok.num_params, ok.num_columns)
-            payload = cmd.with_stmt_id(payload, client_id)
-        if flags & rp.DONE:
-            self._capture = None
-            self._remember(server, self._capture_sql, capture)
-        return payload
-
-    def _note_ok(self, payload: bytes) -> None:
-        """Remember an INSERT's generated id (a 0 means: this statement made none)."""
-        insert_id = parse_ok(payload).last_insert_id
-        if insert_id:
-            self.last_insert_id = insert_id
+        self.release_if_idle(server)
 
     def _reply_done(self, server: MyServerConn, error: bool) -> None:
-        if self._unpin_on_ok:
-            self._unpin_on_ok = False
-            if not error:
-                server.settings, server.dirty = {}, False
-                server.statements.clear()
-                assert self.pool is not None
-                self.pool.pinned -= 1
-                self.pinned = ""
+        if self._resetting:
+            self._resetting = False
+            self._after_reset(server, error)
         if error and (self.pending or self.pending_schema is not None):
             server.dirty = True  # what the server applied before the error is unknown
         elif not error:
@@ -532,10 +518,41 @@ class MyClientSession(FrontendSession):
     def _release(self) -> None:
         server = self.server
         assert server is not None and self.pool is not None
+        if self._ids_seen:  # the session's LAST_INSERT_ID() first; the client need not wait
+            self._learn_insert_id(server)
+            return
         self.server = None
+        self.status = server.tracker.status & c.SESSION_STATUS
+        self._leave(server)
         self.resume_reading()  # in case the server's full buffer had paused us
         server.detach()
         self.pool.on_release(self, server)
+
+    def _leave(self, server: MyServerConn) -> None:
+        """What `server` must know when the client lets go of it."""
+        if self.taint:
+            server.tainted_by, self.taint = self, ""
+        if self._ids_seen or self._learning:
+            server.last_insert_id = None  # unknown: the next borrower's value is replayed
+
+    def _learn_insert_id(self, server: MyServerConn) -> None:
+        """SELECT LAST_INSERT_ID() on the connection before it goes back: an OK's insert id
+        is not always the session's (an INSERT with an explicit id reports that id)."""
+        self._ids_seen, self._learning = False, True
+        row = rp.FirstRow()
+
+        def learned(payload: bytes, flags: int) -> None:
+            row.feed(payload, flags)
+            if not row.done:
+                return
+            value = (row.values or [None])[0]
+            if value is not None and value.isdigit() and not flags & rp.ERROR:
+                self.last_insert_id = server.last_insert_id = int(value)
+            else:
+                server.last_insert_id = None
+            self._learning = False
+
+        server.send_command(_LEARN_INSERT_ID, own=True, on_reply=learned)
 
     def server_lost(self, server: MyServerConn) -> None:
         self.server = None
@@ -589,6 +606,7 @@ class MyClientSession(FrontendSession):
             self._request.cancel()
         server, self.server = self.server, None
         if server is not None and self.pool is not None:
+            self._leave(server)
             self.pool.client_left(self, server)
         self.proxy.client_disconnected(self)
         if self.transport is not None:

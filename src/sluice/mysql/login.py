@@ -26,6 +26,7 @@ from sluice.wire.mysql import commands as cmd
 from sluice.wire.mysql import constants as c
 from sluice.wire.mysql import handshake as hs
 from sluice.wire.mysql import login as lg
+from sluice.wire.mysql.messages import OkPacket, build_ok
 from sluice.wire.mysql.packets import frame
 
 if TYPE_CHECKING:
@@ -123,6 +124,8 @@ async def _finish(client: MyClientSession, database: str) -> None:
     if database:
         await pool.check_schema(database)
         client.database = database
+    client.status = pool.default_status  # as a session of this server starts
+    client._login_accept[-1] = build_ok(OkPacket(status=client.status))
     for payload in client._login_accept:
         client.write(frame(payload, client._login_seq))
         client._login_seq += 1
@@ -146,7 +149,7 @@ async def change_user_to(client: MyClientSession, payload: bytes) -> None:
         client.proxy.stats.setup_failed_auth += 1
         raise
     client.charset = response.charset
-    client.settings.clear()
-    client.statements.clear()
     client.pinned = ""
+    client.role_changed = False
     await _finish(client, response.database or "")
+    client.forget_session()  # a fresh session of the new user, in its pool

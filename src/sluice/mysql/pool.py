@@ -3,11 +3,14 @@
 Pools are per (user, capability profile, character set): capabilities such as
 CLIENT_DEPRECATE_EOF, CLIENT_FOUND_ROWS or CLIENT_MULTI_STATEMENTS change what
 the server sends, so a connection only serves clients that asked for the same.
-A borrowed connection is given the client's tracked settings and schema first
-(commands of the proxy's own, their replies swallowed); a connection whose
-settings are unknown (an error mid-SET) is reset with COM_RESET_CONNECTION.
-A client that leaves mid-transaction has its connection closed (the server
-rolls back); a pinned or session-mode client's connection is reset before reuse.
+A borrowed connection is given the client's tracked settings, schema and
+LAST_INSERT_ID() first (commands of the proxy's own, their replies swallowed).
+A connection is reset before it is lent when its settings are unknown (an error
+mid-SET) or when another client ran something opaque on it (a DO, a statement
+the classifier does not know). A reset is COM_RESET_CONNECTION, then the login
+role again (MariaDB keeps a role across the reset), then the init query. A
+client that leaves mid-transaction has its connection closed (the server rolls
+back); a pinned or session-mode client's connection is reset before reuse.
 """
 
 from __future__ import annotations
@@ -69,6 +72,7 @@ class MyPool(EnginePool):
             self.name, limits_for(proxy.config), self._connect, proxy.share
         )
         self.schemas: set[str] = set()  # databases this user was seen to be allowed into
+        self.default_status = c.SERVER_STATUS_AUTOCOMMIT  # a fresh session's status flags
 
     async def _connect(self) -> MyServerConn:
         proxy, target = self.proxy, self.proxy.config.target
@@ -99,6 +103,7 @@ class MyPool(EnginePool):
             max_size=proxy.app.settings.max_packet_size,
         )
         self.keep(conn)
+        self.default_status = conn.tracker.status & c.SESSION_STATUS
         if conn.max_connections and proxy.target_max_connections != conn.max_connections:
             proxy.learned_max_connections(conn.max_connections)
         proxy.server_version = conn.server_version + "-sluice"
@@ -136,40 +141,59 @@ class MyPool(EnginePool):
     # ---- lending ----
 
     def sync(self, client: MyClientSession, server: MyServerConn) -> None:
-        """Give `server` the client's schema and tracked settings (pipelined, swallowed)."""
-        if server.dirty:
-            server.send_command(bytes((c.COM_RESET_CONNECTION,)), own=True)
-            server.settings, server.dirty = {}, False
-            server.statements.clear()
-            if self.proxy.config.pool.init_query:
-                server.send_command(cmd.query(self.proxy.config.pool.init_query), own=True)
+        """Give `server` the client's schema, tracked settings and LAST_INSERT_ID()
+        (pipelined, swallowed), after a reset if it may hold another's state."""
+        tainted = server.tainted_by is not None and server.tainted_by is not client
+        if server.dirty or tainted:
+            self.send_reset(server)
         if client.database and client.database != server.schema:
             server.send_command(cmd.init_db(client.database), own=True)
             server.schema = client.database
         if client.settings != server.settings:
             self._sync_settings(client.settings, server)
+        if server.last_insert_id != client.last_insert_id:
+            server.send_command(set_last_insert_id(client.last_insert_id), own=True)
+            server.last_insert_id = client.last_insert_id
 
     def _sync_settings(self, want: dict[str, str], server: MyServerConn) -> None:
         if server.settings.keys() - want.keys():
             # No one statement restores every variable's login value (SET NAMES, tx_*
             # names differ between MySQL and MariaDB): reset, then replay the client's.
-            server.send_command(bytes((c.COM_RESET_CONNECTION,)), own=True)
-            server.statements.clear()
-            server.settings = {}
-            if self.proxy.config.pool.init_query:
-                server.send_command(cmd.query(self.proxy.config.pool.init_query), own=True)
+            self.send_reset(server)
         for name, stmt in want.items():
             if server.settings.get(name) != stmt:
                 server.send_command(cmd.query(stmt), own=True)
         server.settings = dict(want)
+
+    def send_reset(self, server: MyServerConn) -> None:
+        """Make `server` a fresh session of its login again (pipelined, swallowed): its
+        prepared statements, settings, variables and LAST_INSERT_ID() are gone."""
+        server.send_command(cmd.RESET_CONNECTION, own=True)
+        if server.role_reset:
+            server.send_command(server.role_reset, own=True)
+        self.after_reset(server)
+
+    def after_reset(self, server: MyServerConn) -> None:
+        """What a COM_RESET_CONNECTION (ours or a client's) leaves, and the init query."""
+        init = self.proxy.config.pool.init_query
+        if init:
+            server.send_command(cmd.query(init), own=True)
+        server.settings, server.dirty, server.tainted_by = {}, False, None
+        server.statements.clear()
+        server.last_insert_id = None if init else 0
 
     def abandon(self, server: MyServerConn) -> None:
         if server.tracker.pending:  # a query still runs: kill it, the close rolls back
             self.proxy.app.spawn(self.kill_query(server.thread_id))
 
     async def reset(self, server: MyServerConn) -> None:
-        await server.run_own(bytes((c.COM_RESET_CONNECTION,)), timeout=10.0)
-        if self.proxy.config.pool.init_query:
-            await server.run_own(cmd.query(self.proxy.config.pool.init_query), timeout=30.0)
-        server.settings = {}
-        server.statements.clear()
+        errors = server.tracker.errors
+        self.send_reset(server)
+        await server.settle(timeout=30.0)
+        if server.tracker.errors != errors:
+            raise ServerError("resetting the connection failed on the server")
+
+
+def set_last_insert_id(value: int) -> bytes:
+    """The own query that makes a session's LAST_INSERT_ID() `value`."""
+    return cmd.query(f"SELECT LAST_INSERT_ID({int(value)})")

@@ -9,6 +9,15 @@ login (`LoginClient` decides every answer). IDLE connections sit in their pool;
 ACTIVE ones are lent to a client session, which receives every reply packet
 the `ReplyTracker` does not mark as the proxy's own. Every close states its
 reason in the log.
+
+Replies to the proxy's own commands go to the handler given with each command
+(`send_command(..., on_reply=)`), in order, whoever holds the connection when
+they arrive: an own command may still run when its client has moved on. The
+connection also remembers what a pooled session needs to know of it: the
+client whose command ran last (`used_by`: the results of the previous statement
+are that client's), its LAST_INSERT_ID() when known, and the statement that
+gives back the role it had at login (MariaDB keeps a role across
+COM_RESET_CONNECTION).
 """
 
 from __future__ import annotations
@@ -16,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
@@ -27,7 +37,10 @@ from sluice.wire.mysql import constants as c
 from sluice.wire.mysql import replies as rp
 from sluice.wire.mysql.handshake import parse_handshake
 from sluice.wire.mysql.login import LoginClient
-from sluice.wire.mysql.packets import PacketReader, frame, read_lenenc_str
+from sluice.wire.mysql.packets import PacketReader, frame
+
+# What gets the packets of an own command's reply (with their ReplyTracker flags).
+OwnHandler = Callable[[bytes, int], None]
 
 if TYPE_CHECKING:
     from sluice.mysql.client import MyClientSession
@@ -40,6 +53,7 @@ class MyServerConn(BackendConn):
 
     goodbye = frame(bytes((c.COM_QUIT,)), 0)
     client: MyClientSession | None
+    tracker: rp.ReplyTracker
 
     def __init__(self, pool_name: str, max_size: int) -> None:
         super().__init__(pool_name)
@@ -49,6 +63,11 @@ class MyServerConn(BackendConn):
         self.settings: dict[str, str] = {}  # tracked variables as this connection has them
         self.schema = ""
         self.dirty = False  # settings unknown: reset before lending
+        self.tainted_by: MyClientSession | None = None  # ran opaque SQL: reset before others
+        self.used_by: MyClientSession | None = None  # whose command ran last (None: our own)
+        self.last_insert_id: int | None = 0  # the session's LAST_INSERT_ID(); None: unknown
+        self.role_reset = b""  # the own command that restores the login role
+        self._own: deque[OwnHandler | None] = deque()
         self.thread_id = 0
         self.max_connections = 0
         self.server_version = ""
@@ -60,7 +79,7 @@ class MyServerConn(BackendConn):
 
     @property
     def prepared_count(self) -> int:
-        return len(self.statements.by_sql)
+        return len(self.statements.by_key)
 
     # ---- asyncio.Protocol ----
 
@@ -80,14 +99,29 @@ class MyServerConn(BackendConn):
             if not self.tracker.pending:
                 self.close("server sent data while idle (likely terminating)")
                 return
-            self.tracker.feed(packet[1])
+            flags = self.tracker.feed(packet[1])
+            if flags & rp.OWN:
+                self.own_packet(packet[1], flags)
         if not self.tracker.pending:
             self._wake()
 
-    def send_command(self, payload: bytes, *, own: bool = False) -> None:
-        """Send one command (sequence id 0) and note it in the tracker."""
-        self.tracker.expect(payload[0], own=own)
+    def send_command(
+        self, payload: bytes, *, own: bool = False, on_reply: OwnHandler | None = None
+    ) -> None:
+        """Send one command (sequence id 0) and note it in the tracker; the packets of
+        the reply to an own command go to `on_reply` (None: swallowed)."""
+        if self.tracker.expect(payload[0], own=own) and own:
+            self._own.append(on_reply)
+        self.used_by = None if own else self.client
         self.write(frame(payload, 0))
+
+    def own_packet(self, payload: bytes, flags: int) -> None:
+        """A packet of the reply to the oldest own command still outstanding."""
+        handler = self._own[0]
+        if handler is not None:
+            handler(payload, flags)
+        if flags & rp.DONE:
+            self._own.popleft()
 
     # ---- waiting (login, liveness checks, resets) ----
 
@@ -106,11 +140,15 @@ class MyServerConn(BackendConn):
         """Run a command of the proxy's own on an idle connection, swallowing its reply."""
         errors = self.tracker.errors
         self.send_command(payload, own=True)
+        await self.settle(timeout)
+        if self.tracker.errors != errors:
+            raise ServerError(f"command 0x{payload[0]:02x} failed on the server")
+
+    async def settle(self, timeout: float) -> None:
+        """Wait until every command sent has its answer (on an idle connection)."""
         async with asyncio.timeout(timeout):
             while self.tracker.pending:
                 await self._wait()
-        if self.tracker.errors != errors:
-            raise ServerError(f"command 0x{payload[0]:02x} failed on the server")
 
     async def check(self) -> bool:
         """COM_PING; True if the server answered in time."""
@@ -154,24 +192,32 @@ class MyServerConn(BackendConn):
                 self.write(frame(answer, seq + 1))
         assert login.ok is not None
         self.tracker = rp.ReplyTracker(login.capabilities, status=login.ok.status)
-        self.max_connections = await self._max_connections()
+        await self._session_facts()
         self._set_state(BackendState.IDLE)
         if init:
             await self.run_own(cmd.query(init), timeout=30.0)
+            self.last_insert_id = None  # whatever the init query did
 
-    async def _max_connections(self) -> int:
-        """The server's max_connections (for pools sized as a percent of it); 0 if unknown."""
-        self.send_command(cmd.query("SELECT @@max_connections"))
-        value, row_next = 0, False
-        while self.tracker.pending:
+    async def _session_facts(self) -> None:
+        """The server's max_connections (for pools sized as a percent of it; 0 if
+        unknown) and the role this login starts with (what a reset must restore)."""
+        mariadb = "mariadb" in self.server_version.lower()
+        row = rp.FirstRow()
+        self.send_command(
+            cmd.query("SELECT @@max_connections" + (", CURRENT_ROLE()" if mariadb else "")),
+            own=True,
+            on_reply=row.feed,
+        )
+        while not row.done:
             _, payload = await self.receive()
             flags = self.tracker.feed(payload)
-            if row_next and not flags & (rp.RESULT_END | rp.ERROR | rp.DEFS_EOF):
-                text, _ = read_lenenc_str(payload, 0)
-                value, row_next = (int(text) if text.isdigit() else 0), False
-            elif flags & (rp.DEFS_EOF | rp.DEFS_END):
-                row_next = True  # the row follows the definitions (and their EOF)
-        return value
+            if flags & rp.OWN:
+                self.own_packet(payload, flags)
+        values = row.values or [None]
+        limit = values[0] or b""
+        self.max_connections = int(limit) if limit.isdigit() else 0
+        login_role = values[1] if mariadb and len(values) > 1 else None
+        self.role_reset = role_reset(self.server_version, login_role)
 
     async def _upgrade(self, ctx: ssl.SSLContext, server_name: str) -> None:
         assert self.transport is not None
@@ -179,6 +225,16 @@ class MyServerConn(BackendConn):
         new = await loop.start_tls(self.transport, self, ctx, server_hostname=server_name)
         self.transport = cast(asyncio.Transport, new)
         self.tls = True
+
+
+def role_reset(version: str, login_role: bytes | None) -> bytes:
+    """The command that gives a session back the role it logged in with."""
+    if "mariadb" in version.lower():
+        if login_role is None:
+            return cmd.query("SET ROLE NONE")
+        return cmd.query(b"SET ROLE `" + login_role.replace(b"`", b"``") + b"`")
+    major = version.split(".", 1)[0]
+    return cmd.query("SET ROLE DEFAULT") if major.isdigit() and int(major) >= 8 else b""
 
 
 async def open_server(

@@ -2,15 +2,22 @@
 
 A client's statement ids are Sluice's own: `ClientStatements` maps each to the
 statement's SQL, its parameter count and the parameter types last bound. Each
-backend connection keeps `ServerStatements`: SQL -> the server's statement id
-and the whole STMT_PREPARE reply, so a second client preparing the same SQL on
-that connection is answered from the cache, and a client executing on a
-connection that never saw its statement gets it prepared there first (the
-EXECUTE waits for that reply, since it must carry the new id). An EXECUTE that
-does not re-send its parameter types gets them added for a connection that
-has not had them. A statement closed by a client stays prepared on the
-connection for others; each connection keeps at most `max_prepared`
+backend connection keeps `ServerStatements`: statement key -> the server's
+statement id and the whole STMT_PREPARE reply, so a second client preparing the
+same statement on that connection is answered from the cache, and a client
+executing on a connection that never saw its statement gets it prepared there
+first (the EXECUTE waits for that reply, since it must carry the new id). An
+EXECUTE that does not re-send its parameter types gets them added for a
+connection that has not had them. A statement closed by a client stays prepared
+on the connection for others; each connection keeps at most `max_prepared`
 statements and closes the least recently used.
+
+What a statement means is fixed when it is prepared: its unqualified names (and
+DATABASE()) belong to the default schema of that moment, its text is read with
+that moment's sql_mode and character set. So the key is not the SQL alone but
+(schema, the settings that change how a text reads, SQL): two clients with the
+same text in different schemas never share a statement, and a statement prepared
+again elsewhere is prepared under the schema it was first prepared in.
 """
 
 from __future__ import annotations
@@ -19,14 +26,50 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from sluice.wire.mysql import commands as cmd
+from sluice.wire.mysql.messages import build_eof, is_eof, parse_eof
+
+# Tracked settings that change how a statement's text reads (see sql.TRACKED).
+MEANING = frozenset(
+    (
+        "sql_mode",
+        "names",
+        "charset",
+        "character_set_client",
+        "character_set_connection",
+        "collation_connection",
+    )
+)
+
+# (default schema, the MEANING settings' statements, SQL)
+StmtKey = tuple[str, tuple[str, ...], bytes]
+
+
+def statement_key(schema: str, settings: dict[str, str], sql: bytes) -> StmtKey:
+    """The key of `sql` prepared now, in `schema` with the client's `settings`."""
+    return schema, meaning(settings), sql
+
+
+def meaning(settings: dict[str, str]) -> tuple[str, ...]:
+    """The statements of the settings that change how a text reads, in replay order."""
+    return tuple(stmt for name, stmt in settings.items() if name in MEANING)
 
 
 @dataclass(slots=True)
 class ClientStmt:
-    sql: bytes
+    key: StmtKey
     num_params: int
     num_columns: int
+    reads: str = ""  # what of the previous statement it reads (see sql.Effect.reads)
+    taint: str = ""  # why running it makes the connection unfit for others
     types: bytes = b""  # 2 bytes per parameter, as last bound by the client
+
+    @property
+    def sql(self) -> bytes:
+        return self.key[2]
+
+    @property
+    def schema(self) -> str:
+        return self.key[0]
 
 
 @dataclass(slots=True)
@@ -40,25 +83,25 @@ class ServerStmt:
 class ServerStatements:
     """One backend connection's prepared statements, least recently used first."""
 
-    by_sql: OrderedDict[bytes, ServerStmt] = field(default_factory=OrderedDict)
+    by_key: OrderedDict[StmtKey, ServerStmt] = field(default_factory=OrderedDict)
 
-    def get(self, sql: bytes) -> ServerStmt | None:
-        stmt = self.by_sql.get(sql)
+    def get(self, key: StmtKey) -> ServerStmt | None:
+        stmt = self.by_key.get(key)
         if stmt is not None:
-            self.by_sql.move_to_end(sql)
+            self.by_key.move_to_end(key)
         return stmt
 
-    def add(self, sql: bytes, stmt: ServerStmt, limit: int) -> list[int]:
+    def add(self, key: StmtKey, stmt: ServerStmt, limit: int) -> list[int]:
         """Keep `stmt`; return the ids of statements to close to stay within `limit`."""
-        old = self.by_sql.pop(sql, None)
-        self.by_sql[sql] = stmt
+        old = self.by_key.pop(key, None)
+        self.by_key[key] = stmt
         evicted = [old.stmt_id] if old is not None and old.stmt_id != stmt.stmt_id else []
-        while len(self.by_sql) > max(limit, 1):
-            evicted.append(self.by_sql.popitem(last=False)[1].stmt_id)
+        while len(self.by_key) > max(limit, 1):
+            evicted.append(self.by_key.popitem(last=False)[1].stmt_id)
         return evicted
 
     def clear(self) -> None:
-        self.by_sql.clear()
+        self.by_key.clear()
 
 
 class ClientStatements:
@@ -70,19 +113,25 @@ class ClientStatements:
         self.by_id: dict[int, ClientStmt] = {}
         self._next = 1
 
-    def add(self, sql: bytes, num_params: int, num_columns: int) -> int:
+    def add(self, stmt: ClientStmt) -> int:
         sid = self._next
         self._next += 1
-        self.by_id[sid] = ClientStmt(sql, num_params, num_columns)
+        self.by_id[sid] = stmt
         return sid
 
     def clear(self) -> None:
         self.by_id.clear()
 
 
-def reply_for_client(reply: list[bytes], client_id: int) -> list[bytes]:
-    """A cached STMT_PREPARE reply with the client's statement id in its first packet."""
-    return [cmd.with_stmt_id(reply[0], client_id), *reply[1:]]
+def reply_for_client(reply: list[bytes], client_id: int, status: int) -> list[bytes]:
+    """A cached STMT_PREPARE reply with the client's statement id in its first packet
+    and the client's status flags in its EOF packets (they were another moment's)."""
+    out = [cmd.with_stmt_id(reply[0], client_id)]
+    for payload in reply[1:]:
+        if is_eof(payload):
+            payload = build_eof(status, parse_eof(payload)[0])
+        out.append(payload)
+    return out
 
 
 def execute_for_server(payload: bytes, stmt: ClientStmt, server: ServerStmt) -> bytes:

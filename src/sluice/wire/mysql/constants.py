@@ -92,6 +92,10 @@ SERVER_QUERY_WAS_SLOW = 1 << 11
 SERVER_PS_OUT_PARAMS = 1 << 12
 SERVER_STATUS_IN_TRANS_READONLY = 1 << 13
 SERVER_SESSION_STATE_CHANGED = 1 << 14
+# The status flags that describe a session rather than one reply or transaction.
+SESSION_STATUS = SERVER_STATUS_AUTOCOMMIT | SERVER_STATUS_NO_BACKSLASH_ESCAPES
+# The flags of an open transaction.
+TRANSACTION_STATUS = SERVER_STATUS_IN_TRANS | SERVER_STATUS_IN_TRANS_READONLY
 
 # ---- commands (first byte of a command packet) -------------------------------
 
@@ -186,7 +190,10 @@ ER_NOT_ALLOWED_COMMAND = (1148, "42000")  # LOAD DATA LOCAL refused
 ER_NET_PACKET_TOO_LARGE = (1153, "08S01")
 ER_NET_READ_ERROR = (1158, "08S01")
 ER_NET_READ_INTERRUPTED = (1159, "08S01")  # idle client timeout
+ER_NOT_SUPPORTED_YET = (1235, "42000")  # a read of results another connection holds
+ER_UNKNOWN_STMT_HANDLER = (1243, "HY000")
 ER_NOT_SUPPORTED_AUTH_MODE = (1251, "08004")
+ER_NEED_REPREPARE = (1615, "HY000")  # a statement whose settings changed since its PREPARE
 ER_QUERY_INTERRUPTED = (1317, "70100")  # a waiting request cancelled by KILL QUERY
 # A plaintext login when TLS is required. MySQL 5.7+ answers 3159/HY000; MariaDB
 # 10.11 answers 1045/28000 (Access denied). Sluice uses MySQL's number, which

@@ -88,6 +88,13 @@ def parse_ok(payload: bytes) -> OkPacket:
     return OkPacket(affected, insert_id, status, warnings, info, state)
 
 
+def ok_insert_id(payload: bytes) -> int:
+    """Just the last insert id of an OK packet (0: the statement made none)."""
+    if payload[1] < 0xFB and payload[2] < 0xFB:  # one-byte affected rows and insert id
+        return payload[2]
+    return read_lenenc_int(payload, read_lenenc_int(payload, 1)[1])[0]
+
+
 def ok_status(payload: bytes) -> int:
     """Just the status flags of an OK packet (cheaper than parse_ok)."""
     pos = read_lenenc_int(payload, 1)[1]

@@ -50,7 +50,7 @@ from sluice.errors import ProtocolError
 from sluice.wire.mysql import constants as c
 from sluice.wire.mysql.commands import PrepareOk, parse_prepare_ok
 from sluice.wire.mysql.messages import ok_status
-from sluice.wire.mysql.packets import MAX_CHUNK, read_lenenc_int, read_u16
+from sluice.wire.mysql.packets import MAX_CHUNK, read_lenenc_int, read_lenenc_str, read_u16
 
 # ---- what `feed` reports (bit flags) -----------------------------------------
 
@@ -66,6 +66,7 @@ DEFS_EOF = 256  # the EOF after a definition block (only without DEPRECATE_EOF)
 # An end packet: EOF, or an OK with a 0xFE header under DEPRECATE_EOF. It ends a
 # result set's rows, COM_FIELD_LIST's definitions, or answers COM_SET_OPTION.
 RESULT_END = 512
+OK = 1024  # an OK packet (0x00) answering a command: affected rows, insert id, status
 
 # ---- reply kinds, by command ------------------------------------------------
 
@@ -111,6 +112,7 @@ class ReplyTracker:
         "_own",
         "_queue",
         "_state",
+        "client_pending",
         "errors",
         "prepared",
         "status",
@@ -128,6 +130,7 @@ class ReplyTracker:
         self.status = status
         self.prepared: PrepareOk | None = None  # the last STMT_PREPARE_OK seen
         self.errors = 0  # ERR packets seen
+        self.client_pending = 0  # commands outstanding that are not the proxy's own
 
     # ---- commands ----
 
@@ -138,7 +141,11 @@ class ReplyTracker:
         kind = _KIND.get(command, _OK)
         if kind == _NONE:
             return False
-        self._queue.append(command | _OWN_BIT if own else command)
+        if own:
+            self._queue.append(command | _OWN_BIT)
+        else:
+            self._queue.append(command)
+            self.client_pending += 1
         if len(self._queue) == 1:
             self._start(self._queue[0])
         return True
@@ -158,8 +165,10 @@ class ReplyTracker:
 
     @property
     def idle(self) -> bool:
-        """Nothing outstanding and no transaction open: the connection may be returned."""
-        return not self._queue and not self.status & _IN_TRANS
+        """No client command outstanding and no transaction open: the connection may be
+        returned. Commands of the proxy's own may still run: their replies are the
+        connection's business (see MyServerConn.own_packet), whoever holds it next."""
+        return not self.client_pending and not self.status & _IN_TRANS
 
     def _start(self, head: int) -> None:
         """Get ready for the answer to `head`, the oldest command outstanding."""
@@ -169,6 +178,8 @@ class ReplyTracker:
         self._left = self._next_block = 0
 
     def _finish(self) -> int:
+        if not self._own:
+            self.client_pending -= 1
         self._queue.popleft()
         if self._queue:
             self._start(self._queue[0])
@@ -224,7 +235,7 @@ class ReplyTracker:
         if kind == _AUTH and head in (c.EOF_HEADER, c.AUTH_MORE_DATA_HEADER):
             return AUTH
         if head == c.OK_HEADER:
-            return self._set_status(ok_status(payload)) | self._finish()
+            return OK | self._set_status(ok_status(payload)) | self._finish()
         if head == c.EOF_HEADER and kind == _OK:  # COM_SET_OPTION, COM_DEBUG
             return RESULT_END | self._set_status(self._end_status(payload)) | self._finish()
         raise ProtocolError(f"unexpected packet 0x{head:02x} from the server")
@@ -233,7 +244,7 @@ class ReplyTracker:
         """First packet of a result: OK, LOCAL INFILE request, or a column count."""
         if head == c.OK_HEADER:
             status = ok_status(payload)
-            flags = self._set_status(status)
+            flags = OK | self._set_status(status)
             return flags if status & c.SERVER_MORE_RESULTS_EXISTS else flags | self._finish()
         if head == c.LOCAL_INFILE_HEADER:
             return INFILE  # the OK or ERR after the file is again a first packet
@@ -299,3 +310,36 @@ class ReplyTracker:
         if not self.status & c.SERVER_STATUS_AUTOCOMMIT:
             self.status |= _IN_TRANS  # it may have started one; the next OK/EOF will tell
         return ERROR | self._finish()
+
+
+class FirstRow:
+    """The values of the first row of a text result set, read from the packets of the
+    reply and the flags `ReplyTracker.feed` gave them (for the proxy's own queries)."""
+
+    __slots__ = ("_rows", "done", "values")
+
+    def __init__(self) -> None:
+        self.values: list[bytes | None] | None = None  # None until a row came; NULL is None
+        self.done = False
+        self._rows = False
+
+    def feed(self, payload: bytes, flags: int) -> None:
+        if flags & DONE:
+            self.done = True
+        if flags & (DEFS_END | DEFS_EOF):
+            self._rows = True  # rows follow the definitions (and their EOF)
+        elif self._rows and self.values is None and not flags & (RESULT_END | ERROR | DONE):
+            self.values = _text_row(payload)
+
+
+def _text_row(payload: bytes) -> list[bytes | None]:
+    values: list[bytes | None] = []
+    pos = 0
+    while pos < len(payload):
+        if payload[pos] == 0xFB:
+            values.append(None)
+            pos += 1
+        else:
+            value, pos = read_lenenc_str(payload, pos)
+            values.append(value)
+    return values

@@ -5,11 +5,12 @@ whatever a COM_QUERY or COM_STMT_PREPARE text leaves in the *session* must be
 replayed on the next connection (the settings drivers and ORMs set on connect:
 tracked) or tie the client to its connection until it leaves (pinning).
 
-- Speed: `classify_bytes` rejects ordinary queries with a byte-level test (trigger
-  substrings, a leading keyword such as SET, a `;` before the end) and decodes
-  nothing. An UPDATE ... SET never reaches the parser: SET counts only at a
-  statement's start. Texts that pass are split into statements and classified;
-  results for short texts are cached, bulk statements are scanned in regex jumps.
+- Speed: `classify_bytes` rejects ordinary queries with a byte-level test (no
+  trigger substring, a leading keyword such as SELECT or INSERT that leaves no
+  session state, no `;` before the end) and decodes nothing. An UPDATE ... SET
+  never reaches the parser: SET counts only at a statement's start. Texts that
+  pass are split into statements and classified; results for short texts are
+  cached, bulk statements are scanned in regex jumps.
 - Lexing follows the server: '..' and ".." with backslash escapes and doubled
   quotes, `..` identifiers, comments `# ..`, `-- ..` (a space or control character
   after the dashes) and `/* .. */` (not nested). `/*! .. */` and `/*M! .. */` are
@@ -35,6 +36,20 @@ tracked) or tie the client to its connection until it leaves (pinning).
   the connection for its next explicit transaction (MariaDB 10.11 keeps it across
   autocommit statements): it pins unless BEGIN or START TRANSACTION follows in the
   same text, or lending the connection would give it to another client's BEGIN.
+- Opaque statements: a CALL may leave anything in the session (user variables,
+  temporary tables, locks, a role) that the client reads later, so it pins. A
+  statement whose first word is not one the classifier knows, or a DO (it runs
+  functions for their side effects), taints the connection (`Effect.taint`): it is
+  reset before another client borrows it. The pre-check lets through without
+  parsing only texts that start with a word known to leave no session state.
+- Reads of what the previous statement left (`Effect.reads`): ROW_COUNT(),
+  FOUND_ROWS(), @@warning_count, @@error_count, @@last_gtid, SHOW WARNINGS/ERRORS,
+  GET DIAGNOSTICS. They mean something only on the connection that ran the
+  client's previous statement; one that follows an earlier statement of the same
+  text reads that statement, so only the text's first statement counts. Such a
+  read also pins: a client that reads them once will read them again.
+- `Effect.role`: the statement may change the current role (SET ROLE, CALL,
+  EXECUTE, compound statements), which MariaDB keeps across COM_RESET_CONNECTION.
 """
 
 from __future__ import annotations
@@ -71,18 +86,41 @@ class Effect:
     pin: str = ""  # why the client must keep its connection ("" = it need not)
     sets: tuple[tuple[str, str], ...] = ()  # (variable, statement that replays it), in order
     schema: str | None = None  # the database of the last USE, unquoted
+    taint: str = ""  # why the connection must be reset before another client gets it
+    reads: str = ""  # what of the previous statement's results the text reads first
+    role: bool = False  # the current role may change
 
 
 NO_EFFECT = Effect()
 
 # --- the pre-check: on the lower-cased text, before any decoding or parsing ---
-_ANYWHERE = r":=|into\s*@|temporary|get_lock|found_rows|last_insert_id\s*\(\s*[^\s)]|/\*|#|--"
+_ANYWHERE = (
+    r":=|into\s*@|temporary|get_lock|found_rows|row_count|warning_count|error_count|last_gtid"
+    r"|nextval|next\s+value|setval|last_insert_id\s*\(\s*[^\s)]|/\*|#|--"
+)
 _TRIGGER_STR = re.compile(_ANYWHERE, re.ASCII)
 _TRIGGER_BYTES = re.compile(_ANYWHERE.encode())
-# Statements that matter only at a statement's start (the text's, or after a `;`).
-_STARTS: tuple[str, ...] = ("set", "use", "lock", "flush", "prepare", "execute", "deallocate")
-_STARTS += ("drop", "handler", "xa", "call", "get")
-_STARTS_BYTES = tuple(s.encode() for s in _STARTS)
+# Texts starting with these words (and without a trigger or a second statement) leave
+# no session state: the only ones not parsed.
+_PLAIN_STARTS: tuple[str, ...] = (
+    "select",
+    "insert",
+    "update",
+    "delete",
+    "replace",
+    "begin",
+    "commit",
+)
+_PLAIN_STARTS += ("rollback", "start", "with", "values", "table", "create", "alter", "truncate")
+_PLAIN_STARTS += ("explain", "describe", "desc", "savepoint", "release", "unlock", "analyze")
+_PLAIN_STARTS += ("optimize", "rename", "grant", "revoke", "check", "repair", "load")
+_PLAIN_BYTES = tuple(s.encode() for s in _PLAIN_STARTS)
+# First words of statements known to the classifier: anything else taints.
+_KNOWN = frozenset(
+    (*_PLAIN_STARTS, "(", "set", "use", "show", "lock", "flush", "prepare", "execute")
+)
+_KNOWN |= {"deallocate", "drop", "handler", "xa", "call", "get", "kill", "help", "backup"}
+_KNOWN |= {"if", "while", "loop", "repeat", "end"}
 _WS = " \t\n\r\x0b\x0c"
 _TRAILING = ";" + _WS
 _CACHE_MAX_LEN = 2048  # longer texts (bulk INSERTs) are classified but not kept
@@ -105,9 +143,17 @@ _I = re.IGNORECASE | re.ASCII
 _EVERYWHERE = (
     (re.compile(r"\bget_lock`?\s*\(", _I), "GET_LOCK"),
     (re.compile(r"\bsql_calc_found_rows\b", _I), "SQL_CALC_FOUND_ROWS"),
-    (re.compile(r"\bfound_rows`?\s*\(", _I), "FOUND_ROWS"),
     (re.compile(r"\blast_insert_id`?\s*\(\s*[^\s)]", _I), "LAST_INSERT_ID(expr)"),
+    (re.compile(r"\b(?:nextval|setval)`?\s*\(|\bnext\s+value\s+for\b", _I), "sequence value"),
 )
+# What the previous statement left, read by the first statement of a text.
+_READS = (
+    (re.compile(r"\brow_count`?\s*\(", _I), "ROW_COUNT()"),
+    (re.compile(r"\bfound_rows`?\s*\(", _I), "FOUND_ROWS()"),
+    (re.compile(r"@@(?:session\s*\.\s*|local\s*\.\s*)?(warning_count|error_count)\b", _I), ""),
+    (re.compile(r"@@(?:session\s*\.\s*|local\s*\.\s*)?last_gtid\b", _I), "@@last_gtid"),
+)
+_SHOW_READS = {"warnings": "SHOW WARNINGS", "errors": "SHOW ERRORS", "count": "SHOW COUNT(*)"}
 _USER_VAR_WRITE = re.compile(
     r"(?<!@)@(?!@)\s*(?:[\w$.]+|'_*'|\"_*\"|`[^`]*`)\s*:=|\binto\s*@(?!@)", _I
 )
@@ -146,6 +192,10 @@ class _Acc:
     sets: list[tuple[str, str]] = field(default_factory=list)
     schema: str | None = None
     next_transaction: bool = False  # a SET TRANSACTION not yet consumed by a BEGIN
+    taint: str = ""
+    reads: str = ""
+    role: bool = False
+    first: bool = True  # classifying the text's first statement
 
     def add_pin(self, reason: str) -> None:
         self.pin = self.pin or reason
@@ -161,7 +211,7 @@ def classify_bytes(sql: bytes) -> Effect:
     low = sql.lower()
     if (
         _TRIGGER_BYTES.search(low) is None
-        and not low.lstrip().startswith(_STARTS_BYTES)
+        and low.lstrip().startswith(_PLAIN_BYTES)
         and (b";" not in low or b";" not in low.rstrip(b"; \t\n\r\x0b\x0c"))
     ):
         return NO_EFFECT
@@ -173,7 +223,7 @@ def classify(sql: str) -> Effect:
     low = sql.lower()
     if (
         _TRIGGER_STR.search(low) is None
-        and not low.lstrip(_WS).startswith(_STARTS)
+        and low.lstrip(_WS).startswith(_PLAIN_STARTS)
         and (";" not in low or ";" not in low.rstrip(_TRAILING))
     ):
         return NO_EFFECT
@@ -185,7 +235,14 @@ def _classify_slow(sql: str) -> Effect:
     if "\\" in sql:
         other = _classify_text(sql, escapes=False)
         if other != effect:  # the reading depends on NO_BACKSLASH_ESCAPES
-            return Effect(effect.pin or "backslash quoting", effect.sets, effect.schema)
+            return Effect(
+                effect.pin or "backslash quoting",
+                effect.sets,
+                effect.schema,
+                effect.taint or other.taint,
+                effect.reads or other.reads,
+                effect.role or other.role,
+            )
     return effect
 
 
@@ -196,11 +253,12 @@ def _classify_text(sql: str, *, escapes: bool) -> Effect:
     acc = _Acc()
     for stmt in split_statements(sql, backslash_escapes=escapes):
         _statement(acc, stmt, _blank(stmt, escapes))
+        acc.first = False
     if acc.next_transaction:
         acc.add_pin("SET TRANSACTION")
-    if not (acc.pin or acc.sets or acc.schema is not None):
+    if not (acc.pin or acc.sets or acc.schema is not None or acc.taint or acc.reads or acc.role):
         return NO_EFFECT  # the same object the pre-check returns: `effect is NO_EFFECT` holds
-    return Effect(acc.pin, tuple(acc.sets), acc.schema)
+    return Effect(acc.pin, tuple(acc.sets), acc.schema, acc.taint, acc.reads, acc.role)
 
 
 def _statement(acc: _Acc, stmt: str, code: str) -> None:
@@ -210,6 +268,9 @@ def _statement(acc: _Acc, stmt: str, code: str) -> None:
     for pattern, reason in _EVERYWHERE:
         if pattern.search(code):
             acc.add_pin(reason)
+    if acc.first and not acc.reads:
+        acc.reads = _reads(code, words)
+        acc.add_pin(acc.reads)  # its later reads must find their statement's connection
     first = words[0]
     if first == "set":
         _set(acc, stmt, code, words)
@@ -221,7 +282,26 @@ def _statement(acc: _Acc, stmt: str, code: str) -> None:
     elif (first == "begin" and words[1:3] != ["not", "atomic"]) or words[:2] == _START_TRANSACTION:
         acc.next_transaction = False
     else:
-        acc.add_pin(_reason(code, words))
+        reason = _reason(code, words)
+        acc.add_pin(reason)
+        acc.role = acc.role or first in ("call", "execute") or reason == "compound statement"
+        if first not in _KNOWN or first == "do":
+            word = first.upper() if _PLAIN.fullmatch(first) else "unknown"
+            acc.taint = acc.taint or f"{word} statement"
+
+
+def _reads(code: str, words: list[str]) -> str:
+    """What of the previous statement's results `code` reads ("" = nothing)."""
+    for pattern, what in _READS:
+        found = pattern.search(code)
+        if found is not None:
+            return what or f"@@{found.group(1).lower()}"
+    second = words[1] if len(words) > 1 else ""
+    if words[0] == "show" and second in _SHOW_READS:
+        return _SHOW_READS[second]
+    if words[0] == "get" and "diagnostics" in words[1:3]:
+        return "GET DIAGNOSTICS"
+    return ""
 
 
 def _reason(code: str, words: list[str]) -> str:
@@ -246,6 +326,10 @@ def _reason(code: str, words: list[str]) -> str:
         return "XA START"
     if first in ("call", "get") and _USER_VAR.search(code):
         return "user variable"  # CALL p(@out), GET DIAGNOSTICS @n = NUMBER assign it
+    if first == "call":  # a procedure may leave anything in the session
+        return "CALL"
+    if first == "backup":  # BACKUP STAGE / BACKUP LOCK hold locks in the session
+        return f"BACKUP {second.upper()}".strip()
     return ""
 
 
@@ -273,6 +357,7 @@ def _set(acc: _Acc, stmt: str, code: str, words: list[str]) -> None:
         return  # account settings, not the session's
     if second == "role" or words[1:3] == ["resource", "group"]:
         acc.add_pin("SET ROLE" if second == "role" else "SET RESOURCE GROUP")
+        acc.role = acc.role or second == "role"
         return
     transaction = _SET_TRANSACTION.match(code)
     if transaction is not None:

@@ -1,0 +1,206 @@
+"""The binary-protocol commands of one client session (COM_STMT_*), over pooled connections.
+
+A PREPARE is relayed, or answered from the connection's cache of statements
+prepared under the same key (see `sluice.mysql.statements`); the client gets a
+statement id of Sluice's own. An EXECUTE (or RESET, SEND_LONG_DATA, FETCH) on a
+connection that does not hold the statement under its key is held while the
+statement is prepared there first, as commands of the proxy's own: in the
+schema it was prepared in (COM_INIT_DB to it and back around the PREPARE), so
+that it means what it meant when the client prepared it. A statement whose
+text would read differently now (the client changed sql_mode or its character
+set since) cannot be prepared again as it was: the client gets the server's
+own answer to that, ER_NEED_REPREPARE.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from sluice.mysql.statements import (
+    ClientStmt,
+    ServerStmt,
+    StmtKey,
+    execute_for_server,
+    meaning,
+    reply_for_client,
+    statement_key,
+)
+from sluice.wire.mysql import commands as cmd
+from sluice.wire.mysql import constants as c
+from sluice.wire.mysql import replies as rp
+from sluice.wire.mysql.messages import build_err
+from sluice.wire.mysql.packets import frame
+from sluice.wire.mysql.sql import classify_bytes
+
+if TYPE_CHECKING:
+    from sluice.mysql.client import MyClientSession
+    from sluice.mysql.server import MyServerConn
+
+_CURSOR_FLAGS = (b"", b"\x00")  # COM_STMT_EXECUTE flags that open no cursor
+
+
+class Reprepare:
+    """A statement prepared again on a connection, for the client command held meanwhile."""
+
+    __slots__ = ("command", "relay", "reply", "server", "stmt", "switch_error")
+
+    def __init__(
+        self, relay: StatementRelay, server: MyServerConn, command: bytes, stmt: ClientStmt
+    ) -> None:
+        self.relay, self.server, self.command, self.stmt = relay, server, command, stmt
+        self.reply: list[bytes] = []
+        self.switch_error: bytes | None = None
+
+    def switched(self, payload: bytes, flags: int) -> None:
+        """The reply to the COM_INIT_DB into the statement's schema."""
+        if flags & rp.ERROR:
+            self.switch_error = payload
+
+    def prepared(self, payload: bytes, flags: int) -> None:
+        self.reply.append(payload)
+        if flags & rp.DONE:
+            self.relay.reprepared(self, bool(flags & rp.ERROR))
+
+
+class StatementRelay:
+    """Statement ids, caching and re-preparing for one client session."""
+
+    __slots__ = ("_capture", "_capture_stmt", "held", "session")
+
+    def __init__(self, session: MyClientSession) -> None:
+        self.session = session
+        self.held: Reprepare | None = None  # a command waiting for its statement's PREPARE
+        self._capture: list[bytes] | None = None  # the reply to a relayed PREPARE
+        self._capture_stmt: ClientStmt | None = None
+
+    @property
+    def capturing(self) -> bool:
+        return self._capture is not None
+
+    # ---- COM_STMT_PREPARE ----
+
+    def prepare(self, server: MyServerConn, payload: bytes) -> None:
+        session = self.session
+        sql = payload[1:]
+        effect = classify_bytes(sql)
+        if effect.pin and not session.pinned:
+            session.pin(effect.pin)  # it takes effect when executed: keep the connection
+        session.role_changed = session.role_changed or effect.role
+        key = statement_key(session.database, session.settings, sql)
+        stmt = ClientStmt(key, 0, 0, effect.reads, effect.taint)
+        cached = server.statements.get(key)
+        if cached is None:
+            self._capture, self._capture_stmt = [], stmt
+            session.send(server, payload)
+            return
+        ok = cmd.parse_prepare_ok(cached.reply[0])
+        stmt.num_params, stmt.num_columns = ok.num_params, ok.num_columns
+        client_id = session.statements.add(stmt)
+        reply = reply_for_client(cached.reply, client_id, session.status_flags())
+        session.answered_locally(b"".join(frame(p, seq) for seq, p in enumerate(reply, 1)))
+        session.release_if_idle(server)
+
+    def captured(self, server: MyServerConn, payload: bytes, flags: int) -> bytes:
+        """A packet of the reply to a client's PREPARE: cache it, give the client its id."""
+        capture, stmt = self._capture, self._capture_stmt
+        assert capture is not None and stmt is not None
+        if flags & rp.ERROR:
+            self._capture = self._capture_stmt = None
+            return payload
+        capture.append(payload)
+        if flags & rp.PREPARED:
+            ok = cmd.parse_prepare_ok(payload)
+            stmt.num_params, stmt.num_columns = ok.num_params, ok.num_columns
+            payload = cmd.with_stmt_id(payload, self.session.statements.add(stmt))
+        if flags & rp.DONE:
+            self._capture = self._capture_stmt = None
+            self._remember(server, stmt.key, capture)
+        return payload
+
+    # ---- EXECUTE, RESET, SEND_LONG_DATA, FETCH, CLOSE ----
+
+    def command(self, server: MyServerConn, command: int, payload: bytes) -> bool:
+        """Relay a command on a statement; False if it waits for the statement's PREPARE."""
+        session = self.session
+        sid = cmd.stmt_id(payload)
+        stmt = session.statements.by_id.get(sid)
+        if command == c.COM_STMT_CLOSE:
+            session.statements.by_id.pop(sid, None)
+            session.release_if_idle(server)  # the statement stays prepared for others
+            return True
+        if stmt is None:
+            return self._unknown(server, command, sid)
+        if command == c.COM_STMT_EXECUTE:
+            if stmt.reads and not session.continues(server):
+                session.refuse_read(server, stmt.reads)
+                return True
+            if stmt.taint:
+                session.taint = stmt.taint
+            if payload[5:6] not in _CURSOR_FLAGS and not session.pinned:
+                session.pin("server-side cursor")
+        known = server.statements.get(stmt.key)
+        if known is None:
+            return self._prepare_again(server, payload, stmt)
+        self._send(server, payload, stmt, known)
+        return True
+
+    def _unknown(self, server: MyServerConn, command: int, sid: int) -> bool:
+        """A statement id the client does not have (closed, or gone with a reset)."""
+        if command != c.COM_STMT_SEND_LONG_DATA:  # which gets no reply, as from the server
+            text = f"Unknown prepared statement handler ({sid}) given to the proxy"
+            self.session.answered_locally(frame(build_err(c.ER_UNKNOWN_STMT_HANDLER, text), 1))
+        self.session.release_if_idle(server)
+        return True
+
+    def _send(
+        self, server: MyServerConn, payload: bytes, stmt: ClientStmt, known: ServerStmt
+    ) -> None:
+        if payload[0] == c.COM_STMT_EXECUTE:
+            self.session.send(server, execute_for_server(payload, stmt, known))
+        else:
+            self.session.send(server, cmd.with_stmt_id(payload, known.stmt_id))
+
+    def _prepare_again(self, server: MyServerConn, payload: bytes, stmt: ClientStmt) -> bool:
+        """Prepare `stmt` on `server` as it was first prepared; the command waits for it."""
+        session = self.session
+        if stmt.key[1] != meaning(session.settings):
+            text = (
+                "Prepared statement needs to be re-prepared (its sql_mode or character set changed)"
+            )
+            session.answered_locally(frame(build_err(c.ER_NEED_REPREPARE, text), 1))
+            session.release_if_idle(server)
+            return True
+        job = Reprepare(self, server, payload, stmt)
+        back = server.schema
+        switch = bool(stmt.schema) and stmt.schema != back
+        if switch:
+            server.send_command(cmd.init_db(stmt.schema), own=True, on_reply=job.switched)
+        server.send_command(cmd.stmt_prepare(stmt.sql), own=True, on_reply=job.prepared)
+        if switch and back:
+            server.send_command(cmd.init_db(back), own=True)
+        elif switch:  # no way back to "no database": the connection stays in this one
+            server.schema = stmt.schema
+        self.held = job
+        return False
+
+    def reprepared(self, job: Reprepare, error: bool) -> None:
+        """The PREPARE for a held command is answered: send the command, or fail it."""
+        self.held = None
+        session, server = self.session, job.server
+        if error:
+            session.answered_locally(frame(job.reply[-1], 1))  # the server's reason
+        elif job.switch_error is not None:  # prepared, but not in its schema: not usable
+            server.send_command(cmd.stmt_close(cmd.stmt_id(job.reply[0])), own=True)
+            session.answered_locally(frame(job.switch_error, 1))
+        else:
+            known = self._remember(server, job.stmt.key, job.reply)
+            self._send(server, job.command, job.stmt, known)
+        asyncio.get_running_loop().call_soon(session.drain)
+
+    def _remember(self, server: MyServerConn, key: StmtKey, reply: list[bytes]) -> ServerStmt:
+        known = ServerStmt(cmd.stmt_id(reply[0]), reply)
+        limit = self.session.proxy.config.pool.max_prepared_statements
+        for old in server.statements.add(key, known, limit):
+            server.send_command(cmd.stmt_close(old), own=True)
+        return known

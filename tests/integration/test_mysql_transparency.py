@@ -1,0 +1,472 @@
+"""Through Sluice's MySQL transaction pooling a client sees what it sees directly.
+
+Each test runs one scenario twice with real clients (PyMySQL, mysql-connector):
+once connected straight to the session MariaDB, once through a `sluice proxy`
+whose pool holds one or two connections, so that clients take turns on the same
+backend connection. The two runs must give the same results, the same status
+flags and the same rows committed; where Sluice cannot know the answer (the
+previous statement's ROW_COUNT() or warnings after the client moved to another
+connection) the run through Sluice gets the documented error instead, and never
+another client's value.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import mysql.connector
+import pymysql
+import pytest
+from pymysql.constants import SERVER_STATUS
+
+from helpers import APP_DB, APP_PASSWORD, APP_USER, mysql_kwargs
+from sluice.devtools.mariadbcluster import MariaDbCluster
+from sluice.devtools.runner import SluiceProcess
+
+pytestmark = pytest.mark.timeout(120)
+
+Start = Callable[..., SluiceProcess]
+Kwargs = dict[str, Any]
+# What Sluice answers when a statement reads what the client's previous statement
+# left in a session that its connection did not run (ER_NOT_SUPPORTED_YET).
+REFUSED = 1235
+_names = itertools.count()
+
+
+def unique(prefix: str) -> str:
+    """A table or schema name no other run of a scenario uses."""
+    return f"{prefix}_{next(_names)}"
+
+
+@pytest.fixture
+def targets(start_mysql_proxy: Start, mariadb: MariaDbCluster) -> Iterator[Callable[..., Kwargs]]:
+    """targets(**pool) -> connect kwargs: the direct server first, then a proxy with `pool`."""
+
+    def make(**pool: Any) -> Kwargs:
+        proc = start_mysql_proxy(pool={"max_connections": 1, "borrow_timeout": 30, **pool})
+        return mysql_kwargs(proc)
+
+    yield make
+
+
+def direct(mariadb: MariaDbCluster) -> Kwargs:
+    return mariadb.connect_kwargs(APP_USER, APP_PASSWORD, APP_DB)
+
+
+def both(mariadb: MariaDbCluster, targets: Callable[..., Kwargs], **pool: Any) -> list[Kwargs]:
+    return [direct(mariadb), targets(**pool)]
+
+
+def pymysql_conn(kwargs: Kwargs, **extra: Any) -> pymysql.connections.Connection[Any]:
+    return pymysql.connect(**{**kwargs, "ssl_disabled": True, "read_timeout": 30, **extra})
+
+
+def connector_conn(kwargs: Kwargs, **extra: Any) -> Any:
+    return mysql.connector.connect(**{**kwargs, "use_pure": True, "ssl_disabled": True, **extra})
+
+
+def rows(conn: Any, sql: str, args: Any = None) -> list[tuple[Any, ...]]:
+    cur = conn.cursor()
+    try:
+        cur.execute(sql, args)
+        return [tuple(row) for row in cur.fetchall()] if cur.description else []
+    finally:
+        cur.close()
+
+
+def outcome(conn: Any, sql: str) -> Any:
+    """The rows of `sql`, or ("error", code)."""
+    try:
+        return rows(conn, sql)
+    except (pymysql.err.MySQLError, mysql.connector.Error) as exc:
+        code = exc.args[0] if isinstance(exc, pymysql.err.MySQLError) else exc.errno
+        return ("error", code)
+
+
+def count(mariadb: MariaDbCluster, sql: str) -> int:
+    return int(mariadb.sql(sql, APP_DB))
+
+
+# ------------------------------------------------------------ 1. status flags
+
+
+@pytest.mark.parametrize("local", ["ping", "kill"])
+def test_status_flags_are_the_clients_session(
+    mariadb: MariaDbCluster, targets: Callable[..., Kwargs], local: str
+) -> None:
+    """PyMySQL connects with autocommit off; the OK of a ping (or of a KILL QUERY) must
+    not say it is on, or autocommit(True) is skipped and the INSERT is rolled back."""
+    table = unique("tr_writes")
+    mariadb.sql(f"create table {table} (id int auto_increment primary key, tag int)", APP_DB)
+
+    def scenario(kwargs: Kwargs, tag: int) -> tuple[int, int]:
+        conn = pymysql_conn(kwargs)  # autocommit=False: PyMySQL sends SET AUTOCOMMIT = 0
+        idle = pymysql_conn(kwargs, autocommit=True)
+        try:
+            if local == "ping":
+                conn.ping(reconnect=False)
+            else:
+                rows(conn, f"kill query {idle.thread_id()}")
+            status = conn.server_status & SERVER_STATUS.SERVER_STATUS_AUTOCOMMIT
+            conn.autocommit(True)  # skipped by PyMySQL if the status says it is on
+            rows(conn, f"insert into {table} (tag) values ({tag})")
+        finally:
+            conn.close()
+            idle.close()
+        return status, count(mariadb, f"select count(*) from {table} where tag = {tag}")
+
+    results = [scenario(kwargs, tag) for tag, kwargs in enumerate(both(mariadb, targets))]
+    assert results == [(0, 1), (0, 1)]
+
+
+# ------------------------------------------------------------ 2. prepared statements
+
+
+def _schemas(mariadb: MariaDbCluster, table_sql: str = "") -> tuple[str, str]:
+    names = unique("tr_a"), unique("tr_b")
+    for name in names:
+        mariadb.create_database(name, owner=APP_USER)
+        if table_sql:
+            mariadb.sql(table_sql, name)
+    return names
+
+
+def test_prepared_insert_writes_into_the_clients_schema(
+    mariadb: MariaDbCluster, targets: Callable[..., Kwargs]
+) -> None:
+    def scenario(kwargs: Kwargs) -> list[str]:
+        a_db, b_db = _schemas(mariadb, "create table c (v int)")
+        a = connector_conn(kwargs, database=a_db, autocommit=True)
+        b = connector_conn(kwargs, database=b_db, autocommit=True)
+        try:
+            for conn, value in ((a, 1), (b, 2), (a, 3)):
+                cur = conn.cursor(prepared=True)
+                cur.execute("insert into c (v) values (%s)", (value,))
+                cur.close()
+        finally:
+            a.close()
+            b.close()
+        return [
+            mariadb.sql(f"select group_concat(v order by v) from {db}.c") for db in (a_db, b_db)
+        ]
+
+    results = [scenario(kwargs) for kwargs in both(mariadb, targets)]
+    assert results == [["1,3", "2"], ["1,3", "2"]]
+
+
+def test_prepared_statement_keeps_the_schema_it_was_prepared_in(
+    mariadb: MariaDbCluster, targets: Callable[..., Kwargs]
+) -> None:
+    """SELECT DATABASE() prepared in one schema names it after USE of another, also
+    when the statement must be prepared again (evicted from a cache of two)."""
+
+    def scenario(kwargs: Kwargs) -> tuple[list[Any], tuple[str, str]]:
+        a_db, b_db = _schemas(mariadb)
+        a = connector_conn(kwargs, database=a_db, autocommit=True)
+        other = connector_conn(kwargs, database=b_db, autocommit=True)
+        seen = []
+        try:
+            theirs = other.cursor(prepared=True)
+            theirs.execute("select database()")  # the same text, prepared in another schema
+            seen.append(theirs.fetchall())
+            mine = a.cursor(prepared=True)
+            mine.execute("select database()")
+            seen.append(mine.fetchall())
+            rows(a, f"use {b_db}")
+            mine.execute("select database()")
+            seen.append(mine.fetchall())
+            for n in range(3):  # other statements push it out of the connection's cache
+                extra = other.cursor(prepared=True)
+                extra.execute(f"select %s + {n}", (n,))
+                extra.fetchall()
+            mine.execute("select database()")
+            seen.append(mine.fetchall())
+            seen.append(rows(a, "select database()"))
+        finally:
+            a.close()
+            other.close()
+        return [[tuple(r) for r in rs] for rs in seen], (a_db, b_db)
+
+    kinds = both(mariadb, targets, max_prepared_statements=2)
+    (got_direct, (a1, b1)), (got_proxy, (a2, b2)) = (scenario(kwargs) for kwargs in kinds)
+    assert got_direct == [[(b1,)], [(a1,)], [(a1,)], [(a1,)], [(b1,)]]
+    assert got_proxy == [[(b2,)], [(a2,)], [(a2,)], [(a2,)], [(b2,)]]
+
+
+# ------------------------------------------------------------ 3. COM_RESET_CONNECTION
+
+
+def test_reset_connection_in_a_transaction_rolls_it_back(
+    mariadb: MariaDbCluster, targets: Callable[..., Kwargs]
+) -> None:
+    table = unique("tr_reset")
+    mariadb.sql(f"create table {table} (tag int)", APP_DB)
+
+    def scenario(kwargs: Kwargs, tag: int) -> tuple[Any, ...]:
+        conn = connector_conn(kwargs, autocommit=False)
+        try:
+            rows(conn, f"insert into {table} values ({tag})")  # opens a transaction
+            conn.cmd_reset_connection()
+            after = rows(conn, "select @@in_transaction, @@autocommit")
+            conn.commit()  # nothing is left to commit
+        finally:
+            conn.close()
+        return after, count(mariadb, f"select count(*) from {table} where tag = {tag}")
+
+    results = [scenario(kwargs, tag) for tag, kwargs in enumerate(both(mariadb, targets))]
+    assert results[0] == ([(0, 0)], 0)  # the connector sets autocommit off again after a reset
+    assert results[1] == results[0]
+
+
+def test_reset_connection_clears_the_clients_statements_and_settings(
+    mariadb: MariaDbCluster, targets: Callable[..., Kwargs]
+) -> None:
+    """Without a connection held: settings and statements gone, status as after a reset."""
+
+    def scenario(kwargs: Kwargs) -> list[Any]:
+        conn = connector_conn(kwargs, autocommit=True)
+        try:
+            rows(conn, "set time_zone = '+03:00'")
+            cur = conn.cursor(prepared=True)
+            cur.execute("select 1")
+            cur.fetchall()
+            conn.cmd_reset_connection()
+            seen = [rows(conn, "select @@session.time_zone, @@autocommit")]
+            try:
+                cur.execute("select 1")  # the statement id the reset deallocated
+                seen.append(cur.fetchall())
+            except mysql.connector.Error as exc:
+                seen.append(exc.errno)
+        finally:
+            conn.close()
+        return seen
+
+    results = [scenario(kwargs) for kwargs in both(mariadb, targets)]
+    assert results[1] == results[0] == [[("SYSTEM", 1)], 1243]
+
+
+# ------------------------------------------------------------ 4. LAST_INSERT_ID()
+
+
+@pytest.mark.parametrize("driver", ["pymysql", "connector"])
+def test_last_insert_id_is_exact(
+    mariadb: MariaDbCluster, targets: Callable[..., Kwargs], driver: str
+) -> None:
+    def scenario(kwargs: Kwargs) -> list[Any]:
+        table = unique("tr_ids")
+        mariadb.sql(
+            f"create table {table} (id int auto_increment primary key, who char(1))", APP_DB
+        )
+        opened = pymysql_conn if driver == "pymysql" else connector_conn
+        a, b = opened(kwargs, autocommit=True), opened(kwargs, autocommit=True)
+        try:
+            rows(a, f"insert into {table} (who) values ('a')")  # generated: 1
+            rows(a, f"insert into {table} (id, who) values (1000, 'a')")  # explicit: no change
+            seen = [rows(a, "select last_insert_id()")]
+            rows(b, f"insert into {table} (who) values ('b')")  # b's own: 1001
+            seen.append(rows(a, "select last_insert_id() + 0, @@identity, @@last_insert_id"))
+            rows(a, "begin")
+            seen.append(rows(a, "select last_insert_id()"))
+            rows(a, "commit")
+            seen.append(rows(b, "select last_insert_id()"))
+            rows(a, f"insert into {table} (who) values ('a'), ('a')")  # first of two: 1002
+            rows(b, "select 1")
+            seen.append(rows(a, "SELECT LAST_INSERT_ID() AS id"))
+        finally:
+            a.close()
+            b.close()
+        return seen
+
+    results = [scenario(kwargs) for kwargs in both(mariadb, targets)]
+    assert results[0] == [[(1,)], [(1, 1, 1)], [(1,)], [(1001,)], [(1002,)]]
+    assert results[1] == results[0]
+
+
+# ------------------------------------------------------------ 5. the previous statement
+
+
+READS = [
+    ("update {t} set n = n + 1 where id <= 3", "update {t} set n = n + 1 where id = 5",
+     "select row_count()"),
+    ("select * from {t}", "select * from {t} where id = 1", "select found_rows()"),
+    ("select 1 / 0", "select 2", "show warnings"),
+    ("select 1 / 0", "select 2", "select @@warning_count"),
+    ("select 1 / 0", "select 2", "show count(*) warnings"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("mine", "theirs", "read"), READS)
+def test_previous_statement_results_are_the_clients_own(
+    mariadb: MariaDbCluster, targets: Callable[..., Kwargs], mine: str, theirs: str, read: str
+) -> None:
+    """A read of what the client's previous statement left: refused when another client
+    used the connection in between, never that client's; from then on the client keeps
+    its connection, so its later reads are its own."""
+
+    def scenario(kwargs: Kwargs) -> list[Any]:
+        table = unique("tr_prev")
+        mariadb.sql(
+            f"create table {table} (id int primary key, n int);"
+            f"insert into {table} select seq, 0 from seq_1_to_5",
+            APP_DB,
+        )
+        a, b = pymysql_conn(kwargs, autocommit=True), pymysql_conn(kwargs, autocommit=True)
+        try:
+            rows(a, mine.format(t=table))
+            rows(b, theirs.format(t=table))  # on the connection a just gave back
+            seen = [outcome(a, read)]
+            for other in ("select 3", theirs):  # b runs elsewhere now
+                rows(a, mine.format(t=table))
+                rows(b, other.format(t=table))
+                seen.append(outcome(a, read))
+        finally:
+            a.close()
+            b.close()
+        c = pymysql_conn(kwargs, autocommit=True)
+        try:
+            rows(c, mine.format(t=table))
+            seen.append(outcome(c, read))  # nobody in between: the same connection, its own
+        finally:
+            c.close()
+        return seen
+
+    got_direct, got_proxy = (
+        scenario(kwargs) for kwargs in both(mariadb, targets, max_connections=2)
+    )
+    assert got_proxy[0] == ("error", REFUSED)
+    assert got_proxy[1:] == got_direct[1:]
+    assert got_direct[0] == got_direct[1]
+
+
+def test_previous_statement_read_in_the_same_text(
+    mariadb: MariaDbCluster, targets: Callable[..., Kwargs]
+) -> None:
+    """ROW_COUNT() after a statement of the same multi-statement text is never refused."""
+    from pymysql.constants import CLIENT
+
+    def scenario(kwargs: Kwargs) -> list[Any]:
+        table = unique("tr_multi")
+        mariadb.sql(f"create table {table} (n int); insert into {table} values (1), (2)", APP_DB)
+        conn = pymysql_conn(kwargs, autocommit=True, client_flag=CLIENT.MULTI_STATEMENTS)
+        other = pymysql_conn(kwargs, autocommit=True)
+        try:
+            rows(other, "select 1")
+            cur = conn.cursor()
+            cur.execute(f"update {table} set n = n + 1; select row_count()")
+            cur.nextset()
+            return list(cur.fetchall())
+        finally:
+            conn.close()
+            other.close()
+
+    results = [scenario(kwargs) for kwargs in both(mariadb, targets)]
+    assert results == [[(2,)], [(2,)]]
+
+
+# ------------------------------------------------------------ 18. roles
+
+
+@pytest.fixture
+def role(mariadb: MariaDbCluster) -> str:
+    mariadb.sql(f"create role if not exists tr_role; grant tr_role to {APP_USER}@'%'")
+    return "tr_role"
+
+
+def test_role_does_not_outlive_its_client(
+    mariadb: MariaDbCluster, targets: Callable[..., Kwargs], role: str
+) -> None:
+    def scenario(kwargs: Kwargs) -> list[Any]:
+        a = pymysql_conn(kwargs, autocommit=True)
+        try:
+            rows(a, f"set role {role}")
+            seen = [rows(a, "select current_role()")]
+        finally:
+            a.close()
+        b = pymysql_conn(kwargs, autocommit=True)
+        try:
+            seen.append(rows(b, "select current_role()"))
+        finally:
+            b.close()
+        return seen
+
+    results = [scenario(kwargs) for kwargs in both(mariadb, targets)]
+    assert results == [[[(role,)], [(None,)]], [[(role,)], [(None,)]]]
+
+
+def test_reset_connection_keeps_the_role_as_mariadb_does(
+    mariadb: MariaDbCluster, targets: Callable[..., Kwargs], role: str
+) -> None:
+    """MariaDB keeps the role across COM_RESET_CONNECTION: so does the client through
+    Sluice, and it is not lent to anyone else with it."""
+
+    def scenario(kwargs: Kwargs) -> list[Any]:
+        a = connector_conn(kwargs, autocommit=True)
+        b = connector_conn(kwargs, autocommit=True)
+        try:
+            rows(a, f"set role {role}")
+            a.cmd_reset_connection()
+            seen = [rows(a, "select current_role()")]
+            seen.append(rows(b, "select current_role()"))
+        finally:
+            a.close()
+            b.close()
+        return seen
+
+    results = [scenario(kwargs) for kwargs in both(mariadb, targets, max_connections=2)]
+    assert results == [[[(role,)], [(None,)]], [[(role,)], [(None,)]]]
+
+
+# ------------------------------------------------------------ opaque statements
+
+
+@pytest.fixture
+def routines(mariadb: MariaDbCluster) -> None:
+    mariadb.sql(
+        "delimiter //\n"
+        "create or replace procedure tr_proc() begin set @tr_var = 1; "
+        "set session time_zone = '+05:00'; end //\n"
+        "create or replace function tr_func() returns int begin set @tr_fvar = 2; return 1; end //",
+        APP_DB,
+    )
+
+
+def test_procedure_state_stays_with_its_client(
+    mariadb: MariaDbCluster, targets: Callable[..., Kwargs], routines: None
+) -> None:
+    """A CALL may leave session state the client reads later: the client keeps it, and no
+    other client gets it."""
+
+    def scenario(kwargs: Kwargs) -> list[Any]:
+        a, b = pymysql_conn(kwargs, autocommit=True), pymysql_conn(kwargs, autocommit=True)
+        try:
+            rows(a, "call tr_proc()")
+            seen = [rows(b, "select @tr_var, @@time_zone = '+05:00'")]
+            seen.append(rows(a, "select @tr_var, @@time_zone = '+05:00'"))
+        finally:
+            a.close()
+        try:
+            seen.append(rows(b, "select @tr_var, @@time_zone = '+05:00'"))
+        finally:
+            b.close()
+        return seen
+
+    results = [scenario(kwargs) for kwargs in both(mariadb, targets, max_connections=2)]
+    assert results == [[[(None, 0)], [(1, 1)], [(None, 0)]]] * 2
+
+
+def test_do_statement_state_is_reset_before_another_client(
+    mariadb: MariaDbCluster, targets: Callable[..., Kwargs], routines: None
+) -> None:
+    def scenario(kwargs: Kwargs) -> list[Any]:
+        a, b = pymysql_conn(kwargs, autocommit=True), pymysql_conn(kwargs, autocommit=True)
+        try:
+            rows(a, "do tr_func()")
+            return rows(b, "select @tr_fvar")
+        finally:
+            a.close()
+            b.close()
+
+    results = [scenario(kwargs) for kwargs in both(mariadb, targets)]
+    assert results == [[(None,)], [(None,)]]
