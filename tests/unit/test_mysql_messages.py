@@ -50,6 +50,11 @@ def test_ok(ok: OkPacket, wire: bytes) -> None:
     assert m.ok_status(wire) == ok.status
 
 
+@pytest.mark.parametrize(("ok", "wire"), OK_CASES)
+def test_ok_insert_id(ok: OkPacket, wire: bytes) -> None:
+    assert m.ok_insert_id(wire) == ok.last_insert_id
+
+
 def test_ok_state_flag_follows_the_state() -> None:
     flagged = OkPacket(status=AC | c.SERVER_SESSION_STATE_CHANGED)
     assert m.build_ok(flagged) == m.build_ok(OkPacket())

@@ -261,7 +261,7 @@ class MyClientSession(FrontendSession):
             self._kill(int.from_bytes(payload[1:5], "little"), query=False)
             return True
         if command in rp.NOT_RELAYED:  # replication: not through a pooling proxy
-            self.write(frame(build_err(c.ER_UNKNOWN_COM_ERROR, "Unknown command"), 1))
+            self.answered_locally(frame(build_err(c.ER_UNKNOWN_COM_ERROR, "Unknown command"), 1))
             return True
         if command == c.COM_RESET_CONNECTION:
             return self._reset_connection(server, payload)
@@ -286,8 +286,6 @@ class MyClientSession(FrontendSession):
         self.stats.queries += 1
         if self.proxy.debug_logging:
             self.proxy.log_command(self, payload)
-        if not self._sent_at:
-            self._sent_at = time.monotonic()
         if command == c.COM_STMT_PREPARE:
             self.relay.prepare(server, payload)
             return True
@@ -301,6 +299,8 @@ class MyClientSession(FrontendSession):
         """Send one of the client's commands (its previous command now ran on `server`)."""
         self._last_server = server
         server.send_command(payload)
+        if not self._sent_at:
+            self._sent_at = time.monotonic()
 
     def drain(self) -> None:
         """Go on with the client's commands (after a held one went out)."""
@@ -373,7 +373,7 @@ class MyClientSession(FrontendSession):
         self.pending.clear()
         self.pending_schema = None
         self.last_insert_id = 0
-        self._ids_seen = False
+        self._ids_seen = self._learning = False
         self.status = self.pool.default_status if self.pool is not None else self.status
 
     def _change_user(self, payload: bytes) -> None:
@@ -391,7 +391,8 @@ class MyClientSession(FrontendSession):
         """KILL [QUERY] of a connection id Sluice issued: only the user's own sessions."""
         target = self.proxy.app.cancel_target(thread_id)
         if not isinstance(target, MyClientSession) or target.user != self.user:
-            self.write(frame(build_err(c.ER_NO_SUCH_THREAD, f"Unknown thread id: {thread_id}"), 1))
+            unknown = build_err(c.ER_NO_SUCH_THREAD, f"Unknown thread id: {thread_id}")
+            self.answered_locally(frame(unknown, 1))
             return
         self.answered_locally(self._local_ok())
         if query:
@@ -543,14 +544,14 @@ class MyClientSession(FrontendSession):
 
         def learned(payload: bytes, flags: int) -> None:
             row.feed(payload, flags)
-            if not row.done:
+            if not row.done or self.server is not server:  # the client left: never mind
                 return
+            self._learning = False
             value = (row.values or [None])[0]
             if value is not None and value.isdigit() and not flags & rp.ERROR:
                 self.last_insert_id = server.last_insert_id = int(value)
             else:
                 server.last_insert_id = None
-            self._learning = False
 
         server.send_command(_LEARN_INSERT_ID, own=True, on_reply=learned)
 

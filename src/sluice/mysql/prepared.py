@@ -188,14 +188,17 @@ class StatementRelay:
         """The PREPARE for a held command is answered: send the command, or fail it."""
         self.held = None
         session, server = self.session, job.server
-        if error:
-            session.answered_locally(frame(job.reply[-1], 1))  # the server's reason
-        elif job.switch_error is not None:  # prepared, but not in its schema: not usable
-            server.send_command(cmd.stmt_close(cmd.stmt_id(job.reply[0])), own=True)
-            session.answered_locally(frame(job.switch_error, 1))
-        else:
+        failure = job.reply[-1] if error else job.switch_error
+        if failure is None:
             known = self._remember(server, job.stmt.key, job.reply)
+        elif not error:  # prepared, but not in its schema: not usable
+            server.send_command(cmd.stmt_close(cmd.stmt_id(job.reply[0])), own=True)
+        if session.server is not server:  # the client left meanwhile
+            return
+        if failure is None:
             self._send(server, job.command, job.stmt, known)
+        else:
+            session.answered_locally(frame(failure, 1))  # the server's reason
         asyncio.get_running_loop().call_soon(session.drain)
 
     def _remember(self, server: MyServerConn, key: StmtKey, reply: list[bytes]) -> ServerStmt:
