@@ -195,6 +195,40 @@ def test_prepared_statement_keeps_the_schema_it_was_prepared_in(
     assert got_proxy == [[(b2,)], [(a2,)], [(a2,)], [(a2,)], [(b2,)]]
 
 
+def test_statement_prepared_under_other_settings_is_never_misread(
+    mariadb: MariaDbCluster, targets: Callable[..., Kwargs]
+) -> None:
+    """`"a"` prepared as a string stays a string after SET sql_mode = 'ANSI_QUOTES': on
+    the connection that has it, or, prepared again elsewhere, the documented 1615."""
+
+    def scenario(kwargs: Kwargs) -> list[Any]:
+        conn = connector_conn(kwargs, autocommit=True)
+        other = connector_conn(kwargs, autocommit=True)
+        try:
+            mine = conn.cursor(prepared=True)
+            mine.execute('select "a"')
+            seen: list[Any] = [mine.fetchall()]
+            rows(conn, "set sql_mode = 'ANSI_QUOTES'")
+            theirs = other.cursor(prepared=True)
+            theirs.execute("select 2")  # pushes it out of the connection's cache of one
+            theirs.fetchall()
+            try:
+                mine.execute('select "a"')
+                seen.append(mine.fetchall())
+            except mysql.connector.Error as exc:
+                seen.append(("error", exc.errno))
+        finally:
+            conn.close()
+            other.close()
+        return [[tuple(r) for r in rs] if isinstance(rs, list) else rs for rs in seen]
+
+    got_direct, got_proxy = (
+        scenario(kwargs) for kwargs in both(mariadb, targets, max_prepared_statements=1)
+    )
+    assert got_direct == [[("a",)], [("a",)]]
+    assert got_proxy == [[("a",)], ("error", 1615)]
+
+
 # ------------------------------------------------------------ 3. COM_RESET_CONNECTION
 
 
@@ -416,6 +450,41 @@ def test_reset_connection_keeps_the_role_as_mariadb_does(
 
     results = [scenario(kwargs) for kwargs in both(mariadb, targets, max_connections=2)]
     assert results == [[[(role,)], [(None,)]], [[(role,)], [(None,)]]]
+
+
+def test_reset_gives_back_the_default_role(
+    mariadb: MariaDbCluster, start_mysql_proxy: Start, role: str
+) -> None:
+    """A connection reset after a client's SET ROLE NONE has the account's default role
+    again, as a new login of that account has."""
+    user, password = "tr_roleuser", "tr-role-secret"
+    mariadb.sql(f"create user if not exists {user}@'%' identified by '{password}'")
+    mariadb.sql(f"grant {role} to {user}@'%'; set default role {role} for {user}@'%'")
+    proc = start_mysql_proxy(
+        pool={"max_connections": 1}, users=[{"name": user, "password": password}]
+    )
+
+    def scenario(kwargs: Kwargs) -> list[Any]:
+        a = pymysql_conn(kwargs, autocommit=True)
+        try:
+            seen = [rows(a, "select current_role()")]
+            rows(a, "set role none")
+            seen.append(rows(a, "select current_role()"))
+        finally:
+            a.close()
+        b = pymysql_conn(kwargs, autocommit=True)
+        try:
+            seen.append(rows(b, "select current_role()"))
+        finally:
+            b.close()
+        return seen
+
+    kinds = [
+        mariadb.connect_kwargs(user, password),
+        mysql_kwargs(proc, user=user, password=password, database=None),
+    ]
+    results = [scenario(kwargs) for kwargs in kinds]
+    assert results == [[[(role,)], [(None,)], [(role,)]]] * 2
 
 
 # ------------------------------------------------------------ opaque statements

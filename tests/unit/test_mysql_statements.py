@@ -12,7 +12,13 @@ import pytest
 
 from sluice.mysql.answers import last_insert_id_query, one_value_result
 from sluice.mysql.server import role_reset
-from sluice.mysql.statements import ServerStatements, ServerStmt, reply_for_client, statement_key
+from sluice.mysql.statements import (
+    ClientStmt,
+    ServerStatements,
+    ServerStmt,
+    reply_for_client,
+    statement_key,
+)
 from sluice.wire.mysql import commands as cmd
 from sluice.wire.mysql import constants as c
 from sluice.wire.mysql.messages import build_eof, parse_eof
@@ -27,11 +33,21 @@ SQL = b"SELECT DATABASE()"
 
 def test_statement_key_follows_schema_and_reading_settings() -> None:
     base = statement_key("a", {}, SQL)
-    assert base == ("a", (), SQL)
+    assert base == b"1:a0:" + SQL
     assert statement_key("b", {}, SQL) != base
     assert statement_key("a", {"time_zone": TZ}, SQL) == base  # read at execution: no matter
     with_mode = statement_key("a", {"time_zone": TZ, "sql_mode": MODE, "names": NAMES}, SQL)
-    assert with_mode == ("a", (MODE, NAMES), SQL)
+    assert with_mode == b"1:a%d:%s%d:%s2:%s" % (
+        len(MODE),
+        MODE.encode(),
+        len(NAMES),
+        NAMES.encode(),
+        SQL,
+    )
+    # lengths keep the parts apart: no two different keys read the same
+    assert statement_key("a0:", {}, b"x") != statement_key("a", {}, b"0:x")
+    stmt = ClientStmt(SQL, "a", ())
+    assert stmt.key == base
 
 
 def test_server_statements_by_key() -> None:

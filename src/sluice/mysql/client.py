@@ -60,6 +60,8 @@ _LOCAL = frozenset((c.COM_PING,))
 _STMT_COMMANDS = frozenset(
     (c.COM_STMT_EXECUTE, c.COM_STMT_SEND_LONG_DATA, c.COM_STMT_RESET, c.COM_STMT_FETCH)
 ) | {c.COM_STMT_CLOSE}
+_OWN, _INFILE, _OK, _DONE, _ERROR = rp.OWN, rp.INFILE, rp.OK, rp.DONE, rp.ERROR
+_SESSION = c.SESSION_STATUS
 _REPORTED = c.SESSION_STATUS | c.TRANSACTION_STATUS
 _LEARN_INSERT_ID = cmd.query("SELECT LAST_INSERT_ID()")
 _CONNECTION_KILLED = (1927, "70100")  # ER_CONNECTION_KILLED
@@ -108,7 +110,7 @@ class MyClientSession(FrontendSession):
         self.taint = ""  # this lending ran something opaque (see sql.Effect.taint)
         self._ids_seen = False  # an OK of this lending carried an insert id
         self._learning = False  # our SELECT LAST_INSERT_ID() runs before the release
-        self._last_server: MyServerConn | None = None  # where its previous command ran
+        self.last_server: MyServerConn | None = None  # where its previous command ran
         self._tls_buf: TLSBuffer | None = None  # TLS done here, not by the event loop
 
     # ---- what the proxy asks of a session ----
@@ -271,7 +273,8 @@ class MyClientSession(FrontendSession):
         if command == c.COM_QUERY and server is None:
             name = last_insert_id_query(payload[1:])
             if name is not None:  # the session's value is known exactly: no need to borrow
-                value = one_value_result(name, self.last_insert_id, self.capabilities, self.status)
+                status = self.status_flags()
+                value = one_value_result(name, self.last_insert_id, self.capabilities, status)
                 self.answered_locally(value)
                 return True
         if command == c.COM_STMT_CLOSE and server is None:
@@ -292,15 +295,16 @@ class MyClientSession(FrontendSession):
         if command in _STMT_COMMANDS:
             return self.relay.command(server, command, payload)
         if self._note(server, command, payload):
-            self.send(server, payload)
+            self.last_server = server  # as send() does
+            server.send_command(payload)
+            if not self._sent_at:
+                self._sent_at = time.monotonic()
         return True
 
     def send(self, server: MyServerConn, payload: bytes) -> None:
         """Send one of the client's commands (its previous command now ran on `server`)."""
-        self._last_server = server
+        self.last_server = server
         server.send_command(payload)
-        if not self._sent_at:
-            self._sent_at = time.monotonic()
 
     def drain(self) -> None:
         """Go on with the client's commands (after a held one went out)."""
@@ -308,7 +312,7 @@ class MyClientSession(FrontendSession):
 
     def continues(self, server: MyServerConn) -> bool:
         """Whether `server` ran the client's previous command, and nothing since."""
-        return server.used_by is self and self._last_server is server
+        return server.used_by is self and self.last_server is server
 
     def refuse_read(self, server: MyServerConn, what: str) -> None:
         """A read of the previous statement's results that `server` does not hold."""
@@ -322,7 +326,7 @@ class MyClientSession(FrontendSession):
 
     def answered_locally(self, packets: bytes) -> None:
         """Write an answer Sluice made; no connection ran this command for the client."""
-        self._last_server = None
+        self.last_server = None
         self.write(packets)
 
     def status_flags(self) -> int:
@@ -337,9 +341,14 @@ class MyClientSession(FrontendSession):
 
     def release_if_idle(self, server: MyServerConn) -> None:
         """Give the connection back if the client's last command left it free."""
-        keeps = self.pinned or self.proxy.config.pool.mode == "session"
-        busy = self._learning or self.relay.held is not None  # our own commands first
-        if server.tracker.idle and self.server is server and not keeps and not busy:
+        if (
+            server.tracker.idle
+            and self.server is server
+            and not self.pinned
+            and not self._learning  # our own commands first
+            and self.relay.held is None
+            and self.proxy.config.pool.mode != "session"
+        ):
             self._release()
 
     def _reset_connection(self, server: MyServerConn | None, payload: bytes) -> bool:
@@ -470,34 +479,44 @@ class MyClientSession(FrontendSession):
         out: list[bytes] = []
         tracker = server.tracker
         reader = server.reader
+        relay = self.relay
         try:
             while (packet := reader.next()) is not None:
                 seq, payload = packet
                 flags = tracker.feed(payload)
-                if flags & rp.OWN:
+                if flags & _OWN:
                     if out:  # what the handler may write to the client comes after
                         self.write(b"".join(out))
                         out.clear()
                     server.own_packet(payload, flags)
                     continue
-                if self.relay.capturing:
-                    payload = self.relay.captured(server, payload, flags)
+                if relay.capture is not None:
+                    payload = relay.captured(server, payload, flags)
                 out.append(frame(payload, seq))
-                if flags & rp.INFILE:
-                    self._infile = True
-                if flags & rp.OK and not self._ids_seen and ok_insert_id(payload):
-                    self._ids_seen = True  # LAST_INSERT_ID() may have changed: learn it
-                if flags & rp.DONE:
-                    self._reply_done(server, bool(flags & rp.ERROR))
+                if flags:  # not a row
+                    if flags & _INFILE:
+                        self._infile = True
+                    if flags & _OK and not self._ids_seen and ok_insert_id(payload):
+                        self._ids_seen = True  # LAST_INSERT_ID() may have changed: learn it
+                    if flags & _DONE:
+                        self._reply_done(server, bool(flags & _ERROR))
         except SluiceError as exc:
             server.close(f"protocol error from the server: {exc}")
             return
         if out:
             self.write(b"".join(out))
-        if self._sent_at and not tracker.client_pending:
+        if self._sent_at and not tracker.pending:
             self.stats.query_latency.observe(time.monotonic() - self._sent_at)
             self._sent_at = 0.0
-        self.release_if_idle(server)
+        if (  # release_if_idle, inline on the hot path
+            tracker.idle
+            and self.server is server
+            and not self.pinned
+            and not self._learning
+            and self.relay.held is None
+            and self.proxy.config.pool.mode != "session"
+        ):
+            self._release()
 
     def _reply_done(self, server: MyServerConn, error: bool) -> None:
         if self._resetting:
@@ -523,8 +542,9 @@ class MyClientSession(FrontendSession):
             self._learn_insert_id(server)
             return
         self.server = None
-        self.status = server.tracker.status & c.SESSION_STATUS
-        self._leave(server)
+        self.status = server.tracker.status & _SESSION
+        if self.taint:
+            self._leave(server)
         self.resume_reading()  # in case the server's full buffer had paused us
         server.detach()
         self.pool.on_release(self, server)

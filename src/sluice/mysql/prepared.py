@@ -24,7 +24,6 @@ from sluice.mysql.statements import (
     execute_for_server,
     meaning,
     reply_for_client,
-    statement_key,
 )
 from sluice.wire.mysql import commands as cmd
 from sluice.wire.mysql import constants as c
@@ -66,17 +65,13 @@ class Reprepare:
 class StatementRelay:
     """Statement ids, caching and re-preparing for one client session."""
 
-    __slots__ = ("_capture", "_capture_stmt", "held", "session")
+    __slots__ = ("_capture_stmt", "capture", "held", "session")
 
     def __init__(self, session: MyClientSession) -> None:
         self.session = session
         self.held: Reprepare | None = None  # a command waiting for its statement's PREPARE
-        self._capture: list[bytes] | None = None  # the reply to a relayed PREPARE
+        self.capture: list[bytes] | None = None  # the reply to a relayed PREPARE, so far
         self._capture_stmt: ClientStmt | None = None
-
-    @property
-    def capturing(self) -> bool:
-        return self._capture is not None
 
     # ---- COM_STMT_PREPARE ----
 
@@ -87,11 +82,11 @@ class StatementRelay:
         if effect.pin and not session.pinned:
             session.pin(effect.pin)  # it takes effect when executed: keep the connection
         session.role_changed = session.role_changed or effect.role
-        key = statement_key(session.database, session.settings, sql)
-        stmt = ClientStmt(key, 0, 0, effect.reads, effect.taint)
-        cached = server.statements.get(key)
+        stmt = ClientStmt(sql, session.database, meaning(session.settings))
+        stmt.reads, stmt.taint = effect.reads, effect.taint
+        cached = server.statements.get(stmt.key)
         if cached is None:
-            self._capture, self._capture_stmt = [], stmt
+            self.capture, self._capture_stmt = [], stmt
             session.send(server, payload)
             return
         ok = cmd.parse_prepare_ok(cached.reply[0])
@@ -103,10 +98,10 @@ class StatementRelay:
 
     def captured(self, server: MyServerConn, payload: bytes, flags: int) -> bytes:
         """A packet of the reply to a client's PREPARE: cache it, give the client its id."""
-        capture, stmt = self._capture, self._capture_stmt
+        capture, stmt = self.capture, self._capture_stmt
         assert capture is not None and stmt is not None
         if flags & rp.ERROR:
-            self._capture = self._capture_stmt = None
+            self.capture = self._capture_stmt = None
             return payload
         capture.append(payload)
         if flags & rp.PREPARED:
@@ -114,7 +109,7 @@ class StatementRelay:
             stmt.num_params, stmt.num_columns = ok.num_params, ok.num_columns
             payload = cmd.with_stmt_id(payload, self.session.statements.add(stmt))
         if flags & rp.DONE:
-            self._capture = self._capture_stmt = None
+            self.capture = self._capture_stmt = None
             self._remember(server, stmt.key, capture)
         return payload
 
@@ -142,7 +137,11 @@ class StatementRelay:
         known = server.statements.get(stmt.key)
         if known is None:
             return self._prepare_again(server, payload, stmt)
-        self._send(server, payload, stmt, known)
+        session.last_server = server  # as session.send() does, on the hot path
+        if command == c.COM_STMT_EXECUTE:
+            server.send_command(execute_for_server(payload, stmt, known))
+        else:
+            server.send_command(cmd.with_stmt_id(payload, known.stmt_id))
         return True
 
     def _unknown(self, server: MyServerConn, command: int, sid: int) -> bool:
@@ -164,7 +163,7 @@ class StatementRelay:
     def _prepare_again(self, server: MyServerConn, payload: bytes, stmt: ClientStmt) -> bool:
         """Prepare `stmt` on `server` as it was first prepared; the command waits for it."""
         session = self.session
-        if stmt.key[1] != meaning(session.settings):
+        if stmt.reading != meaning(session.settings):
             text = (
                 "Prepared statement needs to be re-prepared (its sql_mode or character set changed)"
             )

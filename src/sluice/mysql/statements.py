@@ -40,13 +40,19 @@ MEANING = frozenset(
     )
 )
 
-# (default schema, the MEANING settings' statements, SQL)
-StmtKey = tuple[str, tuple[str, ...], bytes]
+# The default schema, the MEANING settings' statements and the SQL, each after its
+# length: one bytes object, whose hash Python keeps (a key is looked up per EXECUTE).
+StmtKey = bytes
 
 
 def statement_key(schema: str, settings: dict[str, str], sql: bytes) -> StmtKey:
     """The key of `sql` prepared now, in `schema` with the client's `settings`."""
-    return schema, meaning(settings), sql
+    return _key(schema, meaning(settings), sql)
+
+
+def _key(schema: str, reading: tuple[str, ...], sql: bytes) -> StmtKey:
+    parts = [p.encode("utf-8", "surrogateescape") for p in (schema, *reading)]
+    return b"".join(b"%d:%s" % (len(p), p) for p in parts) + b"%d:" % len(reading) + sql
 
 
 def meaning(settings: dict[str, str]) -> tuple[str, ...]:
@@ -56,20 +62,18 @@ def meaning(settings: dict[str, str]) -> tuple[str, ...]:
 
 @dataclass(slots=True)
 class ClientStmt:
-    key: StmtKey
-    num_params: int
-    num_columns: int
+    sql: bytes
+    schema: str  # the default schema when the client prepared it
+    reading: tuple[str, ...]  # the MEANING settings then (see `meaning`)
+    num_params: int = 0
+    num_columns: int = 0
     reads: str = ""  # what of the previous statement it reads (see sql.Effect.reads)
     taint: str = ""  # why running it makes the connection unfit for others
     types: bytes = b""  # 2 bytes per parameter, as last bound by the client
+    key: StmtKey = b""
 
-    @property
-    def sql(self) -> bytes:
-        return self.key[2]
-
-    @property
-    def schema(self) -> str:
-        return self.key[0]
+    def __post_init__(self) -> None:
+        self.key = _key(self.schema, self.reading, self.sql)
 
 
 @dataclass(slots=True)

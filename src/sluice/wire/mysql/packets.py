@@ -127,8 +127,8 @@ def frame(payload: bytes, seq: int) -> bytes:
     with an empty packet, so the reader knows nothing more follows.
     """
     size = len(payload)
-    if size < MAX_CHUNK:
-        return header(size, seq) + payload
+    if size < MAX_CHUNK:  # `header` inline: once per packet relayed
+        return bytes((size & 0xFF, (size >> 8) & 0xFF, size >> 16, seq & 0xFF)) + payload
     pieces = []
     for start in range(0, size + 1, MAX_CHUNK):
         chunk = payload[start : start + MAX_CHUNK]

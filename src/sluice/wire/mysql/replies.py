@@ -112,7 +112,6 @@ class ReplyTracker:
         "_own",
         "_queue",
         "_state",
-        "client_pending",
         "errors",
         "prepared",
         "status",
@@ -130,7 +129,6 @@ class ReplyTracker:
         self.status = status
         self.prepared: PrepareOk | None = None  # the last STMT_PREPARE_OK seen
         self.errors = 0  # ERR packets seen
-        self.client_pending = 0  # commands outstanding that are not the proxy's own
 
     # ---- commands ----
 
@@ -141,11 +139,7 @@ class ReplyTracker:
         kind = _KIND.get(command, _OK)
         if kind == _NONE:
             return False
-        if own:
-            self._queue.append(command | _OWN_BIT)
-        else:
-            self._queue.append(command)
-            self.client_pending += 1
+        self._queue.append(command | _OWN_BIT if own else command)
         if len(self._queue) == 1:
             self._start(self._queue[0])
         return True
@@ -168,7 +162,15 @@ class ReplyTracker:
         """No client command outstanding and no transaction open: the connection may be
         returned. Commands of the proxy's own may still run: their replies are the
         connection's business (see MyServerConn.own_packet), whoever holds it next."""
-        return not self.client_pending and not self.status & _IN_TRANS
+        if self.status & _IN_TRANS:
+            return False
+        queue = self._queue
+        return not queue or all(head & _OWN_BIT for head in queue)
+
+    @property
+    def client_pending(self) -> int:
+        """Commands outstanding that are not the proxy's own."""
+        return sum(1 for head in self._queue if not head & _OWN_BIT)
 
     def _start(self, head: int) -> None:
         """Get ready for the answer to `head`, the oldest command outstanding."""
@@ -178,8 +180,6 @@ class ReplyTracker:
         self._left = self._next_block = 0
 
     def _finish(self) -> int:
-        if not self._own:
-            self.client_pending -= 1
         self._queue.popleft()
         if self._queue:
             self._start(self._queue[0])

@@ -94,9 +94,11 @@ class Effect:
 NO_EFFECT = Effect()
 
 # --- the pre-check: on the lower-cased text, before any decoding or parsing ---
+# (`_count`, `_gtid`, `next`: row_count, warning_count, error_count, last_gtid, nextval,
+# next value for; short words keep the search as fast as before they were added.)
 _ANYWHERE = (
-    r":=|into\s*@|temporary|get_lock|found_rows|row_count|warning_count|error_count|last_gtid"
-    r"|nextval|next\s+value|setval|last_insert_id\s*\(\s*[^\s)]|/\*|#|--"
+    r":=|into\s*@|temporary|get_lock|found_rows|_count|_gtid|next|setval"
+    r"|last_insert_id\s*\(\s*[^\s)]|/\*|#|--"
 )
 _TRIGGER_STR = re.compile(_ANYWHERE, re.ASCII)
 _TRIGGER_BYTES = re.compile(_ANYWHERE.encode())
