@@ -228,8 +228,10 @@ class MyClientSession(FrontendSession):
     # ---- relay: client to server ----
 
     def _drain(self) -> None:
+        if self.relay.held is not None:  # a command waits for its statement's PREPARE
+            return
         try:
-            while self.state is ClientState.READY and self.relay.held is None:
+            while self.state is ClientState.READY:
                 packet = self._held or self.reader.next()
                 self._held = None
                 if packet is None:

@@ -143,8 +143,7 @@ class MyPool(EnginePool):
     def sync(self, client: MyClientSession, server: MyServerConn) -> None:
         """Give `server` the client's schema, tracked settings and LAST_INSERT_ID()
         (pipelined, swallowed), after a reset if it may hold another's state."""
-        tainted = server.tainted_by is not None and server.tainted_by is not client
-        if server.dirty or tainted:
+        if server.dirty or (server.tainted_by is not None and server.tainted_by is not client):
             self.send_reset(server)
         if client.database and client.database != server.schema:
             server.send_command(cmd.init_db(client.database), own=True)
