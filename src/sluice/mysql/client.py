@@ -572,8 +572,8 @@ class MyClientSession(FrontendSession):
             value = (row.values or [None])[0]
             if value is not None and value.isdigit() and not flags & rp.ERROR:
                 self.last_insert_id = server.last_insert_id = int(value)
-            else:
-                server.last_insert_id = None
+            elif not self.pinned:  # (killed?) the value is only in this session: keep it
+                self.pin("LAST_INSERT_ID() not learned")
 
         server.send_command(_LEARN_INSERT_ID, own=True, on_reply=learned)
 
