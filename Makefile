@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench system-pg system-mysql system-sysbench system-bench clean
+.PHONY: demo test lint bench conformance system-pg system-mysql system-sysbench system-bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -36,7 +36,7 @@ demo: $(STAMP) system-pg
 	$(BIN)/python -m sluice.demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests bench conformance
 	$(BIN)/mypy
 
 test: $(STAMP) system-pg system-mysql system-sysbench lint
@@ -44,6 +44,11 @@ test: $(STAMP) system-pg system-mysql system-sysbench lint
 
 bench: $(STAMP) system-bench
 	$(BIN)/python -m bench.run
+
+# The client libraries' own test suites, direct and through Sluice (not part of `test`):
+# fetches their source archives with pip, rewrites docs/conformance.md.
+conformance: $(STAMP) system-pg system-mysql
+	$(BIN)/python -m conformance
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,77 @@
+"""`python -m conformance`: run the suites direct and through Sluice, then write the report.
+
+By default every suite runs in every mode and docs/conformance.md is rewritten from
+the results. `--suite` / `--mode` limit a run (the report then also uses earlier runs'
+results kept in the work folder); `--report-only` rewrites the report without running.
+The whole run is bounded by `--budget` on top of each run's own deadline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from conformance import report
+from conformance.runner import RunContext, run
+from conformance.servers import tls_files
+from conformance.sources import ensure_tests, ensure_venv
+from conformance.suites import MODES, SUITES, Suite
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_WORK = ROOT / "conformance" / "work"
+DEFAULT_DOC = ROOT / "docs" / "conformance.md"
+DEFAULT_BUDGET = 25 * 60.0
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m conformance", description=__doc__)
+    names = [suite.name for suite in SUITES]
+    parser.add_argument("--suite", action="append", choices=names, help="default: all")
+    parser.add_argument("--mode", action="append", choices=MODES, help="default: all")
+    parser.add_argument("--work", type=Path, default=DEFAULT_WORK)
+    parser.add_argument("--doc", type=Path, default=DEFAULT_DOC)
+    parser.add_argument("--budget", type=float, default=DEFAULT_BUDGET, help="seconds")
+    parser.add_argument("--report-only", action="store_true")
+    return parser.parse_args(argv)
+
+
+def _selected(opts: argparse.Namespace) -> tuple[Suite, ...]:
+    wanted = set(opts.suite or [suite.name for suite in SUITES])
+    return tuple(suite for suite in SUITES if suite.name in wanted)
+
+
+def sluice_commit() -> str:
+    """The commit of the Sluice sources that run, with "-dirty" if they are changed."""
+    cmd = ["git", "-C", str(ROOT), "describe", "--always", "--dirty", "--abbrev=10"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    return proc.stdout.strip() or "unknown"
+
+
+def run_suites(suites: tuple[Suite, ...], modes: list[str], work: Path, budget: float) -> None:
+    """Every selected suite in every selected mode, within `budget` seconds in all."""
+    deadline = time.monotonic() + budget
+    work.mkdir(parents=True, exist_ok=True)
+    python = ensure_venv(work, SUITES)
+    for suite in suites:
+        tests_dir = ensure_tests(suite, work, python)
+        tls = tls_files(suite, tests_dir, work)
+        ctx = RunContext(suite, python, tests_dir, tls, work, sluice_commit())
+        for mode in modes:
+            run(ctx, mode, deadline)
+
+
+def main(argv: list[str] | None = None) -> int:
+    opts = _parse(sys.argv[1:] if argv is None else argv)
+    modes = [mode for mode in MODES if mode in (opts.mode or MODES)]
+    if not opts.report_only:
+        run_suites(_selected(opts), modes, opts.work, opts.budget)
+    report.write(opts.work, opts.doc)
+    print(f"conformance: wrote {opts.doc}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
