@@ -51,16 +51,26 @@ def sluice_commit() -> str:
 
 
 def run_suites(suites: tuple[Suite, ...], modes: list[str], work: Path, budget: float) -> None:
-    """Every selected suite in every selected mode, within `budget` seconds in all."""
+    """Every selected suite in every selected mode, within `budget` seconds in all.
+
+    Each run may take its suite's `run_timeout`, or less when the budget left is short:
+    then every run still to come gets a share in proportion to its `run_timeout`, so a
+    slow machine shortens all runs rather than leaving the last ones out.
+    """
     deadline = time.monotonic() + budget
     work.mkdir(parents=True, exist_ok=True)
     python = ensure_venv(work, SUITES)
-    for suite in suites:
-        tests_dir = ensure_tests(suite, work, python)
-        tls = tls_files(suite, tests_dir, work)
-        ctx = RunContext(suite, python, tests_dir, tls, work, sluice_commit())
-        for mode in modes:
-            run(ctx, mode, deadline)
+    commit = sluice_commit()
+    plan = [(suite, mode) for suite in suites for mode in modes]
+    contexts: dict[str, RunContext] = {}
+    for index, (suite, mode) in enumerate(plan):
+        if suite.name not in contexts:
+            tests_dir = ensure_tests(suite, work, python)
+            tls = tls_files(suite, tests_dir, work)
+            contexts[suite.name] = RunContext(suite, python, tests_dir, tls, work, commit)
+        weights = sum(later.run_timeout for later, _ in plan[index:])
+        share = (deadline - time.monotonic()) * suite.run_timeout / weights
+        run(contexts[suite.name], mode, min(suite.run_timeout, share))
 
 
 def main(argv: list[str] | None = None) -> int:

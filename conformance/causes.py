@@ -1,10 +1,11 @@
 """Why tests that pass directly fail through Sluice: the causes found by reading the failures.
 
-Each `Cause` names the tests it explains (regexes searched in the test id, optionally
-also in the failure text) and says whether any pooler would fail them in that mode
-(`inherent`) or what Sluice does differently. The report groups regressions by the
-first cause that matches; a regression no cause matches is listed as unclassified
-with its failure, so a new failure is never hidden behind an old explanation.
+Each `Cause` names the tests it explains (regexes searched in "<suite> <test id>", e.g.
+"asyncpg tests.test_prepare.TestPrepare.test_prepare_01", optionally also in the
+failure text) and says whether any pooler would fail them in that mode (`inherent`) or
+what Sluice does differently. The report groups regressions by the first cause that
+matches; a regression no cause matches is listed as unclassified with its failure, so
+a new failure is never hidden behind an old explanation.
 """
 
 from __future__ import annotations
@@ -23,22 +24,201 @@ class Cause:
     title: str
     why: str
     inherent: bool  # any pooler in this mode: not a Sluice defect
-    tests: tuple[str, ...]  # regexes searched in the test id
+    tests: tuple[str, ...]  # regexes searched in "<suite> <test id>"
     modes: tuple[str, ...] = ("transaction", "session")
     detail: str = ""  # regex that must also be found in the failure text, if given
 
-    def explains(self, diff: Difference, mode: str) -> bool:
-        if mode not in self.modes or not any(re.search(p, diff.test) for p in self.tests):
+    def explains(self, suite: str, diff: Difference, mode: str) -> bool:
+        name = f"{suite} {diff.test}"
+        if mode not in self.modes or not any(re.search(p, name) for p in self.tests):
             return False
         return not self.detail or re.search(self.detail, diff.detail) is not None
 
 
-CAUSES: tuple[Cause, ...] = ()
+_ASYNCPG = r"^asyncpg tests\."
+_PSYCOPG2 = r"^psycopg2 tests\."
+_MYSQL = r"^mysql-connector-python tests\."
+
+CAUSES: tuple[Cause, ...] = (
+    # ---------------------------------------------------------------- Sluice
+    Cause(
+        key="stale-statement",
+        title="A new Parse gets a server statement prepared before a schema change",
+        why=(
+            "Sluice keeps one server-side statement per query text on each server connection "
+            "and answers a client's Parse of a text the connection already has with its own "
+            "ParseComplete (`sluice.pg.statements`, PARSE_FAKE). After DDL changes a table or "
+            "type the query uses, that statement is stale: Describe returns the old parameter "
+            "types (asyncpg then encodes a `time` value with the old `date` codec), or the server "
+            "refuses it with 0A000 `cached plan must not change result type`. Directly, a new "
+            "Parse plans the query again; that is how asyncpg recovers from "
+            "InvalidCachedStatementError (it prepares the statement again), and through Sluice "
+            "the new Parse lands on the same stale statement, so the error repeats. To fix: "
+            "send a client's Parse to the server (or at least drop the shared statement when "
+            "the server reports 0A000 for it, and whenever the client re-prepares after an error)."
+        ),
+        inherent=False,
+        tests=(
+            _ASYNCPG + r"test_cache_invalidation\.",
+            _ASYNCPG + r"test_codecs\.TestCodecs\.test_custom_codec_override_tuple$",
+            _ASYNCPG + r"test_copy\.TestCopyTo\.test_copy_records_to_table_no_binary_codec$",
+        ),
+    ),
+    Cause(
+        key="client-encoding-status",
+        title="ParameterStatus client_encoding is the client's text, not the server's name",
+        why=(
+            "asyncpg sends `client_encoding='utf-8'` (quoted) in its startup packet. The server "
+            "reports `client_encoding` = `UTF8`; Sluice builds the greeting's ParameterStatus "
+            "from the client's startup value, upper-cased without dashes "
+            "(`_REPORTED_NORMALIZE` in `sluice.pg.handshake`), and reports `'UTF8'` with the "
+            "quotes. To fix: report the value the server reports for the setting (take it from "
+            "a server's ParameterStatus after applying the startup value), not a rewrite of the "
+            "client's text."
+        ),
+        inherent=False,
+        tests=(_ASYNCPG + r"test_connect\.TestSettings\.test_get_settings_01$",),
+    ),
+    Cause(
+        key="backend-pid-session",
+        title="Session mode: the backend pid a client is given is not its server's",
+        why=(
+            "In session mode a client keeps one server connection for its whole session, yet "
+            "Sluice gives it a BackendKeyData pid of its own. Whatever the server reports with "
+            "the real pid differs from what the client believes: `pg_backend_pid()`, and the pid "
+            "in every NotificationResponse (the tests compare a NOTIFY's sender pid with the "
+            "sending connection's `backend_pid`). DESIGN.md lists backend pids among the "
+            "documented differences; in session mode Sluice could give the server's pid (with a "
+            "secret of its own, so cancels still go through Sluice)."
+        ),
+        inherent=False,
+        modes=("session",),
+        tests=(
+            _PSYCOPG2 + r"test_connection\.TestConnectionInfo\.test_backend_pid$",
+            _PSYCOPG2 + r"test_notify\.",
+            _PSYCOPG2 + r"test_async\.AsyncTests\.test_notify$",
+            _ASYNCPG + r"test_listeners\.TestListeners\.test_listen_",
+        ),
+    ),
+    Cause(
+        key="statement-names-session",
+        title="Session mode: protocol statement names are renamed, SQL EXECUTE cannot see them",
+        why=(
+            "asyncpg prepares `select 1` with Parse name `foobar`, then runs SQL `EXECUTE "
+            "foobar`. Sluice renames protocol-level statements (`sluice_N`) also in session mode "
+            "by default, so the server has no `foobar`. Setting `max_prepared_statements = 0` "
+            "passes names through (documented for session mode); the default could do so in "
+            "session mode."
+        ),
+        inherent=False,
+        modes=("session",),
+        tests=(_ASYNCPG + r"test_prepare\.TestPrepare\.test_prepare_explicitly_named$",),
+    ),
+    Cause(
+        key="mysql-compression",
+        title="MySQL compressed protocol: not offered, and the pure-Python client then hangs",
+        why=(
+            "Sluice leaves CLIENT_COMPRESS out of the capabilities it offers (the server offers "
+            "it). mysql-connector's pure-Python client with `compress=True` switches to "
+            "compressed packets without checking the flag and waits for a compressed reply that "
+            "never comes (each such test hangs until the per-test timeout); the C extension "
+            "(libmysqlclient) falls back to plain packets, and tests that check `SHOW STATUS "
+            "LIKE 'Compression'` see OFF. To fix: speak the compressed protocol on the client "
+            "side (zlib framing around the same packets), or fail the login with a clear error "
+            "when a client asks for compression that was not offered."
+        ),
+        inherent=False,
+        tests=(
+            _MYSQL + r"test_bugs\.BugOra17022399\.test_execute_compressed",
+            _MYSQL + r"test_bugs\.BugOra19169990\.test_compress",
+            _MYSQL + r"test_bugs\.BugOra19549363\.test_compress_reset_connection",
+            _MYSQL + r"test_bugs\.BugOra35349093\.test_set_compress",
+        ),
+    ),
+    Cause(
+        key="no-backslash-escapes",
+        title="A tracked SET sql_mode answered without SERVER_STATUS_NO_BACKSLASH_ESCAPES",
+        why=(
+            "The C extension (libmysqlclient) escapes strings with `''` or `\\'` according to "
+            "the NO_BACKSLASH_ESCAPES bit of the status flags in the last OK packet. With "
+            "autocommit off, in transaction mode, the OK that answers `SET sql_mode = "
+            "'NO_BACKSLASH_ESCAPES'` lacks the bit, so the next INSERT is escaped with "
+            "backslashes and the server (now in that mode) rejects it with 1064. Every OK "
+            "packet Sluice relays or makes must carry the status flags of the client's own "
+            "session state (here sql_mode)."
+        ),
+        inherent=False,
+        modes=("transaction",),
+        tests=(_MYSQL + r"test_bugs\.BugOra34984850\.test_no_backslash_escapes",),
+    ),
+    # ---------------------------------------------------------------- inherent
+    Cause(
+        key="backend-pid",
+        title="Transaction mode: backend pids name pooled connections, not clients",
+        why=(
+            "The pid a client reads (`pg_backend_pid()`, the pid in a NotificationResponse) "
+            "belongs to the server connection that ran that transaction; the next transaction "
+            "may run on another one, and the BackendKeyData pid is the pooler's. Any "
+            "transaction pooler differs here (DESIGN.md lists backend pids among the documented "
+            "differences)."
+        ),
+        inherent=True,
+        modes=("transaction",),
+        tests=(
+            _PSYCOPG2 + r"test_connection\.TestConnectionInfo\.test_backend_pid$",
+            _PSYCOPG2 + r"test_notify\.",
+            _PSYCOPG2 + r"test_async\.AsyncTests\.test_notify$",
+            _ASYNCPG + r"test_listeners\.TestListeners\.test_listen_",
+        ),
+    ),
+    Cause(
+        key="terminate-by-pid",
+        title="Transaction mode: pg_terminate_backend(pid) hits whoever holds that connection now",
+        why=(
+            "The test reads a victim's `pg_backend_pid()`, then terminates that pid from a "
+            "second connection. In transaction mode the victim's server connection went back to "
+            "the pool after its transaction, and the killer's own next transaction may run on "
+            "it: the killer terminates itself (connection closed in the middle of the "
+            "operation). Killing backends by pid cannot be aimed at a client through any "
+            "transaction pooler."
+        ),
+        inherent=True,
+        modes=("transaction",),
+        tests=(
+            _PSYCOPG2 + r"test_cursor\.CursorTests\.test_external_close_",
+            _ASYNCPG + r"test_pool\.TestPool\.test_pool_remote_close$",
+        ),
+    ),
+    Cause(
+        key="statement-names",
+        title="Transaction mode: protocol statement names are the pooler's, not SQL's",
+        why=(
+            "A protocol-level statement (Parse with a name) must follow the client from server "
+            "connection to server connection, so a pooler renames it; SQL `EXECUTE name` with "
+            "the client's name then finds nothing. PgBouncer 1.21+ behaves the same; asyncpg's "
+            "error hint says so."
+        ),
+        inherent=True,
+        modes=("transaction",),
+        tests=(_ASYNCPG + r"test_prepare\.TestPrepare\.test_prepare_explicitly_named$",),
+    ),
+    Cause(
+        key="tls-version-status",
+        title="Server status variables describe Sluice's own connection to the server",
+        why=(
+            "The test asks for TLSv1.2 and reads `SHOW STATUS LIKE 'Ssl_version'`: the server "
+            "reports the TLS of the connection it has, which is Sluice's (TLSv1.3), not the "
+            "client's TLS to Sluice. Any proxy that ends the client's TLS differs here."
+        ),
+        inherent=True,
+        tests=(_MYSQL + r"test_bugs\.Bug26484601\.test_get_connection_using_given_TLS_version",),
+    ),
+)
 
 
-def classify(diff: Difference, mode: str) -> Cause | None:
-    """The first cause that explains `diff` in `mode`, if any."""
+def classify(suite: str, diff: Difference, mode: str) -> Cause | None:
+    """The first cause that explains `diff` of `suite` in `mode`, if any."""
     for cause in CAUSES:
-        if cause.explains(diff, mode):
+        if cause.explains(suite, diff, mode):
             return cause
     return None

@@ -154,22 +154,26 @@ class RecordingResult(unittest.TextTestResult):
         self._planned = planned
         self._recorded: set[str] = set()
         self._outcome: tuple[str, str] | None = None
+        self._current = ""
         self._started = 0.0
 
     # ----------------------------------------------------------- per test
 
     def startTest(self, test: unittest.TestCase) -> None:
         super().startTest(test)
+        # The id as planned: some suites rename a test while it runs (mysql-connector's
+        # foreach_cnx appends "(using <class>)"), which would not match across runs.
+        self._current = test.id()
         self._outcome = None
         self._started = time.monotonic()
-        self._recorder.write({"event": "start", "test": test.id()})
-        self._watchdog.arm(test.id())
+        self._recorder.write({"event": "start", "test": self._current})
+        self._watchdog.arm(self._current)
 
     def stopTest(self, test: unittest.TestCase) -> None:
         self._watchdog.disarm()
         super().stopTest(test)
         outcome, detail = self._outcome or ("pass", "")
-        self._end(test.id(), outcome, detail, time.monotonic() - self._started)
+        self._end(self._current, outcome, detail, time.monotonic() - self._started)
 
     def _set(self, outcome: str, detail: str) -> None:
         if self._outcome is None or self._outcome[0] in ("pass", "skip"):

@@ -64,6 +64,10 @@ def _header(all_runs: dict[str, Runs]) -> list[str]:
 
 
 def _method() -> list[str]:
+    bounds = "; ".join(
+        f"{suite.name}: {suite.test_timeout:.0f} s per test, {suite.run_timeout:.0f} s per run"
+        for suite in SUITES
+    )
     clients = ", ".join(
         f"{suite.name}: tests of `{suite.sdist}` against `{', '.join(suite.requirements)}`"
         for suite in SUITES
@@ -86,9 +90,9 @@ def _method() -> list[str]:
         f"  TLS to the server, `max_connections = {POOL_MAX_CONNECTIONS}`, "
         f"`borrow_timeout = {BORROW_TIMEOUT}`,",
         "  `max_packet_size` of 1 GiB, and its defaults otherwise; only `pool.mode` differs.",
-        "- Bounds: every test times out after 30 s (a test stuck in C code ends the driver,",
-        "  which restarts without the tests already recorded); every run has a deadline",
-        "  (asyncpg 240 s, psycopg2 180 s, mysql-connector 300 s) and the whole make 25 min.",
+        f"- Bounds: {bounds}. A test stuck where the timeout cannot interrupt it ends the",
+        "  driver, which restarts without the tests already recorded; the whole make has a",
+        "  25-minute budget, shared out among the runs still to come when it runs short.",
         "- Outcomes: an expected failure counts as a pass, an unexpected success as a fail;",
         "  a test whose class setup failed gets that error; `not run` means the run ended first.",
         "",
@@ -122,18 +126,19 @@ def _counts_table(all_runs: dict[str, Runs]) -> list[str]:
 
 
 def _grouped(all_runs: dict[str, Runs]) -> dict[str, dict[str, list[tuple[str, Difference]]]]:
-    """cause key ("" for none) -> test -> [(mode, difference)]."""
+    """cause key ("" for none) -> "<suite> <test>" -> [(mode, difference)]."""
     grouped: dict[str, dict[str, list[tuple[str, Difference]]]] = defaultdict(
         lambda: defaultdict(list)
     )
-    for runs in all_runs.values():
+    for suite, runs in all_runs.items():
         direct = runs.get("direct", (None, {}))[1]
         for mode in PROXIED:
             if mode not in runs:
                 continue
             for diff in regressions(direct, runs[mode][1]):
-                cause = classify(diff, mode)
-                grouped["" if cause is None else cause.key][diff.test].append((mode, diff))
+                cause = classify(suite, diff, mode)
+                key = "" if cause is None else cause.key
+                grouped[key][f"{suite} {diff.test}"].append((mode, diff))
     return grouped
 
 
@@ -141,7 +146,8 @@ def _test_lines(tests: dict[str, list[tuple[str, Difference]]], show_detail: boo
     lines = []
     for test, found in sorted(tests.items()):
         modes = ", ".join(f"{mode}: {diff.proxied}" for mode, diff in found)
-        lines.append(f"- `{test}` ({modes})")
+        suite, _, test_id = test.partition(" ")
+        lines.append(f"- {suite} `{test_id}` ({modes})")
         if show_detail:
             lines.append(f"  - `{last_line(found[0][1].detail)}`")
     return lines
