@@ -118,8 +118,9 @@ def _counts_table(all_runs: dict[str, Runs]) -> list[str]:
             lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",
-        '"broken vs direct": tests that pass directly and fail, error, time out or do',
-        "not run in that mode; each is listed below under its cause.",
+        '"broken vs direct": tests that pass directly and fail, error or time out in that',
+        'mode; each is listed below under its cause. "not run": left out by the run\'s',
+        "deadline (its time then says so).",
         "",
     ]
     return lines

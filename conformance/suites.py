@@ -146,6 +146,14 @@ ASYNCPG = AsyncpgSuite(
     exclusions=(Exclusion(r"^tests\.test_connect\.TestConnectionAttributes\.", _MANAGED_CLUSTER),),
     test_timeout=30.0,
     run_timeout=240.0,
+    notes=(
+        "Not run: `tests.test__sourcecode` (flake8 and mypy over asyncpg's source tree, "
+        "which is not unpacked: the installed wheel is what runs).",
+        "Skip themselves with PGHOST set: the tests that reconfigure or restart a cluster of "
+        "their own (SSL and client certificates, authentication methods via pg_hba, server "
+        "crashes, replicas).",
+        "GSSAPI/Kerberos tests skip: k5test and a KDC are not installed here.",
+    ),
     modules=(
         "tests.test__environment",
         "tests.test_adversity",
@@ -180,6 +188,12 @@ PSYCOPG2 = Psycopg2Suite(
     exclusions=(),
     test_timeout=30.0,
     run_timeout=180.0,
+    notes=(
+        "Replication tests skip (no PSYCOPG2_TEST_REPL_DSN): Sluice refuses replication "
+        "connections, so there is nothing to compare.",
+        "`test_connection.ConnectionTests.test_pgconn_ptr` fails directly: it calls the "
+        "system libpq through ctypes on the wheel's own libpq connection.",
+    ),
     databases=("psycopg2_test",),
     # Its CI installs hstore in the test database; without it 9 tests skip.
     setup_sql=(("psycopg2_test", "CREATE EXTENSION hstore"),),
@@ -217,9 +231,10 @@ MYSQL_CONNECTOR = MysqlConnectorSuite(
     engine="mysql",
     sdist="mysql-connector-python==9.4.0",
     requirements=("mysql-connector-python==9.4.0",),
-    # cpydist and version.py: tests/__init__.py imports cpydist, which reads the version.
+    # examples/: test_examples runs them. cpydist and version.py: tests/__init__.py imports
+    # cpydist, which reads the version.
     # The rest of lib/ (the connector's own sources) stays packed: the wheel must run.
-    members=("tests/", "unittests.py", "cpydist/", "lib/mysql/connector/version.py"),
+    members=("tests/", "examples/", "unittests.py", "cpydist/", "lib/mysql/connector/version.py"),
     exclusions=(
         Exclusion(
             r"^tests\.qa\.test_qa(_aio)?_timeout\.",
@@ -242,6 +257,18 @@ MYSQL_CONNECTOR = MysqlConnectorSuite(
     ),
     test_timeout=20.0,
     run_timeout=600.0,
+    notes=(
+        "The suite is written for MySQL 8/9: against MariaDB 10.11 some tests fail in "
+        "every mode, most for MySQL-only features (the VECTOR type and the mysql.component "
+        "table, query attributes, utf8mb4_0900 collations). They are not counted against "
+        "Sluice.",
+        'Tests marked "not available for external MySQL servers" skip: they restart or '
+        "reconfigure the server that the harness would otherwise start itself.",
+        "Authentication plugin tests (Kerberos, LDAP SASL, OCI, OpenID Connect, WebAuthn, "
+        "multi-factor) skip: they need those services and server plugins.",
+        "`tests/data/qa/multi_statement/*.sql` are missing from the source archive: those "
+        "tests error in every mode.",
+    ),
 )
 
 SUITES: tuple[Suite, ...] = (ASYNCPG, PSYCOPG2, MYSQL_CONNECTOR)
