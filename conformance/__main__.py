@@ -44,10 +44,15 @@ def _selected(opts: argparse.Namespace) -> tuple[Suite, ...]:
 
 
 def sluice_commit() -> str:
-    """The commit of the Sluice sources that run, with "-dirty" if they are changed."""
-    cmd = ["git", "-C", str(ROOT), "describe", "--always", "--dirty", "--abbrev=10"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    return proc.stdout.strip() or "unknown"
+    """The commit of the Sluice that runs, and whether its sources (src/) differ from it."""
+    head = _git("rev-parse", "--short=10", "HEAD") or "unknown"
+    changed = _git("status", "--porcelain", "--", "src")
+    return f"{head} (with uncommitted changes in src/)" if changed else head
+
+
+def _git(*args: str) -> str:
+    cmd = ["git", "-C", str(ROOT), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, check=False).stdout.strip()
 
 
 def run_suites(suites: tuple[Suite, ...], modes: list[str], work: Path, budget: float) -> None:

@@ -75,7 +75,8 @@ class RunMeta:
     started: str
     seconds: float = 0.0
     attempts: int = 0
-    ended: str = "not started"  # complete, deadline, no progress, budget spent, setup failed
+    # complete, deadline, no progress, too many restarts, budget spent, setup failed
+    ended: str = "not started"
     server: str = ""
     commit: str = ""  # Sluice's
     error: str = ""
@@ -99,7 +100,7 @@ class RunContext:
     tests_dir: Path
     tls: TlsFiles
     work: Path
-    commit: str  # Sluice's, as `git describe` gives it
+    commit: str  # of the Sluice that runs
 
 
 def driver_env(suite: Suite, endpoint: Endpoint) -> dict[str, str]:
@@ -137,10 +138,17 @@ def _attempt(
         proc.wait(timeout=max(0.0, deadline - time.monotonic()))
         return True
     except subprocess.TimeoutExpired:
-        # The run's deadline: kill the driver and whatever it started (its own session).
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        _kill_group(proc)  # the run's deadline
         return False
+    except BaseException:
+        _kill_group(proc)  # interrupted: leave no driver running against a removed server
+        raise
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """Kill the driver and whatever it started (it leads its own session)."""
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 def drive(
@@ -164,7 +172,7 @@ def drive(
         if not _attempt(cmd, ctx, env, paths, deadline):
             meta.ended = "deadline"
             return
-    meta.ended = "no progress"
+    meta.ended = "too many restarts"
 
 
 def _fresh(paths: RunPaths) -> None:
