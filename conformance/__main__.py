@@ -44,10 +44,14 @@ def _selected(opts: argparse.Namespace) -> tuple[Suite, ...]:
 
 
 def sluice_commit() -> str:
-    """The commit of the Sluice that runs, and whether its sources (src/) differ from it."""
-    head = _git("rev-parse", "--short=10", "HEAD") or "unknown"
+    """The last commit that changed Sluice's sources (src/), and whether they differ from it.
+
+    Not HEAD: commits that only touch this harness or the docs do not change what ran,
+    and a rebase of them would leave a HEAD hash that no longer exists.
+    """
+    last = _git("log", "-1", "--format=%h", "--abbrev=10", "--", "src") or "unknown"
     changed = _git("status", "--porcelain", "--", "src")
-    return f"{head} (with uncommitted changes in src/)" if changed else head
+    return f"{last} (with uncommitted changes in src/)" if changed else last
 
 
 def _git(*args: str) -> str:

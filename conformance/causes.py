@@ -166,7 +166,9 @@ CAUSES: tuple[Cause, ...] = (
             "with 57014 `canceling statement due to user request`: asyncpg's `pg_sleep(10)` "
             "with a 20 ms timeout followed by `select 1` and the next `pg_sleep` (3 of 24 "
             "statements in the test; 7 of 40 in a loop run apart from the suite; never "
-            "directly), and `SELECT 1` after cancelling a COPY TO. The server acts on a "
+            "directly), and `SELECT 1` after cancelling or timing out a COPY TO. Which of "
+            "these tests hits it varies from run to run (four did over the three full runs "
+            "made here, in either mode). The server acts on a "
             "CancelRequest asynchronously; libpq and the server close the cancel connection "
             "only once the backend has been signalled, and asyncpg waits for that close before "
             "its next statement. Sluice closes the client's cancel connection as soon as it "
@@ -178,10 +180,10 @@ CAUSES: tuple[Cause, ...] = (
         ),
         inherent=False,
         tests=(
-            _ASYNCPG + r"test_timeout\.TestTimeout\.test_timeout_01$",
-            _ASYNCPG + r"test_copy\.TestCopyFrom\.test_copy_from_query_cancellation_explicit$",
+            _ASYNCPG + r"test_timeout\.",
+            _ASYNCPG + r"test_copy\.TestCopyFrom\.test_copy_from_query_(cancellation|timeout)",
         ),
-        detail=r"QueryCanceledError",
+        detail=r"QueryCanceledError: canceling statement due to user request",
     ),
     Cause(
         key="mysql-wait-timeout",

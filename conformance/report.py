@@ -57,8 +57,9 @@ def _header(all_runs: dict[str, Runs]) -> list[str]:
         "(`conformance/causes.py`). `python -m conformance --suite NAME --mode MODE` runs a",
         "part again; `--report-only` rewrites this page from the kept records.",
         "",
-        f"- Run on {', '.join(dates) or '-'}, Sluice commit {', '.join(commits) or '-'}; "
-        f"{total / 60:.1f} minutes of runs on a 2-core machine shared with other work.",
+        f"- Run on {', '.join(dates) or '-'} with Sluice at commit {', '.join(commits) or '-'} "
+        "(the last commit that changed `src/`);",
+        f"  {total / 60:.1f} minutes of runs on a 2-core machine shared with other work.",
         f"- Servers: {', '.join(servers) or '-'}, a fresh one for every run (same settings).",
         "",
     ]
@@ -161,7 +162,7 @@ def _test_lines(tests: dict[str, list[tuple[str, Difference]]], show_detail: boo
 
 
 def _cause_section(cause: Cause, tests: dict[str, list[tuple[str, Difference]]]) -> list[str]:
-    title = f"#### {cause.title} ({len(tests)} tests)"
+    title = f"#### {cause.title} ({len(tests)} test{'s' if len(tests) > 1 else ''})"
     return [title, "", cause.why, "", *_test_lines(tests, False), ""]
 
 

@@ -149,9 +149,10 @@ ASYNCPG = AsyncpgSuite(
     notes=(
         "Not run: `tests.test__sourcecode` (flake8 and mypy over asyncpg's source tree, "
         "which is not unpacked: the installed wheel is what runs).",
-        "Skip themselves with PGHOST set: the tests that reconfigure or restart a cluster of "
-        "their own (SSL and client certificates, authentication methods via pg_hba, server "
-        "crashes, replicas).",
+        'Skip themselves with PGHOST set ("unmanaged cluster", "using remote cluster"): '
+        "tests that reconfigure or restart a cluster of their own: SSL and client "
+        "certificates, connection loss through asyncpg's fuzzing proxy, large OIDs, "
+        "target_session_attrs and hot standby.",
         "GSSAPI/Kerberos tests skip: k5test and a KDC are not installed here.",
     ),
     modules=(
