@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench conformance system-pg system-mysql system-sysbench system-bench clean
+.PHONY: demo test lint fuzz bench conformance system-pg system-mysql system-sysbench system-bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -41,6 +41,13 @@ lint: $(STAMP)
 
 test: $(STAMP) system-pg system-mysql system-sysbench lint
 	$(BIN)/pytest -q
+
+# Differential testing: SEEDS random programs per engine, run directly and through Sluice;
+# each new kind of divergence is shrunk and saved under .sluice/differential/ for
+# `python -m tests.differential.replay FILE`.
+SEEDS ?= 20
+fuzz: $(STAMP) system-pg system-mysql
+	$(BIN)/python -m tests.differential.fuzz --seeds $(SEEDS)
 
 bench: $(STAMP) system-bench
 	$(BIN)/python -m bench.run
