@@ -3,7 +3,7 @@ client observes, and the target's fresh databases, committed rows and proxy conf
 
 A step's observation holds its rows and column names, the affected-row count, the last
 insert id and warning count of its OK packet, the error (error number and message; a
-client-side error, number 2000 and up, by its number only, since its text names
+client-side error, numbers 2000 to 2999, by its number only, since its text names
 addresses) and the server status flags `in_trans` and `autocommit` as the client library
 holds them after the step.
 """
@@ -50,8 +50,8 @@ def error_of(exc: Exception) -> list[Any]:
         errno, msg = exc.errno, exc.msg
     else:
         errno, msg = [*exc.args, None, None][:2]
-    if not isinstance(errno, int) or errno >= 2000 or errno <= 0:
-        return ["client", errno]
+    if not isinstance(errno, int) or 2000 <= errno < 3000 or errno <= 0:
+        return ["client", errno]  # CR_* errors come from the client library itself
     return [errno, msg]
 
 
@@ -171,6 +171,7 @@ class MyTarget:
     """A throwaway MariaDB server and the login the clients use on it."""
 
     engine = "mysql"
+    pool_timeout = 9501
 
     def __init__(self, cluster: MariaDbCluster, user: str, password: str, database: str) -> None:
         self.cluster = cluster
@@ -231,6 +232,6 @@ class MyTarget:
             "engine": "mysql",
             "listen": f"127.0.0.1:{port}",
             "target": {"host": ep.host, "port": ep.port},
-            "pool": {"mode": "transaction", "max_connections": pool_size, "borrow_timeout": 3},
+            "pool": {"mode": "transaction", "max_connections": pool_size, "borrow_timeout": 2},
             "users": [{"name": ep.user, "password": ep.password}],
         }

@@ -164,6 +164,7 @@ class PgTarget:
     """A throwaway PostgreSQL server and the login the clients use on it."""
 
     engine = "pg"
+    pool_timeout = "53300"
 
     def __init__(self, cluster: PgCluster, user: str, password: str, database: str) -> None:
         self.cluster = cluster
@@ -212,6 +213,6 @@ class PgTarget:
             "name": "diff",
             "listen": f"127.0.0.1:{port}",
             "target": {"host": ep.host, "port": ep.port},
-            "pool": {"mode": "transaction", "max_connections": pool_size, "borrow_timeout": 3},
+            "pool": {"mode": "transaction", "max_connections": pool_size, "borrow_timeout": 2},
             "users": [{"name": ep.user, "password": ep.password}],
         }

@@ -2,10 +2,11 @@
 
 Each side starts from freshly made schemas. Steps run one at a time on one worker
 thread, so both sides see the same interleaving. A step that has not finished after
-`STEP_TIMEOUT` seconds is recorded as `blocked` and ends that side's run: the model
-(`model.py`) admits no step that waits, so a wait is itself a divergence (through the
-proxy, `borrow_timeout` usually answers first, with an error). The stuck side is then
-cut off (the proxy stopped, or the direct connections ended) so its thread returns.
+`STEP_TIMEOUT` seconds, or that the proxy answered with its borrow-timeout error, is
+recorded as `blocked` and ends that side's run: the model (`model.py`) admits no step
+that waits, so a wait is itself a divergence, and the schedule after it means nothing.
+A stuck side is cut off (the proxy stopped, or the direct connections ended) so its
+thread returns.
 
 The proxy starts in the background while the direct side runs, so a run costs little
 more than the two sides' steps.
@@ -53,8 +54,9 @@ class Divergence:
 
     @property
     def signature(self) -> tuple[str, str]:
-        """What a shrunken program must still show: the grammar rule and the observable."""
-        return (self.label, self.field)
+        """What a shrunken program must still show: the grammar rule and the observable.
+        A step that waited is one kind whatever the step: what made it wait came before."""
+        return ("any", "blocked") if self.field == "blocked" else (self.label, self.field)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -95,10 +97,14 @@ def execute(
             for call in calls:
                 future = worker.submit(_guarded, call)
                 try:
-                    observed.append(future.result(STEP_TIMEOUT))
+                    obs = future.result(STEP_TIMEOUT)
                 except FutureTimeout:
-                    observed.append({"blocked": True})
+                    observed.append({"blocked": "no answer"})
                     cut()
+                    break
+                observed.append(obs)
+                if obs.get("error", [None])[0] == target.pool_timeout:
+                    obs["blocked"] = "borrow timeout"
                     break
         finally:
             for session in sessions:
@@ -181,12 +187,18 @@ def compare(
 ) -> list[Divergence]:
     """Differences no limitation covers, the first of each signature; the limitations
     that covered others go to `accepted`. A session observable that differs exactly as
-    it did at the client's previous step is not new; comparing stops after a step that
-    waited. Later divergences may still follow from earlier ones."""
+    it did at the client's previous step is not new; a client whose connection broke on
+    one side is not compared again until it reconnects; comparing stops after a step
+    that waited. Later divergences may still follow from earlier ones."""
     found: dict[tuple[str, str], Divergence] = {}
     before: dict[int, tuple[Observation, Observation]] = {}
+    lost: set[int] = set()
     for index, (where, step, label, client) in enumerate(labels(program)):
         a, b = _at(direct.observations, index), _at(via.observations, index)
+        if label == "reconnect":
+            lost.discard(client)
+        if client in lost:
+            continue
         differ = []
         for name in sorted(a.keys() | b.keys(), key=_weight):
             if a.get(name) == b.get(name) or _persists(before.get(client), name, a, b):
@@ -200,6 +212,8 @@ def compare(
             main = differ[0]
             diverged = Divergence(where, step, label, main, a.get(main), b.get(main), differ)
             found.setdefault(diverged.signature, diverged)
+            if _broken(a) or _broken(b):
+                lost.add(client)
         before[client] = (a, b)
         if a.get("blocked") or b.get("blocked") or not (a.get("ran", 1) and b.get("ran", 1)):
             return list(found.values())
@@ -218,6 +232,10 @@ _FIRST = ("blocked", "ran", "exception", "error", "rows", "result", "status", "c
 def _weight(name: str) -> tuple[int, str]:
     """Fields in the order a divergence is named by: what the step returned first."""
     return (_FIRST.index(name) if name in _FIRST else len(_FIRST), name)
+
+
+def _broken(obs: Observation) -> bool:
+    return bool(obs.get("exception")) or obs.get("error", [None])[0] == "client"
 
 
 def _at(observations: list[Observation], index: int) -> Observation:

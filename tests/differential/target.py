@@ -41,6 +41,7 @@ class Target(Protocol):
 
     engine: str
     endpoint: Endpoint
+    pool_timeout: object  # the error code of the proxy's "no connection within borrow_timeout"
 
     def session(self, spec: ClientSpec, endpoint: Endpoint) -> Session: ...
 

@@ -127,3 +127,13 @@ def test_limitations_cover_by_engine_field_and_label(tmp_path: Path) -> None:
     accepted: list[str] = []
     assert compare(program, Trace([a], {}), Trace([b], {}), limits, accepted) == []
     assert accepted == ["connect c0 param.server_version: v"]
+
+
+def test_a_client_whose_connection_broke_is_compared_again_after_it_reconnects() -> None:
+    reconnect = Step(0, "reconnect", "reconnect", "", None, ("reconnect",))
+    program = _program(_sql(0), _sql(0), reconnect, _sql(0), clients=1)
+    ok, broken = {"rows": [[1]]}, {"error": ["client", "OperationalError"]}
+    direct = Trace([ok, ok, ok, ok, {"rows": [[1]]}], {})
+    proxy = Trace([ok, broken, broken, ok, {"rows": [[2]]}], {})
+    found = compare(program, direct, proxy, (), [])
+    assert [(d.where, d.field) for d in found] == [("step 0", "error"), ("step 3", "rows")]
