@@ -86,6 +86,8 @@ def _report(
             f"   shrunk to {len(program.steps)} steps in {shrunk.runs} runs, {shrunk.seconds:.1f} s"
         )
     print("   " + describe(program, divergence))
+    for index, spec in enumerate(program.clients):
+        print(f"      c{index}: {spec}")
     for step in program.steps:
         print(f"      {step.text()}")
     path = write(args.out, program, divergence)

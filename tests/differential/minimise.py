@@ -1,6 +1,7 @@
 """Shrink a diverging program to a small one that still shows the same divergence.
 
-Delta debugging (Zeller's ddmin) over the steps: try halves, then complements, then
+Steps after the diverging one are dropped first (they cannot change it), then delta
+debugging (Zeller's ddmin) over the rest: try halves, then complements, then
 finer pieces; a candidate counts if the schedule model admits it (so it cannot wait)
 and running it both ways still shows a divergence of the same signature (grammar rule,
 observable). Then each client's startup options and autocommit are simplified one at a
@@ -129,7 +130,12 @@ def shrink(
     """The smallest program found within `budget` seconds that shows `divergence` again."""
     started = time.monotonic()
     tester = _Tester(target, limits, divergence.signature, budget)
-    steps = ddmin(list(program.steps), lambda s: tester(program.with_steps(tuple(s))))
+    steps = list(program.steps)
+    if divergence.where.startswith("connect"):
+        steps = []  # what a client saw at connect cannot depend on any step
+    elif divergence.step is not None:
+        steps = steps[: divergence.step + 1]  # later steps cannot change what it saw
+    steps = ddmin(steps, lambda s: tester(program.with_steps(tuple(s))))
     best = program.with_steps(tuple(steps))
     improved = True
     while improved and not tester.spent:

@@ -171,7 +171,7 @@ class MyTarget:
     """A throwaway MariaDB server and the login the clients use on it."""
 
     engine = "mysql"
-    pool_timeout = 9501
+    pool_timeout: object = 9501
 
     def __init__(self, cluster: MariaDbCluster, user: str, password: str, database: str) -> None:
         self.cluster = cluster

@@ -15,6 +15,7 @@ from typing import Any
 
 import psycopg
 from psycopg import ClientCursor
+from psycopg.conninfo import make_conninfo
 
 from sluice.devtools.pgcluster import PgCluster
 
@@ -91,9 +92,8 @@ class PgSession:
     def open(self) -> Observation:
         obs: Observation = {}
         try:
-            conn = psycopg.connect(
-                conninfo(self.endpoint), autocommit=self.spec.autocommit, **self.spec.options
-            )
+            info = make_conninfo(conninfo(self.endpoint), **self.spec.options)
+            conn = psycopg.connect(info, autocommit=self.spec.autocommit)
         except psycopg.Error as exc:
             obs["error"] = error_of(exc)
             return obs
@@ -164,7 +164,7 @@ class PgTarget:
     """A throwaway PostgreSQL server and the login the clients use on it."""
 
     engine = "pg"
-    pool_timeout = "53300"
+    pool_timeout: object = "53300"
 
     def __init__(self, cluster: PgCluster, user: str, password: str, database: str) -> None:
         self.cluster = cluster

@@ -35,10 +35,10 @@ def trace(program: Program, outcome: Outcome) -> str:
     places = labels(program)
     count = max(len(outcome.direct.observations), len(outcome.proxy.observations))
     for index in range(count):
-        where, step, _, _ = places[index]
+        where, step, _, client = places[index]
         direct = _at(outcome.direct.observations, index)
         proxy = _at(outcome.proxy.observations, index)
-        what = program.steps[step].text() if step is not None else f"connect {program.clients}"
+        what = program.steps[step].text() if step is not None else str(program.clients[client])
         lines.append(f"{where:>9}  {what}")
         lines.append(f"{'':>11}direct {short(_brief(direct), 400)}")
         if direct != proxy:

@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 
 from helpers import APP_DB, APP_PASSWORD, APP_USER
+from sluice.devtools.mariadbcluster import MariaDbCluster
+from sluice.devtools.pgcluster import PgCluster
 
 from . import limitations
 from .engines import GRAMMARS
@@ -35,15 +37,15 @@ LENGTH = 60
 
 
 @pytest.fixture(scope="session")
-def pg_target(pg: object) -> Iterator[PgTarget]:
-    target = PgTarget(pg, APP_USER, APP_PASSWORD, APP_DB)  # type: ignore[arg-type]
+def pg_target(pg: PgCluster) -> Iterator[PgTarget]:
+    target = PgTarget(pg, APP_USER, APP_PASSWORD, APP_DB)
     yield target
     target.drop()
 
 
 @pytest.fixture(scope="session")
-def mysql_target(mariadb: object) -> Iterator[MyTarget]:
-    target = MyTarget(mariadb, APP_USER, APP_PASSWORD, APP_DB)  # type: ignore[arg-type]
+def mysql_target(mariadb: MariaDbCluster) -> Iterator[MyTarget]:
+    target = MyTarget(mariadb, APP_USER, APP_PASSWORD, APP_DB)
     yield target
     target.drop()
 
