@@ -213,6 +213,6 @@ class PgTarget:
             "name": "diff",
             "listen": f"127.0.0.1:{port}",
             "target": {"host": ep.host, "port": ep.port},
-            "pool": {"mode": "transaction", "max_connections": pool_size, "borrow_timeout": 2},
+            "pool": {"mode": "transaction", "max_connections": pool_size, "borrow_timeout": 4},
             "users": [{"name": ep.user, "password": ep.password}],
         }
