@@ -5,12 +5,14 @@
 Starts a throwaway server of the program's engine, runs the program both ways
 (`runner.py`), prints every step with what the direct client saw and, under it, what
 differed through the proxy, then the divergences and the proxy's log tail. `--shrink`
-writes a smaller program showing the first divergence. Exits 1 if anything diverged.
+writes a smaller program showing the divergence the file was saved for (else the
+first). Exits 1 if anything diverged.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -45,7 +47,15 @@ def replay(path: Path, args: argparse.Namespace) -> bool:
         if args.log:
             print("\n---- sluice log ----\n" + outcome.proxy_log)
         if args.shrink is not None:
-            shrunk = shrink(program, tgt, limits, outcome.divergences[0], budget=args.budget)
+            saved = json.loads(path.read_text()).get("divergence", {})
+            wanted = (saved.get("label"), saved.get("field"))
+            if wanted[1] == "blocked":
+                wanted = ("any", "blocked")
+            chosen = next(
+                (d for d in outcome.divergences if d.signature == wanted),
+                outcome.divergences[0],
+            )
+            shrunk = shrink(program, tgt, limits, chosen, budget=args.budget)
             print(
                 f"\nshrunk to {len(shrunk.program.steps)} steps in {shrunk.runs} runs: "
                 f"{write(args.shrink, shrunk.program, shrunk.divergence)}"
