@@ -42,7 +42,8 @@ class Trace:
 
 @dataclass(frozen=True)
 class Divergence:
-    """The first difference between the sides not covered by a limitation."""
+    """A difference between the sides at one place (a connect, a step, the final rows)
+    that no limitation covers."""
 
     where: str  # "connect c0", "step 12", "final"
     step: int | None
@@ -78,10 +79,6 @@ class Outcome:
     divergences: list[Divergence] = field(default_factory=list)
     proxy_log: str = ""
     accepted: list[str] = field(default_factory=list)
-
-    @property
-    def signatures(self) -> set[tuple[str, str]]:
-        return {d.signature for d in self.divergences}
 
 
 def execute(
@@ -133,6 +130,7 @@ def _guarded(call: Callable[[], Observation]) -> Observation:
 
 
 def run_both(program: Program, target: Target, limits: tuple[Limitation, ...]) -> Outcome:
+    """Run `program` directly, then through a fresh proxy started meanwhile; compare."""
     port = free_port()
     proc = SluiceProcess([target.proxy(port, program.pool_size)])
     started: list[BaseException] = []
