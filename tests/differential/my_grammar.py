@@ -142,7 +142,9 @@ def counters(rng: random.Random, client: int, spec: ClientSpec) -> Step:
     }
     kind = rng.choice(tuple(forms))
     how = "prepared" if spec.library == "connector" and rng.random() < 0.3 else "sql"
-    return Step(client, how, f"counter:{kind}", forms[kind], None, ("stmt",))
+    # Documented pins: reads of the previous statement's results, LAST_INSERT_ID(expr).
+    effects = ("stmt",) if kind == "last_insert_id" else ("stmt", "pin")
+    return Step(client, how, f"counter:{kind}", forms[kind], None, effects)
 
 
 def found_rows(rng: random.Random, client: int, spec: ClientSpec) -> Step:
@@ -269,7 +271,7 @@ RULES: tuple[Rule, ...] = (
     Rule(2, sql_prepare),
     Rule(2, role),
     Rule(3, errors),
-    Rule(1, sql("show_warnings", "SHOW WARNINGS")),
+    Rule(1, sql("show_warnings", "SHOW WARNINGS", "pin")),
     Rule(3, action("ping", "ping", "stmt")),
     Rule(2, reset_connection),
     Rule(3, action("reconnect", "reconnect", "reconnect")),
