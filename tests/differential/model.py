@@ -113,9 +113,9 @@ class PoolModel:
         elif kind in ("xlock", "xtry") and model.in_txn:
             model.xact_keys.add(arg)
         elif kind == "autocommit":
-            model.autocommit = arg == "on"
-            if model.autocommit:
-                model.end_txn()
+            was_on, model.autocommit = model.autocommit, arg == "on"
+            if model.autocommit and not was_on:
+                model.end_txn()  # only turning it on commits; MariaDB keeps a BEGIN otherwise
         elif kind == "mark":
             model.marks.add(arg)
         elif kind == "reset":
