@@ -201,7 +201,7 @@ def compare(
         for name in sorted(a.keys() | b.keys(), key=_weight):
             if a.get(name) == b.get(name) or _persists(before.get(client), name, a, b):
                 continue
-            lim = allowed(limits, program.engine, label, name)
+            lim = allowed(limits, program.engine, label, name, b)
             if lim is not None:
                 accepted.append(f"{where} {name}: {lim.id}")
                 continue

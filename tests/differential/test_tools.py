@@ -112,7 +112,7 @@ def test_a_step_that_waited_ends_the_comparison() -> None:
 
 
 def test_limitations_cover_by_engine_field_and_label(tmp_path: Path) -> None:
-    assert limitations.load() == ()
+    assert all(lim.proxy_error is not None for lim in limitations.load())
     path = tmp_path / "l.toml"
     path.write_text(
         '[[limitation]]\nid = "v"\nengine = "pg"\nexplanation = "e"\n'
@@ -137,3 +137,16 @@ def test_a_client_whose_connection_broke_is_compared_again_after_it_reconnects()
     proxy = Trace([ok, broken, broken, ok, {"rows": [[2]]}], {})
     found = compare(program, direct, proxy, (), [])
     assert [(d.where, d.field) for d in found] == [("step 0", "error"), ("step 3", "rows")]
+
+
+def test_a_refusal_limitation_covers_only_its_error_code(tmp_path: Path) -> None:
+    path = tmp_path / "l.toml"
+    path.write_text(
+        '[[limitation]]\nid = "r"\nengine = "mysql"\nexplanation = "e"\n'
+        'field = "*"\nproxy_error = 1235\n'
+    )
+    limits = limitations.load(path)
+    refused = {"error": [1235, "not available"]}
+    assert limitations.allowed(limits, "mysql", "x", "rows", refused) is not None
+    assert limitations.allowed(limits, "mysql", "x", "rows", {"rows": [[7]]}) is None
+    assert limitations.allowed(limits, "mysql", "x", "rows", {"error": [1146, "no"]}) is None
