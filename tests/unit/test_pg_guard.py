@@ -40,8 +40,8 @@ def setting(name: str, value: str) -> bytes:
     return row("setting", name, value, "")
 
 
-def set_config(name: str, value: str) -> str:
-    return f"SELECT pg_catalog.set_config('{name}', E'{value}', false)"
+def set_config(name: str, value: str) -> bytes:
+    return f"SELECT pg_catalog.set_config('{name}', E'{value}', false)".encode()
 
 
 def test_check_sql_names_every_object_with_its_schema() -> None:
@@ -105,6 +105,14 @@ def test_untracked_setting_pins_unless_the_pool_set_it() -> None:
     assert read_check(check_rows(setting("work_mem", "8192")), LOGIN, baseline).pin
 
 
+def test_custom_setting_pins_and_marks_the_connection() -> None:
+    """A placeholder variable outlives every reset: the connection must not be lent again."""
+    found = read_check(check_rows(setting("myapp.tenant", "7")), LOGIN)
+    assert (found.pin, found.custom) == ("SET myapp.tenant (left by opaque SQL)", "myapp.tenant")
+    baseline = read_baseline([setting("my.flag", "on")])  # the pool's init_query set it
+    assert read_check(check_rows(setting("my.flag", "on")), LOGIN, baseline) == Finding()
+
+
 @pytest.mark.parametrize(
     ("show", "reset", "settings"),
     [
@@ -116,7 +124,7 @@ def test_untracked_setting_pins_unless_the_pool_set_it() -> None:
     ],
 )
 def test_statement_timeout_read_before_the_check_lifts_it(
-    show: str, reset: str, settings: dict[str, str]
+    show: str, reset: str, settings: dict[str, bytes]
 ) -> None:
     # (pg_settings would show the check's own SET LOCAL: SHOW's value is the session's)
     assert read_check(check_rows(show=show, reset=reset), LOGIN).settings == settings

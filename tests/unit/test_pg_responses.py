@@ -378,7 +378,8 @@ def _feed(case: Case, chunks: Iterable[bytes]) -> tuple[bytes, ResponseTracker]:
     return out, tracker
 
 
-_SYNCING = (r.SYNC, r.QUERY, r.FUNCTION, r.QUERY_SKIP, r.QUERY_CHECK)
+_EXTENDED = (r.PARSE, r.BIND, r.DESCRIBE_STMT, r.DESCRIBE_PORTAL, r.EXECUTE, r.CLOSE)
+_EXTENDED_OWN = (r.PARSE_SKIP, r.PARSE_FAKE, r.CLOSE_SKIP, r.CLOSE_FAKE)
 
 
 def _unsynced(case: Case) -> bool:
@@ -386,7 +387,7 @@ def _unsynced(case: Case) -> bool:
     if not case.requests:
         return False
     last = case.requests[-1]
-    return (last[0] if isinstance(last, tuple) else last) not in _SYNCING
+    return (last[0] if isinstance(last, tuple) else last) in _EXTENDED + _EXTENDED_OWN
 
 
 def _check_state(case: Case, tracker: ResponseTracker) -> None:

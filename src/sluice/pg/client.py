@@ -358,9 +358,9 @@ class ClientSession(FrontendSession):
         return self._note_effect(classify_bytes(sql), sql, tracker)
 
     def _note_effect(self, effect: Effect, sql: bytes, tracker: r.ResponseTracker) -> bool:
+        if not effect.changes and self.settings.pending:
+            self._note_changes(savepoint_changes(sql), tracker)  # they may undo some
         if effect is NO_EFFECT:
-            if self.settings.pending:  # a savepoint command may undo some of them
-                self._note_changes(savepoint_changes(sql), tracker)
             return False
         if effect.deallocate is not None:  # one the proxy could not answer
             effect = _DEALLOCATE_ALL if effect.deallocate == "" else _DEALLOCATE_ONE

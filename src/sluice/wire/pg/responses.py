@@ -77,9 +77,9 @@ SPECIAL = frozenset(
 _QUIET = frozenset((QUERY_SKIP, REPLAY, RESTORE, QUERY_CHECK))  # never streamed to the client
 _OWN_QUERIES = frozenset((QUERY_SKIP, QUERY_CHECK))  # nothing of a client's among them
 # Requests after which the server is inside an implicit transaction until a Sync.
-_EXTENDED = frozenset(
-    (PARSE, BIND, DESCRIBE_STMT, DESCRIBE_PORTAL, EXECUTE, CLOSE)
-).union((PARSE_SKIP, PARSE_FAKE, CLOSE_SKIP, CLOSE_FAKE))
+_EXTENDED = frozenset((PARSE, BIND, DESCRIBE_STMT, DESCRIBE_PORTAL, EXECUTE, CLOSE)).union(
+    (PARSE_SKIP, PARSE_FAKE, CLOSE_SKIP, CLOSE_FAKE)
+)
 _SYNCS = frozenset((SYNC, SYNC_RESTORING))
 _RESTORING = frozenset((QUERY_RESTORING, SYNC_RESTORING))
 _TO_CLIENT_ON_ERROR = frozenset((QUERY, FUNCTION, SYNC, QUERY_RESTORING, SYNC_RESTORING))

@@ -256,6 +256,8 @@ def _classify_slow(sql: str) -> Effect:
             changes.append(Change(ChangeKind.RESET_ALL))
         elif isinstance(change, Change):
             changes.append(change)
+    if not any(change.kind < ChangeKind.SAVEPOINT for change in changes):
+        changes = []  # savepoints matter only to settings (`savepoint_changes` otherwise)
     if not (pin or changes or drops or custom or opaque or writes):
         return NO_EFFECT
     return Effect(pin, tuple(changes), drops, custom, opaque, writes)
