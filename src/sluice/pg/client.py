@@ -293,12 +293,12 @@ class ClientSession(FrontendSession):
         server.attach(self)
         self.server = server
         assert self.pool is not None
-        if self.settings.params != server.params or server.params_dirty:
-            out.append(self._sync_settings(server))
-        if server.sequences_of:  # lastval()/currval() answers of an earlier borrower
+        if server.sequences_of or server.unseen_of:  # what an earlier borrower may have left
             forget = self.guard.on_attach(server)
             if forget:
                 out.append(forget)
+        if self.settings.params != server.params or server.params_dirty:
+            out.append(self._sync_settings(server))
         self.pool.on_attach(self)
 
     def _forward(self, msg: bytes, out: list[bytes]) -> None:
@@ -474,6 +474,7 @@ class ClientSession(FrontendSession):
             if found.pin and not self.pinned:
                 self.pin(found.pin)
             if not self.pinned:
+                server.unseen_of = self.guard.serial  # custom settings no check can list
                 self._release()
         self.resume_reading()
         self._drain()

@@ -194,7 +194,15 @@ class BorrowGuard:
             self.writes = True
 
     def on_attach(self, server: ServerConn) -> bytes:
-        """A query (its replies swallowed) to send before the client's first message, or b""."""
+        """A query (its replies swallowed) to send before the client's first message, or b"".
+
+        Custom settings are placeholder variables `pg_settings` does not list, so the check
+        cannot see those that opaque SQL set: another client's borrow starts with RESET ALL
+        (the settings replay of a connection whose settings are unknown), which empties them.
+        """
+        if server.unseen_of and server.unseen_of != self.serial:
+            server.unseen_of = 0
+            server.params_dirty = True
         owner = server.sequences_of
         if not owner or (owner == self.serial and self.sequences_on is server):
             return b""

@@ -94,4 +94,5 @@ class PgPool(EnginePool):
         server.params = {}
         server.params_dirty = False
         server.sequences_of = 0  # DISCARD ALL forgot what nextval() left too
+        server.unseen_of = 0  # and emptied every custom setting
         server.tracker.prepared.clear()

@@ -58,6 +58,7 @@ class ServerConn(BackendConn):
         self.login_user = ""  # the role the proxy logged in as
         self.baseline: frozenset[tuple[str, str]] = frozenset()  # settings of init_query
         self.sequences_of = 0  # serial of the client whose nextval() state it may hold
+        self.unseen_of = 0  # serial of the client whose opaque SQL may have set custom settings
         self._idle_waiter: asyncio.Future[None] | None = None
 
     @property
