@@ -271,7 +271,7 @@ class ClientSession(FrontendSession):
             if kind == _S:
                 self.transport_write(m.READY_IDLE)  # nothing outstanding: no connection needed
             return _CONSUMED
-        if kind == _Q and self._answered(msg, None):
+        if kind == _Q and len(msg) > 15 and msg[5] | 0x20 == _LOWER_D and self._answered(msg, None):
             return _CONSUMED
         if self.proxy.app.stopping:
             self.fail_with("the proxy is shutting down", "57P01")
@@ -309,7 +309,7 @@ class ClientSession(FrontendSession):
         if self.proxy.debug_logging:
             self.proxy.log_message(self, msg)
         if kind == _Q:
-            if self._answered(msg, tracker):
+            if len(msg) > 15 and msg[5] | 0x20 == _LOWER_D and self._answered(msg, tracker):
                 return
             if self._note_sql(msg[5:-1], tracker):
                 self._send_restoring(r.QUERY_RESTORING, msg, out)
@@ -382,10 +382,8 @@ class ClientSession(FrontendSession):
             self.settings.note(changes, tracker.errors)
 
     def _answered(self, msg: bytes, tracker: r.ResponseTracker | None) -> bool:
-        """Answer a Query that is one DEALLOCATE of the client's own statements (the
-        server knows them by other names); True if the proxy did."""
-        if len(msg) < 16 or msg[5] | 0x20 != _LOWER_D:
-            return False
+        """Answer a Query (whose text starts with a d) that is one DEALLOCATE of the
+        client's own statements (the server knows them by other names); True if done."""
         reply = self.statements.answer_deallocate(msg, tracker, bool(self.pinned))
         if reply is None:
             return False

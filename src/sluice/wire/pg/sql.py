@@ -84,6 +84,8 @@ _TRIGGER_BYTES = re.compile(
     b"|".join(re.escape(t.encode()) for t in (*_TRIGGERS, "/*", "--") if t not in ("set", "config"))
     + b"|set_config"
 )
+# The same in one pass with the first parenthesis (a possible call) too.
+_TRIGGER_OR_PAREN = re.compile(_TRIGGER_BYTES.pattern + rb"|\(")
 _TRAILING = b"; \t\r\n"
 # Statements that start with these and hold no trigger word, second statement or
 # unknown call have no session effect (the byte-level pre-check's fast answer).
@@ -190,18 +192,21 @@ def classify_bytes(sql: bytes) -> Effect:
     """`classify` for the raw text of a Query or Parse; most reads and writes never get
     decoded (texts with literals inlined differ every time: no cache would help them)."""
     low = sql.lower()
-    if (
-        _TRIGGER_BYTES.search(low) is None
-        and b";" not in low.rstrip(_TRAILING)
-        and (b"(" not in low or _no_unknown_call(low))
+    found = _TRIGGER_OR_PAREN.search(low)
+    if found is not None and (
+        found.group() != b"(" or _TRIGGER_BYTES.search(low, found.end()) is not None
     ):
+        return classify(sql.decode("latin-1"))
+    if b";" not in low.rstrip(_TRAILING):
         start = low.lstrip()
         if start.startswith(_PLAIN_READS):
-            return NO_EFFECT
-        if start.startswith(_PLAIN_CHANGES) and b"default" not in low:
-            return NO_EFFECT
-        if start.startswith(b"insert"):
-            return _WRITES_ONLY
+            if found is None or _no_unknown_call(low):
+                return NO_EFFECT
+        elif found is None or _no_unknown_call(low):
+            if start.startswith(_PLAIN_CHANGES) and b"default" not in low:
+                return NO_EFFECT
+            if start.startswith(b"insert"):
+                return _WRITES_ONLY
     return classify(sql.decode("latin-1"))
 
 
