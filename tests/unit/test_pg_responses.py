@@ -200,6 +200,22 @@ CASES: dict[str, Case] = {
         [BIND_OK, SELECT_1, Z_I],
         prepared=[b"s"],
     ),
+    "execute and flush: answered, still in the implicit transaction": Case(
+        [(r.PARSE, b""), r.BIND, r.EXECUTE],
+        [PARSE_OK, BIND_OK, m.command_complete("INSERT 0 1")],
+        [...],
+    ),
+    "a query after unsynced extended requests ends their transaction": Case(
+        [r.BIND, r.EXECUTE, r.QUERY],
+        [BIND_OK, m.command_complete("INSERT 0 1"), SELECT_1, Z_I],
+        [...],
+    ),
+    "check: rows kept and swallowed, notification passed on": Case(
+        [r.QUERY_CHECK], [SET, ROWS, ROW, NOTICE, NOTIFY, PARAM, ROW_NULL, SELECT_2, Z_I], [NOTIFY]
+    ),
+    "check after a client query": Case(
+        [r.QUERY, r.QUERY_CHECK], [SELECT_1, Z_I, ROWS, ROW, SELECT_1, Z_I], [SELECT_1, Z_I]
+    ),
     "query skip then a fake": Case(
         [r.QUERY_SKIP, r.PARSE_FAKE, r.BIND, r.SYNC],
         [SET, Z_I, BIND_OK, Z_I],
@@ -362,11 +378,25 @@ def _feed(case: Case, chunks: Iterable[bytes]) -> tuple[bytes, ResponseTracker]:
     return out, tracker
 
 
+_EXTENDED = (r.PARSE, r.BIND, r.DESCRIBE_STMT, r.DESCRIBE_PORTAL, r.EXECUTE, r.CLOSE)
+_EXTENDED_OWN = (r.PARSE_SKIP, r.PARSE_FAKE, r.CLOSE_SKIP, r.CLOSE_FAKE)
+
+
+def _unsynced(case: Case) -> bool:
+    """Extended-protocol requests after the last Sync (or Query): an implicit transaction."""
+    if not case.requests:
+        return False
+    last = case.requests[-1]
+    return (last[0] if isinstance(last, tuple) else last) in _EXTENDED + _EXTENDED_OWN
+
+
 def _check_state(case: Case, tracker: ResponseTracker) -> None:
     assert list(tracker.queue) == list(case.queue)
     assert bytes([tracker.status]) == case.status
     assert tracker.awaiting_sync == case.awaiting_sync
-    assert tracker.idle == (not case.queue and case.status == b"I" and not case.awaiting_sync)
+    assert tracker.unsynced == _unsynced(case)
+    idle = not case.queue and case.status == b"I" and not case.awaiting_sync
+    assert tracker.idle == (idle and not _unsynced(case))
     assert tracker.errors == case.errors
     assert tracker.swallowed_errors == case.swallowed_errors
     assert (tracker.replay_error is not None) == case.replay_error
@@ -430,6 +460,30 @@ def test_status_follows_each_ready_for_query() -> None:
         assert (chr(tracker.status), tracker.idle) == (status, idle)
 
 
+def test_check_rows_and_failure() -> None:
+    tracker = ResponseTracker(MAX)
+    tracker.push(r.QUERY_CHECK)
+    assert not tracker.idle and tracker.settling
+    assert tracker.feed(ROWS + ROW + ROW_NULL + SELECT_2 + Z_I) == b""
+    assert tracker.check_rows == [ROW[5:], ROW_NULL[5:]]
+    assert tracker.idle and not tracker.settling and not tracker.check_failed
+    tracker.push(r.QUERY_CHECK)
+    assert tracker.feed(ERROR + Z_I) == b""
+    assert tracker.check_failed and tracker.errors == 0 and tracker.idle
+
+
+def test_settling_only_for_own_queries_outside_a_transaction() -> None:
+    tracker = ResponseTracker(MAX)
+    tracker.push(r.QUERY_CHECK)
+    tracker.push(r.QUERY_SKIP)
+    assert tracker.settling
+    tracker.push(r.QUERY)
+    assert not tracker.settling
+    tracker.feed(Z_I + Z_I + Z_T)
+    tracker.push(r.QUERY_SKIP)
+    assert not tracker.settling  # the client's transaction is still open
+
+
 def test_flush_fakes() -> None:
     tracker = ResponseTracker(MAX)
     assert tracker.flush_fakes() == b""
@@ -443,7 +497,8 @@ def test_flush_fakes() -> None:
     assert list(tracker.queue) == [r.SYNC, r.PARSE_FAKE]
     assert tracker.flush_fakes() == b""  # a Sync is still outstanding before the last one
     assert tracker.feed(Z_I) == Z_I + PARSE_OK
-    assert tracker.idle and tracker.specials == 0
+    assert tracker.specials == 0
+    assert not tracker.idle and tracker.unsynced  # the client has not sent its next Sync
 
 
 def test_errors_counter_accumulates() -> None:

@@ -2,7 +2,8 @@
 
 Tables of (SQL, expected Effect). A pin that is missed leaks session state to
 another client; a pin that is not needed costs a backend connection; both are
-bugs, so both directions are tested.
+bugs, so both directions are tested. The same holds for opaque SQL (a missed
+one skips the state check, a needless one costs a round trip) and for writes.
 """
 
 from __future__ import annotations
@@ -38,8 +39,21 @@ PINS: list[tuple[str, str]] = [
     ("prepare p (int) as select $1", "PREPARE"),
     ("EXECUTE p", "EXECUTE"),
     ("execute p(1)", "EXECUTE"),
-    ("DEALLOCATE p", "DEALLOCATE"),
-    ("deallocate prepare p", "DEALLOCATE"),
+    ("DEALLOCATE p; SELECT 1", "DEALLOCATE"),
+    ("DEALLOCATE", "DEALLOCATE"),
+    ("DEALLOCATE a b", "DEALLOCATE"),
+    ("CREATE TABLE pg_temp.t (a int)", "temporary object"),
+    ('create table "pg_temp".t (a int)', "temporary object"),
+    ("CREATE UNLOGGED TABLE IF NOT EXISTS pg_temp.t (a int)", "temporary object"),
+    ("create table pg_temp_3.t as select 1", "temporary object"),
+    ("CREATE VIEW pg_temp.v AS SELECT 1", "temporary object"),
+    (
+        "create or replace function pg_temp.f() returns int as 'select 1' language sql",
+        "temporary object",
+    ),
+    ("create sequence pg_temp.s", "temporary object"),
+    ("SELECT 1 INTO pg_temp.t", "temporary object"),
+    ("select * into table pg_temp.t from x", "temporary object"),
     ("CREATE TEMP TABLE t (a int)", "temporary object"),
     ("create temporary table t (a int)", "temporary object"),
     ("CREATE GLOBAL TEMPORARY TABLE t (a int)", "temporary object"),
@@ -59,6 +73,14 @@ PINS: list[tuple[str, str]] = [
     ("select pg_try_advisory_lock_shared (1)", "session advisory lock"),
     ("select pg_catalog.pg_advisory_lock(1)", "session advisory lock"),
     ("UPDATE t SET a = 1 WHERE pg_try_advisory_lock(id)", "session advisory lock"),
+    ('select "pg_advisory_lock"(4250)', "session advisory lock"),
+    ('select pg_catalog."pg_try_advisory_lock"(1)', "session advisory lock"),
+    ('SELECT "pg_catalog" . "pg_advisory_lock_shared" (1)', "session advisory lock"),
+    ("select PG_ADVISORY_LOCK(1)", "session advisory lock"),
+    ("select x from t where pg_advisory_lock(1) is not null", "session advisory lock"),
+    ("select setseed(0.5)", "setseed()"),
+    ("select set_config('work_mem', '1MB', false)", "set_config() for the session"),
+    ("SELECT set_config('search_path', 'a', false), 1", "set_config() for the session"),
     ("DECLARE c CURSOR WITH HOLD FOR SELECT 1", "cursor WITH HOLD"),
     ("declare c no scroll cursor with  hold for select 1", "cursor WITH HOLD"),
     ("LOAD 'auto_explain'", "LOAD"),
@@ -87,8 +109,8 @@ def test_pins(sql: str, reason: str) -> None:
 DROPS: list[tuple[str, str]] = [
     ("DISCARD ALL", "DISCARD"),
     ("discard all", "DISCARD"),
-    ("DEALLOCATE ALL", "DEALLOCATE"),
-    ("deallocate prepare all", "DEALLOCATE"),
+    ("DEALLOCATE ALL; SELECT 1", "DEALLOCATE"),
+    ("select 1; deallocate prepare all", "DEALLOCATE"),
 ]
 
 
@@ -103,6 +125,25 @@ def test_statement_drops(sql: str, reason: str) -> None:
 @pytest.mark.parametrize("sql", ["DISCARD PLANS", "DEALLOCATE p", 'deallocate "all"'])
 def test_no_drop(sql: str) -> None:
     assert not classify(sql).drops_statements
+
+
+# A Query that is one DEALLOCATE: the proxy answers it for the client's own names.
+LONE_DEALLOCATES: list[tuple[str, str]] = [
+    ("DEALLOCATE ALL", ""),
+    ("deallocate prepare all", ""),
+    ("DEALLOCATE ALL;", ""),
+    ("DEALLOCATE p", "p"),
+    ("deallocate prepare P", "p"),
+    ('DEALLOCATE "P"', "P"),
+    ('deallocate "all"', "all"),
+    ("DEALLOCATE _pg3_0", "_pg3_0"),
+    ("/* c */ DEALLOCATE s1 -- c", "s1"),
+]
+
+
+@pytest.mark.parametrize(("sql", "name"), LONE_DEALLOCATES)
+def test_lone_deallocate(sql: str, name: str) -> None:
+    assert classify(sql) == Effect(deallocate=name)
 
 
 TRACKED_SETS: list[tuple[str, tuple[tuple[str, str | None], ...]]] = [
@@ -237,10 +278,6 @@ def test_custom_settings(sql: str, name: str) -> None:
 NO_EFFECTS: list[str] = [
     "SELECT 1",
     "select * from t where a = $1",
-    "INSERT INTO t VALUES (1)",
-    "UPDATE t SET a = 1",
-    "update settings set value = 'x' where name = 'reset'",
-    "INSERT INTO t VALUES (1) ON CONFLICT (a) DO UPDATE SET b = 2",
     "SELECT * FROM t OFFSET 10",
     "SET LOCAL search_path TO a",
     "set local work_mem = '1GB'",
@@ -256,11 +293,6 @@ NO_EFFECTS: list[str] = [
     "select pg_advisory_unlock(1)",
     "DECLARE c CURSOR FOR SELECT 1",
     "DECLARE c CURSOR WITHOUT HOLD FOR SELECT 1",
-    "CREATE TABLE t (a int)",
-    "CREATE TABLE temp (a int)",
-    "create table temp_data (a int)",
-    "CREATE VIEW temporary_v AS SELECT 1",
-    "CREATE UNLOGGED TABLE t (a int)",
     "SELECT 1 INTO temp_results",
     "SELECT * INTO t FROM x",
     "UNLISTEN chan",
@@ -287,7 +319,108 @@ NO_EFFECTS: list[str] = [
     "SELECT E'it\\'s; LISTEN x'",
     "select e'\\' pg_advisory_lock(1) '",
     "select E'\\\\', 'pg_advisory_lock(1)'",
+    # calls of known built-ins, and parentheses that are not calls
+    "select count(*) from t",
+    "SELECT lower(a), coalesce(b, 1) FROM t WHERE id IN (1, 2) AND NOT (c OR d)",
+    "select * from generate_series(1, 3) g(i)",
+    "select * from generate_series(1, 3) as g(i)",
+    "select * from tbl as t(a, b)",
+    "select x::numeric(10, 2), y::pg_catalog.varchar(3) from t",
+    "select cast(x as varchar(10)), cast(y as character varying(3))",
+    "select row_number() over (partition by a order by b) from t",
+    "select count(*) filter (where a) from t",
+    "SELECT EXISTS (SELECT 1) AND a = ANY (ARRAY[1]) FROM t",
+    "select a from t where (a, b) in ((1, 2)) order by (a)",
+    "with t(a) as (select 1) select a from t",
+    "with recursive t(n) as (values (1)) select n from t",
+    "select a from t join (select 1) s on (true) join u using (id)",
+    "select json_build_object('a', 1), jsonb_agg(x) within group (order by y) from t",
+    'select "pg_catalog"."lower"(\'X\'), pg_catalog.now(), "now"()',
+    "select pg_advisory_xact_lock(1), pg_try_advisory_xact_lock(2), pg_advisory_unlock(3)",
+    "select lastval(), currval('s')",
+    "select set_config('statement_timeout', '1s', true)",
+    "select x from t tablesample bernoulli (10) repeatable (1)",
+    "select 'myfunc(1)', $$ do_it(1) $$, $f$ call p() $f$",
+    "select 1 -- myfunc(1)\n",
+    "select 1 /* myfunc(1) */",
+    "SELECT E'f(\\'x)'",
+    "select extract(epoch from now()), substring(a from 1 for 2), trim(both 'x' from b)",
+    "ALTER ROLE app SET search_path = a",
+    # no column default runs: what lastval() answers stays as it was
+    "UPDATE t SET a = 1",
+    "update settings set value = 'x' where name = 'reset'",
+    "update t set a = 'default'",
+    "DELETE FROM t",
+    "EXPLAIN ANALYZE UPDATE t SET a = 1",
+    "with x as (delete from t returning *) select * from x",
+    "DROP TABLE t",
+    "TRUNCATE t",
+    "SHOW search_path",
+    "FETCH 10 FROM c",
+    "CLOSE c",
+    "NOTIFY chan, 'x'",
 ]
+
+# May advance a sequence: lastval()/currval() answers belong to this client afterwards.
+WRITES: list[str] = [
+    "INSERT INTO t VALUES (1)",
+    "insert into t (a, b) values (1, 2) returning id",
+    "INSERT INTO t VALUES (1) ON CONFLICT (a) DO UPDATE SET b = 2",
+    "INSERT INTO t VALUES (1) ON CONFLICT (a) DO NOTHING",
+    "MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN DELETE",
+    "COPY t FROM STDIN",
+    "UPDATE t SET a = DEFAULT",
+    "with x as (insert into t values (1) returning *) select * from x",
+    "EXPLAIN ANALYZE INSERT INTO t VALUES (1)",
+    "select nextval('s')",
+    "SELECT pg_catalog.setval('s', 10)",
+    "update t set a = nextval('s')",
+]
+
+
+@pytest.mark.parametrize("sql", WRITES)
+def test_writes(sql: str) -> None:
+    assert classify(sql) == Effect(writes=True)
+
+
+# Opaque: the classifier cannot tell what they leave in the session.
+OPAQUE: list[str] = [
+    "DO $$ BEGIN PERFORM set_config('role', 'other', false); END $$",
+    "do language plpgsql 'begin null; end'",
+    "CALL p()",
+    "call s.p(1)",
+    "select myfunc(1)",
+    "SELECT * FROM t WHERE id = my_check(1)",
+    "select public.lower(a) from t",
+    'select s."f"(1)',
+    'select "my func"(1)',
+    'select "Lower"(a)',
+    'select pg_catalog."PG_SLEEP"(1)',
+    'select "in"(1)',
+    "select cube(1)",
+    "select x from t join lateral f(t.a) on true",
+    "select set_config('role', 'other', 1=0)",
+    "select set_config('a.b', 'x', is_local)",
+    "select set_config('search_path', 'a', 'false')",
+    "select set_config('search_path', 'a', false), myfunc()",
+    "REFRESH MATERIALIZED VIEW v",
+    "CREATE TABLE t (a int)",
+    "CREATE TABLE temp (a int)",
+    "create table temp_data (a int)",
+    "CREATE VIEW temporary_v AS SELECT 1",
+    "CREATE UNLOGGED TABLE t (a int)",
+    "create function f() returns int as $$ select 1 $$ language sql",
+    "IMPORT FOREIGN SCHEMA s FROM SERVER x INTO y",
+    "SECURITY LABEL ON TABLE t IS 'x'",
+    "select 1; do $$ begin end $$",
+]
+
+
+@pytest.mark.parametrize("sql", OPAQUE)
+def test_opaque(sql: str) -> None:
+    effect = classify(sql)
+    assert effect.opaque and effect.writes
+    assert effect.pin == ("set_config() for the session" if "false)," in sql else "")
 
 
 @pytest.mark.parametrize("sql", NO_EFFECTS)
@@ -381,8 +514,9 @@ def test_long_statements() -> None:
     values = ",".join(f"(${i}, 'set {i}; listen x')" for i in range(1, 20001))
     upsert = f"INSERT INTO t VALUES {values} ON CONFLICT (a) DO UPDATE SET b = excluded.b"
     assert len(upsert) > 400_000
-    assert classify(upsert) == NO_EFFECT
-    assert classify(upsert + "; LISTEN chan") == Effect(pin="LISTEN")
+    assert classify(upsert) == Effect(writes=True)
+    assert classify(upsert + "; LISTEN chan") == Effect(pin="LISTEN", writes=True)
+    assert classify(upsert.replace("excluded.b", "my_func(1)")).opaque
     assert classify(upsert.replace("excluded.b", "pg_advisory_lock(1)")).pin == (
         "session advisory lock"
     )
@@ -394,6 +528,9 @@ CORPUS = (
     + [sql for sql, _ in DROPS]
     + [sql for sql, _ in TRACKED_SETS]
     + NO_EFFECTS
+    + WRITES
+    + OPAQUE
+    + [sql for sql, _ in LONE_DEALLOCATES]
     + [sql for sql, _ in MULTI]
     + [
         "SELECT abalance FROM pgbench_accounts WHERE aid = 1;",
@@ -402,6 +539,22 @@ CORPUS = (
         "select 1;\nset jit = off",
         "/* a */ SET work_mem = '1MB'",
         "select set_config('jit', 'on', false)",
+        # the fast path for texts with literals inlined: only known words before '('
+        "INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) "
+        "VALUES (1, 2, 3, -4, CURRENT_TIMESTAMP);",
+        "UPDATE pgbench_accounts SET abalance = abalance + -4 WHERE aid = 5;",
+        "insert into t values (my_func(1))",
+        "insert into s.t as x (a) values (now())",
+        "update t set a = lower('X') where b in (1, 2)",
+        "update t set a = f(1)",
+        "delete from t where pg_catalog.abs(a) > 1",
+        "select x.lower (a) from x",
+        "select lower (a), count (*) from t",
+        "select 'lower(' || f(1)",
+        "select $$ f( $$",
+        'select "lower"(a)',
+        "SELECT 1 FROM t WHERE x = ANY($1)",
+        "select cube(1)",
     ]
 )
 

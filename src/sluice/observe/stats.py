@@ -143,7 +143,7 @@ def _proxy_snapshot(app: App, proxy: Proxy, now: float) -> ProxySnapshot:
         elif client.state.value == "waiting":
             waiting[pool] = waiting.get(pool, 0) + 1
             max_wait[pool] = max(max_wait.get(pool, 0.0), now - client.last_active)
-        elif client.state.value == "ready":
+        elif client.state.value in ("ready", "checking"):
             active[pool] = active.get(pool, 0) + 1
     admin = sum(1 for c in app.admin.sessions if c.proxy is proxy)
     pools = tuple(

@@ -11,12 +11,16 @@ keeps the outstanding-request queue of the borrowed connection in step and
 rewrites prepared-statement names. A client with no connection that sends a
 message borrows one (WAITING if it must wait); in transaction mode the
 connection goes back to the pool when the server reports it idle, unless the
-client is pinned.
+client is pinned. If the borrow ran opaque SQL (`sluice.pg.guard`), the
+connection is first asked what session state is left (CHECKING: the client's
+next messages wait for the answer), and the client is pinned if it still needs
+some of it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import ssl
 import time
@@ -30,6 +34,7 @@ from sluice.errors import (
     ServerError,
     SluiceError,
 )
+from sluice.pg.guard import BorrowGuard, adopt_settings
 from sluice.pg.settings import SessionSettings, replay_queries
 from sluice.pg.statements import ClientStatements
 from sluice.pool.pool import PoolStats
@@ -37,7 +42,7 @@ from sluice.session.frontend import ClientState, FrontendSession, is_variable_se
 from sluice.wire.pg import messages as m
 from sluice.wire.pg import responses as r
 from sluice.wire.pg.framing import MessageReader
-from sluice.wire.pg.sql import NO_EFFECT, Change, classify_bytes, savepoint_changes
+from sluice.wire.pg.sql import NO_EFFECT, Change, Effect, classify_bytes, savepoint_changes
 
 if TYPE_CHECKING:
     from sluice.pg.pgpool import PgPool
@@ -49,8 +54,14 @@ log = logging.getLogger("sluice.client")
 _Q, _P, _B, _D, _E, _C, _S, _H, _X, _F = b"QPBDECSHXF"
 _COPY = frozenset(b"dcf")
 _ATTACHED, _CONSUMED, _WAIT = object(), object(), object()
+_LOWER_D = ord("d")  # a Query that may be a lone DEALLOCATE (ASCII case folded)
+# A DEALLOCATE the proxy cannot answer: the server sees it and the client keeps it.
+_DEALLOCATE_ONE = Effect(pin="DEALLOCATE")
+_DEALLOCATE_ALL = Effect(pin="DEALLOCATE", drops_statements=True)
+_FUNCTION_CALL = Effect(opaque=True, writes=True)
 _BUFFER_WHILE_WAITING = 256 * 1024  # bytes read ahead while waiting for a connection
 _NORMAL_ENDS = frozenset({"client sent Terminate", "cancel request handled"})
+_serials = itertools.count(1)
 
 
 class ClientSession(FrontendSession):
@@ -68,6 +79,7 @@ class ClientSession(FrontendSession):
         "close_reason",
         "connected_at",
         "database",
+        "guard",
         "last_active",
         "peer",
         "pinned",
@@ -93,8 +105,9 @@ class ClientSession(FrontendSession):
         self.pinned = ""
         self.admin_session = False  # served by the admin console, never relayed
         self.settings = SessionSettings()
+        self.guard = BorrowGuard(next(_serials))
         self.statements = ClientStatements(
-            proxy.app.statement_names, proxy.config.pool.max_prepared_statements
+            proxy.app.statement_names, proxy.config.pool.max_prepared_statements, self.guard
         )
         self.cancel_key = (0, 0)
         self.connected_at = time.monotonic()
@@ -130,9 +143,9 @@ class ClientSession(FrontendSession):
         if state is ClientState.READY:
             self.last_active = time.monotonic()
             self._drain()
-        elif state is ClientState.WAITING:
+        elif state is ClientState.WAITING or state is ClientState.CHECKING:
             if self.reader.pending > _BUFFER_WHILE_WAITING:
-                self.pause_reading()  # resumed once a connection is borrowed
+                self.pause_reading()  # resumed once a connection is borrowed or checked
         elif self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
@@ -258,6 +271,8 @@ class ClientSession(FrontendSession):
             if kind == _S:
                 self.transport_write(m.READY_IDLE)  # nothing outstanding: no connection needed
             return _CONSUMED
+        if kind == _Q and len(msg) > 15 and msg[5] | 0x20 == _LOWER_D and self._answered(msg, None):
+            return _CONSUMED
         if self.proxy.app.stopping:
             self.fail_with("the proxy is shutting down", "57P01")
             return _CONSUMED
@@ -278,6 +293,10 @@ class ClientSession(FrontendSession):
         server.attach(self)
         self.server = server
         assert self.pool is not None
+        if server.sequences_of or server.unseen_of:  # what an earlier borrower may have left
+            forget = self.guard.on_attach(server)
+            if forget:
+                out.append(forget)
         if self.settings.params != server.params or server.params_dirty:
             out.append(self._sync_settings(server))
         self.pool.on_attach(self)
@@ -290,6 +309,8 @@ class ClientSession(FrontendSession):
         if self.proxy.debug_logging:
             self.proxy.log_message(self, msg)
         if kind == _Q:
+            if len(msg) > 15 and msg[5] | 0x20 == _LOWER_D and self._answered(msg, tracker):
+                return
             if self._note_sql(msg[5:-1], tracker):
                 self._send_restoring(r.QUERY_RESTORING, msg, out)
             else:
@@ -317,6 +338,7 @@ class ClientSession(FrontendSession):
         elif kind == _H or kind in _COPY:
             out.append(msg)
         elif kind == _F:
+            self.guard.note(_FUNCTION_CALL)  # any function, by its oid
             tracker.push(r.FUNCTION)
             out.append(msg)
         elif kind == _X:
@@ -324,17 +346,25 @@ class ClientSession(FrontendSession):
         else:
             raise ProtocolError(f"unexpected message type {chr(kind)!r} from client")
 
-    def note_sql(self, sql: bytes, tracker: r.ResponseTracker) -> None:
-        self._note_sql(sql, tracker)
+    def note_sql(self, sql: bytes, tracker: r.ResponseTracker) -> Effect:
+        """`_note_sql` for the text of a Parse; its effect."""
+        effect = classify_bytes(sql)
+        self._note_effect(effect, sql, tracker)
+        return effect
 
     def _note_sql(self, sql: bytes, tracker: r.ResponseTracker) -> bool:
         """Track settings and pin on session state the SQL leaves behind; True when
         the SQL reset settings, so the client's startup values must be restored."""
-        effect = classify_bytes(sql)
+        return self._note_effect(classify_bytes(sql), sql, tracker)
+
+    def _note_effect(self, effect: Effect, sql: bytes, tracker: r.ResponseTracker) -> bool:
+        if not effect.changes and self.settings.pending:
+            self._note_changes(savepoint_changes(sql), tracker)  # they may undo some
         if effect is NO_EFFECT:
-            if self.settings.pending:  # a savepoint command may undo some of them
-                self._note_changes(savepoint_changes(sql), tracker)
             return False
+        if effect.deallocate is not None:  # one the proxy could not answer
+            effect = _DEALLOCATE_ALL if effect.deallocate == "" else _DEALLOCATE_ONE
+        self.guard.note(effect)
         if effect.pin and not self.pinned:
             self.pin(effect.pin)
         if effect.custom:
@@ -350,6 +380,16 @@ class ClientSession(FrontendSession):
             if not self.settings.pending:
                 tracker.rolled_back = False
             self.settings.note(changes, tracker.errors)
+
+    def _answered(self, msg: bytes, tracker: r.ResponseTracker | None) -> bool:
+        """Answer a Query (whose text starts with a d) that is one DEALLOCATE of the
+        client's own statements (the server knows them by other names); True if done."""
+        reply = self.statements.answer_deallocate(msg, tracker, bool(self.pinned))
+        if reply is None:
+            return False
+        self.stats.queries += 1
+        self.transport_write(reply)
+        return True
 
     def _created_custom(self, name: str) -> None:
         """A custom (dotted) setting may now exist on the connection: it must not be lent again."""
@@ -380,6 +420,8 @@ class ClientSession(FrontendSession):
     async def cancel_running(self) -> None:
         """A CancelRequest with this client's key: stop its query, or its wait."""
         server = self.server
+        if self.state is ClientState.CHECKING:
+            return  # nothing of the client's runs: the proxy's own check does
         if server is not None:
             await self.proxy.send_cancel(server.backend_pid, server.backend_secret)
         elif self.waiting:
@@ -396,6 +438,9 @@ class ClientSession(FrontendSession):
 
     def server_idle(self, server: ServerConn) -> None:
         """The server answered everything and is outside a transaction."""
+        if self.state is ClientState.CHECKING:
+            self._checked(server)
+            return
         if self._sent_at:
             self.stats.query_latency.observe(time.monotonic() - self._sent_at)
             self._sent_at = 0.0
@@ -403,7 +448,34 @@ class ClientSession(FrontendSession):
             self._commit_settings(server)
         if self.pinned or self.proxy.config.pool.mode == "session":
             return
+        if self.guard.opaque:
+            self._set_state(ClientState.CHECKING)  # the client's next messages wait
+            self.guard.start_check(server)
+            return
         self._release()
+
+    def _checked(self, server: ServerConn) -> None:
+        """The state check answered: pin, or let the connection go, then carry on."""
+        self._set_state(ClientState.READY)
+        found = self.guard.finish_check(server)
+        if found is None:
+            self.server = None
+            self.guard.on_detach(server)
+            server.detach()
+            assert self.pool is not None
+            # what the session holds is unknown: nobody may borrow it
+            self.pool.on_discard(self, server, "the state check after opaque SQL failed")
+        else:
+            adopt_settings(found.settings, self.settings, server)
+            if found.custom:
+                self._created_custom(found.custom)
+            if found.pin and not self.pinned:
+                self.pin(found.pin)
+            if not self.pinned:
+                server.unseen_of = self.guard.serial  # custom settings no check can list
+                self._release()
+        self.resume_reading()
+        self._drain()
 
     def _commit_settings(self, server: ServerConn) -> None:
         tracker = server.tracker
@@ -443,6 +515,8 @@ class ClientSession(FrontendSession):
         assert server is not None and self.pool is not None
         self.server = None
         self.resume_reading()  # in case the server's full buffer had paused us
+        if self.guard.writes:
+            self.guard.on_detach(server)
         server.detach()
         self.pool.on_release(self, server)
 
@@ -492,6 +566,7 @@ class ClientSession(FrontendSession):
             self._request.cancel()  # a cancelled waiter is never handed a connection
         server, self.server = self.server, None
         if server is not None and self.pool is not None:
+            self.guard.on_detach(server)
             self.pool.client_left(self, server)
         self.proxy.client_disconnected(self)
         if self.transport is not None:

@@ -4,8 +4,9 @@
 connections with the user's backend credentials, learns the server's startup
 parameters for greeting clients, and decides what happens to a connection a
 client leaves behind: back to the pool if idle, reset with DISCARD ALL if the
-client was pinned or in session mode, cancelled and closed if a transaction or
-query was still running (so no transaction or lock outlives the client).
+client was pinned or in session mode (or left while the proxy's state check
+ran), cancelled and closed if a transaction or query was still running (so no
+transaction or lock outlives the client).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from sluice.errors import ServerAuthFailed
+from sluice.pg.guard import SETTINGS_SQL, read_baseline
 from sluice.pg.server import ServerConn, open_server
 from sluice.pool.pool import Pool
 from sluice.proxy import limits_for
@@ -58,6 +60,8 @@ class PgPool(EnginePool):
             connect_timeout=target.connect_timeout,
             max_size=self.proxy.app.settings.max_packet_size,
         )
+        if config.pool.init_query:  # what it sets is the pool's, not a client's
+            conn.baseline = read_baseline(await conn.read_rows(SETTINGS_SQL, timeout=30.0))
         self.keep(conn)
         if conn.max_connections and self.proxy.target_max_connections != conn.max_connections:
             self.proxy.learned_max_connections(conn.max_connections)
@@ -75,6 +79,10 @@ class PgPool(EnginePool):
 
     # ---- events from client sessions ----
 
+    def must_close(self, server: ServerConn) -> bool:
+        """A transaction is open; a state check of the proxy's own may finish first."""
+        return not server.tracker.idle and not server.tracker.settling
+
     def abandon(self, server: ServerConn) -> None:
         if server.tracker.queue:  # a query still runs: cancel it, the close rolls back
             self.proxy.app.spawn(self.proxy.send_cancel(server.backend_pid, server.backend_secret))
@@ -85,4 +93,6 @@ class PgPool(EnginePool):
             await server.run_silently(self.proxy.config.pool.init_query, timeout=30.0)
         server.params = {}
         server.params_dirty = False
+        server.sequences_of = 0  # DISCARD ALL forgot what nextval() left too
+        server.unseen_of = 0  # and emptied every custom setting
         server.tracker.prepared.clear()

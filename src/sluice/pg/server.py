@@ -29,7 +29,7 @@ from sluice.session.backend import BackendConn, BackendState
 from sluice.wire.pg import messages as m
 from sluice.wire.pg.framing import MessageReader
 from sluice.wire.pg.md5 import md5_response
-from sluice.wire.pg.responses import QUERY_SKIP, ResponseTracker
+from sluice.wire.pg.responses import QUERY_CHECK, QUERY_SKIP, ResponseTracker
 from sluice.wire.pg.scram import ScramClient
 
 if TYPE_CHECKING:
@@ -55,6 +55,10 @@ class ServerConn(BackendConn):
         self.pid = 0
         self.backend_secret = 0
         self.max_connections = 0  # the server's max_connections, read at startup
+        self.login_user = ""  # the role the proxy logged in as
+        self.baseline: frozenset[tuple[str, str]] = frozenset()  # settings of init_query
+        self.sequences_of = 0  # serial of the client whose nextval() state it may hold
+        self.unseen_of = 0  # serial of the client whose opaque SQL may have set custom settings
         self._idle_waiter: asyncio.Future[None] | None = None
 
     @property
@@ -87,10 +91,11 @@ class ServerConn(BackendConn):
 
     def _unsolicited(self, data: bytes) -> None:
         tracker = self.tracker
+        expected = not tracker.idle  # replies to the proxy's own queries (a reset, a check)
         tracker.feed(data)
         if tracker.idle and self._idle_waiter is not None and not self._idle_waiter.done():
             self._idle_waiter.set_result(None)
-        elif self.state is BackendState.IDLE and tracker.idle:
+        elif self.state is BackendState.IDLE and tracker.idle and not expected:
             # an idle connection spoke on its own: a FATAL before the server goes away
             self.close("server sent data while idle (likely terminating)")
 
@@ -119,19 +124,34 @@ class ServerConn(BackendConn):
 
     async def run_silently(self, sql: str, timeout: float) -> None:
         """Run a query on an idle connection, swallowing its replies."""
+        await self._run_own(QUERY_SKIP, sql, timeout)
+        if self.tracker.swallowed_errors:
+            self.tracker.swallowed_errors = 0
+            raise ServerError(f"query {sql!r} failed on the server")
+
+    async def read_rows(self, sql: str, timeout: float) -> list[bytes]:
+        """Run a query on an idle connection; return its DataRow bodies."""
+        tracker = self.tracker
+        tracker.check_rows, tracker.check_failed = [], False
+        await self._run_own(QUERY_CHECK, sql, timeout)
+        rows: list[bytes] = tracker.check_rows
+        tracker.check_rows = []
+        if tracker.check_failed:
+            tracker.check_failed = False
+            raise ServerError(f"query {sql[:40]!r}... failed on the server")
+        return rows
+
+    async def _run_own(self, kind: int, sql: str, timeout: float) -> None:
         if self.state is BackendState.CLOSED or self.transport is None:
             raise ServerError("server connection closed")
         loop = asyncio.get_running_loop()
         self._idle_waiter = loop.create_future()
-        self.tracker.push(QUERY_SKIP)
+        self.tracker.push(kind)
         self.write(m.query(sql))
         try:
             await asyncio.wait_for(self._idle_waiter, timeout)
         finally:
             self._idle_waiter = None
-        if self.tracker.swallowed_errors:
-            self.tracker.swallowed_errors = 0
-            raise ServerError(f"query {sql!r} failed on the server")
 
     async def probe(self, sql: bytes, timeout: float) -> tuple[list[bytes | None], dict[str, str]]:
         """Run a query on an idle connection nobody borrows; its first row, or its error's
@@ -194,6 +214,7 @@ class ServerConn(BackendConn):
     async def login(self, user: str, password: str, database: str, init_query: str) -> None:
         """Startup and authentication; afterwards the connection is IDLE."""
         self.write(m.startup_message({"user": user, "database": database}))
+        self.login_user = user
         await self._authenticate(user, password)
         await self._read_until_ready()
         self.max_connections = int(await self._show("max_connections") or 0)

@@ -213,6 +213,11 @@ class SessionSettings:
             self._apply(change, server_params)
         return True
 
+    def adopt(self, change: Change, server_params: dict[str, bytes]) -> None:
+        """A tracked setting as the proxy's state check found it after SQL it could not
+        read (a DO block, a function): a SET or RESET that has already happened."""
+        self._apply(change, server_params)
+
     def _apply(self, change: Change, server_params: dict[str, bytes]) -> None:
         name = change.name
         if change.kind is SET:

@@ -1,10 +1,14 @@
 """Protocol-level prepared statements and session settings across pooled connections.
 
 A client's named statement (Parse "s1") must work on whichever connection it
-borrows next. Each distinct (query text, parameter types) gets one server-side
-name from the `StatementNames` registry, shared by every client, so a thousand
-short-lived clients preparing the same query prepare it once per backend
-connection. On each message that names a statement:
+borrows next. Each distinct (query text, parameter types, settings the server
+reads while parsing it) gets one server-side name from the `StatementNames`
+registry, shared by every client, so a thousand short-lived clients preparing
+the same query prepare it once per backend connection. The settings are part of
+the key because the same text means another thing under another search_path
+(another table), DateStyle or TimeZone (another constant): clients whose
+settings differ never share a server-side statement. On each message that
+names a statement:
 
 - Parse: remember client name -> (server name, body); if the borrowed
   connection already has the server name, answer ParseComplete ourselves
@@ -12,7 +16,10 @@ connection. On each message that names a statement:
 - Bind / Describe: rewrite the name; if the connection lacks the statement,
   inject its Parse first (PARSE_SKIP, its reply swallowed);
 - Close of a statement: forget the client name and answer CloseComplete
-  ourselves (CLOSE_FAKE); the connection keeps the statement for others.
+  ourselves (CLOSE_FAKE); the connection keeps the statement for others;
+- a Query that is only `DEALLOCATE name` or `DEALLOCATE ALL`: the client means
+  its own names, which the server does not know, so the proxy answers it
+  (`deallocate`) without pinning the client.
 
 Each connection keeps at most `max_prepared` statements (LRU); the oldest is
 closed (CLOSE_SKIP) to make room.
@@ -27,10 +34,24 @@ from typing import TYPE_CHECKING
 from sluice.wire.pg import messages as m
 from sluice.wire.pg import responses as r
 from sluice.wire.pg.messages import read_cstr
+from sluice.wire.pg.sql import Effect, classify_bytes
 
 if TYPE_CHECKING:
     from sluice.pg.client import ClientSession
+    from sluice.pg.guard import BorrowGuard
     from sluice.pg.server import ServerConn
+    from sluice.pg.settings import SessionSettings
+
+
+_FAILED, _IDLE = ord("E"), ord("I")
+# Settings the server reads while parsing a statement: they are part of what it means.
+_MEANING = (
+    "search_path", "datestyle", "timezone", "intervalstyle", "standard_conforming_strings",
+    "timezone_abbreviations", "client_encoding",
+)  # fmt: skip
+_ABORTED = m.error_response(
+    "25P02", "current transaction is aborted, commands ignored until end of transaction block"
+)
 
 
 class StatementNames:
@@ -52,15 +73,23 @@ class StatementNames:
 class ClientStatements:
     """One client's named statements, mapped onto server-side names."""
 
-    __slots__ = ("by_name", "max_prepared", "names")
+    __slots__ = ("by_name", "guard", "max_prepared", "names", "unseen")
 
-    def __init__(self, names: StatementNames, max_prepared: int) -> None:
+    def __init__(self, names: StatementNames, max_prepared: int, guard: BorrowGuard) -> None:
         self.names = names
         self.max_prepared = max_prepared
         self.by_name: dict[bytes, tuple[bytes, bytes]] = {}
+        # statements whose execution is opaque or may write: each Bind tells the guard
+        self.unseen: dict[bytes, Effect] = {}
+        self.guard = guard
 
     def clear(self) -> None:
         self.by_name.clear()
+        self.unseen.clear()
+
+    def _forget(self, name: bytes) -> None:
+        del self.by_name[name]
+        self.unseen.pop(name, None)
 
     def parse(
         self, msg: bytes, server: ServerConn, out: list[bytes], client: ClientSession
@@ -69,20 +98,59 @@ class ClientStatements:
         name, pos = read_cstr(body, 0)
         rest = body[pos:]
         end = rest.find(b"\x00")
-        client.note_sql(rest[:end] if end >= 0 else rest, server.tracker)
+        effect = client.note_sql(rest[:end] if end >= 0 else rest, server.tracker)
         tracker = server.tracker
         if not name or self.max_prepared == 0:
             tracker.push_parse(r.PARSE, b"")
             out.append(msg)
             return
-        server_name = self.names.name_for(rest)
+        server_name = self.names.name_for(rest + b"\x00" + statement_context(client.settings))
         self.by_name[name] = (server_name, rest)
+        if effect.opaque or effect.writes:
+            self.unseen[name] = effect
+        elif self.unseen:
+            self.unseen.pop(name, None)
         if server_name in tracker.prepared:
             _touch(tracker.prepared, server_name)
             tracker.push(r.PARSE_FAKE)
             _answer_now(tracker, client)
         else:
             self._prepare(server, server_name, rest, out, r.PARSE)
+
+    def answer_deallocate(
+        self, query: bytes, tracker: r.ResponseTracker | None, pinned: bool
+    ) -> bytes | None:
+        """The replies to the Query message `query` if it is one DEALLOCATE the proxy can
+        answer now (`tracker`: of the borrowed connection, None if none is borrowed)."""
+        if tracker is not None and (tracker.queue or tracker.awaiting_sync or tracker.unsynced):
+            return None  # replies to earlier requests are still due: the server orders them
+        effect = classify_bytes(query[5:-1])
+        if effect.deallocate is None:
+            return None
+        name = effect.deallocate.encode("latin-1") if effect.deallocate else None
+        status = tracker.status if tracker is not None else _IDLE
+        return self.deallocate(name, status, pinned)
+
+    def deallocate(self, name: bytes | None, status: int, pinned: bool) -> bytes | None:
+        """The replies to a Query that is one DEALLOCATE of `name` (None: ALL), as the
+        server would give them with nothing else outstanding in transaction `status`; None
+        when the server must see it (a pinned client may have used SQL PREPARE)."""
+        if status == _FAILED:
+            return _ABORTED + m.READY_FAILED  # the server would not run it either
+        if name is None:
+            if pinned:
+                return None
+            self.clear()
+            tag = "DEALLOCATE ALL"
+        elif name in self.by_name:
+            self._forget(name)
+            tag = "DEALLOCATE"
+        elif pinned:
+            return None
+        else:
+            text = f'prepared statement "{name.decode(errors="replace")}" does not exist'
+            return m.error_response("26000", text) + m.ready_for_query(bytes((status,)))
+        return m.command_complete(tag) + m.ready_for_query(bytes((status,)))
 
     def bind(self, msg: bytes, server: ServerConn, out: list[bytes]) -> None:
         body = msg[5:]
@@ -92,6 +160,8 @@ class ClientStatements:
         if entry is not None:
             self._ensure(server, entry, out)
             msg = m.message(b"B", body[:pos] + entry[0] + b"\x00" + body[after:])
+            if self.unseen and stmt in self.unseen:
+                self.guard.note(self.unseen[stmt])  # runs in this borrow, whenever parsed
         server.tracker.push(r.BIND)
         out.append(msg)
 
@@ -113,7 +183,7 @@ class ClientStatements:
     ) -> None:
         stmt, _ = read_cstr(msg, 6)
         if msg[5] == ord("S") and stmt in self.by_name:
-            del self.by_name[stmt]
+            self._forget(stmt)
             server.tracker.push(r.CLOSE_FAKE)
             _answer_now(server.tracker, client)
             return
@@ -141,6 +211,15 @@ class ClientStatements:
         tracker.prepared[server_name] = None
         tracker.push_parse(kind, server_name)
         out.append(m.parse(server_name, rest))
+
+
+def statement_context(settings: SessionSettings) -> bytes:
+    """What, besides its text, decides what a statement a client parses means."""
+    params = settings.params
+    parts = [params.get(name, b"") for name in _MEANING]
+    if settings.has_pending:  # SET in this transaction: the server parses with it
+        parts.append(repr(settings.pending).encode())
+    return b"\x00".join(parts)
 
 
 def _touch(prepared: dict[bytes, None], name: bytes) -> None:

@@ -3,13 +3,15 @@
 States (one owner, `FrontendSession._set_state`):
 
     STARTUP -> READY <-> WAITING      READY -> STARTUP (MySQL COM_CHANGE_USER)
-    (any) -> CLOSED
+    READY <-> CHECKING                (any) -> CLOSED
 
 STARTUP is the engine's login coroutine; READY relays; WAITING waits for a
-connection from the pool. This base holds the state machine, the questions
-the proxy asks of a session (idle? logging in? in a transaction?) and
-backpressure in both directions: a full client socket pauses the server
-connection's reading, a full server socket pauses the client's.
+connection from the pool; CHECKING holds the client's next messages while the
+proxy asks its connection what state opaque SQL left behind (PostgreSQL).
+This base holds the state machine, the questions the proxy asks of a session
+(idle? logging in? in a transaction?) and backpressure in both directions: a
+full client socket pauses the server connection's reading, a full server
+socket pauses the client's.
 """
 
 from __future__ import annotations
@@ -43,13 +45,20 @@ class ClientState(enum.Enum):
     STARTUP = "startup"
     READY = "ready"
     WAITING = "waiting"
+    CHECKING = "checking"
     CLOSED = "closed"
 
 
 _TRANSITIONS = {
     ClientState.STARTUP: {ClientState.READY, ClientState.CLOSED},
-    ClientState.READY: {ClientState.WAITING, ClientState.STARTUP, ClientState.CLOSED},
+    ClientState.READY: {
+        ClientState.WAITING,
+        ClientState.CHECKING,
+        ClientState.STARTUP,
+        ClientState.CLOSED,
+    },
     ClientState.WAITING: {ClientState.READY, ClientState.CLOSED},
+    ClientState.CHECKING: {ClientState.READY, ClientState.CLOSED},
     ClientState.CLOSED: set(),
 }
 

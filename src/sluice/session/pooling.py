@@ -76,14 +76,25 @@ class EnginePool(abc.ABC):
         server.detach()
         if server.state is BackendState.CLOSED:
             self.pool.forget(server)
-        elif not server.tracker.idle:
+        elif self.must_close(server):
             self.abandon(server)
             server.close("client disconnected during a transaction")
             self.pool.forget(server)
-        elif client.pinned or self.proxy.config.pool.mode == "session":
+        elif client.pinned or self.proxy.config.pool.mode == "session" or not server.tracker.idle:
+            # (not idle here: only the proxy's own check still runs; the reset waits for it)
             asyncio.get_running_loop().create_task(self._reset_then_release(server))
         else:
             self.pool.release(server)
+
+    def must_close(self, server: Any) -> bool:
+        """Whether a connection its client left must be closed: a transaction is open."""
+        return not server.tracker.idle
+
+    def on_discard(self, client: Any, server: Any, reason: str) -> None:
+        """Close the connection `client` borrowed, without ending the client's session."""
+        self.in_transaction -= 1
+        server.close(reason)
+        self.pool.forget(server)
 
     async def _reset_then_release(self, server: Any) -> None:
         try:

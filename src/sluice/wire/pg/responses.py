@@ -20,7 +20,14 @@ proxy:
   their place. If the request failed, it changed nothing, so the restore's
   reports are dropped too (the client session then resynchronises the server);
 - notice when an injected replay of settings fails (`replay_error`): the
-  client session must not go on as if the connection had its settings.
+  client session must not go on as if the connection had its settings;
+- read the rows of the proxy's own state check (QUERY_CHECK, `check_rows`).
+
+Extended-protocol requests run inside an implicit transaction that only a Sync
+(or a simple Query) ends, so the connection is not idle while any of them were
+sent after the last Sync (`unsynced`), even once every reply has arrived: a
+client that sends Execute and Flush and then leaves must not hand its open
+transaction to the next borrower.
 
 After an ErrorResponse the server skips everything up to the next Sync, so the
 queue drops those entries too. When the error comes before the client has sent
@@ -62,9 +69,17 @@ QUERY_RESTORING = ord("r")
 SYNC_RESTORING = ord("s")
 RESTORE = ord("u")  # injected restore: ParameterStatus and ReadyForQuery go to the client
 REPLAY = ord("y")  # injected settings replay: swallowed; an error sets `replay_error`
+QUERY_CHECK = ord("k")  # injected simple query whose rows the proxy reads (`check_rows`)
 
-SPECIAL = frozenset((PARSE_SKIP, PARSE_FAKE, CLOSE_SKIP, CLOSE_FAKE, QUERY_SKIP, RESTORE, REPLAY))
-_QUIET = frozenset((QUERY_SKIP, REPLAY, RESTORE))  # replies never streamed to the client
+SPECIAL = frozenset(
+    (PARSE_SKIP, PARSE_FAKE, CLOSE_SKIP, CLOSE_FAKE, QUERY_SKIP, RESTORE, REPLAY, QUERY_CHECK)
+)
+_QUIET = frozenset((QUERY_SKIP, REPLAY, RESTORE, QUERY_CHECK))  # never streamed to the client
+_OWN_QUERIES = frozenset((QUERY_SKIP, QUERY_CHECK))  # nothing of a client's among them
+# Requests after which the server is inside an implicit transaction until a Sync.
+_EXTENDED = frozenset((PARSE, BIND, DESCRIBE_STMT, DESCRIBE_PORTAL, EXECUTE, CLOSE)).union(
+    (PARSE_SKIP, PARSE_FAKE, CLOSE_SKIP, CLOSE_FAKE)
+)
 _SYNCS = frozenset((SYNC, SYNC_RESTORING))
 _RESTORING = frozenset((QUERY_RESTORING, SYNC_RESTORING))
 _TO_CLIENT_ON_ERROR = frozenset((QUERY, FUNCTION, SYNC, QUERY_RESTORING, SYNC_RESTORING))
@@ -96,6 +111,8 @@ class ResponseTracker:
         "_request_failed",
         "_skip",
         "awaiting_sync",
+        "check_failed",
+        "check_rows",
         "errors",
         "max_size",
         "parse_names",
@@ -106,6 +123,7 @@ class ResponseTracker:
         "specials",
         "status",
         "swallowed_errors",
+        "unsynced",
     )
 
     def __init__(self, max_size: int) -> None:
@@ -125,6 +143,9 @@ class ResponseTracker:
         self.replay_error: bytes | None = None  # ErrorResponse body of a failed REPLAY/RESTORE
         self._hidden: deque[frozenset[bytes]] = deque()  # names per *_RESTORING request
         self._request_failed = False  # the request before the next RESTORE got an error
+        self.unsynced = False  # extended-protocol requests sent since the last Sync
+        self.check_rows: list[bytes] = []  # DataRow bodies answering QUERY_CHECK
+        self.check_failed = False  # a QUERY_CHECK got an ErrorResponse
 
     # ---- requests ----
 
@@ -134,6 +155,7 @@ class ResponseTracker:
                 return  # the server discards it unanswered (fakes are owed nothing either)
             self.awaiting_sync = False
         self.queue.append(kind)
+        self.unsynced = kind in _EXTENDED
         if kind in SPECIAL:
             self.specials += 1
 
@@ -154,7 +176,23 @@ class ResponseTracker:
     @property
     def idle(self) -> bool:
         """No request outstanding and the last ReadyForQuery said: not in a transaction."""
-        return not self.queue and self.status == 73 and not self.awaiting_sync  # 'I'
+        return (
+            not self.queue
+            and self.status == 73  # 'I'
+            and not self.awaiting_sync
+            and not self.unsynced
+        )
+
+    @property
+    def settling(self) -> bool:
+        """Idle but for the proxy's own queries, still running (e.g. a state check)."""
+        queue = self.queue
+        return (
+            bool(queue)
+            and all(kind in _OWN_QUERIES for kind in queue)
+            and self.status == _IDLE
+            and not self.awaiting_sync
+        )
 
     def flush_fakes(self) -> bytes:
         """Replies the proxy owes the client now that nothing is outstanding before them."""
@@ -256,6 +294,8 @@ class ResponseTracker:
         if kind == _M_ERROR:
             return self._error(head, data, pos)
         if head in _QUIET:
+            if head == QUERY_CHECK and kind == _M_DATA:
+                self.check_rows.append(data[pos + 5 : pos + 1 + _unpack_len(data, pos + 1)[0]])
             return False
         if kind == _M_COMPLETE:
             self._note_tag(data, pos + 5)
@@ -281,8 +321,8 @@ class ResponseTracker:
                 return True
             end = data.index(b"\x00", pos + 5)
             return data[pos + 5 : end].lower() not in self._hidden[0]
-        if head != RESTORE:
-            return False
+        if head != RESTORE:  # a notification stays the client's even during a check
+            return head == QUERY_CHECK and kind == _M_NOTIFY
         if kind == _M_PARAM:
             return not self._request_failed
         return kind == _M_NOTIFY  # the client's, whichever reply it comes in
@@ -295,7 +335,7 @@ class ResponseTracker:
         if kind == RESTORE:
             self._request_failed = False
             return True
-        return kind != QUERY_SKIP and kind != REPLAY
+        return kind != QUERY_SKIP and kind != REPLAY and kind != QUERY_CHECK
 
     def _note_tag(self, data: bytes, start: int) -> None:
         """Remember whether the last transaction-ending command was a ROLLBACK."""
@@ -328,6 +368,8 @@ class ResponseTracker:
         """An error in a reply the proxy swallows; a failed replay must be noticed."""
         if head == QUERY_SKIP:
             self.swallowed_errors += 1
+        elif head == QUERY_CHECK:
+            self.check_failed = True
         elif head == REPLAY or not self._request_failed:  # a failed request fails its restore
             end = pos + 1 + _unpack_len(data, pos + 1)[0]
             self.replay_error = data[pos + 5 : end]

@@ -6,9 +6,17 @@ connection (the settings drivers and ORMs set on every connect: tracked) or tie
 the client to its connection until it leaves (pinning). `classify` reads only
 the leading keywords of each statement, after removing comments, and keeps the
 text of a SET value byte for byte (decoded as latin-1) so it can be replayed
-exactly. The few things looked for anywhere in a statement (advisory lock calls,
+exactly. The few things looked for anywhere in a statement (function calls,
 INTO TEMP, WITH HOLD, set_config) count only outside string and dollar-quoted
 constants.
+
+Keywords are an optimisation, never the only guard: a statement whose effects
+the classifier cannot see is *opaque* (DO, CALL, CREATE, a leading keyword it
+does not know, a call of a function that is not a known built-in: see
+`sluice.wire.pg.calls`), and the proxy then checks the session once the
+transaction ends. `writes` marks statements that may advance a sequence (a call
+of nextval, a column default), after which lastval()/currval() answers belong
+to that connection's last borrower.
 
 Settings are reported as an ordered list of `Change`s (SET, RESET, RESET ALL,
 and the savepoint commands that can undo them), each SET carrying the client's
@@ -16,8 +24,11 @@ own statement text: a statement the server accepted once is accepted again,
 whatever its syntax (`SET TIME ZONE INTERVAL '+05:30' HOUR TO MINUTE`). A
 custom (dotted) setting is reported apart: PostgreSQL keeps such a placeholder
 variable in the session for good, so no reset can hide it from the next client.
-Ordinary queries are rejected by a substring test before any parsing; long ones
-(bulk INSERTs) are scanned in C-speed jumps and never cached.
+Ordinary reads and writes whose parentheses follow only keywords and known
+built-ins are answered by a byte-level test before any parsing (texts with
+literals inlined differ every time, so no cache would help them); other texts
+are classified once and cached (long ones, such as bulk INSERTs, are scanned in
+C-speed jumps and never cached).
 """
 
 from __future__ import annotations
@@ -27,6 +38,8 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import NamedTuple
+
+from sluice.wire.pg.calls import NO_CALLS, NOT_CALLS, PURE, Calls, scan_calls
 
 # Settings replayed on the borrowed connection instead of pinning (lower case).
 TRACKED = frozenset(
@@ -71,9 +84,34 @@ _TRIGGER_BYTES = re.compile(
     b"|".join(re.escape(t.encode()) for t in (*_TRIGGERS, "/*", "--") if t not in ("set", "config"))
     + b"|set_config"
 )
-_SET_START = (b"set", b"reset")
+# The same in one pass with the first parenthesis (a possible call) too.
+_TRIGGER_OR_PAREN = re.compile(_TRIGGER_BYTES.pattern + rb"|\(")
 _TRAILING = b"; \t\r\n"
-_ADVISORY = re.compile(r"pg_(?:try_)?advisory_lock(?:_shared)?\s*\(")
+# Statements that start with these and hold no trigger word, second statement or
+# unknown call have no session effect (the byte-level pre-check's fast answer).
+_PLAIN_READS = (
+    b"select", b"show", b"begin", b"commit", b"rollback", b"end", b"start", b"fetch",
+    b"move", b"close", b"savepoint", b"release", b"values", b"table",
+)  # fmt: skip
+_PLAIN_CHANGES = (b"update", b"delete")  # no column default runs unless named
+_PAREN = re.compile(
+    rb"\b(?:into|as|copy)\s+[a-z_][a-z0-9_$.]*\s*\(|(?<![\w$.])([a-z_][a-z0-9_$.]*)\s*\("
+)
+_HARMLESS = frozenset(word.encode() for word in PURE | NOT_CALLS)
+# Leading keywords whose effects are known: none beyond the transaction, or one the
+# rules below recognise. Any other statement (DO, CALL, CREATE, REFRESH ...) is opaque.
+_KNOWN = frozenset(
+    """
+    select insert update delete merge with values table ( begin start commit end rollback
+    abort savepoint release show explain fetch move close declare copy lock truncate
+    notify unlisten checkpoint vacuum analyze analyse grant revoke comment drop alter set
+    reset discard deallocate prepare execute listen load
+    """.split()  # noqa: SIM905 (a table of words reads best as text)
+)
+# Statements that may call nextval() without naming it, through column defaults
+# (INSERT, MERGE, COPY FROM, SET col = DEFAULT). Triggers are not seen (documented).
+_DEFAULTS = frozenset(("insert", "merge", "copy"))
+_MAY_DEFAULT = re.compile(r"\b(?:insert|merge|copy|default)\b")
 # A whole statement that only sets one setting for the session (how Sluice itself
 # replays startup values); anything else calling set_config(..., false) pins.
 _SET_CONFIG_CALL = re.compile(
@@ -81,10 +119,11 @@ _SET_CONFIG_CALL = re.compile(
     r"E?'(?:[^'\\]|\\.|'')*'\s*,\s*false\s*\)",
     re.IGNORECASE | re.S,
 )
-_SET_CONFIG_SESSION = re.compile(r"set_config\s*\([^)]*,\s*false\s*\)")
 _SET_CONFIG_ANY = re.compile(r"set_config\s*\(")
 _PLAIN_NAME_LITERAL = re.compile(r"\s*'[A-Za-z_][A-Za-z0-9_]*'\s*,")
-_INTO_TEMP = re.compile(r"\binto\s+(?:temp|temporary|unlogged\s+temp)\b")
+_INTO_TEMP = re.compile(
+    r'\binto\s+(?:(?:temp|temporary|unlogged\s+temp)\b|(?:table\s+)?"?pg_temp(?:_\d+)?"?\s*\.)'
+)
 _WITH_HOLD = re.compile(r"\bwith\s+hold\b")
 _WORD = re.compile(r'"(?:[^"]|"")*"|[A-Za-z_][A-Za-z0-9_$.]*|=|\S')
 # String constants (E'..' with backslash escapes), dollar-quoted constants (a `$`
@@ -99,6 +138,14 @@ _CONSTANT = re.compile(
 )
 _ESCAPE_STRING_REST = re.compile(r"(?:[^'\\]|\\.|'')*'", re.S)
 _CREATE_BEFORE_TEMP = frozenset(("global", "local", "or", "replace"))
+# Words between CREATE and the name of what it creates.
+_CREATE_BEFORE_NAME = frozenset(
+    """
+    or replace global local temp temporary unlogged materialized recursive table view
+    sequence function procedure type domain aggregate if not exists
+    """.split()  # noqa: SIM905 (a table of words reads best as text)
+)
+_PG_TEMP = re.compile(r'"?pg_temp(?:_\d+)?"?(?:\.|$)')
 _SPECIAL = re.compile(r"[;'\"$]|--|/\*")
 _DOLLAR_TAG = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)?\$")
 _CACHE_MAX_LEN = 2048  # longer texts (bulk INSERTs) are classified but not kept
@@ -131,40 +178,68 @@ class Effect:
     changes: tuple[Change, ...] = ()  # tracked settings and savepoints, in order
     drops_statements: bool = False  # DISCARD ALL / DEALLOCATE ALL
     custom: str = ""  # a custom (dotted) setting the statement may create, if any
+    opaque: bool = False  # may leave session state no rule here sees: check afterwards
+    writes: bool = False  # may advance a sequence (what lastval()/currval() answer)
+    # The whole text is one DEALLOCATE: the statement's name ("" for ALL), else None.
+    deallocate: str | None = None
 
 
 NO_EFFECT = Effect()
+_WRITES_ONLY = Effect(writes=True)
 
 
 def classify_bytes(sql: bytes) -> Effect:
-    """`classify` for the raw text of a Query or Parse; most texts never get decoded."""
+    """`classify` for the raw text of a Query or Parse; most reads and writes never get
+    decoded (texts with literals inlined differ every time: no cache would help them)."""
     low = sql.lower()
-    if (
-        _TRIGGER_BYTES.search(low) is None
-        and not low.lstrip().startswith(_SET_START)
-        and b";" not in low.rstrip(_TRAILING)
+    found = _TRIGGER_OR_PAREN.search(low)
+    if found is not None and (
+        found.group() != b"(" or _TRIGGER_BYTES.search(low, found.end()) is not None
     ):
-        return NO_EFFECT
+        return classify(sql.decode("latin-1"))
+    if b";" not in low.rstrip(_TRAILING):
+        start = low.lstrip()
+        if start.startswith(_PLAIN_READS):
+            if found is None or _no_unknown_call(low):
+                return NO_EFFECT
+        elif found is None or _no_unknown_call(low):
+            if start.startswith(_PLAIN_CHANGES) and b"default" not in low:
+                return NO_EFFECT
+            if start.startswith(b"insert"):
+                return _WRITES_ONLY
     return classify(sql.decode("latin-1"))
+
+
+def _no_unknown_call(low: bytes) -> bool:
+    """Every `word (` in the raw text (constants included, which only adds words) is a
+    keyword, a known built-in or a column list after INTO/AS/COPY; no quoted names."""
+    if b'"' in low:
+        return False
+    for match in _PAREN.finditer(low):
+        word = match.group(1)
+        if word is not None and word not in _HARMLESS:
+            return False
+    return True
 
 
 def classify(sql: str) -> Effect:
     """The session effects of `sql` (a Query or Parse text)."""
-    low = sql.lower()
-    if not any(t in low for t in _TRIGGERS):
-        return NO_EFFECT
     return _classify_cached(sql) if len(sql) <= _CACHE_MAX_LEN else _classify_slow(sql)
 
 
 def _classify_slow(sql: str) -> Effect:
     pin = custom = ""
     changes: list[Change] = []
-    drops = False
-    for stmt in split_statements(sql):
-        raw = _WORD.findall(stmt, 0, 200)[:6]
+    drops = opaque = writes = False
+    statements = split_statements(sql)
+    for stmt in statements:
+        raw = _WORD.findall(stmt, 0, 400)[:12]
         words = [w.lower() for w in raw]
         if not words:
             continue
+        lone = _deallocated(raw) if len(statements) == 1 and words[0] == "deallocate" else None
+        if lone is not None:
+            return Effect(deallocate=lone)
         custom = custom or _custom_setting(words, stmt)
         call = _SET_CONFIG_CALL.fullmatch(stmt)
         if call is not None and call.group(1).lower() in TRACKED:
@@ -175,7 +250,10 @@ def _classify_slow(sql: str) -> Effect:
             changes.append(savepoint)
             continue
         reason, change = _statement(words, stmt)
-        pin = pin or reason
+        seen = _unseen(words, stmt)
+        pin = pin or reason or seen.pin
+        opaque = opaque or seen.opaque
+        writes = writes or seen.writes
         if change == "drop":
             drops = True
         elif change == "discard_all":
@@ -183,19 +261,53 @@ def _classify_slow(sql: str) -> Effect:
             changes.append(Change(ChangeKind.RESET_ALL))
         elif isinstance(change, Change):
             changes.append(change)
-    return Effect(pin, tuple(changes), drops, custom)
+    if not any(change.kind < ChangeKind.SAVEPOINT for change in changes):
+        changes = []  # savepoints matter only to settings (`savepoint_changes` otherwise)
+    if not (pin or changes or drops or custom or opaque or writes):
+        return NO_EFFECT
+    return Effect(pin, tuple(changes), drops, custom, opaque, writes)
 
 
 _classify_cached = lru_cache(maxsize=4096)(_classify_slow)
 
 
+def _unseen(words: list[str], stmt: str) -> Calls:
+    """What the words of a statement do not tell: its calls, and whether it may write."""
+    first = words[0]
+    inner = first in ("update", "with", "explain", "(")  # may hold an INSERT or a DEFAULT
+    code = _code(stmt) if inner or "(" in stmt else ""
+    found = scan_calls(code) if "(" in code else NO_CALLS
+    opaque = first not in _KNOWN or found.opaque
+    writes = (
+        opaque
+        or found.writes
+        or first in _DEFAULTS
+        or (inner and _MAY_DEFAULT.search(code.lower()) is not None)
+    )
+    if not (found.pin or opaque or writes):
+        return NO_CALLS
+    return Calls(found.pin, opaque, writes)
+
+
+def _code(stmt: str) -> str:
+    """`stmt` with its string and dollar constants blanked (quoted identifiers kept)."""
+    return _CONSTANT.sub(_blank_constant, stmt)
+
+
+def _deallocated(raw: list[str]) -> str | None:
+    """The statement a DEALLOCATE names, as the server folds it ("" for ALL); None if the
+    statement is not that simple (the server will say what is wrong with it)."""
+    rest = raw[2:] if len(raw) > 2 and raw[1].lower() == "prepare" else raw[1:]
+    if len(rest) != 1 or "." in rest[0] or rest[0] == '""':
+        return None
+    if rest[0].lower() == "all":
+        return ""
+    return fold_identifier(rest[0])
+
+
 def _statement(words: list[str], stmt: str) -> tuple[str, Change | str | None]:
     first = words[0]
     low = stmt.lower()
-    if _found(_ADVISORY, low, stmt):
-        return "session advisory lock", None
-    if _found(_SET_CONFIG_SESSION, low, stmt):
-        return "set_config() for the session", None
     if first == "set":
         return _set(words, stmt)
     if first == "reset":
@@ -218,7 +330,7 @@ def _statement(words: list[str], stmt: str) -> tuple[str, Change | str | None]:
         return "LISTEN", None
     if first == "load":
         return "LOAD", None
-    if first == "create" and _creates_temp(words):
+    if first == "create" and (_creates_temp(words) or _creates_in_pg_temp(words)):
         return "temporary object", None
     if first in ("select", "with") and _found(_INTO_TEMP, low, stmt):
         return "temporary object", None
@@ -332,6 +444,14 @@ def _creates_temp(words: list[str]) -> bool:
             return True
         if word not in _CREATE_BEFORE_TEMP:
             return False
+    return False
+
+
+def _creates_in_pg_temp(words: list[str]) -> bool:
+    """CREATE TABLE pg_temp.x (a temporary table by its schema), or "pg_temp_3".x."""
+    for word in words[1:]:
+        if word not in _CREATE_BEFORE_NAME:
+            return _PG_TEMP.match(word) is not None
     return False
 
 

@@ -1,0 +1,251 @@
+"""The state check: what opaque SQL left in a session, asked of the server itself.
+
+Recognising statements by their keywords is an optimisation, never the only
+guard. When a client's borrow ran SQL whose effects the classifier cannot see
+(a DO block, a user's function, a statement it does not know: `Effect.opaque`),
+the proxy runs `CHECK_SQL` on the connection once the transaction has ended,
+before anyone else can borrow it, and reads the answer with `read_check`:
+
+- state the client still expects (a session advisory lock, a temporary object,
+  LISTEN, an SQL prepared statement, a cursor WITH HOLD, another role, an
+  untracked setting set for the session) pins the client to the connection;
+- tracked settings (search_path, TimeZone, ...) become the client's tracked
+  values, so they follow it to other connections as a SET of its own would;
+- otherwise the connection goes back to the pool.
+
+The check runs as the session's user with the session's settings, so it names
+every relation, function and operator with its schema (a search_path or a
+temporary object cannot change what it reads), and it lifts the client's
+statement_timeout for its own transaction after reading it (`SHOW` first).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from sluice.errors import ProtocolError
+from sluice.pg.settings import set_config_statement
+from sluice.wire.pg import messages as m
+from sluice.wire.pg import responses as r
+from sluice.wire.pg.messages import parse_data_row
+from sluice.wire.pg.sql import TRACKED, Change, ChangeKind, Effect
+
+if TYPE_CHECKING:
+    from sluice.pg.server import ServerConn
+    from sluice.pg.settings import SessionSettings
+
+_EQ = "OPERATOR(pg_catalog.=)"
+_NE = "OPERATOR(pg_catalog.<>)"
+
+
+def _if_exists(name: str, query: str) -> str:
+    return f"CASE WHEN EXISTS ({query}) THEN '{name}' END"
+
+
+# Temporary objects, looked for (InitPlans run on first use) only once the session
+# has a temporary schema.
+_NS = "pg_catalog.pg_my_temp_schema()"
+_TEMP = (
+    f"CASE WHEN {_NS} {_NE} 0 AND ("
+    f"EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.relnamespace {_EQ} {_NS}) "
+    f"OR EXISTS (SELECT FROM pg_catalog.pg_proc p WHERE p.pronamespace {_EQ} {_NS}) "
+    f"OR EXISTS (SELECT FROM pg_catalog.pg_type y WHERE y.typnamespace {_EQ} {_NS})"
+    ") THEN 'temp' END"
+)
+_FLAGS = ", ".join(
+    (
+        _if_exists(
+            "lock",
+            f"SELECT FROM pg_catalog.pg_locks l WHERE l.locktype {_EQ} 'advisory' "
+            f"AND l.pid {_EQ} pg_catalog.pg_backend_pid()",
+        ),
+        _TEMP,
+        _if_exists("listen", "SELECT FROM pg_catalog.pg_listening_channels()"),
+        _if_exists("prepared", "SELECT FROM pg_catalog.pg_prepared_statements s WHERE s.from_sql"),
+        _if_exists("cursor", "SELECT FROM pg_catalog.pg_cursors c WHERE c.is_holdable"),
+    )
+)
+# One row of what is left ('flags', the kinds found, current_user, session_user), then
+# one row per setting set for the session ('setting', name, value, value after RESET).
+_STATE = (
+    f"SELECT 'flags', pg_catalog.concat_ws(',', {_FLAGS}), "
+    "CURRENT_USER::pg_catalog.text, SESSION_USER::pg_catalog.text "
+    "UNION ALL SELECT 'setting', s.name, s.setting, s.reset_val FROM pg_catalog.pg_settings s "
+    f"WHERE s.source {_EQ} 'session'"
+)
+# One query string: the session's statement_timeout, then no timeout for the check.
+CHECK_SQL = f"SHOW statement_timeout; SET LOCAL statement_timeout = 0; {_STATE}"
+_CHECK_MESSAGE = m.query(CHECK_SQL)
+_DISCARD_SEQUENCES = m.query("DISCARD SEQUENCES")
+# Settings only (for a connection's baseline after the pool's init_query).
+SETTINGS_SQL = (
+    "SELECT 'setting', s.name, s.setting, s.reset_val FROM pg_catalog.pg_settings s "
+    f"WHERE s.source {_EQ} 'session'"
+)
+
+_FOUND = {
+    "lock": "session advisory lock",
+    "temp": "temporary object",
+    "listen": "LISTEN",
+    "prepared": "PREPARE",
+    "cursor": "cursor WITH HOLD",
+}
+_LEFT_BY = " (left by opaque SQL)"
+_DURATION = re.compile(r"(-?\d+)\s*(ms|s|min|h|d)?")
+_MS = {None: 1, "ms": 1, "s": 1000, "min": 60_000, "h": 3_600_000, "d": 86_400_000}
+
+Baseline = frozenset[tuple[str, str]]
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """What the check found: a pin reason ("" if none) and the tracked settings' values."""
+
+    pin: str = ""
+    # every tracked setting the session holds, as a statement that sets it again;
+    # a tracked setting missing here is not set for the session (RESET)
+    settings: dict[str, bytes] = field(default_factory=dict)
+    custom: str = ""  # a custom (dotted) setting the session holds: never lend it again
+
+
+def read_check(rows: list[bytes], login_user: str, baseline: Baseline = frozenset()) -> Finding:
+    """Read CHECK_SQL's DataRow bodies (SHOW's row first)."""
+    if not rows:
+        raise ProtocolError("the state check returned no rows")
+    timeout = _text(parse_data_row(rows[0])[0])
+    pin = ""
+    settings: dict[str, bytes] = {}
+    custom = ""
+    for body in rows[1:]:
+        values = [_text(v) for v in parse_data_row(body)]
+        if len(values) != 4:
+            raise ProtocolError("unexpected row from the state check")
+        kind, name, value, other = values
+        if kind == "flags":
+            found = [_FOUND.get(flag, "session state") for flag in name.split(",") if flag]
+            pin = pin or (found[0] + _LEFT_BY if found else _role_changed(value, other, login_user))
+        elif name == "statement_timeout":  # pg_settings shows the check's own SET LOCAL
+            if _milliseconds(timeout) != _milliseconds(other):  # (`other`: after RESET)
+                settings[name] = set_config_statement(name, timeout)
+        else:
+            pin = pin or _setting(name, value, baseline, settings)
+            if "." in name and (name, value) not in baseline:
+                custom = custom or name
+    return Finding(pin, settings, custom)
+
+
+def read_baseline(rows: list[bytes]) -> Baseline:
+    """The untracked settings a connection holds from the pool's init_query (SETTINGS_SQL)."""
+    found = (parse_data_row(body) for body in rows)
+    return frozenset((_text(row[1]), _text(row[2])) for row in found if len(row) == 4)
+
+
+def _setting(name: str, value: str, baseline: Baseline, settings: dict[str, bytes]) -> str:
+    key = name.lower()
+    if key in TRACKED:
+        settings[key] = set_config_statement(key, value)
+        return ""
+    if (name, value) in baseline:
+        return ""
+    return f"SET {key}{_LEFT_BY}"
+
+
+def _role_changed(current: str, session: str, login_user: str) -> str:
+    if current == session == login_user:
+        return ""
+    return "role changed" + _LEFT_BY
+
+
+def _milliseconds(value: str) -> int | None:
+    match = _DURATION.fullmatch(value.strip())
+    return int(match.group(1)) * _MS[match.group(2)] if match else None
+
+
+def _text(value: bytes | None) -> str:
+    return "" if value is None else value.decode("utf-8", "replace")
+
+
+class BorrowGuard:
+    """What a client's borrows did that a later borrower must not inherit.
+
+    `opaque`: this borrow ran SQL whose effects only the check can tell.
+    `writes`: this borrow may have advanced a sequence, so the connection's
+    lastval()/currval() answers are now this client's. A connection remembers
+    whose they are (`ServerConn.sequences_of`); another client borrowing it gets
+    `DISCARD SEQUENCES` first, so it reads its own answer or "not yet defined in
+    this session" (55000), never another client's value.
+    """
+
+    __slots__ = ("opaque", "sequences_on", "serial", "writes")
+
+    def __init__(self, serial: int) -> None:
+        self.serial = serial
+        self.opaque = False
+        self.writes = False
+        self.sequences_on: ServerConn | None = None  # where our nextval() state is
+
+    def note(self, effect: Effect) -> None:
+        """SQL of this borrow (a Query, a Parse, the Bind of a statement parsed earlier)."""
+        if effect.opaque:
+            self.opaque = True
+        if effect.writes:
+            self.writes = True
+
+    def on_attach(self, server: ServerConn) -> bytes:
+        """A query (its replies swallowed) to send before the client's first message, or b"".
+
+        Custom settings are placeholder variables `pg_settings` does not list, so the check
+        cannot see those that opaque SQL set: another client's borrow starts with RESET ALL
+        (the settings replay of a connection whose settings are unknown), which empties them.
+        """
+        if server.unseen_of and server.unseen_of != self.serial:
+            server.unseen_of = 0
+            server.params_dirty = True
+        owner = server.sequences_of
+        if not owner or (owner == self.serial and self.sequences_on is server):
+            return b""
+        server.sequences_of = 0
+        server.tracker.push(r.QUERY_SKIP)
+        return _DISCARD_SEQUENCES
+
+    def on_detach(self, server: ServerConn) -> None:
+        """The borrow ends (released, or the client left): remember whose sequences it holds."""
+        if self.writes:
+            server.sequences_of = self.serial
+            self.sequences_on = server
+            self.writes = False
+
+    def start_check(self, server: ServerConn) -> None:
+        self.opaque = False
+        tracker = server.tracker
+        tracker.check_rows, tracker.check_failed = [], False
+        tracker.push(r.QUERY_CHECK)
+        server.write(_CHECK_MESSAGE)
+
+    @staticmethod
+    def finish_check(server: ServerConn) -> Finding | None:
+        """The check's answer; None if it failed (the connection must then be closed)."""
+        tracker = server.tracker
+        rows, failed = tracker.check_rows, tracker.check_failed
+        tracker.check_rows, tracker.check_failed = [], False
+        if failed:
+            return None
+        try:
+            return read_check(rows, server.login_user, server.baseline)
+        except ProtocolError:
+            return None
+
+
+def adopt_settings(found: dict[str, bytes], settings: SessionSettings, server: ServerConn) -> None:
+    """Tracked settings as the check found them become the client's and the connection's:
+    a value set for the session as a SET of the client's, one no longer set as a RESET."""
+    params = server.params
+    for name in TRACKED:
+        stmt = found.get(name)
+        if stmt is not None:
+            if params.get(name) != stmt:
+                settings.adopt(Change(ChangeKind.SET, name, stmt), params)
+        elif name in params and name not in settings.at_default:
+            settings.adopt(Change(ChangeKind.RESET, name), params)

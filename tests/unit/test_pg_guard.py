@@ -1,0 +1,246 @@
+"""The state check's reading, and the DEALLOCATE answers, on exact bytes.
+
+`read_check` turns the DataRows of CHECK_SQL into a pin reason and the tracked
+settings the session holds; `ClientStatements.deallocate` answers a client's
+DEALLOCATE as the server would answer it directly.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from sluice.errors import ProtocolError
+from sluice.pg.guard import CHECK_SQL, BorrowGuard, Finding, read_baseline, read_check
+from sluice.pg.server import ServerConn
+from sluice.pg.statements import ClientStatements, StatementNames
+from sluice.session.frontend import is_variable_set
+from sluice.wire.pg import messages as m
+from sluice.wire.pg.sql import Effect
+
+LOGIN = "app"
+
+
+def row(*values: str | None) -> bytes:
+    """A DataRow body."""
+    return m.data_row(list(values))[5:]
+
+
+def check_rows(
+    *settings: bytes, flags: str = "", user: str = LOGIN, show: str = "0", reset: str = "0"
+) -> list[bytes]:
+    """CHECK_SQL's answer: SHOW's row, the flags row, then `settings` (and the check's
+    own statement_timeout, which pg_settings shows as set for the session)."""
+    timeout = row("setting", "statement_timeout", "0", reset)
+    return [row(show), row("flags", flags, user, LOGIN), *settings, timeout]
+
+
+def setting(name: str, value: str) -> bytes:
+    return row("setting", name, value, "")
+
+
+def set_config(name: str, value: str) -> bytes:
+    return f"SELECT pg_catalog.set_config('{name}', E'{value}', false)".encode()
+
+
+def test_check_sql_names_every_object_with_its_schema() -> None:
+    """A search_path or a temporary object of the client cannot change what it reads."""
+    body = CHECK_SQL.split("; ", 2)[2]
+    assert re.findall(r"(?<!pg_catalog\.)\bpg_(?!catalog\b)\w+", body) == []
+    assert re.search(r"\s(?:=|<>)\s", body) is None  # operators go through pg_catalog too
+
+
+def test_nothing_left() -> None:
+    assert read_check(check_rows(), LOGIN) == Finding()
+
+
+@pytest.mark.parametrize(
+    ("kind", "reason"),
+    [
+        ("lock", "session advisory lock"),
+        ("temp", "temporary object"),
+        ("listen", "LISTEN"),
+        ("prepared", "PREPARE"),
+        ("cursor", "cursor WITH HOLD"),
+    ],
+)
+def test_state_pins(kind: str, reason: str) -> None:
+    found = read_check(check_rows(flags=kind), LOGIN)
+    assert found.pin == reason + " (left by opaque SQL)"
+    assert not is_variable_set(found.pin)
+    assert read_check(check_rows(flags=f"{kind},listen", user="iso"), LOGIN).pin == found.pin
+
+
+def test_role_change_pins() -> None:
+    found = read_check(check_rows(user="iso"), LOGIN)
+    assert found.pin == "role changed (left by opaque SQL)"
+    assert not is_variable_set(found.pin)  # never shared, whatever exclude_variable_sets says
+    session = [row("0"), row("flags", "", "iso", "iso")]  # SET SESSION AUTHORIZATION
+    assert read_check(session, LOGIN).pin == found.pin
+
+
+def test_tracked_settings_are_read_not_pinned() -> None:
+    rows = check_rows(
+        setting("search_path", "iso_a, public"),
+        setting("DateStyle", "SQL, DMY"),
+        setting("application_name", "it's"),
+    )
+    assert read_check(rows, LOGIN) == Finding(
+        settings={
+            "search_path": set_config("search_path", "iso_a, public"),
+            "datestyle": set_config("datestyle", "SQL, DMY"),
+            "application_name": set_config("application_name", "it\\'s"),
+        }
+    )
+
+
+def test_untracked_setting_pins_unless_the_pool_set_it() -> None:
+    rows = check_rows(setting("work_mem", "7168"))
+    found = read_check(rows, LOGIN)
+    assert found.pin == "SET work_mem (left by opaque SQL)"
+    assert is_variable_set(found.pin)  # exclude_variable_sets applies to it as to a SET
+    baseline = read_baseline([setting("work_mem", "7168")])
+    assert read_check(rows, LOGIN, baseline) == Finding()
+    assert read_check(check_rows(setting("work_mem", "8192")), LOGIN, baseline).pin
+
+
+def test_custom_setting_pins_and_marks_the_connection() -> None:
+    """A placeholder variable outlives every reset: the connection must not be lent again."""
+    found = read_check(check_rows(setting("myapp.tenant", "7")), LOGIN)
+    assert (found.pin, found.custom) == ("SET myapp.tenant (left by opaque SQL)", "myapp.tenant")
+    baseline = read_baseline([setting("my.flag", "on")])  # the pool's init_query set it
+    assert read_check(check_rows(setting("my.flag", "on")), LOGIN, baseline) == Finding()
+
+
+@pytest.mark.parametrize(
+    ("show", "reset", "settings"),
+    [
+        ("0", "0", {}),
+        ("5s", "5000", {}),  # what RESET gives: not the session's own
+        ("5s", "0", {"statement_timeout": set_config("statement_timeout", "5s")}),
+        ("2min", "0", {"statement_timeout": set_config("statement_timeout", "2min")}),
+        ("0", "1000", {"statement_timeout": set_config("statement_timeout", "0")}),
+    ],
+)
+def test_statement_timeout_read_before_the_check_lifts_it(
+    show: str, reset: str, settings: dict[str, bytes]
+) -> None:
+    # (pg_settings would show the check's own SET LOCAL: SHOW's value is the session's)
+    assert read_check(check_rows(show=show, reset=reset), LOGIN).settings == settings
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [[], [row("0"), b"\x00\x03\x00\x00\x00\x09lock"], [row("0"), row("flags", "", LOGIN)]],
+)
+def test_malformed_answers_are_a_protocol_error(rows: list[bytes]) -> None:
+    with pytest.raises(ProtocolError):
+        read_check(rows, LOGIN)
+
+
+@pytest.mark.parametrize(
+    ("body", "values"),
+    [
+        (b"\x00\x00", []),
+        (row("a", None, ""), [b"a", None, b""]),
+        (b"\x00\x01\x00\x00\x00\x03abc", [b"abc"]),
+    ],
+)
+def test_parse_data_row(body: bytes, values: list[bytes | None]) -> None:
+    assert m.parse_data_row(body) == values
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"\x00",
+        b"\x00\x01\x00\x00",  # a length cut short
+        b"\x00\x01\x00\x00\x00\x05abc",  # a value longer than the message
+        b"\x00\x02\xff\xff\xff\xff",  # a second column missing
+    ],
+)
+def test_parse_data_row_checks_lengths(body: bytes) -> None:
+    with pytest.raises(ProtocolError):
+        m.parse_data_row(body)
+
+
+# ---- DEALLOCATE
+
+
+IDLE, IN_TXN, FAILED = ord("I"), ord("T"), ord("E")
+
+
+def statements(*names: bytes) -> ClientStatements:
+    stmts = ClientStatements(StatementNames(), 100, BorrowGuard(1))
+    for name in names:
+        stmts.by_name[name] = (b"sluice_1", b"select 1\x00\x00\x00")
+    return stmts
+
+
+def replies(data: bytes | None) -> list[tuple[bytes, str]]:
+    assert data is not None
+    out, pos = [], 0
+    while pos < len(data):
+        size = int.from_bytes(data[pos + 1 : pos + 5], "big")
+        kind, body = data[pos : pos + 1], data[pos + 5 : pos + 1 + size]
+        detail = m.parse_error_fields(body)["C"] if kind == b"E" else body.rstrip(b"\x00")
+        out.append((kind, detail if isinstance(detail, str) else detail.decode()))
+        pos += 1 + size
+    return out
+
+
+def test_deallocate_all_forgets_every_name() -> None:
+    stmts = statements(b"s1", b"s2")
+    reply = stmts.deallocate(None, IN_TXN, pinned=False)
+    assert replies(reply) == [(b"C", "DEALLOCATE ALL"), (b"Z", "T")]
+    assert stmts.by_name == {}
+
+
+def test_deallocate_one_name() -> None:
+    stmts = statements(b"s1", b"s2")
+    ok = [(b"C", "DEALLOCATE"), (b"Z", "I")]
+    assert replies(stmts.deallocate(b"s1", IDLE, pinned=False)) == ok
+    assert list(stmts.by_name) == [b"s2"]
+    missing = [(b"E", "26000"), (b"Z", "I")]
+    assert replies(stmts.deallocate(b"s1", IDLE, pinned=False)) == missing
+
+
+def test_deallocate_in_a_failed_transaction_changes_nothing() -> None:
+    stmts = statements(b"s1")
+    aborted = [(b"E", "25P02"), (b"Z", "E")]
+    for name in (None, b"s1", b"nope"):
+        assert replies(stmts.deallocate(name, FAILED, pinned=True)) == aborted
+    assert list(stmts.by_name) == [b"s1"]
+
+
+def test_pinned_client_leaves_other_names_to_the_server() -> None:
+    stmts = statements(b"s1")
+    assert stmts.deallocate(None, IDLE, pinned=True) is None  # SQL PREPAREs must go too
+    assert stmts.deallocate(b"sql_prepared", IDLE, pinned=True) is None
+    assert replies(stmts.deallocate(b"s1", IDLE, pinned=True))[0] == (b"C", "DEALLOCATE")
+
+
+def test_answer_deallocate_reads_the_query() -> None:
+    stmts = statements(b"_pg3_0")
+    assert stmts.answer_deallocate(m.query("SELECT 1"), None, pinned=False) is None
+    assert stmts.answer_deallocate(m.query("DEALLOCATE x; SELECT 1"), None, False) is None
+    reply = stmts.answer_deallocate(m.query("deallocate _PG3_0"), None, pinned=False)
+    assert replies(reply) == [(b"C", "DEALLOCATE"), (b"Z", "I")]
+
+
+def test_bind_of_an_opaque_statement_marks_its_borrow() -> None:
+    """A named statement runs whenever it is bound, not only in the borrow that parsed it."""
+    guard = BorrowGuard(1)
+    stmts = ClientStatements(StatementNames(), 100, guard)
+    server = ServerConn("pool", 1 << 20)
+    name = b"s1"
+    stmts.by_name[name] = (b"sluice_1", b"select f($1)\x00\x00\x00")
+    stmts.unseen[name] = Effect(opaque=True, writes=True)
+    out: list[bytes] = []
+    stmts.bind(m.message(b"B", b"\x00s1\x00" + b"\x00\x00" * 3), server, out)
+    assert guard.opaque and guard.writes
+    assert out[-1].startswith(b"B") and b"sluice_1" in out[-1]
+    assert stmts.deallocate(name, IDLE, pinned=False) is not None
+    assert stmts.unseen == {}
