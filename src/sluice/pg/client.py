@@ -481,9 +481,9 @@ class ClientSession(FrontendSession):
         tracker = server.tracker
         if not self.settings.commit(server.params, tracker.errors, tracker.rolled_back):
             server.params_dirty = True  # an error: what the server holds is unknown
-        keeps = self.pinned or self.proxy.config.pool.mode == "session"
-        if keeps and (self.settings.params != server.params or server.params_dirty):
-            server.write(self._sync_settings(server))  # e.g. RESET back to a startup value
+        # A pinned or session-mode client's connection is its own session: what the server
+        # did (a rollback after an error, a SET inside a DO block) is what it would have done
+        # directly, so nothing is replayed over it; the reset when the client leaves clears it.
 
     def _sync_settings(self, server: ServerConn) -> bytes:
         """The queries (their replies swallowed, an error fatal) that give `server` this
