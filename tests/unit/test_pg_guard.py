@@ -12,11 +12,20 @@ import re
 import pytest
 
 from sluice.errors import ProtocolError
-from sluice.pg.guard import CHECK_SQL, BorrowGuard, Finding, read_baseline, read_check
+from sluice.pg.guard import (
+    CHECK_SQL,
+    CUSTOM,
+    SEQUENCES,
+    BorrowGuard,
+    Finding,
+    read_baseline,
+    read_check,
+)
 from sluice.pg.server import ServerConn
 from sluice.pg.statements import ClientStatements, StatementNames
 from sluice.session.frontend import is_variable_set
 from sluice.wire.pg import messages as m
+from sluice.wire.pg import responses as r
 from sluice.wire.pg.sql import Effect
 
 LOGIN = "app"
@@ -240,7 +249,28 @@ def test_bind_of_an_opaque_statement_marks_its_borrow() -> None:
     stmts.unseen[name] = Effect(opaque=True, writes=True)
     out: list[bytes] = []
     stmts.bind(m.message(b"B", b"\x00s1\x00" + b"\x00\x00" * 3), server, out)
-    assert guard.opaque and guard.writes
+    assert guard.opaque and guard.left == SEQUENCES | CUSTOM
     assert out[-1].startswith(b"B") and b"sluice_1" in out[-1]
     assert stmts.deallocate(name, IDLE, pinned=False) is not None
     assert stmts.unseen == {}
+
+
+def test_what_a_borrow_left_is_cleared_for_anyone_else() -> None:
+    """lastval() state and custom settings no check can list: kept for the client that left
+    them while it is their latest, cleared before anyone else's borrow."""
+    a, b = BorrowGuard(1), BorrowGuard(2)
+    x, y = ServerConn("pool", 1 << 20), ServerConn("pool", 1 << 20)
+    a.note(Effect(writes=True))
+    a.on_detach(x)
+    assert (x.leftover, x.leftover_of) == (SEQUENCES, 1)
+    assert a.on_attach(x) == b"" and x.leftover == SEQUENCES  # its own, and its latest
+    assert b.on_attach(x) == m.query("DISCARD SEQUENCES")
+    assert x.leftover == 0 and list(x.tracker.queue) == [r.QUERY_SKIP] and not x.params_dirty
+    a.note(Effect(opaque=True, writes=True))
+    a.on_detach(y)
+    assert y.leftover == SEQUENCES | CUSTOM
+    x.leftover, x.leftover_of = SEQUENCES, 1  # an older state of A's
+    assert a.on_attach(x) == m.query("DISCARD SEQUENCES")  # its newer one is on y
+    assert b.on_attach(y) == m.query("DISCARD SEQUENCES") and y.params_dirty  # RESET ALL
+    b.on_detach(y)  # left nothing
+    assert (y.leftover, y.leftover_of) == (0, 2)

@@ -54,7 +54,7 @@ log = logging.getLogger("sluice.client")
 _Q, _P, _B, _D, _E, _C, _S, _H, _X, _F = b"QPBDECSHXF"
 _COPY = frozenset(b"dcf")
 _ATTACHED, _CONSUMED, _WAIT = object(), object(), object()
-_LOWER_D = ord("d")  # a Query that may be a lone DEALLOCATE (ASCII case folded)
+_MAY_DEALLOCATE = frozenset((b"d", b"D"))  # how a Query that may be a DEALLOCATE starts
 # A DEALLOCATE the proxy cannot answer: the server sees it and the client keeps it.
 _DEALLOCATE_ONE = Effect(pin="DEALLOCATE")
 _DEALLOCATE_ALL = Effect(pin="DEALLOCATE", drops_statements=True)
@@ -62,6 +62,7 @@ _FUNCTION_CALL = Effect(opaque=True, writes=True)
 _BUFFER_WHILE_WAITING = 256 * 1024  # bytes read ahead while waiting for a connection
 _NORMAL_ENDS = frozenset({"client sent Terminate", "cancel request handled"})
 _serials = itertools.count(1)
+_CHECKING = ClientState.CHECKING
 
 
 class ClientSession(FrontendSession):
@@ -271,7 +272,7 @@ class ClientSession(FrontendSession):
             if kind == _S:
                 self.transport_write(m.READY_IDLE)  # nothing outstanding: no connection needed
             return _CONSUMED
-        if kind == _Q and len(msg) > 15 and msg[5] | 0x20 == _LOWER_D and self._answered(msg, None):
+        if kind == _Q and msg[5:6] in _MAY_DEALLOCATE and self._answered(msg, None):
             return _CONSUMED
         if self.proxy.app.stopping:
             self.fail_with("the proxy is shutting down", "57P01")
@@ -293,7 +294,7 @@ class ClientSession(FrontendSession):
         server.attach(self)
         self.server = server
         assert self.pool is not None
-        if server.sequences_of or server.unseen_of:  # what an earlier borrower may have left
+        if server.leftover:  # what a borrower may have left that no check can list
             forget = self.guard.on_attach(server)
             if forget:
                 out.append(forget)
@@ -309,9 +310,10 @@ class ClientSession(FrontendSession):
         if self.proxy.debug_logging:
             self.proxy.log_message(self, msg)
         if kind == _Q:
-            if len(msg) > 15 and msg[5] | 0x20 == _LOWER_D and self._answered(msg, tracker):
-                return
-            if self._note_sql(msg[5:-1], tracker):
+            restore = self._note_sql(msg[5:-1], tracker, msg)
+            if restore is None:
+                return  # answered by the proxy
+            if restore:
                 self._send_restoring(r.QUERY_RESTORING, msg, out)
             else:
                 tracker.push(r.QUERY)
@@ -352,10 +354,18 @@ class ClientSession(FrontendSession):
         self._note_effect(effect, sql, tracker)
         return effect
 
-    def _note_sql(self, sql: bytes, tracker: r.ResponseTracker) -> bool:
+    def _note_sql(self, sql: bytes, tracker: r.ResponseTracker, query: bytes) -> bool | None:
         """Track settings and pin on session state the SQL leaves behind; True when
-        the SQL reset settings, so the client's startup values must be restored."""
-        return self._note_effect(classify_bytes(sql), sql, tracker)
+        the SQL reset settings, so the client's startup values must be restored; None
+        when the proxy answered the Query message `query` itself (not to be sent)."""
+        effect = classify_bytes(sql)
+        if effect is NO_EFFECT:
+            if self.settings.pending:  # a savepoint command may undo some of them
+                self._note_changes(savepoint_changes(sql), tracker)
+            return False
+        if effect.deallocate is not None and self._answered(query, tracker):
+            return None
+        return self._note_effect(effect, sql, tracker)
 
     def _note_effect(self, effect: Effect, sql: bytes, tracker: r.ResponseTracker) -> bool:
         if not effect.changes and self.settings.pending:
@@ -382,8 +392,8 @@ class ClientSession(FrontendSession):
             self.settings.note(changes, tracker.errors)
 
     def _answered(self, msg: bytes, tracker: r.ResponseTracker | None) -> bool:
-        """Answer a Query (whose text starts with a d) that is one DEALLOCATE of the
-        client's own statements (the server knows them by other names); True if done."""
+        """Answer a Query that is one DEALLOCATE of the client's own statements (the
+        server knows them by other names); True if the proxy did."""
         reply = self.statements.answer_deallocate(msg, tracker, bool(self.pinned))
         if reply is None:
             return False
@@ -438,9 +448,6 @@ class ClientSession(FrontendSession):
 
     def server_idle(self, server: ServerConn) -> None:
         """The server answered everything and is outside a transaction."""
-        if self.state is ClientState.CHECKING:
-            self._checked(server)
-            return
         if self._sent_at:
             self.stats.query_latency.observe(time.monotonic() - self._sent_at)
             self._sent_at = 0.0
@@ -448,19 +455,22 @@ class ClientSession(FrontendSession):
             self._commit_settings(server)
         if self.pinned or self.proxy.config.pool.mode == "session":
             return
-        if self.guard.opaque:
-            self._set_state(ClientState.CHECKING)  # the client's next messages wait
-            self.guard.start_check(server)
+        if self.guard.opaque:  # (it stays set until the check has answered)
+            if self.state is _CHECKING:
+                self._checked(server)
+            else:
+                self._set_state(_CHECKING)  # the client's next messages wait
+                self.guard.start_check(server)
             return
         self._release()
 
     def _checked(self, server: ServerConn) -> None:
         """The state check answered: pin, or let the connection go, then carry on."""
         self._set_state(ClientState.READY)
+        self.guard.opaque = False
         found = self.guard.finish_check(server)
         if found is None:
             self.server = None
-            self.guard.on_detach(server)
             server.detach()
             assert self.pool is not None
             # what the session holds is unknown: nobody may borrow it
@@ -472,7 +482,6 @@ class ClientSession(FrontendSession):
             if found.pin and not self.pinned:
                 self.pin(found.pin)
             if not self.pinned:
-                server.unseen_of = self.guard.serial  # custom settings no check can list
                 self._release()
         self.resume_reading()
         self._drain()
@@ -515,7 +524,7 @@ class ClientSession(FrontendSession):
         assert server is not None and self.pool is not None
         self.server = None
         self.resume_reading()  # in case the server's full buffer had paused us
-        if self.guard.writes:
+        if self.guard.left:
             self.guard.on_detach(server)
         server.detach()
         self.pool.on_release(self, server)
@@ -566,7 +575,8 @@ class ClientSession(FrontendSession):
             self._request.cancel()  # a cancelled waiter is never handed a connection
         server, self.server = self.server, None
         if server is not None and self.pool is not None:
-            self.guard.on_detach(server)
+            if self.guard.left:
+                self.guard.on_detach(server)
             self.pool.client_left(self, server)
         self.proxy.client_disconnected(self)
         if self.transport is not None:

@@ -167,58 +167,64 @@ def _text(value: bytes | None) -> str:
     return "" if value is None else value.decode("utf-8", "replace")
 
 
+# What a borrow may leave on its connection that no check can list.
+SEQUENCES = 1  # nextval() state: what lastval()/currval() answer
+CUSTOM = 2  # custom settings (placeholder variables pg_settings does not show)
+
+
 class BorrowGuard:
     """What a client's borrows did that a later borrower must not inherit.
 
     `opaque`: this borrow ran SQL whose effects only the check can tell.
-    `writes`: this borrow may have advanced a sequence, so the connection's
-    lastval()/currval() answers are now this client's. A connection remembers
-    whose they are (`ServerConn.sequences_of`); another client borrowing it gets
-    `DISCARD SEQUENCES` first, so it reads its own answer or "not yet defined in
-    this session" (55000), never another client's value.
+    `left`: what this borrow may leave unseen (SEQUENCES after anything that may
+    call nextval(), CUSTOM after opaque SQL). A connection remembers what its
+    borrowers left and whose it is (`ServerConn.leftover`, `leftover_of`); any
+    other client borrowing it, or this one once what it left elsewhere is newer,
+    gets it cleared first: `DISCARD SEQUENCES` (lastval() then answers its own
+    value or "not yet defined in this session", 55000, never another client's)
+    and a settings replay that starts with RESET ALL (which empties custom
+    settings). A client that gets back the connection holding what it left
+    keeps it, as it would directly.
     """
 
-    __slots__ = ("opaque", "sequences_on", "serial", "writes")
+    __slots__ = ("left", "left_on", "opaque", "serial")
 
     def __init__(self, serial: int) -> None:
         self.serial = serial
         self.opaque = False
-        self.writes = False
-        self.sequences_on: ServerConn | None = None  # where our nextval() state is
+        self.left = 0
+        self.left_on: ServerConn | None = None  # the connection holding what we left last
 
     def note(self, effect: Effect) -> None:
         """SQL of this borrow (a Query, a Parse, the Bind of a statement parsed earlier)."""
+        if effect.writes:
+            self.left |= SEQUENCES
         if effect.opaque:
             self.opaque = True
-        if effect.writes:
-            self.writes = True
+            self.left |= CUSTOM
 
     def on_attach(self, server: ServerConn) -> bytes:
-        """A query (its replies swallowed) to send before the client's first message, or b"".
-
-        Custom settings are placeholder variables `pg_settings` does not list, so the check
-        cannot see those that opaque SQL set: another client's borrow starts with RESET ALL
-        (the settings replay of a connection whose settings are unknown), which empties them.
-        """
-        if server.unseen_of and server.unseen_of != self.serial:
-            server.unseen_of = 0
-            server.params_dirty = True
-        owner = server.sequences_of
-        if not owner or (owner == self.serial and self.sequences_on is server):
+        """A query (its replies swallowed) to send before the client's first message, or b"";
+        only called when the connection holds something a borrower left."""
+        if server.leftover_of == self.serial and self.left_on is server:
             return b""
-        server.sequences_of = 0
+        kinds, server.leftover = server.leftover, 0
+        if kinds & CUSTOM:
+            server.params_dirty = True  # the replay starts with RESET ALL
+        if not kinds & SEQUENCES:
+            return b""
         server.tracker.push(r.QUERY_SKIP)
         return _DISCARD_SEQUENCES
 
     def on_detach(self, server: ServerConn) -> None:
-        """The borrow ends (released, or the client left): remember whose sequences it holds."""
-        if self.writes:
-            server.sequences_of = self.serial
-            self.sequences_on = server
-            self.writes = False
+        """The borrow ends (released, or the client left): the connection holds what it left
+        (anything another borrower left was cleared when this borrow began)."""
+        server.leftover |= self.left
+        server.leftover_of = self.serial
+        self.left_on = server
+        self.left = 0
 
     def start_check(self, server: ServerConn) -> None:
-        self.opaque = False
         tracker = server.tracker
         tracker.check_rows, tracker.check_failed = [], False
         tracker.push(r.QUERY_CHECK)

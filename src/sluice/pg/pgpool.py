@@ -93,6 +93,5 @@ class PgPool(EnginePool):
             await server.run_silently(self.proxy.config.pool.init_query, timeout=30.0)
         server.params = {}
         server.params_dirty = False
-        server.sequences_of = 0  # DISCARD ALL forgot what nextval() left too
-        server.unseen_of = 0  # and emptied every custom setting
+        server.leftover = 0  # DISCARD ALL forgot nextval() state, emptied custom settings
         server.tracker.prepared.clear()

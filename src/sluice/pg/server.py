@@ -57,8 +57,8 @@ class ServerConn(BackendConn):
         self.max_connections = 0  # the server's max_connections, read at startup
         self.login_user = ""  # the role the proxy logged in as
         self.baseline: frozenset[tuple[str, str]] = frozenset()  # settings of init_query
-        self.sequences_of = 0  # serial of the client whose nextval() state it may hold
-        self.unseen_of = 0  # serial of the client whose opaque SQL may have set custom settings
+        self.leftover = 0  # what a borrower may have left unseen (guard.SEQUENCES, CUSTOM)
+        self.leftover_of = 0  # that borrower's serial
         self._idle_waiter: asyncio.Future[None] | None = None
 
     @property

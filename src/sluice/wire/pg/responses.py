@@ -76,6 +76,7 @@ SPECIAL = frozenset(
 )
 _QUIET = frozenset((QUERY_SKIP, REPLAY, RESTORE, QUERY_CHECK))  # never streamed to the client
 _OWN_QUERIES = frozenset((QUERY_SKIP, QUERY_CHECK))  # nothing of a client's among them
+_OWN_READY = frozenset((QUERY_SKIP, REPLAY, QUERY_CHECK))  # their ReadyForQuery is swallowed
 # Requests after which the server is inside an implicit transaction until a Sync.
 _EXTENDED = frozenset((PARSE, BIND, DESCRIBE_STMT, DESCRIBE_PORTAL, EXECUTE, CLOSE)).union(
     (PARSE_SKIP, PARSE_FAKE, CLOSE_SKIP, CLOSE_FAKE)
@@ -335,7 +336,7 @@ class ResponseTracker:
         if kind == RESTORE:
             self._request_failed = False
             return True
-        return kind != QUERY_SKIP and kind != REPLAY and kind != QUERY_CHECK
+        return kind not in _OWN_READY
 
     def _note_tag(self, data: bytes, start: int) -> None:
         """Remember whether the last transaction-ending command was a ROLLBACK."""
