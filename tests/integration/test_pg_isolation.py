@@ -361,6 +361,34 @@ def test_custom_setting_from_opaque_sql_never_reaches_the_next_client(
     assert pin_lines(proc) == []
 
 
+@pytest.mark.parametrize(
+    "setup",
+    [
+        "CREATE TEMP TABLE iso_t3 (a int)",
+        "DO $$ BEGIN CREATE TEMP TABLE iso_t4 (a int); DROP TABLE iso_t4; END $$",
+    ],
+    ids=["pinned by CREATE TEMP", "opaque SQL that drops its table"],
+)
+def test_temporary_schema_never_reaches_the_next_client(
+    start_sluice: StartSluice, objects: PgCluster, setup: str
+) -> None:
+    """DISCARD ALL drops temporary tables but not the session's temporary schema, which
+    a later client would see (pg_my_temp_schema(), DROP TABLE IF EXISTS pg_temp.x)."""
+    proc = start_sluice(pool={"max_connections": 1, "borrow_timeout": 10})
+    fresh = "select pg_my_temp_schema() = 0"
+    with direct(objects) as b:
+        assert scalar(b, fresh) is True
+    notices: list[str] = []
+    for _ in range(2):
+        with proxied(proc) as a:
+            a.execute(setup)
+        with proxied(proc) as b:
+            assert scalar(b, fresh) is True
+            b.add_notice_handler(lambda n: notices.append(n.message_primary or ""))
+            b.execute("DROP TABLE IF EXISTS pg_temp.iso_none")
+    assert notices == ['schema "pg_temp" does not exist, skipping'] * 2
+
+
 def test_client_leaving_right_after_opaque_sql(
     start_sluice: StartSluice, objects: PgCluster
 ) -> None:

@@ -342,6 +342,7 @@ class PinCase:
     others_see: Any
     after: str  # run on the same backend by a later client
     after_sees: Any
+    reused: bool = True  # False: the backend is closed instead (a temporary schema stays)
 
 
 PIN_CASES = [
@@ -362,8 +363,9 @@ PIN_CASES = [
         lambda i: i + 1,
         "select to_regclass('pin_tmp') is null",
         True,
-        "select to_regclass('pin_tmp') is null",
+        "select to_regclass('pin_tmp') is null and pg_my_temp_schema() = 0",
         True,
+        reused=False,
     ),
     PinCase(
         "session advisory lock",
@@ -404,11 +406,12 @@ def _assert_pinned_logged(proc: SluiceProcess, reason: str) -> None:
     assert any(pattern.search(line) for line in pin_lines(proc)), proc.log_tail(20)
 
 
-def _after_reset(proc: SluiceProcess, pinned_pid: int, sql: str) -> Any:
+def _after_reset(proc: SluiceProcess, pinned_pid: int, sql: str, reused: bool = True) -> Any:
     """Run `sql` on the backend the pinned client had, once it is back in the pool.
 
     Two clients inside transactions hold both connections of the pool, so one of
-    them has that backend (the borrow waits while the reset runs).
+    them has that backend (the borrow waits while the reset runs). A backend that
+    had a temporary schema is closed instead: `sql` then runs on both new ones.
     """
     with (
         psycopg.connect(dsn(proc), autocommit=True) as one,
@@ -417,6 +420,11 @@ def _after_reset(proc: SluiceProcess, pinned_pid: int, sql: str) -> Any:
         two.transaction(),
     ):
         by_pid = {scalar(one, PID): one, scalar(two, PID): two}
+        if not reused:
+            assert pinned_pid not in by_pid, "a backend with a temporary schema was lent again"
+            seen = {scalar(conn, sql) for conn in by_pid.values()}
+            assert len(seen) == 1
+            return seen.pop()
         assert pinned_pid in by_pid, "the pinned client's backend was not reused after reset"
         return scalar(by_pid[pinned_pid], sql)
 
@@ -439,7 +447,7 @@ def test_session_state_pins_and_is_reset(start_sluice: StartSluice, case: PinCas
                 assert scalar(pinned, case.use) == case.used(2 * i + 1)
                 assert scalar(other, PID) != pid
             _assert_pinned_logged(proc, case.reason)
-        assert _after_reset(proc, pid, case.after) == case.after_sees
+        assert _after_reset(proc, pid, case.after, case.reused) == case.after_sees
 
 
 def test_listen_pins_and_notifications_arrive(start_sluice: StartSluice) -> None:

@@ -164,14 +164,17 @@ def test_session_mode_keeps_state_then_resets(start_sluice: StartSluice) -> None
             ).fetchone()
             assert row == (pid, "7MB", "123s", i + 1)
         assert conn.execute("execute sess_q").fetchone() == (42,)
-    # the single connection goes to the next client only after DISCARD ALL
+    # the next client gets nothing of it: the connection had a temporary schema, which
+    # DISCARD ALL leaves, so it was closed rather than reset
     with psycopg.connect(dsn(proc), autocommit=True) as conn:
         row = conn.execute(
-            "select pg_backend_pid(), current_setting('work_mem'), "
+            "select pg_backend_pid() <> %s, current_setting('work_mem'), "
             "current_setting('statement_timeout'), to_regclass('sess_tmp') is null, "
-            "(select count(*) from pg_prepared_statements where name = 'sess_q')"
+            "(select count(*) from pg_prepared_statements where name = 'sess_q'), "
+            "pg_my_temp_schema() = 0",
+            (pid,),
         ).fetchone()
-        assert row == (pid, "4MB", "0", True, 0)
+        assert row == (True, "4MB", "0", True, 0, True)
 
 
 # ---------------------------------------------------------------- reuse and limits

@@ -34,7 +34,7 @@ from sluice.errors import (
     ServerError,
     SluiceError,
 )
-from sluice.pg.guard import BorrowGuard, adopt_settings
+from sluice.pg.guard import TEMP_SCHEMA, BorrowGuard, adopt_settings
 from sluice.pg.settings import SessionSettings, replay_queries
 from sluice.pg.statements import ClientStatements
 from sluice.pool.pool import PoolStats
@@ -479,6 +479,8 @@ class ClientSession(FrontendSession):
             adopt_settings(found.settings, self.settings, server)
             if found.custom:
                 self._created_custom(found.custom)
+            if found.temp_schema:
+                server.retire = TEMP_SCHEMA
             if found.pin and not self.pinned:
                 self.pin(found.pin)
             if not self.pinned:

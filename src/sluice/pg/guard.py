@@ -45,14 +45,14 @@ def _if_exists(name: str, query: str) -> str:
 
 
 # Temporary objects, looked for (InitPlans run on first use) only once the session
-# has a temporary schema.
+# has a temporary schema; the schema alone ('tempschema') stays after they are gone.
 _NS = "pg_catalog.pg_my_temp_schema()"
 _TEMP = (
-    f"CASE WHEN {_NS} {_NE} 0 AND ("
+    f"CASE WHEN {_NS} {_EQ} 0 THEN NULL WHEN "
     f"EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.relnamespace {_EQ} {_NS}) "
     f"OR EXISTS (SELECT FROM pg_catalog.pg_proc p WHERE p.pronamespace {_EQ} {_NS}) "
-    f"OR EXISTS (SELECT FROM pg_catalog.pg_type y WHERE y.typnamespace {_EQ} {_NS})"
-    ") THEN 'temp' END"
+    f"OR EXISTS (SELECT FROM pg_catalog.pg_type y WHERE y.typnamespace {_EQ} {_NS}) "
+    "THEN 'temp' ELSE 'tempschema' END"
 )
 _FLAGS = ", ".join(
     (
@@ -79,6 +79,11 @@ _STATE = (
 CHECK_SQL = f"SHOW statement_timeout; SET LOCAL statement_timeout = 0; {_STATE}"
 _CHECK_MESSAGE = m.query(CHECK_SQL)
 _DISCARD_SEQUENCES = m.query("DISCARD SEQUENCES")
+# A session keeps its temporary schema after DISCARD ALL: later clients would see it
+# (pg_my_temp_schema(), the notices of DROP TABLE IF EXISTS pg_temp.x), so such a
+# connection is closed rather than lent again.
+TEMP_SCHEMA = "a client had a temporary schema on it, which no reset removes"
+HAS_TEMP_SCHEMA_SQL = f"SELECT {_NS} {_NE} 0"
 # Settings only (for a connection's baseline after the pool's init_query).
 SETTINGS_SQL = (
     "SELECT 'setting', s.name, s.setting, s.reset_val FROM pg_catalog.pg_settings s "
@@ -108,6 +113,7 @@ class Finding:
     # a tracked setting missing here is not set for the session (RESET)
     settings: dict[str, bytes] = field(default_factory=dict)
     custom: str = ""  # a custom (dotted) setting the session holds: never lend it again
+    temp_schema: bool = False  # the session has a temporary schema: never lend it again
 
 
 def read_check(rows: list[bytes], login_user: str, baseline: Baseline = frozenset()) -> Finding:
@@ -118,13 +124,16 @@ def read_check(rows: list[bytes], login_user: str, baseline: Baseline = frozense
     pin = ""
     settings: dict[str, bytes] = {}
     custom = ""
+    temp_schema = False
     for body in rows[1:]:
         values = [_text(v) for v in parse_data_row(body)]
         if len(values) != 4:
             raise ProtocolError("unexpected row from the state check")
         kind, name, value, other = values
         if kind == "flags":
-            found = [_FOUND.get(flag, "session state") for flag in name.split(",") if flag]
+            flags = [flag for flag in name.split(",") if flag]
+            temp_schema = "temp" in flags or "tempschema" in flags
+            found = [_FOUND.get(flag, "session state") for flag in flags if flag != "tempschema"]
             pin = pin or (found[0] + _LEFT_BY if found else _role_changed(value, other, login_user))
         elif name == "statement_timeout":  # pg_settings shows the check's own SET LOCAL
             if _milliseconds(timeout) != _milliseconds(other):  # (`other`: after RESET)
@@ -133,7 +142,7 @@ def read_check(rows: list[bytes], login_user: str, baseline: Baseline = frozense
             pin = pin or _setting(name, value, baseline, settings)
             if "." in name and (name, value) not in baseline:
                 custom = custom or name
-    return Finding(pin, settings, custom)
+    return Finding(pin, settings, custom, temp_schema)
 
 
 def read_baseline(rows: list[bytes]) -> Baseline:

@@ -5,8 +5,9 @@ connections with the user's backend credentials, learns the server's startup
 parameters for greeting clients, and decides what happens to a connection a
 client leaves behind: back to the pool if idle, reset with DISCARD ALL if the
 client was pinned or in session mode (or left while the proxy's state check
-ran), cancelled and closed if a transaction or query was still running (so no
-transaction or lock outlives the client).
+ran), closed instead if its session has a temporary schema (DISCARD ALL drops
+the tables, not the schema), cancelled and closed if a transaction or query was
+still running (so no transaction or lock outlives the client).
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from sluice.errors import ServerAuthFailed
-from sluice.pg.guard import SETTINGS_SQL, read_baseline
+from sluice.errors import ServerAuthFailed, ServerError
+from sluice.pg.guard import HAS_TEMP_SCHEMA_SQL, SETTINGS_SQL, TEMP_SCHEMA, read_baseline
 from sluice.pg.server import ServerConn, open_server
 from sluice.pool.pool import Pool
 from sluice.proxy import limits_for
 from sluice.session.pooling import EnginePool
+from sluice.wire.pg.messages import parse_data_row
 
 if TYPE_CHECKING:
     from sluice.pg.proxy import PgProxy
@@ -88,6 +90,10 @@ class PgPool(EnginePool):
             self.proxy.app.spawn(self.proxy.send_cancel(server.backend_pid, server.backend_secret))
 
     async def reset(self, server: ServerConn) -> None:
+        rows = await server.read_rows(HAS_TEMP_SCHEMA_SQL, timeout=10.0)
+        if rows and parse_data_row(rows[0]) == [b"t"]:
+            server.close(TEMP_SCHEMA)  # DISCARD ALL would leave the schema to the next client
+            raise ServerError(TEMP_SCHEMA)
         await server.run_silently("DISCARD ALL", timeout=10.0)
         if self.proxy.config.pool.init_query:
             await server.run_silently(self.proxy.config.pool.init_query, timeout=30.0)

@@ -58,6 +58,7 @@ class ServerConn(BackendConn):
         self.login_user = ""  # the role the proxy logged in as
         self.baseline: frozenset[tuple[str, str]] = frozenset()  # settings of init_query
         self.leftover = 0  # what a borrower may have left unseen (guard.SEQUENCES, CUSTOM)
+        self.retire = ""  # why it must be closed rather than lent again, once detached
         self.leftover_of = 0  # that borrower's serial
         self._idle_waiter: asyncio.Future[None] | None = None
 
@@ -111,6 +112,8 @@ class ServerConn(BackendConn):
             # no RESET or DISCARD removes a placeholder variable: the next client would see it
             name = self.custom_setting
             self.close(f"a client created the custom setting {name}, which no reset removes")
+        elif self.retire and self.state is not BackendState.CLOSED:
+            self.close(self.retire)
 
     # ---- liveness check and injected queries ----
 
@@ -131,6 +134,7 @@ class ServerConn(BackendConn):
 
     async def read_rows(self, sql: str, timeout: float) -> list[bytes]:
         """Run a query on an idle connection; return its DataRow bodies."""
+        await self._settle(timeout)  # rows of a check still running are not ours
         tracker = self.tracker
         tracker.check_rows, tracker.check_failed = [], False
         await self._run_own(QUERY_CHECK, sql, timeout)
@@ -140,6 +144,16 @@ class ServerConn(BackendConn):
             tracker.check_failed = False
             raise ServerError(f"query {sql[:40]!r}... failed on the server")
         return rows
+
+    async def _settle(self, timeout: float) -> None:
+        """Wait until the proxy's own queries still running (a state check) have answered."""
+        if self.tracker.idle or self.state is BackendState.CLOSED:
+            return
+        self._idle_waiter = asyncio.get_running_loop().create_future()
+        try:
+            await asyncio.wait_for(self._idle_waiter, timeout)
+        finally:
+            self._idle_waiter = None
 
     async def _run_own(self, kind: int, sql: str, timeout: float) -> None:
         if self.state is BackendState.CLOSED or self.transport is None:
