@@ -6,8 +6,10 @@ pytest puts this directory on sys.path when it loads tests/conftest.py.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
+from types import TracebackType
 from typing import Any
 
 from sluice.devtools.mariadbcluster import MariaDbCluster
@@ -22,6 +24,7 @@ __all__ = [
     "NATIVE_USER",
     "OTHER_PASSWORD",
     "OTHER_USER",
+    "PeakWatch",
     "dsn",
     "free_port",
     "mysql_kwargs",
@@ -117,3 +120,35 @@ def mysql_kwargs(
     if database:
         kwargs["database"] = database
     return kwargs
+
+
+class PeakWatch:
+    """Polls `count()` in a thread while clients run; `peak` is the largest value seen,
+    so a limit exceeded for a moment is caught."""
+
+    def __init__(self, count: Callable[[], int], interval: float = 0.005) -> None:
+        self._count = count
+        self._interval = interval
+        self.peak = 0
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._count())
+            self.samples += 1
+            self._stop.wait(self._interval)
+
+    def __enter__(self) -> PeakWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Iterator
-from types import TracebackType
 
 import asyncpg
 import psycopg
@@ -29,6 +28,7 @@ from helpers import (
     NATIVE_USER,
     OTHER_PASSWORD,
     OTHER_USER,
+    PeakWatch,
     free_port,
     mysql_proxy_config,
     proxy_config,
@@ -40,35 +40,6 @@ from sluice.devtools.runner import SluiceProcess
 
 PG_USERS = [(f"budget{i}", f"budget-secret-{i}") for i in range(5)]
 
-
-class PeakWatch:
-    """Polls `count()` in a thread while the clients run; `peak` is the largest seen."""
-
-    def __init__(self, count: object) -> None:
-        self._count = count
-        self.peak = 0
-        self.samples = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._count())  # type: ignore[operator]
-            self.samples += 1
-            self._stop.wait(0.005)
-
-    def __enter__(self) -> PeakWatch:
-        self._thread.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
 
 
 @pytest.fixture(scope="module")

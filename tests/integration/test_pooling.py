@@ -10,16 +10,14 @@ count while clients run, so a limit that is exceeded for a moment is caught.
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections.abc import Callable
-from types import TracebackType
 
 import asyncpg
 import psycopg
 import pytest
 
-from helpers import APP_DB, APP_PASSWORD, APP_USER, dsn, wait_for
+from helpers import APP_DB, APP_PASSWORD, APP_USER, PeakWatch, dsn, wait_for
 from sluice.devtools.pgcluster import PgCluster
 from sluice.devtools.runner import SluiceProcess
 from sluice.pool.budget import IDLE_EXCESS_GRACE
@@ -27,34 +25,9 @@ from sluice.pool.budget import IDLE_EXCESS_GRACE
 StartSluice = Callable[..., SluiceProcess]
 
 
-class BackendWatch:
+def BackendWatch(pg: PgCluster) -> PeakWatch:
     """Samples `pg.backend_count(user="app")` in a thread; `peak` is the largest seen."""
-
-    def __init__(self, pg: PgCluster) -> None:
-        self.pg = pg
-        self.peak = 0
-        self.samples = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.pg.backend_count(user=APP_USER))
-            self.samples += 1
-            self._stop.wait(0.02)
-
-    def __enter__(self) -> BackendWatch:
-        self._thread.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
+    return PeakWatch(lambda: pg.backend_count(user=APP_USER), interval=0.02)
 
 
 def no_app_backends(pg: PgCluster) -> None:
