@@ -274,3 +274,10 @@ def test_what_a_borrow_left_is_cleared_for_anyone_else() -> None:
     assert b.on_attach(y) == m.query("DISCARD SEQUENCES") and y.params_dirty  # RESET ALL
     b.on_detach(y)  # left nothing
     assert (y.leftover, y.leftover_of) == (0, 2)
+
+
+def test_an_unknown_name_inside_a_transaction_goes_to_the_server() -> None:
+    # the server's 26000 aborts the transaction; a made-up one would leave it open
+    stmts = statements(b"s1")
+    assert stmts.deallocate(b"p1", IN_TXN, pinned=False) is None
+    assert replies(stmts.deallocate(b"s1", IN_TXN, pinned=False))[0] == (b"C", "DEALLOCATE")

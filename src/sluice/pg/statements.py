@@ -145,8 +145,8 @@ class ClientStatements:
         elif name in self.by_name:
             self._forget(name)
             tag = "DEALLOCATE"
-        elif pinned:
-            return None
+        elif pinned or (status != _IDLE and not name.startswith(b"sluice_")):
+            return None  # the server's own 26000 also aborts the client's transaction
         else:
             text = f'prepared statement "{name.decode(errors="replace")}" does not exist'
             return m.error_response("26000", text) + m.ready_for_query(bytes((status,)))
