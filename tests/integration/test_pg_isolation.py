@@ -292,6 +292,7 @@ def test_state_left_by_opaque_sql(
     proc = start_sluice(pool={"max_connections": 2, "borrow_timeout": 20})
     with proxied(proc) as other:
         with proxied(proc) as a:
+            _learn(a, other)  # later checks are the quick ones
             a.execute(case.setup)
             for _ in range(3):
                 assert scalar(a, case.probe) == a_sees
@@ -306,6 +307,77 @@ def test_state_left_by_opaque_sql(
         else:
             assert any(re.search("pinned.*" + re.escape(case.pin), x) for x in lines), lines
         assert _every_backend_sees(proc, case.probe) == {others_see}
+
+
+NOOP = "DO $$ BEGIN END $$"
+
+
+def _learn(a: Conn, other: Conn) -> None:
+    """Opaque SQL on both connections of a pool of two, so that each has had a precise
+    state check and the next ones are quick (guard.QuickMemory)."""
+    for holder, runner in ((a, other), (other, a)):
+        with hold_other(holder):
+            for _ in range(2):
+                runner.execute(NOOP)
+
+
+def test_quick_check_sees_a_setting_changed_after_it_learned(
+    start_sluice: StartSluice, objects: PgCluster
+) -> None:
+    """After many quiet opaque transactions, the one that sets something is still seen:
+    an untracked setting pins, a tracked one follows its client and nobody else."""
+    proc = start_sluice(pool={"max_connections": 1, "borrow_timeout": 20})
+    with proxied(proc) as a:
+        for _ in range(5):
+            a.execute(NOOP)
+        a.execute("select iso_set_timeout()")
+        assert scalar(a, "show statement_timeout") == "4321ms"
+        with proxied(proc) as b:
+            assert scalar(b, "show statement_timeout") == "0"
+            for _ in range(3):
+                b.execute(NOOP)
+            b.execute("DO $$ BEGIN PERFORM set_config('work_mem', '7777kB', false); END $$")
+            assert scalar(b, "show work_mem") == "7777kB"
+        assert scalar(a, "show statement_timeout") == "4321ms"
+        assert scalar(a, "show work_mem") != "7777kB"
+    assert any("work_mem" in x for x in pin_lines(proc))
+
+
+def test_quick_check_after_a_configuration_reload(
+    start_sluice: StartSluice, objects: PgCluster
+) -> None:
+    """A reload that changes a default changes what every session reads; that is not a
+    client's state: nobody is pinned, and the check learns the new values."""
+    proc = start_sluice(pool={"max_connections": 1, "borrow_timeout": 20})
+    try:
+        with proxied(proc) as a:
+            a.execute(NOOP)
+            a.execute(NOOP)
+            objects.psql("ALTER SYSTEM SET work_mem = '5555kB'; SELECT pg_reload_conf()")
+            for _ in range(3):
+                a.execute(NOOP)
+                assert scalar(a, "show work_mem") == "5555kB"
+        assert pin_lines(proc) == []
+    finally:
+        objects.psql("ALTER SYSTEM RESET work_mem; SELECT pg_reload_conf()")
+
+
+def test_quick_check_statements_dropped_by_opaque_sql(
+    start_sluice: StartSluice, objects: PgCluster
+) -> None:
+    """Opaque SQL that deallocates every statement drops the check's own: the next
+    check falls back to the precise one and prepares them again."""
+    proc = start_sluice(pool={"max_connections": 1, "borrow_timeout": 20})
+    with proxied(proc) as a:
+        a.execute(NOOP)
+        a.execute("DO $$ BEGIN EXECUTE 'DEALLOCATE ALL'; END $$")
+        for _ in range(3):
+            a.execute(NOOP)
+            assert scalar(a, "select 1") == 1
+        with proxied(proc) as b:  # the connection was not lost or pinned
+            assert scalar(b, "select 2") == 2
+    assert pin_lines(proc) == []
+    assert "state check after opaque SQL failed" not in proc.log_text()
 
 
 def test_role_from_opaque_sql_never_reaches_the_next_client(

@@ -15,11 +15,15 @@ from sluice.errors import ProtocolError
 from sluice.pg.guard import (
     CHECK_SQL,
     CUSTOM,
+    RECHECK,
     SEQUENCES,
     BorrowGuard,
     Finding,
+    QuickMemory,
+    quick_state_sql,
     read_baseline,
     read_check,
+    read_quick,
 )
 from sluice.pg.server import ServerConn
 from sluice.pg.statements import ClientStatements, StatementNames
@@ -51,6 +55,60 @@ def setting(name: str, value: str) -> bytes:
 
 def set_config(name: str, value: str) -> bytes:
     return f"SELECT pg_catalog.set_config('{name}', E'{value}', false)".encode()
+
+
+def quick_rows(untracked: str = "{4MB}", tracked: str = "{UTC}", flags: str = "") -> list[bytes]:
+    """The quick check's answer: statement_timeout's row, then the state row."""
+    return [row("0", "0"), row(flags, LOGIN, LOGIN, tracked, untracked)]
+
+
+def quick_server() -> ServerConn:
+    server = ServerConn("p", 1 << 20)
+    server.login_user = LOGIN
+    return server
+
+
+def test_quick_check_trusts_only_values_a_precise_check_explained() -> None:
+    server = quick_server()
+    assert read_quick(quick_rows(), server) is RECHECK  # nothing learned yet
+    server.quick.learn(server.params, Finding())  # the precise check found nothing set
+    assert read_quick(quick_rows(), server) == Finding(settings=None)
+    assert read_quick(quick_rows(untracked="{8MB}"), server) is RECHECK
+    assert read_quick(quick_rows(tracked="{Asia/Tokyo}"), server) is RECHECK
+    server.params = {"timezone": b"SET timezone = 'Asia/Tokyo'"}  # another set of statements
+    assert read_quick(quick_rows(), server) is RECHECK
+    server.params_dirty = True  # what the connection holds is unknown
+    server.quick.learn(None, Finding())
+    assert read_quick(quick_rows(), server) is RECHECK
+
+
+def test_quick_check_never_learns_values_a_session_set() -> None:
+    server = quick_server()
+    read_quick(quick_rows(untracked="{8MB}"), server)
+    server.quick.learn(server.params, Finding(pin="SET work_mem", untracked=True))
+    assert read_quick(quick_rows(untracked="{8MB}"), server) is RECHECK
+
+
+def test_quick_check_pins_for_flags_once_settings_are_known() -> None:
+    server = quick_server()
+    read_quick(quick_rows(flags="lock"), server)
+    server.quick.learn(server.params, Finding())
+    assert read_quick(quick_rows(flags="lock"), server).pin.startswith("session advisory lock")
+
+
+def test_quick_memory_is_bounded() -> None:
+    memory = QuickMemory()
+    for n in range(QuickMemory.LIMIT * 3):
+        memory.pending = (b"t", b"u")
+        memory.learn({"search_path": b"%d" % n}, Finding())
+    assert len(memory.tracked) <= QuickMemory.LIMIT
+
+
+def test_quick_state_sql_reads_untracked_settings_apart() -> None:
+    sql = quick_state_sql([row("work_mem"), row("search_path"), row("it's")]).decode()
+    untracked = sql.rsplit("ARRAY[", 1)[1]
+    assert "'work_mem'" in untracked and "'it''s'" in untracked
+    assert "search_path" not in untracked
 
 
 def test_check_sql_names_every_object_with_its_schema() -> None:

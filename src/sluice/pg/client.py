@@ -34,7 +34,7 @@ from sluice.errors import (
     ServerError,
     SluiceError,
 )
-from sluice.pg.guard import TEMP_SCHEMA, BorrowGuard, adopt_settings
+from sluice.pg.guard import RECHECK, TEMP_SCHEMA, BorrowGuard
 from sluice.pg.settings import SessionSettings, replay_queries
 from sluice.pg.statements import ClientStatements
 from sluice.pool.pool import PoolStats
@@ -381,7 +381,7 @@ class ClientSession(FrontendSession):
             self._created_custom(effect.custom)
         if effect.drops_statements:
             self.statements.clear()
-            tracker.prepared.clear()
+            tracker.forget_statements()
         self._note_changes(effect.changes, tracker)
         return self.settings.resets_noted
 
@@ -466,9 +466,12 @@ class ClientSession(FrontendSession):
 
     def _checked(self, server: ServerConn) -> None:
         """The state check answered: pin, or let the connection go, then carry on."""
+        found = self.guard.finish_check(server, self.settings)
+        if found is RECHECK:
+            self.guard.start_check(server)  # the precise check; the client still waits
+            return
         self._set_state(ClientState.READY)
         self.guard.opaque = False
-        found = self.guard.finish_check(server)
         if found is None:
             self.server = None
             server.detach()
@@ -476,7 +479,6 @@ class ClientSession(FrontendSession):
             # what the session holds is unknown: nobody may borrow it
             self.pool.on_discard(self, server, "the state check after opaque SQL failed")
         else:
-            adopt_settings(found.settings, self.settings, server)
             if found.custom:
                 self._created_custom(found.custom)
             if found.temp_schema:

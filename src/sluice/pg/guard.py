@@ -16,12 +16,26 @@ before anyone else can borrow it, and reads the answer with `read_check`:
 The check runs as the session's user with the session's settings, so it names
 every relation, function and operator with its schema (a search_path or a
 temporary object cannot change what it reads), and it lifts the client's
-statement_timeout for its own transaction after reading it (`SHOW` first).
+statement_timeout for its own transaction after reading it.
+
+Reading pg_settings costs the server about a millisecond (it renders all of
+its ~350 rows), ten times a small transaction. So the check comes in two
+steps. The quick one, two statements prepared once per connection, reads the
+flags above and every settable setting's value with `current_setting()`
+(~0.1 ms). If the values are the ones this connection had the last time a
+precise check explained them (`QuickMemory`: the untracked settings as they
+were when nobody had set any, the tracked ones per set of tracked statements
+the connection holds), no borrow set anything and nothing needs adopting. Any
+other value, or a quick check that failed, is explained by the precise check
+(CHECK_SQL, pg_settings' `source`), whose answer the quick one then learns.
+A setting set to the value it already had is not seen as set: it changes
+nothing a client can read.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -78,6 +92,53 @@ _STATE = (
 # One query string: the session's statement_timeout, then no timeout for the check.
 CHECK_SQL = f"SHOW statement_timeout; SET LOCAL statement_timeout = 0; {_STATE}"
 _CHECK_MESSAGE = m.query(CHECK_SQL)
+
+# The quick check: the session's statement_timeout (lifted until the Sync), then the
+# flags, the users and the values of the tracked and of every other settable setting.
+_QUICK_TIMEOUT_SQL = (
+    "SELECT pg_catalog.current_setting('statement_timeout'), "
+    "pg_catalog.set_config('statement_timeout', '0', true)"
+)
+_QUICK_NAMES = (b"sluice_check_timeout", b"sluice_check_state")
+# The settable settings the check reads (those a session can change), by name.
+NAMES_SQL = (
+    "SELECT s.name FROM pg_catalog.pg_settings s "
+    "WHERE s.context OPERATOR(pg_catalog.=) ANY ('{user,superuser}') ORDER BY s.name"
+)
+_TRACKED_ORDER = tuple(sorted(TRACKED - {"statement_timeout"}))
+
+
+def quick_state_sql(rows: list[bytes]) -> bytes:
+    """The quick check's second statement for connections whose settable settings are
+    NAMES_SQL's `rows`; tracked settings are read apart from the others."""
+    names = [_text(parse_data_row(row)[0]) for row in rows]
+
+    def values(chosen: Iterable[str]) -> str:
+        calls = ", ".join(f"pg_catalog.current_setting({_literal(n)}, true)" for n in chosen)
+        return f"ARRAY[{calls}]::pg_catalog.text[]::pg_catalog.text"
+
+    untracked = [name for name in names if name.lower() not in TRACKED]
+    return (
+        f"SELECT pg_catalog.concat_ws(',', {_FLAGS}), CURRENT_USER::pg_catalog.text, "
+        f"SESSION_USER::pg_catalog.text, {values(_TRACKED_ORDER)}, {values(untracked)}"
+    ).encode()
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+_QUICK_PREPARE = b"".join(m.close_statement(name) for name in _QUICK_NAMES) + m.parse(
+    _QUICK_NAMES[0], _QUICK_TIMEOUT_SQL.encode() + b"\x00\x00\x00"
+)
+_QUICK_RUN = (
+    b"".join(
+        m.message(b"B", b"\x00" + name + b"\x00" + b"\x00\x00\x00\x00\x00\x00")
+        + m.message(b"E", b"\x00\x00\x00\x00\x00")
+        for name in _QUICK_NAMES
+    )
+    + m.SYNC
+)
 _DISCARD_SEQUENCES = m.query("DISCARD SEQUENCES")
 # A session keeps its temporary schema after DISCARD ALL: later clients would see it
 # (pg_my_temp_schema(), the notices of DROP TABLE IF EXISTS pg_temp.x), so such a
@@ -110,10 +171,15 @@ class Finding:
 
     pin: str = ""
     # every tracked setting the session holds, as a statement that sets it again;
-    # a tracked setting missing here is not set for the session (RESET)
-    settings: dict[str, bytes] = field(default_factory=dict)
+    # a tracked setting missing here is not set for the session (RESET); None: the
+    # tracked settings are as the proxy has them (nothing to adopt)
+    settings: dict[str, bytes] | None = field(default_factory=dict)
     custom: str = ""  # a custom (dotted) setting the session holds: never lend it again
     temp_schema: bool = False  # the session has a temporary schema: never lend it again
+    untracked: bool = False  # an untracked setting is set for the session
+
+
+RECHECK = Finding(pin="the quick state check could not tell")  # ask the precise check
 
 
 def read_check(rows: list[bytes], login_user: str, baseline: Baseline = frozenset()) -> Finding:
@@ -125,24 +191,94 @@ def read_check(rows: list[bytes], login_user: str, baseline: Baseline = frozense
     settings: dict[str, bytes] = {}
     custom = ""
     temp_schema = False
+    untracked = False
     for body in rows[1:]:
         values = [_text(v) for v in parse_data_row(body)]
         if len(values) != 4:
             raise ProtocolError("unexpected row from the state check")
         kind, name, value, other = values
         if kind == "flags":
-            flags = [flag for flag in name.split(",") if flag]
-            temp_schema = "temp" in flags or "tempschema" in flags
-            found = [_FOUND.get(flag, "session state") for flag in flags if flag != "tempschema"]
-            pin = pin or (found[0] + _LEFT_BY if found else _role_changed(value, other, login_user))
+            flag_pin, temp_schema = _flags(name, value, other, login_user)
+            pin = pin or flag_pin
         elif name == "statement_timeout":  # pg_settings shows the check's own SET LOCAL
             if _milliseconds(timeout) != _milliseconds(other):  # (`other`: after RESET)
                 settings[name] = set_config_statement(name, timeout)
         else:
-            pin = pin or _setting(name, value, baseline, settings)
+            found = _setting(name, value, baseline, settings)
+            untracked = untracked or bool(found)
+            pin = pin or found
             if "." in name and (name, value) not in baseline:
                 custom = custom or name
-    return Finding(pin, settings, custom, temp_schema)
+    return Finding(pin, settings, custom, temp_schema, untracked)
+
+
+def _flags(flags_text: str, current: str, session: str, login_user: str) -> tuple[str, bool]:
+    """The pin reason for what the flags and the users say, and whether a temporary
+    schema exists."""
+    flags = [flag for flag in flags_text.split(",") if flag]
+    temp_schema = "temp" in flags or "tempschema" in flags
+    found = [_FOUND.get(flag, "session state") for flag in flags if flag != "tempschema"]
+    pin = found[0] + _LEFT_BY if found else _role_changed(current, session, login_user)
+    return pin, temp_schema
+
+
+class QuickMemory:
+    """What one connection's settings read as, learned from precise checks.
+
+    `untracked`: the other settings' values when no session had set any of them.
+    `tracked`: the tracked settings' values (with the session's statement_timeout)
+    for each set of tracked statements the connection held at the time.
+    `pending`: the values the last quick check read, kept until the precise check
+    that follows explains them.
+    """
+
+    __slots__ = ("pending", "tracked", "untracked")
+    LIMIT = 32  # sets of tracked statements remembered per connection
+
+    def __init__(self) -> None:
+        self.untracked: bytes | None = None
+        self.tracked: dict[frozenset[tuple[str, bytes]], bytes] = {}
+        self.pending: tuple[bytes, bytes] | None = None
+
+    def knows(self, params: dict[str, bytes] | None, tracked: bytes, untracked: bytes) -> bool:
+        """True if these values are the ones explained before: nothing was set."""
+        if params is None or untracked != self.untracked:
+            return False
+        return self.tracked.get(frozenset(params.items())) == tracked
+
+    def learn(self, params: dict[str, bytes] | None, found: Finding) -> None:
+        """The precise check explained the values the quick check read (`pending`);
+        `params`: the tracked statements the connection holds now (None: unknown)."""
+        pending, self.pending = self.pending, None
+        if pending is None:
+            return
+        tracked, untracked = pending
+        if not found.untracked and not found.custom:
+            self.untracked = untracked
+        if params is not None:
+            if len(self.tracked) >= self.LIMIT:
+                self.tracked.clear()
+            self.tracked[frozenset(params.items())] = tracked
+
+
+def read_quick(rows: list[bytes], server: ServerConn) -> Finding:
+    """Read the quick check's two DataRows; RECHECK unless every setting reads as the
+    connection's memory says it should."""
+    if len(rows) != 2:
+        raise ProtocolError("the quick state check returned an unexpected answer")
+    first, second = parse_data_row(rows[0]), parse_data_row(rows[1])
+    if len(first) != 2 or len(second) != 5:
+        raise ProtocolError("unexpected row from the quick state check")
+    flags, current, session, tracked, untracked = second
+    tracked_values = (first[0] or b"") + b"\x00" + (tracked or b"")
+    untracked_values = untracked or b""
+    memory = server.quick
+    params = None if server.params_dirty else server.params
+    if not memory.knows(params, tracked_values, untracked_values):
+        memory.pending = (tracked_values, untracked_values)
+        return RECHECK
+    pin, temp_schema = _flags(_text(flags), _text(current), _text(session), server.login_user)
+    return Finding(pin, None, "", temp_schema)
 
 
 def read_baseline(rows: list[bytes]) -> Baseline:
@@ -196,11 +332,12 @@ class BorrowGuard:
     keeps it, as it would directly.
     """
 
-    __slots__ = ("left", "left_on", "opaque", "serial")
+    __slots__ = ("left", "left_on", "opaque", "precise", "serial")
 
     def __init__(self, serial: int) -> None:
         self.serial = serial
         self.opaque = False
+        self.precise = False  # the running check is the precise one
         self.left = 0
         self.left_on: ServerConn | None = None  # the connection holding what we left last
 
@@ -234,23 +371,49 @@ class BorrowGuard:
         self.left = 0
 
     def start_check(self, server: ServerConn) -> None:
+        """Send the quick check, or the precise one after a quick one that could not tell
+        (or where the quick one is not set up)."""
         tracker = server.tracker
         tracker.check_rows, tracker.check_failed = [], False
         tracker.push(r.QUERY_CHECK)
-        server.write(_CHECK_MESSAGE)
+        self.precise = self.precise or not server.quick_sql
+        if self.precise:
+            server.write(_CHECK_MESSAGE)
+        elif tracker.check_prepared:
+            server.write(_QUICK_RUN)
+        else:  # (Close first: a Parse over a name the connection kept would fail)
+            tracker.check_prepared = True
+            parse_state = m.parse(_QUICK_NAMES[1], server.quick_sql + b"\x00\x00\x00")
+            server.write(_QUICK_PREPARE + parse_state + _QUICK_RUN)
 
-    @staticmethod
-    def finish_check(server: ServerConn) -> Finding | None:
-        """The check's answer; None if it failed (the connection must then be closed)."""
+    def finish_check(self, server: ServerConn, settings: SessionSettings) -> Finding | None:
+        """The check's answer, its tracked settings adopted; RECHECK: run start_check again
+        (the precise check); None if it failed (the connection must then be closed)."""
         tracker = server.tracker
         rows, failed = tracker.check_rows, tracker.check_failed
         tracker.check_rows, tracker.check_failed = [], False
+        precise, self.precise = self.precise, False
+        if not precise:
+            if failed:
+                tracker.check_prepared = False  # (a DEALLOCATE ALL in opaque SQL, say)
+                self.precise = True
+                return RECHECK
+            try:
+                found = read_quick(rows, server)
+            except ProtocolError:
+                return None
+            self.precise = found is RECHECK
+            return found
         if failed:
             return None
         try:
-            return read_check(rows, server.login_user, server.baseline)
+            found = read_check(rows, server.login_user, server.baseline)
         except ProtocolError:
             return None
+        if found.settings is not None:
+            adopt_settings(found.settings, settings, server)
+        server.quick.learn(None if server.params_dirty else server.params, found)
+        return found
 
 
 def adopt_settings(found: dict[str, bytes], settings: SessionSettings, server: ServerConn) -> None:

@@ -16,7 +16,14 @@ import logging
 from typing import TYPE_CHECKING
 
 from sluice.errors import ServerAuthFailed, ServerError
-from sluice.pg.guard import HAS_TEMP_SCHEMA_SQL, SETTINGS_SQL, TEMP_SCHEMA, read_baseline
+from sluice.pg.guard import (
+    HAS_TEMP_SCHEMA_SQL,
+    NAMES_SQL,
+    SETTINGS_SQL,
+    TEMP_SCHEMA,
+    quick_state_sql,
+    read_baseline,
+)
 from sluice.pg.server import ServerConn, open_server
 from sluice.pool.pool import Pool
 from sluice.proxy import limits_for
@@ -42,6 +49,7 @@ class PgPool(EnginePool):
             self.name, limits_for(proxy.config), self._connect, proxy.share
         )
         self.server_params: dict[str, str] | None = None
+        self.quick_sql: bytes | None = None  # the quick state check's statement (guard.py)
 
     async def _connect(self) -> ServerConn:
         config, target = self.proxy.config, self.proxy.config.target
@@ -64,6 +72,10 @@ class PgPool(EnginePool):
         )
         if config.pool.init_query:  # what it sets is the pool's, not a client's
             conn.baseline = read_baseline(await conn.read_rows(SETTINGS_SQL, timeout=30.0))
+        if self.quick_sql is None:  # the settings a session can change: the same for each
+            rows = await conn.read_rows(NAMES_SQL, timeout=30.0)
+            self.quick_sql = quick_state_sql(rows)
+        conn.quick_sql = self.quick_sql
         self.keep(conn)
         if conn.max_connections and self.proxy.target_max_connections != conn.max_connections:
             self.proxy.learned_max_connections(conn.max_connections)
@@ -100,4 +112,4 @@ class PgPool(EnginePool):
         server.params = {}
         server.params_dirty = False
         server.leftover = 0  # DISCARD ALL forgot nextval() state, emptied custom settings
-        server.tracker.prepared.clear()
+        server.tracker.forget_statements()

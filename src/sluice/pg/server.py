@@ -25,6 +25,7 @@ import ssl
 from typing import TYPE_CHECKING, cast
 
 from sluice.errors import ProtocolError, ServerAuthFailed, ServerError
+from sluice.pg.guard import QuickMemory
 from sluice.session.backend import BackendConn, BackendState
 from sluice.wire.pg import messages as m
 from sluice.wire.pg.framing import MessageReader
@@ -57,6 +58,8 @@ class ServerConn(BackendConn):
         self.max_connections = 0  # the server's max_connections, read at startup
         self.login_user = ""  # the role the proxy logged in as
         self.baseline: frozenset[tuple[str, str]] = frozenset()  # settings of init_query
+        self.quick_sql = b""  # the quick state check's statement for this connection
+        self.quick = QuickMemory()  # what its settings read as (guard.py)
         self.leftover = 0  # what a borrower may have left unseen (guard.SEQUENCES, CUSTOM)
         self.retire = ""  # why it must be closed rather than lent again, once detached
         self.leftover_of = 0  # that borrower's serial

@@ -113,6 +113,7 @@ class ResponseTracker:
         "_skip",
         "awaiting_sync",
         "check_failed",
+        "check_prepared",
         "check_rows",
         "errors",
         "max_size",
@@ -147,6 +148,12 @@ class ResponseTracker:
         self.unsynced = False  # extended-protocol requests sent since the last Sync
         self.check_rows: list[bytes] = []  # DataRow bodies answering QUERY_CHECK
         self.check_failed = False  # a QUERY_CHECK got an ErrorResponse
+        self.check_prepared = False  # the quick state check's statements are prepared
+
+    def forget_statements(self) -> None:
+        """The server dropped every prepared statement (DISCARD ALL, DEALLOCATE ALL)."""
+        self.prepared.clear()
+        self.check_prepared = False
 
     # ---- requests ----
 
