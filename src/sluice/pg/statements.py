@@ -55,18 +55,38 @@ _ABORTED = m.error_response(
 
 
 class StatementNames:
-    """Server-side names for distinct statements, shared by all clients of a proxy process."""
+    """Server-side names for distinct statements, shared by all clients of a proxy process.
 
-    __slots__ = ("_names",)
+    The registry is bounded (`max_count` statements, `max_bytes` of their text, least
+    recently prepared first out), so clients preparing ever new texts cannot grow it
+    without end. A name is never given twice: a text seen again after it was dropped
+    gets a new name, so a connection still holding the old one (closed in its turn by
+    its own LRU) can never run another text under it.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("_bytes", "_names", "_next", "max_bytes", "max_count")
+
+    def __init__(self, max_count: int = 20_000, max_bytes: int = 32 << 20) -> None:
         self._names: dict[bytes, bytes] = {}
+        self._next = 0
+        self._bytes = 0
+        self.max_count = max_count
+        self.max_bytes = max_bytes
+
+    def __len__(self) -> int:
+        return len(self._names)
 
     def name_for(self, body: bytes) -> bytes:
-        name = self._names.get(body)
+        names = self._names
+        name = names.pop(body, None)
         if name is None:
-            name = b"sluice_%d" % (len(self._names) + 1)
-            self._names[body] = name
+            self._next += 1
+            name = b"sluice_%d" % self._next
+            self._bytes += len(body)
+            while names and (len(names) >= self.max_count or self._bytes > self.max_bytes):
+                self._bytes -= len(next(iter(names)))
+                del names[next(iter(names))]
+        names[body] = name  # (most recently prepared last)
         return name
 
 
