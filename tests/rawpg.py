@@ -17,10 +17,13 @@ Message = tuple[bytes, bytes]
 class RawClient:
     """A PostgreSQL client on a bare socket, for sending what real drivers never send."""
 
-    def __init__(self, port: int, timeout: float = 5.0) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    def __init__(self, port: int, timeout: float = 5.0, source: str = "") -> None:
+        """`source`: the local address to connect from (any of 127.0.0.0/8 on Linux)."""
+        where = (source, 0) if source else None
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout, where)
         self._buf = b""
         self.key: tuple[int, int] | None = None  # BackendKeyData (proxy-issued)
+        self.seen: list[Message] = []  # every message of the last login
 
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)
@@ -65,16 +68,31 @@ class RawClient:
 
     def login(self, user: str = APP_USER, password: str = APP_PASSWORD) -> None:
         """Startup and SCRAM-SHA-256, up to the first ReadyForQuery."""
-        self.send(m.startup_message({"user": user, "database": APP_DB}))
+        error = self.try_login(user, password)
+        assert error is None, error
+
+    def try_login(
+        self,
+        user: str = APP_USER,
+        password: str = APP_PASSWORD,
+        database: str = APP_DB,
+        startup: bytes = b"",
+    ) -> dict[str, str] | None:
+        """Startup (`startup`, or a plain one) and SCRAM-SHA-256: None at the first
+        ReadyForQuery, else the ErrorResponse's fields (the proxy then closes)."""
+        self.send(startup or m.startup_message({"user": user, "database": database}))
         scram = ScramClient(user, password)
+        self.seen = []
         while (msg := self.read()) is not None:
+            self.seen.append(msg)
             kind, body = msg
-            assert kind != b"E", m.parse_error_fields(body)
+            if kind == b"E":
+                return m.parse_error_fields(body)
             if kind == b"K":
                 self.key = m.parse_backend_key(body)
             if kind == b"Z":
                 assert scram.verified
-                return
+                return None
             if kind != b"R":
                 continue
             code, payload = m.parse_auth(body)

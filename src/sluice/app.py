@@ -21,6 +21,7 @@ from collections.abc import Coroutine
 from typing import Any, Protocol
 
 from sluice import config as config_mod
+from sluice import fdlimit
 from sluice.auth.base import Authority
 from sluice.auth.static import FileAuthority
 from sluice.config import ProxyConfig, Settings
@@ -60,9 +61,12 @@ class App:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._maintenance: asyncio.Task[None] | None = None
         self.stopping = False
+        # clients all proxies may hold together: what the open file limit allows
+        self.client_capacity = fdlimit.client_need(settings)
 
     async def start(self) -> None:
         self.settings.state_dir.mkdir(parents=True, exist_ok=True)
+        self.client_capacity = fdlimit.raise_limit(self.settings)
         for cfg in self.settings.proxies:
             proxy = make_proxy(self, cfg)
             await proxy.start()
@@ -89,6 +93,10 @@ class App:
                 self.budgets.maintain()
             except Exception:  # likewise
                 log.exception("maintenance of the connection budgets failed")
+
+    def client_count(self) -> int:
+        """Client connections of every proxy."""
+        return sum(len(proxy.clients) for proxy in self.proxies.values())
 
     # ---- cancel keys ----
 
@@ -147,6 +155,7 @@ class App:
             new = await self._skip_unbindable(new, failed)
         fresh = await self._start_new_listeners(new)
         self.settings = new
+        self.client_capacity = fdlimit.raise_limit(new)
         for cfg in new.proxies:
             running = self.proxies.get(cfg.name)
             if cfg.name in fresh:

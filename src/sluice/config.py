@@ -103,6 +103,14 @@ class ProxyConfig:
     tls_cert_file: str = ""
     tls_key_file: str = ""
     debug_logging: bool = False
+    # what a client may cost before it has logged in (sluice.session.admission)
+    login_timeout: float = 15.0
+    max_client_connections: int = 10000
+    max_logins: int = 5000
+    max_logins_per_address: int = 1000
+    # failed logins (sluice.session.throttle)
+    auth_failure_limit: int = 10
+    auth_block_time: float = 60.0
 
     def user(self, name: str) -> UserConfig | None:
         for user in self.users:
@@ -227,7 +235,15 @@ def _proxy(t: _Table, base: Path) -> ProxyConfig:
         tls_cert_file=_path(t.text("tls_cert_file", ""), base),
         tls_key_file=_path(t.text("tls_key_file", ""), base),
         debug_logging=t.flag("debug_logging", False),
+        login_timeout=t.seconds("login_timeout", 15.0),
+        max_client_connections=t.integer("max_client_connections", 10000, low=1),
+        max_logins=t.integer("max_logins", 5000, low=1),
+        max_logins_per_address=t.integer("max_logins_per_address", 1000, low=1),
+        auth_failure_limit=t.integer("auth_failure_limit", 10, low=0),
+        auth_block_time=t.seconds("auth_block_time", 60.0),
     )
+    if proxy.login_timeout <= 0:
+        raise ConfigError(f"{t.where('login_timeout')}: must be more than 0")
     if bool(proxy.tls_cert_file) != bool(proxy.tls_key_file):
         raise ConfigError(f"{t.where('tls_cert_file')}: give both tls_cert_file and tls_key_file")
     t.done()

@@ -15,6 +15,7 @@ class SluiceError(Exception):
     sqlstate = "XX000"
     severity = "FATAL"
     detail = ""  # a DETAIL line for the client, if any
+    quiet = False  # counted and logged once per burst, not once per connection
 
 
 class ConfigError(SluiceError):
@@ -43,6 +44,25 @@ class AuthFailed(ClientError):
     """Authentication failed; the message never names the reason to the client."""
 
     sqlstate = "28P01"
+    quiet = True  # the throttle logs failed logins once per burst
+
+
+class LoginThrottled(ClientError):
+    """The client's address failed to log in too often: it is refused for a while."""
+
+    sqlstate = "28000"
+    quiet = True
+
+
+class TooManyConnections(ClientError):
+    """A cap on client connections, or on those still logging in, is reached."""
+
+    sqlstate = "53300"
+    quiet = True
+
+    def __init__(self, message: str, detail: str = "") -> None:
+        super().__init__(message)
+        self.detail = detail
 
 
 class TLSRequired(ClientError):

@@ -1,9 +1,10 @@
 """What every proxy is, whatever its engine: a listener, its clients, its pools.
 
 An engine (PostgreSQL, MySQL) subclasses `Proxy` with how to make a client
-session and a pool; listening, counting, reloading, timing out idle clients and
-shutting down are the same for both, and so are the stats the metrics exporter
-and the admin console read.
+session and a pool; listening, admitting and counting clients, throttling
+failed logins, reloading, timing out idle clients and slow logins, and shutting
+down are the same for both, and so are the stats the metrics exporter and the
+admin console read.
 """
 
 from __future__ import annotations
@@ -18,9 +19,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 from sluice import tls
 from sluice.auth.base import Authenticator
 from sluice.config import ProxyConfig
+from sluice.errors import AuthFailed, LoginThrottled, SluiceError, TooManyConnections
+from sluice.observe.logs import Occasional, clip
 from sluice.observe.redact import redact
 from sluice.pool.budget import Share
 from sluice.pool.pool import Pool, PoolLimits, PoolStats
+from sluice.session.admission import Admission
+from sluice.session.throttle import AuthThrottle
 
 if TYPE_CHECKING:
     from sluice.app import App
@@ -28,15 +33,19 @@ if TYPE_CHECKING:
 log = logging.getLogger("sluice.proxy")
 statement_log = logging.getLogger("sluice.statements")  # debug_logging's lines
 
-# Seconds a client may take from connecting to its first ready state (or the
-# idle client timeout, when that is shorter).
-LOGIN_TIMEOUT = 60.0
-
 
 class ProxyStats:
-    """Counters since start (RDS Proxy's ClientConnections* metrics)."""
+    """Counters since start (RDS Proxy's ClientConnections* metrics, and Sluice's own)."""
 
-    __slots__ = ("received", "setup_failed_auth", "setup_failed_tls", "setup_succeeded", "tls")
+    __slots__ = (
+        "auth_failures",
+        "received",
+        "refused",
+        "setup_failed_auth",
+        "setup_failed_tls",
+        "setup_succeeded",
+        "tls",
+    )
 
     def __init__(self) -> None:
         self.received = 0
@@ -44,6 +53,8 @@ class ProxyStats:
         self.setup_failed_auth = 0
         self.setup_failed_tls = 0
         self.tls = 0
+        self.auth_failures = 0  # wrong passwords and unknown users
+        self.refused = 0  # connections refused at once: a cap, or a blocked address
 
 
 class Session(Protocol):
@@ -53,7 +64,9 @@ class Session(Protocol):
     connected_at: float
     cancel_key: tuple[int, int]
     peer: str
+    address: str  # the peer's address, without the port
     user: str
+    counted_login: bool  # holds a place among the proxy's logins
 
     async def cancel_running(self) -> None: ...
 
@@ -96,6 +109,9 @@ class Proxy(abc.ABC):
         self.clients: set[Any] = set()
         self.pools: dict[tuple[str, str], Any] = {}
         self.stats = ProxyStats()
+        self.admission = Admission()
+        self.throttle = AuthThrottle(config.name, config.auth_failure_limit, config.auth_block_time)
+        self._refusals = Occasional(log)
         self.authenticator: Authenticator = app.authority.authenticator(config)
         self.startup_stats = PoolStats()  # what clients count into before they have a pool
         self.server: asyncio.Server | None = None
@@ -140,13 +156,84 @@ class Proxy(abc.ABC):
         """None when the network rules admit a client from `peer` ("ip:port"), else why not."""
         return self.app.authority.admit(self.config, peer.rpartition(":")[0] or peer)
 
-    def client_connected(self, client: Session) -> None:
-        self.clients.add(client)
+    def client_connected(self, client: Session) -> SluiceError | None:
+        """Take a new client, or say why not (a cap reached, a blocked address): the
+        session then answers with that error and closes, having read nothing."""
         self.stats.received += 1
+        refused = self._refusal(client.address)
+        if refused is not None:
+            self.stats.refused += 1
+            return refused
+        self.clients.add(client)
+        self.admission.enter(client.address)
+        client.counted_login = True
+        return None
+
+    def _refusal(self, address: str) -> SluiceError | None:
+        now = time.monotonic()
+        blocked = self._blocked(address, now)
+        if blocked is not None:
+            return blocked
+        capacity = self.app.client_capacity
+        refused: TooManyConnections | None
+        if self.app.client_count() >= capacity:
+            refused = TooManyConnections(
+                "sorry, too many clients already",
+                f"the proxy holds as many clients ({capacity}) as its open file limit allows",
+            )
+        else:
+            refused = self.admission.refusal(self.config, len(self.clients), address)
+        if refused is not None:
+            self._refusals.note(
+                refused.detail.partition(" (")[0], now,
+                f"proxy {self.config.name}: refusing new clients: {refused.detail}",
+            )  # fmt: skip
+        return refused
+
+    def client_logged_in(self, client: Session) -> None:
+        """The client has logged in: it no longer counts among the logins."""
+        if client.counted_login:
+            client.counted_login = False
+            self.admission.leave(client.address)
 
     def client_disconnected(self, client: Session) -> None:
-        self.clients.discard(client)
+        if client in self.clients:
+            self.clients.discard(client)
+            self.client_logged_in(client)
         self.app.unregister_cancel(client)
+
+    # ---- failed logins ----
+
+    async def before_password_check(self, client: Session) -> None:
+        """Wait for this address's turn to have a password checked; LoginThrottled if the
+        address is blocked meanwhile. Called once the client has sent its password, so
+        failures counted by earlier checks count for this one."""
+        now = time.monotonic()
+        at = self.throttle.check_at(client.address, now)
+        if at > now:
+            await asyncio.sleep(at - now)
+            now = time.monotonic()
+        blocked = self._blocked(client.address, now)
+        if blocked is not None:
+            raise blocked
+
+    def _blocked(self, address: str, now: float) -> LoginThrottled | None:
+        seconds = self.throttle.blocked_for(address, now)
+        if not seconds:
+            return None
+        text = f"too many failed logins from {address}: refused for {seconds:.0f} more seconds"
+        return LoginThrottled(text)
+
+    async def login_failed(self, client: Session, exc: AuthFailed) -> None:
+        """Count a failed login, then wait the pause that its user's failures cost."""
+        self.stats.auth_failures += 1
+        log.debug(
+            "proxy %s: failed login of user %s from %s: %s",
+            self.config.name, clip(client.user), client.peer, exc,
+        )  # fmt: skip
+        wait = self.throttle.failed(client.address, client.user, time.monotonic())
+        if wait:
+            await asyncio.sleep(wait)
 
     # ---- the target's connection budget ----
 
@@ -193,6 +280,7 @@ class Proxy(abc.ABC):
             )
         self.backend_tls = tls.client_context(config.target)
         self.debug_logging = config.debug_logging
+        self.throttle.configure(config.auth_failure_limit, config.auth_block_time)
 
     def _apply_budget(self, old: ProxyConfig, config: ProxyConfig) -> Share:
         """The share of the (maybe new) target's budget that the pools now draw from."""
@@ -207,10 +295,13 @@ class Proxy(abc.ABC):
         for pool in self.pools.values():
             pool.pool.maintain()
         self._close_idle_clients(self.config.pool.idle_client_timeout)
+        self.throttle.maintain(time.monotonic())
 
     def _close_idle_clients(self, timeout: float) -> None:
         now = time.monotonic()
-        login_timeout = min(LOGIN_TIMEOUT, timeout) if timeout else LOGIN_TIMEOUT
+        # a login may take login_timeout, or the idle client timeout when that is shorter
+        login_timeout = self.config.login_timeout
+        login_timeout = min(login_timeout, timeout) if timeout else login_timeout
         for client in list(self.clients):
             if timeout and client.idle and now - client.last_active > timeout:
                 client.fail_with("closing idle client connection (idle client timeout)", "57P05")

@@ -165,8 +165,8 @@ STARTUPS: list[tuple[bytes, m.StartupPacket]] = [
         _packet(b"\x00\x03\x00\x00user\x00\xc3\xa9\x00options\x00\x00\x00"),
         m.Startup({"user": "\u00e9", "options": ""}),
     ),
-    # a 3.x minor version is accepted (the server negotiates it down)
-    (_packet(b"\x00\x03\x00\x02user\x00u\x00\x00"), m.Startup({"user": "u"})),
+    # a 3.x minor version is accepted and kept (the proxy negotiates it down)
+    (_packet(b"\x00\x03\x00\x02user\x00u\x00\x00"), m.Startup({"user": "u"}, minor=2)),
     (b"\x00\x00\x00\x08\x04\xd2\x16\x2f", m.SSLRequest()),
     (b"\x00\x00\x00\x08\x04\xd2\x16\x30", m.GSSENCRequest()),
     (
@@ -316,3 +316,10 @@ def test_read_cstr() -> None:
     assert m.read_cstr(b"\x00", 0) == (b"", 1)
     with pytest.raises(ProtocolError, match="unterminated"):
         m.read_cstr(b"ab\x00cd", 3)
+
+
+def test_negotiate_protocol_version() -> None:
+    assert m.negotiate_protocol_version(0, []) == b"v\x00\x00\x00\x0c" + bytes(8)
+    assert m.negotiate_protocol_version(0, ["_pq_.a", "_pq_.bc"]) == (
+        b"v\x00\x00\x00\x1b\x00\x00\x00\x00\x00\x00\x00\x02_pq_.a\x00_pq_.bc\x00"
+    )

@@ -38,7 +38,9 @@ from sluice.mysql.answers import last_insert_id_query, one_value_result
 from sluice.mysql.errors import MyError, err_packet
 from sluice.mysql.prepared import StatementRelay
 from sluice.mysql.statements import ClientStatements
+from sluice.observe.logs import clip
 from sluice.pool.pool import PoolStats
+from sluice.session.admission import address_of
 from sluice.session.frontend import ClientState, FrontendSession, is_variable_set
 from sluice.tls import TLSBuffer
 from sluice.wire.mysql import commands as cmd
@@ -56,6 +58,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("sluice.client")
 
 _BUFFER_WHILE_WAITING = 256 * 1024
+# Before login: the largest packet (a HandshakeResponse41 with connect attributes,
+# or an IAM auth token as the password: a few KB), and what is read ahead of the
+# login's next step.
+LOGIN_PACKET_MAX = 16 * 1024
+_BUFFER_WHILE_LOGGING_IN = 2 * LOGIN_PACKET_MAX
 _LOCAL = frozenset((c.COM_PING,))
 _STMT_COMMANDS = frozenset(
     (c.COM_STMT_EXECUTE, c.COM_STMT_SEND_LONG_DATA, c.COM_STMT_RESET, c.COM_STMT_FETCH)
@@ -77,11 +84,13 @@ class MyClientSession(FrontendSession):
     def __init__(self, proxy: MyProxy) -> None:
         super().__init__()
         self.proxy = proxy
-        self.reader = PacketReader(proxy.app.settings.max_packet_size)
+        self.reader = PacketReader(min(LOGIN_PACKET_MAX, proxy.app.settings.max_packet_size))
         self.pool: MyPool | None = None
         self.user = ""
         self.database = ""  # the schema the client last selected
         self.peer = ""
+        self.address = ""
+        self.counted_login = False  # holds a place among the proxy's logins
         self.tls = False
         self.capabilities = 0
         self.charset = c.UTF8MB4_GENERAL_CI
@@ -130,7 +139,11 @@ class MyClientSession(FrontendSession):
         self.transport.set_write_buffer_limits(high=256 * 1024)
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or "unix")
-        self.proxy.client_connected(self)
+        self.address = address_of(self.peer)
+        refused = self.proxy.client_connected(self)
+        if refused is not None:  # an ERR instead of the greeting, as the server sends
+            self.fail(refused, seq=0)
+            return
         self._handshake = asyncio.get_running_loop().create_task(self._run_login())
 
     def data_received(self, data: bytes) -> None:
@@ -148,6 +161,8 @@ class MyClientSession(FrontendSession):
                 self.pause_reading()
         elif self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
+        elif self.reader.pending > _BUFFER_WHILE_LOGGING_IN:
+            self.pause_reading()  # the login reads nothing now: resumed when it does
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.state is not ClientState.CLOSED:
@@ -198,17 +213,23 @@ class MyClientSession(FrontendSession):
             self._waiter = None
         if self.state is ClientState.STARTUP:
             self._set_state(ClientState.READY)
+            self.reader.max_size = self.proxy.app.settings.max_packet_size
+            self.proxy.client_logged_in(self)
             self._drain()
 
-    _login_seq = 2
+    _login_seq = 2  # the sequence id of the proxy's next login packet
 
-    async def receive(self) -> tuple[int, bytes]:
+    async def receive(self, expect: int) -> tuple[int, bytes]:
+        """The client's next login packet, which must carry sequence id `expect`."""
         while (packet := self.reader.next()) is None:
             if self.state is ClientState.CLOSED:
                 raise ServerError("client closed the connection")
+            self.resume_reading()  # if the read-ahead had filled up
             self._waiter = asyncio.get_running_loop().create_future()
             await self._waiter
-        self._login_seq = (packet[0] + 1) & 0xFF
+        self._login_seq = (expect + 1) & 0xFF
+        if packet[0] != expect:
+            raise MyError(c.ER_NET_PACKETS_OUT_OF_ORDER, "Got packets out of order")
         return packet
 
     async def start_tls(self, ctx: ssl.SSLContext) -> None:
@@ -219,6 +240,7 @@ class MyClientSession(FrontendSession):
         while not tls.done:
             if self.state is ClientState.CLOSED:
                 raise ServerError("client closed the connection during the TLS handshake")
+            self.resume_reading()
             self._waiter = asyncio.get_running_loop().create_future()
             await self._waiter
         self.tls = True
@@ -601,7 +623,7 @@ class MyClientSession(FrontendSession):
         if self.transport is not None and not self.transport.is_closing():
             self.write(frame(err_packet(exc, self.user, self.peer, self.tls), seq))
         if fatal:
-            self._close_now(f"{type(exc).__name__}: {exc}")
+            self._close_now(f"{type(exc).__name__}: {exc}", exc.quiet)
         elif self.state is ClientState.WAITING:
             if self._request is not None:
                 self._request.cancel()
@@ -616,13 +638,15 @@ class MyClientSession(FrontendSession):
 
         self.fail(error_for_sqlstate(text, sqlstate))
 
-    def _close_now(self, reason: str) -> None:
+    def _close_now(self, reason: str, quiet: bool = False) -> None:
+        """Close for `reason`; `quiet`: one of many alike (a failed login), logged at debug."""
         if self.state is ClientState.CLOSED:
             return
         self.close_reason = reason
         self._set_state(ClientState.CLOSED)
-        level = logging.DEBUG if reason == "client sent COM_QUIT" else logging.INFO
-        log.log(level, "client %s user=%s closed: %s", self.peer, self.user, reason)
+        level = logging.DEBUG if quiet or reason == "client sent COM_QUIT" else logging.INFO
+        if log.isEnabledFor(level):
+            log.log(level, "client %s user=%s closed: %s", self.peer, clip(self.user), reason)
         if self._handshake is not None and not self._handshake.done():
             self._handshake.cancel()
         if self._request is not None:

@@ -6,6 +6,7 @@ from sluice.errors import (
     AuthFailed,
     ClientError,
     HostNotAllowed,
+    LoginThrottled,
     PacketTooLarge,
     PoolTimeout,
     ProtocolError,
@@ -15,14 +16,17 @@ from sluice.errors import (
     ShuttingDown,
     SluiceError,
     TLSRequired,
+    TooManyConnections,
     UnknownDatabase,
 )
+from sluice.observe.logs import clip
 from sluice.wire.mysql import constants as c
 from sluice.wire.mysql.messages import build_err
 
 _BY_TYPE: tuple[tuple[type[SluiceError], tuple[int, str]], ...] = (
     (TLSRequired, c.ER_SECURE_TRANSPORT_REQUIRED),
     (HostNotAllowed, c.ER_HOST_NOT_PRIVILEGED),
+    (LoginThrottled, c.ER_HOST_IS_BLOCKED),
     (PacketTooLarge, c.ER_NET_PACKET_TOO_LARGE),
     (AuthFailed, c.ER_ACCESS_DENIED_ERROR),
     (UnknownDatabase, c.ER_BAD_DB_ERROR),
@@ -61,8 +65,10 @@ def err_packet(exc: SluiceError, user: str, peer: str, tls: bool) -> bytes:
         return build_err(exc.error, str(exc))
     if isinstance(exc, AuthFailed) and not isinstance(exc, TLSRequired):
         host = peer.rpartition(":")[0] or peer
-        text = f"Access denied for user '{user}'@'{host}' (using password: YES)"
+        text = f"Access denied for user '{clip(user)}'@'{host}' (using password: YES)"
         return build_err(c.ER_ACCESS_DENIED_ERROR, text)
+    if isinstance(exc, TooManyConnections):
+        return build_err(c.ER_CON_COUNT_ERROR, f"Too many connections ({exc.detail})")
     for kind, error in _BY_TYPE:
         if isinstance(exc, kind):
             return build_err(error, str(exc))

@@ -3,12 +3,19 @@
 1. Greeting: HandshakeV10 with a fresh scramble, a proxy-issued connection id
    (what `KILL QUERY <id>` names), the target's version with "-sluice" added,
    and the capabilities Sluice relays (CLIENT_SSL when the listener has TLS).
+   It names the proxy's plugin, except mysql_clear_password: the greeting goes
+   out before the client says whether it will use TLS, and a client told to
+   use that plugin sends its password in the clear with its very first answer.
+   Such a listener names mysql_native_password, and switches a client on TLS
+   to mysql_clear_password afterwards.
 2. The client's answer: a short SSLRequest first (then the TLS handshake and
-   the full answer over TLS), or the HandshakeResponse41 itself. `require_tls`
-   refuses a plaintext login.
+   the full answer over TLS), or the HandshakeResponse41 itself, with the
+   sequence ids of the protocol (1, or 2 after the SSLRequest): another is
+   refused, as the server refuses it. `require_tls` refuses a plaintext login.
 3. Authentication with the proxy's plugin (`LoginServer` decides each step;
    the `Authenticator` holds what to check against). An unknown user goes
-   through the same steps and fails the same way as a wrong password.
+   through the same steps and fails the same way as a wrong password; failed
+   logins are throttled (`sluice.session.throttle`).
 4. The pool for this user and capability profile; a database named in the
    login is checked once per pool, so a wrong one fails the login, as it would
    on the server.
@@ -20,6 +27,7 @@ import dataclasses
 import os
 from typing import TYPE_CHECKING
 
+from sluice.auth.base import Authenticator
 from sluice.errors import AuthFailed, HostNotAllowed, ProtocolError, TLSRequired
 from sluice.wire.mysql import auth as a
 from sluice.wire.mysql import commands as cmd
@@ -55,7 +63,7 @@ async def login(client: MyClientSession) -> None:
         capabilities=offered,
         charset=c.UTF8MB4_GENERAL_CI,
         status=SERVER_STATUS,
-        auth_plugin=proxy.config.auth_method,
+        auth_plugin=greeting_plugin(proxy.config.auth_method),
     )
     client.write(frame(hs.build_handshake(greeting), 0))
     response = await _response(client)
@@ -74,8 +82,13 @@ async def login(client: MyClientSession) -> None:
     await _finish(client, response.database or "")
 
 
+def greeting_plugin(auth_method: str) -> str:
+    """The plugin the greeting names: never mysql_clear_password (see above)."""
+    return c.NATIVE_PASSWORD if auth_method == c.CLEAR_PASSWORD else auth_method
+
+
 async def _response(client: MyClientSession) -> hs.HandshakeResponse:
-    _, payload = await client.receive()
+    _, payload = await client.receive(1)
     answer = hs.parse_handshake_response(payload)
     if isinstance(answer, hs.SSLRequest):
         ctx = client.proxy.tls_context
@@ -83,7 +96,7 @@ async def _response(client: MyClientSession) -> hs.HandshakeResponse:
             raise ProtocolError("the client asked for TLS, which this listener does not offer")
         await client.start_tls(ctx)  # bytes already read are the TLS ClientHello
         client.proxy.stats.tls += 1
-        _, payload = await client.receive()
+        _, payload = await client.receive(2)
         answer = hs.parse_handshake_response(payload)
         if isinstance(answer, hs.SSLRequest):
             raise ProtocolError("SSL request received twice")
@@ -100,9 +113,21 @@ async def _authenticate(
     action, data = server.start(response)
     while action == lg.SEND:
         client.write(frame(data, client._login_seq))
-        _, payload = await client.receive()
+        _, payload = await client.receive((client._login_seq + 1) & 0xFF)
         action, data = server.feed(payload)
-    user = response.user
+    await client.proxy.before_password_check(client)
+    try:
+        ok = await _check(auth, response.user, action, scramble, data)
+        if not ok:
+            raise AuthFailed("wrong password or unknown user")
+    except AuthFailed as exc:
+        await client.proxy.login_failed(client, exc)
+        raise
+    client._login_accept = server.accept(SERVER_STATUS)
+
+
+async def _check(auth: Authenticator, user: str, action: int, scramble: bytes, data: bytes) -> bool:
+    """Whether `data` proves `user` (an unknown user is checked against a decoy, and fails)."""
     known = auth.known(user)
     decoy = os.urandom(20)
     if action == lg.CHECK_NATIVE:
@@ -111,9 +136,7 @@ async def _authenticate(
         ok = a.sha2_check(auth.mysql_sha2_hash(user) or a.sha2_hash(decoy), scramble, data)
     else:
         ok = await auth.check_cleartext(user, data)
-    if not (ok and known):
-        raise AuthFailed("wrong password or unknown user")
-    client._login_accept = server.accept(SERVER_STATUS)
+    return ok and known
 
 
 async def _finish(client: MyClientSession, database: str) -> None:

@@ -121,6 +121,8 @@ class AdminConsole:
         client.cancel_key = self.app.register_cancel(client)
         out += [m.backend_key_data(*client.cancel_key), m.READY_IDLE]
         client.transport_write(b"".join(out))
+        client.admin_session = True  # the login timeout no longer applies
+        client.logged_in()
         proxy.stats.setup_succeeded += 1
         log.info("admin console: %s logged in from %s", client.user, client.peer)
 

@@ -22,6 +22,7 @@ conventions ask. The mapping:
     QueryDatabaseResponseLatency               sluice_query_database_response_latency_seconds
 
 plus Sluice's own: sluice_client_connections_setup_failed_tls_total,
+sluice_auth_failures_total, sluice_client_connections_refused_total,
 sluice_transactions_total, sluice_pins_total, sluice_borrow_timeouts_total and
 sluice_clients_waiting. Labels: `proxy` and `engine` on every metric, and
 `database` and `user` on pool-level ones. MaxDatabaseConnectionsAllowed is the
@@ -110,6 +111,17 @@ PROXY_METRICS: Final[dict[str, MetricDef[ProxySnapshot]]] = {
     ),
     "sluice_client_connections_tls_total": MetricDef(
         COUNTER, "ClientConnectionsTLS: client connections that negotiated TLS.", lambda p: p.tls
+    ),
+    "sluice_auth_failures_total": MetricDef(
+        COUNTER,
+        "Client logins that failed: a wrong password or an unknown user.",
+        lambda p: p.auth_failures,
+    ),
+    "sluice_client_connections_refused_total": MetricDef(
+        COUNTER,
+        "Client connections refused at connect: a connection or login cap reached, or an "
+        "address blocked after failed logins.",
+        lambda p: p.refused,
     ),
 }
 

@@ -77,6 +77,8 @@ class ProxySnapshot:
     setup_failed_auth: int
     setup_failed_tls: int
     tls: int
+    auth_failures: int  # wrong passwords and unknown users
+    refused: int  # connections refused at connect: a cap reached, or a blocked address
     pools: tuple[PoolSnapshot, ...]
 
 
@@ -163,6 +165,8 @@ def _proxy_snapshot(app: App, proxy: Proxy, now: float) -> ProxySnapshot:
         setup_failed_auth=stats.setup_failed_auth,
         setup_failed_tls=stats.setup_failed_tls,
         tls=stats.tls,
+        auth_failures=stats.auth_failures,
+        refused=stats.refused,
         pools=pools,
     )
 

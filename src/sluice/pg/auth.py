@@ -22,14 +22,19 @@ if TYPE_CHECKING:
 
 
 async def authenticate(client: ClientSession, auth: Authenticator) -> None:
-    """Run the exchange the authenticator asks for; raise AuthFailed unless it succeeds."""
+    """Run the exchange the authenticator asks for; raise AuthFailed unless it succeeds
+    (after the pause the proxy's throttle puts on a failure)."""
     method = auth.method(client.user)
-    if method == SCRAM:
-        await _scram(client, auth)
-    elif method == MD5:
-        await _md5(client, auth)
-    else:
-        await _cleartext(client, auth)
+    try:
+        if method == SCRAM:
+            await _scram(client, auth)
+        elif method == MD5:
+            await _md5(client, auth)
+        else:
+            await _cleartext(client, auth)
+    except AuthFailed as exc:
+        await client.proxy.login_failed(client, exc)
+        raise
 
 
 async def _scram(client: ClientSession, auth: Authenticator) -> None:
@@ -39,7 +44,9 @@ async def _scram(client: ClientSession, auth: Authenticator) -> None:
     if mech != MECHANISM:
         raise AuthFailed(f"unsupported SASL mechanism {mech}")
     client.transport_write(m.auth_request(m.AUTH_SASL_CONTINUE, server.handle_first(data)))
-    final = server.handle_final(_password(await client.recv()))
+    proof = _password(await client.recv())
+    await client.proxy.before_password_check(client)
+    final = server.handle_final(proof)
     if not auth.known(client.user):
         raise AuthFailed("unknown user")
     client.transport_write(m.auth_request(m.AUTH_SASL_FINAL, final))
@@ -49,6 +56,7 @@ async def _md5(client: ClientSession, auth: Authenticator) -> None:
     salt = os.urandom(4)
     client.transport_write(m.auth_request(m.AUTH_MD5, salt))
     answer = _password(await client.recv()).rstrip(b"\x00")
+    await client.proxy.before_password_check(client)
     stored = auth.md5_secret(client.user)
     decoy = md5_hash(client.user, os.urandom(8).hex())
     if not md5_check(stored or decoy, salt, answer) or stored is None:
@@ -60,6 +68,7 @@ async def _cleartext(client: ClientSession, auth: Authenticator) -> None:
         raise TLSRequired("cleartext password authentication requires TLS")
     client.transport_write(m.auth_request(m.AUTH_CLEARTEXT))
     answer = _password(await client.recv()).rstrip(b"\x00")
+    await client.proxy.before_password_check(client)
     if not await auth.check_cleartext(client.user, answer):
         raise AuthFailed("wrong password")
 

@@ -34,10 +34,12 @@ from sluice.errors import (
     ServerError,
     SluiceError,
 )
+from sluice.observe.logs import clip
 from sluice.pg.guard import RECHECK, TEMP_SCHEMA, BorrowGuard
 from sluice.pg.settings import SessionSettings, replay_queries
 from sluice.pg.statements import ClientStatements
 from sluice.pool.pool import PoolStats
+from sluice.session.admission import address_of
 from sluice.session.frontend import ClientState, FrontendSession, is_variable_set
 from sluice.wire.pg import messages as m
 from sluice.wire.pg import responses as r
@@ -60,6 +62,11 @@ _DEALLOCATE_ONE = Effect(pin="DEALLOCATE")
 _DEALLOCATE_ALL = Effect(pin="DEALLOCATE", drops_statements=True)
 _FUNCTION_CALL = Effect(opaque=True, writes=True)
 _BUFFER_WHILE_WAITING = 256 * 1024  # bytes read ahead while waiting for a connection
+# Before login: the largest message (PostgreSQL's own bound on an authentication
+# message is 65535; a SCRAM message is under 1 KB and the longest password, an
+# IAM auth token, a few KB), and what is read ahead of the login's next step.
+LOGIN_MESSAGE_MAX = 16 * 1024
+_BUFFER_WHILE_LOGGING_IN = 2 * LOGIN_MESSAGE_MAX
 _NORMAL_ENDS = frozenset({"client sent Terminate", "cancel request handled"})
 _serials = itertools.count(1)
 _CHECKING = ClientState.CHECKING
@@ -75,10 +82,12 @@ class ClientSession(FrontendSession):
         "_sent_at",
         "_skip_to_sync",
         "_waiter",
+        "address",
         "admin_session",
         "cancel_key",
         "close_reason",
         "connected_at",
+        "counted_login",
         "database",
         "guard",
         "last_active",
@@ -97,14 +106,16 @@ class ClientSession(FrontendSession):
     def __init__(self, proxy: PgProxy) -> None:
         super().__init__()
         self.proxy = proxy
-        self.reader = MessageReader(proxy.app.settings.max_packet_size)
+        self.reader = MessageReader(min(LOGIN_MESSAGE_MAX, proxy.app.settings.max_packet_size))
         self.pool: PgPool | None = None
         self.user = ""
         self.database = ""
         self.peer = ""
+        self.address = ""
+        self.counted_login = False
         self.tls = False
         self.pinned = ""
-        self.admin_session = False  # served by the admin console, never relayed
+        self.admin_session = False  # logged in to the admin console, never relayed
         self.settings = SessionSettings()
         self.guard = BorrowGuard(next(_serials))
         self.statements = ClientStatements(
@@ -135,7 +146,11 @@ class ClientSession(FrontendSession):
         transport.set_write_buffer_limits(high=256 * 1024)
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or "unix")
-        self.proxy.client_connected(self)
+        self.address = address_of(self.peer)
+        refused = self.proxy.client_connected(self)
+        if refused is not None:
+            self.fail(refused)  # before reading anything: the cheapest answer there is
+            return
         self._handshake = asyncio.get_running_loop().create_task(self._run_handshake())
 
     def data_received(self, data: bytes) -> None:
@@ -149,6 +164,8 @@ class ClientSession(FrontendSession):
                 self.pause_reading()  # resumed once a connection is borrowed or checked
         elif self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
+        elif self.reader.pending > _BUFFER_WHILE_LOGGING_IN:
+            self.pause_reading()  # the login reads nothing now: resumed when it does
 
     def eof_received(self) -> bool | None:
         return None
@@ -185,7 +202,14 @@ class ClientSession(FrontendSession):
             self._waiter = None
         if self.state is ClientState.STARTUP:
             self._set_state(ClientState.READY)
+            self.logged_in()
             self._drain()
+
+    def logged_in(self) -> None:
+        """The login is over (relay or admin console): the proxy's caps on logins no
+        longer count this client, and its messages may be as large as configured."""
+        self.reader.max_size = self.proxy.app.settings.max_packet_size
+        self.proxy.client_logged_in(self)
 
     async def recv_startup(self) -> bytes:
         while True:
@@ -204,6 +228,7 @@ class ClientSession(FrontendSession):
     async def _wait_data(self) -> None:
         if self.state is ClientState.CLOSED:
             raise ClientError("client closed the connection")
+        self.resume_reading()  # if the read-ahead had filled up
         self._waiter = asyncio.get_running_loop().create_future()
         await self._waiter
         if self.closed:
@@ -552,7 +577,7 @@ class ClientSession(FrontendSession):
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(m.error_response(exc.sqlstate, text, severity, exc.detail))
         if fatal:
-            self._close_now(f"{type(exc).__name__}: {exc}")
+            self._close_now(f"{type(exc).__name__}: {exc}", exc.quiet)
         elif self.state is ClientState.WAITING:
             if self._request is not None:
                 self._request.cancel()  # no longer waiting: never hand us a connection
@@ -566,13 +591,15 @@ class ClientSession(FrontendSession):
             self.resume_reading()
             self._drain()
 
-    def _close_now(self, reason: str) -> None:
+    def _close_now(self, reason: str, quiet: bool = False) -> None:
+        """Close for `reason`; `quiet`: one of many alike (a failed login), logged at debug."""
         if self.state is ClientState.CLOSED:
             return
         self.close_reason = reason
         self._set_state(ClientState.CLOSED)
-        level = logging.DEBUG if reason in _NORMAL_ENDS else logging.INFO
-        log.log(level, "client %s user=%s closed: %s", self.peer, self.user, reason)
+        level = logging.DEBUG if quiet or reason in _NORMAL_ENDS else logging.INFO
+        if log.isEnabledFor(level):
+            log.log(level, "client %s user=%s closed: %s", self.peer, clip(self.user), reason)
         if self._handshake is not None and not self._handshake.done():
             self._handshake.cancel()
         if self._request is not None:

@@ -4,9 +4,13 @@
    request but before the handshake are refused: they would bypass TLS), or 'N'
    when the listener has no TLS. GSSENCRequest: always 'N'.
 2. CancelRequest: forward to the connection running that client's query; close.
-3. StartupMessage: refuse plaintext when `require_tls`; authenticate with the
-   proxy's method (an unknown user goes through the same exchange and fails the
-   same way as a wrong password, so users cannot be probed).
+3. StartupMessage: a client asking for protocol 3.x, x > 0, or for protocol
+   options (`_pq_.` parameters) is told what is spoken (NegotiateProtocolVersion:
+   3.0, none), as the server tells it; refuse plaintext when `require_tls`;
+   authenticate with the proxy's method (an unknown user goes through the same
+   exchange and fails the same way as a wrong password, so users cannot be
+   probed; failed logins are throttled, `sluice.session.throttle`). A client
+   asking for the admin database is logged in by the admin console.
 4. Startup settings: checked by the server (`sluice.pg.startup`); one it
    refuses ends the login with the server's error, as a direct login would.
 5. Greeting: the pool's server parameters, with the client's own startup
@@ -33,6 +37,9 @@ async def handshake(client: ClientSession) -> None:
     if startup is None:
         return
     params = startup.params
+    options = [name for name in params if name.startswith("_pq_.")]
+    if startup.minor or options:
+        client.transport_write(m.negotiate_protocol_version(0, options))
     client.user = sys.intern(params.get("user", ""))  # shared by every client of that user
     client.database = sys.intern(params.get("database", "") or client.user)
     if not client.user:
@@ -48,7 +55,6 @@ async def handshake(client: ClientSession) -> None:
         proxy.stats.setup_failed_tls += 1
         raise TLSRequired("SSL/TLS required: connect with sslmode=require")
     if client.database == proxy.app.settings.admin_database:
-        client.admin_session = True
         await proxy.app.admin.serve(client)
         return
     try:

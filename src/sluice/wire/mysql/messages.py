@@ -117,7 +117,8 @@ def build_err(error: tuple[int, str], message: str) -> bytes:
     code, sqlstate = error
     if len(sqlstate) != 5:
         raise ValueError("an SQLSTATE has 5 characters")
-    return b"\xff" + u16(code) + b"#" + sqlstate.encode() + message.encode()
+    # (a name the client sent may hold bytes that are not UTF-8: shown replaced)
+    return b"\xff" + u16(code) + b"#" + sqlstate.encode() + message.encode(errors="replace")
 
 
 def parse_err(payload: bytes) -> ErrPacket:

@@ -79,6 +79,13 @@ def parameter_status(name: str, value: str) -> bytes:
     return message(b"S", cstr(name) + cstr(value))
 
 
+def negotiate_protocol_version(minor: int, options: list[str]) -> bytes:
+    """NegotiateProtocolVersion: the newest minor version spoken, and the protocol
+    options (`_pq_.` startup parameters) not understood."""
+    body = _II.pack(minor, len(options)) + b"".join(cstr(name) for name in options)
+    return message(b"v", body)
+
+
 def backend_key_data(pid: int, secret: int) -> bytes:
     return message(b"K", _II.pack(pid, secret))
 
@@ -162,6 +169,7 @@ def read_cstr(body: bytes, pos: int) -> tuple[bytes, int]:
 @dataclass(frozen=True, slots=True)
 class Startup:
     params: dict[str, str]
+    minor: int = 0  # the protocol version the client asks for is 3.minor
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,7 +205,7 @@ def parse_startup(packet: bytes) -> StartupPacket:
         return CancelRequest(pid, secret)
     if code >> 16 != 3:
         raise ProtocolError(f"unsupported frontend protocol {code >> 16}.{code & 0xFFFF}")
-    return Startup(_startup_params(packet))
+    return Startup(_startup_params(packet), code & 0xFFFF)
 
 
 def _startup_params(packet: bytes) -> dict[str, str]:

@@ -1,0 +1,71 @@
+"""Which new client connections a proxy takes: caps on clients, and on clients still logging in.
+
+A connection that has not logged in costs the proxy a socket, a buffer and a
+coroutine, and proves nothing: an attacker opens them by the thousand. So a
+proxy holds at most `max_client_connections` clients, of which at most
+`max_logins` are still logging in, and at most `max_logins_per_address` of
+those from one client address (one attacker cannot take every login place);
+the process as a whole holds no more clients than its file descriptor limit
+allows (`sluice.fdlimit`). A connection beyond a cap is refused at once,
+before anything is read from it, with the engine's "too many connections"
+error (PostgreSQL 53300, MySQL 1040), and `login_timeout` closes a login that
+takes too long. Logging in ends with the first ready state, or with the admin
+console's greeting.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from sluice.errors import TooManyConnections
+
+if TYPE_CHECKING:
+    from sluice.config import ProxyConfig
+
+TOO_MANY = "sorry, too many clients already"
+
+
+def address_of(peer: str) -> str:
+    """The address part of a peer written "address:port"."""
+    return peer.rpartition(":")[0] or peer
+
+
+class Admission:
+    """A proxy's clients still logging in, in all and by address."""
+
+    __slots__ = ("by_address", "logins")
+
+    def __init__(self) -> None:
+        self.logins = 0
+        self.by_address: dict[str, int] = {}
+
+    def refusal(self, config: ProxyConfig, clients: int, address: str) -> TooManyConnections | None:
+        """Why a new client from `address` is refused, when `clients` are connected; None
+        when it may log in."""
+        if clients >= config.max_client_connections:
+            limit = config.max_client_connections
+            return TooManyConnections(TOO_MANY, f"max_client_connections ({limit}) is reached")
+        if self.logins >= config.max_logins:
+            return TooManyConnections(
+                "sorry, too many clients are logging in",
+                f"max_logins ({config.max_logins}) clients have not finished logging in",
+            )
+        if self.by_address.get(address, 0) >= config.max_logins_per_address:
+            return TooManyConnections(
+                "sorry, too many clients are logging in from this address",
+                f"max_logins_per_address ({config.max_logins_per_address}) clients from"
+                f" {address} have not finished logging in",
+            )
+        return None
+
+    def enter(self, address: str) -> None:
+        self.logins += 1
+        self.by_address[address] = self.by_address.get(address, 0) + 1
+
+    def leave(self, address: str) -> None:
+        self.logins -= 1
+        left = self.by_address[address] - 1
+        if left:
+            self.by_address[address] = left
+        else:
+            del self.by_address[address]
