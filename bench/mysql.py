@@ -172,8 +172,8 @@ class MysqlSluiceSystem(SluiceProxySystem):
 
     rundir_prefix = "sluice-mysql"
 
-    def __init__(self, db: BenchMariaDb, workdir: Path, pool_size: int) -> None:
-        super().__init__(workdir, pool_size)
+    def __init__(self, db: BenchMariaDb, workdir: Path, pool_size: int, max_clients: int) -> None:
+        super().__init__(workdir, pool_size, max_clients)
         self.db = db
 
     def proxy_config(self, port: int) -> dict[str, Any]:
@@ -188,4 +188,5 @@ class MysqlSluiceSystem(SluiceProxySystem):
                 "borrow_timeout": 60,
             },
             "users": [{"name": BENCH_USER, "password": self.db.password}],
+            **self.limits,
         }

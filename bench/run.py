@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from bench import report
+from bench.attack import ATTACKERS, AttackedProxy, attack, summary
 from bench.backends import BackendCounter, BackendPoller, PgBackendCounter, wait_no_backends
 from bench.iam import IamProxySystem
 from bench.idle import hold_idle
@@ -62,6 +63,7 @@ from bench.systems import (
 ROOT = Path(__file__).resolve().parent.parent
 PROXIES = ("pgbouncer", "sluice")
 PG, MYSQL = "postgresql", "mysql"
+BOTH = report.BOTH_ENGINES  # a row that needs both servers (the attack)
 _FD_MARGIN = 1000  # descriptors kept free for pgbench, logs and the poller
 _LOG_LINES = 15
 _IDLE_TIMEOUT = 900.0  # seconds for opening, measuring and closing all idle clients
@@ -85,6 +87,7 @@ WORKLOADS = (
     Workload("select_connect", (32,), connect_each=True),
     Workload("select_connect_iam", (32,), connect_each=True, systems=("sluice",), auth="iam"),
     Workload("idle_clients", (15000,), systems=PROXIES),
+    Workload("under_attack", (ATTACKERS,), systems=("sluice",), engine=BOTH),
     Workload(
         "mysql_point_select", (32, 1000), mode="binary", systems=report.MYSQL_SYSTEMS, engine=MYSQL
     ),
@@ -102,7 +105,9 @@ WORKLOADS = (
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
     names = [w.name for w in WORKLOADS]
-    parser.add_argument("--quick", action="store_true", help="smoke run: 3 s rows, 2000 idle")
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: 3 s rows, 2000 idle, 2000 attackers"
+    )
     parser.add_argument(
         "--only",
         action="append",
@@ -166,6 +171,8 @@ class Bench:
         self.workdir = workdir
         self.plan = plan(args)
         engines = {workload.engine for workload, _, _ in self.plan}
+        if BOTH in engines:
+            engines |= {PG, MYSQL}
         self.pg = (
             BenchDatabase(workdir, args.pg_max_connections, args.scale) if PG in engines else None
         )
@@ -191,12 +198,18 @@ class Bench:
             self.systems[PG, "pgbouncer"] = PgBouncerSystem(
                 self.pg, self.workdir, pool, max_clients
             )
-            self.systems[PG, "sluice"] = SluiceSystem(self.pg, self.workdir, pool)
+            self.systems[PG, "sluice"] = SluiceSystem(self.pg, self.workdir, pool, max_clients)
             self.systems[PG, "sluice+iam"] = IamProxySystem(self.pg, self.workdir)
         if self.mysql is not None:
             self.mysql.start()
             self.systems[MYSQL, "direct"] = MysqlDirectSystem(self.mysql)
-            self.systems[MYSQL, "sluice"] = MysqlSluiceSystem(self.mysql, self.workdir, pool)
+            self.systems[MYSQL, "sluice"] = MysqlSluiceSystem(
+                self.mysql, self.workdir, pool, self.args.idle_clients + 1000
+            )
+        if self.pg is not None and self.mysql is not None:
+            pg = (self.pg.cluster.host, self.pg.cluster.port, self.pg.password)
+            my = (self.mysql.cluster.host, self.mysql.cluster.port, self.mysql.password)
+            self.systems[BOTH, "sluice"] = AttackedProxy(self.workdir, pg, my)
 
     def close(self) -> None:
         """Stop every system and both servers, even when one of them fails to stop."""
@@ -226,6 +239,8 @@ class Bench:
             try:
                 if workload.name == "idle_clients":
                     self.measure_idle(system, row)
+                elif workload.name == "under_attack":
+                    self.measure_attack(system, row)
                 elif workload.name == "mysql_point_select":
                     self.measure_sysbench(system, row)
                 elif workload.name == "mysql_connect":
@@ -352,6 +367,16 @@ class Bench:
         if poller.error:
             row["poller_error"] = poller.error
 
+    def measure_attack(self, system: System, row: report.Row) -> None:
+        assert isinstance(system, AttackedProxy)
+        system.start()
+        result = attack(system, row["clients"])
+        row.update(summary(result))
+        if result.good_errors:
+            row["error"] = f"{len(result.good_errors)} good logins failed: " + "; ".join(
+                result.good_errors[:3]
+            )
+
     def measure_idle(self, system: System, row: report.Row) -> None:
         assert self.pg is not None
         endpoint = system.start()
@@ -384,6 +409,8 @@ def plan(args: argparse.Namespace) -> list[tuple[Workload, int, str]]:
         for clients in workload.clients:
             if workload.name == "idle_clients":
                 clients = args.idle_clients
+            elif workload.name == "under_attack" and args.quick:
+                clients = 2000
             for system in workload.systems:
                 if not args.system or system in args.system:
                     rows.append((workload, clients, system))
@@ -403,7 +430,7 @@ def record_cpu(
 
 
 def new_row(workload: Workload, system: str, clients: int, run_id: str) -> report.Row:
-    load = workload.name != "idle_clients"
+    load = workload.name not in ("idle_clients", "under_attack")
     row: report.Row = {
         "workload": workload.name,
         "engine": workload.engine,
@@ -429,6 +456,11 @@ def progress(row: report.Row) -> str:
     head = f"{row['workload']} {row['clients']} clients {row['system']}:"
     if row["workload"] == "idle_clients":
         body = f"{row.get('idle_clients_opened')} held, {row['rss_bytes_per_idle_client']} B each"
+    elif row["workload"] == "under_attack":
+        body = (
+            f"{row.get('attack_held_min')} stalled logins held, slowest good login "
+            f"{row.get('good_login_worst_s')} s, RSS peak {row.get('rss_peak_bytes')} B"
+        )
     elif row.get("engine") == MYSQL:
         body = f"qps {row['tps']}, cpu µs/query {row['cpu_us_per_txn']}"
     else:

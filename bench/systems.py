@@ -234,10 +234,16 @@ class SluiceProxySystem:
     name = "sluice"
     rundir_prefix = "sluice"
 
-    def __init__(self, workdir: Path, pool_size: int) -> None:
+    def __init__(self, workdir: Path, pool_size: int, max_clients: int) -> None:
         self.workdir, self.pool_size = workdir, pool_size
         self.proc: SluiceProcess | None = None
         self.runs = 0
+        # as PgBouncer's max_client_conn: the caps on clients are not what a row measures
+        self.limits = {
+            "max_client_connections": max_clients,
+            "max_logins": max_clients,
+            "max_logins_per_address": max_clients,
+        }
 
     def proxy_config(self, port: int) -> dict[str, Any]:
         """The `[[proxy]]` table of this system's configuration."""
@@ -268,8 +274,8 @@ class SluiceProxySystem:
 class SluiceSystem(SluiceProxySystem):
     """Sluice in front of PostgreSQL with the same pool size as PgBouncer."""
 
-    def __init__(self, db: BenchDatabase, workdir: Path, pool_size: int) -> None:
-        super().__init__(workdir, pool_size)
+    def __init__(self, db: BenchDatabase, workdir: Path, pool_size: int, max_clients: int) -> None:
+        super().__init__(workdir, pool_size, max_clients)
         self.db = db
 
     def proxy_config(self, port: int) -> dict[str, Any]:
@@ -284,6 +290,7 @@ class SluiceSystem(SluiceProxySystem):
                 "borrow_timeout": 120,
             },
             "users": [{"name": BENCH_USER, "password": self.db.password}],
+            **self.limits,
         }
 
 
