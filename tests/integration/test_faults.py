@@ -340,6 +340,95 @@ def test_backend_killed_while_idle_in_transaction(pg: PgCluster, proc: SluicePro
     assert_works(proc)
 
 
+def _terminate(pg: PgCluster, marker: str) -> None:
+    pg.psql(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        f"WHERE query LIKE '%{marker}%' AND pid <> pg_backend_pid()"
+    )
+
+
+def test_fatal_from_the_database_is_the_only_reply(
+    pg: PgCluster, start_sluice: Callable[..., SluiceProcess]
+) -> None:
+    """A backend ended with FATAL (a shutdown, pg_terminate_backend) sends that error and
+    closes; the client gets it and nothing more, as directly (psycopg once got two
+    results for one COMMIT: "received 2 results")."""
+    proc = start_sluice(pool={"max_connections": 2, "borrow_timeout": 3})
+    raw = RawClient(port_of(proc))
+    conn = psycopg.connect(dsn(proc))
+    try:
+        raw.login()
+        assert raw.query("begin; select 'raw-fatal-marker'")[-1] == (b"Z", b"T")
+        conn.execute("select 'psycopg-fatal-marker'")
+        for marker in ("raw-fatal-marker", "psycopg-fatal-marker"):
+            assert wait_for(lambda m=marker: active_count(pg, m, "idle in transaction") == 1)
+            _terminate(pg, marker)
+        errors = errors_in(raw.read_to_end())
+        assert [(e["S"], e["C"]) for e in errors] == [("FATAL", "57P01")], errors
+        with pytest.raises(psycopg.errors.AdminShutdown):
+            conn.commit()
+    finally:
+        raw.close()
+        conn.close()
+    assert_works(proc)
+
+
+def test_backend_lost_mid_query_is_one_error(pg: PgCluster, proc: SluiceProcess) -> None:
+    """A backend that dies without a word (killed) leaves the proxy to answer: once."""
+    raw = RawClient(port_of(proc))
+    try:
+        raw.login()
+        raw.send(m.query("select pg_sleep(30), 'silent-death-marker'"))
+        assert wait_for(lambda: active_count(pg, "silent-death-marker") == 1)
+        pid = pg.psql(
+            "SELECT pid FROM pg_stat_activity WHERE query LIKE '%silent-death-marker%' "
+            "AND pid <> pg_backend_pid()"
+        )
+        subprocess.run(["kill", "-9", pid], check=False)  # the postmaster restarts the others
+        errors = errors_in(raw.read_to_end())
+        assert len(errors) == 1 and errors[0]["S"] == "FATAL", errors
+        assert errors[0]["C"] in ("08006", "57P01"), errors  # lost, or told by the crash
+    finally:
+        raw.close()
+    assert wait_for(lambda: _works(proc), timeout=15)
+
+
+def _works(proc: SluiceProcess) -> bool:
+    try:
+        assert_works(proc)
+    except psycopg.OperationalError:
+        return False
+    return True
+
+
+def test_pinned_count_recovers_when_the_backend_dies(
+    pg: PgCluster, start_sluice: Callable[..., SluiceProcess]
+) -> None:
+    proc = start_sluice(glob={"admin_users": [APP_USER]})
+    conn = psycopg.connect(dsn(proc), autocommit=True)
+    admin = psycopg.connect(dsn(proc, dbname="sluice"), autocommit=True)
+    try:
+        conn.execute("create temp table pin_me (i int)")  # pins: the table is the session's
+        conn.execute("select 'pinned-death-marker'")
+        assert _pool_column(admin, "pinned") == "1"
+        assert wait_for(lambda: active_count(pg, "pinned-death-marker", "idle") == 1)
+        _terminate(pg, "pinned-death-marker")
+        with pytest.raises(psycopg.OperationalError):
+            conn.execute("select 1")
+        assert wait_for(lambda: _pool_column(admin, "pinned") == "0"), "pinned count leaked"
+    finally:
+        conn.close()
+        admin.close()
+
+
+def _pool_column(admin: psycopg.Connection[Any], name: str) -> str:
+    cur = admin.execute("SHOW POOLS", prepare=False)  # the console speaks simple queries
+    assert cur.description is not None
+    column = [d.name for d in cur.description].index(name)
+    rows = [row for row in cur.fetchall() if row[0] == APP_DB]
+    return str(rows[0][column])
+
+
 def test_pooled_idle_connection_killed(pg: PgCluster, proc: SluiceProcess) -> None:
     conn = psycopg.connect(dsn(proc), autocommit=True)
     try:

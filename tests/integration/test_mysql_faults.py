@@ -19,12 +19,14 @@ import struct
 import subprocess
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeAlias
 
 import pymysql
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from helpers import (
     APP_DB,
@@ -32,6 +34,7 @@ from helpers import (
     APP_USER,
     OTHER_PASSWORD,
     OTHER_USER,
+    free_port,
     mysql_kwargs,
     wait_for,
 )
@@ -560,6 +563,38 @@ def test_backend_killed_while_client_idle_in_transaction(
     finally:
         conn.close()
     assert_works(proc)
+
+
+def test_pinned_gauge_recovers_when_the_backend_dies(
+    start_mysql_proxy: Start, mariadb: MariaDbCluster
+) -> None:
+    port = free_port()
+    proc = start_mysql_proxy(glob={"metrics_listen": f"127.0.0.1:{port}"})
+    gauge = "sluice_database_connections_currently_session_pinned"
+    conn = connect(proc)
+    try:
+        execute(conn, "set @pinned_by = 'a user variable'")
+        (backend,) = one(conn, "select connection_id()")
+        assert scrape(port, gauge) == 1
+        kill_thread(mariadb, backend)
+        with pytest.raises(pymysql.err.OperationalError):
+            one(conn, "select 'after kill'")
+        assert wait_for(lambda: scrape(port, gauge) == 0), "pinned gauge leaked"
+    finally:
+        conn.close()
+    assert_works(proc)
+
+
+def scrape(port: int, name: str) -> float:
+    """The sum of a metric's samples on the proxy's Prometheus endpoint."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    return sum(
+        s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == name
+    )
 
 
 def test_pooled_idle_backend_killed(proc: SluiceProcess, mariadb: MariaDbCluster) -> None:

@@ -669,3 +669,25 @@ def test_rollback_to_savepoint_then_commit_is_not_a_rollback() -> None:
     savepoint, rollback_to = m.command_complete("SAVEPOINT"), m.command_complete("ROLLBACK")
     tracker.feed(BEGIN + SET + savepoint + rollback_to + m.command_complete("COMMIT") + Z_I)
     assert not tracker.rolled_back
+
+
+@pytest.mark.parametrize(
+    ("queue", "reply", "relayed", "fatal"),
+    [
+        ([], FATAL, True, True),  # unsolicited: the server is about to close
+        ([r.QUERY], FATAL, True, True),  # in the middle of a query
+        ([r.QUERY], ERROR + Z_I, True, False),
+        ([r.QUERY_SKIP], FATAL, False, False),  # swallowed: the proxy answers for it
+        ([], NOTICE, True, False),
+        ([], m.message(b"E", b"SFATAL"), True, False),  # malformed: relayed, not understood
+    ],
+)
+def test_fatal_noted_only_when_the_client_gets_it(
+    queue: list[int], reply: bytes, relayed: bool, fatal: bool
+) -> None:
+    """`fatal`: the client has had the error that ends its session (the proxy adds none)."""
+    tracker = ResponseTracker(MAX)
+    for kind in queue:
+        tracker.push(kind)
+    assert tracker.feed(reply) == (reply if relayed else b"")
+    assert tracker.fatal is fatal

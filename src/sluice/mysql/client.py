@@ -602,7 +602,7 @@ class MyClientSession(FrontendSession):
     def server_lost(self, server: MyServerConn) -> None:
         self.server = None
         assert self.pool is not None
-        self.pool.pool.forget(server)
+        self.pool.server_gone(self, server)
         self.fail(ServerError("lost connection to the database during the query"))
 
     async def cancel_running(self) -> None:

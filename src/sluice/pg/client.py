@@ -559,11 +559,16 @@ class ClientSession(FrontendSession):
         self.pool.on_release(self, server)
 
     def server_lost(self, server: ServerConn) -> None:
-        """The borrowed connection broke: the client's transaction is gone."""
+        """The borrowed connection broke: the client's transaction is gone. If the server
+        said why (a FATAL error, already relayed), that is the client's one reply, as
+        directly: a second error would answer a command twice."""
         self.server = None
         assert self.pool is not None
-        self.pool.pool.forget(server)
-        self.fail(ClientError("server connection lost; the transaction was not completed"))
+        self.pool.server_gone(self, server)
+        if server.tracker.fatal:
+            self._close_now("the database ended the session with a FATAL error")
+            return
+        self.fail(ServerError("server connection lost; the transaction was not completed"))
 
     # ---- ending ----
 

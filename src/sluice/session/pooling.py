@@ -90,6 +90,14 @@ class EnginePool(abc.ABC):
         """Whether a connection its client left must be closed: a transaction is open."""
         return not server.tracker.idle
 
+    def server_gone(self, client: Any, server: Any) -> None:
+        """The connection `client` held broke (the client's session ends with it)."""
+        self.in_transaction -= 1
+        if client.pinned:
+            self.pinned -= 1
+            client.pinned = ""
+        self.pool.forget(server)
+
     def on_discard(self, client: Any, server: Any, reason: str) -> None:
         """Close the connection `client` borrowed, without ending the client's session."""
         self.in_transaction -= 1

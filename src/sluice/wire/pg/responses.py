@@ -21,7 +21,9 @@ proxy:
   reports are dropped too (the client session then resynchronises the server);
 - notice when an injected replay of settings fails (`replay_error`): the
   client session must not go on as if the connection had its settings;
-- read the rows of the proxy's own state check (QUERY_CHECK, `check_rows`).
+- read the rows of the proxy's own state check (QUERY_CHECK, `check_rows`);
+- remember that a FATAL error reached the client (`fatal`): the server closes
+  the connection next, and the client already has its one reply.
 
 Extended-protocol requests run inside an implicit transaction that only a Sync
 (or a simple Query) ends, so the connection is not idle while any of them were
@@ -43,7 +45,7 @@ import struct
 from collections import deque
 
 from sluice.errors import ProtocolError
-from sluice.wire.pg.messages import CLOSE_COMPLETE, PARSE_COMPLETE
+from sluice.wire.pg.messages import CLOSE_COMPLETE, PARSE_COMPLETE, parse_error_fields
 
 _unpack_len = struct.Struct("!I").unpack_from
 
@@ -100,6 +102,7 @@ _IDLE = ord("I")
 # Execute only passes along to the client.
 _EVENTS = frozenset(b"ZECIs")
 _PASS_ALONG = frozenset((QUERY, EXECUTE))
+_ENDS_SESSION = frozenset(("FATAL", "PANIC"))  # error severities after which the server closes
 
 
 class ResponseTracker:
@@ -116,6 +119,7 @@ class ResponseTracker:
         "check_prepared",
         "check_rows",
         "errors",
+        "fatal",
         "max_size",
         "parse_names",
         "prepared",
@@ -149,6 +153,7 @@ class ResponseTracker:
         self.check_rows: list[bytes] = []  # DataRow bodies answering QUERY_CHECK
         self.check_failed = False  # a QUERY_CHECK got an ErrorResponse
         self.check_prepared = False  # the quick state check's statements are prepared
+        self.fatal = False  # a FATAL or PANIC ErrorResponse went to the client
 
     def forget_statements(self) -> None:
         """The server dropped every prepared statement (DISCARD ALL, DEALLOCATE ALL)."""
@@ -284,8 +289,10 @@ class ResponseTracker:
     def _route(self, kind: int, data: bytes, pos: int) -> bool:
         """Match one reply to the head request; return False to swallow it."""
         queue = self.queue
-        if not queue:
-            return True  # unsolicited (a FATAL before the server closes, a notice)
+        if not queue:  # unsolicited (a FATAL before the server closes, a notice)
+            if kind == _M_ERROR:
+                self._note_fatal(data, pos)
+            return True
         head = queue[0]
         if kind in _ASYNC:
             if head in _QUIET or head in _RESTORING:
@@ -357,6 +364,7 @@ class ResponseTracker:
         if head in _QUIET:
             return self._quiet_error(head, data, pos)
         self.errors += 1
+        self._note_fatal(data, pos)
         if head in _TO_CLIENT_ON_ERROR:
             self._request_failed = self._request_failed or head in _RESTORING
             return True
@@ -371,6 +379,15 @@ class ResponseTracker:
         elif queue[0] == SYNC_RESTORING:
             self._request_failed = True
         return True
+
+    def _note_fatal(self, data: bytes, pos: int) -> None:
+        """Note an ErrorResponse for the client that ends the session (the server closes)."""
+        try:
+            fields = parse_error_fields(data[pos + 5 : pos + 1 + _unpack_len(data, pos + 1)[0]])
+        except ProtocolError:
+            return  # relayed as it came; the client makes of it what it can
+        if (fields.get("V") or fields.get("S")) in _ENDS_SESSION:
+            self.fatal = True
 
     def _quiet_error(self, head: int, data: bytes, pos: int) -> bool:
         """An error in a reply the proxy swallows; a failed replay must be noticed."""
