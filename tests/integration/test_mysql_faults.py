@@ -234,14 +234,150 @@ def logged_in_socket(proc: SluiceProcess) -> tuple[Conn, socket.socket]:
     return conn, sock
 
 
-def test_empty_command_packet(proc: SluiceProcess, bystander: Conn) -> None:
+@pytest.mark.parametrize("in_transaction", [False, True], ids=["idle", "in-transaction"])
+def test_empty_command_packet(
+    proc: SluiceProcess, bystander: Conn, table: str, in_transaction: bool
+) -> None:
+    """MariaDB answers an empty command (read as COM_SLEEP) with 1047 and goes on; inside a
+    transaction the proxy once raised IndexError and dropped the connection unanswered."""
     conn, sock = logged_in_socket(proc)
     try:
+        execute(conn, f"delete from {table} where id = 71")
+        if in_transaction:
+            conn.begin()
+            execute(conn, f"insert into {table} values (71, 1)")
         sock.sendall(packet(b"", 0))
-        replies = read_to_end(sock)
+        reply = read_packet(sock)
+        assert reply is not None, "closed without an error packet"
+        assert err_of(reply[1])[:2] == (1047, "08S01"), reply  # ER_UNKNOWN_COM_ERROR
+        conn.commit()  # the transaction survived it
+        assert one(conn, "select 'after the empty packet'") == ("after the empty packet",)
     finally:
-        conn._force_close()
-    assert [body[:1] for _, body in replies] in ([], [bytes((ERR,))]), replies
+        conn.close()
+    assert_unharmed(proc, bystander)
+    if in_transaction:
+        with connect(proc) as check:
+            assert one(check, f"select count(*) from {table} where id = 71") == (1,)
+
+
+COM_STMT_EXECUTE, COM_STMT_SEND_LONG_DATA, COM_STMT_CLOSE = 0x17, 0x18, 0x19
+COM_STMT_RESET, COM_STMT_FETCH = 0x1A, 0x1C
+UNKNOWN_ID = struct.pack("<I", 99)
+
+
+@pytest.mark.parametrize(
+    ("payload", "error"),
+    [
+        (bytes((COM_STMT_EXECUTE,)) + UNKNOWN_ID + b"\x00\x01\x00\x00\x00", 1243),
+        (bytes((COM_STMT_EXECUTE,)) + UNKNOWN_ID, 1835),  # too short to be read at all
+        (bytes((COM_STMT_EXECUTE,)), 1835),
+        (bytes((COM_STMT_RESET,)) + UNKNOWN_ID, 1243),
+        (bytes((COM_STMT_RESET,)), 1243),
+        (bytes((COM_STMT_FETCH,)) + UNKNOWN_ID + b"\x01\x00\x00\x00", 1243),
+        (bytes((COM_STMT_FETCH,)) + b"\x63", 1243),
+        (bytes((COM_STMT_SEND_LONG_DATA,)) + UNKNOWN_ID + b"\x00\x00data", None),
+        (bytes((COM_STMT_SEND_LONG_DATA,)), None),  # no reply, as from the server
+        (bytes((COM_STMT_CLOSE,)) + UNKNOWN_ID, None),
+        (bytes((COM_STMT_CLOSE,)) + b"\x63", None),
+    ],
+    ids=[
+        "execute",
+        "execute-no-flags",
+        "execute-no-id",
+        "reset",
+        "reset-no-id",
+        "fetch",
+        "fetch-short-id",
+        "send-long-data",
+        "send-long-data-no-id",
+        "close",
+        "close-short-id",
+    ],
+)
+@pytest.mark.parametrize("in_transaction", [False, True], ids=["idle", "in-transaction"])
+def test_unknown_or_short_statement_command(
+    proc: SluiceProcess, bystander: Conn, payload: bytes, error: int | None, in_transaction: bool
+) -> None:
+    """As MariaDB: 1243 for a statement id the client does not have, 1835 for a command
+    too short for its fields, no reply where the server sends none; the session goes on
+    (the proxy used to close it with 1043)."""
+    conn, sock = logged_in_socket(proc)
+    try:
+        if in_transaction:
+            conn.begin()
+            one(conn, "select 'in a transaction'")
+        sock.sendall(packet(payload, 0))
+        if error is not None:
+            reply = read_packet(sock)
+            assert reply is not None, "closed without an error packet"
+            assert err_of(reply[1])[:2] == (error, "HY000"), reply
+        assert one(conn, "select 'after it'") == ("after it",)  # (no stray reply before)
+        conn.commit()
+    finally:
+        conn.close()
+    assert_unharmed(proc, bystander)
+
+
+@pytest.mark.parametrize(
+    ("params", "error"),
+    [
+        (b"\x00\x01\x00\x00\x00", 1210),  # one parameter: no null bitmap
+        (b"\x00\x01\x00\x00\x00\x00\x01", 1210),  # types announced, not sent
+        (b"\x00\x01\x00", 1835),
+    ],
+    ids=["no-bitmap", "no-types", "no-iterations"],
+)
+def test_malformed_execute_of_a_known_statement(
+    proc: SluiceProcess, bystander: Conn, params: bytes, error: int
+) -> None:
+    conn, sock = logged_in_socket(proc)
+    try:
+        sql = b"select ?, 'malformed execute'"
+        sock.sendall(packet(bytes((0x16,)) + sql, 0))  # COM_STMT_PREPARE
+        prepared = read_to_ok_or_eof(sock)
+        stmt_id = prepared[0][1][1:5]
+        sock.sendall(packet(bytes((COM_STMT_EXECUTE,)) + stmt_id + params, 0))
+        reply = read_packet(sock)
+        assert reply is not None, "closed without an error packet"
+        assert err_of(reply[1])[:2] == (error, "HY000"), reply
+        assert one(conn, "select 'after it'") == ("after it",)
+    finally:
+        conn.close()
+    assert_unharmed(proc, bystander)
+
+
+def read_to_ok_or_eof(sock: socket.socket) -> list[Packet]:
+    """A COM_STMT_PREPARE reply: its OK, then definitions ending in an EOF per block."""
+    first = read_packet(sock)
+    assert first is not None and first[1][:1] == b"\x00", first
+    params, columns = struct.unpack_from("<HH", first[1], 5)
+    out = [first]
+    for block in (params, columns):
+        for _ in range(block + (1 if block else 0)):  # definitions, then an EOF
+            got = read_packet(sock)
+            assert got is not None
+            out.append(got)
+    return out
+
+
+def test_short_process_kill_is_answered_not_relayed(proc: SluiceProcess, bystander: Conn) -> None:
+    """COM_PROCESS_KILL too short for a thread id is refused by the proxy, which owns thread
+    ids, without a database connection (relayed, the server would read an id from beyond
+    the packet): here the only connection is busy, and the answer comes at once."""
+    conn, sock = logged_in_socket(proc)
+    bystander.begin()
+    try:
+        one(bystander, "select 'holding the only connection'")
+        start = time.monotonic()
+        sock.sendall(packet(b"\x0c\x01", 0))  # COM_PROCESS_KILL with one byte of thread id
+        reply = read_packet(sock)
+        assert reply is not None, "closed without an error packet"
+        assert err_of(reply[1])[:2] == (1094, "HY000"), reply  # ER_NO_SUCH_THREAD
+        assert time.monotonic() - start < 2
+        bystander.commit()
+        assert one(conn, "select 'after it'") == ("after it",)
+    finally:
+        conn.close()
     assert_unharmed(proc, bystander)
 
 

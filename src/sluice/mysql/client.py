@@ -74,6 +74,7 @@ _LEARN_INSERT_ID = cmd.query("SELECT LAST_INSERT_ID()")
 _CONNECTION_KILLED = (1927, "70100")  # ER_CONNECTION_KILLED
 _KILL = re.compile(rb"\s*kill\s+(?:(query|connection)\s+)?(\d+)\s*;?\s*$", re.IGNORECASE)
 _PINS = {c.COM_SET_OPTION: "COM_SET_OPTION"}
+_UNKNOWN_COMMAND = frame(build_err(c.ER_UNKNOWN_COM_ERROR, "Unknown command"), 1)
 
 
 class MyClientSession(FrontendSession):
@@ -262,6 +263,9 @@ class MyClientSession(FrontendSession):
                     return
         except SluiceError as exc:
             self.fail(exc)
+        except Exception:  # our bug: this client gets an error, the proxy stays up
+            log.exception("internal error relaying a command of client %s", self.peer)
+            self.fail(SluiceError("internal error in the proxy"))
 
     def _command(self, packet: tuple[int, bytes]) -> bool:
         """Handle one client packet; False to stop draining (waiting, or closed)."""
@@ -271,7 +275,10 @@ class MyClientSession(FrontendSession):
             server.write(frame(payload, seq))
             self._infile = bool(payload)
             return True
-        command = payload[0] if payload else -1
+        if not payload:  # MariaDB reads it as COM_SLEEP, which no client may send
+            self.answered_locally(_UNKNOWN_COMMAND)
+            return True
+        command = payload[0]
         if command == c.COM_QUIT:
             self._close_now("client sent COM_QUIT")
             return False
@@ -283,11 +290,12 @@ class MyClientSession(FrontendSession):
                     query=bool(match.group(1)) and match.group(1).lower() == b"query",
                 )
                 return True
-        if command == c.COM_PROCESS_KILL and len(payload) >= 5:
+        if command == c.COM_PROCESS_KILL:  # (never relayed: a short one would make the
+            # server read a thread id from beyond the packet)
             self._kill(int.from_bytes(payload[1:5], "little"), query=False)
             return True
         if command in rp.NOT_RELAYED:  # replication: not through a pooling proxy
-            self.answered_locally(frame(build_err(c.ER_UNKNOWN_COM_ERROR, "Unknown command"), 1))
+            self.answered_locally(_UNKNOWN_COMMAND)
             return True
         if command == c.COM_RESET_CONNECTION:
             return self._reset_connection(server, payload)
@@ -301,12 +309,19 @@ class MyClientSession(FrontendSession):
                 value = one_value_result(name, self.last_insert_id, self.capabilities, status)
                 self.answered_locally(value)
                 return True
-        if command == c.COM_STMT_CLOSE and server is None:
-            self.statements.by_id.pop(cmd.stmt_id(payload), None)  # no reply; nothing to send
-            return True
+        if command in _STMT_COMMANDS:
+            refused = self.relay.refusal(command, payload)
+            if refused is not None:  # an unknown statement, a malformed command
+                if refused:
+                    self.answered_locally(refused)
+                return True
+            if command == c.COM_STMT_CLOSE and server is None:
+                self.statements.by_id.pop(cmd.stmt_id(payload), None)  # no reply; nothing to send
+                return True
         if server is None:
-            if command in _LOCAL or command < 0:
-                return self._answer_locally(command)
+            if command in _LOCAL:
+                self.answered_locally(self._local_ok())  # COM_PING
+                return True
             server = self._borrow(packet)
             if server is None:
                 return False
@@ -432,12 +447,6 @@ class MyClientSession(FrontendSession):
             self.proxy.app.spawn(target.cancel_running())
         else:
             target.fail(MyError(_CONNECTION_KILLED, "Connection was killed"))
-
-    def _answer_locally(self, command: int) -> bool:
-        if command == c.COM_PING:
-            self.answered_locally(self._local_ok())
-            return True
-        raise ServerError("empty command packet")
 
     def _note(self, server: MyServerConn, command: int, payload: bytes) -> bool:
         """Pins, taints and tracked settings of a command about to be sent; False if

@@ -10,6 +10,12 @@ that it means what it meant when the client prepared it. A statement whose
 text would read differently now (the client changed sql_mode or its character
 set since) cannot be prepared again as it was: the client gets the server's
 own answer to that, ER_NEED_REPREPARE.
+
+A command on a statement id the client does not have, or too short for its
+fields, is answered before any connection is borrowed, as MariaDB answers it
+(1243 unknown handler, 1835 malformed packet, 1210 for parameters that do not
+parse; nothing for SEND_LONG_DATA and CLOSE, which never get a reply), and the
+session goes on.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
+from sluice.errors import ProtocolError
 from sluice.mysql.statements import (
     ClientStmt,
     ServerStmt,
@@ -37,6 +44,13 @@ if TYPE_CHECKING:
     from sluice.mysql.server import MyServerConn
 
 _CURSOR_FLAGS = (b"", b"\x00")  # COM_STMT_EXECUTE flags that open no cursor
+# What MariaDB names each command in its ER_UNKNOWN_STMT_HANDLER text; the
+# commands missing here get no reply at all.
+_HANDLER_NAMES = {
+    c.COM_STMT_EXECUTE: "mysqld_stmt_execute",
+    c.COM_STMT_RESET: "mysqld_stmt_reset",
+    c.COM_STMT_FETCH: "mysqld_stmt_fetch",
+}
 
 
 class Reprepare:
@@ -115,6 +129,22 @@ class StatementRelay:
 
     # ---- EXECUTE, RESET, SEND_LONG_DATA, FETCH, CLOSE ----
 
+    def refusal(self, command: int, payload: bytes) -> bytes | None:
+        """The answer to a command on a statement the client does not have, or that is
+        malformed (b"": no answer, as from the server); None if it may go on."""
+        if command == c.COM_STMT_EXECUTE and len(payload) < 10:
+            return _error(c.ER_MALFORMED_PACKET, "Malformed communication packet")
+        sid = int.from_bytes(payload[1:5], "little")  # (a short one names no statement)
+        stmt = self.session.statements.by_id.get(sid) if len(payload) >= 5 else None
+        if stmt is None:
+            return _unknown_handler(command, sid)
+        if command == c.COM_STMT_EXECUTE:
+            try:
+                cmd.parse_execute(payload, stmt.num_params)
+            except ProtocolError:
+                return _error(c.ER_WRONG_ARGUMENTS, "Incorrect arguments to mysqld_stmt_execute")
+        return None
+
     def command(self, server: MyServerConn, command: int, payload: bytes) -> bool:
         """Relay a command on a statement; False if it waits for the statement's PREPARE."""
         session = self.session
@@ -124,8 +154,12 @@ class StatementRelay:
             session.statements.by_id.pop(sid, None)
             session.release_if_idle(server)  # the statement stays prepared for others
             return True
-        if stmt is None:
-            return self._unknown(server, command, sid)
+        if stmt is None:  # (`refusal` answers these before a connection is borrowed)
+            refused = _unknown_handler(command, sid)
+            if refused:
+                session.answered_locally(refused)
+            session.release_if_idle(server)
+            return True
         if command == c.COM_STMT_EXECUTE:
             if stmt.reads and not session.continues(server):
                 session.refuse_read(server, stmt.reads)
@@ -142,14 +176,6 @@ class StatementRelay:
             server.send_command(execute_for_server(payload, stmt, known))
         else:
             server.send_command(cmd.with_stmt_id(payload, known.stmt_id))
-        return True
-
-    def _unknown(self, server: MyServerConn, command: int, sid: int) -> bool:
-        """A statement id the client does not have (closed, or gone with a reset)."""
-        if command != c.COM_STMT_SEND_LONG_DATA:  # which gets no reply, as from the server
-            text = f"Unknown prepared statement handler ({sid}) given to the proxy"
-            self.session.answered_locally(frame(build_err(c.ER_UNKNOWN_STMT_HANDLER, text), 1))
-        self.session.release_if_idle(server)
         return True
 
     def _send(
@@ -206,3 +232,17 @@ class StatementRelay:
         for old in server.statements.add(key, known, limit):
             server.send_command(cmd.stmt_close(old), own=True)
         return known
+
+
+def _error(error: tuple[int, str], text: str) -> bytes:
+    return frame(build_err(error, text), 1)
+
+
+def _unknown_handler(command: int, sid: int) -> bytes:
+    """MariaDB's answer to a statement id it does not know (none to SEND_LONG_DATA, CLOSE)."""
+    name = _HANDLER_NAMES.get(command)
+    if name is None:
+        return b""
+    return _error(
+        c.ER_UNKNOWN_STMT_HANDLER, f"Unknown prepared statement handler ({sid}) given to {name}"
+    )

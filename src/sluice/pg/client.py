@@ -274,6 +274,10 @@ class ClientSession(FrontendSession):
         except SluiceError as exc:
             self.fail(exc)
             return
+        except Exception:  # our bug: this client gets an error, the proxy stays up
+            log.exception("internal error relaying a message of client %s", self.peer)
+            self.fail(SluiceError("internal error in the proxy"))
+            return
         if out and self.server is not None:
             self.server.write(b"".join(out))
             if not self._sent_at:

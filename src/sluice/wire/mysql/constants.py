@@ -191,11 +191,13 @@ ER_NOT_ALLOWED_COMMAND = (1148, "42000")  # LOAD DATA LOCAL refused
 ER_NET_PACKET_TOO_LARGE = (1153, "08S01")
 ER_NET_PACKETS_OUT_OF_ORDER = (1156, "08S01")  # a wrong sequence id during the login
 ER_NET_READ_ERROR = (1158, "08S01")
-ER_NET_READ_INTERRUPTED = (1159, "08S01")  # idle client timeout
+ER_NET_READ_INTERRUPTED = (1159, "08S01")  # idle client timeout, idle transaction timeout
+ER_WRONG_ARGUMENTS = (1210, "HY000")  # a COM_STMT_EXECUTE whose parameters do not parse
 ER_NOT_SUPPORTED_YET = (1235, "42000")  # a read of results another connection holds
 ER_UNKNOWN_STMT_HANDLER = (1243, "HY000")
 ER_NOT_SUPPORTED_AUTH_MODE = (1251, "08004")
 ER_NEED_REPREPARE = (1615, "HY000")  # a statement whose settings changed since its PREPARE
+ER_MALFORMED_PACKET = (1835, "HY000")  # a command too short for its fixed fields
 ER_QUERY_INTERRUPTED = (1317, "70100")  # a waiting request cancelled by KILL QUERY
 # A plaintext login when TLS is required. MySQL 5.7+ answers 3159/HY000; MariaDB
 # 10.11 answers 1045/28000 (Access denied). Sluice uses MySQL's number, which
