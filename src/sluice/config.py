@@ -71,6 +71,7 @@ class PoolConfig:
     max_idle_connections: Limit = Limit(50, percent=True)
     borrow_timeout: float = 120.0
     idle_client_timeout: float = 1800.0
+    idle_transaction_timeout: float = 0.0  # off: a transaction may wait for its client
     init_query: str = ""
     server_lifetime: float = 3600.0
     server_idle_timeout: float = 600.0
@@ -211,6 +212,7 @@ def _proxy(t: _Table, base: Path) -> ProxyConfig:
         max_idle_connections=pool_t.limit("max_idle_connections", Limit(50, percent=True)),
         borrow_timeout=pool_t.seconds("borrow_timeout", 120.0),
         idle_client_timeout=pool_t.seconds("idle_client_timeout", 1800.0),
+        idle_transaction_timeout=pool_t.seconds("idle_transaction_timeout", 0.0),
         init_query=pool_t.text("init_query", ""),
         server_lifetime=pool_t.seconds("server_lifetime", 3600.0),
         server_idle_timeout=pool_t.seconds("server_idle_timeout", 600.0),

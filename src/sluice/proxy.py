@@ -12,6 +12,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import logging
+import math
 import ssl
 import time
 from typing import TYPE_CHECKING, Any, Protocol
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("sluice.proxy")
 statement_log = logging.getLogger("sluice.statements")  # debug_logging's lines
 
+# What a client idle in a transaction too long is told (PostgreSQL's own words, 25P03).
+IDLE_IN_TRANSACTION = "terminating connection due to idle-in-transaction timeout"
 
 class ProxyStats:
     """Counters since start (RDS Proxy's ClientConnections* metrics, and Sluice's own)."""
@@ -62,6 +65,7 @@ class Session(Protocol):
 
     last_active: float
     connected_at: float
+    quiet_from: float
     cancel_key: tuple[int, int]
     peer: str
     address: str  # the peer's address, without the port
@@ -78,6 +82,9 @@ class Session(Protocol):
 
     @property
     def in_transaction(self) -> bool: ...
+
+    @property
+    def idle_in_transaction(self) -> bool: ...
 
     def fail_with(self, text: str, sqlstate: str) -> None: ...
 
@@ -296,6 +303,8 @@ class Proxy(abc.ABC):
             pool.pool.maintain()
         self._close_idle_clients(self.config.pool.idle_client_timeout)
         self.throttle.maintain(time.monotonic())
+        if self.config.pool.idle_transaction_timeout:
+            self._close_idle_transactions(self.config.pool.idle_transaction_timeout)
 
     def _close_idle_clients(self, timeout: float) -> None:
         now = time.monotonic()
@@ -307,6 +316,23 @@ class Proxy(abc.ABC):
                 client.fail_with("closing idle client connection (idle client timeout)", "57P05")
             elif client.logging_in and now - client.connected_at > login_timeout:
                 client.fail_with("client did not complete its login in time", "08P01")
+
+    def _close_idle_transactions(self, timeout: float) -> None:
+        """Close clients that hold a connection in a transaction and have sent nothing for
+        `timeout` since its last reply; the close rolls the transaction back. Replies are
+        not timed on the relay path: a request seen still running at one check makes the
+        wait start no earlier than the next (never early; up to two checks late)."""
+        now = time.monotonic()
+        for client in list(self.clients):
+            if not client.in_transaction:
+                continue
+            if not client.idle_in_transaction:
+                client.quiet_from = math.inf  # a request runs: the client is not the one late
+                continue
+            if client.quiet_from == math.inf:
+                client.quiet_from = now
+            if now - max(client.last_active, client.quiet_from) >= timeout:
+                client.fail_with(IDLE_IN_TRANSACTION, "25P03")
 
     @property
     def busy(self) -> int:

@@ -50,6 +50,7 @@ FULL: dict[str, Any] = {
                 "max_idle_connections": 4,
                 "borrow_timeout": 10,
                 "idle_client_timeout": 60.5,
+                "idle_transaction_timeout": 30,
                 "init_query": "SET application_name = 'sluice'",
                 "server_lifetime": 100,
                 "server_idle_timeout": 0,
@@ -109,6 +110,7 @@ def test_full_document() -> None:
         max_idle_connections=Limit(4),
         borrow_timeout=10.0,
         idle_client_timeout=60.5,
+        idle_transaction_timeout=30.0,
         init_query="SET application_name = 'sluice'",
         server_lifetime=100.0,
         server_idle_timeout=0.0,
@@ -125,6 +127,7 @@ def test_full_document() -> None:
     assert (report.server_user, report.server_password) == ("readonly", "db-pass")
     assert main.user("report") is report and main.user("x") is None
     assert (second.listen_host, second.listen_port) == ("::1", 6433)
+    assert second.pool.idle_transaction_timeout == 0.0  # off unless set
 
 
 def test_passwords_not_in_repr() -> None:

@@ -141,6 +141,9 @@ class Runtime:
                 max_idle_connections=_idle_limit(most, idle),
                 borrow_timeout=float(pool.get("ConnectionBorrowTimeout", 120)),
                 idle_client_timeout=float(doc.get("IdleClientTimeout", 1800)),
+                # RDS Proxy's idle timeout runs "after the previous request completed",
+                # whether or not a transaction is open
+                idle_transaction_timeout=float(doc.get("IdleClientTimeout", 1800)),
                 init_query=str(pool.get("InitQuery", "") or ""),
                 exclude_variable_sets="EXCLUDE_VARIABLE_SETS"
                 in pool.get("SessionPinningFilters", []),

@@ -44,6 +44,7 @@ _BY_SQLSTATE = {
     "57P05": c.ER_NET_READ_INTERRUPTED,  # idle client timeout
     "57P01": c.ER_SERVER_SHUTDOWN,  # shutdown, proxy removed
     "08P01": c.ER_HANDSHAKE_ERROR,  # login timeout
+    "25P03": c.ER_NET_READ_INTERRUPTED,  # idle transaction timeout (as MariaDB's own)
 }
 
 

@@ -398,6 +398,7 @@ def show_config(app: App) -> Result:
             (key + "pool.max_idle_connections", str(pool.max_idle_connections)),
             (key + "pool.borrow_timeout", f"{pool.borrow_timeout:g}"),
             (key + "pool.idle_client_timeout", f"{pool.idle_client_timeout:g}"),
+            (key + "pool.idle_transaction_timeout", f"{pool.idle_transaction_timeout:g}"),
             (key + "pool.init_query", "(set)" if pool.init_query else ""),
         ]
     return Result("SHOW", ("key", "value"), tuple(rows))

@@ -76,7 +76,16 @@ class FrontendSession(asyncio.Protocol):
     pool: Any
     stats: Any
 
-    __slots__ = ("_held", "_paused", "_request", "_wait_started", "server", "state", "transport")
+    __slots__ = (
+        "_held",
+        "_paused",
+        "_request",
+        "_wait_started",
+        "quiet_from",
+        "server",
+        "state",
+        "transport",
+    )
 
     def __init__(self) -> None:
         self.state = ClientState.STARTUP
@@ -86,6 +95,7 @@ class FrontendSession(asyncio.Protocol):
         self._held: Any = None  # the message that needed a connection, while waiting
         self._request: asyncio.Future[Any] | None = None
         self._wait_started = 0.0
+        self.quiet_from = 0.0  # (idle_transaction_timeout) not waiting for the client before
 
     def _set_state(self, new: ClientState) -> None:
         if new not in _TRANSITIONS[self.state]:
@@ -109,6 +119,11 @@ class FrontendSession(asyncio.Protocol):
     def in_transaction(self) -> bool:
         """Holding a connection that is inside a transaction or running a query."""
         return self.server is not None and not self.server.tracker.idle
+
+    @property
+    def idle_in_transaction(self) -> bool:
+        """Holding a connection in a transaction, with nothing of the client's running."""
+        return self.server is not None and self.server.tracker.idle_in_transaction
 
     # ---- borrowing ----
 

@@ -131,7 +131,8 @@ def test_postgres_iam_proxy_config(world: World) -> None:
     assert config.pool == PoolConfig(
         mode="transaction", max_connections=Limit(100, percent=True),
         max_idle_connections=Limit(50, percent=True), borrow_timeout=120.0,
-        idle_client_timeout=1800.0, init_query="", exclude_variable_sets=False,
+        idle_client_timeout=1800.0, idle_transaction_timeout=1800.0, init_query="",
+        exclude_variable_sets=False,
     )  # fmt: skip
 
 
@@ -223,6 +224,8 @@ def test_require_tls_and_idle_client_timeout(world: World) -> None:
     config = world.config("pg")
     assert config.require_tls is True
     assert config.pool.idle_client_timeout == 90.0
+    # RDS Proxy's idle timeout also ends a client idle inside a transaction
+    assert config.pool.idle_transaction_timeout == 90.0
 
 
 def test_debug_logging_follows_the_proxy(world: World) -> None:

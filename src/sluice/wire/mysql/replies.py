@@ -154,6 +154,11 @@ class ReplyTracker:
         return bool(self.status & _IN_TRANS)
 
     @property
+    def idle_in_transaction(self) -> bool:
+        """Nothing outstanding, yet a transaction is open: the server waits for the client."""
+        return not self._queue and bool(self.status & _IN_TRANS)
+
+    @property
     def autocommit(self) -> bool:
         return bool(self.status & c.SERVER_STATUS_AUTOCOMMIT)
 

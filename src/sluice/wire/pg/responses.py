@@ -197,6 +197,12 @@ class ResponseTracker:
         )
 
     @property
+    def idle_in_transaction(self) -> bool:
+        """Nothing outstanding, yet a transaction is open (or an extended-protocol one
+        awaits its Sync): the server waits for the client."""
+        return not self.queue and not self.idle
+
+    @property
     def settling(self) -> bool:
         """Idle but for the proxy's own queries, still running (e.g. a state check)."""
         queue = self.queue
