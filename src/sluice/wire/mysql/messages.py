@@ -90,8 +90,8 @@ def parse_ok(payload: bytes) -> OkPacket:
 
 def ok_insert_id(payload: bytes) -> int:
     """Just the last insert id of an OK packet (0: the statement made none)."""
-    if payload[1] < 0xFB and payload[2] < 0xFB:  # one-byte affected rows and insert id
-        return payload[2]
+    if len(payload) > 2 and payload[1] < 0xFB and payload[2] < 0xFB:  # one byte each
+        return payload[2]  # (a shorter packet raises ProtocolError below)
     return read_lenenc_int(payload, read_lenenc_int(payload, 1)[1])[0]
 
 

@@ -242,7 +242,7 @@ def parse_auth(body: bytes) -> tuple[int, bytes]:
 
 
 def parse_sasl_mechanisms(payload: bytes) -> list[str]:
-    return [m.decode() for m in payload.split(b"\x00") if m]
+    return [m.decode(errors="replace") for m in payload.split(b"\x00") if m]
 
 
 def parse_sasl_initial(body: bytes) -> tuple[str, bytes]:
