@@ -37,6 +37,7 @@ statement_log = logging.getLogger("sluice.statements")  # debug_logging's lines
 # What a client idle in a transaction too long is told (PostgreSQL's own words, 25P03).
 IDLE_IN_TRANSACTION = "terminating connection due to idle-in-transaction timeout"
 
+
 class ProxyStats:
     """Counters since start (RDS Proxy's ClientConnections* metrics, and Sluice's own)."""
 

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from fuzzing import chunks, examples, noise
@@ -124,6 +124,7 @@ def test_pg_startup_packet(packet: bytes) -> None:
 
 @FUZZ
 @given(body=noise([b[5:] for b in PG_CLIENT + PG_SERVER]))
+@example(body=b"\x80")  # a mechanism name not UTF-8 (UnicodeDecodeError)
 def test_pg_message_bodies(body: bytes) -> None:
     for parse in (
         m.parse_error_fields,
@@ -286,6 +287,8 @@ def test_mysql_command_fields(payload: bytes, params: int, caps: int) -> None:
 
 @FUZZ
 @given(payload=noise(MY_REPLIES))
+@example(payload=b"")  # ok_insert_id read past a short packet (IndexError)
+@example(payload=b"\x00\x01")
 def test_mysql_reply_packets(payload: bytes) -> None:
     for parse in (
         my_msg.parse_ok,
