@@ -242,7 +242,7 @@ IDLE, IN_TXN, FAILED = ord("I"), ord("T"), ord("E")
 def statements(*names: bytes) -> ClientStatements:
     stmts = ClientStatements(StatementNames(), 100, BorrowGuard(1))
     for name in names:
-        stmts.by_name[name] = (b"sluice_1", b"select 1\x00\x00\x00")
+        stmts.by_name[name] = (b"sluice_1", b"select 1\x00\x00\x00", 0)
     return stmts
 
 
@@ -303,7 +303,7 @@ def test_bind_of_an_opaque_statement_marks_its_borrow() -> None:
     stmts = ClientStatements(StatementNames(), 100, guard)
     server = ServerConn("pool", 1 << 20)
     name = b"s1"
-    stmts.by_name[name] = (b"sluice_1", b"select f($1)\x00\x00\x00")
+    stmts.by_name[name] = (b"sluice_1", b"select f($1)\x00\x00\x00", 0)
     stmts.unseen[name] = Effect(opaque=True, writes=True)
     out: list[bytes] = []
     stmts.bind(m.message(b"B", b"\x00s1\x00" + b"\x00\x00" * 3), server, out)

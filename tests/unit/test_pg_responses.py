@@ -62,7 +62,8 @@ APP_DEFAULT = m.parameter_status("application_name", "")
 RESTORED = [ROWS, ROW, SELECT_1, TZ_START, Z_I]  # the reply to a restore of TimeZone
 TZ = frozenset({b"timezone"})
 
-# a kind, (PARSE / PARSE_SKIP, server name), or (QUERY_RESTORING / SYNC_RESTORING, names)
+# a kind, (PARSE / PARSE_SKIP / CLOSE_SKIP, server name), or (QUERY_RESTORING /
+# SYNC_RESTORING, names)
 Request = int | tuple[int, bytes] | tuple[int, frozenset[bytes]]
 
 
@@ -178,10 +179,18 @@ CASES: dict[str, Case] = {
     "close fake at the head": Case([r.CLOSE_FAKE, r.SYNC], [Z_I], [CLOSE_OK, Z_I]),
     "real close": Case([r.CLOSE, r.SYNC], [CLOSE_OK, Z_I], [...]),
     "close skip: eviction swallowed": Case(
-        [r.CLOSE_SKIP, (r.PARSE_SKIP, b"sluice_9"), r.BIND, r.EXECUTE, r.SYNC],
+        [(r.CLOSE_SKIP, b"sluice_1"), (r.PARSE_SKIP, b"sluice_9"), r.BIND, r.EXECUTE, r.SYNC],
         [CLOSE_OK, PARSE_OK, BIND_OK, ROW, SELECT_1, Z_I],
         [BIND_OK, ROW, SELECT_1, Z_I],
-        prepared=[b"sluice_9"],
+        prepared=[b"sluice_1", b"sluice_9"],
+        prepared_after=[b"sluice_9"],
+    ),
+    "close skipped after an error: the statement is still there": Case(
+        [r.BIND, r.EXECUTE, (r.CLOSE_SKIP, b"sluice_1"), (r.PARSE, b"sluice_1"), r.SYNC],
+        [ERROR, Z_I],
+        [...],
+        errors=1,
+        prepared=[b"sluice_1"],
     ),
     "query skip: replayed settings swallowed": Case(
         [r.QUERY_SKIP, r.QUERY],
@@ -357,12 +366,14 @@ def _client(case: Case) -> bytes:
 def _tracker(case: Case) -> ResponseTracker:
     tracker = ResponseTracker(MAX)
     for name in case.prepared:
-        tracker.prepared[name] = None
+        tracker.prepared[name] = 0
     for req in case.requests:
         if isinstance(req, int):
             tracker.push(req)
         elif isinstance(req[1], frozenset):
             tracker.push_restoring(req[0], req[1])
+        elif req[0] == r.CLOSE_SKIP:
+            tracker.push_close(req[1])
         else:
             tracker.push_parse(req[0], req[1])
     return tracker
@@ -404,7 +415,8 @@ def _check_state(case: Case, tracker: ResponseTracker) -> None:
     assert list(tracker.prepared) == list(after)
     # bookkeeping that must follow the queue
     assert tracker.specials == sum(k in r.SPECIAL for k in tracker.queue)
-    assert len(tracker.parse_names) == sum(k in (r.PARSE, r.PARSE_SKIP) for k in tracker.queue)
+    named = (r.PARSE, r.PARSE_SKIP, r.CLOSE_SKIP)
+    assert len(tracker.parse_names) == sum(k in named for k in tracker.queue)
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -439,6 +451,22 @@ def test_message_by_message() -> None:
         out, tracker = _feed(case, case.server)
         assert out == _client(case)
         _check_state(case, tracker)
+
+
+def test_a_statement_whose_close_was_skipped_must_be_closed_before_use() -> None:
+    _, tracker = _feed(CASES["close skipped after an error: the statement is still there"], [])
+    tracker.feed(ERROR + Z_I)
+    assert tracker.prepared == {b"sluice_1": -1}  # older than any generation
+
+
+def test_stale_plan_noticed_only_for_0A000() -> None:
+    stale = m.error_response("0A000", "cached plan must not change result type")
+    for error, noticed in ((ERROR, False), (stale, True)):
+        tracker = ResponseTracker(MAX)
+        for kind in (r.BIND, r.EXECUTE, r.SYNC):
+            tracker.push(kind)
+        assert tracker.feed(error + Z_I) == error + Z_I
+        assert tracker.stale_plan is noticed
 
 
 def test_idle_only_after_the_last_byte() -> None:

@@ -353,7 +353,6 @@ NO_EFFECTS: list[str] = [
     "DELETE FROM t",
     "EXPLAIN ANALYZE UPDATE t SET a = 1",
     "with x as (delete from t returning *) select * from x",
-    "DROP TABLE t",
     "TRUNCATE t",
     "SHOW search_path",
     "FETCH 10 FROM c",
@@ -426,6 +425,26 @@ def test_opaque(sql: str) -> None:
 @pytest.mark.parametrize("sql", NO_EFFECTS)
 def test_no_effect(sql: str) -> None:
     assert classify(sql) == NO_EFFECT
+
+
+SCHEMA_CHANGES = [
+    ("DROP TABLE t", True),
+    ("alter table t alter column b set data type text", True),
+    ("ALTER TYPE typ ADD ATTRIBUTE c text", True),
+    ("CREATE TYPE typ AS (x int)", True),
+    ("select 1; do $$ begin execute 'drop table t'; end $$", True),
+    ("ALTER ROLE app SET search_path = a", False),
+    ("CREATE INDEX ON t (a)", False),
+    ("create unique index i on t (a)", False),
+    ("DROP DATABASE d", False),
+    ("select * from t", False),
+]
+
+
+@pytest.mark.parametrize(("sql", "changes"), SCHEMA_CHANGES)
+def test_schema_changes(sql: str, changes: bool) -> None:
+    """DDL, after which statements parsed before may not be what a new Parse gives."""
+    assert classify(sql).schema is changes
 
 
 MULTI: list[tuple[str, Effect]] = [

@@ -411,6 +411,9 @@ class ClientSession(FrontendSession):
         if effect.drops_statements:
             self.statements.clear()
             tracker.forget_statements()
+        if effect.schema:  # statements prepared until now may be stale; again once it ends
+            self.statements.names.schema_changed()
+            tracker.stale_plan = True
         self._note_changes(effect.changes, tracker)
         return self.settings.resets_noted
 
@@ -482,6 +485,9 @@ class ClientSession(FrontendSession):
             self._sent_at = 0.0
         if self.settings.has_pending:
             self._commit_settings(server)
+        if server.tracker.stale_plan:  # a schema change is now visible to every connection
+            server.tracker.stale_plan = False
+            self.statements.names.schema_changed()
         if self.pinned or self.proxy.config.pool.mode == "session":
             return
         if self.guard.opaque:  # (it stays set until the check has answered)

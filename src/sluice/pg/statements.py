@@ -10,10 +10,12 @@ the key because the same text means another thing under another search_path
 settings differ never share a server-side statement. On each message that
 names a statement:
 
-- Parse: remember client name -> (server name, body); if the borrowed
-  connection already has the server name, answer ParseComplete ourselves
-  (PARSE_FAKE), else send the Parse under the server name;
-- Bind / Describe: rewrite the name; if the connection lacks the statement,
+- Parse: remember client name -> (server name, body, schema generation); if
+  the borrowed connection already has the server name, prepared since the
+  last schema change, answer ParseComplete ourselves (PARSE_FAKE), else send
+  the Parse under the server name (closing a stale one first: CLOSE_SKIP);
+- Bind / Describe: rewrite the name; if the connection lacks the statement, or
+  has one prepared before the client's Parse and a schema change between,
   inject its Parse first (PARSE_SKIP, its reply swallowed);
 - Close of a statement: forget the client name and answer CloseComplete
   ourselves (CLOSE_FAKE); the connection keeps the statement for others;
@@ -23,6 +25,19 @@ names a statement:
 
 Each connection keeps at most `max_prepared` statements (LRU); the oldest is
 closed (CLOSE_SKIP) to make room.
+
+Schema changes: directly, a client's Parse plans the query against the schema
+as it is now, and a client that the server told its statement is stale (0A000
+`cached plan must not change result type`; asyncpg's InvalidCachedStatementError)
+recovers by preparing it again. A server-side statement prepared before an ALTER
+TABLE is not what a new Parse would give (Describe reports the old types, Bind
+fails with 0A000 again), so `StatementNames.generation` counts the schema changes
+seen: DDL a client sends (counted when sent and again when its transaction has
+ended, when other connections can see it) and a 0A000 from the server (DDL made
+elsewhere). A Parse only reuses a statement of the current generation. What a
+client's statement is bound to when it moves to a connection that lacks it is
+parsed again there, against the schema of the moment (directly the server would
+re-plan it, or refuse it with 0A000 if its result type changed).
 
 Settings are the other half of moving a client: see `sluice.pg.settings`.
 """
@@ -55,7 +70,8 @@ _ABORTED = m.error_response(
 
 
 class StatementNames:
-    """Server-side names for distinct statements, shared by all clients of a proxy process.
+    """Server-side names for distinct statements, shared by all clients of a proxy process,
+    and the generation of the schema (how many schema changes were seen).
 
     The registry is bounded (`max_count` statements, `max_bytes` of their text, least
     recently prepared first out), so clients preparing ever new texts cannot grow it
@@ -64,7 +80,7 @@ class StatementNames:
     its own LRU) can never run another text under it.
     """
 
-    __slots__ = ("_bytes", "_names", "_next", "max_bytes", "max_count")
+    __slots__ = ("_bytes", "_names", "_next", "generation", "max_bytes", "max_count")
 
     def __init__(self, max_count: int = 20_000, max_bytes: int = 32 << 20) -> None:
         self._names: dict[bytes, bytes] = {}
@@ -72,9 +88,14 @@ class StatementNames:
         self._bytes = 0
         self.max_count = max_count
         self.max_bytes = max_bytes
+        self.generation = 0
 
     def __len__(self) -> int:
         return len(self._names)
+
+    def schema_changed(self) -> None:
+        """Statements prepared until now may be stale: a Parse must reach the server."""
+        self.generation += 1
 
     def name_for(self, body: bytes) -> bytes:
         names = self._names
@@ -98,7 +119,8 @@ class ClientStatements:
     def __init__(self, names: StatementNames, max_prepared: int, guard: BorrowGuard) -> None:
         self.names = names
         self.max_prepared = max_prepared
-        self.by_name: dict[bytes, tuple[bytes, bytes]] = {}
+        # client name -> (server name, body, schema generation when the client parsed it)
+        self.by_name: dict[bytes, tuple[bytes, bytes, int]] = {}
         # statements whose execution is opaque or may write: each Bind tells the guard
         self.unseen: dict[bytes, Effect] = {}
         self.guard = guard
@@ -125,16 +147,22 @@ class ClientStatements:
             out.append(msg)
             return
         server_name = self.names.name_for(rest + b"\x00" + statement_context(client.settings))
-        self.by_name[name] = (server_name, rest)
+        generation = self.names.generation
+        self.by_name[name] = (server_name, rest, generation)
         if effect.opaque or effect.writes:
             self.unseen[name] = effect
         elif self.unseen:
             self.unseen.pop(name, None)
-        if server_name in tracker.prepared:
-            _touch(tracker.prepared, server_name)
+        prepared = tracker.prepared
+        made = prepared.get(server_name)
+        if made is not None and (made >= generation or tracker.awaiting_sync):
+            _touch(prepared, server_name)  # (a Parse after an error is discarded anyway)
             tracker.push(r.PARSE_FAKE)
             _answer_now(tracker, client)
         else:
+            if made is not None:  # prepared before a schema change
+                out.append(m.close_statement(server_name))
+                tracker.push_close(server_name)
             self._prepare(server, server_name, rest, out, r.PARSE)
 
     def answer_deallocate(
@@ -210,13 +238,19 @@ class ClientStatements:
         server.tracker.push(r.CLOSE)
         out.append(msg)
 
-    def _ensure(self, server: ServerConn, entry: tuple[bytes, bytes], out: list[bytes]) -> None:
-        server_name, rest = entry
-        prepared = server.tracker.prepared
-        if server_name in prepared:
-            _touch(prepared, server_name)
-        else:
-            self._prepare(server, server_name, rest, out, r.PARSE_SKIP)
+    def _ensure(
+        self, server: ServerConn, entry: tuple[bytes, bytes, int], out: list[bytes]
+    ) -> None:
+        server_name, rest, generation = entry
+        tracker = server.tracker
+        made = tracker.prepared.get(server_name)
+        if made is not None and (made >= generation or tracker.awaiting_sync):
+            _touch(tracker.prepared, server_name)
+            return
+        if made is not None:  # older than the client's own Parse, a schema change between
+            out.append(m.close_statement(server_name))
+            tracker.push_close(server_name)
+        self._prepare(server, server_name, rest, out, r.PARSE_SKIP)
 
     def _prepare(
         self, server: ServerConn, server_name: bytes, rest: bytes, out: list[bytes], kind: int
@@ -225,10 +259,9 @@ class ClientStatements:
         # (no eviction while the server skips to a Sync: it would discard the Close)
         if len(tracker.prepared) >= self.max_prepared and not tracker.awaiting_sync:
             oldest = next(iter(tracker.prepared))
-            del tracker.prepared[oldest]
             out.append(m.close_statement(oldest))
-            tracker.push(r.CLOSE_SKIP)
-        tracker.prepared[server_name] = None
+            tracker.push_close(oldest)
+        tracker.prepared[server_name] = self.names.generation
         tracker.push_parse(kind, server_name)
         out.append(m.parse(server_name, rest))
 
@@ -242,9 +275,8 @@ def statement_context(settings: SessionSettings) -> bytes:
     return b"\x00".join(parts)
 
 
-def _touch(prepared: dict[bytes, None], name: bytes) -> None:
-    del prepared[name]
-    prepared[name] = None
+def _touch(prepared: dict[bytes, int], name: bytes) -> None:
+    prepared[name] = prepared.pop(name)
 
 
 def _answer_now(tracker: r.ResponseTracker, client: ClientSession) -> None:

@@ -23,7 +23,10 @@ proxy:
   client session must not go on as if the connection had its settings;
 - read the rows of the proxy's own state check (QUERY_CHECK, `check_rows`);
 - remember that a FATAL error reached the client (`fatal`): the server closes
-  the connection next, and the client already has its one reply.
+  the connection next, and the client already has its one reply;
+- notice the server refusing a statement planned before a schema change
+  (0A000, `cached plan must not change result type`: `stale_plan`), so the
+  proxy stops answering Parse with statements prepared before it.
 
 Extended-protocol requests run inside an implicit transaction that only a Sync
 (or a simple Query) ends, so the connection is not idle while any of them were
@@ -103,6 +106,7 @@ _IDLE = ord("I")
 _EVENTS = frozenset(b"ZECIs")
 _PASS_ALONG = frozenset((QUERY, EXECUTE))
 _ENDS_SESSION = frozenset(("FATAL", "PANIC"))  # error severities after which the server closes
+_STALE_PLAN = "0A000"  # cached plan must not change result type (and other refusals)
 
 
 class ResponseTracker:
@@ -127,6 +131,7 @@ class ResponseTracker:
         "replay_error",
         "rolled_back",
         "specials",
+        "stale_plan",
         "status",
         "swallowed_errors",
         "unsynced",
@@ -134,8 +139,11 @@ class ResponseTracker:
 
     def __init__(self, max_size: int) -> None:
         self.queue: deque[int] = deque()
-        self.parse_names: deque[bytes] = deque()  # server names of PARSE/PARSE_SKIP, in order
-        self.prepared: dict[bytes, None] = {}  # statements this connection has (LRU order)
+        # server names of PARSE, PARSE_SKIP and CLOSE_SKIP requests, in order
+        self.parse_names: deque[bytes] = deque()
+        # statements this connection has (LRU order) -> the schema generation they were
+        # prepared in (`sluice.pg.statements.StatementNames.generation`)
+        self.prepared: dict[bytes, int] = {}
         self.specials = 0
         self.status = ord("I")
         self.errors = 0  # ErrorResponses forwarded since the counter was last reset
@@ -154,6 +162,7 @@ class ResponseTracker:
         self.check_failed = False  # a QUERY_CHECK got an ErrorResponse
         self.check_prepared = False  # the quick state check's statements are prepared
         self.fatal = False  # a FATAL or PANIC ErrorResponse went to the client
+        self.stale_plan = False  # the server refused a plan made before a schema change
 
     def forget_statements(self) -> None:
         """The server dropped every prepared statement (DISCARD ALL, DEALLOCATE ALL)."""
@@ -178,6 +187,12 @@ class ResponseTracker:
             return
         self.push(kind)
         self.parse_names.append(server_name)
+
+    def push_close(self, server_name: bytes) -> None:
+        """An injected Close of `server_name` (CLOSE_SKIP); never while `awaiting_sync`."""
+        self.push(CLOSE_SKIP)
+        self.parse_names.append(server_name)
+        del self.prepared[server_name]
 
     def push_restoring(self, kind: int, names: frozenset[bytes]) -> None:
         """A client's Query or Sync (QUERY_RESTORING, SYNC_RESTORING) and the RESTORE
@@ -225,7 +240,7 @@ class ResponseTracker:
         kind = self.queue.popleft()
         if kind in SPECIAL:
             self.specials -= 1
-        if kind == PARSE or kind == PARSE_SKIP:
+        if kind == PARSE or kind == PARSE_SKIP or kind == CLOSE_SKIP:
             self.parse_names.popleft()
         return kind
 
@@ -297,7 +312,7 @@ class ResponseTracker:
         queue = self.queue
         if not queue:  # unsolicited (a FATAL before the server closes, a notice)
             if kind == _M_ERROR:
-                self._note_fatal(data, pos)
+                self._note_error(data, pos)
             return True
         head = queue[0]
         if kind in _ASYNC:
@@ -370,15 +385,20 @@ class ResponseTracker:
         if head in _QUIET:
             return self._quiet_error(head, data, pos)
         self.errors += 1
-        self._note_fatal(data, pos)
+        self._note_error(data, pos)
         if head in _TO_CLIENT_ON_ERROR:
             self._request_failed = self._request_failed or head in _RESTORING
             return True
         queue = self.queue
+        kept: set[bytes] = set()
         while queue and queue[0] not in _SYNCS:
             kind = queue[0]
             if kind == PARSE or kind == PARSE_SKIP:
-                self.prepared.pop(self.parse_names[0], None)  # the server never made it
+                if self.parse_names[0] not in kept:
+                    self.prepared.pop(self.parse_names[0], None)  # the server never made it
+            elif kind == CLOSE_SKIP:  # the server skipped it: the statement is still there
+                kept.add(self.parse_names[0])
+                self.prepared[self.parse_names[0]] = -1  # to be closed before any use
             self._pop()
         if not queue:
             self.awaiting_sync = True  # the client has not sent the Sync yet
@@ -386,14 +406,17 @@ class ResponseTracker:
             self._request_failed = True
         return True
 
-    def _note_fatal(self, data: bytes, pos: int) -> None:
-        """Note an ErrorResponse for the client that ends the session (the server closes)."""
+    def _note_error(self, data: bytes, pos: int) -> None:
+        """Note an ErrorResponse for the client that ends the session (the server closes),
+        or that refuses a statement planned before a schema change."""
         try:
             fields = parse_error_fields(data[pos + 5 : pos + 1 + _unpack_len(data, pos + 1)[0]])
         except ProtocolError:
             return  # relayed as it came; the client makes of it what it can
         if (fields.get("V") or fields.get("S")) in _ENDS_SESSION:
             self.fatal = True
+        elif fields.get("C") == _STALE_PLAN:
+            self.stale_plan = True
 
     def _quiet_error(self, head: int, data: bytes, pos: int) -> bool:
         """An error in a reply the proxy swallows; a failed replay must be noticed."""

@@ -16,7 +16,8 @@ does not know, a call of a function that is not a known built-in: see
 `sluice.wire.pg.calls`), and the proxy then checks the session once the
 transaction ends. `writes` marks statements that may advance a sequence (a call
 of nextval, a column default), after which lastval()/currval() answers belong
-to that connection's last borrower.
+to that connection's last borrower. `schema` marks DDL (and DO blocks), after
+which statements the server parsed before may not be what a new Parse gives.
 
 Settings are reported as an ordered list of `Change`s (SET, RESET, RESET ALL,
 and the savepoint commands that can undo them), each SET carrying the client's
@@ -108,6 +109,16 @@ _KNOWN = frozenset(
     reset discard deallocate prepare execute listen load
     """.split()  # noqa: SIM905 (a table of words reads best as text)
 )
+# Statements that change the schema (DO: most often a migration's DDL). A statement the
+# server parsed before one of them may no longer be what a new Parse would give.
+_SCHEMA = frozenset(("create", "alter", "drop", "do", "import"))
+# What such a statement may name without changing any table, type or function.
+_NOT_SCHEMA = frozenset(
+    """
+    role user group database system tablespace subscription publication default index
+    unique event
+    """.split()  # noqa: SIM905 (a table of words reads best as text)
+)
 # Statements that may call nextval() without naming it, through column defaults
 # (INSERT, MERGE, COPY FROM, SET col = DEFAULT). Triggers are not seen (documented).
 _DEFAULTS = frozenset(("insert", "merge", "copy"))
@@ -182,6 +193,7 @@ class Effect:
     writes: bool = False  # may advance a sequence (what lastval()/currval() answer)
     # The whole text is one DEALLOCATE: the statement's name ("" for ALL), else None.
     deallocate: str | None = None
+    schema: bool = False  # may change what statements parsed before it mean (DDL)
 
 
 NO_EFFECT = Effect()
@@ -230,7 +242,7 @@ def classify(sql: str) -> Effect:
 def _classify_slow(sql: str) -> Effect:
     pin = custom = ""
     changes: list[Change] = []
-    drops = opaque = writes = False
+    drops = opaque = writes = schema = False
     statements = split_statements(sql)
     for stmt in statements:
         raw = _WORD.findall(stmt, 0, 400)[:12]
@@ -252,6 +264,7 @@ def _classify_slow(sql: str) -> Effect:
         reason, change = _statement(words, stmt)
         seen = _unseen(words, stmt)
         pin = pin or reason or seen.pin
+        schema = schema or _changes_schema(words)
         opaque = opaque or seen.opaque
         writes = writes or seen.writes
         if change == "drop":
@@ -263,9 +276,9 @@ def _classify_slow(sql: str) -> Effect:
             changes.append(change)
     if not any(change.kind < ChangeKind.SAVEPOINT for change in changes):
         changes = []  # savepoints matter only to settings (`savepoint_changes` otherwise)
-    if not (pin or changes or drops or custom or opaque or writes):
+    if not (pin or changes or drops or custom or opaque or writes or schema):
         return NO_EFFECT
-    return Effect(pin, tuple(changes), drops, custom, opaque, writes)
+    return Effect(pin, tuple(changes), drops, custom, opaque, writes, schema=schema)
 
 
 _classify_cached = lru_cache(maxsize=4096)(_classify_slow)
@@ -287,6 +300,11 @@ def _unseen(words: list[str], stmt: str) -> Calls:
     if not (found.pin or opaque or writes):
         return NO_CALLS
     return Calls(found.pin, opaque, writes)
+
+
+def _changes_schema(words: list[str]) -> bool:
+    """DDL after which a statement parsed before may differ from one parsed now."""
+    return words[0] in _SCHEMA and len(words) > 1 and words[1] not in _NOT_SCHEMA
 
 
 def _code(stmt: str) -> str:
