@@ -100,13 +100,12 @@ class App:
 
     # ---- cancel keys ----
 
-    def register_cancel(self, client: Cancellable) -> tuple[int, int]:
+    def register_cancel(self, client: Cancellable, pid: int = 0) -> tuple[int, int]:
         """A proxy-issued (id, secret) for a client: PostgreSQL's BackendKeyData, MySQL's
-        connection id (the secret unused there: KILL comes over an authenticated session)."""
-        while True:
+        connection id (the secret unused there: KILL comes over an authenticated session).
+        `pid`: the id to give if it is free (a session-mode client's server pid)."""
+        while pid <= 0 or pid in self._cancel_keys:
             pid = secrets.randbelow(2**31 - 1) + 1
-            if pid not in self._cancel_keys:
-                break
         self._cancel_keys[pid] = client
         return pid, secrets.randbelow(2**32)
 

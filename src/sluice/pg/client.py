@@ -118,9 +118,11 @@ class ClientSession(FrontendSession):
         self.admin_session = False  # logged in to the admin console, never relayed
         self.settings = SessionSettings()
         self.guard = BorrowGuard(next(_serials))
-        self.statements = ClientStatements(
-            proxy.app.statement_names, proxy.config.pool.max_prepared_statements, self.guard
-        )
+        pool = proxy.config.pool
+        # a session-mode client keeps its connection: its statement names pass through
+        # unchanged, as directly (SQL EXECUTE can name them)
+        max_prepared = 0 if pool.mode == "session" else pool.max_prepared_statements
+        self.statements = ClientStatements(proxy.app.statement_names, max_prepared, self.guard)
         self.cancel_key = (0, 0)
         self.connected_at = time.monotonic()
         self.last_active = self.connected_at
@@ -313,6 +315,32 @@ class ClientSession(FrontendSession):
         self._attach(server, out)
         return _ATTACHED
 
+    async def borrow_for_session(self) -> ServerConn:
+        """Session mode: the connection the client keeps, borrowed at login (so that the
+        greeting names its backend pid, as the server's own greeting would)."""
+        assert self.pool is not None
+        pool = self.pool.pool
+        started = time.monotonic()
+        server = pool.try_acquire()
+        if server is None:
+            request = pool.request()
+            try:
+                server = await request
+            except asyncio.CancelledError:  # the client left
+                if request.done() and not request.cancelled() and request.exception() is None:
+                    pool.release(request.result())  # handed over just as it left
+                raise
+        self.stats.borrow_latency.observe(time.monotonic() - started)
+        return server
+
+    def attach_session(self, server: ServerConn) -> None:
+        """Attach the connection `borrow_for_session` gave (nothing awaited in between)."""
+        if self.closed:
+            assert self.pool is not None
+            self.pool.pool.release(server)
+            return
+        self._on_borrowed(server)
+
     def _on_borrowed(self, server: ServerConn) -> None:
         out: list[bytes] = []
         self._attach(server, out)
@@ -426,7 +454,8 @@ class ClientSession(FrontendSession):
     def _answered(self, msg: bytes, tracker: r.ResponseTracker | None) -> bool:
         """Answer a Query that is one DEALLOCATE of the client's own statements (the
         server knows them by other names); True if the proxy did."""
-        reply = self.statements.answer_deallocate(msg, tracker, bool(self.pinned))
+        own = bool(self.pinned) or self.statements.max_prepared == 0  # names the server's
+        reply = self.statements.answer_deallocate(msg, tracker, own)
         if reply is None:
             return False
         self.stats.queries += 1

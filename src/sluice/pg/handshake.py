@@ -15,7 +15,10 @@
    refuses ends the login with the server's error, as a direct login would.
 5. Greeting: the pool's server parameters, with the client's own startup
    settings over them as the server shows them, a proxy-issued
-   BackendKeyData, ReadyForQuery.
+   BackendKeyData, ReadyForQuery. In session mode the client's connection is
+   borrowed first and the BackendKeyData carries its server's pid (what
+   pg_backend_pid() and NOTIFY report), with a secret of Sluice's own: a
+   cancel still goes through Sluice.
 """
 
 from __future__ import annotations
@@ -114,8 +117,11 @@ async def _greet(client: ClientSession, params: dict[str, str], user: str) -> No
         client.settings.set_startup(name, value, key is not None and defaults[key] == value)
     out = [m.auth_request(m.AUTH_OK)]
     out += [m.parameter_status(k, v) for k, v in reported.items()]
-    client.cancel_key = proxy.app.register_cancel(client)
+    server = await client.borrow_for_session() if proxy.config.pool.mode == "session" else None
+    client.cancel_key = proxy.app.register_cancel(client, server.pid if server else 0)
     out.append(m.backend_key_data(*client.cancel_key))
     out.append(m.READY_IDLE)
     client.transport_write(b"".join(out))
+    if server is not None:
+        client.attach_session(server)
     proxy.stats.setup_succeeded += 1
