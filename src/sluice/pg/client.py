@@ -494,7 +494,11 @@ class ClientSession(FrontendSession):
         if self.state is ClientState.CHECKING:
             return  # nothing of the client's runs: the proxy's own check does
         if server is not None:
-            await self.proxy.send_cancel(server.backend_pid, server.backend_secret)
+
+            def running() -> bool:  # the statement may finish while Sluice connects
+                return self.server is server and bool(server.tracker.queue)
+
+            await self.proxy.send_cancel(server.backend_pid, server.backend_secret, running)
         elif self.waiting:
             self.fail(QueryCanceled("canceling statement due to user request"), fatal=False)
 

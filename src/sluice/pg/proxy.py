@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from sluice.pg.client import ClientSession
@@ -54,16 +55,31 @@ class PgProxy(Proxy):
             name_end = msg.find(b"\0", 5)
             self.log_statement(client, msg[name_end + 1 : msg.find(b"\0", name_end + 1)])
 
-    async def send_cancel(self, pid: int, secret: int) -> None:
-        """Ask the target to cancel the query of backend `pid` (a fresh connection, as libpq)."""
+    async def send_cancel(
+        self, pid: int, secret: int, wanted: Callable[[], bool] | None = None
+    ) -> None:
+        """Ask the target to cancel the query of backend `pid` (a fresh connection, as libpq).
+
+        Returns once the server has closed that connection: it has then signalled the
+        backend (PostgreSQL signals it twice, the process and its group), so a client that
+        waits for its own cancel connection to close, as libpq and asyncpg do, never has
+        its next statement hit by the signal. `wanted`, asked once connected, right before
+        the request is written: whether the statement to cancel is still running.
+        """
         target = self.config.target
+        writer: asyncio.StreamWriter | None = None
         try:
             async with asyncio.timeout(target.connect_timeout):
-                _, writer = await asyncio.open_connection(target.host, target.port)
+                reader, writer = await asyncio.open_connection(target.host, target.port)
+                if wanted is not None and not wanted():
+                    return  # it finished: the server would ignore the cancel of an idle backend
                 writer.write(m.cancel_request(pid, secret))
                 await writer.drain()
-                writer.close()
+                await reader.read()  # until the server closes: the backend was signalled
         except (OSError, TimeoutError) as exc:
             log.warning(
                 "proxy %s: cancel request to the database failed: %s", self.config.name, exc
             )
+        finally:
+            if writer is not None:
+                writer.close()
