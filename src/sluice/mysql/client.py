@@ -33,7 +33,7 @@ import ssl
 import time
 from typing import TYPE_CHECKING, cast
 
-from sluice.errors import QueryCanceled, ServerError, SluiceError
+from sluice.errors import ProtocolError, QueryCanceled, ServerError, SluiceError
 from sluice.mysql.answers import last_insert_id_query, one_value_result
 from sluice.mysql.errors import MyError, err_packet
 from sluice.mysql.prepared import StatementRelay
@@ -46,6 +46,7 @@ from sluice.tls import TLSBuffer
 from sluice.wire.mysql import commands as cmd
 from sluice.wire.mysql import constants as c
 from sluice.wire.mysql import replies as rp
+from sluice.wire.mysql.compress import CompressedStream
 from sluice.wire.mysql.messages import OkPacket, build_err, build_ok, ok_insert_id
 from sluice.wire.mysql.packets import PacketReader, frame
 from sluice.wire.mysql.sql import NO_EFFECT, Effect, classify_bytes
@@ -122,6 +123,7 @@ class MyClientSession(FrontendSession):
         self._learning = False  # our SELECT LAST_INSERT_ID() runs before the release
         self.last_server: MyServerConn | None = None  # where its previous command ran
         self._tls_buf: TLSBuffer | None = None  # TLS done here, not by the event loop
+        self._zip: CompressedStream | None = None  # CLIENT_COMPRESS, from the login's end
 
     # ---- what the proxy asks of a session ----
 
@@ -152,6 +154,10 @@ class MyClientSession(FrontendSession):
             data = self._decrypt(data)
             if not data:
                 return
+        if self._zip is not None:
+            data = self._unzip(data)
+            if not data:
+                return
         self.reader.feed(data)
         state = self.state
         if state is ClientState.READY:
@@ -173,9 +179,24 @@ class MyClientSession(FrontendSession):
 
     def write(self, data: bytes) -> None:
         assert self.transport is not None
+        if self._zip is not None:
+            data = self._zip.wrap(data)
         if self._tls_buf is not None:
             data = self._tls_buf.encrypt(data)
         self.transport.write(data)
+
+    def start_compression(self) -> None:
+        """The login's final OK went out: from now on both ways are compressed packets."""
+        if self._zip is None:
+            self._zip = CompressedStream()
+
+    def _unzip(self, data: bytes) -> bytes:
+        assert self._zip is not None
+        try:
+            return self._zip.unwrap(data)
+        except ProtocolError as exc:
+            self.fail(exc)
+            return b""
 
     def _decrypt(self, data: bytes) -> bytes:
         tls = self._tls_buf

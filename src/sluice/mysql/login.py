@@ -2,7 +2,10 @@
 
 1. Greeting: HandshakeV10 with a fresh scramble, a proxy-issued connection id
    (what `KILL QUERY <id>` names), the target's version with "-sluice" added,
-   and the capabilities Sluice relays (CLIENT_SSL when the listener has TLS).
+   and the capabilities Sluice relays (CLIENT_SSL when the listener has TLS),
+   and CLIENT_COMPRESS: a client that asks for it gets compressed packets
+   once the login's final OK has gone out (`sluice.wire.mysql.compress`;
+   Sluice's connections to the server stay uncompressed).
    It names the proxy's plugin, except mysql_clear_password: the greeting goes
    out before the client says whether it will use TLS, and a client told to
    use that plugin sends its password in the clear with its very first answer.
@@ -152,6 +155,8 @@ async def _finish(client: MyClientSession, database: str) -> None:
     for payload in client._login_accept:
         client.write(frame(payload, client._login_seq))
         client._login_seq += 1
+    if client.capabilities & c.CLIENT_COMPRESS:
+        client.start_compression()  # (after COM_CHANGE_USER it simply goes on)
     proxy.stats.setup_succeeded += 1
 
 

@@ -16,8 +16,9 @@ from sluice.wire.mysql.packets import PacketReader
 
 log = logging.getLogger("sluice.proxy")
 
-# What Sluice offers clients (CLIENT_SSL added when the listener has TLS).
-OFFERED = (c.SUPPORTED_CAPABILITIES | c.CLIENT_LOCAL_FILES) & ~c.CLIENT_SSL
+# What Sluice offers clients (CLIENT_SSL added when the listener has TLS); compression is
+# Sluice's own, with the client (never asked of the server).
+OFFERED = (c.SUPPORTED_CAPABILITIES | c.CLIENT_LOCAL_FILES | c.CLIENT_COMPRESS) & ~c.CLIENT_SSL
 _SQL_COMMANDS = frozenset({c.COM_QUERY, c.COM_STMT_PREPARE})
 
 
