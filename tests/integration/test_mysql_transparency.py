@@ -13,6 +13,8 @@ another client's value.
 from __future__ import annotations
 
 import itertools
+import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -119,6 +121,36 @@ def test_status_flags_are_the_clients_session(
 
     results = [scenario(kwargs, tag) for tag, kwargs in enumerate(both(mariadb, targets))]
     assert results == [(0, 1), (0, 1)]
+
+
+@pytest.mark.parametrize("busy", [True, False], ids=["mid-query", "idle"])
+def test_killed_connection_is_lost_as_directly(
+    mariadb: MariaDbCluster, targets: Callable[..., Kwargs], busy: bool
+) -> None:
+    """KILL CONNECTION: the server closes the victim's connection without a word, so the
+    victim reads a lost connection (2013) during its query, and at its next one
+    mysql-connector finds the connection gone."""
+
+    def scenario(kwargs: Kwargs) -> Any:
+        victim, killer = connector_conn(kwargs), connector_conn(kwargs)
+        seen: list[Any] = []
+
+        def run() -> None:
+            if not busy:
+                time.sleep(1.0)
+            seen.append(outcome(victim, "select sleep(5)" if busy else "select 1"))
+
+        worker = threading.Thread(target=run)
+        worker.start()
+        time.sleep(0.5)
+        rows(killer, f"kill {victim.connection_id}")
+        worker.join(10)
+        killer.close()
+        return seen
+
+    want, got = (scenario(kwargs) for kwargs in both(mariadb, targets))
+    assert got == want
+    assert want == [("error", 2013 if busy else -1)]  # -1: "MySQL Connection not available"
 
 
 # ------------------------------------------------------------ 2. prepared statements

@@ -72,7 +72,6 @@ _OWN, _INFILE, _OK, _DONE, _ERROR = rp.OWN, rp.INFILE, rp.OK, rp.DONE, rp.ERROR
 _SESSION = c.SESSION_STATUS
 _REPORTED = c.SESSION_STATUS | c.TRANSACTION_STATUS
 _LEARN_INSERT_ID = cmd.query("SELECT LAST_INSERT_ID()")
-_CONNECTION_KILLED = (1927, "70100")  # ER_CONNECTION_KILLED
 _KILL = re.compile(rb"\s*kill\s+(?:(query|connection)\s+)?(\d+)\s*;?\s*$", re.IGNORECASE)
 _PINS = {c.COM_SET_OPTION: "COM_SET_OPTION"}
 _UNKNOWN_COMMAND = frame(build_err(c.ER_UNKNOWN_COM_ERROR, "Unknown command"), 1)
@@ -466,8 +465,8 @@ class MyClientSession(FrontendSession):
         self.answered_locally(self._local_ok())
         if query:
             self.proxy.app.spawn(target.cancel_running())
-        else:
-            target.fail(MyError(_CONNECTION_KILLED, "Connection was killed"))
+        else:  # as the server ends a killed connection: no word, the client reads 2013
+            target._close_now(f"killed by KILL CONNECTION from {self.peer}")
 
     def _note(self, server: MyServerConn, command: int, payload: bytes) -> bool:
         """Pins, taints and tracked settings of a command about to be sent; False if
