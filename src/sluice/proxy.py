@@ -72,6 +72,7 @@ class Session(Protocol):
     address: str  # the peer's address, without the port
     user: str
     counted_login: bool  # holds a place among the proxy's logins
+    wait_timeout: float  # the session's own idle limit (MySQL's wait_timeout), 0 if none
 
     async def cancel_running(self) -> None: ...
 
@@ -88,6 +89,8 @@ class Session(Protocol):
     def idle_in_transaction(self) -> bool: ...
 
     def fail_with(self, text: str, sqlstate: str) -> None: ...
+
+    def fail_quietly(self, reason: str) -> None: ...
 
 
 class EnginePool(Protocol):
@@ -315,6 +318,13 @@ class Proxy(abc.ABC):
         for client in list(self.clients):
             if timeout and client.idle and now - client.last_active > timeout:
                 client.fail_with("closing idle client connection (idle client timeout)", "57P05")
+            elif (
+                client.wait_timeout
+                and client.idle
+                and now - client.last_active > client.wait_timeout
+            ):
+                # it holds no connection the server could time out: as the server would
+                client.fail_quietly("the session's wait_timeout passed")
             elif client.logging_in and now - client.connected_at > login_timeout:
                 client.fail_with("client did not complete its login in time", "08P01")
 

@@ -153,6 +153,25 @@ def test_killed_connection_is_lost_as_directly(
     assert want == [("error", 2013 if busy else -1)]  # -1: "MySQL Connection not available"
 
 
+def test_wait_timeout_ends_an_idle_session(
+    mariadb: MariaDbCluster, targets: Callable[..., Kwargs]
+) -> None:
+    """A session's own wait_timeout ends it once idle that long, though through Sluice
+    it holds no server connection that the server could time out."""
+
+    def scenario(kwargs: Kwargs) -> list[Any]:
+        conn = connector_conn(kwargs, autocommit=True)
+        seen = [outcome(conn, "set session wait_timeout = 1"), outcome(conn, "select 1")]
+        time.sleep(2.5)
+        seen.append(outcome(conn, "select 2"))
+        conn.close()
+        return seen
+
+    want, got = (scenario(kwargs) for kwargs in both(mariadb, targets))
+    assert got == want
+    assert want[-1][0] == "error"
+
+
 # ------------------------------------------------------------ 2. prepared statements
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 
+from sluice.mysql.client import wait_seconds
 from sluice.wire.mysql import sql as mysql_sql
 from sluice.wire.mysql.sql import (
     ALIASES,
@@ -652,3 +653,21 @@ def test_byte_precheck_agrees_with_full_classification(sql: str) -> None:
 def test_parsed_texts_without_effect_return_the_shared_object(sql: str) -> None:
     assert classify(sql) is NO_EFFECT
     assert classify_bytes(sql.encode()) is NO_EFFECT
+
+
+@pytest.mark.parametrize(
+    ("sql", "seconds"),
+    [
+        ("SET SESSION wait_timeout = 1", 1.0),
+        ("set @@session.wait_timeout=600", 600.0),
+        ("SET wait_timeout = '30'", 30.0),
+        ("SET SESSION wait_timeout = DEFAULT", 0.0),
+        ("SET SESSION wait_timeout = 2 * 60", 0.0),
+    ],
+)
+def test_wait_timeout_seconds(sql: str, seconds: float) -> None:
+    """The idle limit a session sets for itself, which Sluice applies while it holds no
+    connection (0: none of its own)."""
+    (key, stmt), *_ = classify(sql).sets
+    assert key == "wait_timeout"
+    assert wait_seconds(stmt) == seconds

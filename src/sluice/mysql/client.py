@@ -75,6 +75,14 @@ _LEARN_INSERT_ID = cmd.query("SELECT LAST_INSERT_ID()")
 _KILL = re.compile(rb"\s*kill\s+(?:(query|connection)\s+)?(\d+)\s*;?\s*$", re.IGNORECASE)
 _PINS = {c.COM_SET_OPTION: "COM_SET_OPTION"}
 _UNKNOWN_COMMAND = frame(build_err(c.ER_UNKNOWN_COM_ERROR, "Unknown command"), 1)
+_SECONDS = re.compile(r"=\s*'?(\d+)'?\s*$")
+
+
+def wait_seconds(stmt: str) -> float:
+    """The seconds a tracked `SET SESSION wait_timeout = ...` sets; 0 when not a plain
+    number (DEFAULT: the server's, which the proxy's own idle_client_timeout stands for)."""
+    found = _SECONDS.search(stmt)
+    return float(found.group(1)) if found else 0.0
 
 
 class MyClientSession(FrontendSession):
@@ -123,6 +131,7 @@ class MyClientSession(FrontendSession):
         self.last_server: MyServerConn | None = None  # where its previous command ran
         self._tls_buf: TLSBuffer | None = None  # TLS done here, not by the event loop
         self._zip: CompressedStream | None = None  # CLIENT_COMPRESS, from the login's end
+        self.wait_timeout = 0.0  # a SET wait_timeout of its session (the proxy applies it)
 
     # ---- what the proxy asks of a session ----
 
@@ -437,6 +446,7 @@ class MyClientSession(FrontendSession):
     def forget_session(self) -> None:
         """The session starts afresh (a reset, another user): nothing tracked is left."""
         self.settings.clear()
+        self.wait_timeout = 0.0
         self.statements.clear()
         self.pending.clear()
         self.pending_schema = None
@@ -579,6 +589,8 @@ class MyClientSession(FrontendSession):
             server.dirty = True  # what the server applied before the error is unknown
         elif not error:
             for name, stmt in self.pending:  # a re-set variable moves last: replay order
+                if name == "wait_timeout":
+                    self.wait_timeout = wait_seconds(stmt)
                 self.settings.pop(name, None)
                 self.settings[name] = stmt
                 server.settings.pop(name, None)
@@ -596,6 +608,8 @@ class MyClientSession(FrontendSession):
             return
         self.server = None
         self.status = server.tracker.status & _SESSION
+        if self.wait_timeout:  # idle from now on, as the server would count it
+            self.last_active = time.monotonic()
         if self.taint:
             self._leave(server)
         self.resume_reading()  # in case the server's full buffer had paused us
@@ -661,6 +675,10 @@ class MyClientSession(FrontendSession):
             self._set_state(ClientState.READY)
             self.resume_reading()
             self._drain()
+
+    def fail_quietly(self, reason: str) -> None:
+        """End the session without a word, as the server closes a connection it times out."""
+        self._close_now(reason)
 
     def fail_with(self, text: str, sqlstate: str) -> None:
         from sluice.mysql.errors import error_for_sqlstate

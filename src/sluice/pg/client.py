@@ -76,6 +76,7 @@ class ClientSession(FrontendSession):
     """A client connection: handshake coroutine, then an event-driven relay."""
 
     server: ServerConn | None
+    wait_timeout = 0.0  # (MySQL's; the server has no idle limit that a pooled client escapes)
 
     __slots__ = (
         "_handshake",
