@@ -196,3 +196,29 @@ def test_new_parse_after_schema_change(
     asyncio.run(_run(scenario, port, ddl_on(port)))
     got = asyncio.run(_run(scenario, port, ddl_on(pg.port if ddl == "ddl-direct" else port)))
     assert got == want
+
+
+@pytest.mark.parametrize("mode", ["transaction", "session"])
+def test_drop_database_its_clients_left(
+    start_sluice: StartSluice, pg: PgCluster, mode: str
+) -> None:
+    """Sluice's idle pooled connections to a database are not sessions a client can see:
+    DROP DATABASE after its clients have left succeeds, as directly."""
+    proc = start_sluice(pool={"mode": mode, "max_connections": 4})
+    port = _port(proc)
+
+    name = f"sc_dropme_{mode}"
+
+    async def run() -> str:
+        pg.create_database(name, owner=APP_USER)
+        user = await asyncpg.connect(**{**_args(port), "database": name})
+        await user.fetchval("select 1")
+        await user.close()  # its server connection stays in Sluice's pool
+        dropper = await _connect(port)
+        try:
+            return str(await dropper.execute(f"DROP DATABASE {name}"))
+        finally:
+            await dropper.close()
+
+    assert asyncio.run(run()) == "DROP DATABASE"
+    assert pg.psql(f"select count(*) from pg_database where datname = '{name}'") == "0"

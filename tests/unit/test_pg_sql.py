@@ -441,6 +441,20 @@ SCHEMA_CHANGES = [
 ]
 
 
+@pytest.mark.parametrize(
+    ("sql", "name"),
+    [
+        ("DROP DATABASE d", "d"),
+        ('drop database if exists "My DB"', "My DB"),
+        ("DROP DATABASE Shop WITH (FORCE)", "shop"),
+        ("DROP TABLE d", ""),
+    ],
+)
+def test_dropped_database(sql: str, name: str) -> None:
+    """Sluice closes its idle connections to a database a client drops."""
+    assert classify(sql).dropped_database == name
+
+
 @pytest.mark.parametrize(("sql", "changes"), SCHEMA_CHANGES)
 def test_schema_changes(sql: str, changes: bool) -> None:
     """DDL, after which statements parsed before may not be what a new Parse gives."""

@@ -443,6 +443,8 @@ class ClientSession(FrontendSession):
         if effect.schema:  # statements prepared until now may be stale; again once it ends
             self.statements.names.schema_changed()
             tracker.stale_plan = True
+        if effect.dropped_database:
+            self.proxy.release_database(effect.dropped_database)
         self._note_changes(effect.changes, tracker)
         return self.settings.resets_noted
 

@@ -376,6 +376,10 @@ class Pool(Generic[C]):
         self.budget.used += self.size
         share.used += self.size
 
+    def close_idle(self, reason: str) -> None:
+        """Close the idle connections now (the pool goes on: it opens new ones as needed)."""
+        self._close_idle(reason)
+
     def _close_idle(self, reason: str) -> None:
         for conn in self.idle:
             conn.close(reason)

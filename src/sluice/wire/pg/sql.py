@@ -17,7 +17,9 @@ does not know, a call of a function that is not a known built-in: see
 transaction ends. `writes` marks statements that may advance a sequence (a call
 of nextval, a column default), after which lastval()/currval() answers belong
 to that connection's last borrower. `schema` marks DDL (and DO blocks), after
-which statements the server parsed before may not be what a new Parse gives.
+which statements the server parsed before may not be what a new Parse gives;
+`dropped_database` names the database a DROP DATABASE drops (the server refuses
+while sessions use it, Sluice's idle pooled ones included).
 
 Settings are reported as an ordered list of `Change`s (SET, RESET, RESET ALL,
 and the savepoint commands that can undo them), each SET carrying the client's
@@ -194,6 +196,7 @@ class Effect:
     # The whole text is one DEALLOCATE: the statement's name ("" for ALL), else None.
     deallocate: str | None = None
     schema: bool = False  # may change what statements parsed before it mean (DDL)
+    dropped_database: str = ""  # DROP DATABASE: the database's name, as the server folds it
 
 
 NO_EFFECT = Effect()
@@ -243,6 +246,7 @@ def _classify_slow(sql: str) -> Effect:
     pin = custom = ""
     changes: list[Change] = []
     drops = opaque = writes = schema = False
+    dropped = ""
     statements = split_statements(sql)
     for stmt in statements:
         raw = _WORD.findall(stmt, 0, 400)[:12]
@@ -265,6 +269,7 @@ def _classify_slow(sql: str) -> Effect:
         seen = _unseen(words, stmt)
         pin = pin or reason or seen.pin
         schema = schema or _changes_schema(words)
+        dropped = dropped or _dropped_database(words, raw)
         opaque = opaque or seen.opaque
         writes = writes or seen.writes
         if change == "drop":
@@ -276,9 +281,11 @@ def _classify_slow(sql: str) -> Effect:
             changes.append(change)
     if not any(change.kind < ChangeKind.SAVEPOINT for change in changes):
         changes = []  # savepoints matter only to settings (`savepoint_changes` otherwise)
-    if not (pin or changes or drops or custom or opaque or writes or schema):
+    if not (pin or changes or drops or custom or opaque or writes or schema or dropped):
         return NO_EFFECT
-    return Effect(pin, tuple(changes), drops, custom, opaque, writes, schema=schema)
+    return Effect(
+        pin, tuple(changes), drops, custom, opaque, writes, schema=schema, dropped_database=dropped
+    )
 
 
 _classify_cached = lru_cache(maxsize=4096)(_classify_slow)
@@ -305,6 +312,14 @@ def _unseen(words: list[str], stmt: str) -> Calls:
 def _changes_schema(words: list[str]) -> bool:
     """DDL after which a statement parsed before may differ from one parsed now."""
     return words[0] in _SCHEMA and len(words) > 1 and words[1] not in _NOT_SCHEMA
+
+
+def _dropped_database(words: list[str], raw: list[str]) -> str:
+    """The database a DROP DATABASE names (folded), or ''."""
+    if words[:2] != ["drop", "database"]:
+        return ""
+    at = 4 if words[2:4] == ["if", "exists"] else 2
+    return fold_identifier(raw[at]) if at < len(raw) else ""
 
 
 def _code(stmt: str) -> str:
