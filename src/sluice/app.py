@@ -58,6 +58,7 @@ class App:
         self.metrics = MetricsServer(self)
         self.started_at = time.time()
         self._cancel_keys: dict[int, Cancellable] = {}
+        self._last_id = 0  # the last MySQL connection id given
         self._tasks: set[asyncio.Task[Any]] = set()
         self._maintenance: asyncio.Task[None] | None = None
         self.stopping = False
@@ -108,6 +109,14 @@ class App:
             pid = secrets.randbelow(2**31 - 1) + 1
         self._cancel_keys[pid] = client
         return pid, secrets.randbelow(2**32)
+
+    def next_connection_id(self) -> int:
+        """A MySQL connection id for a new client: counted up, as the server's thread ids
+        are (clients rely on a reconnection's id being the greater), skipping ids in use."""
+        while True:
+            self._last_id = self._last_id % (2**31 - 1) + 1
+            if self._last_id not in self._cancel_keys:
+                return self._last_id
 
     def unregister_cancel(self, client: Cancellable) -> None:
         pid = client.cancel_key[0]

@@ -153,6 +153,20 @@ def test_killed_connection_is_lost_as_directly(
     assert want == [("error", 2013 if busy else -1)]  # -1: "MySQL Connection not available"
 
 
+def test_connection_ids_grow_as_the_servers(
+    mariadb: MariaDbCluster, targets: Callable[..., Kwargs]
+) -> None:
+    """Each new connection's id (the greeting's, what KILL names) is greater than the one
+    before, as the server's thread ids are: clients compare them after reconnecting."""
+    for kwargs in both(mariadb, targets):
+        ids = []
+        for _ in range(20):
+            conn = connector_conn(kwargs)
+            ids.append(conn.connection_id)
+            conn.close()
+        assert ids == sorted(set(ids))
+
+
 def test_wait_timeout_ends_an_idle_session(
     mariadb: MariaDbCluster, targets: Callable[..., Kwargs]
 ) -> None:

@@ -1,16 +1,16 @@
 """The login of a MySQL client, from Sluice's greeting to the OK that ends it.
 
 1. Greeting: HandshakeV10 with a fresh scramble, a proxy-issued connection id
-   (what `KILL QUERY <id>` names), the target's version with "-sluice" added,
-   and the capabilities Sluice relays (CLIENT_SSL when the listener has TLS),
-   and CLIENT_COMPRESS: a client that asks for it gets compressed packets
-   once the login's final OK has gone out (`sluice.wire.mysql.compress`;
-   Sluice's connections to the server stay uncompressed).
-   It names the proxy's plugin, except mysql_clear_password: the greeting goes
-   out before the client says whether it will use TLS, and a client told to
-   use that plugin sends its password in the clear with its very first answer.
-   Such a listener names mysql_native_password, and switches a client on TLS
-   to mysql_clear_password afterwards.
+   (what `KILL QUERY <id>` names; counted up, as the server's are), the
+   target's version with "-sluice" added, and the capabilities Sluice relays
+   (CLIENT_SSL when the listener has TLS), and CLIENT_COMPRESS: a client that
+   asks for it gets compressed packets once the login's final OK has gone out
+   (`sluice.wire.mysql.compress`; Sluice's connections to the server stay
+   uncompressed). It names the proxy's plugin, except mysql_clear_password:
+   the greeting goes out before the client says whether it will use TLS, and a
+   client told to use that plugin sends its password in the clear with its
+   very first answer. Such a listener names mysql_native_password, and
+   switches a client on TLS to mysql_clear_password afterwards.
 2. The client's answer: a short SSLRequest first (then the TLS handshake and
    the full answer over TLS), or the HandshakeResponse41 itself, with the
    sequence ids of the protocol (1, or 2 after the SSLRequest): another is
@@ -57,7 +57,7 @@ async def login(client: MyClientSession) -> None:
         client._login_seq = 0
         raise HostNotAllowed(refused)
     scramble = a.make_scramble()
-    client.cancel_key = proxy.app.register_cancel(client)
+    client.cancel_key = proxy.app.register_cancel(client, proxy.app.next_connection_id())
     offered = proxy.capabilities()
     greeting = hs.Handshake(
         server_version=proxy.server_version,
