@@ -464,6 +464,73 @@ def test_previous_statement_read_in_the_same_text(
     assert results == [[(2,)], [(2,)]]
 
 
+# Another client's statement, then one of the client's own that leaves the session's
+# warnings and FOUND_ROWS() alone (MariaDB clears the warnings only for a statement that
+# uses a table or raises a condition; FOUND_ROWS() changes only with a SELECT).
+OTHERS_LEFT = [
+    ("select * from nosuch_table", "show warnings"),
+    ("select 1 / 0", "select @@warning_count"),
+    ("select * from nosuch_table", "select @@error_count"),
+    ("select * from {t} where id <= 3", "select found_rows()"),
+]
+NEUTRAL = ["savepoint sp", "select 1", "set names utf8mb4", "commit"]
+
+
+@pytest.mark.parametrize("neutral", NEUTRAL)
+@pytest.mark.parametrize(("theirs", "read"), OTHERS_LEFT)
+def test_statement_that_keeps_the_results_never_shows_another_clients(
+    mariadb: MariaDbCluster, targets: Callable[..., Kwargs], theirs: str, read: str, neutral: str
+) -> None:
+    """b's statement leaves warnings or FOUND_ROWS() on the one connection; a's next
+    statement there leaves them in place: a's read gets its own session's value (as
+    directly) or the documented refusal, never b's."""
+
+    def scenario(kwargs: Kwargs) -> list[Any]:
+        table = unique("tr_keep")
+        mariadb.sql(
+            f"create table {table} (id int primary key); "
+            f"insert into {table} select seq from seq_1_to_5",
+            APP_DB,
+        )
+        a, b = pymysql_conn(kwargs, autocommit=True), pymysql_conn(kwargs, autocommit=True)
+        try:
+            outcome(b, theirs.format(t=table))
+            rows(a, neutral)
+            seen = [outcome(a, read)]
+            a.close()  # the read pinned a: b gets the connection back
+            return [*seen, outcome(b, read)]
+        finally:
+            if a.open:
+                a.close()
+            b.close()
+
+    got_direct, got_proxy = (scenario(kwargs) for kwargs in both(mariadb, targets))
+    assert got_direct[0] != got_direct[1]  # b's value differs from a's
+    assert got_proxy[0] in (got_direct[0], ("error", REFUSED))
+
+
+def test_warnings_of_an_insert_survive_the_insert_id_lookup(
+    mariadb: MariaDbCluster, targets: Callable[..., Kwargs]
+) -> None:
+    """After an INSERT whose reply carries an insert id, Sluice's own SELECT
+    LAST_INSERT_ID() runs on the connection before it goes back: it uses no table and
+    raises nothing, so the INSERT's warnings are still the client's to read."""
+
+    def scenario(kwargs: Kwargs) -> list[Any]:
+        table = unique("tr_ins_warn")
+        mariadb.sql(f"create table {table} (id int auto_increment primary key, n int)", APP_DB)
+        conn = pymysql_conn(kwargs, autocommit=True)
+        try:
+            rows(conn, f"insert ignore into {table} (n) values (1 / 0)")
+            return [outcome(conn, "show warnings"), outcome(conn, "select @@warning_count")]
+        finally:
+            conn.close()
+
+    results = [scenario(kwargs) for kwargs in both(mariadb, targets)]
+    assert results[0] == [[("Warning", 1365, "Division by 0")], [(1,)]]
+    assert results[1] == results[0]
+
+
 # ------------------------------------------------------------ 18. roles
 
 

@@ -381,3 +381,34 @@ def test_malformed_replies(command: int, caps: int, replies: list[bytes]) -> Non
     with pytest.raises(ProtocolError):
         for payload in replies:
             tracker.feed(payload)
+
+
+@pytest.mark.parametrize("deprecate", [False, True])
+def test_warning_count_of_the_end_packets(deprecate: bool) -> None:
+    """The warnings a statement raised, from its OK or its end-of-rows packet (an EOF,
+    or an OK with a 0xFE header under DEPRECATE_EOF): what tells Sluice that the
+    statement replaced the session's diagnostics."""
+    tracker = ReplyTracker(c.CLIENT_DEPRECATE_EOF if deprecate else 0)
+    ok = m.build_ok(m.OkPacket(affected_rows=300, last_insert_id=7, status=AC, warnings=2))
+    tracker.expect(c.COM_QUERY)
+    flags = tracker.feed(ok)
+    assert flags & OK_ and tracker.warnings(ok, flags) == 2
+    end = (
+        m.build_ok(m.OkPacket(status=AC, warnings=3), header=c.EOF_HEADER)
+        if deprecate
+        else m.build_eof(AC, 3)
+    )
+    tracker.expect(c.COM_QUERY)
+    for payload in (
+        b"\x01",
+        b"\x03def\x00\x00\x00\x01a\x00\x0c\x3f\x00\x01\x00\x00\x00\x08\x00\x00\x00\x00\x00",
+    ):
+        tracker.feed(payload)
+    if not deprecate:
+        tracker.feed(m.build_eof(AC))
+    assert tracker.feed(b"\x011") == 0  # a row
+    flags = tracker.feed(end)
+    assert flags & RE and flags & D and tracker.warnings(end, flags) == 3
+    bare = b"\x00\x00\x00\x02\x00"  # an OK cut short after its status: no warning count
+    tracker.expect(c.COM_PING)
+    assert tracker.warnings(bare, tracker.feed(bare)) == 0

@@ -176,22 +176,31 @@ def test_known_statements_do_not_taint(sql: str) -> None:
 
 # Reads of what the client's previous statement left: only the text's first statement.
 # They pin too: a client that reads them once reads them again.
+def read(what: str, kinds: int) -> Effect:
+    """A read of `what` (which pins for it) of the results of `kinds`."""
+    return Effect(reads=what, pin=what, read_kinds=kinds)
+
+
 DIAGNOSTICS, RC = "GET DIAGNOSTICS", "ROW_COUNT()"
+ROWS, FOUND, DIAG = mysql_sql.ROW_COUNT, mysql_sql.FOUND_ROWS, mysql_sql.DIAGNOSTICS
 READS: list[tuple[str, Effect]] = [
-    ("SELECT ROW_COUNT()", Effect(reads="ROW_COUNT()", pin="ROW_COUNT()")),
-    ("select row_count ( ) > 0", Effect(reads="ROW_COUNT()", pin="ROW_COUNT()")),
-    ("SELECT FOUND_ROWS()", Effect(reads="FOUND_ROWS()", pin="FOUND_ROWS()")),
-    ("select found_rows ( )", Effect(reads="FOUND_ROWS()", pin="FOUND_ROWS()")),
-    ("SELECT @@warning_count", Effect(reads="@@warning_count", pin="@@warning_count")),
-    ("select @@session.ERROR_COUNT", Effect(reads="@@error_count", pin="@@error_count")),
-    ("SELECT @@last_gtid", Effect(reads="@@last_gtid", pin="@@last_gtid")),
-    ("SHOW WARNINGS", Effect(reads="SHOW WARNINGS", pin="SHOW WARNINGS")),
-    ("show errors limit 1", Effect(reads="SHOW ERRORS", pin="SHOW ERRORS")),
-    ("SHOW COUNT(*) WARNINGS", Effect(reads="SHOW COUNT(*)", pin="SHOW COUNT(*)")),
-    ("GET DIAGNOSTICS CONDITION 1 @m = MESSAGE_TEXT", Effect(pin=DIAGNOSTICS, reads=DIAGNOSTICS)),
-    ("get current diagnostics @n = number", Effect(pin=DIAGNOSTICS, reads=DIAGNOSTICS)),
-    ("SET STATEMENT max_statement_time=1 FOR SELECT ROW_COUNT()", Effect(reads=RC, pin=RC)),
-    ("SELECT ROW_COUNT(); SELECT 1", Effect(reads="ROW_COUNT()", pin="ROW_COUNT()")),
+    ("SELECT ROW_COUNT()", read(RC, ROWS)),
+    ("select row_count ( ) > 0", read(RC, ROWS)),
+    ("SELECT FOUND_ROWS()", read("FOUND_ROWS()", FOUND)),
+    ("select found_rows ( )", read("FOUND_ROWS()", FOUND)),
+    ("SELECT @@warning_count", read("@@warning_count", DIAG)),
+    ("select @@session.ERROR_COUNT", read("@@error_count", DIAG)),
+    ("SELECT @@last_gtid", read("@@last_gtid", mysql_sql.LAST_GTID)),
+    ("SHOW WARNINGS", read("SHOW WARNINGS", DIAG)),
+    ("show errors limit 1", read("SHOW ERRORS", DIAG)),
+    ("SHOW COUNT(*) WARNINGS", read("SHOW COUNT(*)", DIAG)),
+    ("GET DIAGNOSTICS CONDITION 1 @m = MESSAGE_TEXT", read(DIAGNOSTICS, DIAG | ROWS)),
+    ("get current diagnostics @n = number", read(DIAGNOSTICS, DIAG | ROWS)),
+    ("SET STATEMENT max_statement_time=1 FOR SELECT ROW_COUNT()", read(RC, ROWS)),
+    ("SELECT ROW_COUNT(); SELECT 1", read(RC, ROWS)),
+    # every kind read, named by the first
+    ("SELECT ROW_COUNT(), @@warning_count", read(RC, ROWS | DIAG)),
+    ("SELECT @@error_count, FOUND_ROWS()", read("FOUND_ROWS()", FOUND | DIAG)),
     # an earlier statement of the same text is the one read
     ("UPDATE t SET a = 1; SELECT ROW_COUNT()", NO_EFFECT),
     ("SELECT * FROM t; SHOW WARNINGS", NO_EFFECT),

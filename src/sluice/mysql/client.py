@@ -17,10 +17,10 @@ its settings and schema (replayed on the next connection), its statements, its
 LAST_INSERT_ID() (learned on the connection before it goes back, when the
 client's statements made an insert id, and replayed on the next), its status
 flags (every OK or EOF Sluice makes itself carries them: `status_flags`).
-What the previous statement left (ROW_COUNT(), warnings, ...) is readable only
-on the connection that ran it, with nothing run there since (`continues`);
-elsewhere the read is refused with a clear error rather than answered with
-another client's results. A lending that ran something opaque taints the
+What its earlier statements left (ROW_COUNT(), warnings, ...) is readable only
+on a connection that holds the client's own (`sluice.mysql.results`); elsewhere
+the read is refused with a clear error rather than answered with another
+client's results. A lending that ran something opaque taints the
 connection: it is reset before another client borrows it.
 """
 
@@ -37,6 +37,7 @@ from sluice.errors import ProtocolError, QueryCanceled, ServerError, SluiceError
 from sluice.mysql.answers import last_insert_id_query, one_value_result
 from sluice.mysql.errors import MyError, err_packet
 from sluice.mysql.prepared import StatementRelay
+from sluice.mysql.results import ALL, SELECT_WITHOUT_TABLE, ClientResults, query_writes
 from sluice.mysql.statements import ClientStatements
 from sluice.observe.logs import clip
 from sluice.pool.pool import PoolStats
@@ -69,6 +70,7 @@ _STMT_COMMANDS = frozenset(
     (c.COM_STMT_EXECUTE, c.COM_STMT_SEND_LONG_DATA, c.COM_STMT_RESET, c.COM_STMT_FETCH)
 ) | {c.COM_STMT_CLOSE}
 _OWN, _INFILE, _OK, _DONE, _ERROR = rp.OWN, rp.INFILE, rp.OK, rp.DONE, rp.ERROR
+_CONDITIONS = rp.OK | rp.RESULT_END | rp.ERROR  # packets that say if a statement raised any
 _SESSION = c.SESSION_STATUS
 _REPORTED = c.SESSION_STATUS | c.TRANSACTION_STATUS
 _LEARN_INSERT_ID = cmd.query("SELECT LAST_INSERT_ID()")
@@ -128,7 +130,7 @@ class MyClientSession(FrontendSession):
         self.taint = ""  # this lending ran something opaque (see sql.Effect.taint)
         self._ids_seen = False  # an OK of this lending carried an insert id
         self._learning = False  # our SELECT LAST_INSERT_ID() runs before the release
-        self.last_server: MyServerConn | None = None  # where its previous command ran
+        self.results = ClientResults(self)  # where its earlier statements' results are
         self._tls_buf: TLSBuffer | None = None  # TLS done here, not by the event loop
         self._zip: CompressedStream | None = None  # CLIENT_COMPRESS, from the login's end
         self.wait_timeout = 0.0  # a SET wait_timeout of its session (the proxy applies it)
@@ -363,38 +365,34 @@ class MyClientSession(FrontendSession):
         if command in _STMT_COMMANDS:
             return self.relay.command(server, command, payload)
         if self._note(server, command, payload):
-            self.last_server = server  # as send() does
+            self.results.sent(server, query_writes(payload[1:]) if command == c.COM_QUERY else 0)
             server.send_command(payload)
             if not self._sent_at:
                 self._sent_at = time.monotonic()
         return True
 
-    def send(self, server: MyServerConn, payload: bytes) -> None:
-        """Send one of the client's commands (its previous command now ran on `server`)."""
-        self.last_server = server
+    def send(self, server: MyServerConn, payload: bytes, writes: int = 0) -> None:
+        """Send one of the client's commands (`writes`: see results.query_writes)."""
+        self.results.sent(server, writes)
         server.send_command(payload)
 
     def drain(self) -> None:
         """Go on with the client's commands (after a held one went out)."""
         self._drain()
 
-    def continues(self, server: MyServerConn) -> bool:
-        """Whether `server` ran the client's previous command, and nothing since."""
-        return server.used_by is self and self.last_server is server
-
     def refuse_read(self, server: MyServerConn, what: str) -> None:
-        """A read of the previous statement's results that `server` does not hold."""
+        """A read of earlier statements' results that `server` does not hold for us."""
         text = (
-            f"{what} reads what the previous statement left, which ran on another database "
-            "connection (Sluice transaction pooling): read it in the same transaction or "
-            "in the same multi-statement text"
+            f"{what} reads what the previous statement left, which this database connection "
+            "does not hold for this client (Sluice transaction pooling): read it in the same "
+            "transaction or the same multi-statement text as the statement it is about"
         )
         self.answered_locally(frame(build_err(c.ER_NOT_SUPPORTED_YET, text), 1))
         self.release_if_idle(server)
 
     def answered_locally(self, packets: bytes) -> None:
         """Write an answer Sluice made; no connection ran this command for the client."""
-        self.last_server = None
+        self.results.answered()
         self.write(packets)
 
     def status_flags(self) -> int:
@@ -452,6 +450,7 @@ class MyClientSession(FrontendSession):
         self.pending_schema = None
         self.last_insert_id = 0
         self._ids_seen = self._learning = False
+        self.results.answered()  # nothing of the old session is the client's now
         self.status = self.pool.default_status if self.pool is not None else self.status
 
     def _change_user(self, payload: bytes) -> None:
@@ -485,7 +484,7 @@ class MyClientSession(FrontendSession):
             effect = classify_bytes(payload[1:])
             if effect is NO_EFFECT:
                 return True
-            if effect.reads and not self.continues(server):
+            if effect.reads and not self.results.holds(server, effect.read_kinds):
                 if not self.pinned:
                     self.pin(effect.pin)  # its next reads will find their statement here
                 self.refuse_read(server, effect.reads)
@@ -543,6 +542,7 @@ class MyClientSession(FrontendSession):
         tracker = server.tracker
         reader = server.reader
         relay = self.relay
+        results = self.results
         try:
             while (packet := reader.next()) is not None:
                 seq, payload = packet
@@ -561,6 +561,8 @@ class MyClientSession(FrontendSession):
                         self._infile = True
                     if flags & _OK and not self._ids_seen and ok_insert_id(payload):
                         self._ids_seen = True  # LAST_INSERT_ID() may have changed: learn it
+                    if flags & _CONDITIONS:
+                        results.packet(tracker, payload, flags)
                     if flags & _DONE:
                         self._reply_done(server, bool(flags & _ERROR))
         except SluiceError as exc:
@@ -582,6 +584,7 @@ class MyClientSession(FrontendSession):
             self._release()
 
     def _reply_done(self, server: MyServerConn, error: bool) -> None:
+        self.results.done(server, error)
         if self._resetting:
             self._resetting = False
             self._after_reset(server, error)
@@ -640,7 +643,8 @@ class MyClientSession(FrontendSession):
             elif not self.pinned:  # (killed?) the value is only in this session: keep it
                 self.pin("LAST_INSERT_ID() not learned")
 
-        server.send_command(_LEARN_INSERT_ID, own=True, on_reply=learned)
+        touches = SELECT_WITHOUT_TABLE if server.mariadb else ALL  # MySQL: clears warnings
+        server.send_command(_LEARN_INSERT_ID, own=True, on_reply=learned, touches=touches)
 
     def server_lost(self, server: MyServerConn) -> None:
         self.server = None

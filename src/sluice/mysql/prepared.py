@@ -24,6 +24,7 @@ import asyncio
 from typing import TYPE_CHECKING
 
 from sluice.errors import ProtocolError
+from sluice.mysql.results import query_writes
 from sluice.mysql.statements import (
     ClientStmt,
     ServerStmt,
@@ -98,6 +99,7 @@ class StatementRelay:
         session.role_changed = session.role_changed or effect.role
         stmt = ClientStmt(sql, session.database, meaning(session.settings))
         stmt.reads, stmt.taint = effect.reads, effect.taint
+        stmt.read_kinds, stmt.writes = effect.read_kinds, query_writes(sql)
         cached = server.statements.get(stmt.key)
         if cached is None:
             self.capture, self._capture_stmt = [], stmt
@@ -161,7 +163,7 @@ class StatementRelay:
             session.release_if_idle(server)
             return True
         if command == c.COM_STMT_EXECUTE:
-            if stmt.reads and not session.continues(server):
+            if stmt.reads and not session.results.holds(server, stmt.read_kinds):
                 session.refuse_read(server, stmt.reads)
                 return True
             if stmt.taint:
@@ -171,10 +173,11 @@ class StatementRelay:
         known = server.statements.get(stmt.key)
         if known is None:
             return self._prepare_again(server, payload, stmt)
-        session.last_server = server  # as session.send() does, on the hot path
-        if command == c.COM_STMT_EXECUTE:
+        if command == c.COM_STMT_EXECUTE:  # as session.send() does, on the hot path
+            session.results.sent(server, stmt.writes)
             server.send_command(execute_for_server(payload, stmt, known))
         else:
+            session.results.sent(server, 0)
             server.send_command(cmd.with_stmt_id(payload, known.stmt_id))
         return True
 
@@ -182,7 +185,7 @@ class StatementRelay:
         self, server: MyServerConn, payload: bytes, stmt: ClientStmt, known: ServerStmt
     ) -> None:
         if payload[0] == c.COM_STMT_EXECUTE:
-            self.session.send(server, execute_for_server(payload, stmt, known))
+            self.session.send(server, execute_for_server(payload, stmt, known), stmt.writes)
         else:
             self.session.send(server, cmd.with_stmt_id(payload, known.stmt_id))
 
@@ -230,7 +233,7 @@ class StatementRelay:
         known = ServerStmt(cmd.stmt_id(reply[0]), reply)
         limit = self.session.proxy.config.pool.max_prepared_statements
         for old in server.statements.add(key, known, limit):
-            server.send_command(cmd.stmt_close(old), own=True)
+            server.send_command(cmd.stmt_close(old), own=True, touches=0)  # changes no results
         return known
 
 

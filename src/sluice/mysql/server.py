@@ -13,9 +13,9 @@ reason in the log.
 Replies to the proxy's own commands go to the handler given with each command
 (`send_command(..., on_reply=)`), in order, whoever holds the connection when
 they arrive: an own command may still run when its client has moved on. The
-connection also remembers what a pooled session needs to know of it: the
-client whose command ran last (`used_by`: the results of the previous statement
-are that client's), its LAST_INSERT_ID() when known, and the statement that
+connection also remembers what a pooled session needs to know of it: whose
+results of earlier statements it holds, and which (`results_of`, `holds`: see
+`sluice.mysql.results`), its LAST_INSERT_ID() when known, and the statement that
 gives back the role it had at login (MariaDB keeps a role across
 COM_RESET_CONNECTION).
 """
@@ -30,6 +30,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
 from sluice.errors import ServerError
+from sluice.mysql.results import ALL as ALL_RESULTS
 from sluice.mysql.statements import ServerStatements
 from sluice.session.backend import BackendConn, BackendState
 from sluice.wire.mysql import commands as cmd
@@ -64,13 +65,15 @@ class MyServerConn(BackendConn):
         self.schema = ""
         self.dirty = False  # settings unknown: reset before lending
         self.tainted_by: MyClientSession | None = None  # ran opaque SQL: reset before others
-        self.used_by: MyClientSession | None = None  # whose command ran last (None: our own)
+        self.results_of: MyClientSession | None = None  # whose statements' results it holds
+        self.holds = 0  # which of them (sluice.mysql.results)
         self.last_insert_id: int | None = 0  # the session's LAST_INSERT_ID(); None: unknown
         self.role_reset = b""  # the own command that restores the login role
         self._own: deque[OwnHandler | None] = deque()
         self.thread_id = 0
         self.max_connections = 0
         self.server_version = ""
+        self.mariadb = False
         self.tls = False
 
     @property
@@ -106,13 +109,20 @@ class MyServerConn(BackendConn):
             self._wake()
 
     def send_command(
-        self, payload: bytes, *, own: bool = False, on_reply: OwnHandler | None = None
+        self,
+        payload: bytes,
+        *,
+        own: bool = False,
+        on_reply: OwnHandler | None = None,
+        touches: int = ALL_RESULTS,
     ) -> None:
         """Send one command (sequence id 0) and note it in the tracker; the packets of
-        the reply to an own command go to `on_reply` (None: swallowed)."""
+        the reply to an own command go to `on_reply` (None: swallowed). An own command
+        drops the results it `touches` of whoever's statements ran before it."""
         if self.tracker.expect(payload[0], own=own) and own:
             self._own.append(on_reply)
-        self.used_by = None if own else self.client
+        if own:
+            self.holds &= ~touches
         self.write(frame(payload, 0))
 
     def own_packet(self, payload: bytes, flags: int) -> None:
@@ -179,6 +189,7 @@ class MyServerConn(BackendConn):
         login = make_login(tls is not None)
         hs = login.greet(greeting)
         self.thread_id, self.server_version = hs.connection_id, hs.server_version
+        self.mariadb = "mariadb" in hs.server_version.lower()
         seq = 1
         if tls is not None:
             self.write(frame(login.ssl_request(), seq))
@@ -201,7 +212,7 @@ class MyServerConn(BackendConn):
     async def _session_facts(self) -> None:
         """The server's max_connections (for pools sized as a percent of it; 0 if
         unknown) and the role this login starts with (what a reset must restore)."""
-        mariadb = "mariadb" in self.server_version.lower()
+        mariadb = self.mariadb
         row = rp.FirstRow()
         self.send_command(
             cmd.query("SELECT @@max_connections" + (", CURRENT_ROLE()" if mariadb else "")),

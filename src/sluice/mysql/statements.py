@@ -68,6 +68,8 @@ class ClientStmt:
     num_params: int = 0
     num_columns: int = 0
     reads: str = ""  # what of the previous statement it reads (see sql.Effect.reads)
+    read_kinds: int = 0  # which results it reads (sql.Effect.read_kinds)
+    writes: int = 0  # what its EXECUTE certainly leaves (results.query_writes)
     taint: str = ""  # why running it makes the connection unfit for others
     types: bytes = b""  # 2 bytes per parameter, as last bound by the client
     key: StmtKey = b""

@@ -102,6 +102,13 @@ def ok_status(payload: bytes) -> int:
     return read_u16(payload, pos)
 
 
+def ok_warnings(payload: bytes) -> int:
+    """Just the warning count of an OK packet: the statement's own conditions."""
+    pos = read_lenenc_int(payload, 1)[1]
+    pos = read_lenenc_int(payload, pos)[1]
+    return read_u16(payload, pos + 2) if pos + 4 <= len(payload) else 0
+
+
 # ---- ERR ---------------------------------------------------------------------
 
 

@@ -49,7 +49,7 @@ from collections import deque
 from sluice.errors import ProtocolError
 from sluice.wire.mysql import constants as c
 from sluice.wire.mysql.commands import PrepareOk, parse_prepare_ok
-from sluice.wire.mysql.messages import ok_status
+from sluice.wire.mysql.messages import ok_status, ok_warnings
 from sluice.wire.mysql.packets import MAX_CHUNK, read_lenenc_int, read_lenenc_str, read_u16
 
 # ---- what `feed` reports (bit flags) -----------------------------------------
@@ -176,6 +176,13 @@ class ReplyTracker:
     def client_pending(self) -> int:
         """Commands outstanding that are not the proxy's own."""
         return sum(1 for head in self._queue if not head & _OWN_BIT)
+
+    def warnings(self, payload: bytes, flags: int) -> int:
+        """The warning count of a packet `feed` marked OK or RESULT_END: how many
+        conditions the statement raised (not those the session still lists)."""
+        if flags & RESULT_END and not self._deprecate_eof:
+            return read_u16(payload, 1) if len(payload) >= 3 else 0
+        return ok_warnings(payload)
 
     def _start(self, head: int) -> None:
         """Get ready for the answer to `head`, the oldest command outstanding."""

@@ -42,11 +42,12 @@ tracked) or tie the client to its connection until it leaves (pinning).
   functions for their side effects), taints the connection (`Effect.taint`): it is
   reset before another client borrows it. The pre-check lets through without
   parsing only texts that start with a word known to leave no session state.
-- Reads of what the previous statement left (`Effect.reads`): ROW_COUNT(),
-  FOUND_ROWS(), @@warning_count, @@error_count, @@last_gtid, SHOW WARNINGS/ERRORS,
-  GET DIAGNOSTICS. They mean something only on the connection that ran the
-  client's previous statement; one that follows an earlier statement of the same
-  text reads that statement, so only the text's first statement counts. Such a
+- Reads of what the previous statements left (`Effect.reads`, and which of those
+  results in `Effect.read_kinds`): ROW_COUNT(), FOUND_ROWS(), the diagnostics area
+  (@@warning_count, @@error_count, SHOW WARNINGS/ERRORS, GET DIAGNOSTICS) and
+  @@last_gtid. They mean something only on a connection that holds the client's own
+  results (see `sluice.mysql.results`); one that follows an earlier statement of the
+  same text reads that statement, so only the text's first statement counts. Such a
   read also pins: a client that reads them once will read them again.
 - `Effect.role`: the statement may change the current role (SET ROLE, CALL,
   EXECUTE, compound statements), which MariaDB keeps across COM_RESET_CONNECTION.
@@ -79,6 +80,14 @@ ALIASES: dict[str, str] = {
 _PSEUDO = frozenset({"names", "charset"})
 
 
+# Results of earlier statements that a session keeps and a statement may read
+# (`Effect.read_kinds`, bit flags).
+ROW_COUNT = 1  # ROW_COUNT()
+FOUND_ROWS = 2  # FOUND_ROWS()
+DIAGNOSTICS = 4  # the warnings and errors: SHOW WARNINGS, @@warning_count, GET DIAGNOSTICS
+LAST_GTID = 8  # @@last_gtid
+
+
 @dataclass(frozen=True, slots=True)
 class Effect:
     """Session effects of one query string (all its statements)."""
@@ -89,6 +98,7 @@ class Effect:
     taint: str = ""  # why the connection must be reset before another client gets it
     reads: str = ""  # what of the previous statement's results the text reads first
     role: bool = False  # the current role may change
+    read_kinds: int = 0  # which of those results it reads (ROW_COUNT | DIAGNOSTICS ...)
 
 
 NO_EFFECT = Effect()
@@ -150,10 +160,14 @@ _EVERYWHERE = (
 )
 # What the previous statement left, read by the first statement of a text.
 _READS = (
-    (re.compile(r"\brow_count`?\s*\(", _I), "ROW_COUNT()"),
-    (re.compile(r"\bfound_rows`?\s*\(", _I), "FOUND_ROWS()"),
-    (re.compile(r"@@(?:session\s*\.\s*|local\s*\.\s*)?(warning_count|error_count)\b", _I), ""),
-    (re.compile(r"@@(?:session\s*\.\s*|local\s*\.\s*)?last_gtid\b", _I), "@@last_gtid"),
+    (re.compile(r"\brow_count`?\s*\(", _I), "ROW_COUNT()", ROW_COUNT),
+    (re.compile(r"\bfound_rows`?\s*\(", _I), "FOUND_ROWS()", FOUND_ROWS),
+    (
+        re.compile(r"@@(?:session\s*\.\s*|local\s*\.\s*)?(warning_count|error_count)\b", _I),
+        "",
+        DIAGNOSTICS,
+    ),
+    (re.compile(r"@@(?:session\s*\.\s*|local\s*\.\s*)?last_gtid\b", _I), "@@last_gtid", LAST_GTID),
 )
 _SHOW_READS = {"warnings": "SHOW WARNINGS", "errors": "SHOW ERRORS", "count": "SHOW COUNT(*)"}
 _USER_VAR_WRITE = re.compile(
@@ -197,6 +211,7 @@ class _Acc:
     taint: str = ""
     reads: str = ""
     role: bool = False
+    read_kinds: int = 0
     first: bool = True  # classifying the text's first statement
 
     def add_pin(self, reason: str) -> None:
@@ -244,6 +259,7 @@ def _classify_slow(sql: str) -> Effect:
                 effect.taint or other.taint,
                 effect.reads or other.reads,
                 effect.role or other.role,
+                effect.read_kinds | other.read_kinds,
             )
     return effect
 
@@ -260,7 +276,9 @@ def _classify_text(sql: str, *, escapes: bool) -> Effect:
         acc.add_pin("SET TRANSACTION")
     if not (acc.pin or acc.sets or acc.schema is not None or acc.taint or acc.reads or acc.role):
         return NO_EFFECT  # the same object the pre-check returns: `effect is NO_EFFECT` holds
-    return Effect(acc.pin, tuple(acc.sets), acc.schema, acc.taint, acc.reads, acc.role)
+    return Effect(
+        acc.pin, tuple(acc.sets), acc.schema, acc.taint, acc.reads, acc.role, acc.read_kinds
+    )
 
 
 def _statement(acc: _Acc, stmt: str, code: str) -> None:
@@ -271,7 +289,7 @@ def _statement(acc: _Acc, stmt: str, code: str) -> None:
         if pattern.search(code):
             acc.add_pin(reason)
     if acc.first and not acc.reads:
-        acc.reads = _reads(code, words)
+        acc.reads, acc.read_kinds = _reads(code, words)
         acc.add_pin(acc.reads)  # its later reads must find their statement's connection
     first = words[0]
     if first == "set":
@@ -292,18 +310,21 @@ def _statement(acc: _Acc, stmt: str, code: str) -> None:
             acc.taint = acc.taint or f"{word} statement"
 
 
-def _reads(code: str, words: list[str]) -> str:
-    """What of the previous statement's results `code` reads ("" = nothing)."""
-    for pattern, what in _READS:
+def _reads(code: str, words: list[str]) -> tuple[str, int]:
+    """What of the previous statement's results `code` reads first ("" = nothing), and
+    all the kinds of results it reads."""
+    first, kinds = "", 0
+    for pattern, what, kind in _READS:
         found = pattern.search(code)
         if found is not None:
-            return what or f"@@{found.group(1).lower()}"
+            first = first or what or f"@@{found.group(1).lower()}"
+            kinds |= kind
     second = words[1] if len(words) > 1 else ""
     if words[0] == "show" and second in _SHOW_READS:
-        return _SHOW_READS[second]
+        return first or _SHOW_READS[second], kinds | DIAGNOSTICS
     if words[0] == "get" and "diagnostics" in words[1:3]:
-        return "GET DIAGNOSTICS"
-    return ""
+        return first or "GET DIAGNOSTICS", kinds | DIAGNOSTICS | ROW_COUNT  # its ROW_COUNT item
+    return first, kinds
 
 
 def _reason(code: str, words: list[str]) -> str:
