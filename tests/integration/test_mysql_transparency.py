@@ -509,6 +509,43 @@ def test_statement_that_keeps_the_results_never_shows_another_clients(
     assert got_proxy[0] in (got_direct[0], ("error", REFUSED))
 
 
+@pytest.mark.parametrize(
+    ("text", "exact"),
+    [("savepoint sp; show warnings", False), ("select * from {t} where 0; show warnings", True)],
+)
+def test_read_later_in_a_text_needs_a_statement_that_set_it(
+    mariadb: MariaDbCluster, targets: Callable[..., Kwargs], text: str, exact: bool
+) -> None:
+    """A read after an earlier statement of the same text reads what that statement
+    left only if it set it (a SELECT from a table clears the warnings, a SAVEPOINT does
+    not): otherwise it is checked as if it came first, and never shows another
+    client's warnings."""
+    from pymysql.constants import CLIENT
+
+    def scenario(kwargs: Kwargs) -> Any:
+        table = unique("tr_text")
+        mariadb.sql(f"create table {table} (n int)", APP_DB)
+        a, b = (  # the same capabilities: the same pool
+            pymysql_conn(kwargs, autocommit=True, client_flag=CLIENT.MULTI_STATEMENTS) for _ in "ab"
+        )
+        try:
+            outcome(b, "select * from nosuch_table")
+            cur = a.cursor()
+            try:
+                cur.execute(text.format(t=table))
+                cur.nextset()
+                return list(cur.fetchall())
+            except pymysql.err.MySQLError as exc:
+                return ("error", exc.args[0])
+        finally:
+            a.close()
+            b.close()
+
+    got_direct, got_proxy = (scenario(kwargs) for kwargs in both(mariadb, targets))
+    assert got_direct == []
+    assert got_proxy == got_direct if exact else got_proxy in (got_direct, ("error", REFUSED))
+
+
 def test_warnings_of_an_insert_survive_the_insert_id_lookup(
     mariadb: MariaDbCluster, targets: Callable[..., Kwargs]
 ) -> None:

@@ -201,9 +201,21 @@ READS: list[tuple[str, Effect]] = [
     # every kind read, named by the first
     ("SELECT ROW_COUNT(), @@warning_count", read(RC, ROWS | DIAG)),
     ("SELECT @@error_count, FOUND_ROWS()", read("FOUND_ROWS()", FOUND | DIAG)),
-    # an earlier statement of the same text is the one read
+    # an earlier statement of the same text is the one read, when it certainly set it
     ("UPDATE t SET a = 1; SELECT ROW_COUNT()", NO_EFFECT),
     ("SELECT * FROM t; SHOW WARNINGS", NO_EFFECT),
+    ("INSERT INTO t VALUES (1); SELECT @@warning_count", NO_EFFECT),
+    ("SELECT a FROM (SELECT 1 a) d; SHOW ERRORS", NO_EFFECT),
+    ("SELECT 1; SELECT FOUND_ROWS()", NO_EFFECT),
+    # ... and not when it may have left it as the statement before had it
+    ("SAVEPOINT sp; SHOW WARNINGS", read("SHOW WARNINGS", DIAG)),
+    ("SELECT 1; SHOW WARNINGS", read("SHOW WARNINGS", DIAG)),
+    ("SELECT 1 FROM DUAL; SHOW WARNINGS", read("SHOW WARNINGS", DIAG)),
+    ("SELECT TRIM(LEADING 'x' FROM 'xy'); SHOW WARNINGS", read("SHOW WARNINGS", DIAG)),
+    ("UPDATE t SET a = 1; SELECT FOUND_ROWS()", read("FOUND_ROWS()", FOUND)),
+    ("GET DIAGNOSTICS @n = NUMBER; SELECT ROW_COUNT()",
+     Effect(reads=DIAGNOSTICS, pin=DIAGNOSTICS, read_kinds=DIAG | ROWS)),
+    ("SELECT 1; SELECT ROW_COUNT(), @@warning_count", read("@@warning_count", DIAG)),
     # not reads
     ("SELECT 'row_count()'", NO_EFFECT),
     ("SELECT @@global.warning_count", NO_EFFECT),

@@ -46,9 +46,14 @@ tracked) or tie the client to its connection until it leaves (pinning).
   results in `Effect.read_kinds`): ROW_COUNT(), FOUND_ROWS(), the diagnostics area
   (@@warning_count, @@error_count, SHOW WARNINGS/ERRORS, GET DIAGNOSTICS) and
   @@last_gtid. They mean something only on a connection that holds the client's own
-  results (see `sluice.mysql.results`); one that follows an earlier statement of the
-  same text reads that statement, so only the text's first statement counts. Such a
-  read also pins: a client that reads them once will read them again.
+  results (see `sluice.mysql.results`). A read that follows an earlier statement of
+  the same text which certainly set what it reads (the text stops at its first
+  error, so every earlier statement succeeded) reads that statement, and is left
+  out: ROW_COUNT() after any statement but GET DIAGNOSTICS, FOUND_ROWS() after a
+  SELECT, the diagnostics after an INSERT, UPDATE, DELETE, REPLACE or a SELECT
+  FROM a table (MariaDB clears them only for a statement that uses a table or
+  raises a condition). Such a read also pins: a client that reads them once will
+  read them again.
 - `Effect.role`: the statement may change the current role (SET ROLE, CALL,
   EXECUTE, compound statements), which MariaDB keeps across COM_RESET_CONNECTION.
 """
@@ -170,6 +175,8 @@ _READS = (
     (re.compile(r"@@(?:session\s*\.\s*|local\s*\.\s*)?last_gtid\b", _I), "@@last_gtid", LAST_GTID),
 )
 _SHOW_READS = {"warnings": "SHOW WARNINGS", "errors": "SHOW ERRORS", "count": "SHOW COUNT(*)"}
+_TABLE_WRITES = frozenset(("insert", "update", "delete", "replace"))
+_FROM_OR_PAREN = re.compile(r"[()]|\bfrom\b\s*([A-Za-z0-9_$]+|`|\()?", _I)
 _USER_VAR_WRITE = re.compile(
     r"(?<!@)@(?!@)\s*(?:[\w$.]+|'_*'|\"_*\"|`[^`]*`)\s*:=|\binto\s*@(?!@)", _I
 )
@@ -212,7 +219,7 @@ class _Acc:
     reads: str = ""
     role: bool = False
     read_kinds: int = 0
-    first: bool = True  # classifying the text's first statement
+    written: int = 0  # results the statements so far certainly set (ROW_COUNT | ...)
 
     def add_pin(self, reason: str) -> None:
         self.pin = self.pin or reason
@@ -271,7 +278,6 @@ def _classify_text(sql: str, *, escapes: bool) -> Effect:
     acc = _Acc()
     for stmt in split_statements(sql, backslash_escapes=escapes):
         _statement(acc, stmt, _blank(stmt, escapes))
-        acc.first = False
     if acc.next_transaction:
         acc.add_pin("SET TRANSACTION")
     if not (acc.pin or acc.sets or acc.schema is not None or acc.taint or acc.reads or acc.role):
@@ -288,9 +294,12 @@ def _statement(acc: _Acc, stmt: str, code: str) -> None:
     for pattern, reason in _EVERYWHERE:
         if pattern.search(code):
             acc.add_pin(reason)
-    if acc.first and not acc.reads:
-        acc.reads, acc.read_kinds = _reads(code, words)
-        acc.add_pin(acc.reads)  # its later reads must find their statement's connection
+    for what, kind in _reads(code, words):
+        if kind & ~acc.written:  # not what an earlier statement of the text set
+            acc.reads = acc.reads or what
+            acc.read_kinds |= kind & ~acc.written
+    acc.add_pin(acc.reads)  # its later reads must find their statement's connection
+    acc.written |= _writes(code, words)
     first = words[0]
     if first == "set":
         _set(acc, stmt, code, words)
@@ -310,21 +319,46 @@ def _statement(acc: _Acc, stmt: str, code: str) -> None:
             acc.taint = acc.taint or f"{word} statement"
 
 
-def _reads(code: str, words: list[str]) -> tuple[str, int]:
-    """What of the previous statement's results `code` reads first ("" = nothing), and
-    all the kinds of results it reads."""
-    first, kinds = "", 0
+def _reads(code: str, words: list[str]) -> list[tuple[str, int]]:
+    """What of the previous statement's results `code` reads, and of which kind."""
+    found: list[tuple[str, int]] = []
     for pattern, what, kind in _READS:
-        found = pattern.search(code)
-        if found is not None:
-            first = first or what or f"@@{found.group(1).lower()}"
-            kinds |= kind
+        match = pattern.search(code)
+        if match is not None:
+            found.append((what or f"@@{match.group(1).lower()}", kind))
     second = words[1] if len(words) > 1 else ""
     if words[0] == "show" and second in _SHOW_READS:
-        return first or _SHOW_READS[second], kinds | DIAGNOSTICS
-    if words[0] == "get" and "diagnostics" in words[1:3]:
-        return first or "GET DIAGNOSTICS", kinds | DIAGNOSTICS | ROW_COUNT  # its ROW_COUNT item
-    return first, kinds
+        found.append((_SHOW_READS[second], DIAGNOSTICS))
+    elif words[0] == "get" and "diagnostics" in words[1:3]:
+        found.append(("GET DIAGNOSTICS", DIAGNOSTICS | ROW_COUNT))  # and its ROW_COUNT item
+    return found
+
+
+def _writes(code: str, words: list[str]) -> int:
+    """The results a statement certainly sets when it succeeds."""
+    first = words[0]
+    if first == "get":  # GET DIAGNOSTICS leaves ROW_COUNT() as it was
+        return 0
+    if first in _TABLE_WRITES:
+        return ROW_COUNT | DIAGNOSTICS
+    if first == "select":
+        return ROW_COUNT | FOUND_ROWS | (DIAGNOSTICS if _from_table(code) else 0)
+    return ROW_COUNT
+
+
+def _from_table(code: str) -> bool:
+    """Whether a SELECT reads a table: a FROM outside parentheses, not FROM DUAL."""
+    depth = 0
+    for match in _FROM_OR_PAREN.finditer(code):
+        token = match.group()
+        if token == "(":
+            depth += 1
+        elif token == ")":
+            depth -= 1
+        elif depth <= 0:
+            following = (match.group(1) or "").lower()
+            return bool(following) and following != "dual"
+    return False
 
 
 def _reason(code: str, words: list[str]) -> str:
