@@ -137,7 +137,7 @@ class MySession:
         cur = self.prepared if prepared else self.conn.cursor()
         try:
             cur.execute(step.sql, step.params)
-            if cur.description is not None:
+            if cur.description is not None and self._has_result(cur, prepared):
                 obs["cols"] = [col[0] for col in cur.description]
                 obs["rows"] = [plain(row) for row in cur.fetchall()]
             obs["rowcount"] = cur.rowcount
@@ -146,6 +146,14 @@ class MySession:
         finally:
             if not prepared:
                 cur.close()
+
+    @staticmethod
+    def _has_result(cur: Any, prepared: bool) -> bool:
+        """Whether the statement returned rows: mysql-connector's prepared cursor keeps
+        the description of its previous result set after a statement without one (an
+        INSERT), which would make this step's observation depend on the one before."""
+        stmt = getattr(cur, "_stmt", None) if prepared else None
+        return stmt is None or bool(getattr(stmt, "have_result_set", True))
 
     def _finish(self, obs: Observation) -> Observation:
         if self.conn is not None:
