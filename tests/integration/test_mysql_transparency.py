@@ -297,6 +297,31 @@ def test_statement_prepared_under_other_settings_is_never_misread(
 # ------------------------------------------------------------ 3. COM_RESET_CONNECTION
 
 
+def test_savepoint_with_autocommit_off_stays_with_its_client(
+    mariadb: MariaDbCluster, targets: Callable[..., Kwargs]
+) -> None:
+    """With autocommit off, MariaDB keeps a SAVEPOINT made before any statement started
+    a transaction, though the status flags say none is open: the client keeps its
+    connection until COMMIT, so its RELEASE finds the savepoint and nobody else's does."""
+
+    def scenario(kwargs: Kwargs) -> list[Any]:
+        a, b = (pymysql_conn(kwargs, autocommit=False) for _ in "ab")
+        try:
+            rows(a, "savepoint sp")
+            seen = [outcome(b, "release savepoint sp"), outcome(a, "release savepoint sp")]
+            rows(a, "commit")
+            seen.append(outcome(a, "release savepoint sp"))  # gone with the commit
+            rows(b, "rollback")
+            return seen
+        finally:
+            a.close()
+            b.close()
+
+    results = [scenario(kwargs) for kwargs in both(mariadb, targets, max_connections=2)]
+    assert results[0] == [("error", 1305), [], ("error", 1305)]
+    assert results[1] == results[0]
+
+
 def test_reset_connection_in_a_transaction_rolls_it_back(
     mariadb: MariaDbCluster, targets: Callable[..., Kwargs]
 ) -> None:

@@ -10,7 +10,8 @@ READY relays commands: each starts with sequence id 0; a client with no
 connection that sends one borrows a connection (WAITING if it must wait).
 Transaction boundaries come from the server's status flags, not from SQL: when
 a command's reply is complete and the server says no transaction is open, the
-connection goes back to the pool, unless the client is pinned.
+connection goes back to the pool, unless the client is pinned, or holds a
+savepoint that the flags do not show (`savepoint`).
 
 The client's session is what Sluice tracks of it, whichever connection it holds:
 its settings and schema (replayed on the next connection), its statements, its
@@ -37,7 +38,7 @@ from sluice.errors import ProtocolError, QueryCanceled, ServerError, SluiceError
 from sluice.mysql.answers import last_insert_id_query, one_value_result
 from sluice.mysql.errors import MyError, err_packet
 from sluice.mysql.prepared import StatementRelay
-from sluice.mysql.results import ALL, SELECT_WITHOUT_TABLE, ClientResults, query_writes
+from sluice.mysql.results import ALL, SELECT_WITHOUT_TABLE, ClientResults, head_of, query_writes
 from sluice.mysql.statements import ClientStatements
 from sluice.observe.logs import clip
 from sluice.pool.pool import PoolStats
@@ -74,6 +75,9 @@ _CONDITIONS = rp.OK | rp.RESULT_END | rp.ERROR  # packets that say if a statemen
 _SESSION = c.SESSION_STATUS
 _REPORTED = c.SESSION_STATUS | c.TRANSACTION_STATUS
 _LEARN_INSERT_ID = cmd.query("SELECT LAST_INSERT_ID()")
+_ENDS_SAVEPOINTS = re.compile(
+    rb"commit|begin|start\s+transaction|rollback\b(?!\s+(?:work\s+)?to\b)"
+)
 _KILL = re.compile(rb"\s*kill\s+(?:(query|connection)\s+)?(\d+)\s*;?\s*$", re.IGNORECASE)
 _PINS = {c.COM_SET_OPTION: "COM_SET_OPTION"}
 _UNKNOWN_COMMAND = frame(build_err(c.ER_UNKNOWN_COM_ERROR, "Unknown command"), 1)
@@ -128,6 +132,7 @@ class MyClientSession(FrontendSession):
         self.last_insert_id = 0  # its LAST_INSERT_ID() (exact while it holds no connection)
         self.role_changed = False  # it ran something that may change the current role
         self.taint = ""  # this lending ran something opaque (see sql.Effect.taint)
+        self.savepoint = False  # it made one with autocommit off, no transaction flagged
         self._ids_seen = False  # an OK of this lending carried an insert id
         self._learning = False  # our SELECT LAST_INSERT_ID() runs before the release
         self.results = ClientResults(self)  # where its earlier statements' results are
@@ -365,7 +370,13 @@ class MyClientSession(FrontendSession):
         if command in _STMT_COMMANDS:
             return self.relay.command(server, command, payload)
         if self._note(server, command, payload):
-            self.results.sent(server, query_writes(payload[1:]) if command == c.COM_QUERY else 0)
+            writes = 0
+            if command == c.COM_QUERY:
+                head = head_of(payload[1:])
+                if self.savepoint or head.startswith(b"savepoint") or b";" in payload:
+                    self._note_savepoint(head, payload)
+                writes = query_writes(head)
+            self.results.sent(server, writes)
             server.send_command(payload)
             if not self._sent_at:
                 self._sent_at = time.monotonic()
@@ -414,6 +425,7 @@ class MyClientSession(FrontendSession):
             and not self._learning  # our own commands first
             and self.relay.held is None
             and self.proxy.config.pool.mode != "session"
+            and not (self.savepoint and self._keeps_savepoint(server))
         ):
             self._release()
 
@@ -451,6 +463,7 @@ class MyClientSession(FrontendSession):
         self.last_insert_id = 0
         self._ids_seen = self._learning = False
         self.results.answered()  # nothing of the old session is the client's now
+        self.savepoint = False
         self.status = self.pool.default_status if self.pool is not None else self.status
 
     def _change_user(self, payload: bytes) -> None:
@@ -495,6 +508,23 @@ class MyClientSession(FrontendSession):
         elif command in _PINS and not self.pinned:
             self.pin(_PINS[command])
         return True
+
+    def _note_savepoint(self, head: bytes, payload: bytes) -> None:
+        """With autocommit off, MariaDB keeps a SAVEPOINT made before any statement
+        started a transaction (the status flags still say none is open) until COMMIT,
+        ROLLBACK or the next BEGIN: the client keeps the connection until then, or
+        until autocommit is on again (`_keeps_savepoint`)."""
+        if self.savepoint:
+            self.savepoint = _ENDS_SAVEPOINTS.match(head) is None
+        else:
+            self.savepoint = head.startswith(b"savepoint") or b"savepoint" in payload.lower()
+
+    def _keeps_savepoint(self, server: MyServerConn) -> bool:
+        """Whether the client's savepoint keeps the connection (autocommit back on
+        committed it away)."""
+        if server.tracker.status & c.SERVER_STATUS_AUTOCOMMIT:
+            self.savepoint = False
+        return self.savepoint
 
     def _take(self, effect: Effect) -> None:
         if effect.pin and not self.pinned:
@@ -580,6 +610,7 @@ class MyClientSession(FrontendSession):
             and not self._learning
             and self.relay.held is None
             and self.proxy.config.pool.mode != "session"
+            and not (self.savepoint and self._keeps_savepoint(server))
         ):
             self._release()
 
@@ -621,6 +652,8 @@ class MyClientSession(FrontendSession):
 
     def _leave(self, server: MyServerConn) -> None:
         """What `server` must know when the client lets go of it."""
+        if self.savepoint:  # the session holds a savepoint of ours: reset before others
+            server.dirty, self.savepoint = True, False
         if self.taint:
             server.tainted_by, self.taint = self, ""
         if self._ids_seen or self._learning:

@@ -24,7 +24,7 @@ import asyncio
 from typing import TYPE_CHECKING
 
 from sluice.errors import ProtocolError
-from sluice.mysql.results import query_writes
+from sluice.mysql.results import head_of, query_writes
 from sluice.mysql.statements import (
     ClientStmt,
     ServerStmt,
@@ -99,7 +99,7 @@ class StatementRelay:
         session.role_changed = session.role_changed or effect.role
         stmt = ClientStmt(sql, session.database, meaning(session.settings))
         stmt.reads, stmt.taint = effect.reads, effect.taint
-        stmt.read_kinds, stmt.writes = effect.read_kinds, query_writes(sql)
+        stmt.read_kinds, stmt.writes = effect.read_kinds, query_writes(head_of(sql))
         cached = server.statements.get(stmt.key)
         if cached is None:
             self.capture, self._capture_stmt = [], stmt

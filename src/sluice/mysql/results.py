@@ -52,10 +52,14 @@ _FOUND_IF_OK = 0x100  # a SELECT: FOUND_ROWS() is its own unless it fails
 _TABLE_WRITES = (b"insert", b"update", b"delete", b"replace")
 
 
-def query_writes(sql: bytes) -> int:
+def head_of(sql: bytes) -> bytes:
+    """The start of a statement text, lower case: enough for its first word."""
+    return sql[:24].lstrip().lower()
+
+
+def query_writes(head: bytes) -> int:
     """What a COM_QUERY text (or the EXECUTE of one) certainly leaves in the session,
-    from its first word: kinds, and `_FOUND_IF_OK` for a SELECT."""
-    head = sql[:24].lstrip().lower()
+    from its first word (`head_of`): kinds, and `_FOUND_IF_OK` for a SELECT."""
     if head.startswith(b"select"):
         return ROW_COUNT | _FOUND_IF_OK
     if head.startswith(_TABLE_WRITES):
@@ -100,7 +104,7 @@ class ClientResults:
 
     def packet(self, tracker: rp.ReplyTracker, payload: bytes, flags: int) -> None:
         """An OK, end-of-rows or ERR packet of the reply to the client's command."""
-        if flags & rp.ERROR or tracker.warnings(payload, flags):
+        if not self._conditions and (flags & rp.ERROR or tracker.warnings(payload, flags)):
             self._conditions = True
 
     def done(self, server: MyServerConn, error: bool) -> None:

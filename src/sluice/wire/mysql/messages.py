@@ -104,6 +104,8 @@ def ok_status(payload: bytes) -> int:
 
 def ok_warnings(payload: bytes) -> int:
     """Just the warning count of an OK packet: the statement's own conditions."""
+    if len(payload) >= 7 and payload[1] < 0xFB and payload[2] < 0xFB:  # one-byte counts
+        return payload[5] | payload[6] << 8
     pos = read_lenenc_int(payload, 1)[1]
     pos = read_lenenc_int(payload, pos)[1]
     return read_u16(payload, pos + 2) if pos + 4 <= len(payload) else 0

@@ -181,7 +181,7 @@ class ReplyTracker:
         """The warning count of a packet `feed` marked OK or RESULT_END: how many
         conditions the statement raised (not those the session still lists)."""
         if flags & RESULT_END and not self._deprecate_eof:
-            return read_u16(payload, 1) if len(payload) >= 3 else 0
+            return payload[1] | payload[2] << 8 if len(payload) >= 3 else 0
         return ok_warnings(payload)
 
     def _start(self, head: int) -> None:
