@@ -391,16 +391,6 @@ class MyClientSession(FrontendSession):
         """Go on with the client's commands (after a held one went out)."""
         self._drain()
 
-    def refuse_read(self, server: MyServerConn, what: str) -> None:
-        """A read of earlier statements' results that `server` does not hold for us."""
-        text = (
-            f"{what} reads what the previous statement left, which this database connection "
-            "does not hold for this client (Sluice transaction pooling): read it in the same "
-            "transaction or the same multi-statement text as the statement it is about"
-        )
-        self.answered_locally(frame(build_err(c.ER_NOT_SUPPORTED_YET, text), 1))
-        self.release_if_idle(server)
-
     def answered_locally(self, packets: bytes) -> None:
         """Write an answer Sluice made; no connection ran this command for the client."""
         self.results.answered()
@@ -500,7 +490,7 @@ class MyClientSession(FrontendSession):
             if effect.reads and not self.results.holds(server, effect.read_kinds):
                 if not self.pinned:
                     self.pin(effect.pin)  # its next reads will find their statement here
-                self.refuse_read(server, effect.reads)
+                self.results.refuse(server, effect.reads)
                 return False
             self._take(effect)
         elif command == c.COM_INIT_DB:

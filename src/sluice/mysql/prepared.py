@@ -164,7 +164,7 @@ class StatementRelay:
             return True
         if command == c.COM_STMT_EXECUTE:
             if stmt.reads and not session.results.holds(server, stmt.read_kinds):
-                session.refuse_read(server, stmt.reads)
+                session.results.refuse(server, stmt.reads)
                 return True
             if stmt.taint:
                 session.taint = stmt.taint

@@ -31,14 +31,17 @@ not visible here.
 
 A read (`sql.Effect.read_kinds`) is relayed only when the connection holds every kind it
 reads for the client; otherwise Sluice refuses it with a clear error
-(`MyClientSession.refuse_read`) rather than answer with another session's results.
+(`ClientResults.refuse`) rather than answer with another session's results.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from sluice.wire.mysql import constants as c
 from sluice.wire.mysql import replies as rp
+from sluice.wire.mysql.messages import build_err
+from sluice.wire.mysql.packets import frame
 from sluice.wire.mysql.sql import DIAGNOSTICS, FOUND_ROWS, LAST_GTID, ROW_COUNT
 
 if TYPE_CHECKING:
@@ -97,6 +100,17 @@ class ClientResults:
             server.results_of = self.session
             server.holds = writes & ALL
         self._found = bool(writes & _FOUND_IF_OK)
+
+    def refuse(self, server: MyServerConn, what: str) -> None:
+        """Answer a read of results that `server` does not hold for the client with a
+        clear error, never with another session's values."""
+        text = (
+            f"{what} reads what the previous statement left, which this database connection "
+            "does not hold for this client (Sluice transaction pooling): read it in the same "
+            "transaction or the same multi-statement text as the statement it is about"
+        )
+        self.session.answered_locally(frame(build_err(c.ER_NOT_SUPPORTED_YET, text), 1))
+        self.session.release_if_idle(server)
 
     def answered(self) -> None:
         """Sluice answered a command itself: no connection holds the client's results."""
