@@ -540,3 +540,31 @@ def test_asyncpg_greeting_datestyle(ends: Endpoints) -> None:
     direct, through = asyncio.run(both())
     assert direct == "SQL, DMY"
     assert through == direct
+
+
+# ------------------------------- 15: what the differential tester found
+
+
+@pytest.mark.parametrize("reset", ["DISCARD ALL", "RESET application_name", "RESET ALL"])
+def test_failed_reset_reports_what_the_abort_undid(ends2: Endpoints, reset: str) -> None:
+    """A reset that fails ends the transaction's changes at once: the server reports the
+    values from before it (`DISCARD ALL` cannot run in a transaction, the others fail
+    after an error), and the client hears them rather than its in-transaction values."""
+
+    def steps(conn: Conn, other: Conn) -> list[Any]:
+        seen: list[Any] = []
+        conn.autocommit = False
+        conn.execute("SELECT set_config('application_name', 'changed', false)")
+        conn.execute("SET timezone = 'Europe/Rome'")
+        if reset != "DISCARD ALL":
+            with pytest.raises(errors.DivisionByZero):
+                conn.execute("SELECT 1/0")
+        with pytest.raises(psycopg.Error) as info:
+            conn.execute(reset)
+        seen += [info.value.sqlstate, reported(conn)]
+        conn.rollback()
+        conn.autocommit = True
+        seen.append(turn(other))
+        return [*seen, *view(conn)]
+
+    assert_same(ends2.both(steps, **START))

@@ -18,7 +18,9 @@ proxy:
   (the pooled connection's defaults) and its ReadyForQuery are held back, and
   the injected restore's ParameterStatus and ReadyForQuery go to the client in
   their place. If the request failed, it changed nothing, so the restore's
-  reports are dropped too (the client session then resynchronises the server);
+  reports are dropped too and the request's own go to the client (what the
+  abort of its transaction undid); the client session then resynchronises
+  the server;
 - notice when an injected replay of settings fails (`replay_error`): the
   client session must not go on as if the connection had its settings;
 - read the rows of the proxy's own state check (QUERY_CHECK, `check_rows`);
@@ -353,7 +355,9 @@ class ResponseTracker:
         plainly the client's: only a restore's reports, and a restoring request's other
         reports, reach it."""
         if head in _RESTORING:
-            if kind != _M_PARAM:
+            if kind != _M_PARAM or self._request_failed:
+                # after an error the server reports what its abort undid (a SET earlier
+                # in the transaction): the client's own value, as directly
                 return True
             end = data.index(b"\x00", pos + 5)
             return data[pos + 5 : end].lower() not in self._hidden[0]
