@@ -568,3 +568,26 @@ def test_failed_reset_reports_what_the_abort_undid(ends2: Endpoints, reset: str)
         return [*seen, *view(conn)]
 
     assert_same(ends2.both(steps, **START))
+
+
+def test_reset_in_a_transaction_takes_no_snapshot(ends2: Endpoints) -> None:
+    """The restore after a RESET inside a transaction is no query of the client's: SET
+    TRANSACTION may still follow, and a REPEATABLE READ snapshot starts at the client's
+    first query (rows committed meanwhile are seen)."""
+
+    def steps(conn: Conn, other: Conn) -> list[Any]:
+        other.execute("create table if not exists snap_rows (x int)")
+        other.execute("truncate snap_rows")
+        conn.execute("BEGIN")
+        conn.execute("RESET ALL")
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        other.execute("insert into snap_rows values (1)")
+        seen = [scalar(conn, "select count(*) from snap_rows")]
+        seen.append(scalar(conn, "show transaction_isolation"))
+        seen += view(conn)
+        conn.execute("COMMIT")
+        other.execute("drop table snap_rows")
+        return seen
+
+    start = {**START, "options": START["options"] + " -c search_path=public"}
+    assert_same(ends2.both(steps, **start))

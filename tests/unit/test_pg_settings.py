@@ -10,7 +10,13 @@ from __future__ import annotations
 
 import pytest
 
-from sluice.pg.settings import SessionSettings, literal, replay_queries, set_config_statement
+from sluice.pg.settings import (
+    SessionSettings,
+    literal,
+    replay_queries,
+    set_config_statement,
+    set_statement,
+)
 from sluice.pg.startup import (
     StartupRefused,
     VerifiedSettings,
@@ -194,7 +200,7 @@ def test_restore_after_reset_all() -> None:
     assert plan is not None
     names, sql = plan
     assert names == ["timezone", "search_path"]  # datestyle: a fresh connection has it
-    assert sql == b"; ".join(settings.startup[n] for n in names)
+    assert sql == b"SET \"timezone\" TO E'Asia/Tokyo'; SET \"search_path\" TO E'a'"  # no snapshot
     server: dict[str, bytes] = {}
     assert settings.commit(server, errors=0, rolled_back=False)
     assert settings.params == settings.startup
@@ -223,6 +229,32 @@ def test_restore_is_undone_with_its_savepoint() -> None:
     server: dict[str, bytes] = {}
     assert settings.commit(server, errors=0, rolled_back=False)
     assert settings.params["timezone"] == b"SET timezone = 'UTC'"
+
+
+SET_STATEMENTS = [
+    ("timezone", "Asia/Tokyo", b"SET \"timezone\" TO E'Asia/Tokyo'"),
+    ("datestyle", "SQL, DMY", b"SET \"datestyle\" TO E'SQL, DMY'"),  # a list, not quoted
+    ("application_name", "caf\u00e9", b"SET \"application_name\" TO E'caf\\u00e9'"),
+    ("search_path", '"$user", public', b"SET \"search_path\" TO E'$user', E'public'"),
+    ("search_path", '"user", x', b"SET \"search_path\" TO E'user', E'x'"),
+    ("search_path", '"a, b"', b"SET \"search_path\" TO E'a, b'"),
+    # spellings a SET cannot give (it quotes each element as quote_identifier would)
+    ("search_path", "a,b", b"SELECT pg_catalog.set_config('search_path', E'a,b', false)"),
+    ("search_path", "Foo", b"SELECT pg_catalog.set_config('search_path', E'Foo', false)"),
+    ("search_path", "user", b"SELECT pg_catalog.set_config('search_path', E'user', false)"),
+    (
+        "search_path",
+        '"public"',
+        b"SELECT pg_catalog.set_config('search_path', E'\"public\"', false)",
+    ),
+    ("search_path", "", b"SELECT pg_catalog.set_config('search_path', E'', false)"),
+    ("myapp.x", "start", b"SELECT pg_catalog.set_config('myapp.x', E'start', false)"),
+]
+
+
+@pytest.mark.parametrize(("name", "value", "sql"), SET_STATEMENTS)
+def test_set_statement(name: str, value: str, sql: bytes) -> None:
+    assert set_statement(name, value) == sql
 
 
 def test_shown_values() -> None:

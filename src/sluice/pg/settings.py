@@ -32,6 +32,36 @@ SAVEPOINT, ROLLBACK_TO, RELEASE = ChangeKind.SAVEPOINT, ChangeKind.ROLLBACK_TO, 
 _SHOWN_VALUE = re.compile(rb"(?:\bto\b|=|\bzone\b|\bnames\b)\s*(.*)$", re.IGNORECASE | re.S)
 _ENCODING = "client_encoding"
 _PLAIN_NAME = re.compile(r"[a-z_][a-z0-9_.]*")
+# Settings whose SET values PostgreSQL quotes as identifiers (its GUC_LIST_QUOTE ones).
+_LIST_QUOTE = frozenset(
+    """
+    search_path temp_tablespaces local_preload_libraries session_preload_libraries
+    shared_preload_libraries unix_socket_directories
+    """.split()  # noqa: SIM905 (a table of words reads best as text)
+)
+_LIST_ELEMENT = re.compile(r'(?:"((?:[^"]|"")*)"|([^",\s]+))(?:, |$)')
+_SAFE_IDENT = re.compile(r"[a-z_][a-z0-9_]*")
+# Keywords that quote_identifier quotes (all but the unreserved ones, PostgreSQL 15 to 17).
+_QUOTED_KEYWORDS = frozenset(
+    """
+    all analyse analyze and any array as asc asymmetric authorization between bigint binary
+    bit boolean both case cast char character check coalesce collate collation column
+    concurrently constraint create cross current_catalog current_date current_role
+    current_schema current_time current_timestamp current_user dec decimal default
+    deferrable desc distinct do else end except exists extract false fetch float for
+    foreign freeze from full grant greatest group grouping having ilike in initially inner
+    inout int integer intersect interval into is isnull join json json_array
+    json_arrayagg json_exists json_object json_objectagg json_query json_scalar
+    json_serialize json_table json_value lateral leading least left like limit localtime
+    localtimestamp merge_action national natural nchar none normalize not notnull null
+    nullif numeric offset on only or order out outer overlaps overlay placing position
+    precision primary real references returning right row select session_user setof
+    similar smallint some substring symmetric system_user table tablesample then time
+    timestamp to trailing treat trim true union unique user using values varchar variadic
+    verbose when where window with xmlattributes xmlconcat xmlelement xmlexists xmlforest
+    xmlnamespaces xmlparse xmlpi xmlroot xmlserialize xmltable
+    """.split()  # noqa: SIM905
+)
 
 
 def set_config_statement(name: str, value: str) -> bytes:
@@ -42,6 +72,49 @@ def set_config_statement(name: str, value: str) -> bytes:
     """
     quoted = b"'%s'" % name.encode() if _PLAIN_NAME.fullmatch(name) else literal(name)
     return b"SELECT pg_catalog.set_config(%s, %s, false)" % (quoted, literal(value))
+
+
+def set_statement(name: str, value: str) -> bytes:
+    """A statement that gives `name` the value `value` without taking a snapshot.
+
+    A restore runs inside the client's transaction, where a SELECT would take the
+    transaction's snapshot (REPEATABLE READ would see the database as of the restore)
+    and make a later SET TRANSACTION fail ("must be called before any query"). A SET
+    takes none. PostgreSQL quotes each value of a GUC_LIST_QUOTE setting as an
+    identifier, so such a value is set that way only when every element is spelled as
+    that quoting spells it; anything else, and custom (dotted) settings, which an
+    extension may define as such lists, fall back to `set_config_statement`.
+    """
+    if "." in name or not _PLAIN_NAME.fullmatch(name):
+        return set_config_statement(name, value)
+    if name not in _LIST_QUOTE:
+        return b"SET %s TO %s" % (quote_name(name), literal(value))
+    elements = _identifier_list(value)
+    if not elements or ", ".join(_quote_ident(e) for e in elements) != value:
+        return set_config_statement(name, value)
+    return b"SET %s TO %s" % (quote_name(name), b", ".join(literal(e) for e in elements))
+
+
+def _identifier_list(value: str) -> list[str] | None:
+    """The elements of a comma-separated list of identifiers, unquoted; None if the text
+    is not one."""
+    elements = []
+    pos = 0
+    while pos < len(value):
+        match = _LIST_ELEMENT.match(value, pos)
+        if match is None:
+            return None
+        quoted, bare = match.group(1), match.group(2)
+        elements.append(quoted.replace('""', '"') if quoted is not None else bare)
+        pos = match.end()
+    return elements
+
+
+def _quote_ident(word: str) -> str:
+    """`word` as PostgreSQL's quote_identifier spells it."""
+    if _SAFE_IDENT.fullmatch(word) and word not in _QUOTED_KEYWORDS:
+        return word
+    return '"' + word.replace('"', '""') + '"'
 
 
 def literal(text: str) -> bytes:
@@ -102,12 +175,14 @@ class SessionSettings:
         "params",
         "pending",
         "resets_noted",
+        "restores",
         "savepoints",
         "startup",
     )
 
     def __init__(self) -> None:
         self.startup: dict[str, bytes] = {}  # name -> set_config statement
+        self.restores: dict[str, bytes] = {}  # name -> the same as a SET (`set_statement`)
         self.at_default: frozenset[str] = frozenset()  # equal to a fresh connection's
         self.custom_startup = ""  # a custom (dotted) setting among the startup ones
         self.params: dict[str, bytes] = {}  # what the client has once pending is settled
@@ -120,6 +195,7 @@ class SessionSettings:
         """A startup setting the server accepted; `shown` is its value as the server shows it."""
         stmt = set_config_statement(name, shown)
         self.startup[name] = self.params[name] = stmt
+        self.restores[name] = set_statement(name, shown)
         if at_default:
             self.at_default = self.at_default | {name}
         if "." in name:
@@ -179,7 +255,7 @@ class SessionSettings:
         if not names:
             return None
         self.pending += [Change(SET, name, self.startup[name]) for name in names]
-        return names, b"; ".join(self.startup[name] for name in names)
+        return names, b"; ".join(self.restores[name] for name in names)
 
     def _unrestored(self) -> list[str]:
         """Startup settings whose last pending change is a reset to a different value."""
