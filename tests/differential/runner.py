@@ -187,7 +187,9 @@ def compare(
     that covered others go to `accepted`. A session observable that differs exactly as
     it did at the client's previous step is not new; a client whose connection broke on
     one side is not compared again until it reconnects; comparing stops after a step
-    that waited. Later divergences may still follow from earlier ones."""
+    that waited, and after an accepted refusal that left the proxy's transaction failed
+    where the direct one goes on (everything after it, the rows committed included, may
+    differ because of it). Later divergences may still follow from earlier ones."""
     found: dict[tuple[str, str], Divergence] = {}
     before: dict[int, tuple[Observation, Observation]] = {}
     lost: set[int] = set()
@@ -198,12 +200,14 @@ def compare(
         if client in lost:
             continue
         differ = []
+        refused = False
         for name in sorted(a.keys() | b.keys(), key=_weight):
             if a.get(name) == b.get(name) or _persists(before.get(client), name, a, b):
                 continue
             lim = allowed(limits, program.engine, label, name, b)
             if lim is not None:
                 accepted.append(f"{where} {name}: {lim.id}")
+                refused = refused or lim.proxy_error is not None
                 continue
             differ.append(name)
         if differ:
@@ -214,6 +218,8 @@ def compare(
                 lost.add(client)
         before[client] = (a, b)
         if a.get("blocked") or b.get("blocked") or not (a.get("ran", 1) and b.get("ran", 1)):
+            return list(found.values())
+        if refused and b.get("tx") == "INERROR" != a.get("tx"):
             return list(found.values())
     for table in sorted(direct.final.keys() | via.final.keys()):
         a_rows, b_rows = direct.final.get(table), via.final.get(table)

@@ -150,3 +150,26 @@ def test_a_refusal_limitation_covers_only_its_error_code(tmp_path: Path) -> None
     assert limitations.allowed(limits, "mysql", "x", "rows", refused) is not None
     assert limitations.allowed(limits, "mysql", "x", "rows", {"rows": [[7]]}) is None
     assert limitations.allowed(limits, "mysql", "x", "rows", {"error": [1146, "no"]}) is None
+
+
+def test_an_accepted_refusal_that_failed_the_transaction_ends_the_comparison(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "l.toml"
+    path.write_text(
+        '[[limitation]]\nid = "r"\nengine = "pg"\nexplanation = "e"\n'
+        'field = "*"\nlabel = "refused"\nproxy_error = "55000"\n'
+    )
+    limits = limitations.load(path)
+    refused = Step(0, "sql", "refused", "SELECT currval('s')", None, ("stmt",))
+    program = _program(_sql(0), refused, _sql(0), clients=1)
+    ok, aborted = {"rows": [[1]], "tx": "INTRANS"}, {"error": ["25P02", "aborted"], "tx": "INERROR"}
+    direct = Trace([ok, ok, ok, ok], {"t": [[1]]})
+    proxy = Trace([ok, ok, {"error": ["55000", "not yet defined"], "tx": "INERROR"}, aborted], {})
+    accepted: list[str] = []
+    assert compare(program, direct, proxy, limits, accepted) == []
+    assert accepted and all(note.startswith("step 1 ") for note in accepted)
+    goes_on = {"error": ["55000", "not yet defined"], "tx": "INTRANS"}
+    proxy = Trace([ok, ok, goes_on, {"rows": [[2]], "tx": "INTRANS"}], {})
+    found = compare(program, direct, proxy, limits, [])  # the transaction goes on: compared
+    assert [(d.where, d.field) for d in found] == [("step 2", "rows"), ("final", "final.t")]
