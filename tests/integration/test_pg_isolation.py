@@ -600,6 +600,32 @@ def test_deallocate_means_the_clients_own_statements(
     assert pin_lines(proc) == []
 
 
+def _failed_discard_session(port: int) -> list[list[tuple[bytes, str]]]:
+    seen = []
+    client = RawClient(port)
+    client.login()
+    seen.append(_shape(_parse_sync(client, b"s1", b"select 1")))
+    for failing in (["BEGIN", "select 1/0", "DISCARD ALL"], ["BEGIN", "DISCARD ALL"]):
+        seen += [_shape(client.query(sql)) for sql in failing]
+        seen.append(_shape(client.query("ROLLBACK")))
+        seen.append(_shape(_bind_sync(client, b"s1")))  # still there
+    seen.append(_shape(client.query("DISCARD ALL; select 1")))  # a transaction block too
+    seen.append(_shape(_bind_sync(client, b"s1")))
+    seen.append(_shape(client.query("DISCARD ALL")))
+    seen.append(_shape(_bind_sync(client, b"s1")))  # gone
+    client.close()
+    return seen
+
+
+def test_failed_discard_all_keeps_the_clients_statements(
+    start_sluice: StartSluice, objects: PgCluster
+) -> None:
+    """DISCARD ALL that the server refuses (in a failed transaction, inside a transaction
+    block) drops nothing: the client's statements still work afterwards, as directly."""
+    proc = start_sluice(pool={"max_connections": 1, "borrow_timeout": 10})
+    assert _failed_discard_session(port_of(proc)) == _failed_discard_session(objects.port)
+
+
 # ---------------------------------------------------------------- lastval()
 
 

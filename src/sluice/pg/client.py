@@ -44,7 +44,14 @@ from sluice.session.frontend import ClientState, FrontendSession, is_variable_se
 from sluice.wire.pg import messages as m
 from sluice.wire.pg import responses as r
 from sluice.wire.pg.framing import MessageReader
-from sluice.wire.pg.sql import NO_EFFECT, Change, Effect, classify_bytes, savepoint_changes
+from sluice.wire.pg.sql import (
+    NO_EFFECT,
+    Change,
+    Effect,
+    classify_bytes,
+    savepoint_changes,
+    split_statements,
+)
 
 if TYPE_CHECKING:
     from sluice.pg.pgpool import PgPool
@@ -70,6 +77,25 @@ _BUFFER_WHILE_LOGGING_IN = 2 * LOGIN_MESSAGE_MAX
 _NORMAL_ENDS = frozenset({"client sent Terminate", "cancel request handled"})
 _serials = itertools.count(1)
 _CHECKING = ClientState.CHECKING
+_STATUS_FAILED, _STATUS_IN_BLOCK = ord("E"), ord("T")  # ReadyForQuery's transaction status
+
+
+def _drops_statements(sql: bytes, tracker: r.ResponseTracker) -> bool:
+    """Whether SQL holding DISCARD ALL or DEALLOCATE ALL will drop the session's prepared
+    statements. Not when the server surely refuses it: discarded behind an error until
+    the Sync, in a failed transaction, or DISCARD ALL inside a transaction block (a query
+    of several statements is one too). With replies still due the status it will meet is
+    unknown: they count as dropped."""
+    if tracker.awaiting_sync:
+        return False
+    statements = split_statements(sql.decode("latin-1"))
+    deallocates = any(stmt[:10].lower() == "deallocate" for stmt in statements)
+    if len(statements) > 1:
+        return deallocates  # (it may run before a later statement fails)
+    if tracker.queue or tracker.unsynced:
+        return True
+    status = tracker.status
+    return status != _STATUS_FAILED and (deallocates or status != _STATUS_IN_BLOCK)
 
 
 class ClientSession(FrontendSession):
@@ -437,7 +463,7 @@ class ClientSession(FrontendSession):
             self.pin(effect.pin)
         if effect.custom:
             self._created_custom(effect.custom)
-        if effect.drops_statements:
+        if effect.drops_statements and _drops_statements(sql, tracker):
             self.statements.clear()
             tracker.forget_statements()
         if effect.schema:  # statements prepared until now may be stale; again once it ends
