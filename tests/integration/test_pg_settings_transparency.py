@@ -15,7 +15,7 @@ import asyncio
 import os
 import subprocess
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import asyncpg
@@ -473,7 +473,6 @@ def test_custom_setting_does_not_reach_the_next_client(ends: Endpoints) -> None:
     [
         "SET LOCAL myapp.role = 'admin'",
         "SELECT set_config('request.jwt.claims', '{\"sub\": 1}', true)",
-        "RESET myapp.other",
     ],
 )
 def test_transaction_scoped_custom_setting_does_not_leak(ends: Endpoints, sql: str) -> None:
@@ -568,6 +567,27 @@ def test_failed_reset_reports_what_the_abort_undid(ends2: Endpoints, reset: str)
         return [*seen, *view(conn)]
 
     assert_same(ends2.both(steps, **START))
+
+
+@pytest.mark.parametrize("in_transaction", [False, True])
+def test_reset_of_a_custom_setting_defines_it_for_good(
+    ends2: Endpoints, in_transaction: bool
+) -> None:
+    """RESET of a custom setting that was never set creates it, empty, for the rest of
+    the session (the client keeps its connection); nobody else sees it."""
+
+    def steps(conn: Conn, other: Conn) -> list[Any]:
+        with conn.transaction() if in_transaction else nullcontext():
+            conn.execute("RESET myapp.other")
+        seen: list[Any] = [turn(other)]
+        seen.append(scalar(conn, "select current_setting('myapp.other', true)"))
+        seen.append(scalar(conn, "show myapp.other"))
+        with pytest.raises(errors.UndefinedObject) as info:
+            other.execute("show myapp.other")
+        return [*seen, info.value.sqlstate]
+
+    assert_same(ends2.both(steps))
+    assert "pinned to its connection: RESET myapp.other" in ends2.proc.log_text()
 
 
 def test_reset_in_a_transaction_takes_no_snapshot(ends2: Endpoints) -> None:

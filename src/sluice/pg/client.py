@@ -47,6 +47,7 @@ from sluice.wire.pg.framing import MessageReader
 from sluice.wire.pg.sql import (
     NO_EFFECT,
     Change,
+    ChangeKind,
     Effect,
     classify_bytes,
     savepoint_changes,
@@ -463,6 +464,7 @@ class ClientSession(FrontendSession):
             self.pin(effect.pin)
         if effect.custom:
             self._created_custom(effect.custom)
+            self._pin_reset_custom(effect.changes)
         if effect.drops_statements and _drops_statements(sql, tracker):
             self.statements.clear()
             tracker.forget_statements()
@@ -490,6 +492,22 @@ class ClientSession(FrontendSession):
         self.stats.queries += 1
         self.transport_write(reply)
         return True
+
+    def _pin_reset_custom(self, changes: tuple[Change, ...]) -> None:
+        """RESET of a custom setting defines it in the session for good, empty: later
+        reads give '' instead of NULL or 42704. A connection where one is created is
+        never lent again, so only the client's own connection keeps giving ''."""
+        if self.pinned:
+            return
+        for change in changes:
+            name = change.name
+            if (
+                change.kind is ChangeKind.RESET
+                and "." in name
+                and name not in self.settings.startup
+            ):
+                self.pin(f"RESET {name}")
+                return
 
     def _created_custom(self, name: str) -> None:
         """A custom (dotted) setting may now exist on the connection: it must not be lent again."""
