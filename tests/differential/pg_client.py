@@ -125,6 +125,9 @@ class PgSession:
         if step.action == "rollback":
             conn.rollback()
             return
+        if step.action in ("copy_in", "copy_out"):
+            self._copy(conn, step, obs)
+            return
         cur = ClientCursor(conn) if step.action == "simple" else conn.cursor()
         with cur:
             prepare = True if step.action == "prepared" else None
@@ -133,6 +136,18 @@ class PgSession:
             if cur.description is not None:
                 obs["cols"] = [col.name for col in cur.description]
                 obs["rows"] = [plain(row) for row in cur.fetchall()]
+
+    @staticmethod
+    def _copy(conn: psycopg.Connection[Any], step: Step, obs: Observation) -> None:
+        """COPY ... FROM STDIN of the step's rows (`params`), or COPY ... TO STDOUT."""
+        with conn.cursor() as cur:
+            with cur.copy(step.sql) as copy:
+                if step.action == "copy_in":
+                    for row in step.params or []:
+                        copy.write_row(row)
+                else:
+                    obs["rows"] = [plain(row) for row in copy.rows()]
+            obs["status"] = cur.statusmessage
 
     def _finish(self, obs: Observation) -> Observation:
         if self.notices:

@@ -1,5 +1,6 @@
 """The PostgreSQL grammar: session settings, transactions, prepared statements, temporary
-objects, advisory locks, LISTEN, opaque functions, roles, data and errors on purpose.
+objects, advisory locks, LISTEN, opaque functions, roles, data (COPY and cursors too)
+and errors on purpose.
 
 Schemas `diff_a` and `diff_b` both hold a table `t`, so what an unqualified `t` means
 depends on `search_path` (and on a temporary `t`). `diff_a.setcfg(name, value)` calls
@@ -30,6 +31,12 @@ CUSTOM = "myapp.x"
 # A custom setting is read as its value or '': whether an empty placeholder exists in a
 # session is what no pooler can carry (limitations.toml, "pg-custom-placeholder").
 CUSTOM_VALUE = f"SELECT coalesce(current_setting('{CUSTOM}', true), '')"
+CLIENTS = 3
+# Opaque SQL sets a custom setting for the session under a name of its client's own,
+# which only the other clients read: no check can see such a setting, so it does not
+# follow its client to another connection (limitations.toml, "pg-custom-from-opaque-sql"),
+# but it must never reach anyone else.
+OPAQUE_CUSTOM = "myapp.o{}"
 KEYS = ("1", "2", "3", "4", "5", "6")
 
 SNAPSHOT = (
@@ -69,8 +76,15 @@ def reset_tracked(rng: random.Random, client: int, spec: ClientSpec) -> Step:
 
 def show(rng: random.Random, client: int, spec: ClientSpec) -> Step:
     name = rng.choice((*TRACKED, CUSTOM, "role"))
-    text = f"SHOW {name}" if name != CUSTOM else CUSTOM_VALUE
+    text = f"SHOW {name}" if name != CUSTOM else _custom_values(client)
     return Step(client, "sql", f"show:{name}", text, None, ("stmt",))
+
+
+def _custom_values(client: int) -> str:
+    """The custom setting, and the other clients' ones that opaque SQL set."""
+    others = [OPAQUE_CUSTOM.format(i) for i in range(CLIENTS) if i != client]
+    reads = [f"coalesce(current_setting('{name}', true), '')" for name in (CUSTOM, *others)]
+    return "SELECT " + ", ".join(reads)
 
 
 def set_custom(rng: random.Random, client: int, spec: ClientSpec) -> Step:
@@ -95,13 +109,15 @@ def opaque_set(rng: random.Random, client: int, spec: ClientSpec) -> Step:
     name = rng.choice(tuple(values))
     value = values[name]
     local = rng.random() < 0.25
+    how = rng.choice(("do", "function", "select"))
+    if name == CUSTOM and how != "select" and (how == "function" or not local):
+        name = OPAQUE_CUSTOM.format(client)  # for the session, out of sight (the function's is)
     call = f"set_config('{name}', '{value}', {str(local).lower()})"
     forms = {
         "do": f"DO $$BEGIN PERFORM {call}; END$$",
         "function": f"SELECT diff_a.setcfg('{name}', '{value}')",
-        "select": f"SELECT {call}",
+        "select": f"SELECT {call}",  # not opaque: set_config(..., false) of it pins
     }
-    how = rng.choice(tuple(forms))
     return Step(client, "sql", f"opaque_{how}:{name}", forms[how], None, ("stmt", "pin"))
 
 
@@ -136,6 +152,39 @@ def select(rng: random.Random, client: int, spec: ClientSpec) -> Step:
         text, params = f"SELECT v FROM {table} WHERE id = %s", [rng.randint(1, 3)]
         return Step(client, how, f"select_one:{table}", text, params, ("stmt",))
     return Step(client, how, f"select:{table}", text, None, ("stmt",))
+
+
+def copy(rng: random.Random, client: int, spec: ClientSpec) -> Step:
+    """COPY through the protocol's copy mode: rows in (a serial column's default runs
+    nextval()), or a table's rows out."""
+    kind = rng.choice(("in", "in_serial", "out"))
+    if kind == "out":
+        table = rng.choice(("diff_a.t", "t", "diff_a.c"))
+        text = f"COPY (SELECT id, v FROM {table} ORDER BY id) TO STDOUT"
+        return Step(client, "copy_out", f"copy_out:{table}", text, None, ("stmt",))
+    if kind == "in_serial":
+        rows: list[object] = [[rng.choice(("m", "n"))] for _ in range(rng.randint(1, 2))]
+        text = "COPY diff_a.c (v) FROM STDIN"
+        return Step(client, "copy_in", "copy_in:diff_a.c", text, rows, ("stmt", "write:c"))
+    table = rng.choice(("diff_a.t", "diff_b.t", "t"))
+    rows = [[rng.randint(1, 9), "copy"]]
+    text = f"COPY {table} (id, v) FROM STDIN"
+    return Step(client, "copy_in", f"copy_in:{table}", text, rows, ("stmt", "write:t"))
+
+
+def cursor(rng: random.Random, client: int, spec: ClientSpec) -> Step:
+    """SQL cursors: a plain one lives in its transaction, one WITH HOLD in the session."""
+    forms = {
+        "declare": ("DECLARE cur CURSOR FOR SELECT id, v FROM diff_a.t ORDER BY id", ()),
+        "hold": ("DECLARE held CURSOR WITH HOLD FOR SELECT id, v FROM t ORDER BY id", ("pin",)),
+        "fetch": ("FETCH 1 FROM cur", ()),
+        "fetch_held": ("FETCH 1 FROM held", ()),
+        "close": ("CLOSE ALL", ()),
+        "list": ("SELECT name, is_holdable FROM pg_cursors ORDER BY 1", ()),
+    }
+    kind = rng.choice(tuple(forms))
+    text, effects = forms[kind]
+    return Step(client, "sql", f"cursor:{kind}", text, None, ("stmt", *effects))
 
 
 def savepoint(rng: random.Random, client: int, spec: ClientSpec) -> Step:
@@ -223,7 +272,7 @@ def discard(rng: random.Random, client: int, spec: ClientSpec) -> Step:
 def clients(rng: random.Random) -> tuple[ClientSpec, ...]:
     """Three psycopg clients, most in autocommit, some with startup settings."""
     made = []
-    for index in range(3):
+    for index in range(CLIENTS):
         options: dict[str, str] = {}
         if rng.random() < 0.5:
             options["application_name"] = f"c{index}"
@@ -261,6 +310,8 @@ RULES: tuple[Rule, ...] = (
     Rule(5, begin),
     Rule(8, end_txn),
     Rule(3, savepoint),
+    Rule(2, copy),
+    Rule(2, cursor),
     Rule(4, advisory),
     Rule(2, sql("my_locks", MY_LOCKS)),
     Rule(2, listen),
