@@ -600,6 +600,33 @@ def test_deallocate_means_the_clients_own_statements(
     assert pin_lines(proc) == []
 
 
+def _deallocate_in_transaction(port: int) -> list[list[tuple[bytes, str]]]:
+    seen = []
+    client = RawClient(port)
+    client.login()
+    seen.append(_shape(_parse_sync(client, b"s1", b"select 1")))
+    for sql in ("DEALLOCATE s1", "DEALLOCATE ALL"):
+        seen.append(_shape(client.query("BEGIN")))
+        seen.append(_shape(client.query(sql)))
+        seen.append(_shape(client.query("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE")))
+        seen.append(_shape(client.query("ROLLBACK")))
+    client.close()
+    return seen
+
+
+def test_deallocate_in_a_transaction_takes_its_snapshot(
+    start_sluice: StartSluice, objects: PgCluster
+) -> None:
+    """The proxy answers a DEALLOCATE of the client's own statements itself, but the
+    transaction must go on as after the server's: its snapshot taken (SET TRANSACTION
+    then fails with 25001)."""
+    proc = start_sluice(pool={"max_connections": 1, "borrow_timeout": 10})
+    through = _deallocate_in_transaction(port_of(proc))
+    assert through == _deallocate_in_transaction(objects.port)
+    assert (b"E", "25001") in through[3]
+    assert pin_lines(proc) == []
+
+
 def _failed_discard_session(port: int) -> list[list[tuple[bytes, str]]]:
     seen = []
     client = RawClient(port)

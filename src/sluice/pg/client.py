@@ -79,6 +79,7 @@ _NORMAL_ENDS = frozenset({"client sent Terminate", "cancel request handled"})
 _serials = itertools.count(1)
 _CHECKING = ClientState.CHECKING
 _STATUS_FAILED, _STATUS_IN_BLOCK = ord("E"), ord("T")  # ReadyForQuery's transaction status
+_TAKE_SNAPSHOT = m.query("SELECT")  # no rows to speak of, but a snapshot, as any query takes
 
 
 def _drops_statements(sql: bytes, tracker: r.ResponseTracker) -> bool:
@@ -491,6 +492,12 @@ class ClientSession(FrontendSession):
             return False
         self.stats.queries += 1
         self.transport_write(reply)
+        server = self.server
+        if tracker is not None and tracker.status == _STATUS_IN_BLOCK and server is not None:
+            # directly, a DEALLOCATE in a transaction takes its snapshot (REPEATABLE READ
+            # reads the database as of then, a later SET TRANSACTION fails): so must this
+            tracker.push(r.QUERY_SKIP)
+            server.write(_TAKE_SNAPSHOT)
         return True
 
     def _pin_reset_custom(self, changes: tuple[Change, ...]) -> None:
