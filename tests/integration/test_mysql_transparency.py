@@ -153,6 +153,31 @@ def test_killed_connection_is_lost_as_directly(
     assert want == [("error", 2013 if busy else -1)]  # -1: "MySQL Connection not available"
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")  # mysql-connector echoes each warning
+def test_warnings_read_after_a_ping(
+    mariadb: MariaDbCluster, targets: Callable[..., Kwargs]
+) -> None:
+    """mysql-connector with get_warnings pings (is_connected) before its SHOW WARNINGS: a
+    ping is no statement, the warnings of the one before are still there to read."""
+
+    def scenario(kwargs: Kwargs) -> list[Any]:
+        conn = connector_conn(kwargs, autocommit=True, get_warnings=True)
+        cur = conn.cursor()
+        seen = []
+        for _ in range(3):
+            cur.execute("SELECT 'a' + 'b'")
+            cur.fetchall()
+            seen.append([tuple(w) for w in cur.warnings or []])
+        conn.ping()
+        seen.append(outcome(conn, "SHOW COUNT(*) WARNINGS"))
+        conn.close()
+        return seen
+
+    want, got = (scenario(kwargs) for kwargs in both(mariadb, targets))
+    assert got == want
+    assert want[0] and want[-1] == [(2,)]  # the ping cleared nothing
+
+
 def test_connection_ids_grow_as_the_servers(
     mariadb: MariaDbCluster, targets: Callable[..., Kwargs]
 ) -> None:

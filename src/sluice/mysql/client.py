@@ -355,8 +355,8 @@ class MyClientSession(FrontendSession):
                 self.statements.by_id.pop(cmd.stmt_id(payload), None)  # no reply; nothing to send
                 return True
         if server is None:
-            if command in _LOCAL:
-                self.answered_locally(self._local_ok())  # COM_PING
+            if command in _LOCAL:  # COM_PING: not a statement, the server keeps the
+                self.write(self._local_ok())  # previous one's warnings and ROW_COUNT()
                 return True
             server = self._borrow(packet)
             if server is None:
