@@ -198,24 +198,25 @@ def test_new_parse_after_schema_change(
     assert got == want
 
 
+@pytest.mark.parametrize("pinned", [False, True], ids=["idle", "being-reset"])
 @pytest.mark.parametrize("mode", ["transaction", "session"])
 def test_drop_database_its_clients_left(
-    start_sluice: StartSluice, pg: PgCluster, mode: str
+    start_sluice: StartSluice, pg: PgCluster, mode: str, pinned: bool
 ) -> None:
-    """Sluice's idle pooled connections to a database are not sessions a client can see:
-    DROP DATABASE after its clients have left succeeds, as directly."""
+    """Sluice's pooled connections to a database are not sessions a client can see: DROP
+    DATABASE right after its clients have left succeeds, as directly, whether their
+    connections are idle in the pool or still being reset (a pinned client's)."""
     proc = start_sluice(pool={"mode": mode, "max_connections": 4})
     port = _port(proc)
-
-    name = f"sc_dropme_{mode}"
+    name = f"sc_dropme_{mode}_{int(pinned)}"
 
     async def run() -> str:
         pg.create_database(name, owner=APP_USER)
         user = await asyncpg.connect(**{**_args(port), "database": name})
-        await user.fetchval("select 1")
-        await user.close()  # its server connection stays in Sluice's pool
+        await user.execute("SET work_mem = '8MB'" if pinned else "SELECT 1")
         dropper = await _connect(port)
         try:
+            await user.close()  # its server connection stays in Sluice's pool (reset first)
             return str(await dropper.execute(f"DROP DATABASE {name}"))
         finally:
             await dropper.close()

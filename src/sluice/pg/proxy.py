@@ -48,10 +48,11 @@ class PgProxy(Proxy):
 
     def release_database(self, database: str) -> None:
         """A client drops `database`: close the idle connections to it, which the server
-        would count as sessions using it (it waits a few seconds for them to end)."""
+        would count as sessions using it (it waits a few seconds for them to end), and
+        those being reset after their client left as soon as they come back."""
         for pool in self.pools.values():
             if pool.database == database:
-                pool.pool.close_idle(f"a client drops the database {database}")
+                pool.pool.retire(f"a client drops the database {database}")
 
     def log_message(self, client: ClientSession, msg: bytes) -> None:
         """debug_logging: the SQL of a Query or Parse message a client sent."""

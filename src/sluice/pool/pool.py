@@ -114,6 +114,7 @@ class Pool(Generic[C]):
         self.opening = 0
         self.borrowed = 0
         self.generation = 0
+        self._retired_why = ""  # why connections of an older generation close
         self.paused = False
         self.closed = False
         self.stats = PoolStats()
@@ -314,7 +315,7 @@ class Pool(Generic[C]):
         if self.closed:
             return "pool closed"
         if conn.generation != self.generation:
-            return "pool settings changed (reload)"
+            return self._retired_why
         return "server lifetime over"
 
     def maintain(self) -> None:
@@ -362,7 +363,8 @@ class Pool(Generic[C]):
         """
         self.limits = limits
         self.generation += 1
-        self._close_idle("pool settings changed (reload)")
+        self._retired_why = "pool settings changed (reload)"
+        self._close_idle(self._retired_why)
         if share is not None and share is not self.share:
             self._move_to(share)
         self._maybe_grow()
@@ -376,8 +378,11 @@ class Pool(Generic[C]):
         self.budget.used += self.size
         share.used += self.size
 
-    def close_idle(self, reason: str) -> None:
-        """Close the idle connections now (the pool goes on: it opens new ones as needed)."""
+    def retire(self, reason: str) -> None:
+        """Close the idle connections now, and the lent ones (or those being reset) as they
+        come back; the pool goes on with new ones."""
+        self.generation += 1
+        self._retired_why = reason
         self._close_idle(reason)
 
     def _close_idle(self, reason: str) -> None:
