@@ -40,23 +40,6 @@ _PSYCOPG2 = r"^psycopg2 tests\."
 _MYSQL = r"^mysql-connector-python tests\."
 
 CAUSES: tuple[Cause, ...] = (
-    # ---------------------------------------------------------------- Sluice
-    Cause(
-        key="mysql-first-read-of-results",
-        title="MySQL: SHOW WARNINGS before a session's first warning is refused",
-        why=(
-            "The test makes mysql-connector (`get_warnings=True`) run SHOW WARNINGS on a new "
-            "connection before any statement that could leave a warning. Directly a new "
-            "session's diagnostics area is empty and the read returns no rows. Sluice relays a "
-            "read of earlier results only where the connection holds the client's own "
-            "(`sluice.mysql.results`): such a session holds none anywhere, so the read gets "
-            "1235 in both modes. To fix: a session none of whose statements can have raised a "
-            "condition reads an empty diagnostics area, which Sluice can answer itself."
-        ),
-        inherent=False,
-        tests=(_MYSQL + r"test_cursor\.MySQLCursorTests\.test__handle_noresultset$",),
-        detail=r"SHOW WARNINGS reads what the previous statement left",
-    ),
     # ---------------------------------------------------------------- inherent
     Cause(
         key="backend-pid",

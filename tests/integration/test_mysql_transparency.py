@@ -559,6 +559,43 @@ def test_statement_that_keeps_the_results_never_shows_another_clients(
     assert got_proxy[0] in (got_direct[0], ("error", REFUSED))
 
 
+@pytest.mark.parametrize("connector", [pymysql_conn, connector_conn])
+def test_new_session_reads_an_empty_diagnostics_area(
+    mariadb: MariaDbCluster, targets: Callable[..., Kwargs], connector: Callable[..., Any]
+) -> None:
+    """Another client leaves warnings on the one connection; a new session's reads of the
+    diagnostics area (its first statements) find it empty, as directly, until a statement
+    of its own raises a condition. mysql-connector runs SHOW WARNINGS this way."""
+    reads = [
+        "show warnings",
+        "show errors",
+        "show count(*) warnings",
+        "select @@warning_count, @@error_count",
+    ]
+
+    def scenario(kwargs: Kwargs) -> list[Any]:
+        b = pymysql_conn(kwargs, autocommit=True)
+        a = None
+        try:
+            outcome(b, "select 1/0")
+            outcome(b, "select * from nosuch_table")  # b's connection lists a warning, an error
+            b.close()
+            a = connector(kwargs, autocommit=True)
+            seen = [outcome(a, sql) for sql in reads]
+            outcome(a, "select 1/0")  # now a's own warning
+            seen.append(outcome(a, "show warnings"))
+            return seen
+        finally:
+            if b.open:
+                b.close()
+            if a is not None:
+                a.close()
+
+    got_direct, got_proxy = (scenario(kwargs) for kwargs in both(mariadb, targets))
+    assert got_direct[:4] == [[], [], [(0,)], [(0, 0)]]
+    assert got_proxy == got_direct
+
+
 @pytest.mark.parametrize(
     ("text", "exact"),
     [("savepoint sp; show warnings", False), ("select * from {t} where 0; show warnings", True)],

@@ -393,7 +393,7 @@ class MyClientSession(FrontendSession):
 
     def answered_locally(self, packets: bytes) -> None:
         """Write an answer Sluice made; no connection ran this command for the client."""
-        self.results.answered()
+        self.results.answered(error=packets[4] == 0xFF)
         self.write(packets)
 
     def status_flags(self) -> int:
@@ -487,7 +487,7 @@ class MyClientSession(FrontendSession):
             effect = classify_bytes(payload[1:])
             if effect is NO_EFFECT:
                 return True
-            if effect.reads and not self.results.holds(server, effect.read_kinds):
+            if effect.reads and not self.results.readable(server, effect.read_kinds):
                 if not self.pinned:
                     self.pin(effect.pin)  # its next reads will find their statement here
                 self.results.refuse(server, effect.reads)
@@ -692,6 +692,7 @@ class MyClientSession(FrontendSession):
             return
         if self.transport is not None and not self.transport.is_closing():
             self.write(frame(err_packet(exc, self.user, self.peer, self.tls), seq))
+            self.results.raised = True
         if fatal:
             self._close_now(f"{type(exc).__name__}: {exc}", exc.quiet)
         elif self.state is ClientState.WAITING:

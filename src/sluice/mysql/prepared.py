@@ -163,7 +163,7 @@ class StatementRelay:
             session.release_if_idle(server)
             return True
         if command == c.COM_STMT_EXECUTE:
-            if stmt.reads and not session.results.holds(server, stmt.read_kinds):
+            if stmt.reads and not session.results.readable(server, stmt.read_kinds):
                 session.results.refuse(server, stmt.reads)
                 return True
             if stmt.taint:

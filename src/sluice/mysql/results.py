@@ -31,13 +31,18 @@ not visible here.
 
 A read (`sql.Effect.read_kinds`) is relayed only when the connection holds every kind it
 reads for the client; otherwise Sluice refuses it with a clear error
-(`ClientResults.refuse`) rather than answer with another session's results.
+(`ClientResults.refuse`) rather than answer with another session's results. One case
+needs no connection's memory: a client none of whose statements raised a condition has
+an empty diagnostics area, as a new session does. Its reads of the diagnostics (SHOW
+WARNINGS on a new session, say) go to a connection whose own area Sluice empties first
+with a statement that uses a table and raises nothing (`CLEAR_DIAGNOSTICS`).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from sluice.wire.mysql import commands as cmd
 from sluice.wire.mysql import constants as c
 from sluice.wire.mysql import replies as rp
 from sluice.wire.mysql.messages import build_err
@@ -51,6 +56,9 @@ if TYPE_CHECKING:
 ALL = ROW_COUNT | FOUND_ROWS | DIAGNOSTICS | LAST_GTID
 # What Sluice's own `SELECT LAST_INSERT_ID()` changes on MariaDB (no table, no condition).
 SELECT_WITHOUT_TABLE = ROW_COUNT | FOUND_ROWS
+# Uses a (derived) table and raises nothing: empties the diagnostics area on MariaDB and
+# MySQL alike; changes ROW_COUNT() and FOUND_ROWS() as any SELECT does.
+CLEAR_DIAGNOSTICS = cmd.query(b"SELECT * FROM (SELECT 1) AS sluice_clear")
 _FOUND_IF_OK = 0x100  # a SELECT: FOUND_ROWS() is its own unless it fails
 _TABLE_WRITES = (b"insert", b"update", b"delete", b"replace")
 
@@ -75,13 +83,14 @@ def query_writes(head: bytes) -> int:
 class ClientResults:
     """Where one client's latest results are, and what of them a connection holds."""
 
-    __slots__ = ("_conditions", "_found", "server", "session")
+    __slots__ = ("_conditions", "_found", "raised", "server", "session")
 
     def __init__(self, session: MyClientSession) -> None:
         self.session = session
         self.server: MyServerConn | None = None  # ran its latest statement (None: Sluice did)
         self._found = False  # the command in flight is a SELECT
         self._conditions = False  # the reply so far raised a condition (ERR, warnings)
+        self.raised = False  # a statement of the client's raised one: its area may be full
 
     def holds(self, server: MyServerConn, kinds: int) -> bool:
         """Whether `server` holds the client's own results of every kind in `kinds`."""
@@ -90,6 +99,20 @@ class ClientResults:
             and server.results_of is self.session
             and server.holds & kinds == kinds
         )
+
+    def readable(self, server: MyServerConn, kinds: int) -> bool:
+        """Whether a read of `kinds` may run on `server` and find the client's own
+        results: the connection holds them, or the read is of a diagnostics area that
+        is empty for the client and that an own statement empties on the connection."""
+        if self.holds(server, kinds):
+            return True
+        if kinds != DIAGNOSTICS or self.raised:
+            return False
+        server.send_command(CLEAR_DIAGNOSTICS, own=True)  # drops what others' statements left
+        self.server = server
+        server.results_of = self.session
+        server.holds = DIAGNOSTICS  # empty, as the client's own
+        return True
 
     def sent(self, server: MyServerConn, writes: int) -> None:
         """A command of the client's goes to `server` (`writes`: see `query_writes`)."""
@@ -112,9 +135,12 @@ class ClientResults:
         self.session.answered_locally(frame(build_err(c.ER_NOT_SUPPORTED_YET, text), 1))
         self.session.release_if_idle(server)
 
-    def answered(self) -> None:
-        """Sluice answered a command itself: no connection holds the client's results."""
+    def answered(self, error: bool = False) -> None:
+        """Sluice answered a command itself: no connection holds the client's results
+        (`error`: with an ERR, which a direct connection would list in its area)."""
         self.server = None
+        if error:
+            self.raised = True
 
     def packet(self, tracker: rp.ReplyTracker, payload: bytes, flags: int) -> None:
         """An OK, end-of-rows or ERR packet of the reply to the client's command."""
@@ -129,4 +155,6 @@ class ClientResults:
                 server.holds |= DIAGNOSTICS
             if self._found and not error:
                 server.holds |= FOUND_ROWS
+        if self._conditions:
+            self.raised = True
         self._conditions = self._found = False
