@@ -65,6 +65,10 @@ class TooManyConnections(ClientError):
         self.detail = detail
 
 
+class OutOfFiles(TooManyConnections):
+    """The process holds as many clients as its open file limit allows."""
+
+
 class TLSRequired(ClientError):
     sqlstate = "28000"
 

@@ -20,7 +20,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 from sluice import tls
 from sluice.auth.base import Authenticator
 from sluice.config import ProxyConfig
-from sluice.errors import AuthFailed, LoginThrottled, SluiceError, TooManyConnections
+from sluice.errors import (
+    AuthFailed,
+    LoginThrottled,
+    OutOfFiles,
+    TooManyConnections,
+)
 from sluice.observe.logs import Occasional, clip
 from sluice.observe.redact import redact
 from sluice.pool.budget import Share
@@ -58,7 +63,7 @@ class ProxyStats:
         self.setup_failed_tls = 0
         self.tls = 0
         self.auth_failures = 0  # wrong passwords and unknown users
-        self.refused = 0  # connections refused at once: a cap, or a blocked address
+        self.refused = 0  # connections refused before login: a cap, or a blocked address
 
 
 class Session(Protocol):
@@ -167,9 +172,9 @@ class Proxy(abc.ABC):
         """None when the network rules admit a client from `peer` ("ip:port"), else why not."""
         return self.app.authority.admit(self.config, peer.rpartition(":")[0] or peer)
 
-    def client_connected(self, client: Session) -> SluiceError | None:
+    def client_connected(self, client: Session) -> TooManyConnections | LoginThrottled | None:
         """Take a new client, or say why not (a cap reached, a blocked address): the
-        session then answers with that error and closes, having read nothing."""
+        session then answers with that error and closes (`sluice.session.admission`)."""
         self.stats.received += 1
         refused = self._refusal(client.address)
         if refused is not None:
@@ -180,7 +185,7 @@ class Proxy(abc.ABC):
         client.counted_login = True
         return None
 
-    def _refusal(self, address: str) -> SluiceError | None:
+    def _refusal(self, address: str) -> TooManyConnections | LoginThrottled | None:
         now = time.monotonic()
         blocked = self._blocked(address, now)
         if blocked is not None:
@@ -188,7 +193,7 @@ class Proxy(abc.ABC):
         capacity = self.app.client_capacity
         refused: TooManyConnections | None
         if self.app.client_count() >= capacity:
-            refused = TooManyConnections(
+            refused = OutOfFiles(
                 "sorry, too many clients already",
                 f"the proxy holds as many clients ({capacity}) as its open file limit allows",
             )

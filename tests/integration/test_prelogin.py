@@ -15,9 +15,11 @@ connecting from 127.0.0.1.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import resource
 import struct
+import subprocess
 import time
 import urllib.request
 from collections import Counter
@@ -35,6 +37,7 @@ from helpers import APP_DB, APP_PASSWORD, APP_USER, dsn, free_port, proxy_config
 from rawpg import Message, RawClient
 from sluice.devtools.pgcluster import PgCluster
 from sluice.devtools.runner import SluiceProcess
+from sluice.session.admission import MAX_LINGERING, REFUSAL_WAIT
 from sluice.wire.pg import messages as m
 
 pytestmark = pytest.mark.timeout(90)
@@ -63,10 +66,14 @@ def error_of(messages: list[Message]) -> dict[str, str]:
 
 
 def refused_at_once(port: int, source: str) -> dict[str, str]:
-    """The error a connection from `source` gets before it has sent anything."""
+    """The error a connection from `source` gets for its startup packet, without delay."""
     client = RawClient(port, timeout=3, source=source)
     try:
-        return error_of(client.read_to_end())
+        began = time.monotonic()
+        client.send(m.startup_message({"user": APP_USER, "database": APP_DB}))
+        error = error_of(client.read_to_end())
+        assert time.monotonic() - began < 1
+        return error
     finally:
         client.close()
 
@@ -350,3 +357,107 @@ def pg_proxy(pg: PgCluster) -> Iterator[Callable[..., SluiceProcess]]:
 @pytest.fixture
 def start(start_sluice: Start) -> Start:
     return start_sluice
+
+
+# ---------------------------------------------------------------- refusals libpq shows
+
+
+def settled(port: int) -> None:
+    """Wait until the proxy's readiness probe has left: a login gets through and leaves."""
+
+    def logs_in() -> bool:
+        client = RawClient(port, source="127.0.0.5")
+        try:
+            return client.try_login() is None
+        finally:
+            client.close()
+
+    assert wait_for(logs_in)
+
+
+def psql_error(proc: SluiceProcess, sslmode: str = "prefer") -> str:
+    """What psql prints when its connection is refused (it asks for TLS first, by default)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    env["PGPASSWORD"] = APP_PASSWORD
+    done = subprocess.run(
+        ["psql", "-X", "-c", "select 1", dsn(proc, sslmode=sslmode)],
+        capture_output=True, text=True, timeout=20, env=env, check=False,
+    )  # fmt: skip
+    assert done.returncode != 0, done.stdout
+    return done.stderr
+
+
+def psycopg_error(proc: SluiceProcess) -> psycopg.OperationalError:
+    with pytest.raises(psycopg.OperationalError) as info:
+        psycopg.connect(dsn(proc, sslmode="prefer"), connect_timeout=5).close()
+    return info.value
+
+
+def asyncpg_error(proc: SluiceProcess) -> asyncpg.PostgresError:
+    async def attempt() -> None:
+        conn = await asyncpg.connect(
+            host="127.0.0.1", port=port_of(proc), user=APP_USER, password=APP_PASSWORD,
+            database=APP_DB, ssl="prefer", timeout=5,
+        )  # fmt: skip
+        await conn.close()
+
+    with pytest.raises(asyncpg.PostgresError) as info:
+        asyncio.run(attempt())
+    return info.value
+
+
+def refused_as_libpq_shows(proc: SluiceProcess, text: str, sqlstate: str) -> None:
+    """psql and psycopg, asking for TLS first as libpq does by default, show the refusal's
+    own message, not "server sent an error response during SSL exchange"; asyncpg (which
+    asks for TLS first too, and reports SQLSTATEs of failed logins) its SQLSTATE."""
+    shown = psql_error(proc)
+    assert f"FATAL:  {text}" in shown and "SSL exchange" not in shown, shown
+    error = psycopg_error(proc)
+    assert f"FATAL:  {text}" in str(error) and "SSL exchange" not in str(error), error
+    raised = asyncpg_error(proc)
+    assert (raised.sqlstate, raised.severity) == (sqlstate, "FATAL"), raised
+    assert text in str(raised), raised
+
+
+def test_libpq_shows_why_a_cap_refused_it(start: Start) -> None:
+    proc = start(max_logins=1)
+    port = port_of(proc)
+    settled(port)
+    held = stalled(port, source=ATTACKER)
+    refused_as_libpq_shows(proc, "sorry, too many clients are logging in", "53300")
+    held.close()
+    assert wait_for(lambda: good_login(proc) < 1)
+
+
+def test_libpq_shows_why_max_client_connections_refused_it(start: Start) -> None:
+    proc = start(max_client_connections=1)
+    settled(port_of(proc))
+    with psycopg.connect(dsn(proc)):
+        refused_as_libpq_shows(proc, "sorry, too many clients already", "53300")
+
+
+def test_libpq_shows_why_a_blocked_address_is_refused(start: Start) -> None:
+    proc = start(auth_failure_limit=2)
+    port = port_of(proc)
+    codes = [attempt(port, "127.0.0.1", "wrong") for _ in range(4)]
+    assert codes[:2] == ["28P01"] * 2 and codes[-1] == "28000", codes  # (scores leak a little)
+    refused_as_libpq_shows(proc, "too many failed logins from 127.0.0.1", "28000")
+
+
+def test_refused_clients_awaited_for_their_startup_packet_are_bounded(start: Start) -> None:
+    """Refused clients that send nothing are told after REFUSAL_WAIT seconds; at most
+    MAX_LINGERING of them wait at a time, the next is told at once."""
+    proc = start(max_logins=1)
+    port = port_of(proc)
+    settled(port)
+    held = stalled(port, source=ATTACKER)
+    silent = [RawClient(port, timeout=10, source=ATTACKER) for _ in range(MAX_LINGERING)]
+    began = time.monotonic()
+    extra = RawClient(port, timeout=10, source=ATTACKER)  # sends nothing either
+    assert error_of(extra.read_to_end())["C"] == "53300"
+    assert time.monotonic() - began < 1
+    assert error_of(silent[0].read_to_end())["C"] == "53300"
+    assert REFUSAL_WAIT - 0.5 < time.monotonic() - began < REFUSAL_WAIT + 2
+    for client in [held, extra, *silent]:
+        client.close()
+    assert wait_for(lambda: good_login(proc) < 1)

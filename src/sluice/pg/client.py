@@ -179,10 +179,10 @@ class ClientSession(FrontendSession):
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or "unix")
         self.address = address_of(self.peer)
         refused = self.proxy.client_connected(self)
-        if refused is not None:
+        if refused is not None and not self.proxy.admission.linger(refused):
             self.fail(refused)  # before reading anything: the cheapest answer there is
             return
-        self._handshake = asyncio.get_running_loop().create_task(self._run_handshake())
+        self._handshake = asyncio.get_running_loop().create_task(self._run_handshake(refused))
 
     def data_received(self, data: bytes) -> None:
         self.reader.feed(data)
@@ -213,11 +213,11 @@ class ClientSession(FrontendSession):
 
     # ---- handshake ----
 
-    async def _run_handshake(self) -> None:
+    async def _run_handshake(self, refused: SluiceError | None) -> None:
         from sluice.pg.handshake import handshake
 
         try:
-            await handshake(self)
+            await handshake(self, refused)
         except SluiceError as exc:
             self.fail(exc)
             return

@@ -23,19 +23,32 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from typing import TYPE_CHECKING
 
-from sluice.errors import AuthFailed, HostNotAllowed, ProtocolError, TLSRequired, UnknownDatabase
+from sluice.errors import (
+    AuthFailed,
+    HostNotAllowed,
+    ProtocolError,
+    SluiceError,
+    TLSRequired,
+    UnknownDatabase,
+)
 from sluice.pg.auth import authenticate
 from sluice.pg.startup import startup_settings, verify
+from sluice.session.admission import REFUSAL_WAIT
 from sluice.wire.pg import messages as m
 
 if TYPE_CHECKING:
     from sluice.pg.client import ClientSession
 
 
-async def handshake(client: ClientSession) -> None:
+async def handshake(client: ClientSession, refused: SluiceError | None = None) -> None:
+    """Log `client` in; `refused`: the client is refused (a cap, a blocked address), and
+    is told so once it has sent its startup packet (`sluice.session.admission`)."""
+    if refused is not None:
+        await _refuse(client, refused)
     startup = await _negotiate(client)
     if startup is None:
         return
@@ -50,10 +63,10 @@ async def handshake(client: ClientSession) -> None:
     if params.get("replication", "false").lower() not in ("false", "0", "no", "off"):
         raise ProtocolError("replication connections are not supported by the proxy")
     proxy = client.proxy
-    refused = proxy.admit(client.peer)
-    if refused is not None:
+    denied = proxy.admit(client.peer)
+    if denied is not None:
         proxy.stats.setup_failed_auth += 1
-        raise HostNotAllowed(refused)
+        raise HostNotAllowed(denied)
     if proxy.config.require_tls and not client.tls:
         proxy.stats.setup_failed_tls += 1
         raise TLSRequired("SSL/TLS required: connect with sslmode=require")
@@ -66,6 +79,24 @@ async def handshake(client: ClientSession) -> None:
         proxy.stats.setup_failed_auth += 1
         raise
     await _greet(client, params, client.user)
+
+
+async def _refuse(client: ClientSession, refused: SluiceError) -> None:
+    """Answer TLS and GSSAPI requests 'N', read the startup packet, then raise `refused`:
+    libpq shows an error sent after the startup packet, not one in answer to its
+    SSLRequest. A client that sends nothing usable in time gets the error all the same."""
+    try:
+        async with asyncio.timeout(REFUSAL_WAIT):
+            for _ in range(3):  # an SSLRequest, a GSSENCRequest, the startup packet
+                packet = m.parse_startup(await client.recv_startup())
+                if not isinstance(packet, m.SSLRequest | m.GSSENCRequest):
+                    break
+                client.transport_write(m.SSL_NO)
+    except (TimeoutError, SluiceError):
+        pass
+    finally:
+        client.proxy.admission.lingered()
+    raise refused
 
 
 async def _negotiate(client: ClientSession) -> m.Startup | None:
