@@ -39,6 +39,7 @@ from sluice.observe.stats import (
 )
 from sluice.pg.auth import authenticate
 from sluice.wire.pg import messages as m
+from sluice.wire.pg.login import LoginServer
 
 if TYPE_CHECKING:
     from sluice.app import App
@@ -98,29 +99,27 @@ class AdminConsole:
         self.app = app
         self.sessions: set[ClientSession] = set()
 
-    async def serve(self, client: ClientSession) -> None:
-        """Log the client in, then answer its commands until it leaves."""
-        await self._login(client)
+    async def serve(self, client: ClientSession, login: LoginServer) -> None:
+        """Log the client in (`login`: its startup packet is read), then answer its
+        commands until it leaves."""
+        await self._login(client, login)
         self.sessions.add(client)
         try:
             await self._loop(client)
         finally:
             self.sessions.discard(client)
 
-    async def _login(self, client: ClientSession) -> None:
+    async def _login(self, client: ClientSession, login: LoginServer) -> None:
         proxy, settings = client.proxy, self.app.settings
         try:
-            await authenticate(client, proxy.authenticator)
+            await authenticate(client, proxy.authenticator, login)
             if client.user not in settings.admin_users:
                 raise AdminNotAllowed("not allowed")
         except (AuthFailed, AdminNotAllowed):
             proxy.stats.setup_failed_auth += 1
             raise
-        out = [m.auth_request(m.AUTH_OK)]
-        out += [m.parameter_status(k, v) for k, v in GREETING_PARAMS]
         client.cancel_key = self.app.register_cancel(client)
-        out += [m.backend_key_data(*client.cancel_key), m.READY_IDLE]
-        client.transport_write(b"".join(out))
+        client.transport_write(login.greeting(dict(GREETING_PARAMS), {}, client.cancel_key).data)
         client.admin_session = True  # the login timeout no longer applies
         client.logged_in()
         proxy.stats.setup_succeeded += 1

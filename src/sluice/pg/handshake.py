@@ -1,5 +1,13 @@
 """The startup of a client session, from the first byte to the first ReadyForQuery.
 
+The protocol is `sluice.wire.pg.login.LoginServer`'s: this drives it, moving
+packets between the client and the machine, and decides what the proxy's
+rules decide (network rules, TLS required, the admin console, the pool). The
+machine returns what it learned (`Login`: who and which database, `Greeting`:
+the startup settings shown) and only this driver writes it to the session.
+
+0. A client refused before login (`sluice.session.admission`): TLS and GSSAPI
+   requests are told 'N', and the refusal answers its startup packet.
 1. SSLRequest: answer 'S' and upgrade to TLS (bytes the client sent after the
    request but before the handshake are refused: they would bypass TLS), or 'N'
    when the listener has no TLS. GSSENCRequest: always 'N'.
@@ -30,7 +38,6 @@ from typing import TYPE_CHECKING
 from sluice.errors import (
     AuthFailed,
     HostNotAllowed,
-    ProtocolError,
     SluiceError,
     TLSRequired,
     UnknownDatabase,
@@ -38,7 +45,7 @@ from sluice.errors import (
 from sluice.pg.auth import authenticate
 from sluice.pg.startup import startup_settings, verify
 from sluice.session.admission import REFUSAL_WAIT
-from sluice.wire.pg import messages as m
+from sluice.wire.pg import login as lg
 
 if TYPE_CHECKING:
     from sluice.pg.client import ClientSession
@@ -47,22 +54,17 @@ if TYPE_CHECKING:
 async def handshake(client: ClientSession, refused: SluiceError | None = None) -> None:
     """Log `client` in; `refused`: the client is refused (a cap, a blocked address), and
     is told so once it has sent its startup packet (`sluice.session.admission`)."""
-    if refused is not None:
-        await _refuse(client, refused)
-    startup = await _negotiate(client)
-    if startup is None:
-        return
-    params = startup.params
-    options = [name for name in params if name.startswith("_pq_.")]
-    if startup.minor or options:
-        client.transport_write(m.negotiate_protocol_version(0, options))
-    client.user = sys.intern(params.get("user", ""))  # shared by every client of that user
-    client.database = sys.intern(params.get("database", "") or client.user)
-    if not client.user:
-        raise ProtocolError("no PostgreSQL user name specified in startup packet")
-    if params.get("replication", "false").lower() not in ("false", "0", "no", "off"):
-        raise ProtocolError("replication connections are not supported by the proxy")
     proxy = client.proxy
+    machine = lg.LoginServer(tls_offered=proxy.tls_context is not None, refusing=bool(refused))
+    if refused is not None:
+        await _refuse(client, machine)
+        raise refused
+    login = await _negotiate(client, machine)
+    if login is None:
+        return
+    if login.reply:
+        client.transport_write(login.reply)
+    _apply(client, login)
     denied = proxy.admit(client.peer)
     if denied is not None:
         proxy.stats.setup_failed_auth += 1
@@ -71,88 +73,71 @@ async def handshake(client: ClientSession, refused: SluiceError | None = None) -
         proxy.stats.setup_failed_tls += 1
         raise TLSRequired("SSL/TLS required: connect with sslmode=require")
     if client.database == proxy.app.settings.admin_database:
-        await proxy.app.admin.serve(client)
+        await proxy.app.admin.serve(client, machine)
         return
     try:
-        await authenticate(client, proxy.authenticator)
+        await authenticate(client, proxy.authenticator, machine)
     except AuthFailed:
         proxy.stats.setup_failed_auth += 1
         raise
-    await _greet(client, params, client.user)
+    await _greet(client, machine, login.params)
 
 
-async def _refuse(client: ClientSession, refused: SluiceError) -> None:
-    """Answer TLS and GSSAPI requests 'N', read the startup packet, then raise `refused`:
-    libpq shows an error sent after the startup packet, not one in answer to its
-    SSLRequest. A client that sends nothing usable in time gets the error all the same."""
+def _apply(client: ClientSession, login: lg.Login) -> None:
+    """What the startup packet told: who logs in, to which database."""
+    client.user = sys.intern(login.user)  # shared by every client of that user
+    client.database = sys.intern(login.database)
+
+
+async def _refuse(client: ClientSession, machine: lg.LoginServer) -> None:
+    """Answer TLS and GSSAPI requests 'N' and read the startup packet, for a while: libpq
+    shows an error sent after the startup packet, not one in answer to its SSLRequest.
+    A client that sends nothing usable in time gets the error all the same."""
     try:
         async with asyncio.timeout(REFUSAL_WAIT):
-            for _ in range(3):  # an SSLRequest, a GSSENCRequest, the startup packet
-                packet = m.parse_startup(await client.recv_startup())
-                if not isinstance(packet, m.SSLRequest | m.GSSENCRequest):
-                    break
-                client.transport_write(m.SSL_NO)
-    except (TimeoutError, SluiceError):
-        pass
+            while isinstance(step := machine.feed_refused(await client.recv_startup()), lg.Reply):
+                client.transport_write(step.data)
+    except (TimeoutError, SluiceError):  # (a bad length, the client left, or too slow)
+        machine.refuse_now()
     finally:
         client.proxy.admission.lingered()
-    raise refused
 
 
-async def _negotiate(client: ClientSession) -> m.Startup | None:
-    proxy = client.proxy
+async def _negotiate(client: ClientSession, machine: lg.LoginServer) -> lg.Login | None:
     while True:
-        packet = m.parse_startup(await client.recv_startup())
-        if isinstance(packet, m.SSLRequest):
-            await _upgrade(client)
-        elif isinstance(packet, m.GSSENCRequest):
-            client.transport_write(m.SSL_NO)
-        elif isinstance(packet, m.CancelRequest):
-            await proxy.app.cancel(packet.pid, packet.secret)
+        packet = await client.recv_startup()
+        step = machine.feed_startup(packet, client.reader.pending)
+        if isinstance(step, lg.Login):
+            return step
+        if isinstance(step, lg.Cancel):
+            await client.proxy.app.cancel(step.pid, step.secret)
             client.fail_quietly("cancel request handled")
             return None
-        else:
-            return packet
+        client.transport_write(step.data)
+        if isinstance(step, lg.StartTLS):
+            ctx = client.proxy.tls_context
+            assert ctx is not None
+            await client.start_tls(ctx)
+            machine.tls_started()
+            client.proxy.stats.tls += 1
 
 
-async def _upgrade(client: ClientSession) -> None:
-    if client.tls:
-        raise ProtocolError("SSLRequest received twice")
-    ctx = client.proxy.tls_context
-    if ctx is None:
-        client.transport_write(m.SSL_NO)
-        return
-    if client.reader.pending:
-        raise ProtocolError("unencrypted data after SSL request")
-    client.transport_write(m.SSL_YES)
-    await client.start_tls(ctx)
-    client.proxy.stats.tls += 1
-
-
-async def _greet(client: ClientSession, params: dict[str, str], user: str) -> None:
+async def _greet(client: ClientSession, machine: lg.LoginServer, params: dict[str, str]) -> None:
     proxy = client.proxy
     if not proxy.database_allowed(client.database):
         raise UnknownDatabase(f'database "{client.database}" does not exist')
-    pool = proxy.pool_for(client.database, user)
+    pool = proxy.pool_for(client.database, client.user)
     client.pool = pool
     client.stats = pool.pool.stats
     defaults = await pool.greeting_params()
     settings = startup_settings(params)
     shown = await verify(pool, proxy.verified_settings, settings) if settings else {}
-    reported = dict(defaults)
-    reported_names = {key.lower(): key for key in defaults}
-    for name, value in shown.items():
-        key = reported_names.get(name)
-        if key is not None:
-            reported[key] = value
-        client.settings.set_startup(name, value, key is not None and defaults[key] == value)
-    out = [m.auth_request(m.AUTH_OK)]
-    out += [m.parameter_status(k, v) for k, v in reported.items()]
     server = await client.borrow_for_session() if proxy.config.pool.mode == "session" else None
     client.cancel_key = proxy.app.register_cancel(client, server.pid if server else 0)
-    out.append(m.backend_key_data(*client.cancel_key))
-    out.append(m.READY_IDLE)
-    client.transport_write(b"".join(out))
+    greeting = machine.greeting(defaults, shown, client.cancel_key)
+    for name, value, is_default in greeting.settings:
+        client.settings.set_startup(name, value, is_default)
+    client.transport_write(greeting.data)
     if server is not None:
         client.attach_session(server)
     proxy.stats.setup_succeeded += 1

@@ -24,14 +24,13 @@ import logging
 import ssl
 from typing import TYPE_CHECKING, cast
 
-from sluice.errors import ProtocolError, ServerAuthFailed, ServerError
+from sluice.errors import ServerError
 from sluice.pg.guard import QuickMemory
 from sluice.session.backend import BackendConn, BackendState
 from sluice.wire.pg import messages as m
 from sluice.wire.pg.framing import MessageReader
-from sluice.wire.pg.md5 import md5_response
+from sluice.wire.pg.login import LoginClient
 from sluice.wire.pg.responses import QUERY_CHECK, QUERY_SKIP, ResponseTracker
-from sluice.wire.pg.scram import ScramClient
 
 if TYPE_CHECKING:
     from sluice.pg.client import ClientSession
@@ -216,71 +215,29 @@ class ServerConn(BackendConn):
 
     async def start_tls(self, ctx: ssl.SSLContext, server_name: str, required: bool) -> None:
         assert self.transport is not None
-        self.write(m.ssl_request())
-        answer = await self._read_byte()
-        if answer == m.SSL_NO:
-            if required:
-                raise ServerError("the database server does not accept TLS connections")
+        self.write(LoginClient.ssl_request())
+        if not LoginClient.tls_answer(await self._read_byte(), required):
             return
-        if answer != m.SSL_YES:
-            raise ProtocolError("unexpected answer to SSLRequest from server")
         loop = asyncio.get_running_loop()
         new = await loop.start_tls(self.transport, self, ctx, server_hostname=server_name)
         self.transport = cast(asyncio.Transport, new)
 
     async def login(self, user: str, password: str, database: str, init_query: str) -> None:
         """Startup and authentication; afterwards the connection is IDLE."""
-        self.write(m.startup_message({"user": user, "database": database}))
+        machine = LoginClient(user, password, database)
+        self.write(machine.startup())
+        while not machine.ready:
+            answer = machine.feed(await self._recv())
+            if answer is not None:
+                self.write(answer)
         self.login_user = user
-        await self._authenticate(user, password)
-        await self._read_until_ready()
+        self.server_params = machine.params
+        self.pid, self.backend_secret = machine.key
         self.max_connections = int(await self._show("max_connections") or 0)
         self.reader = None
         if init_query:
             await self.run_silently(init_query, timeout=30.0)
         self._set_state(BackendState.IDLE)
-
-    async def _authenticate(self, user: str, password: str) -> None:
-        scram: ScramClient | None = None
-        while True:
-            msg = await self._recv()
-            kind, body = msg[0:1], msg[5:]
-            if kind == b"E":
-                self._raise_error(body, during_auth=True)
-            if kind != b"R":
-                raise ProtocolError(f"unexpected message {kind!r} during authentication")
-            code, payload = m.parse_auth(body)
-            if code == m.AUTH_OK:
-                return
-            if code == m.AUTH_CLEARTEXT:
-                self.write(m.password_message(password.encode() + b"\x00"))
-            elif code == m.AUTH_MD5:
-                self.write(m.password_message(md5_response(user, password, payload) + b"\x00"))
-            elif code == m.AUTH_SASL:
-                if "SCRAM-SHA-256" not in m.parse_sasl_mechanisms(payload):
-                    raise ServerAuthFailed("server offers no SASL mechanism Sluice supports")
-                scram = ScramClient(user, password)
-                self.write(m.sasl_initial_response("SCRAM-SHA-256", scram.client_first()))
-            elif code == m.AUTH_SASL_CONTINUE and scram is not None:
-                self.write(m.password_message(scram.handle_server_first(payload)))
-            elif code == m.AUTH_SASL_FINAL and scram is not None:
-                scram.verify_server_final(payload)
-            else:
-                raise ServerAuthFailed(f"unsupported authentication request {code}")
-
-    async def _read_until_ready(self) -> None:
-        while True:
-            msg = await self._recv()
-            kind, body = msg[0:1], msg[5:]
-            if kind == b"S":
-                name, value = m.parse_parameter_status(body)
-                self.server_params[name] = value
-            elif kind == b"K":
-                self.pid, self.backend_secret = m.parse_backend_key(body)
-            elif kind == b"Z":
-                return
-            elif kind == b"E":
-                self._raise_error(body, during_auth=False)
 
     async def _show(self, name: str) -> str:
         """A server setting read during startup (one round trip; '' if it fails)."""
@@ -292,16 +249,6 @@ class ServerConn(BackendConn):
                 value = msg[11:].decode(errors="replace")  # one column: int16 count, int32 len
             elif msg[0:1] == b"Z":
                 return value
-
-    def _raise_error(self, body: bytes, during_auth: bool) -> None:
-        fields = m.parse_error_fields(body)
-        code, text = fields.get("C", ""), fields.get("M", "")
-        if during_auth and code in ("28P01", "28000"):
-            raise ServerAuthFailed(f"database refused the proxy's credentials ({code})")
-        err = ServerError(f"database error {code}: {text}")
-        if code:
-            err.sqlstate = code
-        raise err
 
 
 async def open_server(
