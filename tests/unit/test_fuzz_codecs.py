@@ -21,7 +21,7 @@ from typing import Any
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from fuzzing import chunks, examples, noise
+from fuzzing import chunks, examples, noise, sequences
 from sluice.errors import ProtocolError, SluiceError
 from sluice.wire.mysql import auth as my_auth
 from sluice.wire.mysql import commands as my_cmd
@@ -32,6 +32,7 @@ from sluice.wire.mysql import packets as my_packets
 from sluice.wire.mysql import replies as my_replies
 from sluice.wire.mysql import sql as my_sql
 from sluice.wire.mysql.login import LoginClient, LoginServer
+from sluice.wire.pg import login as pg_login
 from sluice.wire.pg import messages as m
 from sluice.wire.pg import responses as r
 from sluice.wire.pg import scram
@@ -154,6 +155,78 @@ def test_pg_scram_server(first: bytes, final: bytes) -> None:
         server.handle_final(final)
 
     parses_or_refuses(exchange, SluiceError)  # a wrong proof is AuthFailed
+
+
+PG_LOGIN_STARTUP = m.ssl_request() + m.startup_message({"user": "app", "database": "appdb"})
+PG_LOGIN_CLIENT = m.sasl_initial_response("SCRAM-SHA-256", b"n,,n=,r=abc") + m.password_message(
+    b"c=biws,r=abcserver,p=" + b"A" * 44
+)
+
+
+@FUZZ
+@given(
+    startup=noise([PG_LOGIN_STARTUP]),
+    stream=noise([PG_LOGIN_CLIENT]),
+    method=st.sampled_from(["scram", "md5", "cleartext"]),
+    refusing=st.booleans(),
+)
+def test_pg_login_server(startup: bytes, stream: bytes, method: str, refusing: bool) -> None:
+    """A client's login, as Sluice reads it: startup packets, then its password messages."""
+    login = pg_login.LoginServer(tls_offered=False, refusing=refusing)
+    reader = MessageReader(MAX)
+
+    def run() -> None:
+        reader.feed(startup)
+        while (packet := reader.next_startup()) is not None:
+            if refusing:
+                if isinstance(login.feed_refused(packet), pg_login.Refuse):
+                    return
+            elif isinstance(login.feed_startup(packet, reader.pending), pg_login.Login):
+                break
+        else:
+            return
+        if method == "scram":
+            login.start_scram(VERIFIER, known=True, nonce=b"server")
+        elif method == "md5":
+            login.start_md5("md5" + "0" * 32)
+        else:
+            login.start_cleartext()  # (TLSRequired: no TLS here)
+        reader.feed(stream)
+        while (msg := reader.next()) is not None:
+            if isinstance(login.feed(msg), pg_login.Password):
+                login.verify()
+
+    parses_or_refuses(run, SluiceError)
+
+
+PG_LOGIN_SERVER = [
+    m.auth_request(m.AUTH_CLEARTEXT),
+    m.auth_request(m.AUTH_MD5, b"salt"),
+    m.auth_sasl(("SCRAM-SHA-256",)),
+    m.auth_request(m.AUTH_SASL_CONTINUE, b"r=clientnonceserver,s=MDEyMzQ1Njc4OWFiY2RlZg==,i=1"),
+    m.auth_request(m.AUTH_SASL_FINAL, b"v=" + b"A" * 44),
+    m.auth_request(m.AUTH_OK),
+    m.parameter_status("TimeZone", "UTC"),
+    m.backend_key_data(1, 2),
+    m.error_response("28P01", "password authentication failed", "FATAL"),
+    m.READY_IDLE,
+]
+
+
+@FUZZ
+@given(stream=sequences(PG_LOGIN_SERVER), cuts=st.lists(st.integers(0, 400)))
+def test_pg_login_client(stream: bytes, cuts: list[int]) -> None:
+    """Sluice logging in to a server that answers anything."""
+    login = pg_login.LoginClient("app", "secret", "appdb", nonce=b"clientnonce")
+    reader = MessageReader(MAX)
+
+    def run() -> None:
+        for piece in chunks(stream, cuts):
+            reader.feed(piece)
+            while not login.ready and (msg := reader.next()) is not None:
+                login.feed(msg)
+
+    parses_or_refuses(run, SluiceError)
 
 
 @FUZZ
