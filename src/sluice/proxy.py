@@ -20,12 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from sluice import tls
 from sluice.auth.base import Authenticator
 from sluice.config import ProxyConfig
-from sluice.errors import (
-    AuthFailed,
-    LoginThrottled,
-    OutOfFiles,
-    TooManyConnections,
-)
+from sluice.errors import AuthFailed, LoginThrottled, OutOfFiles, TooManyConnections
 from sluice.observe.logs import Occasional, clip
 from sluice.observe.redact import redact
 from sluice.pool.budget import Share
