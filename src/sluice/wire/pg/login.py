@@ -247,7 +247,7 @@ class LoginServer:
         self.user = ""
         self._method = _Method.NONE
         self._scram: ScramServer | None = None
-        self._scram_step = 0  # SASL messages read
+        self._sasl_started = False  # the SASLInitialResponse is read
         self._md5 = ("", b"")  # the stored hash (or a decoy) and the salt
         self._known = False
         self._password: bytes | None = None  # what the client sent to be checked
@@ -362,8 +362,8 @@ class LoginServer:
         if self._password is not None or self._method is _Method.NONE:
             raise ProtocolError("unexpected password message")
         scram = self._scram
-        if scram is not None and self._scram_step == 0:
-            self._scram_step = 1
+        if scram is not None and not self._sasl_started:
+            self._sasl_started = True
             mech, data = m.parse_sasl_initial(body)
             if mech != MECHANISM:
                 raise AuthFailed(f"unsupported SASL mechanism {mech}")
