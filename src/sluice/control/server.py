@@ -15,6 +15,7 @@ as a DB instance), signed the same way.
 from __future__ import annotations
 
 import hmac
+import inspect
 import json
 import logging
 import time
@@ -28,13 +29,16 @@ from sluice.control import ids, sigv4
 from sluice.control.context import Call, Principal
 from sluice.control.errors import ApiError, expired_token, internal, invalid_token, missing_auth
 from sluice.control.protocol import Reply, codec_for, validate
+from sluice.control.protocol.restjson import MAX_REST_BODY_BYTES
 
 if TYPE_CHECKING:
     from sluice.control.plane import ControlPlane
 
 log = logging.getLogger("sluice.control")
 
-MAX_BODY = 1024 * 1024
+# Each codec refuses bodies beyond its protocol's limit; this is the largest of them (a
+# Lambda deployment package, base64 in JSON).
+MAX_BODY = MAX_REST_BODY_BYTES
 # Operations any authenticated caller may make, whatever its policies (as on AWS).
 _ALWAYS_ALLOWED = frozenset({"sts:GetCallerIdentity", "sts:AssumeRole"})  # decided by the role
 
@@ -70,7 +74,7 @@ class ApiServer:
             cred = _credential(request)
             service_name = cred.service
             principal = self._authenticate(request, body, cred)
-            reply = self._dispatch(request, body, cred, principal, rid)
+            reply = await self._dispatch(request, body, cred, principal, rid)
         except ApiError as exc:
             reply = self._error(service_name, exc, rid)
         except Exception:  # our bug: the caller gets a 500, the server stays up
@@ -98,7 +102,7 @@ class ApiServer:
         )
         return info.principal
 
-    def _dispatch(
+    async def _dispatch(
         self,
         request: web.Request,
         body: bytes,
@@ -112,12 +116,13 @@ class ApiServer:
         model = self.plane.models[cred.service]
         codec = codec_for(model)
         query = dict(request.query)
-        name = codec.operation_name(model, body, query, request.headers)  # a modelled one
+        where = {"method": request.method, "path": request.raw_path.split("?")[0]}
+        name = codec.operation_name(model, body, query, request.headers, **where)  # modelled
         handler = getattr(service, name, None)
         if handler is None:
             raise ApiError("InvalidAction", f"{name} is not supported by Sluice", 400)
         op = model.operation_model(name)
-        params = codec.parse(op, body, query, request.headers)
+        params = codec.parse(op, body, query, request.headers, **where)
         validate(op, params)
         action = f"{model.endpoint_prefix}:{name}"
         if action not in _ALWAYS_ALLOWED and not self.plane.principals.allowed(
@@ -130,6 +135,8 @@ class ApiServer:
             )
         call = Call(principal, cred.region, rid, time.time())
         output = handler(call, params)
+        if inspect.isawaitable(output):  # a handler that waits (Lambda's Invoke) is a coroutine
+            output = await output
         log.info("%s %s by %s", cred.service, name, principal.arn)
         return codec.serialize(op, output or {}, rid)
 
@@ -176,4 +183,6 @@ def _credential(request: web.Request) -> sigv4.Credential:
 def _guess_service(headers: Mapping[str, Any]) -> str:
     """The service to word an error in when the request did not say (no valid signature)."""
     target = str(headers.get("X-Amz-Target", ""))
-    return "secretsmanager" if target.startswith("secretsmanager") else "sts"
+    if target.startswith("secretsmanager"):
+        return "secretsmanager"
+    return "lambda" if "/lambda/" in str(headers.get("Authorization", "")) else "sts"

@@ -57,7 +57,10 @@ class Reply:
 
 
 class Codec(Protocol):
-    """One wire protocol (query, ec2, json): parse requests, serialize answers."""
+    """One wire protocol (query, ec2, json, rest-json): parse requests, serialize answers.
+
+    `method` and `path` (the raw, still percent-encoded path) matter to rest-json only.
+    """
 
     def operation_name(
         self,
@@ -65,6 +68,9 @@ class Codec(Protocol):
         body: bytes,
         query: Mapping[str, str],
         headers: Mapping[str, str],
+        *,
+        method: str = "POST",
+        path: str = "/",
     ) -> str:
         """The name of the operation a request calls; ApiError if there is none."""
         ...
@@ -75,6 +81,9 @@ class Codec(Protocol):
         body: bytes,
         query: Mapping[str, str],
         headers: Mapping[str, str],
+        *,
+        method: str = "POST",
+        path: str = "/",
     ) -> dict[str, Any]:
         """The request's parameters, as boto3 would have been given them."""
         ...
@@ -89,11 +98,12 @@ class Codec(Protocol):
 
 
 def codec_for(service: ServiceModel) -> Codec:
-    """The codec for the protocol of `service` (query, ec2 or json)."""
+    """The codec for the protocol of `service` (query, ec2, json or rest-json)."""
     # Imported here: the codec modules build on the helpers defined in this module.
     from sluice.control.protocol.ec2 import Ec2Codec
     from sluice.control.protocol.jsonproto import JsonCodec
     from sluice.control.protocol.query import QueryCodec
+    from sluice.control.protocol.restjson import RestJsonCodec
 
     protocol = service.protocol
     if protocol == "query":
@@ -102,6 +112,8 @@ def codec_for(service: ServiceModel) -> Codec:
         return Ec2Codec()
     if protocol == "json":
         return JsonCodec()
+    if protocol == "rest-json":
+        return RestJsonCodec()
     raise ValueError(f"unsupported protocol {protocol!r} for {service.service_name}")
 
 

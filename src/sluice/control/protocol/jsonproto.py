@@ -206,6 +206,9 @@ class JsonCodec:
         body: bytes,
         query: Mapping[str, str],
         headers: Mapping[str, str],
+        *,
+        method: str = "POST",
+        path: str = "/",
     ) -> str:
         """The operation in the `X-Amz-Target: Prefix.Operation` header."""
         target = header(headers, "X-Amz-Target") or ""
@@ -221,6 +224,9 @@ class JsonCodec:
         body: bytes,
         query: Mapping[str, str],
         headers: Mapping[str, str],
+        *,
+        method: str = "POST",
+        path: str = "/",
     ) -> dict[str, Any]:
         """The parameters of a JSON request; SerializationException if they do not fit."""
         document = _load(body)

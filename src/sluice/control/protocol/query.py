@@ -324,6 +324,9 @@ class QueryCodec:
         body: bytes,
         query: Mapping[str, str],
         headers: Mapping[str, str],
+        *,
+        method: str = "POST",
+        path: str = "/",
     ) -> str:
         """The Action field, from the form body or the URL query."""
         action = read_form(body, query).get("Action")
@@ -340,6 +343,9 @@ class QueryCodec:
         body: bytes,
         query: Mapping[str, str],
         headers: Mapping[str, str],
+        *,
+        method: str = "POST",
+        path: str = "/",
     ) -> dict[str, Any]:
         """The parameters of a form-encoded request; ApiError for malformed or unknown ones."""
         fields = {k: v for k, v in read_form(body, query).items() if not _is_control(k)}
