@@ -918,5 +918,5 @@ def test_validate_smithy_style_services() -> None:
 
 
 def test_codec_for_refuses_other_protocols() -> None:
-    with pytest.raises(ValueError, match="rest-json"):
-        codec_for(service("lambda"))
+    with pytest.raises(ValueError, match="rest-xml"):
+        codec_for(service("s3"))
