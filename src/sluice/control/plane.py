@@ -9,6 +9,7 @@ that runs every proxy in the state. `sluice server` is this and nothing more.
 from __future__ import annotations
 
 import logging
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,11 +29,15 @@ from sluice.control.runtime import Runtime
 from sluice.control.server import ApiServer
 from sluice.control.services.ec2 import Ec2
 from sluice.control.services.iam import Iam
+from sluice.control.services.lambda_ import Lambda, RoleSessions
 from sluice.control.services.rds import Rds, adopt_instance, forget_instance
 from sluice.control.services.secretsmanager import SecretsManager
 from sluice.control.services.sts import Sts
 from sluice.control.store import Store
 from sluice.control.vault import Vault
+from sluice.functions.package import PackageStore
+from sluice.functions.runner import Runner as FunctionRunner
+from sluice.functions.spec import RunnerSettings
 
 log = logging.getLogger("sluice.control")
 
@@ -59,6 +64,13 @@ class ServerSettings:
     def endpoint(self) -> str:
         return f"http://{self.listen[0]}:{self.listen[1]}"
 
+    @property
+    def local_endpoint(self) -> str:
+        """The API as code running on this machine reaches it (a wildcard listen: loopback)."""
+        host = self.listen[0]
+        host = "127.0.0.1" if host in ("", "0.0.0.0") else "[::1]" if host == "::" else host
+        return f"http://{host}:{self.listen[1]}"
+
 
 class ControlPlane:
     """State, services, API server and runtime of `sluice server`."""
@@ -77,7 +89,20 @@ class ControlPlane:
         self.principals = Principals(self.store, self.vault)
         self.certificates = EndpointCertificates(data / "tls")
         session = botocore.session.get_session()
-        services: list[Any] = [Iam(self), Sts(self), Ec2(self), SecretsManager(self), Rds(self)]
+        self.functions = FunctionRunner(
+            RunnerSettings(root=data / "functions", region=self.region,
+                           endpoint_url=settings.local_endpoint, python=sys.executable),
+            RoleSessions(self),
+        )  # fmt: skip
+        self.lambda_ = Lambda(self, self.functions, PackageStore(data / "functions"))
+        services: list[Any] = [
+            Iam(self),
+            Sts(self),
+            Ec2(self),
+            SecretsManager(self),
+            Rds(self),
+            self.lambda_,
+        ]
         self.services = {s.name: s for s in services}
         self.models = {name: session.get_service_model(name) for name in self.services}
         self.authority = PlaneAuthority(self)
@@ -117,6 +142,7 @@ class ControlPlane:
         await self.app.start()
         await self.runtime.sync()  # every proxy in the state listens before the API answers
         self.runtime.start()
+        await self.lambda_.resume()  # functions left Pending or InProgress by a stop
         await self.api.start(*self.settings.listen)
         log.info(
             "account %s, region %s; profile for the aws CLI and boto3: %s",
@@ -125,6 +151,7 @@ class ControlPlane:
 
     async def stop(self) -> None:
         await self.api.stop()
+        await self.functions.stop()
         await self.runtime.stop()
         await self.app.shutdown()
         self.store.close()

@@ -171,9 +171,9 @@ def _text_out(shape: Any, value: Any, path: str) -> str:
         return str(format_timestamp(value, shape.serialization.get("timestampFormat", "rfc822")))
     if kind == "list" and isinstance(value, list | tuple):
         return ",".join(_text_out(shape.member, item, path) for item in value)
-    if kind in ("string", "integer", "long", "float", "double") and not isinstance(value, bool):
-        if isinstance(value, str | int | float):
-            return str(value)
+    scalar = isinstance(value, str | int | float) and not isinstance(value, bool)
+    if kind in ("string", "integer", "long", "float", "double") and scalar:
+        return str(value)
     raise OutputError(f"{path}: {type(value).__name__} does not fit a {kind} header")
 
 
@@ -210,7 +210,7 @@ class RestJsonCodec:
         shape = op.input_shape
         if shape is None:
             return {}
-        route, labels = _match(op.service_model, method, path, query)
+        _, labels = _match(op.service_model, method, path, query)
         params: dict[str, Any] = {}
         payload = shape.serialization.get("payload")
         for name, member in shape.members.items():
@@ -246,7 +246,8 @@ class RestJsonCodec:
             return None if text is None else _text_value(member, text, name, "header")
         if location == "headers":
             prefix = wire.lower()
-            found = {k[len(prefix) :]: v for k, v in headers.items() if k.lower().startswith(prefix)}
+            found = {k[len(prefix) :]: v for k, v in headers.items()
+                     if k.lower().startswith(prefix)}  # fmt: skip
             return found or None
         return None
 

@@ -141,33 +141,7 @@ class Sts:
         duration: int,
         session_policies: list[dict[str, Any]] | None,
     ) -> Output:
-        key_id, secret = ids.access_key_id(temporary=True), ids.secret_access_key()
-        token = ids.token(144)
-        account = role["Arn"].split(":")[4]
-        assumed = f"arn:aws:sts::{account}:assumed-role/{role['RoleName']}/{session_name}"
-        doc: Doc = {
-            "AccessKeyId": key_id,
-            "_secret": self._plane.vault.seal(secret),
-            "_token": self._plane.vault.seal(token),
-            "Expiration": call.now + duration,
-            "RoleArn": role["Arn"],
-            "RoleName": role["RoleName"],
-            "RoleId": role["RoleId"],
-            "SessionName": session_name,
-            "AssumedRoleArn": assumed,
-            "CreateDate": call.now,
-        }
-        if session_policies is not None:
-            doc["_session_policies"] = session_policies
-        self._store.put(SESSION, key_id, doc)
-        credentials = {
-            "AccessKeyId": key_id,
-            "SecretAccessKey": secret,
-            "SessionToken": token,
-            "Expiration": timestamp(doc["Expiration"]),
-        }
-        user = {"AssumedRoleId": f"{role['RoleId']}:{session_name}", "Arn": assumed}
-        return {"Credentials": credentials, "AssumedRoleUser": user}
+        return new_session(self._plane, role, session_name, call.now, duration, session_policies)
 
     def _forget_expired(self, now: float) -> None:
         stale = [
@@ -179,3 +153,45 @@ class Sts:
             with self._store.batch():
                 for key_id in stale:
                     self._store.delete(SESSION, key_id)
+
+
+def new_session(
+    plane: Plane,
+    role: Doc,
+    session_name: str,
+    now: float,
+    duration: float,
+    session_policies: list[dict[str, Any]] | None = None,
+) -> Output:
+    """A role session (AssumeRole's output members) made at `now`, valid `duration` seconds.
+
+    For AssumeRole, and for the control plane itself when it hands a role's credentials to
+    the code it runs as that role (a function's execution role).
+    """
+    key_id, secret = ids.access_key_id(temporary=True), ids.secret_access_key()
+    token = ids.token(144)
+    account = role["Arn"].split(":")[4]
+    assumed = f"arn:aws:sts::{account}:assumed-role/{role['RoleName']}/{session_name}"
+    doc: Doc = {
+        "AccessKeyId": key_id,
+        "_secret": plane.vault.seal(secret),
+        "_token": plane.vault.seal(token),
+        "Expiration": now + duration,
+        "RoleArn": role["Arn"],
+        "RoleName": role["RoleName"],
+        "RoleId": role["RoleId"],
+        "SessionName": session_name,
+        "AssumedRoleArn": assumed,
+        "CreateDate": now,
+    }
+    if session_policies is not None:
+        doc["_session_policies"] = session_policies
+    plane.store.put(SESSION, key_id, doc)
+    credentials = {
+        "AccessKeyId": key_id,
+        "SecretAccessKey": secret,
+        "SessionToken": token,
+        "Expiration": timestamp(now + duration),
+    }
+    user = {"AssumedRoleId": f"{role['RoleId']}:{session_name}", "Arn": assumed}
+    return {"Credentials": credentials, "AssumedRoleUser": user}

@@ -1,0 +1,179 @@
+"""The runtime loop inside one execution environment (run as a script, standard library only).
+
+Why it is built this way: an execution environment is a real OS process running the machine's
+Python, so the handler's imports, globals and crashes are its own, as on Lambda. The process is
+started with the function's whole environment already set (LAMBDA_TASK_ROOT as the working
+directory, _HANDLER, the execution role's credentials, ...) and one end of a socket pair whose
+descriptor number is its only argument. It imports the handler once (the "init" phase), then
+serves invocations one at a time: a frame in (the event and the deadline), the handler called
+with the event and a context object, a frame out (the result as JSON, or the error as Lambda's
+Python runtime words it). Frames are a 4-byte big-endian length and a JSON object.
+
+Everything the handler prints goes to the inherited stdout/stderr, which the parent reads as the
+function's log; after each invocation a marker line tells the parent that all of that
+invocation's output has been written. The script is run by path, never imported as part of the
+`sluice` package, so a handler cannot reach Sluice's modules through it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import resource
+import socket
+import struct
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+MARKER = "\x1esluice-invocation-done"
+_HEADER = struct.Struct(">I")
+_MAX_FRAME = 64 * 1024 * 1024
+
+
+class LambdaContext:
+    """The context object a Python handler is given, with Lambda's attribute names."""
+
+    def __init__(self, request_id: str, deadline_ms: int) -> None:
+        env = os.environ
+        self.aws_request_id = request_id
+        self.function_name = env.get("AWS_LAMBDA_FUNCTION_NAME", "")
+        self.function_version = env.get("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        self.memory_limit_in_mb = env.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
+        self.invoked_function_arn = env.get("SLUICE_FUNCTION_ARN", "")
+        self.log_group_name = env.get("AWS_LAMBDA_LOG_GROUP_NAME", "")
+        self.log_stream_name = env.get("AWS_LAMBDA_LOG_STREAM_NAME", "")
+        self.identity = None
+        self.client_context = None
+        self._deadline_ms = deadline_ms
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, self._deadline_ms - int(time.time() * 1000))
+
+
+def _read_exact(sock: socket.socket, n: int) -> bytes | None:
+    chunks = bytearray()
+    while len(chunks) < n:
+        chunk = sock.recv(n - len(chunks))
+        if not chunk:
+            return None
+        chunks += chunk
+    return bytes(chunks)
+
+
+def read_frame(sock: socket.socket) -> dict[str, Any] | None:
+    head = _read_exact(sock, _HEADER.size)
+    if head is None:
+        return None
+    (length,) = _HEADER.unpack(head)
+    if length > _MAX_FRAME:
+        return None
+    body = _read_exact(sock, length)
+    return None if body is None else dict(json.loads(body))
+
+
+def write_frame(sock: socket.socket, message: dict[str, Any]) -> None:
+    body = json.dumps(message).encode("utf-8")
+    sock.sendall(_HEADER.pack(len(body)) + body)
+
+
+def error_document(exc: BaseException, error_type: str | None = None) -> dict[str, Any]:
+    """An exception as Lambda's Python runtime reports it."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    return {
+        "errorMessage": str(exc),
+        "errorType": error_type or type(exc).__name__,
+        "requestId": "",
+        "stackTrace": traceback.format_list(frames),
+    }
+
+
+def _log_error(doc: dict[str, Any]) -> None:
+    trace = "".join(doc.get("stackTrace", []))
+    text = f"[ERROR] {doc['errorType']}: {doc['errorMessage']}\nTraceback (most recent call last):"
+    print(f"{text}\n{trace}", file=sys.stderr, end="" if trace.endswith("\n") else "\n")
+
+
+def load_handler(spec: str) -> tuple[Callable[..., Any] | None, dict[str, Any] | None]:
+    """(the handler, None), or (None, the init error as Lambda words it)."""
+    module_name, _, function_name = spec.rpartition(".")
+    if not module_name:
+        message = f"Bad handler '{spec}': not enough values to unpack (expected 2, got 1)"
+        return None, {"errorMessage": message, "errorType": "Runtime.MalformedHandlerName",
+                      "requestId": "", "stackTrace": []}  # fmt: skip
+    try:
+        module = importlib.import_module(module_name.replace("/", "."))
+    except ImportError as exc:
+        message = f"Unable to import module '{module_name}': {exc}"
+        return None, {"errorMessage": message, "errorType": "Runtime.ImportModuleError",
+                      "requestId": "", "stackTrace": []}  # fmt: skip
+    except Exception as exc:  # the module's own code raised while being imported
+        return None, error_document(exc, "Runtime.UserCodeSyntaxError"
+                                    if isinstance(exc, SyntaxError) else None)  # fmt: skip
+    handler = getattr(module, function_name, None)
+    if not callable(handler):
+        message = f"Handler '{function_name}' missing on module '{module_name}'"
+        return None, {"errorMessage": message, "errorType": "Runtime.HandlerNotFound",
+                      "requestId": "", "stackTrace": []}  # fmt: skip
+    return handler, None
+
+
+def invoke(handler: Callable[..., Any], message: dict[str, Any]) -> dict[str, Any]:
+    """One invocation: the handler's result as JSON text, or its error document."""
+    os.environ.update(message.get("env", {}))  # refreshed credentials
+    os.environ["_X_AMZN_TRACE_ID"] = message.get("trace_id", "")
+    context = LambdaContext(message["id"], int(message["deadline_ms"]))
+    try:
+        event = json.loads(message["event"])
+        result = handler(event, context)
+    except Exception as exc:
+        doc = error_document(exc)
+        _log_error(doc)
+        return {"ok": False, "error": doc}
+    try:
+        return {"ok": True, "payload": json.dumps(result)}
+    except (TypeError, ValueError) as exc:
+        doc = {
+            "errorMessage": f"Unable to marshal response: {exc}",
+            "errorType": "Runtime.MarshalError",
+            "requestId": message["id"],
+            "stackTrace": [],
+        }
+        _log_error(doc)  # fmt: skip
+        return {"ok": False, "error": doc}
+
+
+def _done(answer: dict[str, Any]) -> dict[str, Any]:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.write(1, (MARKER + "\n").encode())
+    answer["max_rss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return answer
+
+
+def main(fd: int) -> int:
+    sock = socket.socket(fileno=fd)
+    task_root = os.environ.get("LAMBDA_TASK_ROOT", os.getcwd())
+    extra = [p for p in os.environ.get("SLUICE_LAYER_PATHS", "").split(os.pathsep) if p]
+    sys.path[:1] = [task_root, *extra]  # never this script's own directory
+    started = time.monotonic()
+    handler, init_error = load_handler(os.environ.get("_HANDLER", ""))
+    if init_error is not None:
+        _log_error(init_error)
+    write_frame(sock, _done({"ready": True, "init_ms": (time.monotonic() - started) * 1000}))
+    while True:
+        message = read_frame(sock)
+        if message is None:
+            return 0  # the parent closed the environment
+        if handler is None:
+            answer: dict[str, Any] = {"ok": False, "error": init_error, "init_failed": True}
+        else:
+            answer = invoke(handler, message)
+        write_frame(sock, _done(answer))
+
+
+if __name__ == "__main__":
+    sys.exit(main(int(sys.argv[1])))

@@ -1,0 +1,284 @@
+"""One execution environment: a `bootstrap.py` process and the parent's half of its protocol.
+
+Why it is built this way: the parent never runs user code. It starts the process with the
+environment Lambda sets, speaks framed JSON over a socket pair, reads the process's merged
+stdout/stderr as the function's log, and enforces what the handler cannot be trusted to: the
+timeout (the process is killed, as Lambda resets a timed-out environment) and the process
+staying alive (a crash ends the environment; the runner starts a new one next time). An
+environment serves one invocation at a time; the runner guarantees that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import math
+import os
+import signal
+import socket
+import struct
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sluice.functions.bootstrap import MARKER
+from sluice.functions.spec import FunctionSpec, Outcome, RunnerSettings, TemporaryCredentials
+
+log = logging.getLogger("sluice.functions")
+
+BOOTSTRAP = Path(__file__).with_name("bootstrap.py")
+_HEADER = struct.Struct(">I")
+_MAX_FRAME = 16 * 1024 * 1024
+_INIT_TIMEOUT = 10.0  # Lambda's init phase limit
+_MARKER_WAIT = 2.0  # how long to wait for the output of a finished invocation
+_LOG_TAIL = 4096
+
+
+class EnvironmentGone(Exception):
+    """The process exited (or stopped answering) in the middle of an invocation."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    document: dict[str, object]
+    output: str
+
+
+def lambda_variables(
+    spec: FunctionSpec, settings: RunnerSettings, creds: TemporaryCredentials, stream: str
+) -> dict[str, str]:
+    """The environment Lambda gives a Python function (the function's own variables first)."""
+    # The function's own variables may point AWS_ENDPOINT_URL elsewhere; the rest are Lambda's.
+    variables = {"AWS_ENDPOINT_URL": settings.endpoint_url, **spec.variables}
+    variables.update({
+        "AWS_REGION": settings.region,
+        "AWS_DEFAULT_REGION": settings.region,
+        "AWS_LAMBDA_FUNCTION_NAME": spec.name,
+        "AWS_LAMBDA_FUNCTION_VERSION": spec.version,
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(spec.memory_mb),
+        "AWS_LAMBDA_LOG_GROUP_NAME": spec.log_group,
+        "AWS_LAMBDA_LOG_STREAM_NAME": stream,
+        "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
+        "AWS_EXECUTION_ENV": f"AWS_Lambda_{spec.runtime}",
+        "LAMBDA_TASK_ROOT": str(spec.task_root),
+        "LAMBDA_RUNTIME_DIR": str(BOOTSTRAP.parent),
+        "_HANDLER": spec.handler,
+        "SLUICE_FUNCTION_ARN": spec.arn,
+        "SLUICE_LAYER_PATHS": os.pathsep.join(str(p) for p in spec.layer_paths),
+        "TZ": ":UTC",
+        "LANG": "en_US.UTF-8",
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONDONTWRITEBYTECODE": "1",
+    })  # fmt: skip
+    variables.update(credential_variables(creds))
+    return variables
+
+
+def credential_variables(creds: TemporaryCredentials) -> dict[str, str]:
+    return {
+        "AWS_ACCESS_KEY_ID": creds.access_key_id,
+        "AWS_SECRET_ACCESS_KEY": creds.secret_access_key,
+        "AWS_SESSION_TOKEN": creds.session_token,
+    }
+
+
+class Environment:
+    """A running execution environment; see the module docstring."""
+
+    def __init__(self, spec: FunctionSpec, settings: RunnerSettings) -> None:
+        self.spec = spec
+        self.settings = settings
+        self.stream = f"{datetime.now(UTC):%Y/%m/%d}/[{spec.version}]{os.urandom(16).hex()}"
+        self.idle_since = time.monotonic()
+        self.credentials_expire = 0.0
+        self.init_ms = 0.0
+        self._proc: asyncio.subprocess.Process | None = None
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._output: list[str] = []
+        self._marker = asyncio.Event()
+        self._pump: asyncio.Task[None] | None = None
+        self._first = True
+        self._cold = False  # the invocation under way is this environment's first
+        self._init_output = ""  # what the init phase printed, shown with the first invocation
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid if self._proc is not None else 0
+
+    @property
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.returncode is None
+
+    async def start(self, creds: TemporaryCredentials) -> None:
+        """Start the process and wait for its init phase (the handler's module imported)."""
+        parent, child = socket.socketpair()
+        variables = lambda_variables(self.spec, self.settings, creds, self.stream)
+        self.credentials_expire = creds.expiration
+        try:
+            self._proc = await asyncio.create_subprocess_exec(
+                self.settings.python, "-s", str(BOOTSTRAP), str(child.fileno()),
+                cwd=self.spec.task_root, env=variables, pass_fds=(child.fileno(),),
+                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+        finally:
+            child.close()
+        self._reader, self._writer = await asyncio.open_connection(sock=parent)
+        self._pump = asyncio.create_task(self._read_output())
+        try:
+            ready = await asyncio.wait_for(self._receive(), _INIT_TIMEOUT)
+        except (TimeoutError, EnvironmentGone):
+            await self.close("its init phase failed")
+            raise EnvironmentGone("the runtime did not start") from None
+        self.init_ms = float(str(ready.document.get("init_ms", 0)))
+        self._init_output = ready.output
+
+    async def run(
+        self, request_id: str, event: bytes, creds: TemporaryCredentials | None
+    ) -> Outcome:
+        """One invocation, within the function's timeout."""
+        started = time.monotonic()
+        deadline_ms = int(time.time() * 1000 + self.spec.timeout * 1000)
+        message: dict[str, object] = {"id": request_id, "event": event.decode("utf-8"),
+                                      "deadline_ms": deadline_ms}  # fmt: skip
+        if creds is not None:
+            message["env"] = credential_variables(creds)
+            self.credentials_expire = creds.expiration
+        head = f"START RequestId: {request_id} Version: {self.spec.version}\n"
+        self._cold, self._first = self._first, False
+        if self._cold:
+            head = self._init_output + head
+        try:
+            self._send(message)
+            answer = await asyncio.wait_for(self._receive(), self.spec.timeout)
+        except TimeoutError:
+            output = "".join(self._take_output())
+            await self.close(f"invocation {request_id} timed out")
+            return self._timed_out(request_id, head + output, started)
+        except EnvironmentGone:
+            output = "".join(self._take_output())
+            status = await self._exit_status()
+            await self.close(f"the runtime exited during invocation {request_id}")
+            return self._exited(request_id, head + output, status, started)
+        finally:
+            self.idle_since = time.monotonic()
+        outcome = self._finished(request_id, head + answer.output, answer.document, started)
+        if answer.document.get("init_failed"):
+            await self.close("its init phase failed")  # the next invocation starts afresh
+        return outcome
+
+    # ---- answers ----
+
+    def _finished(self, rid: str, output: str, doc: dict[str, object], started: float) -> Outcome:
+        if doc.get("ok"):
+            payload = str(doc.get("payload", "null")).encode("utf-8")
+            error = None
+        else:
+            error_doc = doc.get("error") or {}
+            if isinstance(error_doc, dict):
+                error_doc["requestId"] = rid
+            payload = json.dumps(error_doc).encode("utf-8")
+            error = "Unhandled"
+        rss_kb = doc.get("max_rss_kb", 0)
+        used = math.ceil(int(rss_kb) / 1024) if isinstance(rss_kb, int) else 0
+        return Outcome(payload, error, output + self._report(rid, started, used))
+
+    def _timed_out(self, rid: str, output: str, started: float) -> Outcome:
+        seconds = f"{self.spec.timeout:.2f}"
+        stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+        line = f"{stamp} {rid} Task timed out after {seconds} seconds\n"
+        message = f"RequestId: {rid} Error: Task timed out after {seconds} seconds"
+        doc = {"errorType": "Sandbox.Timedout", "errorMessage": message}
+        report = self._report(rid, started, 0, status="timeout")
+        return Outcome(json.dumps(doc).encode(), "Unhandled", output + line + report)
+
+    def _exited(self, rid: str, output: str, status: str, started: float) -> Outcome:
+        message = f"RequestId: {rid} Error: Runtime exited with error: {status}"
+        doc = {"errorType": "Runtime.ExitError", "errorMessage": message}
+        line = f"{message}\nRuntime.ExitError\n"
+        report = self._report(rid, started, 0, status="error")
+        return Outcome(json.dumps(doc).encode(), "Unhandled", output + line + report)
+
+    def _report(self, rid: str, started: float, used_mb: int, status: str = "") -> str:
+        ms = (time.monotonic() - started) * 1000
+        parts = [
+            f"REPORT RequestId: {rid}", f"Duration: {ms:.2f} ms",
+            f"Billed Duration: {math.ceil(ms)} ms", f"Memory Size: {self.spec.memory_mb} MB",
+            f"Max Memory Used: {used_mb} MB",
+        ]  # fmt: skip
+        if self._cold:
+            parts.append(f"Init Duration: {self.init_ms:.2f} ms")
+        if status:
+            parts.append(f"Status: {status}")
+        return f"END RequestId: {rid}\n" + "\t".join(parts) + "\t\n"
+
+    # ---- the process ----
+
+    def _send(self, message: dict[str, object]) -> None:
+        if self._writer is None or not self.alive:
+            raise EnvironmentGone("the runtime is not running")
+        body = json.dumps(message).encode("utf-8")
+        self._writer.write(_HEADER.pack(len(body)) + body)
+
+    async def _receive(self) -> _Answer:
+        assert self._reader is not None
+        try:
+            head = await self._reader.readexactly(_HEADER.size)
+            (length,) = _HEADER.unpack(head)
+            if length > _MAX_FRAME:
+                raise EnvironmentGone("the runtime sent an oversized frame")
+            document = json.loads(await self._reader.readexactly(length))
+        except (asyncio.IncompleteReadError, ConnectionError, ValueError):
+            raise EnvironmentGone("the runtime closed its socket") from None
+        with contextlib.suppress(TimeoutError):  # its output ends with a marker line
+            await asyncio.wait_for(self._marker.wait(), _MARKER_WAIT)
+        return _Answer(dict(document), "".join(self._take_output()))
+
+    def _take_output(self) -> list[str]:
+        taken, self._output = self._output, []
+        self._marker.clear()
+        return taken
+
+    async def _read_output(self) -> None:
+        assert self._proc is not None and self._proc.stdout is not None
+        while line := await self._proc.stdout.readline():
+            text = line.decode("utf-8", errors="replace")
+            if text.rstrip("\n") == MARKER:
+                self._marker.set()
+            else:
+                self._output.append(text if text.endswith("\n") else text + "\n")
+
+    async def _exit_status(self) -> str:
+        if self._proc is None:
+            return "exit status 1"
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._proc.wait(), 1.0)
+        code = self._proc.returncode
+        if code is not None and code < 0:
+            return f"signal: {(signal.strsignal(-code) or str(-code)).lower()}"
+        return f"exit status {code}"
+
+    async def close(self, reason: str) -> None:
+        """Stop the process (killed: an environment is never asked twice)."""
+        if self._proc is not None and self._proc.returncode is None:
+            log.info("function %s: environment %d stopped: %s", self.spec.name, self.pid, reason)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self._proc.pid, signal.SIGKILL)
+            await self._proc.wait()
+        if self._writer is not None:
+            self._writer.close()
+        if self._pump is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(self._pump, 1.0)
+
+
+def log_tail(text: str) -> str:
+    """The last 4 KB of an invocation's log, base64, as X-Amz-Log-Result carries it."""
+    data = text.encode("utf-8")[-_LOG_TAIL:]
+    return base64.b64encode(data).decode("ascii")

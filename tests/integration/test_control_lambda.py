@@ -1,0 +1,378 @@
+"""Lambda on `sluice server`: functions made, changed and invoked with the aws CLI and boto3.
+
+The function's code is a real zip run in real execution environments (processes of this
+machine's Python); what the handler sees (its environment, its context, its role's
+credentials) is what it prints and returns, and every answer is read by the real clients.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import time
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sluice.devtools.controlplane import AwsCliError, SluiceServer
+
+APP = '''
+import json, os, sys, time
+
+STARTED = time.time()
+COUNT = 0
+
+def handler(event, context):
+    global COUNT
+    COUNT += 1
+    print("event", json.dumps(event))
+    action = event.get("action")
+    if action == "fail":
+        raise ValueError("bad input: " + str(event.get("why")))
+    if action == "sleep":
+        time.sleep(event["seconds"])
+    if action == "exit":
+        os._exit(3)
+    if action == "whoami":
+        import boto3
+        return boto3.client("sts").get_caller_identity()["Arn"]
+    return {
+        "pid": os.getpid(), "count": COUNT, "cwd": os.getcwd(), "event": event,
+        "env": {k: v for k, v in os.environ.items()
+                if k.startswith(("AWS_", "LAMBDA_", "DB_", "_HANDLER"))
+                and k not in ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")},
+        "has_secret": bool(os.environ.get("AWS_SECRET_ACCESS_KEY")),
+        "context": {
+            "aws_request_id": context.aws_request_id,
+            "function_name": context.function_name,
+            "memory_limit_in_mb": context.memory_limit_in_mb,
+            "invoked_function_arn": context.invoked_function_arn,
+            "remaining": context.get_remaining_time_in_millis(),
+        },
+        "helper": __import__("helper").VALUE,
+    }
+'''
+
+TRUST_LAMBDA = {
+    "Version": "2012-10-17",
+    "Statement": [{"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"},
+                   "Action": "sts:AssumeRole"}],
+}  # fmt: skip
+TRUST_EC2 = {
+    "Version": "2012-10-17",
+    "Statement": [{"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"},
+                   "Action": "sts:AssumeRole"}],
+}  # fmt: skip
+
+
+def make_zip(files: dict[str, str]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, text in files.items():
+            archive.writestr(name, text)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[SluiceServer]:
+    with SluiceServer() as srv:
+        yield srv
+        print(f"---- sluice server log ----\n{srv.log_tail(80)}")
+
+
+@pytest.fixture(scope="module")
+def role(server: SluiceServer) -> str:
+    arn: str = server.aws("iam", "create-role", "--role-name", "fn-role",
+                          "--assume-role-policy-document", json.dumps(TRUST_LAMBDA),
+                          "--query", "Role.Arn", "--output", "text")  # fmt: skip
+    return arn
+
+
+@pytest.fixture(scope="module")
+def code(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("fn") / "function.zip"
+    path.write_bytes(make_zip({"app.py": APP, "helper.py": "VALUE = 'from the zip'\n"}))
+    return path
+
+
+@pytest.fixture(scope="module")
+def function(server: SluiceServer, role: str, code: Path) -> str:
+    created = server.aws(
+        "lambda", "create-function", "--function-name", "db-app", "--runtime", "python3.11",
+        "--handler", "app.handler", "--role", role, "--zip-file", f"fileb://{code}",
+        "--timeout", "2", "--environment", "Variables={DB_HOST=127.0.0.1}",
+    )  # fmt: skip
+    assert created["State"] == "Pending"
+    server.aws("lambda", "wait", "function-active", "--function-name", "db-app")
+    return "db-app"
+
+
+def invoke(server: SluiceServer, name: str, event: dict[str, Any], tmp: Path,
+           *extra: str) -> tuple[dict[str, Any], Any]:  # fmt: skip
+    out = tmp / "response.json"
+    meta = server.aws("lambda", "invoke", "--function-name", name, "--payload",
+                      json.dumps(event), *extra, str(out))  # fmt: skip
+    return meta, json.loads(out.read_text())
+
+
+def test_create_reports_the_code_as_aws_does(server: SluiceServer, function: str,
+                                             code: Path) -> None:  # fmt: skip
+    import hashlib
+
+    config = server.aws("lambda", "get-function-configuration", "--function-name", function)
+    data = code.read_bytes()
+    assert config["CodeSha256"] == base64.b64encode(hashlib.sha256(data).digest()).decode()
+    assert config["CodeSize"] == len(data)
+    assert config["State"] == "Active"
+    assert config["LastUpdateStatus"] == "Successful"
+    assert config["FunctionArn"].endswith(":function:db-app")
+    assert config["Environment"] == {"Variables": {"DB_HOST": "127.0.0.1"}}
+    names = server.aws("lambda", "list-functions", "--query", "Functions[].FunctionName")
+    assert names == ["db-app"]
+
+
+def test_invoke_returns_what_the_handler_returns(server: SluiceServer, function: str,
+                                                 tmp_path: Path) -> None:  # fmt: skip
+    meta, body = invoke(server, function, {"hello": "world"}, tmp_path)
+    assert meta["StatusCode"] == 200
+    assert "FunctionError" not in meta
+    assert body["event"] == {"hello": "world"}
+    assert body["helper"] == "from the zip"
+    env = body["env"]
+    assert env["AWS_LAMBDA_FUNCTION_NAME"] == "db-app"
+    assert env["AWS_REGION"] == env["AWS_DEFAULT_REGION"] == "us-east-1"
+    assert env["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"] == "128"
+    assert env["AWS_LAMBDA_FUNCTION_VERSION"] == "$LATEST"
+    assert env["AWS_LAMBDA_LOG_GROUP_NAME"] == "/aws/lambda/db-app"
+    assert env["AWS_ENDPOINT_URL"] == server.endpoint
+    assert env["AWS_ACCESS_KEY_ID"].startswith("ASIA") and body["has_secret"]
+    assert env["_HANDLER"] == "app.handler"
+    assert body["cwd"] == env["LAMBDA_TASK_ROOT"]
+    assert env["DB_HOST"] == "127.0.0.1"
+    context = body["context"]
+    assert context["function_name"] == "db-app"
+    assert context["memory_limit_in_mb"] == "128"
+    assert context["invoked_function_arn"].endswith(":function:db-app")
+    assert len(context["aws_request_id"]) == 36
+    assert 0 < context["remaining"] <= 2000
+
+
+def test_the_handler_runs_as_its_execution_role(server: SluiceServer, function: str,
+                                                tmp_path: Path) -> None:  # fmt: skip
+    _, arn = invoke(server, function, {"action": "whoami"}, tmp_path)
+    assert arn.startswith("arn:aws:sts::") and ":assumed-role/fn-role/" in arn
+
+
+def test_warm_environments_are_reused(server: SluiceServer, function: str,
+                                      tmp_path: Path) -> None:  # fmt: skip
+    _, first = invoke(server, function, {}, tmp_path)
+    _, second = invoke(server, function, {}, tmp_path)
+    assert second["pid"] == first["pid"]
+    assert second["count"] == first["count"] + 1
+
+
+def test_unhandled_error_in_lambdas_shape(server: SluiceServer, function: str,
+                                          tmp_path: Path) -> None:  # fmt: skip
+    meta, body = invoke(server, function, {"action": "fail", "why": 7}, tmp_path,
+                        "--log-type", "Tail")  # fmt: skip
+    assert meta["FunctionError"] == "Unhandled"
+    assert body["errorType"] == "ValueError"
+    assert body["errorMessage"] == "bad input: 7"
+    assert any("in handler" in line for line in body["stackTrace"])
+    log = base64.b64decode(meta["LogResult"]).decode()
+    assert log.startswith("START RequestId: ") or "\nSTART RequestId: " in log
+    assert '[ERROR] ValueError: bad input: 7' in log
+    assert "END RequestId: " in log and "REPORT RequestId: " in log
+    # The environment survives a handled failure and is used again.
+    _, after = invoke(server, function, {}, tmp_path)
+    assert after["count"] > 1
+
+
+def test_log_tail_holds_the_handlers_output(server: SluiceServer, function: str,
+                                            tmp_path: Path) -> None:  # fmt: skip
+    lam = server.client("lambda")
+    answer = lam.invoke(FunctionName=function, Payload=b'{"say": "hi"}', LogType="Tail")
+    log = base64.b64decode(answer["LogResult"]).decode()
+    assert 'event {"say": "hi"}' in log
+    assert f"Memory Size: 128 MB" in log
+    assert json.loads(answer["Payload"].read())["event"] == {"say": "hi"}
+    assert answer["ExecutedVersion"] == "$LATEST"
+
+
+def test_timeout_kills_the_environment(server: SluiceServer, function: str,
+                                       tmp_path: Path) -> None:  # fmt: skip
+    _, before = invoke(server, function, {}, tmp_path)
+    started = time.monotonic()
+    meta, body = invoke(server, function, {"action": "sleep", "seconds": 10}, tmp_path)
+    assert time.monotonic() - started < 8
+    assert meta["FunctionError"] == "Unhandled"
+    assert body["errorType"] == "Sandbox.Timedout"
+    assert body["errorMessage"].endswith("Task timed out after 2.00 seconds")
+    _, after = invoke(server, function, {}, tmp_path)
+    assert after["pid"] != before["pid"]  # a new environment
+    assert after["count"] == 1
+
+
+def test_a_crashed_environment_is_replaced(server: SluiceServer, function: str,
+                                           tmp_path: Path) -> None:  # fmt: skip
+    meta, body = invoke(server, function, {"action": "exit"}, tmp_path)
+    assert meta["FunctionError"] == "Unhandled"
+    assert body["errorType"] == "Runtime.ExitError"
+    assert body["errorMessage"].endswith("Runtime exited with error: exit status 3")
+    meta, body = invoke(server, function, {}, tmp_path)
+    assert "FunctionError" not in meta and body["count"] == 1
+
+
+def test_update_configuration_reaches_the_next_invocation(server: SluiceServer, function: str,
+                                                          tmp_path: Path) -> None:  # fmt: skip
+    _, before = invoke(server, function, {}, tmp_path)
+    updated = server.aws("lambda", "update-function-configuration", "--function-name", function,
+                         "--environment", "Variables={DB_HOST=127.20.0.4}")  # fmt: skip
+    assert updated["LastUpdateStatus"] == "InProgress"
+    server.aws("lambda", "wait", "function-updated", "--function-name", function)
+    _, after = invoke(server, function, {}, tmp_path)
+    assert after["env"]["DB_HOST"] == "127.20.0.4"
+    assert after["pid"] != before["pid"]  # the old environment was retired
+
+
+def test_update_code_runs_the_new_code(server: SluiceServer, role: str, tmp_path: Path) -> None:
+    lam = server.client("lambda")
+    zipped = make_zip({"main.py": "def run(event, context):\n    return 'v1'\n"})
+    lam.create_function(FunctionName="versions", Runtime="python3.12", Role=role,
+                        Handler="main.run", Code={"ZipFile": zipped})  # fmt: skip
+    lam.get_waiter("function_active_v2").wait(FunctionName="versions")
+    assert lam.invoke(FunctionName="versions")["Payload"].read() == b'"v1"'
+    zipped = make_zip({"main.py": "def run(event, context):\n    return 'v2'\n"})
+    lam.update_function_code(FunctionName="versions", ZipFile=zipped)
+    lam.get_waiter("function_updated_v2").wait(FunctionName="versions")
+    assert lam.invoke(FunctionName="versions")["Payload"].read() == b'"v2"'
+    lam.delete_function(FunctionName="versions")
+    with pytest.raises(lam.exceptions.ResourceNotFoundException):
+        lam.get_function(FunctionName="versions")
+
+
+def test_roles_lambda_may_not_assume_and_roles_not_passable_are_refused(
+    server: SluiceServer, code: Path
+) -> None:
+    ec2_role = server.aws("iam", "create-role", "--role-name", "ec2-only",
+                          "--assume-role-policy-document", json.dumps(TRUST_EC2),
+                          "--query", "Role.Arn", "--output", "text")  # fmt: skip
+    args = ["lambda", "create-function", "--function-name", "nope", "--runtime", "python3.11",
+            "--handler", "app.handler", "--zip-file", f"fileb://{code}"]  # fmt: skip
+    with pytest.raises(AwsCliError) as err:
+        server.aws(*args, "--role", ec2_role)
+    assert "InvalidParameterValueException" in err.value.stderr
+    assert "cannot be assumed by Lambda" in err.value.stderr
+    # A user allowed lambda:* but not iam:PassRole.
+    iam = server.client("iam")
+    iam.create_user(UserName="deployer")
+    policy = {"Version": "2012-10-17",
+              "Statement": [{"Effect": "Allow", "Action": "lambda:*", "Resource": "*"}]}
+    iam.put_user_policy(UserName="deployer", PolicyName="fn", PolicyDocument=json.dumps(policy))
+    key = iam.create_access_key(UserName="deployer")["AccessKey"]
+    lam = server.client("lambda", aws_access_key_id=key["AccessKeyId"],
+                        aws_secret_access_key=key["SecretAccessKey"])  # fmt: skip
+    role_arn = iam.get_role(RoleName="fn-role")["Role"]["Arn"]
+    with pytest.raises(lam.exceptions.ClientError) as denied:
+        lam.create_function(FunctionName="nope", Runtime="python3.11", Role=role_arn,
+                            Handler="app.handler", Code={"ZipFile": code.read_bytes()})
+    error = denied.value.response["Error"]
+    assert error["Code"] == "AccessDeniedException"
+    assert "iam:PassRole" in error["Message"]
+
+
+def test_bad_requests_answer_lambdas_errors(server: SluiceServer, role: str,
+                                            tmp_path: Path) -> None:  # fmt: skip
+    lam = server.client("lambda")
+    with pytest.raises(lam.exceptions.InvalidParameterValueException):
+        lam.create_function(FunctionName="bad-zip", Runtime="python3.11", Role=role,
+                            Handler="a.b", Code={"ZipFile": b"not a zip"})  # fmt: skip
+    with pytest.raises(lam.exceptions.InvalidParameterValueException) as err:
+        lam.create_function(FunctionName="reserved", Runtime="python3.11", Role=role,
+                            Handler="a.b", Code={"ZipFile": make_zip({"a.py": ""})},
+                            Environment={"Variables": {"AWS_REGION": "x"}})  # fmt: skip
+    assert "AWS_REGION" in str(err.value)
+    with pytest.raises(lam.exceptions.ResourceNotFoundException):
+        lam.invoke(FunctionName="missing")
+    with pytest.raises(lam.exceptions.InvalidRequestContentException):
+        lam.invoke(FunctionName="db-app", Payload=b"{not json")
+
+
+def test_import_errors_are_reported_as_lambda_does(server: SluiceServer, role: str) -> None:
+    lam = server.client("lambda")
+    lam.create_function(FunctionName="broken", Runtime="python3.11", Role=role,
+                        Handler="nowhere.handler", Code={"ZipFile": make_zip({"a.py": ""})})
+    lam.get_waiter("function_active_v2").wait(FunctionName="broken")
+    answer = lam.invoke(FunctionName="broken")
+    body = json.loads(answer["Payload"].read())
+    assert answer["FunctionError"] == "Unhandled"
+    assert body["errorType"] == "Runtime.ImportModuleError"
+    assert body["errorMessage"].startswith("Unable to import module 'nowhere'")
+
+
+def test_event_and_dry_run_invocations(server: SluiceServer, function: str) -> None:
+    lam = server.client("lambda")
+    assert lam.invoke(FunctionName=function, InvocationType="DryRun")["StatusCode"] == 204
+    event = lam.invoke(FunctionName=function, InvocationType="Event", Payload=b'{"e": 1}')
+    assert event["StatusCode"] == 202
+
+
+def test_reserved_concurrency_zero_throttles(server: SluiceServer, role: str) -> None:
+    lam = server.client("lambda")
+    lam.create_function(FunctionName="throttled", Runtime="python3.11", Role=role,
+                        Handler="m.h", Code={"ZipFile": make_zip({"m.py": "h=lambda e,c: 1"})})
+    lam.get_waiter("function_active_v2").wait(FunctionName="throttled")
+    lam.put_function_concurrency(FunctionName="throttled", ReservedConcurrentExecutions=0)
+    assert lam.get_function(FunctionName="throttled")["Concurrency"] == {
+        "ReservedConcurrentExecutions": 0
+    }
+    strict = server.session().client("lambda", endpoint_url=server.endpoint,
+                                     config=_no_retries())  # fmt: skip
+    with pytest.raises(strict.exceptions.TooManyRequestsException):
+        strict.invoke(FunctionName="throttled")
+    lam.delete_function_concurrency(FunctionName="throttled")
+    assert lam.invoke(FunctionName="throttled")["Payload"].read() == b"1"
+
+
+def test_layers_are_on_the_import_path(server: SluiceServer, role: str) -> None:
+    lam = server.client("lambda")
+    layer = make_zip({"python/shared.py": "WHERE = 'layer'\n"})
+    published = lam.publish_layer_version(LayerName="shared", Content={"ZipFile": layer},
+                                          CompatibleRuntimes=["python3.11"])  # fmt: skip
+    assert published["Version"] == 1
+    code = make_zip({"use.py": "import shared\ndef h(e, c):\n    return shared.WHERE\n"})
+    lam.create_function(FunctionName="with-layer", Runtime="python3.11", Role=role,
+                        Handler="use.h", Code={"ZipFile": code},
+                        Layers=[published["LayerVersionArn"]])  # fmt: skip
+    lam.get_waiter("function_active_v2").wait(FunctionName="with-layer")
+    assert lam.invoke(FunctionName="with-layer")["Payload"].read() == b'"layer"'
+    versions = lam.list_layer_versions(LayerName="shared")["LayerVersions"]
+    assert [v["Version"] for v in versions] == [1]
+    assert lam.get_layer_version(LayerName="shared", VersionNumber=1)["Content"]["CodeSize"] == (
+        len(layer)
+    )
+
+
+def test_restart_keeps_functions(server: SluiceServer, function: str, tmp_path: Path) -> None:
+    server.aws("lambda", "tag-resource", "--resource",
+               server.aws("lambda", "get-function", "--function-name", function,
+                          "--query", "Configuration.FunctionArn", "--output", "text"),
+               "--tags", "team=db")  # fmt: skip
+    before = server.aws("lambda", "get-function-configuration", "--function-name", function)
+    server.restart()
+    after = server.aws("lambda", "get-function-configuration", "--function-name", function)
+    assert after == before
+    meta, body = invoke(server, function, {"again": True}, tmp_path)
+    assert meta["StatusCode"] == 200 and body["event"] == {"again": True}
+    tags = server.aws("lambda", "get-function", "--function-name", function, "--query", "Tags")
+    assert tags == {"team": "db"}
+
+
+def _no_retries() -> Any:
+    from botocore.config import Config
+
+    return Config(retries={"max_attempts": 0})
