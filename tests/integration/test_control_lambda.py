@@ -20,7 +20,7 @@ import pytest
 
 from sluice.devtools.controlplane import AwsCliError, SluiceServer
 
-APP = '''
+APP = """
 import json, os, sys, time
 
 STARTED = time.time()
@@ -55,7 +55,7 @@ def handler(event, context):
         },
         "helper": __import__("helper").VALUE,
     }
-'''
+"""
 
 TRUST_LAMBDA = {
     "Version": "2012-10-17",
@@ -185,7 +185,7 @@ def test_unhandled_error_in_lambdas_shape(server: SluiceServer, function: str,
     assert any("in handler" in line for line in body["stackTrace"])
     log = base64.b64decode(meta["LogResult"]).decode()
     assert log.startswith("START RequestId: ") or "\nSTART RequestId: " in log
-    assert '[ERROR] ValueError: bad input: 7' in log
+    assert "[ERROR] ValueError: bad input: 7" in log
     assert "END RequestId: " in log and "REPORT RequestId: " in log
     # The environment survives a handled failure and is used again.
     _, after = invoke(server, function, {}, tmp_path)
@@ -198,7 +198,7 @@ def test_log_tail_holds_the_handlers_output(server: SluiceServer, function: str,
     answer = lam.invoke(FunctionName=function, Payload=b'{"say": "hi"}', LogType="Tail")
     log = base64.b64decode(answer["LogResult"]).decode()
     assert 'event {"say": "hi"}' in log
-    assert f"Memory Size: 128 MB" in log
+    assert "Memory Size: 128 MB" in log
     assert json.loads(answer["Payload"].read())["event"] == {"say": "hi"}
     assert answer["ExecutedVersion"] == "$LATEST"
 
@@ -270,16 +270,23 @@ def test_roles_lambda_may_not_assume_and_roles_not_passable_are_refused(
     # A user allowed lambda:* but not iam:PassRole.
     iam = server.client("iam")
     iam.create_user(UserName="deployer")
-    policy = {"Version": "2012-10-17",
-              "Statement": [{"Effect": "Allow", "Action": "lambda:*", "Resource": "*"}]}
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": "lambda:*", "Resource": "*"}],
+    }
     iam.put_user_policy(UserName="deployer", PolicyName="fn", PolicyDocument=json.dumps(policy))
     key = iam.create_access_key(UserName="deployer")["AccessKey"]
     lam = server.client("lambda", aws_access_key_id=key["AccessKeyId"],
                         aws_secret_access_key=key["SecretAccessKey"])  # fmt: skip
     role_arn = iam.get_role(RoleName="fn-role")["Role"]["Arn"]
     with pytest.raises(lam.exceptions.ClientError) as denied:
-        lam.create_function(FunctionName="nope", Runtime="python3.11", Role=role_arn,
-                            Handler="app.handler", Code={"ZipFile": code.read_bytes()})
+        lam.create_function(
+            FunctionName="nope",
+            Runtime="python3.11",
+            Role=role_arn,
+            Handler="app.handler",
+            Code={"ZipFile": code.read_bytes()},
+        )
     error = denied.value.response["Error"]
     assert error["Code"] == "AccessDeniedException"
     assert "iam:PassRole" in error["Message"]
@@ -304,8 +311,13 @@ def test_bad_requests_answer_lambdas_errors(server: SluiceServer, role: str,
 
 def test_import_errors_are_reported_as_lambda_does(server: SluiceServer, role: str) -> None:
     lam = server.client("lambda")
-    lam.create_function(FunctionName="broken", Runtime="python3.11", Role=role,
-                        Handler="nowhere.handler", Code={"ZipFile": make_zip({"a.py": ""})})
+    lam.create_function(
+        FunctionName="broken",
+        Runtime="python3.11",
+        Role=role,
+        Handler="nowhere.handler",
+        Code={"ZipFile": make_zip({"a.py": ""})},
+    )
     lam.get_waiter("function_active_v2").wait(FunctionName="broken")
     answer = lam.invoke(FunctionName="broken")
     body = json.loads(answer["Payload"].read())
@@ -323,8 +335,13 @@ def test_event_and_dry_run_invocations(server: SluiceServer, function: str) -> N
 
 def test_reserved_concurrency_zero_throttles(server: SluiceServer, role: str) -> None:
     lam = server.client("lambda")
-    lam.create_function(FunctionName="throttled", Runtime="python3.11", Role=role,
-                        Handler="m.h", Code={"ZipFile": make_zip({"m.py": "h=lambda e,c: 1"})})
+    lam.create_function(
+        FunctionName="throttled",
+        Runtime="python3.11",
+        Role=role,
+        Handler="m.h",
+        Code={"ZipFile": make_zip({"m.py": "h=lambda e,c: 1"})},
+    )
     lam.get_waiter("function_active_v2").wait(FunctionName="throttled")
     lam.put_function_concurrency(FunctionName="throttled", ReservedConcurrentExecutions=0)
     assert lam.get_function(FunctionName="throttled")["Concurrency"] == {
