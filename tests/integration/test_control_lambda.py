@@ -37,6 +37,10 @@ def handler(event, context):
         time.sleep(event["seconds"])
     if action == "exit":
         os._exit(3)
+    if action == "hog":
+        hog = b"x" * (event["mb"] * 1024 * 1024)
+        time.sleep(event.get("hold", 0))
+        return len(hog)
     if action == "whoami":
         import boto3
         return boto3.client("sts").get_caller_identity()["Arn"]
@@ -225,6 +229,22 @@ def test_a_crashed_environment_is_replaced(server: SluiceServer, function: str,
     assert body["errorMessage"].endswith("Runtime exited with error: exit status 3")
     meta, body = invoke(server, function, {}, tmp_path)
     assert "FunctionError" not in meta and body["count"] == 1
+
+
+@pytest.mark.parametrize("hold", [1.0, 0.0])  # caught while running, or by its peak after
+def test_memory_beyond_memory_size_ends_the_environment(
+    server: SluiceServer, function: str, tmp_path: Path, hold: float
+) -> None:
+    _, small = invoke(server, function, {"action": "hog", "mb": 8}, tmp_path)
+    assert small == 8 * 1024 * 1024
+    meta, body = invoke(server, function, {"action": "hog", "mb": 200, "hold": hold}, tmp_path,
+                        "--log-type", "Tail")  # fmt: skip
+    assert meta["FunctionError"] == "Unhandled"
+    assert body["errorType"] == "Runtime.OutOfMemory"
+    assert body["errorMessage"].endswith("Runtime exited with error: signal: killed")
+    assert "Max Memory Used: 128 MB" in base64.b64decode(meta["LogResult"]).decode()
+    _, after = invoke(server, function, {}, tmp_path)
+    assert after["count"] == 1
 
 
 def test_update_configuration_reaches_the_next_invocation(server: SluiceServer, function: str,

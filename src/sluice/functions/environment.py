@@ -36,6 +36,8 @@ _MAX_FRAME = 16 * 1024 * 1024
 _INIT_TIMEOUT = 10.0  # Lambda's init phase limit
 _MARKER_WAIT = 2.0  # how long to wait for the output of a finished invocation
 _LOG_TAIL = 4096
+_MEMORY_CHECK = 0.05
+_PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 class EnvironmentGone(Exception):
@@ -105,6 +107,7 @@ class Environment:
         self._pump: asyncio.Task[None] | None = None
         self._first = True
         self._cold = False  # the invocation under way is this environment's first
+        self._out_of_memory = False
         self._init_output = ""  # what the init phase printed, shown with the first invocation
 
     @property
@@ -154,6 +157,7 @@ class Environment:
         self._cold, self._first = self._first, False
         if self._cold:
             head = self._init_output + head
+        watchdog = asyncio.create_task(self._watch_memory())
         try:
             self._send(message)
             answer = await asyncio.wait_for(self._receive(), self.spec.timeout)
@@ -167,7 +171,13 @@ class Environment:
             await self.close(f"the runtime exited during invocation {request_id}")
             return self._exited(request_id, head + output, status, started)
         finally:
+            watchdog.cancel()
             self.idle_since = time.monotonic()
+        if _peak_bytes(answer.document) > self.spec.memory_mb * 1024 * 1024:
+            # Over the limit between two checks: the peak the process reports still counts.
+            self._out_of_memory = True
+            await self.close(f"invocation {request_id} exceeded {self.spec.memory_mb} MB")
+            return self._exited(request_id, head + answer.output, "signal: killed", started)
         outcome = self._finished(request_id, head + answer.output, answer.document, started)
         if answer.document.get("init_failed"):
             await self.close("its init phase failed")  # the next invocation starts afresh
@@ -200,9 +210,11 @@ class Environment:
 
     def _exited(self, rid: str, output: str, status: str, started: float) -> Outcome:
         message = f"RequestId: {rid} Error: Runtime exited with error: {status}"
-        doc = {"errorType": "Runtime.ExitError", "errorMessage": message}
-        line = f"{message}\nRuntime.ExitError\n"
-        report = self._report(rid, started, 0, status="error")
+        kind = "Runtime.OutOfMemory" if self._out_of_memory else "Runtime.ExitError"
+        doc = {"errorType": kind, "errorMessage": message}
+        line = f"{message}\n{kind}\n"
+        used = self.spec.memory_mb if self._out_of_memory else 0
+        report = self._report(rid, started, used, status=f"error\tError Type: {kind}")
         return Outcome(json.dumps(doc).encode(), "Unhandled", output + line + report)
 
     def _report(self, rid: str, started: float, used_mb: int, status: str = "") -> str:
@@ -219,6 +231,23 @@ class Environment:
         return f"END RequestId: {rid}\n" + "\t".join(parts) + "\t\n"
 
     # ---- the process ----
+
+    async def _watch_memory(self) -> None:
+        """Kill the process when its resident memory exceeds the function's MemorySize.
+
+        Checked every 50 ms during an invocation (a cgroup limit comes with the private
+        namespaces of a later step); the invocation then fails as Lambda's does.
+        """
+        limit = self.spec.memory_mb * 1024 * 1024
+        while self.alive:
+            await asyncio.sleep(_MEMORY_CHECK)
+            if resident_bytes(self.pid) > limit:
+                self._out_of_memory = True
+                log.info("function %s: environment %d exceeded %d MB", self.spec.name,
+                         self.pid, self.spec.memory_mb)  # fmt: skip
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.pid, signal.SIGKILL)
+                return
 
     def _send(self, message: dict[str, object]) -> None:
         if self._writer is None or not self.alive:
@@ -276,6 +305,20 @@ class Environment:
         if self._pump is not None:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(self._pump, 1.0)
+
+
+def _peak_bytes(document: dict[str, object]) -> int:
+    peak = document.get("max_rss_kb", 0)
+    return peak * 1024 if isinstance(peak, int) else 0
+
+
+def resident_bytes(pid: int) -> int:
+    """A process's resident set size (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * _PAGE
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def log_tail(text: str) -> str:
