@@ -280,7 +280,7 @@ def test_unknown_json_target(server: Server) -> None:
 
 
 def test_unknown_service(server: Server) -> None:
-    answer = signed(server, "lambda", "{}")
+    answer = signed(server, "dynamodb", "{}")
     assert answer.status == 400
     assert parsed("sts", answer)["Error"]["Code"] == "UnknownService"
 
