@@ -394,6 +394,29 @@ def test_layers_are_on_the_import_path(server: SluiceServer, role: str) -> None:
     )
 
 
+def test_the_functions_log_is_in_cloudwatch_logs(server: SluiceServer, function: str,
+                                                 tmp_path: Path) -> None:  # fmt: skip
+    invoke(server, function, {"action": "fail", "why": "logged"}, tmp_path)
+    group = f"/aws/lambda/{function}"
+    groups = server.aws("logs", "describe-log-groups", "--log-group-name-prefix", "/aws/lambda/",
+                        "--query", "logGroups[].logGroupName")  # fmt: skip
+    assert group in groups
+    found = server.aws("logs", "filter-log-events", "--log-group-name", group,
+                       "--filter-pattern", '"bad input: logged"')["events"]  # fmt: skip
+    assert [e["message"] for e in found] == ["[ERROR] ValueError: bad input: logged\n"]
+    streams = server.aws("logs", "describe-log-streams", "--log-group-name", group,
+                         "--order-by", "LastEventTime", "--descending")["logStreams"]  # fmt: skip
+    assert streams[0]["logStreamName"] == found[0]["logStreamName"]
+    events = server.aws("logs", "get-log-events", "--log-group-name", group, "--log-stream-name",
+                        streams[0]["logStreamName"], "--query", "events[].message")  # fmt: skip
+    assert any(m.startswith("START RequestId: ") for m in events)
+    assert any(m.startswith("REPORT RequestId: ") for m in events)
+    with pytest.raises(AwsCliError) as err:
+        server.aws("logs", "get-log-events", "--log-group-name", "/aws/lambda/none",
+                   "--log-stream-name", "x")  # fmt: skip
+    assert "ResourceNotFoundException" in err.value.stderr
+
+
 def test_restart_keeps_functions(server: SluiceServer, function: str, tmp_path: Path) -> None:
     server.aws("lambda", "tag-resource", "--resource",
                server.aws("lambda", "get-function", "--function-name", function,

@@ -30,6 +30,7 @@ from sluice.control.server import ApiServer
 from sluice.control.services.ec2 import Ec2
 from sluice.control.services.iam import Iam
 from sluice.control.services.lambda_ import Lambda, RoleSessions
+from sluice.control.services.logs import Logs
 from sluice.control.services.rds import Rds, adopt_instance, forget_instance
 from sluice.control.services.secretsmanager import SecretsManager
 from sluice.control.services.sts import Sts
@@ -102,6 +103,7 @@ class ControlPlane:
             SecretsManager(self),
             Rds(self),
             self.lambda_,
+            Logs(self, self.functions.logs),
         ]
         self.services = {s.name: s for s in services}
         self.models = {name: session.get_service_model(name) for name in self.services}

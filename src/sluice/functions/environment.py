@@ -197,7 +197,7 @@ class Environment:
             error = "Unhandled"
         rss_kb = doc.get("max_rss_kb", 0)
         used = math.ceil(int(rss_kb) / 1024) if isinstance(rss_kb, int) else 0
-        return Outcome(payload, error, output + self._report(rid, started, used))
+        return Outcome(payload, error, output + self._report(rid, started, used), self.stream)
 
     def _timed_out(self, rid: str, output: str, started: float) -> Outcome:
         seconds = f"{self.spec.timeout:.2f}"
@@ -206,7 +206,7 @@ class Environment:
         message = f"RequestId: {rid} Error: Task timed out after {seconds} seconds"
         doc = {"errorType": "Sandbox.Timedout", "errorMessage": message}
         report = self._report(rid, started, 0, status="timeout")
-        return Outcome(json.dumps(doc).encode(), "Unhandled", output + line + report)
+        return Outcome(json.dumps(doc).encode(), "Unhandled", output + line + report, self.stream)
 
     def _exited(self, rid: str, output: str, status: str, started: float) -> Outcome:
         message = f"RequestId: {rid} Error: Runtime exited with error: {status}"
@@ -215,7 +215,7 @@ class Environment:
         line = f"{message}\n{kind}\n"
         used = self.spec.memory_mb if self._out_of_memory else 0
         report = self._report(rid, started, used, status=f"error\tError Type: {kind}")
-        return Outcome(json.dumps(doc).encode(), "Unhandled", output + line + report)
+        return Outcome(json.dumps(doc).encode(), "Unhandled", output + line + report, self.stream)
 
     def _report(self, rid: str, started: float, used_mb: int, status: str = "") -> str:
         ms = (time.monotonic() - started) * 1000

@@ -12,6 +12,7 @@ Rules, as Lambda keeps them:
 4. A timed-out or crashed environment is never reused (the next invocation starts a new one).
 5. Environments idle for `idle_seconds` are stopped by the reaper.
 6. The execution role's credentials are refreshed in an environment before they expire.
+7. Each invocation's log lines go to the environment's stream of the function's log group.
 Every stop says why in the log.
 """
 
@@ -22,9 +23,9 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from sluice.functions.environment import Environment
+from sluice.functions.logs import LogArchive
 from sluice.functions.spec import (
     CredentialSource,
     FunctionSpec,
@@ -58,6 +59,7 @@ class Runner:
         self._reaper: asyncio.Task[None] | None = None
         self._closing: set[asyncio.Task[None]] = set()
         self._all: set[Environment] = set()
+        self.logs = LogArchive(settings.root / "logs")
 
     @property
     def running(self) -> int:
@@ -82,7 +84,7 @@ class Runner:
         finally:
             pool.busy -= 1
         self._release(pool, env, spec)
-        self._write_log(spec, outcome.log)
+        self.logs.append(spec.log_group, outcome.stream, outcome.log)
         return outcome
 
     def _admit(self, spec: FunctionSpec, pool: _Pool) -> None:
@@ -179,15 +181,3 @@ class Runner:
             self._close_later(env, "the server is stopping")
         if self._closing:
             await asyncio.gather(*self._closing, return_exceptions=True)
-
-    # ---- logs ----
-
-    def _write_log(self, spec: FunctionSpec, text: str) -> None:
-        """Append an invocation's lines to the function's log file (CloudWatch Logs: later)."""
-        path = self.log_path(spec.name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a", encoding="utf-8") as out:
-            out.write(text)
-
-    def log_path(self, name: str) -> Path:
-        return self.settings.root / "logs" / f"{name}.log"

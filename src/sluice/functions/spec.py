@@ -70,6 +70,7 @@ class Outcome:
     payload: bytes
     error: str | None
     log: str
+    stream: str = ""  # the log stream of the environment that ran it
 
 
 class Throttled(Exception):

@@ -183,7 +183,8 @@ def test_the_log_has_start_end_and_report(tmp_path: Path) -> None:
         assert lines[-2] == "END RequestId: rid-1"
         assert lines[-1].startswith("REPORT RequestId: rid-1\tDuration: ")
         assert "Init Duration: " in lines[-1]
-        assert run.log_path("fn").read_text() == outcome.log
+        stream = run.logs.events("/aws/lambda/fn", outcome.stream)
+        assert "".join(event.message for event in stream) == outcome.log
 
     asyncio.run(scenario())
 
