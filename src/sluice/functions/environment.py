@@ -26,7 +26,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from sluice.functions.bootstrap import MARKER
-from sluice.functions.spec import FunctionSpec, Outcome, RunnerSettings, TemporaryCredentials
+from sluice.functions.spec import (
+    FunctionSpec,
+    LogLine,
+    Outcome,
+    RunnerSettings,
+    TemporaryCredentials,
+)
 
 log = logging.getLogger("sluice.functions")
 
@@ -47,7 +53,7 @@ class EnvironmentGone(Exception):
 @dataclass(frozen=True, slots=True)
 class _Answer:
     document: dict[str, object]
-    output: str
+    output: list[LogLine]
 
 
 def lambda_variables(
@@ -102,13 +108,13 @@ class Environment:
         self._proc: asyncio.subprocess.Process | None = None
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
-        self._output: list[str] = []
+        self._output: list[LogLine] = []
         self._marker = asyncio.Event()
         self._pump: asyncio.Task[None] | None = None
         self._first = True
         self._cold = False  # the invocation under way is this environment's first
         self._out_of_memory = False
-        self._init_output = ""  # what the init phase printed, shown with the first invocation
+        self._init_output: list[LogLine] = []  # the init phase's, shown with the first invocation
 
     @property
     def pid(self) -> int:
@@ -153,7 +159,7 @@ class Environment:
         if creds is not None:
             message["env"] = credential_variables(creds)
             self.credentials_expire = creds.expiration
-        head = f"START RequestId: {request_id} Version: {self.spec.version}\n"
+        head = [(time.time(), f"START RequestId: {request_id} Version: {self.spec.version}\n")]
         self._cold, self._first = self._first, False
         if self._cold:
             head = self._init_output + head
@@ -162,11 +168,11 @@ class Environment:
             self._send(message)
             answer = await asyncio.wait_for(self._receive(), self.spec.timeout)
         except TimeoutError:
-            output = "".join(self._take_output())
+            output = self._take_output()
             await self.close(f"invocation {request_id} timed out")
             return self._timed_out(request_id, head + output, started)
         except EnvironmentGone:
-            output = "".join(self._take_output())
+            output = self._take_output()
             status = await self._exit_status()
             await self.close(f"the runtime exited during invocation {request_id}")
             return self._exited(request_id, head + output, status, started)
@@ -185,7 +191,9 @@ class Environment:
 
     # ---- answers ----
 
-    def _finished(self, rid: str, output: str, doc: dict[str, object], started: float) -> Outcome:
+    def _finished(
+        self, rid: str, output: list[LogLine], doc: dict[str, object], started: float
+    ) -> Outcome:
         if doc.get("ok"):
             payload = str(doc.get("payload", "null")).encode("utf-8")
             error = None
@@ -197,27 +205,29 @@ class Environment:
             error = "Unhandled"
         rss_kb = doc.get("max_rss_kb", 0)
         used = math.ceil(int(rss_kb) / 1024) if isinstance(rss_kb, int) else 0
-        return Outcome(payload, error, output + self._report(rid, started, used), self.stream)
+        lines = output + self._report(rid, started, used)
+        return Outcome(payload, error, tuple(lines), self.stream)
 
-    def _timed_out(self, rid: str, output: str, started: float) -> Outcome:
+    def _timed_out(self, rid: str, output: list[LogLine], started: float) -> Outcome:
         seconds = f"{self.spec.timeout:.2f}"
         stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
         line = f"{stamp} {rid} Task timed out after {seconds} seconds\n"
         message = f"RequestId: {rid} Error: Task timed out after {seconds} seconds"
         doc = {"errorType": "Sandbox.Timedout", "errorMessage": message}
-        report = self._report(rid, started, 0, status="timeout")
-        return Outcome(json.dumps(doc).encode(), "Unhandled", output + line + report, self.stream)
+        lines = [*output, (time.time(), line), *self._report(rid, started, 0, status="timeout")]
+        return Outcome(json.dumps(doc).encode(), "Unhandled", tuple(lines), self.stream)
 
-    def _exited(self, rid: str, output: str, status: str, started: float) -> Outcome:
+    def _exited(self, rid: str, output: list[LogLine], status: str, started: float) -> Outcome:
         message = f"RequestId: {rid} Error: Runtime exited with error: {status}"
         kind = "Runtime.OutOfMemory" if self._out_of_memory else "Runtime.ExitError"
         doc = {"errorType": kind, "errorMessage": message}
-        line = f"{message}\n{kind}\n"
+        now = time.time()
         used = self.spec.memory_mb if self._out_of_memory else 0
         report = self._report(rid, started, used, status=f"error\tError Type: {kind}")
-        return Outcome(json.dumps(doc).encode(), "Unhandled", output + line + report, self.stream)
+        lines = [*output, (now, f"{message}\n"), (now, f"{kind}\n"), *report]
+        return Outcome(json.dumps(doc).encode(), "Unhandled", tuple(lines), self.stream)
 
-    def _report(self, rid: str, started: float, used_mb: int, status: str = "") -> str:
+    def _report(self, rid: str, started: float, used_mb: int, status: str = "") -> list[LogLine]:
         ms = (time.monotonic() - started) * 1000
         parts = [
             f"REPORT RequestId: {rid}", f"Duration: {ms:.2f} ms",
@@ -228,7 +238,8 @@ class Environment:
             parts.append(f"Init Duration: {self.init_ms:.2f} ms")
         if status:
             parts.append(f"Status: {status}")
-        return f"END RequestId: {rid}\n" + "\t".join(parts) + "\t\n"
+        now = time.time()
+        return [(now, f"END RequestId: {rid}\n"), (now, "\t".join(parts) + "\t\n")]
 
     # ---- the process ----
 
@@ -267,9 +278,9 @@ class Environment:
             raise EnvironmentGone("the runtime closed its socket") from None
         with contextlib.suppress(TimeoutError):  # its output ends with a marker line
             await asyncio.wait_for(self._marker.wait(), _MARKER_WAIT)
-        return _Answer(dict(document), "".join(self._take_output()))
+        return _Answer(dict(document), self._take_output())
 
-    def _take_output(self) -> list[str]:
+    def _take_output(self) -> list[LogLine]:
         taken, self._output = self._output, []
         self._marker.clear()
         return taken
@@ -281,7 +292,7 @@ class Environment:
             if text.rstrip("\n") == MARKER:
                 self._marker.set()
             else:
-                self._output.append(text if text.endswith("\n") else text + "\n")
+                self._output.append((time.time(), text if text.endswith("\n") else text + "\n"))
 
     async def _exit_status(self) -> str:
         if self._proc is None:
@@ -305,6 +316,16 @@ class Environment:
         if self._pump is not None:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(self._pump, 1.0)
+
+
+def no_runtime(request_id: str, spec: FunctionSpec) -> Outcome:
+    """The answer when an environment could not even start (its process died at once)."""
+    message = f"RequestId: {request_id} Error: Runtime exited without providing a reason"
+    document = {"errorType": "Runtime.ExitError", "errorMessage": message}
+    now = time.time()
+    lines = ((now, f"{message}\n"), (now, "Runtime.ExitError\n"))
+    stream = f"{datetime.now(UTC):%Y/%m/%d}/[{spec.version}]runtime"
+    return Outcome(json.dumps(document).encode(), "Unhandled", lines, stream)
 
 
 def _peak_bytes(document: dict[str, object]) -> int:

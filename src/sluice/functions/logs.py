@@ -9,10 +9,12 @@ appending never rewrites what is there and a restart finds everything again.
 from __future__ import annotations
 
 import json
-import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, unquote
+
+from sluice.functions.spec import LogLine
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,14 +39,13 @@ class LogArchive:
     def __init__(self, root: Path) -> None:
         self.root = root
 
-    def append(self, group: str, stream: str, text: str, when: float | None = None) -> None:
-        """Add one event per line of `text`."""
-        stamp = int((time.time() if when is None else when) * 1000)
+    def append(self, group: str, stream: str, lines: Sequence[LogLine]) -> None:
+        """Add one event per line, at the line's own time."""
         path = self._stream_path(group, stream)
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("a", encoding="utf-8") as out:
-            for line in text.splitlines(keepends=True):
-                out.write(json.dumps([stamp, line]) + "\n")
+            for when, text in lines:
+                out.write(json.dumps([int(when * 1000), text]) + "\n")
 
     def groups(self) -> list[tuple[str, int]]:
         """(name, creation time in ms) of every group, by name."""

@@ -24,7 +24,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from sluice.functions.environment import Environment
+from sluice.functions.environment import Environment, EnvironmentGone, no_runtime
 from sluice.functions.logs import LogArchive
 from sluice.functions.spec import (
     CredentialSource,
@@ -81,10 +81,14 @@ class Runner:
             if env is None:
                 env = await self._start(spec)
             outcome = await env.run(request_id, event, self._refresh(env, spec))
+        except EnvironmentGone:
+            outcome = no_runtime(request_id, spec)
+            self.logs.append(spec.log_group, outcome.stream, outcome.lines)
+            return outcome
         finally:
             pool.busy -= 1
         self._release(pool, env, spec)
-        self.logs.append(spec.log_group, outcome.stream, outcome.log)
+        self.logs.append(spec.log_group, outcome.stream, outcome.lines)
         return outcome
 
     def _admit(self, spec: FunctionSpec, pool: _Pool) -> None:

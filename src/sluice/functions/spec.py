@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+LogLine = tuple[float, str]  # (epoch seconds, one line of text with its newline)
+
 
 @dataclass(frozen=True, slots=True)
 class TemporaryCredentials:
@@ -63,14 +65,18 @@ class Outcome:
     """The answer of one invocation.
 
     `payload` is the handler's result as JSON text, or Lambda's error document; `error` is
-    None, or "Unhandled" as X-Amz-Function-Error says it. `log` holds the invocation's log
-    lines (START ... REPORT) as written to the function's log.
+    None, or "Unhandled" as X-Amz-Function-Error says it. `lines` are the invocation's log
+    lines (START ... REPORT), each with the time it was written.
     """
 
     payload: bytes
     error: str | None
-    log: str
+    lines: tuple[LogLine, ...]
     stream: str = ""  # the log stream of the environment that ran it
+
+    @property
+    def log(self) -> str:
+        return "".join(text for _, text in self.lines)
 
 
 class Throttled(Exception):

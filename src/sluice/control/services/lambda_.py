@@ -15,11 +15,13 @@ environments get that role's STS credentials (`RoleSessions`).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import re
 import time
 import uuid
+from collections.abc import Coroutine
 from typing import Any
 
 from sluice.control.context import Call, Output, Params, Plane
@@ -41,11 +43,12 @@ from sluice.control.services.lambda_records import (
 )
 from sluice.control.services.sts import new_session
 from sluice.functions.environment import log_tail
-from sluice.functions.package import PackageError, PackageStore
+from sluice.functions.package import Package, PackageError, PackageStore
 from sluice.functions.runner import Runner
 from sluice.functions.spec import (
     CredentialsUnavailable,
     FunctionSpec,
+    Outcome,
     TemporaryCredentials,
     Throttled,
 )
@@ -285,13 +288,20 @@ class Lambda(LayerService):
             out["LogResult"] = log_tail(outcome.log)
         return out
 
-    async def _run(self, spec: FunctionSpec, request_id: str, event: bytes) -> Any:
+    async def _run(self, spec: FunctionSpec, request_id: str, event: bytes) -> Outcome:
         try:
-            return await self.runner.invoke(spec, request_id, event)
+            outcome = await self.runner.invoke(spec, request_id, event)
         except Throttled as exc:
             raise ApiError("TooManyRequestsException", "Rate Exceeded.", 429) from exc
         except CredentialsUnavailable as exc:
             raise invalid(str(exc)) from None
+        if len(outcome.payload) > MAX_PAYLOAD:
+            message = ("Response payload size exceeded maximum allowed payload size "
+                       f"({MAX_PAYLOAD} bytes).")  # fmt: skip
+            document = {"errorMessage": message, "errorType": "Function.ResponseSizeTooLarge"}
+            return dataclasses.replace(outcome, payload=json.dumps(document).encode(),
+                                       error="Unhandled")  # fmt: skip
+        return outcome
 
     async def _run_event(self, spec: FunctionSpec, request_id: str, event: bytes) -> None:
         try:
@@ -354,7 +364,7 @@ class Lambda(LayerService):
         if current is not None and current.revision_id == seen.revision_id:
             self.store.put(FUNCTION, new.name, new.to_doc())
 
-    def _background(self, work: Any) -> None:
+    def _background(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -418,7 +428,7 @@ class Lambda(LayerService):
             )
         return runtime
 
-    def _package(self, code: Params) -> Any:
+    def _package(self, code: Params) -> Package:
         if "ZipFile" not in code:
             raise invalid("Sluice takes a function's code as ZipFile only (no S3 or image).")
         try:
