@@ -312,6 +312,27 @@ def test_roles_lambda_may_not_assume_and_roles_not_passable_are_refused(
     assert "iam:PassRole" in error["Message"]
 
 
+def test_lambda_actions_are_authorized_per_function(server: SluiceServer, function: str) -> None:
+    iam = server.client("iam")
+    iam.create_user(UserName="caller")
+    arn = server.client("lambda").get_function(FunctionName=function)["Configuration"]
+    policy = {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "lambda:InvokeFunction", "Resource": arn["FunctionArn"]},
+    ]}  # fmt: skip
+    iam.put_user_policy(UserName="caller", PolicyName="one", PolicyDocument=json.dumps(policy))
+    key = iam.create_access_key(UserName="caller")["AccessKey"]
+    lam = server.client("lambda", aws_access_key_id=key["AccessKeyId"],
+                        aws_secret_access_key=key["SecretAccessKey"])  # fmt: skip
+    assert lam.invoke(FunctionName=function)["StatusCode"] == 200
+    for call in (lambda: lam.invoke(FunctionName="versions"),
+                 lambda: lam.get_function(FunctionName=function)):  # fmt: skip
+        with pytest.raises(lam.exceptions.ClientError) as denied:
+            call()
+        error = denied.value.response["Error"]
+        assert error["Code"] == "AccessDeniedException"
+        assert "is not authorized to perform: lambda:" in error["Message"]
+
+
 def test_bad_requests_answer_lambdas_errors(server: SluiceServer, role: str,
                                             tmp_path: Path) -> None:  # fmt: skip
     lam = server.client("lambda")

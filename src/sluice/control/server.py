@@ -124,15 +124,17 @@ class ApiServer:
         op = model.operation_model(name)
         params = codec.parse(op, body, query, request.headers, **where)
         validate(op, params)
-        action = f"{model.endpoint_prefix}:{name}"
+        # A service that names its IAM actions and resources itself (Lambda: `Invoke` is
+        # `lambda:InvokeFunction` on the function's ARN) says so; the others are `prefix:Name`
+        # on "*".
+        scoped = getattr(service, "authorization", None)
+        action, resource = (
+            scoped(name, params) if scoped else (f"{model.endpoint_prefix}:{name}", "*")
+        )
         if action not in _ALWAYS_ALLOWED and not self.plane.principals.allowed(
-            principal, action, "*"
+            principal, action, resource
         ):
-            raise ApiError(
-                "AccessDenied",
-                f"User: {principal.arn} is not authorized to perform: {action}",
-                403,
-            )
+            raise _denied(model.protocol, principal, action, resource)
         call = Call(principal, cred.region, rid, time.time())
         output = handler(call, params)
         if inspect.isawaitable(output):  # a handler that waits (Lambda's Invoke) is a coroutine
@@ -162,6 +164,14 @@ class ApiServer:
             return web.json_response({"Code": exc.code, "Message": exc.message}, status=exc.status)
         except ValueError:
             return web.json_response({"Code": "InvalidParameterValue"}, status=400)
+
+
+def _denied(protocol: str, principal: Principal, action: str, resource: str) -> ApiError:
+    message = f"User: {principal.arn} is not authorized to perform: {action}"
+    if resource != "*":
+        message += f" on resource: {resource}"
+    code = "AccessDeniedException" if protocol == "rest-json" else "AccessDenied"
+    return ApiError(code, message, 403)
 
 
 def _credential(request: web.Request) -> sigv4.Credential:

@@ -72,6 +72,8 @@ _RESERVED = frozenset({
     "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_LAMBDA_RUNTIME_API", "LAMBDA_TASK_ROOT",
     "LAMBDA_RUNTIME_DIR",
 })  # fmt: skip
+# Operations whose IAM action has another name.
+_ACTIONS = {"Invoke": "InvokeFunction", "GetLayerVersionByArn": "GetLayerVersion"}
 _CANNOT_ASSUME = "The role defined for the function cannot be assumed by Lambda."
 
 
@@ -130,6 +132,26 @@ class Lambda(LayerService):
         self.runner = runner
         self._principals = Principals(plane.store, plane.vault)
         self._tasks: set[asyncio.Task[None]] = set()
+
+    # ---- authorization ----
+
+    def authorization(self, operation: str, params: Params) -> tuple[str, str]:
+        """The IAM action and resource ARN a call is authorized for, as Lambda names them."""
+        action = f"lambda:{_ACTIONS.get(operation, operation)}"
+        if "FunctionName" in params:
+            match = _NAME.fullmatch(params["FunctionName"])
+            name = match.group(3) if match else params["FunctionName"]
+            return action, self.function_arn(name)
+        if "Resource" in params:
+            return action, str(params["Resource"])
+        if "Arn" in params:
+            return action, str(params["Arn"])
+        if "LayerName" in params:
+            layer = params["LayerName"].split(":layer:")[-1]
+            arn = f"arn:aws:lambda:{self.plane.region}:{self.plane.account}:layer:{layer}"
+            version = params.get("VersionNumber")
+            return action, arn if version is None else f"{arn}:{version}"
+        return action, "*"
 
     # ---- functions ----
 
