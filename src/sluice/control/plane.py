@@ -29,7 +29,8 @@ from sluice.control.runtime import Runtime
 from sluice.control.server import ApiServer
 from sluice.control.services.ec2 import Ec2
 from sluice.control.services.iam import Iam
-from sluice.control.services.lambda_ import Lambda, RoleSessions
+from sluice.control.services.lambda_ import Lambda
+from sluice.control.services.lambda_checks import RoleSessions
 from sluice.control.services.logs import Logs
 from sluice.control.services.rds import Rds, adopt_instance, forget_instance
 from sluice.control.services.secretsmanager import SecretsManager

@@ -7,9 +7,8 @@ until its package is unpacked, then `Active`; an update is `LastUpdateStatus: In
 until applied, then `Successful`, and a second update meanwhile is refused
 (`ResourceConflictException`). A change also retires the function's warm environments.
 
-The execution role is checked as Lambda checks it: the caller must be allowed `iam:PassRole`
-on it, and its trust policy must let `lambda.amazonaws.com` assume it. The function's
-environments get that role's STS credentials (`RoleSessions`).
+What is checked before a function is kept (its role: `iam:PassRole` and the trust policy;
+its runtime, variables and network) is in `lambda_checks`.
 """
 
 from __future__ import annotations
@@ -19,16 +18,23 @@ import dataclasses
 import json
 import logging
 import re
-import time
 import uuid
 from collections.abc import Coroutine
 from typing import Any
 
 from sluice.control.context import Call, Output, Params, Plane
 from sluice.control.errors import ApiError
-from sluice.control.policy import Principal as TrustPrincipal
-from sluice.control.policy import trust_allows
 from sluice.control.principals import Principals
+from sluice.control.services.lambda_checks import (
+    check_json,
+    check_role,
+    check_runtime,
+    check_variables,
+    check_vpc,
+    conflict,
+    invalid,
+    not_found,
+)
 from sluice.control.services.lambda_layers import LayerService
 from sluice.control.services.lambda_records import (
     ACTIVE,
@@ -38,10 +44,8 @@ from sluice.control.services.lambda_records import (
     PENDING,
     SUCCESSFUL,
     FunctionRecord,
-    Vpc,
     function_out,
 )
-from sluice.control.services.sts import new_session
 from sluice.functions.environment import log_tail
 from sluice.functions.package import Package, PackageError, PackageStore
 from sluice.functions.runner import Runner
@@ -49,7 +53,6 @@ from sluice.functions.spec import (
     CredentialsUnavailable,
     FunctionSpec,
     Outcome,
-    TemporaryCredentials,
     Throttled,
 )
 
@@ -58,68 +61,12 @@ log = logging.getLogger("sluice.control")
 SETTLE_DELAY = 0.2  # how long a change stays Pending / InProgress at least
 MAX_PAYLOAD = 6 * 1024 * 1024
 MAX_EVENT_PAYLOAD = 256 * 1024
-SESSION_SECONDS = 3600
 _NAME = re.compile(
     r"(?:arn:aws[a-zA-Z-]*:lambda:[a-z0-9-]+:(\d{12}):function:|(\d{12}):function:)?"
     r"([a-zA-Z0-9_-]{1,64})(?::(\$LATEST|[a-zA-Z0-9_-]+))?"
 )
-_ROLE_ARN = re.compile(r"arn:aws:iam::(\d{12}):role/(?:[\x21-\x7e]*/)?([\w+=,.@-]+)")
-_RESERVED = frozenset({
-    "_HANDLER", "_X_AMZN_TRACE_ID", "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_EXECUTION_ENV",
-    "AWS_LAMBDA_FUNCTION_NAME", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
-    "AWS_LAMBDA_FUNCTION_VERSION", "AWS_LAMBDA_INITIALIZATION_TYPE", "AWS_LAMBDA_LOG_GROUP_NAME",
-    "AWS_LAMBDA_LOG_STREAM_NAME", "AWS_ACCESS_KEY", "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_LAMBDA_RUNTIME_API", "LAMBDA_TASK_ROOT",
-    "LAMBDA_RUNTIME_DIR",
-})  # fmt: skip
 # Operations whose IAM action has another name.
 _ACTIONS = {"Invoke": "InvokeFunction", "GetLayerVersionByArn": "GetLayerVersion"}
-_CANNOT_ASSUME = "The role defined for the function cannot be assumed by Lambda."
-
-
-def invalid(message: str) -> ApiError:
-    return ApiError("InvalidParameterValueException", message, 400)
-
-
-def conflict(message: str) -> ApiError:
-    return ApiError("ResourceConflictException", message, 409)
-
-
-def not_found(message: str) -> ApiError:
-    return ApiError("ResourceNotFoundException", message, 404)
-
-
-class RoleSessions:
-    """STS sessions of execution roles, for the runner (a `CredentialSource`)."""
-
-    def __init__(self, plane: Plane) -> None:
-        self._plane = plane
-
-    def credentials(self, role_arn: str, session_name: str) -> TemporaryCredentials:
-        role = find_role(self._plane, role_arn)
-        if role is None or not lambda_may_assume(role):
-            raise CredentialsUnavailable(_CANNOT_ASSUME)
-        duration = min(SESSION_SECONDS, int(role.get("MaxSessionDuration", SESSION_SECONDS)))
-        name = session_name if len(session_name) >= 2 else f"{session_name}-fn"
-        out = new_session(self._plane, role, name, time.time(), duration)
-        creds = out["Credentials"]
-        return TemporaryCredentials(
-            creds["AccessKeyId"],
-            creds["SecretAccessKey"],
-            creds["SessionToken"],
-            creds["Expiration"].timestamp(),
-        )
-
-
-def find_role(plane: Plane, role_arn: str) -> dict[str, Any] | None:
-    match = _ROLE_ARN.fullmatch(role_arn)
-    role = plane.store.get("iam_role", match.group(2)) if match else None
-    return role if role is not None and role["Arn"] == role_arn else None
-
-
-def lambda_may_assume(role: dict[str, Any]) -> bool:
-    lambda_service = TrustPrincipal(services=["lambda.amazonaws.com"])
-    return trust_allows(role["AssumeRolePolicyDocument"], lambda_service)
 
 
 class Lambda(LayerService):
@@ -161,10 +108,10 @@ class Lambda(LayerService):
             raise invalid(f"Invalid function name: {name[:140]}")
         if self.store.get(FUNCTION, name) is not None:
             raise conflict(f"Function already exist: {name}")
-        runtime = self._runtime(params.get("Runtime"), params.get("PackageType"))
+        runtime = check_runtime(params.get("Runtime"), params.get("PackageType"))
         if not params.get("Handler"):
             raise invalid("Handler is required for a function with PackageType Zip.")
-        self._check_role(call, params["Role"])
+        check_role(self.plane, self._principals, call.principal, params["Role"])
         package = self._package(params["Code"])
         rec = FunctionRecord(
             name=name, arn=self.function_arn(name), runtime=runtime, role=params["Role"],
@@ -172,8 +119,9 @@ class Lambda(LayerService):
             code_hex=package.hex_digest, last_modified=call.now, revision_id=str(uuid.uuid4()),
             description=params.get("Description", ""), timeout=params.get("Timeout", 3),
             memory_size=params.get("MemorySize", 128),
-            variables=self._variables(params.get("Environment")),
-            vpc=self._vpc(params.get("VpcConfig")), layers=self._layers(params.get("Layers")),
+            variables=check_variables(params.get("Environment")),
+            vpc=check_vpc(self.store, params.get("VpcConfig")),
+            layers=self._layers(params.get("Layers")),
             architectures=tuple(params.get("Architectures", ["x86_64"])),
             tags=dict(params.get("Tags", {})),
         )  # fmt: skip
@@ -213,17 +161,17 @@ class Lambda(LayerService):
         rec = self._updatable(params["FunctionName"], params.get("RevisionId"))
         changes: dict[str, Any] = {}
         if "Role" in params:
-            self._check_role(call, params["Role"])
+            check_role(self.plane, self._principals, call.principal, params["Role"])
             changes["role"] = params["Role"]
         if "Runtime" in params:
-            changes["runtime"] = self._runtime(params["Runtime"], None)
+            changes["runtime"] = check_runtime(params["Runtime"], None)
         simple = {"Handler": "handler", "Description": "description", "Timeout": "timeout",
                   "MemorySize": "memory_size"}  # fmt: skip
         changes.update({field: params[key] for key, field in simple.items() if key in params})
         if "Environment" in params:
-            changes["variables"] = self._variables(params["Environment"])
+            changes["variables"] = check_variables(params["Environment"])
         if "VpcConfig" in params:
-            changes["vpc"] = self._vpc(params["VpcConfig"])
+            changes["vpc"] = check_vpc(self.store, params["VpcConfig"])
         if "Layers" in params:
             changes["layers"] = self._layers(params["Layers"])
         return self._update(rec, call, changes, "The function is being updated.")
@@ -292,7 +240,7 @@ class Lambda(LayerService):
         if len(event) > limit:
             raise ApiError("RequestTooLargeException", f"Request must be smaller than {limit} "
                            "bytes for the InvokeFunction operation", 413)  # fmt: skip
-        _check_json(event)
+        check_json(event)
         if rec.state != ACTIVE:
             raise conflict("The operation cannot be performed at this time. The function is "
                            f"currently in the following state: {rec.state}")  # fmt: skip
@@ -427,29 +375,6 @@ class Lambda(LayerService):
                            "retrieve the latest Revision Id", 412)  # fmt: skip
         return rec
 
-    def _check_role(self, call: Call, role_arn: str) -> None:
-        if not self._principals.allowed(call.principal, "iam:PassRole", role_arn):
-            raise ApiError("AccessDeniedException", f"User: {call.principal.arn} is not "
-                           f"authorized to perform: iam:PassRole on resource: {role_arn} "
-                           "because no identity-based policy allows the iam:PassRole action",
-                           403)  # fmt: skip
-        role = find_role(self.plane, role_arn)
-        if role is None or not lambda_may_assume(role):
-            raise invalid(_CANNOT_ASSUME)
-
-    @staticmethod
-    def _runtime(runtime: str | None, package_type: str | None) -> str:
-        if package_type == "Image":
-            raise invalid("Sluice runs Zip packages only; container images are not supported.")
-        if runtime is None:
-            raise invalid("Runtime is required for a function with PackageType Zip.")
-        if not re.fullmatch(r"python3\.\d+", runtime):
-            raise invalid(
-                f"The runtime parameter of {runtime} is not supported by Sluice: "
-                "functions run on the machine's Python (python3.x runtimes)."
-            )
-        return runtime
-
     def _package(self, code: Params) -> Package:
         if "ZipFile" not in code:
             raise invalid("Sluice takes a function's code as ZipFile only (no S3 or image).")
@@ -457,45 +382,3 @@ class Lambda(LayerService):
             return self.packages.add(code["ZipFile"])
         except PackageError as exc:
             raise invalid(str(exc)) from None
-
-    @staticmethod
-    def _variables(environment: Params | None) -> dict[str, str]:
-        variables = dict((environment or {}).get("Variables", {}))
-        reserved = sorted(k for k in variables if k in _RESERVED)
-        if reserved:
-            raise invalid("Lambda was unable to configure your environment variables because "
-                          "the environment variables you have provided contains reserved keys "
-                          "that are currently not supported for modification. Reserved keys "
-                          f"used in this request: {', '.join(reserved)}")  # fmt: skip
-        return variables
-
-    def _vpc(self, config: Params | None) -> Vpc:
-        if not config:
-            return Vpc()
-        subnets = tuple(config.get("SubnetIds", []))
-        groups = tuple(config.get("SecurityGroupIds", []))
-        vpc_id = ""
-        for subnet in subnets:
-            doc = self.store.get("subnet", subnet)
-            if doc is None:
-                raise invalid(f"Error occurred while DescribeSubnets. EC2 Error Code: "
-                              f"InvalidSubnetID.NotFound. EC2 Error Message: The subnet ID "
-                              f"'{subnet}' does not exist")  # fmt: skip
-            vpc_id = str(doc.get("VpcId", ""))
-        for group in groups:
-            if self.store.get("security_group", group) is None:
-                raise invalid(f"Error occurred while DescribeSecurityGroups. EC2 Error Code: "
-                              f"InvalidGroup.NotFound. EC2 Error Message: The security group "
-                              f"'{group}' does not exist")  # fmt: skip
-        return Vpc(subnets, groups, vpc_id)
-
-
-def _check_json(event: bytes) -> None:
-    try:
-        json.loads(event)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError(
-            "InvalidRequestContentException",
-            f"Could not parse request body into json: Could not parse payload into json: {exc}",
-            400,
-        ) from None
