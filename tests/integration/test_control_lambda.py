@@ -344,6 +344,9 @@ def test_bad_requests_answer_lambdas_errors(server: SluiceServer, role: str,
                             Handler="a.b", Code={"ZipFile": make_zip({"a.py": ""})},
                             Environment={"Variables": {"AWS_REGION": "x"}})  # fmt: skip
     assert "AWS_REGION" in str(err.value)
+    with pytest.raises(lam.exceptions.ClientError) as err:
+        lam.update_function_configuration(FunctionName="db-app", Timeout=901)
+    assert err.value.response["Error"]["Code"] == "ValidationException"
     with pytest.raises(lam.exceptions.ResourceNotFoundException):
         lam.invoke(FunctionName="missing")
     with pytest.raises(lam.exceptions.InvalidRequestContentException):

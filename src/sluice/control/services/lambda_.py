@@ -27,6 +27,7 @@ from sluice.control.errors import ApiError
 from sluice.control.principals import Principals
 from sluice.control.services.lambda_checks import (
     check_json,
+    check_limits,
     check_role,
     check_runtime,
     check_variables,
@@ -109,6 +110,7 @@ class Lambda(LayerService):
         if self.store.get(FUNCTION, name) is not None:
             raise conflict(f"Function already exist: {name}")
         runtime = check_runtime(params.get("Runtime"), params.get("PackageType"))
+        check_limits(params)
         if not params.get("Handler"):
             raise invalid("Handler is required for a function with PackageType Zip.")
         check_role(self.plane, self._principals, call.principal, params["Role"])
@@ -159,6 +161,7 @@ class Lambda(LayerService):
 
     def UpdateFunctionConfiguration(self, call: Call, params: Params) -> Output:
         rec = self._updatable(params["FunctionName"], params.get("RevisionId"))
+        check_limits(params)
         changes: dict[str, Any] = {}
         if "Role" in params:
             check_role(self.plane, self._principals, call.principal, params["Role"])

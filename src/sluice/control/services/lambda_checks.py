@@ -24,6 +24,7 @@ from sluice.control.store import Store
 from sluice.functions.spec import CredentialsUnavailable, TemporaryCredentials
 
 SESSION_SECONDS = 3600
+MAX_VARIABLES_BYTES = 4096
 _ROLE_ARN = re.compile(r"arn:aws:iam::(\d{12}):role/(?:[\x21-\x7e]*/)?([\w+=,.@-]+)")
 _RESERVED = frozenset({
     "_HANDLER", "_X_AMZN_TRACE_ID", "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_EXECUTION_ENV",
@@ -114,7 +115,22 @@ def check_variables(environment: Params | None) -> dict[str, str]:
                       "the environment variables you have provided contains reserved keys "
                       "that are currently not supported for modification. Reserved keys "
                       f"used in this request: {', '.join(reserved)}")  # fmt: skip
+    if len(json.dumps(variables, separators=(",", ":"))) > MAX_VARIABLES_BYTES:
+        raise invalid(
+            "Lambda was unable to configure your environment variables because the "
+            "environment variables you have provided exceeded the 4KB limit."
+        )
     return variables
+
+
+def check_limits(params: Params) -> None:
+    """Timeout and MemorySize within what Lambda allows a function (the model allows more)."""
+    for member, field, high in (("Timeout", "timeout", 900), ("MemorySize", "memorySize", 10240)):
+        value = params.get(member)
+        if value is not None and value > high:
+            raise ApiError("ValidationException", f"1 validation error detected: Value '{value}' "
+                           f"at '{field}' failed to satisfy constraint: Member must have value "
+                           f"less than or equal to {high}")  # fmt: skip
 
 
 def check_vpc(store: Store, config: Params | None) -> Vpc:
