@@ -30,6 +30,7 @@ def handler(event, context):
     global COUNT
     COUNT += 1
     print("event", json.dumps(event))
+    sys.stdout.write("no newline at the end")
     action = event.get("action")
     if action == "fail":
         raise ValueError("bad input: " + str(event.get("why")))
@@ -201,7 +202,8 @@ def test_log_tail_holds_the_handlers_output(server: SluiceServer, function: str,
     lam = server.client("lambda")
     answer = lam.invoke(FunctionName=function, Payload=b'{"say": "hi"}', LogType="Tail")
     log = base64.b64decode(answer["LogResult"]).decode()
-    assert 'event {"say": "hi"}' in log
+    assert 'event {"say": "hi"}\nno newline at the end\nEND RequestId' in log
+    assert "sluice" not in log
     assert "Memory Size: 128 MB" in log
     assert json.loads(answer["Payload"].read())["event"] == {"say": "hi"}
     assert answer["ExecutedVersion"] == "$LATEST"

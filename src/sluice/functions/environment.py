@@ -43,6 +43,8 @@ _INIT_TIMEOUT = 10.0  # Lambda's init phase limit
 _MARKER_WAIT = 2.0  # how long to wait for the output of a finished invocation
 _LOG_TAIL = 4096
 _MEMORY_CHECK = 0.05
+_CHUNK = 65536
+_MAX_LINE = 256 * 1024
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
@@ -286,13 +288,27 @@ class Environment:
         return taken
 
     async def _read_output(self) -> None:
+        """Collect the process's output, line by line, until it closes it."""
         assert self._proc is not None and self._proc.stdout is not None
-        while line := await self._proc.stdout.readline():
-            text = line.decode("utf-8", errors="replace")
-            if text.rstrip("\n") == MARKER:
-                self._marker.set()
-            else:
-                self._output.append((time.time(), text if text.endswith("\n") else text + "\n"))
+        pending = b""
+        while chunk := await self._proc.stdout.read(_CHUNK):
+            *lines, pending = (pending + chunk).split(b"\n")
+            for line in lines:
+                self._line(line)
+            if len(pending) >= _MAX_LINE:  # one event of at most this much, as Lambda splits
+                self._line(pending)
+                pending = b""
+        if pending:
+            self._line(pending)
+
+    def _line(self, raw: bytes) -> None:
+        # The marker follows the invocation's output, possibly on its unfinished last line.
+        text = raw.decode("utf-8", errors="replace")
+        before, marker, _ = text.partition(MARKER)
+        if before or not marker:
+            self._output.append((time.time(), before + "\n"))
+        if marker:
+            self._marker.set()
 
     async def _exit_status(self) -> str:
         if self._proc is None:

@@ -28,6 +28,8 @@ import os, time
 def handler(event, context):
     if event.get("sleep"):
         time.sleep(event["sleep"])
+    if event.get("big"):
+        print("x" * event["big"], end="")
     return {"pid": os.getpid(), "key": os.environ["AWS_ACCESS_KEY_ID"], "v": os.environ["V"]}
 """
 
@@ -185,6 +187,20 @@ def test_the_log_has_start_end_and_report(tmp_path: Path) -> None:
         assert "Init Duration: " in lines[-1]
         stream = run.logs.events("/aws/lambda/fn", outcome.stream)
         assert "".join(event.message for event in stream) == outcome.log
+
+    asyncio.run(scenario())
+
+
+def test_long_and_unfinished_lines_reach_the_log(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        run = runner(tmp_path)
+        started = time.monotonic()
+        outcome = await run.invoke(spec(tmp_path), "rid-1", b'{"big": 300000}')
+        assert time.monotonic() - started < 1.5  # the end of the output was seen at once
+        await run.stop()
+        lines = outcome.log.splitlines()
+        assert lines[1:3] == ["x" * 262144, "x" * (300000 - 262144)]
+        assert lines[3] == "END RequestId: rid-1"
 
     asyncio.run(scenario())
 

@@ -156,7 +156,7 @@ def check_vpc(store: Store, config: Params | None) -> Vpc:
 
 def check_json(event: bytes) -> None:
     try:
-        json.loads(event)
+        json.loads(event.decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(
             "InvalidRequestContentException",
