@@ -20,7 +20,6 @@ from __future__ import annotations
 import importlib
 import json
 import os
-import resource
 import socket
 import struct
 import sys
@@ -150,8 +149,24 @@ def _done(answer: dict[str, Any]) -> dict[str, Any]:
     sys.stdout.flush()
     sys.stderr.flush()
     os.write(1, (MARKER + "\n").encode())
-    answer["max_rss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    answer["max_rss_kb"] = peak_resident_kb()
     return answer
+
+
+def peak_resident_kb() -> int:
+    """This process's peak resident memory since its exec (VmHWM).
+
+    Not getrusage's ru_maxrss: Linux carries that across exec, so it would count the memory
+    of the process that started this one.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
 
 
 def main(fd: int) -> int:

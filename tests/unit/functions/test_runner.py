@@ -191,6 +191,22 @@ def test_the_log_has_start_end_and_report(tmp_path: Path) -> None:
     asyncio.run(scenario())
 
 
+def test_the_memory_of_the_starting_process_is_not_the_functions(tmp_path: Path) -> None:
+    # Linux carries ru_maxrss across exec: a big parent must not make a small function "OOM".
+    ballast = b"x" * (200 * 1024 * 1024)
+
+    async def scenario() -> None:
+        run = runner(tmp_path)
+        outcome = await run.invoke(spec(tmp_path, memory_mb=128), "rid-1", b"{}")
+        await run.stop()
+        assert outcome.error is None, outcome.payload
+        used = int(outcome.log.split("Max Memory Used: ")[1].split()[0])
+        assert 0 < used < 128
+
+    asyncio.run(scenario())
+    assert len(ballast) > 0
+
+
 def test_long_and_unfinished_lines_reach_the_log(tmp_path: Path) -> None:
     async def scenario() -> None:
         run = runner(tmp_path)
