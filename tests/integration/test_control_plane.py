@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 import time
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -248,6 +249,54 @@ def test_recipe_builds_a_mysql_proxy_that_a_token_client_uses(mysql_env: Env) ->
         item, who = cur.fetchone()
     assert item == "tea"
     assert who.startswith(f"{DB_USER}@")
+
+
+# The recipe's function: it makes an auth token with its role's credentials and connects to
+# the proxy with TLS. Until a function's VpcConfig gives it the address of a network interface
+# in its security group, it binds to one itself (BIND_ADDRESS) to be admitted by the proxy's
+# source-group rule.
+RECIPE_FUNCTION = """
+import os
+import boto3
+import pymysql
+
+def handler(event, context):
+    host = os.environ["DB_HOST"]
+    rds = boto3.client("rds")
+    token = rds.generate_db_auth_token(DBHostname=host, Port=3306, DBUsername="admin")
+    conn = pymysql.connect(host=host, port=3306, user="admin", password=token, database="appdb",
+                           ssl={"ca": os.environ["CA_FILE"]}, bind_address=os.environ["BIND"])
+    with conn.cursor() as cur:
+        cur.execute("SELECT CURRENT_USER(), @@hostname IS NOT NULL")
+        user, _ = cur.fetchone()
+    conn.close()
+    return {"user": user, "host": host}
+"""
+
+
+def test_recipe_function_answers_through_the_proxy(mysql_env: Env, tmp_path: Path) -> None:
+    env = mysql_env
+    _wait_target_available(env)
+    code = tmp_path / "function.zip"
+    with zipfile.ZipFile(code, "w") as archive:
+        archive.writestr("app.py", RECIPE_FUNCTION)
+    aws, name = env.server.aws, "DBAppFunction"
+    role = f"arn:aws:iam::{env.vars['AWS_ACCOUNT_ID']}:role/{env.vars['DB_APP_FUNCTION_ROLE_NAME']}"
+    aws("lambda", "create-function", "--function-name", name, "--runtime", "python3.11",
+        "--handler", "app.handler", "--role", role, "--zip-file", f"fileb://{code}",
+        "--timeout", "30", "--memory-size", "256")  # fmt: skip
+    aws("lambda", "wait", "function-active", "--function-name", name)
+    # Step 9, with the function's own two settings beside DB_HOST.
+    variables = f"DB_HOST={env.endpoint},CA_FILE={env.ca_file},BIND={env.eni_ip}"
+    aws("lambda", "update-function-configuration", "--function-name", name,
+        "--environment", f"Variables={{{variables}}}")  # fmt: skip
+    aws("lambda", "wait", "function-updated", "--function-name", name)
+    # The check: `aws lambda invoke --function-name $DB_APP_FUNCTION_NAME response.json`.
+    meta = aws("lambda", "invoke", "--function-name", name, "response.json", cwd=tmp_path)
+    answer = json.loads((tmp_path / "response.json").read_text())
+    assert "FunctionError" not in meta, answer
+    assert answer["user"].startswith(f"{DB_USER}@")
+    assert answer["host"] == env.endpoint
 
 
 def test_every_way_into_the_mysql_proxy_is_shut(
