@@ -463,3 +463,41 @@ def _no_retries() -> Any:
     from botocore.config import Config
 
     return Config(retries={"max_attempts": 0})
+
+
+def test_large_bodies_only_from_known_callers(server: SluiceServer, role: str) -> None:
+    """A deployment package may be tens of MB, but the server reads no more than 1 MB for
+    a caller whose access key does not exist: such a request gets 413 without its body
+    being read, while a known caller's 3 MB package makes a function."""
+    import http.client
+    import os
+    import urllib.parse
+
+    url = urllib.parse.urlsplit(server.endpoint)
+    big = b"x" * (4 << 20)
+    conn = http.client.HTTPConnection(url.hostname or "", url.port, timeout=30)
+    auth = ("AWS4-HMAC-SHA256 Credential=AKIANOSUCHKEY0000000/20261204/us-east-1/lambda/"
+            "aws4_request, SignedHeaders=host;x-amz-date, Signature=" + "0" * 64)  # fmt: skip
+    conn.putrequest("POST", "/2015-03-31/functions")
+    for name, value in (("Authorization", auth), ("X-Amz-Date", "20261204T000000Z"),
+                        ("Content-Type", "application/json"),
+                        ("Content-Length", str(len(big)))):  # fmt: skip
+        conn.putheader(name, value)
+    conn.endheaders()
+    conn.send(big[: 1 << 20])  # the answer comes before the rest is sent
+    answer = conn.getresponse()
+    assert answer.status == 413
+    assert b"smaller than 1048576" in answer.read()
+    conn.close()
+
+    package = make_zip({"app.py": APP, "helper.py": "VALUE = 1\n"})
+    buffer = io.BytesIO(package)
+    with zipfile.ZipFile(buffer, "a", compression=zipfile.ZIP_STORED) as archive:
+        archive.writestr("blob.bin", os.urandom(3 << 20))  # incompressible
+    lam = server.client("lambda")
+    made = lam.create_function(
+        FunctionName="big-package", Runtime="python3.11", Role=role, Handler="app.handler",
+        Code={"ZipFile": buffer.getvalue()},
+    )
+    assert made["CodeSize"] > 3 << 20
+    lam.delete_function(FunctionName="big-package")

@@ -28,7 +28,7 @@ from aiohttp import web
 from sluice.control import ids, sigv4
 from sluice.control.context import Call, Principal
 from sluice.control.errors import ApiError, expired_token, internal, invalid_token, missing_auth
-from sluice.control.protocol import Reply, codec_for, validate
+from sluice.control.protocol import MAX_BODY_BYTES, Reply, codec_for, validate
 from sluice.control.protocol.restjson import MAX_REST_BODY_BYTES
 
 if TYPE_CHECKING:
@@ -37,8 +37,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("sluice.control")
 
 # Each codec refuses bodies beyond its protocol's limit; this is the largest of them (a
-# Lambda deployment package, base64 in JSON).
+# Lambda deployment package, base64 in JSON). It is read only for a caller whose access
+# key exists and who calls Lambda (`_read_body`); any other request stops at 1 MB.
 MAX_BODY = MAX_REST_BODY_BYTES
+_READ_CHUNK = 1 << 16
 # Operations any authenticated caller may make, whatever its policies (as on AWS).
 _ALWAYS_ALLOWED = frozenset({"sts:GetCallerIdentity", "sts:AssumeRole"})  # decided by the role
 
@@ -67,12 +69,12 @@ class ApiServer:
     # ---- AWS services ----
 
     async def _aws(self, request: web.Request) -> web.Response:
-        body = await request.read()
         rid = ids.request_id()
         service_name = _guess_service(request.headers)
         try:
             cred = _credential(request)
             service_name = cred.service
+            body = await self._read_body(request, cred)
             principal = self._authenticate(request, body, cred)
             reply = await self._dispatch(request, body, cred, principal, rid)
         except ApiError as exc:
@@ -81,6 +83,25 @@ class ApiServer:
             log.exception("internal error answering a %s request", service_name)
             reply = self._error(service_name, internal(), rid)
         return web.Response(status=reply.status, headers=reply.headers, body=reply.body)
+
+    async def _read_body(self, request: web.Request, cred: sigv4.Credential) -> bytes:
+        """The request's body, refused before it is read past its limit: 1 MB, or a
+        deployment package's size for a Lambda call by an existing access key (so that no
+        one without a key can make the server hold 70 MB per connection)."""
+        limit = MAX_BODY_BYTES
+        if cred.service == "lambda" and self.plane.principals.lookup(cred.access_key):
+            limit = MAX_REST_BODY_BYTES
+        length = request.content_length
+        if length is not None and length > limit:
+            raise _too_large(limit)
+        parts: list[bytes] = []
+        size = 0
+        while chunk := await request.content.read(_READ_CHUNK):
+            size += len(chunk)
+            if size > limit:
+                raise _too_large(limit)
+            parts.append(chunk)
+        return b"".join(parts)
 
     def _authenticate(
         self, request: web.Request, body: bytes, cred: sigv4.Credential
@@ -149,9 +170,10 @@ class ApiServer:
     # ---- Sluice's own operations ----
 
     async def _own(self, request: web.Request) -> web.Response:
-        body = await request.read()
         try:
-            principal = self._authenticate(request, body, _credential(request))
+            cred = _credential(request)
+            body = await self._read_body(request, cred)
+            principal = self._authenticate(request, body, cred)
             action = request.match_info["action"]
             if not self.plane.principals.allowed(principal, f"sluice:{action}", "*"):
                 raise ApiError("AccessDenied", f"not authorized to perform: sluice:{action}", 403)
@@ -188,6 +210,12 @@ def _credential(request: web.Request) -> sigv4.Credential:
     if "Authorization" not in request.headers:
         raise missing_auth()
     return sigv4.parse_header_auth(request.headers)
+
+
+def _too_large(limit: int) -> ApiError:
+    return ApiError(
+        "RequestEntityTooLargeException", f"Request must be smaller than {limit} bytes", 413
+    )
 
 
 def _guess_service(headers: Mapping[str, Any]) -> str:
