@@ -32,6 +32,8 @@ from sluice.pg.proxy import PgProxy
 from sluice.pg.statements import StatementNames
 from sluice.pool.budget import Budgets
 from sluice.proxy import Proxy
+from sluice.workers.peers import Peers
+from sluice.workers.slot import DEFAULT_SLOT, WorkerSlot
 
 log = logging.getLogger("sluice")
 
@@ -48,11 +50,19 @@ class Cancellable(Protocol):
 class App:
     """All running proxies and their shared services."""
 
-    def __init__(self, settings: Settings, authority: Authority | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        authority: Authority | None = None,
+        slot: WorkerSlot = DEFAULT_SLOT,
+    ) -> None:
         self.settings = settings
         self.authority: Authority = authority or FileAuthority()
         self.proxies: dict[str, Proxy] = {}
-        self.budgets = Budgets()  # one connection budget per target, shared by its proxies
+        # this process's place among the workers sharing the listeners (sluice.workers)
+        self.slot = slot
+        self.peers: Peers | None = None if slot.single else Peers(self, settings.state_dir)
+        self.budgets = Budgets(slot)  # one connection budget per target, shared by its proxies
         self.statement_names = StatementNames()
         self.admin = AdminConsole(self)
         self.metrics = MetricsServer(self)
@@ -68,12 +78,14 @@ class App:
     async def start(self) -> None:
         self.settings.state_dir.mkdir(parents=True, exist_ok=True)
         self.client_capacity = fdlimit.raise_limit(self.settings)
+        if self.peers is not None:
+            await self.peers.start()
         for cfg in self.settings.proxies:
             proxy = make_proxy(self, cfg)
             await proxy.start()
             self.proxies[cfg.name] = proxy
         if self.settings.metrics_listen:
-            await self.metrics.start(self.settings.metrics_listen)
+            await self.metrics.start(self.settings.metrics_listen, reuse_port=not self.slot.single)
         self._maintenance = asyncio.get_running_loop().create_task(self._maintain())
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
@@ -104,9 +116,10 @@ class App:
     def register_cancel(self, client: Cancellable, pid: int = 0) -> tuple[int, int]:
         """A proxy-issued (id, secret) for a client: PostgreSQL's BackendKeyData, MySQL's
         connection id (the secret unused there: KILL comes over an authenticated session).
-        `pid`: the id to give if it is free (a session-mode client's server pid)."""
+        `pid`: the id to give if it is free (a session-mode client's server pid).
+        Ids this worker invents are its own (`WorkerSlot.random_id`)."""
         while pid <= 0 or pid in self._cancel_keys:
-            pid = secrets.randbelow(2**31 - 1) + 1
+            pid = self.slot.random_id()
         self._cancel_keys[pid] = client
         return pid, secrets.randbelow(2**32)
 
@@ -114,7 +127,7 @@ class App:
         """A MySQL connection id for a new client: counted up, as the server's thread ids
         are (clients rely on a reconnection's id being the greater), skipping ids in use."""
         while True:
-            self._last_id = self._last_id % (2**31 - 1) + 1
+            self._last_id = self.slot.next_id(self._last_id)
             if self._last_id not in self._cancel_keys:
                 return self._last_id
 
@@ -126,10 +139,13 @@ class App:
     def cancel_target(self, pid: int) -> Cancellable | None:
         return self._cancel_keys.get(pid)
 
-    async def cancel(self, pid: int, secret: int) -> None:
-        """Forward a client's cancel to the connection running its query, and no other."""
+    async def cancel(self, pid: int, secret: int, *, forward: bool = True) -> None:
+        """Forward a client's cancel to the connection running its query, and no other.
+        A key this worker does not hold may be a sibling's: `forward` asks them."""
         client = self._cancel_keys.get(pid)
         if client is None:
+            if forward and self.peers is not None:
+                await self.peers.cancel(pid, secret)
             return
         expected = client.cancel_key[1].to_bytes(4, "big")
         if not hmac.compare_digest(expected, secret.to_bytes(4, "big")):
@@ -185,7 +201,11 @@ class App:
                 continue
             try:
                 probe = await asyncio.get_running_loop().create_server(
-                    asyncio.Protocol, cfg.listen_host, cfg.listen_port, reuse_address=True
+                    asyncio.Protocol,
+                    cfg.listen_host,
+                    cfg.listen_port,
+                    reuse_address=True,
+                    reuse_port=not self.slot.single,  # siblings may listen there already
                 )
             except OSError as exc:
                 failed[cfg.name] = exc
@@ -235,6 +255,8 @@ class App:
         for proxy in self.proxies.values():
             proxy.close("the proxy is shutting down")
         await self.metrics.stop()
+        if self.peers is not None:
+            await self.peers.stop()
         if self._maintenance is not None:
             self._maintenance.cancel()
         await asyncio.sleep(0)

@@ -7,12 +7,15 @@ import asyncio
 import logging
 import signal
 import sys
+from collections.abc import Callable
 
 from sluice import config as config_mod
 from sluice.app import App
 from sluice.control import cli as control_cli
 from sluice.errors import ConfigError
 from sluice.observe.logs import setup_logging
+from sluice.workers.slot import DEFAULT_SLOT, WorkerSlot
+from sluice.workers.supervisor import Supervisor
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,15 +35,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sluice: {exc}", file=sys.stderr)
         return 2
     setup_logging(settings.log_level, settings.log_format)
+    if settings.workers > 1:
+        return Supervisor(settings, run).run()
     return run(settings)
 
 
-def run(settings: config_mod.Settings) -> int:
-    """Run until SIGTERM/SIGINT; SIGHUP reloads the configuration file."""
+def run(
+    settings: config_mod.Settings,
+    slot: WorkerSlot = DEFAULT_SLOT,
+    ready: Callable[[], None] | None = None,
+) -> int:
+    """Run until SIGTERM/SIGINT; SIGHUP reloads the configuration file. `slot`: this
+    process's place among the workers; `ready` is called once it listens."""
     import uvloop
 
     try:
-        uvloop.run(_serve(settings))
+        uvloop.run(_serve(settings, slot, ready))
     except ConfigError as exc:
         print(f"sluice: {exc}", file=sys.stderr)
         return 2
@@ -50,8 +60,10 @@ def run(settings: config_mod.Settings) -> int:
     return 0
 
 
-async def _serve(settings: config_mod.Settings) -> None:
-    app = App(settings)
+async def _serve(
+    settings: config_mod.Settings, slot: WorkerSlot, ready: Callable[[], None] | None
+) -> None:
+    app = App(settings, slot=slot)
     await app.start()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -69,6 +81,11 @@ async def _serve(settings: config_mod.Settings) -> None:
     loop.add_signal_handler(signal.SIGHUP, reload)
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
-    log.info("sluice ready")
+    if slot.single:
+        log.info("sluice ready")
+    else:
+        log.info("worker %d of %d ready", slot.index, slot.count)
+    if ready is not None:
+        ready()
     await stop.wait()
     await app.shutdown()

@@ -27,6 +27,7 @@ AUTH_METHODS = {
 DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306}
 POOL_MODES = ("transaction", "session")
 TLS_MODES = ("disable", "prefer", "require", "verify-ca", "verify-full")
+MAX_WORKERS = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +132,9 @@ class Settings:
     admin_users: tuple[str, ...] = ()
     shutdown_timeout: float = 30.0
     max_packet_size: int = 64 * 1024 * 1024
+    # processes sharing the listeners (sluice.workers); a file's default is the machine's
+    # cores, a snapshot made in code (the control plane's) runs in one
+    workers: int = 1
     source: Path | None = None
 
     def proxy(self, name: str) -> ProxyConfig | None:
@@ -138,6 +142,11 @@ class Settings:
             if proxy.name == name:
                 return proxy
         return None
+
+
+def default_workers() -> int:
+    """The default of `workers`: the cores this process may run on."""
+    return max(1, min(len(os.sched_getaffinity(0)), MAX_WORKERS))
 
 
 def load(path: str | Path) -> Settings:
@@ -178,6 +187,7 @@ def parse(raw: dict[str, Any], source: Path | None = None) -> Settings:
         admin_users=tuple(glob.str_list("admin_users")),
         shutdown_timeout=glob.seconds("shutdown_timeout", 30.0),
         max_packet_size=glob.integer("max_packet_size", 64 * 1024 * 1024, low=1024),
+        workers=glob.integer("workers", default_workers(), low=1, high=MAX_WORKERS),
         source=source,
     )
     glob.done()

@@ -139,12 +139,19 @@ class Proxy(abc.ABC):
         """A protocol object for one accepted client connection."""
 
     async def start(self) -> None:
+        if self.share.limit == 0:  # several workers, fewer connections: leave it to others
+            log.info(
+                "proxy %s: this worker's part of max_connections is 0: the other workers serve it",
+                self.config.name,
+            )
+            return
         loop = asyncio.get_running_loop()
         self.server = await loop.create_server(
             self.new_session,
             self.config.listen_host,
             self.config.listen_port,
             reuse_address=True,
+            reuse_port=not self.app.slot.single,  # the workers share the port (sluice.workers)
             backlog=4096,
         )
         log.info(

@@ -134,7 +134,8 @@ class SluiceProcess(ChildProcess):
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="sluice-run-"))
         self.config_path = self.workdir / "sluice.toml"
         self.log_path = self.workdir / "sluice.log"
-        self.glob = {"state_dir": str(self.workdir / "state"), **(glob or {})}
+        # one worker unless asked: most tests count on a single pool of a known size
+        self.glob = {"state_dir": str(self.workdir / "state"), "workers": 1, **(glob or {})}
         self.proxies = proxies
         self.env = env or {}
         self.proc = None

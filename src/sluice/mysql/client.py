@@ -54,6 +54,7 @@ from sluice.wire.mysql.packets import PacketReader, frame
 from sluice.wire.mysql.sql import NO_EFFECT, Effect, classify_bytes
 
 if TYPE_CHECKING:
+    from sluice.app import App
     from sluice.mysql.pool import MyPool
     from sluice.mysql.proxy import MyProxy
     from sluice.mysql.server import MyServerConn
@@ -469,16 +470,25 @@ class MyClientSession(FrontendSession):
 
     def _kill(self, thread_id: int, *, query: bool) -> None:
         """KILL [QUERY] of a connection id Sluice issued: only the user's own sessions."""
-        target = self.proxy.app.cancel_target(thread_id)
-        if not isinstance(target, MyClientSession) or target.user != self.user:
+        app = self.proxy.app
+        if app.peers is not None and app.slot.owner(thread_id) != app.slot.index:
+            app.spawn(self._kill_elsewhere(thread_id, query=query))  # a sibling worker's id
+            return
+        found = kill_session(app, thread_id, self.user, query=query, by=self.peer)
+        self._killed(thread_id, found)
+
+    async def _kill_elsewhere(self, thread_id: int, *, query: bool) -> None:
+        assert self.proxy.app.peers is not None
+        found = await self.proxy.app.peers.kill(thread_id, self.user, query=query, by=self.peer)
+        if self.state is not ClientState.CLOSED:
+            self._killed(thread_id, found)
+
+    def _killed(self, thread_id: int, found: bool) -> None:
+        if found:
+            self.answered_locally(self._local_ok())
+        else:
             unknown = build_err(c.ER_NO_SUCH_THREAD, f"Unknown thread id: {thread_id}")
             self.answered_locally(frame(unknown, 1))
-            return
-        self.answered_locally(self._local_ok())
-        if query:
-            self.proxy.app.spawn(target.cancel_running())
-        else:  # as the server ends a killed connection: no word, the client reads 2013
-            target._close_now(f"killed by KILL CONNECTION from {self.peer}")
 
     def _note(self, server: MyServerConn, command: int, payload: bytes) -> bool:
         """Pins, taints and tracked settings of a command about to be sent; False if
@@ -733,3 +743,16 @@ class MyClientSession(FrontendSession):
         self.proxy.client_disconnected(self)
         if self.transport is not None:
             self.transport.close()
+
+
+def kill_session(app: App, thread_id: int, user: str, *, query: bool, by: str) -> bool:
+    """KILL [QUERY] `thread_id` for `user` (from `by`) in this worker: False unless it holds
+    a session of that user with that id."""
+    target = app.cancel_target(thread_id)
+    if not isinstance(target, MyClientSession) or target.user != user:
+        return False
+    if query:
+        app.spawn(target.cancel_running())
+    else:  # as the server ends a killed connection: no word, the client reads 2013
+        target._close_now(f"killed by KILL CONNECTION from {by}")
+    return True

@@ -12,7 +12,9 @@ ReadyForQuery; a wrong command is an ERROR and the session goes on.
 error), so the handshake never moves an admin session into the relay.
 
 Every view reads `take_snapshot` / `list_clients` / `list_servers`
-(observe/stats.py), the same functions the Prometheus exporter reads. PAUSE
+(observe/stats.py), the same functions the Prometheus exporter reads; with
+several worker processes, those of every worker, summed (sluice.workers).
+PAUSE, RESUME and RELOAD act on the worker the console is connected to. PAUSE
 stops lending connections and waits for the borrowed ones to come back; pools
 created after a PAUSE are not paused.
 """
@@ -32,14 +34,13 @@ from sluice.observe.stats import (
     ClientInfo,
     PoolSnapshot,
     ServerInfo,
+    Snapshot,
     TargetSnapshot,
-    list_clients,
-    list_servers,
-    take_snapshot,
 )
 from sluice.pg.auth import authenticate
 from sluice.wire.pg import messages as m
 from sluice.wire.pg.login import LoginServer
+from sluice.workers.peers import gather_lists, gather_snapshot
 
 if TYPE_CHECKING:
     from sluice.app import App
@@ -165,7 +166,8 @@ class AdminConsole:
         if verb == "SHOW":
             if len(args) != 1 or args[0].upper() not in SHOW_VIEWS:
                 raise CommandError(f"SHOW expects one of: {', '.join(SHOW_VIEWS).lower()}")
-            return SHOW_VIEWS[args[0].upper()](self.app)
+            name = args[0].upper()
+            return SHOW_VIEWS[name](await Seen.gather(self.app, name in ("CLIENTS", "SERVERS")))
         actions: dict[str, Callable[[list[str]], Awaitable[Result]]] = {
             "PAUSE": self._pause,
             "RESUME": self._resume,
@@ -218,7 +220,23 @@ class AdminConsole:
         return Result("RELOAD")
 
 
-# ---- views: each a function of the app, read through the shared snapshot ----
+# ---- views: each a function of what is seen: the app, and the shared snapshot ----
+
+
+@dataclass(frozen=True, slots=True)
+class Seen:
+    """What a view reads: the app, every worker's snapshot summed, and (for SHOW CLIENTS
+    and SERVERS) every worker's clients and servers."""
+
+    app: App
+    snapshot: Snapshot
+    clients: list[ClientInfo]
+    servers: list[ServerInfo]
+
+    @classmethod
+    async def gather(cls, app: App, lists: bool) -> Seen:
+        clients, servers = await gather_lists(app) if lists else ([], [])
+        return cls(app, await gather_snapshot(app), clients, servers)
 
 
 def _clip(text: str, limit: int = 64) -> str:
@@ -330,31 +348,31 @@ def _opt(value: int | None) -> str | None:
     return None if value is None else str(value)
 
 
-def show_targets(app: App) -> Result:
+def show_targets(seen: Seen) -> Result:
     """Each target's connection budget: in use (all pools and proxies) against its limit."""
-    return _table(TARGET_COLUMNS, take_snapshot(app).targets)
+    return _table(TARGET_COLUMNS, seen.snapshot.targets)
 
 
-def show_pools(app: App) -> Result:
-    return _table(POOL_COLUMNS, take_snapshot(app).pools())
+def show_pools(seen: Seen) -> Result:
+    return _table(POOL_COLUMNS, seen.snapshot.pools())
 
 
-def show_stats(app: App) -> Result:
-    return _table(STATS_COLUMNS, take_snapshot(app).pools())
+def show_stats(seen: Seen) -> Result:
+    return _table(STATS_COLUMNS, seen.snapshot.pools())
 
 
-def show_clients(app: App) -> Result:
-    return _table(CLIENT_COLUMNS, list_clients(app))
+def show_clients(seen: Seen) -> Result:
+    return _table(CLIENT_COLUMNS, seen.clients)
 
 
-def show_servers(app: App) -> Result:
-    return _table(SERVER_COLUMNS, list_servers(app))
+def show_servers(seen: Seen) -> Result:
+    return _table(SERVER_COLUMNS, seen.servers)
 
 
-def show_lists(app: App) -> Result:
-    snap = take_snapshot(app)
+def show_lists(seen: Seen) -> Result:
+    snap = seen.snapshot
     pools = list(snap.pools())
-    users = {u.name for p in app.proxies.values() for u in p.config.users}
+    users = {u.name for p in seen.app.proxies.values() for u in p.config.users}
     items = (
         ("proxies", len(snap.proxies)),
         ("pools", len(pools)),
@@ -371,9 +389,9 @@ def show_lists(app: App) -> Result:
     return Result("SHOW", ("list", "items"), tuple((k, str(v)) for k, v in items))
 
 
-def show_config(app: App) -> Result:
+def show_config(seen: Seen) -> Result:
     """Settings that are safe to show: never a password, nor the init query's text."""
-    s = app.settings
+    s = seen.app.settings
     rows: list[tuple[str, str]] = [
         ("admin_database", s.admin_database),
         ("admin_users", ",".join(s.admin_users)),
@@ -382,6 +400,7 @@ def show_config(app: App) -> Result:
         ("log_format", s.log_format),
         ("shutdown_timeout", f"{s.shutdown_timeout:g}"),
         ("max_packet_size", str(s.max_packet_size)),
+        ("workers", str(seen.app.slot.count)),
     ]
     for proxy in s.proxies:
         pool, key = proxy.pool, f"proxy.{proxy.name}."
@@ -403,7 +422,7 @@ def show_config(app: App) -> Result:
     return Result("SHOW", ("key", "value"), tuple(rows))
 
 
-def show_version(app: App) -> Result:
+def show_version(seen: Seen) -> Result:
     try:
         version = importlib.metadata.version("sluice")
     except importlib.metadata.PackageNotFoundError:
@@ -411,7 +430,7 @@ def show_version(app: App) -> Result:
     return Result("SHOW", ("version",), ((f"Sluice {version}",),))
 
 
-SHOW_VIEWS: dict[str, Callable[[App], Result]] = {
+SHOW_VIEWS: dict[str, Callable[[Seen], Result]] = {
     "POOLS": show_pools,
     "TARGETS": show_targets,
     "STATS": show_stats,

@@ -31,7 +31,9 @@ and proxy pointing at it, has the `sluice_target_*` metrics, labelled `target`
 (host:port).
 
 A custom collector on a private `CollectorRegistry` reads `take_snapshot` at
-scrape time (the admin console reads the same snapshot). The HTTP server is a
+scrape time (the admin console reads the same snapshot). With several worker
+processes every worker listens on `metrics_listen` (SO_REUSEPORT) and the one a
+scrape reaches sums every worker's snapshot (sluice.workers.merge). The HTTP server is a
 small asyncio one on the proxy's own event loop, so a scrape never reads
 counters from another thread: one request per connection, request head capped
 at `MAX_REQUEST`, a deadline per connection, `Connection: close`.
@@ -58,7 +60,14 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from sluice.errors import ConfigError
 from sluice.observe.histogram import HistogramSnapshot
-from sluice.observe.stats import PoolSnapshot, ProxySnapshot, TargetSnapshot, take_snapshot
+from sluice.observe.stats import (
+    PoolSnapshot,
+    ProxySnapshot,
+    Snapshot,
+    TargetSnapshot,
+    take_snapshot,
+)
+from sluice.workers.peers import gather_snapshot
 
 if TYPE_CHECKING:
     from sluice.app import App
@@ -241,10 +250,12 @@ def _add(family: Family, labels: list[str], value: float | HistogramSnapshot) ->
 
 
 class SnapshotCollector(Collector):
-    """Turns one stats snapshot per scrape into the metric families above."""
+    """Turns one stats snapshot per scrape into the metric families above (`snapshot`:
+    one taken already, the sum of every worker's)."""
 
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: App, snapshot: Snapshot | None = None) -> None:
         self.app = app
+        self.snapshot = snapshot
 
     def describe(self) -> Iterator[Metric]:
         for name, spec in PROXY_METRICS.items():
@@ -255,7 +266,7 @@ class SnapshotCollector(Collector):
             yield _family(name, target_spec, TARGET_LABELS)
 
     def collect(self) -> Iterator[Metric]:
-        snap = take_snapshot(self.app)
+        snap = self.snapshot or take_snapshot(self.app)
         for name, spec in PROXY_METRICS.items():
             family = _family(name, spec, PROXY_LABELS)
             for proxy in snap.proxies:
@@ -274,10 +285,10 @@ class SnapshotCollector(Collector):
             yield family
 
 
-def make_registry(app: App) -> CollectorRegistry:
+def make_registry(app: App, snapshot: Snapshot | None = None) -> CollectorRegistry:
     """A private registry holding only Sluice's collector (never the global one)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(SnapshotCollector(app))
+    registry.register(SnapshotCollector(app, snapshot))
     return registry
 
 
@@ -337,12 +348,16 @@ class MetricsServer:
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
 
-    async def start(self, listen: str) -> None:
+    async def start(self, listen: str, reuse_port: bool = False) -> None:
         host, sep, port = listen.rpartition(":")
         if not sep or not port.isdigit() or not 0 < int(port) < 65536:
             raise ConfigError(f"metrics_listen: expected HOST:PORT, got {listen!r}")
         self._server = await asyncio.start_server(
-            self._handle, host.strip("[]") or "127.0.0.1", int(port), limit=MAX_REQUEST
+            self._handle,
+            host.strip("[]") or "127.0.0.1",
+            int(port),
+            limit=MAX_REQUEST,
+            reuse_port=reuse_port,  # with several workers, each serves the sum
         )
         log.info("metrics on http://%s/metrics", listen)
 
@@ -386,4 +401,7 @@ class MetricsServer:
         if request.path != "/metrics":
             return response(404, b"not found; try /metrics\n", "text/plain")
         encode, content_type = choose_encoder(request.headers.get("accept", ""))
-        return response(200, encode(self.registry), content_type, request.method == "HEAD")
+        registry = self.registry
+        if self.app.peers is not None:  # several workers: the sum of their snapshots
+            registry = make_registry(self.app, await gather_snapshot(self.app))
+        return response(200, encode(registry), content_type, request.method == "HEAD")

@@ -22,7 +22,10 @@ connections from it. Its rules, in one place:
   more than its fair share (`limit` over the pools that are busy or queued);
 - idle connections over the target's `max_idle` (the largest among its
   proxies) are closed by `maintain`, the longest idle first, once idle longer
-  than IDLE_EXCESS_GRACE.
+  than IDLE_EXCESS_GRACE;
+- with several worker processes (sluice.workers), every limit above is this
+  worker's part of the configured one (`WorkerSlot.split`): the parts of all
+  workers add up to the configured limit, never more.
 
 A pool tells its budget each time it starts opening a connection (`take`)
 and each time one of its connections is gone (`give_back`); nothing else is
@@ -38,6 +41,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from sluice.config import PoolConfig
+from sluice.workers.slot import DEFAULT_SLOT, WorkerSlot
 
 if TYPE_CHECKING:
     from sluice.pool.pool import Pool
@@ -59,7 +63,7 @@ class Share:
         self.name = name
         self.config = config
         self.used = 0  # connections of this proxy's pools, open or opening
-        self.limit, self.max_idle = config.sizes(budget.server_max)
+        self.limit, self.max_idle = budget.sizes(config)
 
     @property
     def full(self) -> bool:
@@ -74,8 +78,9 @@ class Share:
 class Budget:
     """The connections one target allows; see the module docstring for the rules."""
 
-    def __init__(self, target: str) -> None:
+    def __init__(self, target: str, slot: WorkerSlot = DEFAULT_SLOT) -> None:
         self.target = target
+        self.slot = slot  # this worker's part of every limit
         self.server_max: int | None = None  # the server's max_connections, once learned
         self.shares: list[Share] = []
         self.pools: set[Pool[Any]] = set()
@@ -113,9 +118,14 @@ class Budget:
         self.server_max = value
         self.resize()
 
+    def sizes(self, config: PoolConfig) -> tuple[int, int]:
+        """This worker's part of a proxy's (max connections, max idle)."""
+        size, idle = config.sizes(self.server_max)
+        return self.slot.split(size), self.slot.split(idle)
+
     def resize(self) -> None:
         for share in self.shares:
-            share.limit, share.max_idle = share.config.sizes(self.server_max)
+            share.limit, share.max_idle = self.sizes(share.config)
         self.limit = max((s.limit for s in self.shares), default=0)
         self.max_idle = max((s.max_idle for s in self.shares), default=0)
         self._serve()  # a larger limit may have made room
@@ -249,14 +259,15 @@ class Budget:
 class Budgets:
     """Every target's budget, by address; a proxy joins the one its target names."""
 
-    def __init__(self) -> None:
+    def __init__(self, slot: WorkerSlot = DEFAULT_SLOT) -> None:
+        self.slot = slot
         self.by_target: dict[str, Budget] = {}
 
     def join(self, host: str, port: int, name: str, config: PoolConfig) -> Share:
         key = f"{host.lower()}:{port}"
         budget = self.by_target.get(key)
         if budget is None:
-            budget = self.by_target[key] = Budget(key)
+            budget = self.by_target[key] = Budget(key, self.slot)
         return budget.join(name, config)
 
     def maintain(self) -> None:
