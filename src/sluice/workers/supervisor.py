@@ -34,6 +34,7 @@ import time
 from collections.abc import Callable
 
 from sluice import config as config_mod
+from sluice import tls
 from sluice.config import Settings
 from sluice.errors import ConfigError
 from sluice.workers.peers import socket_dir
@@ -69,6 +70,8 @@ class Supervisor:
         directory = socket_dir(self.settings.state_dir)
         directory.mkdir(parents=True, exist_ok=True)
         os.chmod(directory, 0o700)
+        # made once here, not by every worker at the same moment
+        tls.ensure_self_signed(self.settings.state_dir)
         for index in range(self.count):
             self._start(index)
         while self.workers or (self.due and not self.stopping):
