@@ -21,7 +21,14 @@ _WANTED_NOFILE = 65536
 
 
 def cpu_seconds(pid: int) -> float:
-    """User plus system CPU seconds consumed so far by process `pid`."""
+    """User plus system CPU seconds consumed so far by process `pid` and its live children
+    (a supervisor's workers)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    kids = [int(k) for k in children.read_text().split()] if children.exists() else []
+    return _own_cpu_seconds(pid) + sum(_own_cpu_seconds(k) for k in kids)
+
+
+def _own_cpu_seconds(pid: int) -> float:
     text = Path(f"/proc/{pid}/stat").read_text()
     # The command name (field 2) may hold spaces; the fields after it are fixed.
     fields = text[text.rindex(")") + 2 :].split()

@@ -29,12 +29,16 @@ Runs = dict[str, dict[str, Any]]
 SYSTEMS = ("direct", "pgbouncer", "sluice")
 BOTH_ENGINES = "postgresql+mysql"  # the engine of a row that runs both (under attack)
 MYSQL_SYSTEMS = ("direct", "sluice")
+# the `select_workers` rows: Sluice pinned to one CPU with one worker, and to two with two
+WORKER_SYSTEMS_SETUP = {"sluice-1cpu": (1, (0,)), "sluice-2cpu-2workers": (2, (0, 1))}
+WORKER_SYSTEMS = tuple(WORKER_SYSTEMS_SETUP)
 TITLES = {
     "select_simple": "`-S` simple protocol",
     "select_extended": "`-S -M extended`",
     "select_prepared": "`-S -M prepared`",
     "select_connect": "`-S -C` (new connection per transaction)",
     "select_connect_iam": "`-S -C`, IAM auth token + TLS (Sluice as RDS Proxy)",
+    "select_workers": "`-S` simple protocol, Sluice pinned to 1 CPU / 1 worker vs 2 / 2",
     "idle_clients": "idle clients held open",
     "mysql_point_select": "`sysbench oltp_point_select` (binary prepared statements)",
     "mysql_connect": "`mariadb-slap --detach=1` (new connection per query)",
@@ -128,7 +132,7 @@ def _keys(rows: Sequence[Row], idle: bool) -> list[tuple[str, int]]:
     keys: list[tuple[str, int]] = []
     for row in rows:
         key = (row["workload"], row["clients"])
-        if engine_of(row) != "postgresql":
+        if engine_of(row) != "postgresql" or row["workload"] == "select_workers":
             continue
         if (row["workload"] == "idle_clients") == idle and key not in keys:
             keys.append(key)
@@ -186,6 +190,31 @@ def iam_table(rows: Sequence[Row]) -> list[str]:
     tps = [None if r is None else r.get("tps") for r in ok]
     cpu = [None if r is None else r.get("cpu_us_per_txn") for r in ok]
     lines.append(f"| IAM / SCRAM | {_ratio(tps[1], tps[0])} | {_ratio(cpu[1], cpu[0])} | |")
+    return lines
+
+
+def workers_table(rows: Sequence[Row]) -> list[str]:
+    """Sluice on one CPU with one worker beside two CPUs with two workers."""
+    lines = [
+        "| Sluice | CPUs (taskset) | workers | clients | tps | proxy CPU µs/txn "
+        "| peak backends | max_connections |",
+        "|" + "---|" * 8,
+    ]
+    found = {}
+    for system, (workers, cpus) in WORKER_SYSTEMS_SETUP.items():
+        for row in rows:
+            if (row["workload"], row["system"]) != ("select_workers", system):
+                continue
+            found[system] = row
+            lines.append(
+                f"| {system} | {','.join(map(str, cpus))} | {workers} | {row['clients']} "
+                f"| {_cell(row, 'tps')} | {_cell(row, 'cpu_us_per_txn', 1)} "
+                f"| {_cell(row, 'peak_backend_connections')} "
+                f"| {_fmt(row.get('pool_max_connections'))} |"
+            )
+    one, two = (found.get(s) for s in WORKER_SYSTEMS)
+    tps = [None if r is None or r.get("error") else r.get("tps") for r in (one, two)]
+    lines.append(f"| 2 workers / 1 | | | | {_ratio(tps[1], tps[0])} | | | |")
     return lines
 
 
@@ -461,6 +490,9 @@ def write_markdown(rows: Sequence[Row], runs: Runs, path: Path) -> None:
                       *IAM_TEXT, "", *iam_table(rows), ""]  # fmt: skip
         if any(r["workload"] == "idle_clients" for r in pg_rows):
             lines += ["### Idle client connections", "", *idle_table(rows), ""]
+        if any(r["workload"] == "select_workers" for r in pg_rows):
+            lines += ["### Every core: worker processes", "", *WORKERS_TEXT, "",
+                      *workers_table(rows), ""]  # fmt: skip
     if my_rows:
         lines += ["## MySQL (MariaDB)", ""]
         engine_runs = _engine_runs(rows, runs, "mysql")
@@ -508,6 +540,14 @@ def write_markdown(rows: Sequence[Row], runs: Runs, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines), encoding="utf-8")
 
+
+WORKERS_TEXT = [
+    "`-S`, 32 clients, with the proxy pinned (`sched_setaffinity`, as `taskset -c`) to CPU 0 "
+    "with `workers = 1`, then to CPUs 0 and 1 with `workers = 2`; pgbench and PostgreSQL "
+    "are not pinned and share the same cores. The pool is the same `max_connections` in "
+    "both rows: with two workers each has half, and the peak of backend connections (from "
+    "pg_stat_activity) shows that the database never saw more.",
+]
 
 IAM_TEXT = [
     "Sluice's `-S -C` row with SCRAM (above) beside the same load whose password is an "

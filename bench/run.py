@@ -86,6 +86,8 @@ WORKLOADS = (
     Workload("select_prepared", (32,), mode="prepared"),
     Workload("select_connect", (32,), connect_each=True),
     Workload("select_connect_iam", (32,), connect_each=True, systems=("sluice",), auth="iam"),
+    # one core with one worker against two cores with two workers (report.WORKER_SYSTEMS)
+    Workload("select_workers", (32,), systems=report.WORKER_SYSTEMS),
     Workload("idle_clients", (15000,), systems=PROXIES),
     Workload("under_attack", (ATTACKERS,), systems=("sluice",), engine=BOTH),
     Workload(
@@ -118,7 +120,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--system",
         action="append",
-        choices=report.SYSTEMS,
+        choices=report.SYSTEMS + report.WORKER_SYSTEMS,
         help="run only this system (repeatable)",
     )
     parser.add_argument("--duration", type=int, help="seconds per row (default 15, quick 3)")
@@ -200,6 +202,10 @@ class Bench:
             )
             self.systems[PG, "sluice"] = SluiceSystem(self.pg, self.workdir, pool, max_clients)
             self.systems[PG, "sluice+iam"] = IamProxySystem(self.pg, self.workdir)
+            for name, (workers, cpus) in report.WORKER_SYSTEMS_SETUP.items():
+                self.systems[PG, name] = SluiceSystem(
+                    self.pg, self.workdir, pool, max_clients, workers, frozenset(cpus)
+                )
         if self.mysql is not None:
             self.mysql.start()
             self.systems[MYSQL, "direct"] = MysqlDirectSystem(self.mysql)

@@ -234,8 +234,16 @@ class SluiceProxySystem:
     name = "sluice"
     rundir_prefix = "sluice"
 
-    def __init__(self, workdir: Path, pool_size: int, max_clients: int) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        pool_size: int,
+        max_clients: int,
+        workers: int = 1,
+        cpus: frozenset[int] | None = None,
+    ) -> None:
         self.workdir, self.pool_size = workdir, pool_size
+        self.workers, self.cpus = workers, cpus  # worker processes, and the CPUs they may use
         self.proc: SluiceProcess | None = None
         self.runs = 0
         # as PgBouncer's max_client_conn: the caps on clients are not what a row measures
@@ -255,13 +263,24 @@ class SluiceProxySystem:
         proxy = self.proxy_config(port)
         rundir = self.workdir / f"{self.rundir_prefix}-{self.runs}"
         rundir.mkdir(parents=True)
-        self.proc = SluiceProcess([proxy], glob={"log_level": "warning"}, workdir=rundir)
+        glob = {"log_level": "warning", "workers": self.workers}
+        self.proc = SluiceProcess([proxy], glob=glob, workdir=rundir, cpus=self.cpus)
         try:
             self.proc.start(timeout=_START_TIMEOUT)
+            if self.workers > 1:
+                self._wait_workers(time.monotonic() + _START_TIMEOUT)
         except BaseException:
             self.stop()
             raise
         return Endpoint(LOCALHOST, port, self.proc.pid)
+
+    def _wait_workers(self, deadline: float) -> None:
+        """Until every worker listens (the port opens with the first)."""
+        assert self.proc is not None
+        while f"sluice ready: {self.workers} workers" not in self.proc.log_text():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"not every worker started:\n{self.proc.log_tail()}")
+            time.sleep(0.05)
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -274,8 +293,16 @@ class SluiceProxySystem:
 class SluiceSystem(SluiceProxySystem):
     """Sluice in front of PostgreSQL with the same pool size as PgBouncer."""
 
-    def __init__(self, db: BenchDatabase, workdir: Path, pool_size: int, max_clients: int) -> None:
-        super().__init__(workdir, pool_size, max_clients)
+    def __init__(
+        self,
+        db: BenchDatabase,
+        workdir: Path,
+        pool_size: int,
+        max_clients: int,
+        workers: int = 1,
+        cpus: frozenset[int] | None = None,
+    ) -> None:
+        super().__init__(workdir, pool_size, max_clients, workers, cpus)
         self.db = db
 
     def proxy_config(self, port: int) -> dict[str, Any]:

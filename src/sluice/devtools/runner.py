@@ -59,6 +59,7 @@ class ChildProcess:
 
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
+    cpus: frozenset[int] | None = None  # the CPUs it may run on (as taskset -c), or any
 
     def start(self, timeout: float = 15.0) -> None:
         raise NotImplementedError
@@ -69,12 +70,19 @@ class ChildProcess:
         return self.proc.pid
 
     def _spawn(self, args: list[str], env: dict[str, str] | None = None) -> None:
+        cpus = self.cpus
+
+        def pin() -> None:  # in the child, before exec: its own children inherit it
+            if cpus is not None:
+                os.sched_setaffinity(0, cpus)
+
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "sluice", *args],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, **(env or {})},
+                preexec_fn=pin if cpus is not None else None,
             )
 
     def _wait_port(self, host: str, port: int, deadline: float) -> None:
@@ -130,8 +138,10 @@ class SluiceProcess(ChildProcess):
         glob: dict[str, Any] | None = None,
         workdir: Path | None = None,
         env: dict[str, str] | None = None,
+        cpus: frozenset[int] | None = None,
     ) -> None:
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="sluice-run-"))
+        self.cpus = cpus
         self.config_path = self.workdir / "sluice.toml"
         self.log_path = self.workdir / "sluice.log"
         # one worker unless asked: most tests count on a single pool of a known size
