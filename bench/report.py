@@ -197,8 +197,8 @@ def workers_table(rows: Sequence[Row]) -> list[str]:
     """Sluice on one CPU with one worker beside two CPUs with two workers."""
     lines = [
         "| Sluice | CPUs (taskset) | workers | clients | tps | proxy CPU µs/txn "
-        "| peak backends | max_connections |",
-        "|" + "---|" * 8,
+        "| proxy cores busy | ceiling: CPUs / CPU per txn | peak backends | max_connections |",
+        "|" + "---|" * 10,
     ]
     found = {}
     for system, (workers, cpus) in WORKER_SYSTEMS_SETUP.items():
@@ -209,13 +209,35 @@ def workers_table(rows: Sequence[Row]) -> list[str]:
             lines.append(
                 f"| {system} | {','.join(map(str, cpus))} | {workers} | {row['clients']} "
                 f"| {_cell(row, 'tps')} | {_cell(row, 'cpu_us_per_txn', 1)} "
+                f"| {_busy(row)} | {_ceiling(row, len(cpus))} "
                 f"| {_cell(row, 'peak_backend_connections')} "
                 f"| {_fmt(row.get('pool_max_connections'))} |"
             )
     one, two = (found.get(s) for s in WORKER_SYSTEMS)
     tps = [None if r is None or r.get("error") else r.get("tps") for r in (one, two)]
-    lines.append(f"| 2 workers / 1 | | | | {_ratio(tps[1], tps[0])} | | | |")
+    ceilings = [None if r is None else _ceiling_tps(r, len(c)) for r, (_, c) in
+                zip((one, two), WORKER_SYSTEMS_SETUP.values(), strict=True)]  # fmt: skip
+    lines.append(
+        f"| 2 workers / 1 | | | | {_ratio(tps[1], tps[0])} | | "
+        f"| {_ratio(ceilings[1], ceilings[0])} | | |"
+    )
     return lines
+
+
+def _ceiling_tps(row: Row, cpus: int) -> float | None:
+    """The transactions per second the proxy's CPUs would allow at its CPU per transaction."""
+    cpu = row.get("cpu_us_per_txn")
+    return None if row.get("error") or not cpu else cpus * 1e6 / cpu
+
+
+def _ceiling(row: Row, cpus: int) -> str:
+    return _fmt(_ceiling_tps(row, cpus))
+
+
+def _busy(row: Row) -> str:
+    """CPU the proxy used, in cores: transactions per second times CPU per transaction."""
+    tps, cpu = row.get("tps"), row.get("cpu_us_per_txn")
+    return "—" if row.get("error") or not tps or not cpu else f"{tps * cpu / 1e6:.2f}"
 
 
 def idle_table(rows: Sequence[Row]) -> list[str]:
@@ -546,7 +568,10 @@ WORKERS_TEXT = [
     "with `workers = 1`, then to CPUs 0 and 1 with `workers = 2`; pgbench and PostgreSQL "
     "are not pinned and share the same cores. The pool is the same `max_connections` in "
     "both rows: with two workers each has half, and the peak of backend connections (from "
-    "pg_stat_activity) shows that the database never saw more.",
+    "pg_stat_activity) shows that the database never saw more. Where the proxy is not what "
+    "limits throughput (its cores not all busy: the database and pgbench share the same "
+    "cores), the ceiling column is what its CPUs would allow at the CPU per transaction "
+    "measured: derived, not measured.",
 ]
 
 IAM_TEXT = [

@@ -244,6 +244,8 @@ class SluiceProxySystem:
     ) -> None:
         self.workdir, self.pool_size = workdir, pool_size
         self.workers, self.cpus = workers, cpus  # worker processes, and the CPUs they may use
+        if cpus is not None:  # a folder of its own beside the unpinned system's
+            self.rundir_prefix += f"-{workers}w-cpu" + "_".join(map(str, sorted(cpus)))
         self.proc: SluiceProcess | None = None
         self.runs = 0
         # as PgBouncer's max_client_conn: the caps on clients are not what a row measures
@@ -275,12 +277,15 @@ class SluiceProxySystem:
         return Endpoint(LOCALHOST, port, self.proc.pid)
 
     def _wait_workers(self, deadline: float) -> None:
-        """Until every worker listens (the port opens with the first)."""
+        """Until every worker listens (the port opens with the first): each opens its peer
+        socket (state_dir/workers/N.sock) just before its listeners."""
         assert self.proc is not None
-        while f"sluice ready: {self.workers} workers" not in self.proc.log_text():
+        sockets = self.proc.workdir / "state" / "workers"
+        while len(list(sockets.glob("*.sock"))) < self.workers:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"not every worker started:\n{self.proc.log_tail()}")
             time.sleep(0.05)
+        time.sleep(0.5)  # the listeners follow at once
 
     def stop(self) -> None:
         if self.proc is not None:
