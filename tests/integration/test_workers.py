@@ -13,6 +13,7 @@ import asyncio
 import os
 import re
 import signal
+import socket
 import threading
 import time
 import urllib.request
@@ -35,6 +36,7 @@ from helpers import (
     dsn,
     free_port,
     mysql_kwargs,
+    proxy_config,
     wait_for,
 )
 from sluice.devtools.pgcluster import SUPERUSER, PgCluster
@@ -201,6 +203,52 @@ def test_a_killed_worker_is_started_again(two_workers: Start) -> None:
     conns = connect_on_both(proc, 30)
     for conn in conns:
         conn.close()
+
+
+def test_sigterm_lets_every_workers_transactions_finish(two_workers: Start) -> None:
+    proc = two_workers(glob={"shutdown_timeout": 20})
+    conns = connect_on_both(proc, 16)
+    by_worker = {worker_of(c): c for c in conns}
+    for conn in by_worker.values():
+        conn.execute("begin")
+        conn.execute("select 1")
+    assert proc.proc is not None
+    proc.proc.send_signal(signal.SIGTERM)
+    assert wait_for(lambda: proc.log_text().count("shutting down") >= 1 + WORKERS, 10)
+    for conn in by_worker.values():
+        conn.execute("commit")  # the transaction in flight may finish
+    assert proc.proc.wait(30) == 0
+    assert "all workers stopped" in proc.log_text()
+    for conn in conns:
+        conn.close()
+
+
+def test_a_budget_smaller_than_the_workers_is_served_by_the_first(two_workers: Start) -> None:
+    """max_connections 1 with two workers: worker 1's part is 0, so it does not listen on
+    the proxy, and every client reaches worker 0 (none waits for a connection that its
+    worker may never have)."""
+    proc = two_workers(pool={"max_connections": 1, "borrow_timeout": 3})
+    assert "this worker's part of max_connections is 0" in proc.log_text()
+    conns = [psycopg.connect(dsn(proc), autocommit=True) for _ in range(12)]
+    try:
+        assert {worker_of(c) for c in conns} == {0}
+        for conn in conns:
+            assert conn.execute("select 1").fetchone() == (1,)
+    finally:
+        for conn in conns:
+            conn.close()
+
+
+def test_a_port_in_use_stops_every_worker(pg: PgCluster) -> None:
+    """As with one process: a listener that cannot be opened ends the program, status 1."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))  # bound, not listening: start() cannot mistake it
+        port = taken.getsockname()[1]
+        proc = SluiceProcess([proxy_config(pg, port)], glob=GLOB)
+        with pytest.raises(RuntimeError, match="exited early"):
+            proc.start(timeout=30)
+        assert proc.proc is not None and proc.proc.wait(30) == 1
+    assert "could not start (status 1): stopping" in proc.log_text()
 
 
 # ---- MySQL: KILL across workers ----
