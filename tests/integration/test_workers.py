@@ -51,7 +51,7 @@ GLOB = {"workers": WORKERS, "admin_users": [APP_USER]}
 
 
 def ready(proc: SluiceProcess) -> SluiceProcess:
-    assert wait_for(lambda: READY in proc.log_text(), timeout=20), proc.log_tail()
+    assert wait_for(lambda: READY in proc.log_text(), timeout=40), proc.log_tail()
     return proc
 
 
@@ -187,6 +187,23 @@ def test_sighup_reaches_every_worker(two_workers: Start) -> None:
     proc.proxies[0]["users"] = [{"name": OTHER_USER, "password": OTHER_PASSWORD}]
     proc.reload()
     assert wait_for(lambda: proc.log_text().count("configuration reloaded") == WORKERS, 10)
+    workers = set()
+    for _ in range(20):
+        with psycopg.connect(dsn(proc, user=OTHER_USER, password=OTHER_PASSWORD)) as conn:
+            workers.add(worker_of(conn))
+    assert workers == {0, 1}
+
+
+def test_console_reload_reaches_every_worker(two_workers: Start) -> None:
+    proc = two_workers(users=[{"name": APP_USER, "password": APP_PASSWORD}])
+    proc.proxies[0]["users"] = [
+        {"name": APP_USER, "password": APP_PASSWORD},
+        {"name": OTHER_USER, "password": OTHER_PASSWORD},
+    ]
+    proc.write_config()  # no SIGHUP: the console's RELOAD only
+    with psycopg.connect(dsn(proc, dbname="sluice"), autocommit=True) as admin:
+        admin.execute("RELOAD")
+    assert proc.log_text().count("configuration reloaded") == WORKERS
     workers = set()
     for _ in range(20):
         with psycopg.connect(dsn(proc, user=OTHER_USER, password=OTHER_PASSWORD)) as conn:

@@ -14,7 +14,8 @@ error), so the handshake never moves an admin session into the relay.
 Every view reads `take_snapshot` / `list_clients` / `list_servers`
 (observe/stats.py), the same functions the Prometheus exporter reads; with
 several worker processes, those of every worker, summed (sluice.workers).
-PAUSE, RESUME and RELOAD act on the worker the console is connected to. PAUSE
+RELOAD reloads every worker; PAUSE and RESUME act on the worker the console is
+connected to. PAUSE
 stops lending connections and waits for the borrowed ones to come back; pools
 created after a PAUSE are not paused.
 """
@@ -217,6 +218,10 @@ class AdminConsole:
             await asyncio.shield(self.app.reload())
         except (SluiceError, OSError) as exc:
             raise CommandError(f"reload failed: {exc}", "F0000") from exc
+        if self.app.peers is not None:  # every worker reloads, as on SIGHUP
+            failed = await asyncio.shield(self.app.peers.reload())
+            if failed:
+                raise CommandError(f"reload failed in {'; '.join(failed)}", "F0000")
         return Result("RELOAD")
 
 

@@ -11,7 +11,9 @@ connection: a JSON line in, a JSON line out. The requests:
   worker owns (its id says which: `WorkerSlot.owner`); the answer says whether
   that worker found a session of that user to kill;
 - `snapshot` (lists): the worker's stats snapshot, and with `lists` its clients
-  and servers, for a scrape or an admin `SHOW` answered by a sibling.
+  and servers, for a scrape or an admin `SHOW` answered by a sibling;
+- `reload`: the admin console's RELOAD, run by every worker (as SIGHUP is); the
+  answer carries the error if the worker kept its configuration.
 
 Rare operations all, so a connection per request costs nothing worth saving.
 A sibling that does not answer within ASK_TIMEOUT (restarting, or stuck) is
@@ -28,6 +30,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sluice.errors import SluiceError
 from sluice.observe.stats import (
     ClientInfo,
     ServerInfo,
@@ -44,6 +47,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("sluice.workers")
 
 ASK_TIMEOUT = 2.0  # seconds a sibling has to answer
+RELOAD_TIMEOUT = 30.0  # a reload may open listeners and read certificates
 MAX_LINE = 64 * 1024 * 1024  # a snapshot with its lists of clients can be large
 SOCKET_DIR = "workers"
 
@@ -82,10 +86,12 @@ class Peers:
     def siblings(self) -> list[int]:
         return [i for i in range(self.slot.count) if i != self.slot.index]
 
-    async def ask(self, index: int, request: dict[str, Any]) -> dict[str, Any] | None:
+    async def ask(
+        self, index: int, request: dict[str, Any], timeout: float = ASK_TIMEOUT
+    ) -> dict[str, Any] | None:
         """One sibling's answer, or None if it did not give one in time."""
         try:
-            async with asyncio.timeout(ASK_TIMEOUT):
+            async with asyncio.timeout(timeout):
                 reader, writer = await asyncio.open_unix_connection(
                     self.path(index), limit=MAX_LINE
                 )
@@ -99,10 +105,24 @@ class Peers:
             log.warning("worker %d did not answer %s: %s", index, request["op"], exc or "timeout")
             return None
 
-    async def ask_all(self, request: dict[str, Any]) -> list[dict[str, Any]]:
+    async def ask_all(
+        self, request: dict[str, Any], timeout: float = ASK_TIMEOUT
+    ) -> list[dict[str, Any]]:
         """The answers of every sibling that gave one."""
-        answers = await asyncio.gather(*(self.ask(i, request) for i in self.siblings()))
-        return [a for a in answers if a is not None]
+        asked = (self.ask(i, request, timeout) for i in self.siblings())
+        return [a for a in await asyncio.gather(*asked) if a is not None]
+
+    async def reload(self) -> list[str]:
+        """RELOAD in every sibling: why each that did not (no answer counts too)."""
+        asked = self.siblings()
+        answers = await asyncio.gather(
+            *(self.ask(i, {"op": "reload"}, RELOAD_TIMEOUT) for i in asked)
+        )
+        return [
+            f"worker {i}: {'no answer' if a is None else a['error']}"
+            for i, a in zip(asked, answers, strict=True)
+            if a is None or a.get("error")
+        ]
 
     async def cancel(self, pid: int, secret: int) -> None:
         await self.ask_all({"op": "cancel", "pid": pid, "secret": secret})
@@ -130,7 +150,7 @@ class Peers:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            async with asyncio.timeout(ASK_TIMEOUT):
+            async with asyncio.timeout(RELOAD_TIMEOUT):
                 request = json.loads(await reader.readline())
                 writer.write(json.dumps(await self._answer(request)).encode() + b"\n")
                 await writer.drain()
@@ -152,6 +172,12 @@ class Peers:
                 query=bool(request["query"]), by=str(request["by"]),
             )  # fmt: skip
             return {"found": found}
+        if op == "reload":
+            try:
+                await asyncio.shield(self.app.reload())  # never left half applied
+            except (SluiceError, OSError) as exc:
+                return {"error": str(exc)}
+            return {"error": ""}
         if op == "snapshot":
             answer: dict[str, Any] = {"snapshot": merge.encode(take_snapshot(self.app))}
             if request.get("lists"):
