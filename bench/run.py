@@ -9,7 +9,9 @@ rows do the same against a throwaway MariaDB with sysbench's tables, with
 `sysbench oltp_point_select` and `mariadb-slap --detach=1` as the load, direct
 and through Sluice's MySQL proxy. One PostgreSQL row runs `-S -C` through a
 proxy that `sluice server` builds as an AWS RDS Proxy would be built, with an
-IAM auth token over TLS as the password (bench.iam). A database server starts only when a row of
+IAM auth token over TLS as the password (bench.iam). The `select_workers` rows run `-S`
+through Sluice pinned to one CPU with `workers = 1`, then to two CPUs with `workers = 2`
+(report.WORKER_SYSTEMS_SETUP). A database server starts only when a row of
 its engine is to run (`--only mysql_point_select` starts no PostgreSQL).
 
 A row that fails is recorded with its error and the proxy's log tail, and the
