@@ -278,10 +278,10 @@ class SluiceProxySystem:
 
     def _wait_workers(self, deadline: float) -> None:
         """Until every worker listens (the port opens with the first): each opens its peer
-        socket (state_dir/workers/N.sock) just before its listeners."""
+        socket (state_dir/workers/PID/N.sock) just before its listeners."""
         assert self.proc is not None
         sockets = self.proc.workdir / "state" / "workers"
-        while len(list(sockets.glob("*.sock"))) < self.workers:
+        while len(list(sockets.glob("*/*.sock"))) < self.workers:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"not every worker started:\n{self.proc.log_tail()}")
             time.sleep(0.05)

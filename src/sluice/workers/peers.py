@@ -1,7 +1,8 @@
 """The channel between sibling workers: what one must ask another.
 
-Each worker serves a unix socket, `<state_dir>/workers/<index>.sock` (the
-directory is the owner's alone), and asks its siblings on theirs. One request per
+Each worker serves a unix socket, `<state_dir>/workers/<supervisor pid>/<index>.sock`
+(the directory is the owner's alone; the supervisor's pid keeps two programs that
+share a state_dir apart), and asks its siblings on theirs. One request per
 connection: a JSON line in, a JSON line out. The requests:
 
 - `cancel` (pid, secret): a PostgreSQL CancelRequest reached a worker that does
@@ -52,8 +53,9 @@ MAX_LINE = 64 * 1024 * 1024  # a snapshot with its lists of clients can be large
 SOCKET_DIR = "workers"
 
 
-def socket_dir(state_dir: Path) -> Path:
-    return state_dir / SOCKET_DIR
+def socket_dir(state_dir: Path, group: int) -> Path:
+    """The folder of the sockets of the workers of supervisor `group`."""
+    return state_dir / SOCKET_DIR / str(group)
 
 
 class Peers:
@@ -62,7 +64,7 @@ class Peers:
     def __init__(self, app: App, state_dir: Path) -> None:
         self.app = app
         self.slot = app.slot
-        self.directory = socket_dir(state_dir)
+        self.directory = socket_dir(state_dir, self.slot.group)
         self._server: asyncio.Server | None = None
 
     def path(self, index: int) -> Path:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 class WorkerSlot:
     index: int = 0
     count: int = 1
+    group: int = 0  # the supervisor's pid: names the workers' peer channel (workers/peers.py)
 
     @property
     def single(self) -> bool:

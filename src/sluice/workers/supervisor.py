@@ -28,6 +28,7 @@ import contextlib
 import ctypes
 import logging
 import os
+import shutil
 import signal
 import sys
 import time
@@ -67,9 +68,10 @@ class Supervisor:
 
     def run(self) -> int:
         signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
-        directory = socket_dir(self.settings.state_dir)
-        directory.mkdir(parents=True, exist_ok=True)
-        os.chmod(directory, 0o700)
+        directory = socket_dir(self.settings.state_dir, os.getpid())
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(directory.parent, 0o700)  # only the owner may send the workers a request
+        directory.mkdir(exist_ok=True)
         # made once here, not by every worker at the same moment
         tls.ensure_self_signed(self.settings.state_dir)
         for index in range(self.count):
@@ -79,6 +81,7 @@ class Supervisor:
             if info is not None:
                 self._on_signal(info.si_signo, info.si_pid)
             self._restart_due()
+        shutil.rmtree(directory, ignore_errors=True)  # the workers' sockets
         log.info("all workers stopped")
         return self.status
 
@@ -113,7 +116,8 @@ class Supervisor:
             def ready() -> None:
                 os.kill(supervisor, signal.SIGUSR1)
 
-            return self.worker_main(settings, WorkerSlot(index, self.count), ready)
+            slot = WorkerSlot(index, self.count, group=supervisor)
+            return self.worker_main(settings, slot, ready)
         except BaseException:
             log.exception("worker %d failed", index)
             return 1
