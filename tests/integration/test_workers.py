@@ -180,6 +180,21 @@ def test_a_cancel_reaches_the_worker_running_the_query(two_workers: Start) -> No
             assert conn.execute("select 'goes on'").fetchone() == ("goes on",)
 
 
+def test_two_programs_sharing_a_state_dir_keep_their_workers_apart(
+    two_workers: Start, start_sluice: Start
+) -> None:
+    """Two `sluice proxy` with the same state_dir (two files in one folder, say): each
+    program's workers ask only their own siblings, so a cancel still reaches its query."""
+    first = two_workers()
+    second = ready(start_sluice(glob={**GLOB, "state_dir": first.glob["state_dir"]}))
+    for proc in (first, second):
+        for _ in range(8):
+            with psycopg.connect(dsn(proc), autocommit=True) as conn:
+                threading.Timer(0.3, conn.cancel).start()
+                with pytest.raises(psycopg.errors.QueryCanceled):
+                    conn.execute("select pg_sleep(20)")
+
+
 def test_sighup_reaches_every_worker(two_workers: Start) -> None:
     proc = two_workers(users=[{"name": APP_USER, "password": APP_PASSWORD}])
     with pytest.raises(psycopg.OperationalError):
