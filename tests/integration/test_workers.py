@@ -277,9 +277,12 @@ def test_a_port_in_use_stops_every_worker(pg: PgCluster) -> None:
         taken.bind(("127.0.0.1", 0))  # bound, not listening: start() cannot mistake it
         port = taken.getsockname()[1]
         proc = SluiceProcess([proxy_config(pg, port)], glob=GLOB)
-        with pytest.raises(RuntimeError, match="exited early"):
-            proc.start(timeout=30)
-        assert proc.proc is not None and proc.proc.wait(30) == 1
+        try:
+            with pytest.raises(RuntimeError, match="exited early"):
+                proc.start(timeout=30)
+            assert proc.proc is not None and proc.proc.wait(30) == 1
+        finally:
+            proc.stop()  # had it started after all
     assert "could not start (status 1): stopping" in proc.log_text()
 
 
