@@ -610,7 +610,8 @@ METHOD = [
     "- **tps**: pgbench's own figure, `tps = ... (without initial connection time)`; for "
     "`-C` rows the `(including reconnection times)` figure, since connecting is what "
     "that row measures. A row whose pgbench clients aborted is reported as failed.",
-    "- **CPU µs/txn**: the proxy process's utime+stime (`/proc/PID/stat`, all threads) "
+    "- **CPU µs/txn**: the proxy process's utime+stime (`/proc/PID/stat`, all threads; "
+    "with worker processes, theirs added) "
     "read before and after the pgbench run, divided by pgbench's transaction count. "
     "It includes the clients' logins (1000 of them in the many-client rows, one per "
     "transaction with `-C`). The kernel counts CPU in 10 ms ticks, so a reading of "
