@@ -9,7 +9,7 @@ its part of every connection budget, and serves its siblings' requests on the
 peer channel (workers/peers.py).
 
 Signals, all taken synchronously with `sigtimedwait`:
-- SIGUSR1 from a worker: it is listening (its `App` has started);
+- READY (SIGRTMIN) from a worker: it is listening (its `App` has started);
 - SIGCHLD: a worker ended. While stopping that is expected. A worker that ends
   before every worker has first been ready ends the whole program with its exit
   status (a bad configuration, a port in use: as with one process). Later, the
@@ -43,7 +43,10 @@ from sluice.workers.slot import WorkerSlot
 
 log = logging.getLogger("sluice.workers")
 
-SIGNALS = {signal.SIGCHLD, signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGUSR1}
+# a worker's "I listen": a real-time signal, as those queue (two SIGUSR1 at the same
+# moment would be one) and carry the sender's pid
+READY = signal.SIGRTMIN
+SIGNALS = {signal.SIGCHLD, signal.SIGHUP, signal.SIGTERM, signal.SIGINT, READY}
 RESTART_DELAY = 1.0  # seconds between two starts of the same worker
 _PR_SET_PDEATHSIG = 1
 
@@ -114,7 +117,7 @@ class Supervisor:
             settings = self._current_settings()
 
             def ready() -> None:
-                os.kill(supervisor, signal.SIGUSR1)
+                os.kill(supervisor, READY)
 
             slot = WorkerSlot(index, self.count, group=supervisor)
             return self.worker_main(settings, slot, ready)
@@ -148,7 +151,7 @@ class Supervisor:
     def _on_signal(self, signo: int, pid: int) -> None:
         if signo == signal.SIGCHLD:
             self._reap()
-        elif signo == signal.SIGUSR1:
+        elif signo == READY:
             self._on_ready(pid)
         elif signo == signal.SIGHUP:
             self._reload()
