@@ -98,11 +98,11 @@ class BenchMariaDb:
         self.cluster.destroy()
 
 
-def sysbench_base(endpoint: Endpoint, password: str) -> list[str]:
-    """`sysbench oltp_point_select` with the MySQL driver pointed at `endpoint`."""
+def sysbench_base(endpoint: Endpoint, password: str, test: str = "oltp_point_select") -> list[str]:
+    """`sysbench <test>` with the MySQL driver pointed at `endpoint`."""
     return [
         "sysbench",
-        "oltp_point_select",
+        test,
         "--db-driver=mysql",
         f"--mysql-host={endpoint.host}",
         f"--mysql-port={endpoint.port}",

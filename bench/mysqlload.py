@@ -3,7 +3,11 @@
 `sysbench oltp_point_select` runs one primary-key SELECT per event (its
 transaction count equals its query count), as a binary-protocol prepared
 statement (`--db-ps-mode=auto`, the default), over connections held for the
-whole run; the figure kept is its `queries: N (Q per sec.)` line. A run that
+whole run; the figure kept is its `queries: N (Q per sec.)` line.
+`sysbench oltp_read_write` runs a transaction per event: BEGIN, ten point
+selects, four range selects (a sum, an ORDER BY, a DISTINCT: 100 rows each),
+two UPDATEs, a DELETE and an INSERT, COMMIT (20 queries, all prepared but the
+BEGIN and COMMIT); deadlocks and lock waits it retries are its `ignored errors`. A run that
 exits non-zero (sysbench stops at the first error it does not ignore) is a
 failure, reported with its FATAL lines.
 
@@ -112,6 +116,7 @@ class SysbenchRun:
     duration: int
     tables: int
     table_size: int
+    test: str = "oltp_point_select"
 
     @property
     def timeout(self) -> float:
@@ -119,7 +124,7 @@ class SysbenchRun:
 
     def args(self, endpoint: Endpoint, password: str) -> list[str]:
         return [
-            *sysbench_base(endpoint, password),
+            *sysbench_base(endpoint, password, self.test),
             f"--tables={self.tables}",
             f"--table-size={self.table_size}",
             f"--threads={self.threads}",

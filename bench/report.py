@@ -41,6 +41,7 @@ TITLES = {
     "select_workers": "`-S` simple protocol, Sluice pinned to 1 CPU / 1 worker vs 2 / 2",
     "idle_clients": "idle clients held open",
     "mysql_point_select": "`sysbench oltp_point_select` (binary prepared statements)",
+    "mysql_read_write": "`sysbench oltp_read_write` (20 queries per transaction)",
     "mysql_connect": "`mariadb-slap --detach=1` (new connection per query)",
     "under_attack": "under attack: stalled logins held, good clients logging in",
 }

@@ -6,7 +6,7 @@ warm it up briefly, run pgbench while a thread samples pg_stat_activity and
 /proc gives the proxy's CPU time, stop it, wait for its backends to go. The
 idle-client rows hold thousands of logged-in clients open instead. The MySQL
 rows do the same against a throwaway MariaDB with sysbench's tables, with
-`sysbench oltp_point_select` and `mariadb-slap --detach=1` as the load, direct
+`sysbench oltp_point_select`, `oltp_read_write` and `mariadb-slap --detach=1` as the load, direct
 and through Sluice's MySQL proxy. One PostgreSQL row runs `-S -C` through a
 proxy that `sluice server` builds as an AWS RDS Proxy would be built, with an
 IAM auth token over TLS as the password (bench.iam). The `select_workers` rows run `-S`
@@ -69,6 +69,7 @@ BOTH = report.BOTH_ENGINES  # a row that needs both servers (the attack)
 _FD_MARGIN = 1000  # descriptors kept free for pgbench, logs and the poller
 _LOG_LINES = 15
 _IDLE_TIMEOUT = 900.0  # seconds for opening, measuring and closing all idle clients
+SYSBENCH_TESTS = {"mysql_point_select": "oltp_point_select", "mysql_read_write": "oltp_read_write"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,6 +96,7 @@ WORKLOADS = (
     Workload(
         "mysql_point_select", (32, 1000), mode="binary", systems=report.MYSQL_SYSTEMS, engine=MYSQL
     ),
+    Workload("mysql_read_write", (32,), mode="binary", systems=report.MYSQL_SYSTEMS, engine=MYSQL),
     Workload(
         "mysql_connect",
         (32,),
@@ -249,8 +251,8 @@ class Bench:
                     self.measure_idle(system, row)
                 elif workload.name == "under_attack":
                     self.measure_attack(system, row)
-                elif workload.name == "mysql_point_select":
-                    self.measure_sysbench(system, row)
+                elif workload.name in SYSBENCH_TESTS:
+                    self.measure_sysbench(system, row, SYSBENCH_TESTS[workload.name])
                 elif workload.name == "mysql_connect":
                     self.measure_slap(system, row)
                 else:
@@ -319,11 +321,11 @@ class Bench:
         if poller.error:
             row["poller_error"] = poller.error
 
-    def measure_sysbench(self, system: System, row: report.Row) -> None:
+    def measure_sysbench(self, system: System, row: report.Row, test: str) -> None:
         args = self.args
         assert self.mysql is not None
         run = SysbenchRun(
-            row["clients"], args.duration, args.sysbench_tables, args.sysbench_table_size
+            row["clients"], args.duration, args.sysbench_tables, args.sysbench_table_size, test
         )
         endpoint = system.start()
         if args.warmup > 0:

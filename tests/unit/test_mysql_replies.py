@@ -24,12 +24,12 @@ from mysql_captures import (
     STEPS_EOF,
     STEPS_EOF_CAPABILITIES,
 )
-from sluice.errors import ProtocolError
+from sluice.errors import PacketTooLarge, ProtocolError
 from sluice.wire.mysql import commands as cmd
 from sluice.wire.mysql import constants as c
 from sluice.wire.mysql import messages as m
 from sluice.wire.mysql import replies as r
-from sluice.wire.mysql.packets import MAX_CHUNK, PacketReader, frame
+from sluice.wire.mysql.packets import MAX_CHUNK, PacketReader, frame, renumber
 from sluice.wire.mysql.replies import ReplyTracker
 
 Steps = dict[str, tuple[str, list[str]]]
@@ -412,3 +412,143 @@ def test_warning_count_of_the_end_packets(deprecate: bool) -> None:
     bare = b"\x00\x00\x00\x02\x00"  # an OK cut short after its status: no warning count
     tracker.expect(c.COM_PING)
     assert tracker.warnings(bare, tracker.feed(bare)) == 0
+
+
+# ---- ReplyStream: the reply bytes forwarded as received ----------------------
+
+_LOOKED_AT = ~(DE | DX | S)
+
+
+def _stream_through(
+    stream: bytes,
+    cuts: list[int],
+    caps: int,
+    commands: list[bytes],
+    own: frozenset[int] = frozenset(),
+    whole: bool = False,
+) -> tuple[bytes, list[int], list[bytes]]:
+    """Feed `stream` cut at `cuts` through a ReplyStream; return what it forwards, the
+    flags of the packets it stopped at and the payloads of the own ones (dropped)."""
+    tracker = ReplyTracker(caps)
+    for i, command in enumerate(commands):
+        tracker.expect(command[0], own=i in own)
+    replies = r.ReplyStream(tracker, 1 << 26)
+    out, flags, owned = [], [], []
+    for start, stop in zip([0, *cuts], [*cuts, len(stream)], strict=True):
+        replies.feed(stream[start:stop])
+        while (got := replies.next(whole=whole)) != r.NONE:
+            flags.append(got)
+            if got & r.OWN:
+                replies.drop()
+                owned.append(replies.payload)
+        out.append(replies.take())
+        if whole:
+            renumber(out[-1], 0)  # ProtocolError on a packet cut short
+    assert tracker.pending == 0 and replies.buffered == 0
+    return b"".join(out), flags, owned
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_stream_forwards_the_bytes_as_received(mode: str) -> None:
+    """The real replies as one stream, cut at every offset, and fed byte by byte: the
+    bytes forwarded are the bytes received, and `next` stops at the packets that
+    need a look, with the flags the tracker gives them one by one."""
+    steps, caps = MODES[mode]
+    commands = [(lb, cm, rp) for lb, cm, rp in _commands(steps) if not lb.startswith("change")]
+    stream = b"".join(
+        frame(x, seq) for _, _, replies in commands for seq, x in enumerate(replies, 1)
+    )
+    sent = [command for _, command, _ in commands]
+    reference = [f for f in _flags_for(stream, len(stream), caps, commands) if f & _LOOKED_AT]
+    for cut in range(len(stream) + 1):
+        assert _stream_through(stream, [cut], caps, sent) == (stream, reference, []), cut
+    every_byte = list(range(1, len(stream)))
+    assert _stream_through(stream, every_byte, caps, sent) == (stream, reference, [])
+    whole = _stream_through(stream, every_byte, caps, sent, whole=True)
+    assert whole == (stream, reference, [])
+
+
+def _result(rows: list[bytes], binary: bool = False) -> list[bytes]:
+    end = m.build_ok(m.OkPacket(), header=0xFE)
+    return [b"\x01", COLDEF, *(b"\x00" + row if binary else row for row in rows), end]
+
+
+@pytest.mark.parametrize("binary", [False, True])
+def test_stream_own_replies_dropped(binary: bool) -> None:
+    """Replies to the proxy's own commands around the client's are left out, whole, at
+    every cut; the client's reply goes through as the server framed it."""
+    caps = STEPS_DEPRECATE_CAPABILITIES
+    rows = [b"\x03abc", b"\x0542424", b"\xfb"]
+    client = b"".join(frame(x, seq) for seq, x in enumerate(_result(rows, binary), 1))
+    own_first = b"".join(frame(x, seq) for seq, x in enumerate(_result([b"\x017"]), 1))
+    own_after = frame(OK, 1)
+    stream = own_first + client + own_after
+    command = bytes((c.COM_STMT_EXECUTE if binary else c.COM_QUERY,))
+    commands = [bytes((c.COM_QUERY,)), command, bytes((c.COM_PING,))]
+    for cut in range(len(stream) + 1):
+        for whole in (False, True):
+            out, flags, owned = _stream_through(
+                stream, [cut], caps, commands, frozenset((0, 2)), whole
+            )
+            assert out == client, cut
+            assert owned == [b"\x01", COLDEF, b"\x017", _result([])[-1], OK]
+            assert flags[-2:] == [RE | D, r.OWN | OK_ | D]
+
+
+@pytest.mark.parametrize("first", [b"\x00", b"\xfe"])
+def test_stream_rows_of_16_mib_and_more(first: bytes) -> None:
+    """A row in several packets (a binary row, or a text row whose first value is 16 MiB
+    or more: 0xFE) streams through: forwarded as far as it came, never joined."""
+    caps = STEPS_DEPRECATE_CAPABILITIES
+    row = first + bytes(2 * MAX_CHUNK + 5)
+    end = m.build_ok(m.OkPacket(), header=0xFE)
+    head = frame(b"\x01", 1) + frame(COLDEF, 2)
+    stream = head + frame(row, 3) + frame(end, 6)
+    tracker = ReplyTracker(caps)
+    tracker.expect(c.COM_QUERY)
+    replies = r.ReplyStream(tracker, 1 << 20)  # far below the row: it is not buffered
+    taken = []
+    for start in range(0, len(stream), 1 << 22):
+        replies.feed(stream[start : start + (1 << 22)])
+        while (flags := replies.next()) != r.NONE:
+            assert flags == RE | D
+        taken.append(replies.take())
+    assert b"".join(taken) == stream
+    assert all(len(chunk) >= (1 << 22) - 4 for chunk in taken[:-1])  # forwarded as it came
+    tracker.expect(c.COM_QUERY)  # again, forwarding whole packets only
+    taken = []
+    for start in range(0, len(stream), 1 << 22):
+        replies.feed(stream[start : start + (1 << 22)])
+        while (flags := replies.next(whole=True)) != r.NONE:
+            assert flags == RE | D
+        taken.append(replies.take())
+    assert b"".join(taken) == stream
+    for chunk in taken:
+        renumber(chunk, 0)  # ProtocolError on a packet cut short
+
+
+def test_stream_refuses_other_packets_beyond_the_maximum() -> None:
+    tracker = ReplyTracker(STEPS_DEPRECATE_CAPABILITIES)
+    tracker.expect(c.COM_QUERY)
+    replies = r.ReplyStream(tracker, 1000)
+    replies.feed(frame(b"\x01", 1) + frame(COLDEF + bytes(2000), 2)[:100])
+    with pytest.raises(PacketTooLarge):
+        replies.next()
+
+
+def test_stream_replace() -> None:
+    """A packet replaced (a PREPARE_OK given the client's statement id) keeps its place."""
+    tracker = ReplyTracker(STEPS_DEPRECATE_CAPABILITIES)
+    tracker.expect(c.COM_STMT_PREPARE)
+    prepare_ok = cmd.build_prepare_ok(cmd.PrepareOk(41, 1, 0))
+    stream = frame(prepare_ok, 1) + frame(COLDEF, 2)
+    replies = r.ReplyStream(tracker, 1 << 20)
+    replies.feed(stream)
+    seen = []
+    while (flags := replies.next(every=True)) != r.NONE:
+        seen.append(flags)
+        if flags & r.PREPARED:
+            replies.replace(cmd.with_stmt_id(replies.payload, 7))
+    mine = cmd.build_prepare_ok(cmd.PrepareOk(7, 1, 0))
+    assert seen == [r.PREPARED, DE | D]
+    assert replies.take() == frame(mine, 1) + frame(COLDEF, 2)

@@ -72,6 +72,7 @@ _STMT_COMMANDS = frozenset(
     (c.COM_STMT_EXECUTE, c.COM_STMT_SEND_LONG_DATA, c.COM_STMT_RESET, c.COM_STMT_FETCH)
 ) | {c.COM_STMT_CLOSE}
 _OWN, _INFILE, _OK, _DONE, _ERROR = rp.OWN, rp.INFILE, rp.OK, rp.DONE, rp.ERROR
+_WALKED = rp.NONE
 _CONDITIONS = rp.OK | rp.RESULT_END | rp.ERROR  # packets that say if a statement raised any
 _SESSION = c.SESSION_STATUS
 _REPORTED = c.SESSION_STATUS | c.TRANSACTION_STATUS
@@ -567,39 +568,40 @@ class MyClientSession(FrontendSession):
     # ---- relay: server to client ----
 
     def relay_replies(self, server: MyServerConn) -> None:
-        """Forward the server's reply packets; return the connection when it is free."""
-        out: list[bytes] = []
+        """Forward the server's reply bytes as they came; return the connection when free."""
         tracker = server.tracker
-        reader = server.reader
+        replies = server.replies
         relay = self.relay
         results = self.results
+        whole = self._zip is not None
         try:
-            while (packet := reader.next()) is not None:
-                seq, payload = packet
-                flags = tracker.feed(payload)
+            while (flags := replies.next(relay.capture is not None, whole)) != _WALKED:
+                payload = replies.payload
                 if flags & _OWN:
+                    replies.drop()
+                    out = replies.take()
                     if out:  # what the handler may write to the client comes after
-                        self.write(b"".join(out))
-                        out.clear()
+                        self.write(out)
                     server.own_packet(payload, flags)
                     continue
                 if relay.capture is not None:
-                    payload = relay.captured(server, payload, flags)
-                out.append(frame(payload, seq))
-                if flags:  # not a row
-                    if flags & _INFILE:
-                        self._infile = True
-                    if flags & _OK and not self._ids_seen and ok_insert_id(payload):
-                        self._ids_seen = True  # LAST_INSERT_ID() may have changed: learn it
-                    if flags & _CONDITIONS:
-                        results.packet(tracker, payload, flags)
-                    if flags & _DONE:
-                        self._reply_done(server, bool(flags & _ERROR))
+                    changed = relay.captured(server, payload, flags)
+                    if changed is not payload:
+                        replies.replace(changed)
+                if flags & _INFILE:
+                    self._infile = True
+                if flags & _OK and not self._ids_seen and ok_insert_id(payload):
+                    self._ids_seen = True  # LAST_INSERT_ID() may have changed: learn it
+                if flags & _CONDITIONS:
+                    results.packet(tracker, payload, flags)
+                if flags & _DONE:
+                    self._reply_done(server, bool(flags & _ERROR))
         except SluiceError as exc:
             server.close(f"protocol error from the server: {exc}")
             return
+        out = replies.take()
         if out:
-            self.write(b"".join(out))
+            self.write(out)
         if self._sent_at and not tracker.pending:
             self.stats.query_latency.observe(time.monotonic() - self._sent_at)
             self._sent_at = 0.0

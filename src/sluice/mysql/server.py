@@ -29,7 +29,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
-from sluice.errors import ServerError
+from sluice.errors import ServerError, SluiceError
 from sluice.mysql.results import ALL as ALL_RESULTS
 from sluice.mysql.statements import ServerStatements
 from sluice.session.backend import BackendConn, BackendState
@@ -58,8 +58,9 @@ class MyServerConn(BackendConn):
 
     def __init__(self, pool_name: str, max_size: int) -> None:
         super().__init__(pool_name)
-        self.reader = PacketReader(max_size)
+        self.reader = PacketReader(max_size)  # until logged in
         self.tracker = rp.ReplyTracker(0)
+        self.replies = rp.ReplyStream(self.tracker, max_size)  # from then on
         self.statements = ServerStatements()
         self.settings: dict[str, str] = {}  # tracked variables as this connection has them
         self.schema = ""
@@ -87,24 +88,34 @@ class MyServerConn(BackendConn):
     # ---- asyncio.Protocol ----
 
     def data_received(self, data: bytes) -> None:
-        self.reader.feed(data)
-        client = self.client
         if self.state is BackendState.CONNECTING:
+            self.reader.feed(data)
             self._wake()
-        elif client is not None:
+            return
+        self.replies.feed(data)
+        client = self.client
+        if client is not None:
             client.relay_replies(self)
         else:
             self._unsolicited()
 
     def _unsolicited(self) -> None:
         """Replies to our own commands on an idle connection, or a server going away."""
-        while (packet := self.reader.next()) is not None:
-            if not self.tracker.pending:
-                self.close("server sent data while idle (likely terminating)")
-                return
-            flags = self.tracker.feed(packet[1])
-            if flags & rp.OWN:
-                self.own_packet(packet[1], flags)
+        replies = self.replies
+        try:
+            while replies.buffered:
+                if not self.tracker.pending:
+                    self.close("server sent data while idle (likely terminating)")
+                    return
+                flags = replies.next(every=True)
+                if flags == rp.NONE:
+                    break
+                if flags & rp.OWN:
+                    self.own_packet(replies.payload, flags)
+        except SluiceError as exc:
+            self.close(f"protocol error from the server: {exc}")
+            return
+        replies.take()  # (the rest of a reply whose client left: no one's)
         if not self.tracker.pending:
             self._wake()
 
@@ -224,6 +235,8 @@ class MyServerConn(BackendConn):
             flags = self.tracker.feed(payload)
             if flags & rp.OWN:
                 self.own_packet(payload, flags)
+        self.replies = rp.ReplyStream(self.tracker, self.reader.max_size)
+        self.replies.feed(self.reader.take_rest())
         values = row.values or [None]
         limit = values[0] or b""
         self.max_connections = int(limit) if limit.isdigit() else 0

@@ -46,11 +46,17 @@ from __future__ import annotations
 
 from collections import deque
 
-from sluice.errors import ProtocolError
+from sluice.errors import PacketTooLarge, ProtocolError
 from sluice.wire.mysql import constants as c
 from sluice.wire.mysql.commands import PrepareOk, parse_prepare_ok
 from sluice.wire.mysql.messages import ok_status, ok_warnings
-from sluice.wire.mysql.packets import MAX_CHUNK, read_lenenc_int, read_lenenc_str, read_u16
+from sluice.wire.mysql.packets import (
+    MAX_CHUNK,
+    frame,
+    read_lenenc_int,
+    read_lenenc_str,
+    read_u16,
+)
 
 # ---- what `feed` reports (bit flags) -----------------------------------------
 
@@ -322,6 +328,209 @@ class ReplyTracker:
         if not self.status & c.SERVER_STATUS_AUTOCOMMIT:
             self.status |= _IN_TRANS  # it may have started one; the next OK/EOF will tell
         return ERROR | self._finish()
+
+
+NONE = -1  # `ReplyStream.next`: every whole packet received has been walked
+# What `ReplyStream.next` stops at (a definition block's end alone, or a state change, is
+# the tracker's business).
+_LOOK = ~(DEFS_END | DEFS_EOF | STATE_CHANGED)
+
+
+class ReplyStream:
+    """The server's reply bytes, forwarded as they came while the tracker walks them.
+
+    The relay hands each chunk received to `feed`, then calls `next` until it
+    returns NONE: `next` walks the packets by their 4-byte headers and stops at
+    each one that needs a look (the tracker gave it flags but for DEFS_END,
+    DEFS_EOF and STATE_CHANGED: an OK, an end of rows, an ERR, a packet of the
+    proxy's own command...), with its payload in
+    `payload`. `take` then gives the bytes walked so far, exactly as received,
+    to forward to the client; the sequence ids are the server's, which are the
+    client's as every command starts at 0 on both sides. `drop` leaves the
+    packet `next` returned out of them (the reply to an own command), `replace`
+    puts another payload in its place (a statement id rewritten).
+
+    A row of a result set is known by its header and its first byte: it is
+    neither copied nor handed to the tracker, and a row that is not complete
+    yet (one of 16 MiB or more, in several packets) is forwarded as far as it
+    came, so rows of any size stream through (unless `whole`). Every other packet is handed to
+    the tracker whole, continuation packets joined; those are limited to
+    `max_size` bytes. `next(every=True)` stops at every packet, rows too (a
+    PREPARE's reply, which the relay caches).
+    """
+
+    __slots__ = (
+        "_buf",
+        "_cont",
+        "_here",
+        "_pos",
+        "_ready",
+        "_skip",
+        "_start",
+        "_tracker",
+        "max_size",
+        "payload",
+        "seq",
+    )
+
+    def __init__(self, tracker: ReplyTracker, max_size: int) -> None:
+        self._tracker = tracker
+        self.max_size = max_size
+        self._buf = b""
+        self._pos = 0  # the first byte not walked yet
+        self._start = 0  # the first byte walked and not taken yet
+        self._here = 0  # where the packet `next` returned starts
+        self._ready: list[bytes] = []  # to forward, before `_start`
+        self._skip = 0  # bytes of a row still to come (beyond `_buf`)
+        self._cont = False  # the next packet continues a row (it had 0xFFFFFF bytes)
+        self.payload = b""  # of the packet `next` returned
+        self.seq = 0  # its (first) sequence id
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not walked yet."""
+        return len(self._buf) - self._pos
+
+    def feed(self, data: bytes) -> None:
+        buf = self._buf
+        start = self._start
+        if start == len(buf):  # all walked and taken: the common case
+            self._buf = data
+            self._pos = 0
+        else:
+            self._buf = buf[start:] + data
+            self._pos -= start
+        self._start = 0
+        self._here = 0
+
+    def next(self, every: bool = False, whole: bool = False) -> int:
+        """Walk on to the next packet that needs a look; return its flags, or NONE.
+
+        `every`: stop at every packet; `whole`: forward whole packets only, rows too
+        (a compressed stream: some clients cannot read a packet cut across more than
+        two compressed packets)."""
+        buf = self._buf
+        pos = self._pos
+        end = len(buf)
+        tracker = self._tracker
+        while True:
+            if self._skip:  # the rest of a row, as far as it came
+                step = min(self._skip, end - pos)
+                pos += step
+                self._skip -= step
+                if self._skip:
+                    break
+            if not every and tracker._state == _ROWS and not tracker._own and not self._cont:
+                while end - pos > 4:  # whole rows shorter than 16 MiB, the common case
+                    length = buf[pos] | buf[pos + 1] << 8 | buf[pos + 2] << 16
+                    stop = pos + 4 + length
+                    if buf[pos + 4] >= 0xFE or stop > end or not length or length == MAX_CHUNK:
+                        break
+                    pos = stop
+            if end - pos < 4:
+                break
+            length = buf[pos] | buf[pos + 1] << 8 | buf[pos + 2] << 16
+            if self._cont:  # a piece of a row of 16 MiB or more
+                if whole and pos + 4 + length > end:
+                    break
+                self._cont = length == MAX_CHUNK
+                self._skip = length
+                pos += 4
+                continue
+            if length and end - pos == 4:
+                break  # what it is shows from its first byte
+            if (
+                not every
+                and tracker._state == _ROWS
+                and not tracker._own
+                and length
+                and (buf[pos + 4] < 0xFE or (buf[pos + 4] == 0xFE and length == MAX_CHUNK))
+            ):  # a row (as ReplyTracker.feed tells one), not copied
+                if pos + 4 + length <= end:
+                    self._cont = length == MAX_CHUNK
+                    pos += 4 + length
+                    continue
+                if whole:
+                    break
+                self._cont = length == MAX_CHUNK
+                self._skip = length
+                pos += 4
+                continue
+            stop = pos + 4 + length
+            if length == MAX_CHUNK:
+                stop = self._joined_end(buf, pos)
+                if stop < 0:
+                    break
+                payload = self._join(buf, pos, stop)
+            elif stop > end:
+                if length > self.max_size:
+                    raise PacketTooLarge(f"packet of {length} bytes exceeds the maximum")
+                break
+            else:
+                payload = buf[pos + 4 : stop]
+            self.seq = buf[pos + 3]
+            self._here = pos
+            self._pos = stop
+            flags = tracker.feed(payload)
+            if flags & _LOOK or every:
+                self.payload = payload
+                return flags
+            pos = stop
+        self._pos = pos
+        return NONE
+
+    def _joined_end(self, buf: bytes, pos: int) -> int:
+        """The end of the logical packet that starts at `pos` (-1: not all here yet)."""
+        total = 0
+        end = len(buf)
+        seq = buf[pos + 3]
+        while True:
+            if end - pos < 4:
+                return -1
+            length = buf[pos] | buf[pos + 1] << 8 | buf[pos + 2] << 16
+            if buf[pos + 3] != seq:
+                raise ProtocolError(f"packet out of order: sequence id {buf[pos + 3]}")
+            total += length
+            if total > self.max_size:
+                raise PacketTooLarge(f"packet of {total}+ bytes exceeds the maximum")
+            pos += 4 + length
+            if pos > end:
+                return -1
+            if length < MAX_CHUNK:
+                return pos
+            seq = (seq + 1) & 0xFF
+
+    @staticmethod
+    def _join(buf: bytes, pos: int, stop: int) -> bytes:
+        pieces: list[bytes] = []
+        while pos < stop:
+            length = buf[pos] | buf[pos + 1] << 8 | buf[pos + 2] << 16
+            pieces.append(buf[pos + 4 : pos + 4 + length])
+            pos += 4 + length
+        return b"".join(pieces)
+
+    def drop(self) -> None:
+        """Leave the packet `next` returned out of what is forwarded."""
+        if self._here > self._start:
+            self._ready.append(self._buf[self._start : self._here])
+        self._start = self._pos
+
+    def replace(self, payload: bytes) -> None:
+        """Forward `payload` instead of the packet `next` returned (same sequence id)."""
+        self.drop()
+        self._ready.append(frame(payload, self.seq))
+
+    def take(self) -> bytes:
+        """The bytes walked since the last call, to forward (b"": none)."""
+        tail = self._buf[self._start : self._pos]
+        self._start = self._pos
+        ready = self._ready
+        if not ready:
+            return tail
+        ready.append(tail)
+        data = b"".join(ready)
+        ready.clear()
+        return data
 
 
 class FirstRow:
