@@ -669,7 +669,11 @@ MYSQL_METHOD = [
     "after all threads have connected and prepared). sysbench executes the SELECT as a "
     "binary-protocol prepared statement (`--db-ps-mode=auto`); through Sluice each "
     "execute may run on another pooled connection, where Sluice prepares the statement "
-    "the first time. For `mariadb-slap --detach=1`: clients times queries per client, "
+    "the first time. `oltp_read_write` counts the same way every query of its "
+    "transactions (BEGIN, 10 point selects, 4 range selects of 100 rows, 2 UPDATEs, a "
+    "DELETE, an INSERT, COMMIT: 20 per transaction); a transaction holds its pooled "
+    "connection from BEGIN to COMMIT. For `mariadb-slap --detach=1`: clients times "
+    "queries per client, "
     "over slap's `Average number of seconds to run all queries` (one iteration; it spans "
     "every client's connect, `SELECT 1` and disconnect). A sysbench or slap exit status "
     "other than 0 makes the row failed.",
