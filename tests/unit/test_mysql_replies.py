@@ -14,6 +14,7 @@ Three layers of cases:
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -552,3 +553,22 @@ def test_stream_replace() -> None:
     mine = cmd.build_prepare_ok(cmd.PrepareOk(7, 1, 0))
     assert seen == [r.PREPARED, DE | D]
     assert replies.take() == frame(mine, 1) + frame(COLDEF, 2)
+
+
+def test_stream_waits_for_a_whole_packet_in_linear_time() -> None:
+    """A packet that must come whole (a row of 16 MiB or more, to a client with
+    compression) arriving in small reads is joined once, not once per read."""
+    tracker = ReplyTracker(STEPS_DEPRECATE_CAPABILITIES)
+    tracker.expect(c.COM_QUERY)
+    end = m.build_ok(m.OkPacket(), header=0xFE)
+    stream = frame(b"\x01", 1) + frame(COLDEF, 2) + frame(bytes(MAX_CHUNK + 9), 3) + frame(end, 5)
+    replies = r.ReplyStream(tracker, 1 << 20)
+    taken, started = [], time.monotonic()
+    for start in range(0, len(stream), 4096):
+        replies.feed(stream[start : start + 4096])
+        while replies.next(whole=True) != r.NONE:
+            pass
+        taken.append(replies.take())
+    assert time.monotonic() - started < 5  # (joined at every read: over 10 s)
+    assert b"".join(taken) == stream and tracker.pending == 0
+    assert sum(1 for chunk in taken if chunk) <= 4

@@ -363,6 +363,9 @@ class ReplyStream:
         "_buf",
         "_cont",
         "_here",
+        "_need",
+        "_parts",
+        "_parts_len",
         "_pos",
         "_ready",
         "_skip",
@@ -383,23 +386,33 @@ class ReplyStream:
         self._ready: list[bytes] = []  # to forward, before `_start`
         self._skip = 0  # bytes of a row still to come (beyond `_buf`)
         self._cont = False  # the next packet continues a row (it had 0xFFFFFF bytes)
+        self._need = 0  # bytes from `_pos` that the walk needs to go on
+        self._parts: list[bytes] = []  # received while those are not all here
+        self._parts_len = 0
         self.payload = b""  # of the packet `next` returned
         self.seq = 0  # its (first) sequence id
 
     @property
     def buffered(self) -> int:
         """Bytes received and not walked yet."""
-        return len(self._buf) - self._pos
+        return len(self._buf) - self._pos + self._parts_len
 
     def feed(self, data: bytes) -> None:
         buf = self._buf
         start = self._start
-        if start == len(buf):  # all walked and taken: the common case
+        parts = self._parts
+        if start == len(buf) and not parts:  # all walked and taken: the common case
             self._buf = data
-            self._pos = 0
-        else:
-            self._buf = buf[start:] + data
-            self._pos -= start
+            self._pos = self._start = self._here = 0
+            return
+        parts.append(data)
+        self._parts_len += len(data)
+        if len(buf) - self._pos + self._parts_len < self._need:
+            return  # the packet at `_pos` is still short: joined once, when it is not
+        self._buf = b"".join([buf[start:], *parts])
+        parts.clear()
+        self._parts_len = 0
+        self._pos -= start
         self._start = 0
         self._here = 0
 
@@ -413,6 +426,7 @@ class ReplyStream:
         pos = self._pos
         end = len(buf)
         tracker = self._tracker
+        need = 0
         while True:
             if self._skip:  # the rest of a row, as far as it came
                 step = min(self._skip, end - pos)
@@ -428,17 +442,20 @@ class ReplyStream:
                         break
                     pos = stop
             if end - pos < 4:
+                need = 4
                 break
             length = buf[pos] | buf[pos + 1] << 8 | buf[pos + 2] << 16
             if self._cont:  # a piece of a row of 16 MiB or more
                 if whole and pos + 4 + length > end:
+                    need = 4 + length
                     break
                 self._cont = length == MAX_CHUNK
                 self._skip = length
                 pos += 4
                 continue
             if length and end - pos == 4:
-                break  # what it is shows from its first byte
+                need = 5  # what it is shows from its first byte
+                break
             if (
                 not every
                 and tracker._state == _ROWS
@@ -451,6 +468,7 @@ class ReplyStream:
                     pos += 4 + length
                     continue
                 if whole:
+                    need = 4 + length
                     break
                 self._cont = length == MAX_CHUNK
                 self._skip = length
@@ -460,11 +478,13 @@ class ReplyStream:
             if length == MAX_CHUNK:
                 stop = self._joined_end(buf, pos)
                 if stop < 0:
+                    need = -stop
                     break
                 payload = self._join(buf, pos, stop)
             elif stop > end:
                 if length > self.max_size:
                     raise PacketTooLarge(f"packet of {length} bytes exceeds the maximum")
+                need = 4 + length
                 break
             else:
                 payload = buf[pos + 4 : stop]
@@ -477,16 +497,19 @@ class ReplyStream:
                 return flags
             pos = stop
         self._pos = pos
+        self._need = need
         return NONE
 
     def _joined_end(self, buf: bytes, pos: int) -> int:
-        """The end of the logical packet that starts at `pos` (-1: not all here yet)."""
+        """The end of the logical packet that starts at `pos`; if it is not all here
+        yet, minus the bytes from `pos` needed to know more."""
         total = 0
         end = len(buf)
+        first = pos
         seq = buf[pos + 3]
         while True:
             if end - pos < 4:
-                return -1
+                return first - pos - 4
             length = buf[pos] | buf[pos + 1] << 8 | buf[pos + 2] << 16
             if buf[pos + 3] != seq:
                 raise ProtocolError(f"packet out of order: sequence id {buf[pos + 3]}")
@@ -495,7 +518,7 @@ class ReplyStream:
                 raise PacketTooLarge(f"packet of {total}+ bytes exceeds the maximum")
             pos += 4 + length
             if pos > end:
-                return -1
+                return first - pos
             if length < MAX_CHUNK:
                 return pos
             seq = (seq + 1) & 0xFF
