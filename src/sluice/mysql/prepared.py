@@ -142,7 +142,7 @@ class StatementRelay:
             return _unknown_handler(command, sid)
         if command == c.COM_STMT_EXECUTE:
             try:
-                cmd.parse_execute(payload, stmt.num_params)
+                cmd.execute_values_at(payload, stmt.num_params)
             except ProtocolError:
                 return _error(c.ER_WRONG_ARGUMENTS, "Incorrect arguments to mysqld_stmt_execute")
         return None

@@ -142,11 +142,14 @@ def reply_for_client(reply: list[bytes], client_id: int, status: int) -> list[by
 
 def execute_for_server(payload: bytes, stmt: ClientStmt, server: ServerStmt) -> bytes:
     """Rewrite a client's EXECUTE for `server`: its id, and the types it has not had."""
-    head = cmd.parse_execute(payload, stmt.num_params)
-    if head.new_params_bound:
-        stmt.types = head.types
-    elif stmt.num_params and not server.types_bound and stmt.types:
-        payload = cmd.bind_types(payload, stmt.num_params, stmt.types)
-    if stmt.num_params and (head.new_params_bound or stmt.types):
-        server.types_bound = True
+    num_params = stmt.num_params
+    values_at = cmd.execute_values_at(payload, num_params)
+    if num_params:
+        bound_at = 10 + (num_params + 7) // 8
+        if payload[bound_at] == 1:  # new-params-bound: the types follow
+            stmt.types = payload[bound_at + 1 : values_at]
+        elif not server.types_bound and stmt.types:
+            payload = cmd.bind_types(payload, num_params, stmt.types)
+        if payload[bound_at] == 1 or stmt.types:
+            server.types_bound = True
     return cmd.with_stmt_id(payload, server.stmt_id)

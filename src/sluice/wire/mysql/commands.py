@@ -120,20 +120,30 @@ class ExecuteHead:
 
 
 def parse_execute(payload: bytes, num_params: int) -> ExecuteHead:
-    if len(payload) < 10 or payload[0] != c.COM_STMT_EXECUTE:
-        raise ProtocolError("malformed COM_STMT_EXECUTE")
+    values_at = execute_values_at(payload, num_params)
     sid, flags, iterations = struct.unpack_from("<IBI", payload, 1)
     if not num_params:
         return ExecuteHead(sid, flags, iterations, b"", False, b"", 10)
     bound_at = 10 + (num_params + 7) // 8
+    bound = payload[bound_at] == 1
+    types = payload[bound_at + 1 : values_at]
+    return ExecuteHead(sid, flags, iterations, payload[10:bound_at], bound, types, values_at)
+
+
+def execute_values_at(payload: bytes, num_params: int) -> int:
+    """Where the parameter values of a COM_STMT_EXECUTE start (its fixed part checked,
+    as `parse_execute` does, without decoding it)."""
+    if len(payload) < 10 or payload[0] != c.COM_STMT_EXECUTE:
+        raise ProtocolError("malformed COM_STMT_EXECUTE")
+    if not num_params:
+        return 10
+    bound_at = 10 + (num_params + 7) // 8
     if len(payload) <= bound_at:
         raise ProtocolError("COM_STMT_EXECUTE too short for its parameters")
-    bound = payload[bound_at] == 1
-    types_end = bound_at + 1 + (2 * num_params if bound else 0)
+    types_end = bound_at + 1 + (2 * num_params if payload[bound_at] == 1 else 0)
     if len(payload) < types_end:
         raise ProtocolError("COM_STMT_EXECUTE too short for its parameter types")
-    types = payload[bound_at + 1 : types_end]
-    return ExecuteHead(sid, flags, iterations, payload[10:bound_at], bound, types, types_end)
+    return types_end
 
 
 def bind_types(payload: bytes, num_params: int, types: bytes) -> bytes:
