@@ -49,8 +49,9 @@ class Dribble:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.listen_port = self.listener.getsockname()[1]
         self.sockets: list[socket.socket] = []
+        self.threads = [threading.Thread(target=self._accept, daemon=True)]
         self.closed = False
-        threading.Thread(target=self._accept, daemon=True).start()
+        self.threads[0].start()
 
     def _accept(self) -> None:
         while not self.closed:
@@ -62,8 +63,9 @@ class Dribble:
             for sock in (down, up):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self.sockets += [down, up]
-            threading.Thread(target=self._pump, args=(down, up, False), daemon=True).start()
-            threading.Thread(target=self._pump, args=(up, down, True), daemon=True).start()
+            for args in ((down, up, False), (up, down, True)):
+                self.threads.append(threading.Thread(target=self._pump, args=args, daemon=True))
+                self.threads[-1].start()
 
     def _pump(self, src: socket.socket, dst: socket.socket, cut: bool) -> None:
         with contextlib.suppress(OSError):
@@ -83,8 +85,17 @@ class Dribble:
                 sock.shutdown(socket.SHUT_RDWR)
 
     def close(self) -> None:
+        """Close every connection, the server's side too (a socket closed while a thread
+        waits in recv on it would stay connected)."""
         self.closed = True
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)
         self.listener.close()
+        for sock in self.sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        for thread in self.threads:
+            thread.join(timeout=10)
         for sock in self.sockets:
             sock.close()
 
