@@ -521,7 +521,7 @@ OTHERS_LEFT = [
     ("select * from nosuch_table", "show warnings"),
     ("select 1 / 0", "select @@warning_count"),
     ("select * from nosuch_table", "select @@error_count"),
-    ("select * from {t} where id <= 3", "select found_rows()"),
+    ("select * from {t}", "select found_rows()"),
 ]
 NEUTRAL = ["savepoint sp", "select 1", "set names utf8mb4", "commit"]
 
@@ -537,9 +537,11 @@ def test_statement_that_keeps_the_results_never_shows_another_clients(
 
     def scenario(kwargs: Kwargs) -> list[Any]:
         table = unique("tr_keep")
+        # A row count no other run reads: MariaDB may give a new session a cached thread
+        # whose FOUND_ROWS() an earlier connection left.
         mariadb.sql(
             f"create table {table} (id int primary key); "
-            f"insert into {table} select seq from seq_1_to_5",
+            f"insert into {table} select seq from seq_1_to_{5 + next(_names)}",
             APP_DB,
         )
         a, b = pymysql_conn(kwargs, autocommit=True), pymysql_conn(kwargs, autocommit=True)
