@@ -1,7 +1,9 @@
 """The running program: proxies built from a settings snapshot, and what they share.
 
-`App` is passed down to every proxy, pool and session; there is no module-level
-mutable state. It owns the proxy-issued cancel keys, the registry of server-side
+`App` is handed to every proxy as its services (`sluice.session.services`:
+the proxies, pools and sessions see only those) and to the metrics and the
+admin console as what they read (`sluice.session.views`); there is no
+module-level mutable state. It owns the proxy-issued cancel keys, the registry of server-side
 statement names, the connection budget of each target, the maintenance task,
 the metrics endpoint and the admin console. `reload` builds a new snapshot,
 compares it with the running one proxy by proxy and applies the difference;
@@ -18,7 +20,7 @@ import logging
 import secrets
 import time
 from collections.abc import Coroutine
-from typing import Any, Protocol
+from typing import Any
 
 from sluice import config as config_mod
 from sluice import fdlimit
@@ -28,23 +30,17 @@ from sluice.config import ProxyConfig, Settings
 from sluice.mysql.proxy import MyProxy
 from sluice.observe.admin import AdminConsole
 from sluice.observe.metrics import MetricsServer
+from sluice.pg.admin import AdminServer
 from sluice.pg.proxy import PgProxy
 from sluice.pg.statements import StatementNames
 from sluice.pool.budget import Budgets
-from sluice.proxy import Proxy
+from sluice.session.services import Cancellable
 from sluice.workers.peers import Peers
 from sluice.workers.slot import DEFAULT_SLOT, WorkerSlot
 
+Proxy = PgProxy | MyProxy  # a running proxy, of either engine
+
 log = logging.getLogger("sluice")
-
-
-class Cancellable(Protocol):
-    """A client session that can be told to cancel what it is running."""
-
-    cancel_key: tuple[int, int]
-    peer: str
-
-    async def cancel_running(self) -> None: ...
 
 
 class App:
@@ -64,7 +60,7 @@ class App:
         self.peers: Peers | None = None if slot.single else Peers(self, settings.state_dir)
         self.budgets = Budgets(slot)  # one connection budget per target, shared by its proxies
         self.statement_names = StatementNames()
-        self.admin = AdminConsole(self)
+        self.admin = AdminServer(AdminConsole(self))
         self.metrics = MetricsServer(self)
         self.started_at = time.time()
         self._cancel_keys: dict[int, Cancellable] = {}
@@ -88,7 +84,7 @@ class App:
             await self.metrics.start(self.settings.metrics_listen, reuse_port=not self.slot.single)
         self._maintenance = asyncio.get_running_loop().create_task(self._maintain())
 
-    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+    def spawn(self, coro: Coroutine[Any, Any, object]) -> None:
         """Run a background coroutine, keeping a reference until it ends."""
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)

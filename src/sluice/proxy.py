@@ -15,7 +15,8 @@ import logging
 import math
 import ssl
 import time
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Callable
+from typing import Generic, Protocol, TypeVar, cast
 
 from sluice import tls
 from sluice.auth.base import Authenticator
@@ -24,12 +25,11 @@ from sluice.errors import AuthFailed, LoginThrottled, OutOfFiles, TooManyConnect
 from sluice.observe.logs import Occasional, clip
 from sluice.observe.redact import redact
 from sluice.pool.budget import Share
-from sluice.pool.pool import Pool, PoolLimits, PoolStats
+from sluice.pool.pool import PoolLimits, PoolStats
 from sluice.session.admission import Admission
+from sluice.session.services import Services
 from sluice.session.throttle import AuthThrottle
-
-if TYPE_CHECKING:
-    from sluice.app import App
+from sluice.session.views import ProxyStats, Session
 
 log = logging.getLogger("sluice.proxy")
 statement_log = logging.getLogger("sluice.statements")  # debug_logging's lines
@@ -38,65 +38,27 @@ statement_log = logging.getLogger("sluice.statements")  # debug_logging's lines
 IDLE_IN_TRANSACTION = "terminating connection due to idle-in-transaction timeout"
 
 
-class ProxyStats:
-    """Counters since start (RDS Proxy's ClientConnections* metrics, and Sluice's own)."""
+class Lending(Protocol):
+    """What a proxy does with the engine-agnostic pool inside each of its pools."""
 
-    __slots__ = (
-        "auth_failures",
-        "received",
-        "refused",
-        "setup_failed_auth",
-        "setup_failed_tls",
-        "setup_succeeded",
-        "tls",
-    )
+    def renew(self, limits: PoolLimits, share: Share | None = None) -> None: ...
 
-    def __init__(self) -> None:
-        self.received = 0
-        self.setup_succeeded = 0
-        self.setup_failed_auth = 0
-        self.setup_failed_tls = 0
-        self.tls = 0
-        self.auth_failures = 0  # wrong passwords and unknown users
-        self.refused = 0  # connections refused before login: a cap, or a blocked address
+    def maintain(self) -> None: ...
+
+    def close(self, reason: str) -> None: ...
 
 
-class Session(Protocol):
-    """What a proxy needs of its client sessions."""
-
-    last_active: float
-    connected_at: float
-    quiet_from: float
-    cancel_key: tuple[int, int]
-    peer: str
-    address: str  # the peer's address, without the port
-    user: str
-    counted_login: bool  # holds a place among the proxy's logins
-    wait_timeout: float  # the session's own idle limit (MySQL's wait_timeout), 0 if none
-
-    async def cancel_running(self) -> None: ...
-
-    @property
-    def idle(self) -> bool: ...
-
-    @property
-    def logging_in(self) -> bool: ...
-
-    @property
-    def in_transaction(self) -> bool: ...
-
-    @property
-    def idle_in_transaction(self) -> bool: ...
-
-    def fail_with(self, text: str, sqlstate: str) -> None: ...
-
-    def fail_quietly(self, reason: str) -> None: ...
-
-
-class EnginePool(Protocol):
+class ProxyPool(Protocol):
     """What a proxy needs of its pools."""
 
-    pool: Pool[Any]
+    @property
+    def pool(self) -> Lending: ...
+
+    @property
+    def user(self) -> str: ...
+
+
+PoolT = TypeVar("PoolT", bound=ProxyPool)
 
 
 def limits_for(config: ProxyConfig) -> PoolLimits:
@@ -109,16 +71,19 @@ def limits_for(config: ProxyConfig) -> PoolLimits:
     )
 
 
-class Proxy(abc.ABC):
-    """Listener, clients and pools of one configured proxy; engines fill in the rest."""
+class Proxy(abc.ABC, Generic[PoolT]):
+    """Listener, clients and pools of one configured proxy; engines fill in the rest.
+
+    `app` is the program's shared services (`Services`), never the program itself.
+    """
 
     engine = ""
 
-    def __init__(self, app: App, config: ProxyConfig) -> None:
+    def __init__(self, app: Services, config: ProxyConfig) -> None:
         self.app = app
         self.config = config
-        self.clients: set[Any] = set()
-        self.pools: dict[tuple[str, str], Any] = {}
+        self.clients: set[Session] = set()
+        self.pools: dict[tuple[str, str], PoolT] = {}
         self.stats = ProxyStats()
         self.admission = Admission()
         self.throttle = AuthThrottle(config.name, config.auth_failure_limit, config.auth_block_time)
@@ -135,7 +100,7 @@ class Proxy(abc.ABC):
         self.debug_logging = config.debug_logging
 
     @abc.abstractmethod
-    def new_session(self) -> asyncio.Protocol:
+    def new_session(self) -> Session:
         """A protocol object for one accepted client connection."""
 
     async def start(self) -> None:
@@ -146,8 +111,9 @@ class Proxy(abc.ABC):
             )
             return
         loop = asyncio.get_running_loop()
+        accept = cast(Callable[[], asyncio.Protocol], self.new_session)  # sessions are protocols
         self.server = await loop.create_server(
-            self.new_session,
+            accept,
             self.config.listen_host,
             self.config.listen_port,
             reuse_address=True,

@@ -1,6 +1,6 @@
 """One client connected to a MySQL proxy listener.
 
-States (one owner, `MyClientSession._set_state`):
+States (one owner, `FrontendSession._set_state` in `sluice.session.frontend`):
 
     STARTUP -> READY <-> WAITING      (any) -> CLOSED
 
@@ -32,18 +32,19 @@ import logging
 import re
 import ssl
 import time
-from typing import TYPE_CHECKING, cast
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sluice.errors import ProtocolError, QueryCanceled, ServerError, SluiceError
 from sluice.mysql.answers import last_insert_id_query, one_value_result
-from sluice.mysql.errors import MyError, err_packet
+from sluice.mysql.errors import MyError, err_packet, error_for_sqlstate
+from sluice.mysql.login import LoginHost, change_user_to, login
 from sluice.mysql.prepared import StatementRelay
 from sluice.mysql.results import ALL, SELECT_WITHOUT_TABLE, ClientResults, head_of, query_writes
 from sluice.mysql.statements import ClientStatements
-from sluice.observe.logs import clip
-from sluice.pool.pool import PoolStats
-from sluice.session.admission import address_of
-from sluice.session.frontend import ClientState, FrontendSession, is_variable_set
+from sluice.session.frontend import FrontendSession, Refusal, SessionHost
+from sluice.session.services import Services
+from sluice.session.states import ClientState
 from sluice.tls import TLSBuffer
 from sluice.wire.mysql import commands as cmd
 from sluice.wire.mysql import constants as c
@@ -54,10 +55,9 @@ from sluice.wire.mysql.packets import PacketReader, frame
 from sluice.wire.mysql.sql import NO_EFFECT, Effect, classify_bytes
 
 if TYPE_CHECKING:
-    from sluice.app import App
     from sluice.mysql.pool import MyPool
-    from sluice.mysql.proxy import MyProxy
     from sluice.mysql.server import MyServerConn
+    from sluice.session.views import Session
 
 log = logging.getLogger("sluice.client")
 
@@ -93,42 +93,82 @@ def wait_seconds(stmt: str) -> float:
     return float(found.group(1)) if found else 0.0
 
 
-class MyClientSession(FrontendSession):
-    """A MySQL client connection: login coroutine, then an event-driven relay."""
+class KillPeers(Protocol):
+    """The sibling workers, asked to KILL a session one of them holds (`workers.peers.Peers`)."""
 
-    server: MyServerConn | None
+    async def kill(self, ident: int, user: str, *, query: bool, by: str) -> bool: ...
 
-    def __init__(self, proxy: MyProxy) -> None:
-        super().__init__()
-        self.proxy = proxy
+
+class MyServices(Services, Protocol):
+    """The program's services a MySQL session uses, with the sibling workers."""
+
+    @property
+    def peers(self) -> KillPeers | None: ...
+
+
+class MyHost(SessionHost, LoginHost, Protocol):
+    """What a MySQL client session needs of its proxy (`MyProxy`)."""
+
+    @property
+    def app(self) -> MyServices: ...
+
+    @property
+    def debug_logging(self) -> bool: ...
+
+    def log_command(self, client: Session, payload: bytes) -> None: ...
+
+
+class MyClientSession(FrontendSession["MyServerConn"]):
+    """A MySQL client connection: login coroutine, then an event-driven relay.
+
+    (`database` is the schema the client last selected.)"""
+
+    _NORMAL_ENDS = frozenset({"client sent COM_QUIT"})
+    proxy: MyHost
+    pool: MyPool | None
+
+    __slots__ = (
+        "_ids_seen",
+        "_infile",
+        "_learning",
+        "_login_accept",
+        "_login_seq",
+        "_resetting",
+        "_tls_buf",
+        "_zip",
+        "capabilities",
+        "charset",
+        "last_insert_id",
+        "pending",
+        "pending_schema",
+        "program_name",
+        "reader",
+        "relay",
+        "results",
+        "role_changed",
+        "savepoint",
+        "settings",
+        "statements",
+        "status",
+        "taint",
+        "wait_timeout",
+    )
+
+    def __init__(self, proxy: MyHost) -> None:
+        super().__init__(proxy)
         self.reader = PacketReader(min(LOGIN_PACKET_MAX, proxy.app.settings.max_packet_size))
-        self.pool: MyPool | None = None
-        self.user = ""
-        self.database = ""  # the schema the client last selected
-        self.peer = ""
-        self.address = ""
-        self.counted_login = False  # holds a place among the proxy's logins
-        self.tls = False
         self.capabilities = 0
         self.charset = c.UTF8MB4_GENERAL_CI
-        self.pinned = ""
         self.program_name = ""  # from the client's connect attributes
         self.settings: dict[str, str] = {}
         self.pending: list[tuple[str, str]] = []
         self.pending_schema: str | None = None
-        self.cancel_key = (0, 0)
-        self.connected_at = time.monotonic()
-        self.last_active = self.connected_at
-        self.stats: PoolStats = proxy.startup_stats
-        self.close_reason = ""
-        self._waiter: asyncio.Future[None] | None = None
-        self._handshake: asyncio.Task[None] | None = None
+        self._login_seq = 2  # the sequence id of the proxy's next login packet
         self._infile = False
         self._login_accept: list[bytes] = []  # the packets that end a successful login
         self.statements = ClientStatements()
         self.relay = StatementRelay(self)
         self._resetting = False  # the client's COM_RESET_CONNECTION is in flight
-        self._sent_at = 0.0
         # The session as the client's own statements left it, whichever connection it holds:
         self.status = c.SERVER_STATUS_AUTOCOMMIT  # its status flags while it holds none
         self.last_insert_id = 0  # its LAST_INSERT_ID() (exact while it holds no connection)
@@ -145,26 +185,10 @@ class MyClientSession(FrontendSession):
     # ---- what the proxy asks of a session ----
 
     @property
-    def logging_in(self) -> bool:
-        return self.state is ClientState.STARTUP
-
-    @property
     def application_name(self) -> str:
         return self.program_name
 
     # ---- asyncio.Protocol ----
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)
-        self.transport.set_write_buffer_limits(high=256 * 1024)
-        peer = transport.get_extra_info("peername")
-        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or "unix")
-        self.address = address_of(self.peer)
-        refused = self.proxy.client_connected(self)
-        if refused is not None:  # an ERR instead of the greeting, as the server sends
-            self.fail(refused, seq=0)
-            return
-        self._handshake = asyncio.get_running_loop().create_task(self._run_login())
 
     def data_received(self, data: bytes) -> None:
         if self._tls_buf is not None:
@@ -187,12 +211,6 @@ class MyClientSession(FrontendSession):
             self._waiter.set_result(None)
         elif self.reader.pending > _BUFFER_WHILE_LOGGING_IN:
             self.pause_reading()  # the login reads nothing now: resumed when it does
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.state is not ClientState.CLOSED:
-            self._close_now("client disconnected")
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
 
     def write(self, data: bytes) -> None:
         assert self.transport is not None
@@ -232,31 +250,17 @@ class MyClientSession(FrontendSession):
 
     # ---- login ----
 
-    async def _run_login(self, change_user: bytes = b"") -> None:
-        from sluice.mysql.login import change_user_to, login
+    def _login(self, refused: Refusal | None) -> Coroutine[Any, Any, None]:
+        return login(self)  # (a refused client is answered at once: never lingers)
 
-        try:
-            await (change_user_to(self, change_user) if change_user else login(self))
-        except SluiceError as exc:
-            self.fail(exc, seq=self._login_seq)
-            return
-        except (ConnectionError, OSError) as exc:
-            self._close_now(f"connection error during login: {exc}")
-            return
-        except Exception:  # our bug: this client gets an error, the proxy stays up
-            log.exception("internal error during the login of client %s", self.peer)
-            self.fail(SluiceError("internal error in the proxy during login"), seq=self._login_seq)
-            return
-        finally:
-            self._handshake = None
-            self._waiter = None
-        if self.state is ClientState.STARTUP:
-            self._set_state(ClientState.READY)
-            self.reader.max_size = self.proxy.app.settings.max_packet_size
-            self.proxy.client_logged_in(self)
-            self._drain()
+    def _refuse(self, exc: SluiceError) -> None:
+        self.fail(exc, seq=0)  # an ERR instead of the greeting, as the server sends
 
-    _login_seq = 2  # the sequence id of the proxy's next login packet
+    def _login_failed(self, exc: SluiceError) -> None:
+        self.fail(exc, seq=self._login_seq)
+
+    def _reader_limit(self, size: int) -> None:
+        self.reader.max_size = size
 
     async def receive(self, expect: int) -> tuple[int, bytes]:
         """The client's next login packet, which must carry sequence id `expect`."""
@@ -467,7 +471,8 @@ class MyClientSession(FrontendSession):
         elif self.pinned and self.pool is not None:
             self.pool.pinned -= 1
         self._set_state(ClientState.STARTUP)
-        self._handshake = asyncio.get_running_loop().create_task(self._run_login(payload))
+        steps = self._run_login(lambda: change_user_to(self, payload))
+        self._handshake = asyncio.get_running_loop().create_task(steps)
 
     def _kill(self, thread_id: int, *, query: bool) -> None:
         """KILL [QUERY] of a connection id Sluice issued: only the user's own sessions."""
@@ -536,13 +541,6 @@ class MyClientSession(FrontendSession):
         self.pending.extend(effect.sets)
         if effect.schema is not None:
             self.pending_schema = effect.schema
-
-    def pin(self, reason: str) -> None:
-        if self.proxy.config.pool.exclude_variable_sets and is_variable_set(reason):
-            return  # the operator chose to share such state rather than pin for it
-        self.pinned = reason
-        assert self.pool is not None
-        self.pool.on_pin(self, reason)
 
     def _borrow(self, packet: tuple[int, bytes]) -> MyServerConn | None:
         if self.proxy.app.stopping:
@@ -681,10 +679,7 @@ class MyClientSession(FrontendSession):
         touches = SELECT_WITHOUT_TABLE if server.mariadb else ALL  # MySQL: clears warnings
         server.send_command(_LEARN_INSERT_ID, own=True, on_reply=learned, touches=touches)
 
-    def server_lost(self, server: MyServerConn) -> None:
-        self.server = None
-        assert self.pool is not None
-        self.pool.server_gone(self, server)
+    def _report_lost(self, server: MyServerConn) -> None:
         self.fail(ServerError("lost connection to the database during the query"))
 
     async def cancel_running(self) -> None:
@@ -698,56 +693,16 @@ class MyClientSession(FrontendSession):
 
     # ---- ending ----
 
-    def fail(self, exc: SluiceError, fatal: bool = True, seq: int = 1) -> None:
-        """Report `exc` as a MySQL ERR packet; fatal errors end the session."""
-        if self.state is ClientState.CLOSED:
-            return
-        if self.transport is not None and not self.transport.is_closing():
-            self.write(frame(err_packet(exc, self.user, self.peer, self.tls), seq))
-            self.results.raised = True
-        if fatal:
-            self._close_now(f"{type(exc).__name__}: {exc}", exc.quiet)
-        elif self.state is ClientState.WAITING:
-            if self._request is not None:
-                self._request.cancel()
-                self._request = None
-            self._held = None
-            self._set_state(ClientState.READY)
-            self.resume_reading()
-            self._drain()
-
-    def fail_quietly(self, reason: str) -> None:
-        """End the session without a word, as the server closes a connection it times out."""
-        self._close_now(reason)
+    def _send_error(self, exc: SluiceError, fatal: bool, seq: int) -> None:
+        """`exc` as a MySQL ERR packet; fatal errors end the session."""
+        self.write(frame(err_packet(exc, self.user, self.peer, self.tls), seq))
+        self.results.raised = True
 
     def fail_with(self, text: str, sqlstate: str) -> None:
-        from sluice.mysql.errors import error_for_sqlstate
-
         self.fail(error_for_sqlstate(text, sqlstate))
 
-    def _close_now(self, reason: str, quiet: bool = False) -> None:
-        """Close for `reason`; `quiet`: one of many alike (a failed login), logged at debug."""
-        if self.state is ClientState.CLOSED:
-            return
-        self.close_reason = reason
-        self._set_state(ClientState.CLOSED)
-        level = logging.DEBUG if quiet or reason == "client sent COM_QUIT" else logging.INFO
-        if log.isEnabledFor(level):
-            log.log(level, "client %s user=%s closed: %s", self.peer, clip(self.user), reason)
-        if self._handshake is not None and not self._handshake.done():
-            self._handshake.cancel()
-        if self._request is not None:
-            self._request.cancel()
-        server, self.server = self.server, None
-        if server is not None and self.pool is not None:
-            self._leave(server)
-            self.pool.client_left(self, server)
-        self.proxy.client_disconnected(self)
-        if self.transport is not None:
-            self.transport.close()
 
-
-def kill_session(app: App, thread_id: int, user: str, *, query: bool, by: str) -> bool:
+def kill_session(app: Services, thread_id: int, user: str, *, query: bool, by: str) -> bool:
     """KILL [QUERY] `thread_id` for `user` (from `by`) in this worker: False unless it holds
     a session of that user with that id."""
     target = app.cancel_target(thread_id)

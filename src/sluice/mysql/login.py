@@ -28,10 +28,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import TYPE_CHECKING
+import ssl
+from typing import TYPE_CHECKING, Protocol
 
 from sluice.auth.base import Authenticator
 from sluice.errors import AuthFailed, HostNotAllowed, ProtocolError, TLSRequired
+from sluice.session.services import Cancellable
+from sluice.session.views import Session
 from sluice.wire.mysql import auth as a
 from sluice.wire.mysql import commands as cmd
 from sluice.wire.mysql import constants as c
@@ -41,7 +44,73 @@ from sluice.wire.mysql.messages import OkPacket, build_ok
 from sluice.wire.mysql.packets import frame
 
 if TYPE_CHECKING:
-    from sluice.mysql.client import MyClientSession
+    from sluice.config import ProxyConfig
+    from sluice.mysql.pool import MyPool
+    from sluice.pool.pool import PoolStats
+    from sluice.session.services import Services
+    from sluice.session.views import ProxyStats
+
+
+class LoginHost(Protocol):
+    """What a login needs of the proxy the client reached."""
+
+    @property
+    def app(self) -> Services: ...
+
+    @property
+    def config(self) -> ProxyConfig: ...
+
+    @property
+    def stats(self) -> ProxyStats: ...
+
+    @property
+    def authenticator(self) -> Authenticator: ...
+
+    @property
+    def tls_context(self) -> ssl.SSLContext | None: ...
+
+    @property
+    def server_version(self) -> str: ...
+
+    def admit(self, peer: str) -> str | None: ...
+
+    def capabilities(self) -> int: ...
+
+    def pool_for(self, user: str, capabilities: int, charset: int) -> MyPool: ...
+
+    async def before_password_check(self, client: Session) -> None: ...
+
+    async def login_failed(self, client: Session, exc: AuthFailed) -> None: ...
+
+
+class LoginSession(Session, Cancellable, Protocol):
+    """What a login needs of the client session it logs in (`MyClientSession`)."""
+
+    @property
+    def proxy(self) -> LoginHost: ...
+
+    pool: MyPool | None
+    stats: PoolStats
+    database: str
+    capabilities: int
+    charset: int
+    program_name: str
+    pinned: str
+    role_changed: bool
+    status: int
+    _login_seq: int  # the sequence id of the proxy's next login packet
+    _login_accept: list[bytes]  # the packets that end a successful login
+
+    def write(self, data: bytes) -> None: ...
+
+    async def receive(self, expect: int) -> tuple[int, bytes]: ...
+
+    async def start_tls(self, ctx: ssl.SSLContext) -> None: ...
+
+    def start_compression(self) -> None: ...
+
+    def forget_session(self) -> None: ...
+
 
 SERVER_STATUS = c.SERVER_STATUS_AUTOCOMMIT
 _INSECURE = (
@@ -49,7 +118,7 @@ _INSECURE = (
 )
 
 
-async def login(client: MyClientSession) -> None:
+async def login(client: LoginSession) -> None:
     proxy = client.proxy
     refused = proxy.admit(client.peer)
     if refused is not None:  # as a server answers a host it does not know: ERR, no greeting
@@ -90,7 +159,7 @@ def greeting_plugin(auth_method: str) -> str:
     return c.NATIVE_PASSWORD if auth_method == c.CLEAR_PASSWORD else auth_method
 
 
-async def _response(client: MyClientSession) -> hs.HandshakeResponse:
+async def _response(client: LoginSession) -> hs.HandshakeResponse:
     _, payload = await client.receive(1)
     answer = hs.parse_handshake_response(payload)
     if isinstance(answer, hs.SSLRequest):
@@ -109,7 +178,7 @@ async def _response(client: MyClientSession) -> hs.HandshakeResponse:
 
 
 async def _authenticate(
-    client: MyClientSession, response: hs.HandshakeResponse, scramble: bytes
+    client: LoginSession, response: hs.HandshakeResponse, scramble: bytes
 ) -> None:
     auth = client.proxy.authenticator
     server = lg.LoginServer(client.proxy.config.auth_method, scramble, tls=client.tls)
@@ -142,7 +211,7 @@ async def _check(auth: Authenticator, user: str, action: int, scramble: bytes, d
     return ok and known
 
 
-async def _finish(client: MyClientSession, database: str) -> None:
+async def _finish(client: LoginSession, database: str) -> None:
     proxy = client.proxy
     pool = proxy.pool_for(client.user, client.capabilities, client.charset)
     client.pool = pool
@@ -160,7 +229,7 @@ async def _finish(client: MyClientSession, database: str) -> None:
     proxy.stats.setup_succeeded += 1
 
 
-async def change_user_to(client: MyClientSession, payload: bytes) -> None:
+async def change_user_to(client: LoginSession, payload: bytes) -> None:
     """COM_CHANGE_USER: authenticate the new user afresh, then move to their pool.
 
     The client's first answer was made with the greeting's scramble, which is not

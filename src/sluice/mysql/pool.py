@@ -16,20 +16,16 @@ back); a pinned or session-mode client's connection is reset before reuse.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from sluice.errors import ServerAuthFailed, ServerError, UnknownDatabase
 from sluice.mysql.server import MyServerConn, open_server
 from sluice.pool.pool import Pool
 from sluice.proxy import limits_for
-from sluice.session.pooling import EnginePool
+from sluice.session.pooling import EnginePool, PoolHost
 from sluice.wire.mysql import commands as cmd
 from sluice.wire.mysql import constants as c
 from sluice.wire.mysql.login import LoginClient
-
-if TYPE_CHECKING:
-    from sluice.mysql.client import MyClientSession
-    from sluice.mysql.proxy import MyProxy
 
 log = logging.getLogger("sluice.pool")
 
@@ -57,10 +53,31 @@ BASE_BITS = (
 )
 
 
-class MyPool(EnginePool):
+class MyPoolHost(PoolHost, Protocol):
+    """What a MySQL pool needs of its proxy (`MyProxy`)."""
+
+    server_version: str  # the target's, learned from each new connection
+
+
+class SessionState(Protocol):
+    """What a borrowing client's session gives the connection it borrows."""
+
+    @property
+    def database(self) -> str: ...
+
+    @property
+    def settings(self) -> dict[str, str]: ...
+
+    @property
+    def last_insert_id(self) -> int: ...
+
+
+class MyPool(EnginePool[MyServerConn]):
     """Backend connections for one (proxy, user, capability profile, charset)."""
 
-    def __init__(self, proxy: MyProxy, user: str, profile: int, charset: int) -> None:
+    proxy: MyPoolHost
+
+    def __init__(self, proxy: MyPoolHost, user: str, profile: int, charset: int) -> None:
         super().__init__()
         self.proxy = proxy
         self.user = user
@@ -140,7 +157,7 @@ class MyPool(EnginePool):
 
     # ---- lending ----
 
-    def sync(self, client: MyClientSession, server: MyServerConn) -> None:
+    def sync(self, client: SessionState, server: MyServerConn) -> None:
         """Give `server` the client's schema, tracked settings and LAST_INSERT_ID()
         (pipelined, swallowed), after a reset if it may hold another's state."""
         if server.dirty or (server.tainted_by is not None and server.tainted_by is not client):

@@ -7,9 +7,10 @@ import logging
 
 from sluice import __version__
 from sluice.config import ProxyConfig
-from sluice.mysql.client import MyClientSession
+from sluice.mysql.client import MyClientSession, MyServices
 from sluice.mysql.pool import PROFILE_BITS, MyPool
 from sluice.proxy import Proxy
+from sluice.session.views import Session
 from sluice.wire.mysql import constants as c
 from sluice.wire.mysql.handshake import parse_handshake
 from sluice.wire.mysql.packets import PacketReader
@@ -22,15 +23,14 @@ OFFERED = (c.SUPPORTED_CAPABILITIES | c.CLIENT_LOCAL_FILES | c.CLIENT_COMPRESS) 
 _SQL_COMMANDS = frozenset({c.COM_QUERY, c.COM_STMT_PREPARE})
 
 
-class MyProxy(Proxy):
+class MyProxy(Proxy[MyPool]):
     """Listener, clients and pools of one configured MySQL proxy."""
 
     engine = "mysql"
-    clients: set[MyClientSession]
-    pools: dict[tuple[str, str], MyPool]
+    app: MyServices
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+    def __init__(self, app: MyServices, config: ProxyConfig) -> None:
+        super().__init__(app, config)
         self.server_version = f"8.0.0-sluice-{__version__}"
 
     def new_session(self) -> MyClientSession:
@@ -68,7 +68,7 @@ class MyProxy(Proxy):
         except Exception as exc:  # a malformed greeting must not stop the proxy starting
             log.warning("proxy %s: unreadable database greeting: %s", self.config.name, exc)
 
-    def log_command(self, client: MyClientSession, payload: bytes) -> None:
+    def log_command(self, client: Session, payload: bytes) -> None:
         """debug_logging: the SQL of a COM_QUERY or COM_STMT_PREPARE a client sent."""
         if payload[0] in _SQL_COMMANDS:
             self.log_statement(client, payload[1:])

@@ -40,7 +40,7 @@ with a statement that uses a table and raises nothing (`CLEAR_DIAGNOSTICS`).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from sluice.wire.mysql import commands as cmd
 from sluice.wire.mysql import constants as c
@@ -50,7 +50,6 @@ from sluice.wire.mysql.packets import frame
 from sluice.wire.mysql.sql import DIAGNOSTICS, FOUND_ROWS, LAST_GTID, ROW_COUNT
 
 if TYPE_CHECKING:
-    from sluice.mysql.client import MyClientSession
     from sluice.mysql.server import MyServerConn
 
 ALL = ROW_COUNT | FOUND_ROWS | DIAGNOSTICS | LAST_GTID
@@ -61,6 +60,14 @@ SELECT_WITHOUT_TABLE = ROW_COUNT | FOUND_ROWS
 CLEAR_DIAGNOSTICS = cmd.query(b"SELECT * FROM (SELECT 1) AS sluice_clear")
 _FOUND_IF_OK = 0x100  # a SELECT: FOUND_ROWS() is its own unless it fails
 _TABLE_WRITES = (b"insert", b"update", b"delete", b"replace")
+
+
+class Answering(Protocol):
+    """What a client session's results need of it (`MyClientSession`): to answer itself."""
+
+    def answered_locally(self, packets: bytes) -> None: ...
+
+    def release_if_idle(self, server: MyServerConn) -> None: ...
 
 
 def head_of(sql: bytes) -> bytes:
@@ -85,7 +92,7 @@ class ClientResults:
 
     __slots__ = ("_conditions", "_found", "raised", "server", "session")
 
-    def __init__(self, session: MyClientSession) -> None:
+    def __init__(self, session: Answering) -> None:
         self.session = session
         self.server: MyServerConn | None = None  # ran its latest statement (None: Sluice did)
         self._found = False  # the command in flight is a SELECT

@@ -27,33 +27,45 @@ import logging
 import ssl
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, cast
+from typing import Protocol, cast
 
 from sluice.errors import ServerError, SluiceError
-from sluice.mysql.results import ALL as ALL_RESULTS
 from sluice.mysql.statements import ServerStatements
 from sluice.session.backend import BackendConn, BackendState
+from sluice.session.views import ClientView
 from sluice.wire.mysql import commands as cmd
 from sluice.wire.mysql import constants as c
 from sluice.wire.mysql import replies as rp
 from sluice.wire.mysql.handshake import parse_handshake
 from sluice.wire.mysql.login import LoginClient
 from sluice.wire.mysql.packets import PacketReader, frame
+from sluice.wire.mysql.sql import DIAGNOSTICS, FOUND_ROWS, LAST_GTID, ROW_COUNT
 
 # What gets the packets of an own command's reply (with their ReplyTracker flags).
 OwnHandler = Callable[[bytes, int], None]
 
-if TYPE_CHECKING:
-    from sluice.mysql.client import MyClientSession
+ALL_RESULTS = ROW_COUNT | FOUND_ROWS | DIAGNOSTICS | LAST_GTID  # (results.ALL)
 
 log = logging.getLogger("sluice.server")
+
+
+class Borrower(ClientView, Protocol):
+    """The client session a connection is lent to (`MyClientSession`)."""
+
+    def relay_replies(self, server: MyServerConn) -> None: ...
+
+    def server_lost(self, server: MyServerConn) -> None: ...
+
+    def pause_reading(self) -> None: ...
+
+    def resume_reading(self) -> None: ...
 
 
 class MyServerConn(BackendConn):
     """A MySQL backend connection: login as a coroutine, then a relay of reply packets."""
 
     goodbye = frame(bytes((c.COM_QUIT,)), 0)
-    client: MyClientSession | None
+    client: Borrower | None
     tracker: rp.ReplyTracker
 
     def __init__(self, pool_name: str, max_size: int) -> None:
@@ -65,8 +77,8 @@ class MyServerConn(BackendConn):
         self.settings: dict[str, str] = {}  # tracked variables as this connection has them
         self.schema = ""
         self.dirty = False  # settings unknown: reset before lending
-        self.tainted_by: MyClientSession | None = None  # ran opaque SQL: reset before others
-        self.results_of: MyClientSession | None = None  # whose statements' results it holds
+        self.tainted_by: object | None = None  # the session that ran opaque SQL: reset first
+        self.results_of: object | None = None  # the session whose statements' results it holds
         self.holds = 0  # which of them (sluice.mysql.results)
         self.last_insert_id: int | None = 0  # the session's LAST_INSERT_ID(); None: unknown
         self.role_reset = b""  # the own command that restores the login role

@@ -1,15 +1,8 @@
-"""The admin console: PgBouncer-style SHOW / PAUSE / RESUME / RELOAD over the PG protocol.
+"""The admin console's commands: PgBouncer-style SHOW / PAUSE / RESUME / RELOAD.
 
-A client whose startup database is `[sluice] admin_database` is handed here by
-the handshake (the session is still in its STARTUP state). It logs in with the
-proxy's own method and users, and must also be listed in `admin_users`, else it
-gets FATAL 28000 after authenticating, so the console cannot be used to probe
-passwords any more than the proxy can. The session then speaks only the simple
-query protocol: each Query is one command, answered with text columns and
-ReadyForQuery; a wrong command is an ERROR and the session goes on.
-
-`serve` returns only once the session is closed (Terminate, EOF or a FATAL
-error), so the handshake never moves an admin session into the relay.
+The console is reached over the PostgreSQL protocol (`sluice.pg.admin` logs a
+client in and hands each query here); this module knows no wire format: a
+command's answer is a `Result` of text columns and rows.
 
 Every view reads `take_snapshot` / `list_clients` / `list_servers`
 (observe/stats.py), the same functions the Prometheus exporter reads; with
@@ -30,7 +23,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
-from sluice.errors import AuthFailed, ClientError, ProtocolError, SluiceError
+from sluice.errors import SluiceError
 from sluice.observe.stats import (
     ClientInfo,
     PoolSnapshot,
@@ -38,35 +31,15 @@ from sluice.observe.stats import (
     Snapshot,
     TargetSnapshot,
 )
-from sluice.pg.auth import authenticate
-from sluice.wire.pg import messages as m
-from sluice.wire.pg.login import LoginServer
 from sluice.workers.peers import gather_lists, gather_snapshot
 
 if TYPE_CHECKING:
-    from sluice.app import App
-    from sluice.pg.client import ClientSession
-    from sluice.pg.pgpool import PgPool
+    from sluice.observe.stats import Gathering
+    from sluice.session.views import PoolView
 
 log = logging.getLogger("sluice.admin")
 
-GREETING_PARAMS = (
-    ("server_version", "15.0 (sluice)"),
-    ("server_encoding", "UTF8"),
-    ("client_encoding", "UTF8"),
-    ("DateStyle", "ISO"),
-    ("integer_datetimes", "on"),
-    ("standard_conforming_strings", "on"),
-    ("application_name", ""),
-)
-_EXTENDED = frozenset(b"PBDECH")  # extended-protocol messages: refused until the next Sync
 _PAUSE_POLL = 0.05
-
-
-class AdminNotAllowed(ClientError):
-    """An authenticated user who is not in `admin_users`."""
-
-    sqlstate = "28000"
 
 
 class CommandError(SluiceError):
@@ -87,81 +60,21 @@ class Result:
     columns: tuple[str, ...] = ()
     rows: tuple[tuple[str | None, ...], ...] = ()
 
-    def encode(self) -> bytes:
-        out = [m.row_description(list(self.columns))] if self.columns else []
-        out += [m.data_row(list(row)) for row in self.rows]
-        out.append(m.command_complete(self.tag))
-        return b"".join(out)
-
 
 class AdminConsole:
-    """Serves admin sessions; `sessions` are those logged in (for SHOW CLIENTS)."""
+    """Runs console commands against the running program."""
 
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: Gathering) -> None:
         self.app = app
-        self.sessions: set[ClientSession] = set()
 
-    async def serve(self, client: ClientSession, login: LoginServer) -> None:
-        """Log the client in (`login`: its startup packet is read), then answer its
-        commands until it leaves."""
-        await self._login(client, login)
-        self.sessions.add(client)
-        try:
-            await self._loop(client)
-        finally:
-            self.sessions.discard(client)
-
-    async def _login(self, client: ClientSession, login: LoginServer) -> None:
-        proxy, settings = client.proxy, self.app.settings
-        try:
-            await authenticate(client, proxy.authenticator, login)
-            if client.user not in settings.admin_users:
-                raise AdminNotAllowed("not allowed")
-        except (AuthFailed, AdminNotAllowed):
-            proxy.stats.setup_failed_auth += 1
-            raise
-        client.cancel_key = self.app.register_cancel(client)
-        client.transport_write(login.greeting(dict(GREETING_PARAMS), {}, client.cancel_key).data)
-        client.admin_session = True  # the login timeout no longer applies
-        client.logged_in()
-        proxy.stats.setup_succeeded += 1
-        log.info("admin console: %s logged in from %s", client.user, client.peer)
-
-    async def _loop(self, client: ClientSession) -> None:
-        skipping = False  # after an extended-protocol message, until Sync
-        while True:
-            msg = await client.recv()
-            client.last_active = time.monotonic()
-            kind = msg[0]
-            if kind == ord("X"):
-                client.fail_quietly("admin client sent Terminate")
-                return
-            if kind == ord("Q"):
-                text = msg[5:-1].decode("utf-8", errors="replace")
-                client.transport_write(await self.execute(text, client.user) + m.READY_IDLE)
-            elif kind == ord("S"):
-                skipping = False
-                client.transport_write(m.READY_IDLE)
-            elif kind in _EXTENDED:
-                if not skipping:
-                    text = "the admin console supports only the simple query protocol"
-                    client.transport_write(m.error_response("0A000", text))
-                skipping = True
-            else:
-                raise ProtocolError(f"unexpected message type {chr(kind)!r} on the admin console")
-
-    async def execute(self, text: str, user: str = "") -> bytes:
-        """Run one console command; the answer without the ReadyForQuery."""
+    async def run(self, text: str, user: str = "") -> Result | None:
+        """Run one console command (None for an empty one); CommandError if it fails."""
         words = text.strip().rstrip(";").split()
         if not words:
-            return m.message(b"I")  # EmptyQueryResponse
-        try:
-            if ";" in text.strip().rstrip(";"):
-                raise CommandError("one command per query")
-            result = await self._dispatch(words[0].upper(), words[1:], user)
-        except CommandError as exc:
-            return m.error_response(exc.sqlstate, str(exc))
-        return result.encode()
+            return None
+        if ";" in text.strip().rstrip(";"):
+            raise CommandError("one command per query")
+        return await self._dispatch(words[0].upper(), words[1:], user)
 
     async def _dispatch(self, verb: str, args: list[str], user: str) -> Result:
         if verb == "SHOW":
@@ -182,7 +95,7 @@ class AdminConsole:
 
     # ---- commands that act ----
 
-    def _pools(self, args: list[str]) -> list[PgPool]:
+    def _pools(self, args: list[str]) -> list[PoolView]:
         if len(args) > 1:
             raise CommandError("expected at most one database name")
         name = args[0].strip('"') if args else None
@@ -233,13 +146,13 @@ class Seen:
     """What a view reads: the app, every worker's snapshot summed, and (for SHOW CLIENTS
     and SERVERS) every worker's clients and servers."""
 
-    app: App
+    app: Gathering
     snapshot: Snapshot
     clients: list[ClientInfo]
     servers: list[ServerInfo]
 
     @classmethod
-    async def gather(cls, app: App, lists: bool) -> Seen:
+    async def gather(cls, app: Gathering, lists: bool) -> Seen:
         clients, servers = await gather_lists(app) if lists else ([], [])
         return cls(app, await gather_snapshot(app), clients, servers)
 

@@ -70,7 +70,7 @@ from sluice.observe.stats import (
 from sluice.workers.peers import gather_snapshot
 
 if TYPE_CHECKING:
-    from sluice.app import App
+    from sluice.observe.stats import Gathering
 
 log = logging.getLogger("sluice.metrics")
 
@@ -253,7 +253,7 @@ class SnapshotCollector(Collector):
     """Turns one stats snapshot per scrape into the metric families above (`snapshot`:
     one taken already, the sum of every worker's)."""
 
-    def __init__(self, app: App, snapshot: Snapshot | None = None) -> None:
+    def __init__(self, app: Gathering, snapshot: Snapshot | None = None) -> None:
         self.app = app
         self.snapshot = snapshot
 
@@ -285,7 +285,7 @@ class SnapshotCollector(Collector):
             yield family
 
 
-def make_registry(app: App, snapshot: Snapshot | None = None) -> CollectorRegistry:
+def make_registry(app: Gathering, snapshot: Snapshot | None = None) -> CollectorRegistry:
     """A private registry holding only Sluice's collector (never the global one)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(SnapshotCollector(app, snapshot))
@@ -342,7 +342,7 @@ def response(status: int, body: bytes, content_type: str, head_only: bool = Fals
 class MetricsServer:
     """Serves the registry on GET /metrics; started by App when `metrics_listen` is set."""
 
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: Gathering) -> None:
         self.app = app
         self.registry = make_registry(app)
         self._server: asyncio.Server | None = None

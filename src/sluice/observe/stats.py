@@ -17,16 +17,36 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from sluice.observe.histogram import HistogramSnapshot
+from sluice.session.views import Running
 
 if TYPE_CHECKING:
-    from sluice.app import App
-    from sluice.pg.client import ClientSession
-    from sluice.pg.pgpool import PgPool
+    from sluice.config import ProxyConfig
     from sluice.pool.budget import Budget
-    from sluice.proxy import Proxy
+    from sluice.session.views import ClientView, PoolView, ProxyView
+    from sluice.workers.slot import WorkerSlot
+
+
+class Siblings(Protocol):
+    """The other worker processes, as the readers ask them (`sluice.workers.peers.Peers`)."""
+
+    async def snapshot(self, local: Snapshot) -> Snapshot: ...
+
+    async def lists(self) -> tuple[list[ClientInfo], list[ServerInfo]]: ...
+
+    async def reload(self) -> list[str]: ...
+
+
+class Gathering(Running, Protocol):
+    """The running program with its place among the workers (`App`)."""
+
+    @property
+    def slot(self) -> WorkerSlot: ...
+
+    @property
+    def peers(self) -> Siblings | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,10 +129,10 @@ class Snapshot:
             yield from proxy.pools
 
 
-def take_snapshot(app: App) -> Snapshot:
+def take_snapshot(app: Running) -> Snapshot:
     """Every proxy and pool of `app`, read at one instant."""
     now = time.monotonic()
-    proxies = tuple(_proxy_snapshot(app, p, now) for p in list(app.proxies.values()))
+    proxies = tuple(_proxy_snapshot(p, now) for p in list(app.proxies.values()))
     targets = tuple(_target_snapshot(b) for b in list(app.budgets.by_target.values()))
     return Snapshot(time.time(), app.started_at, proxies, targets)
 
@@ -131,15 +151,16 @@ def _target_snapshot(budget: Budget) -> TargetSnapshot:
     )
 
 
-def _proxy_snapshot(app: App, proxy: Proxy, now: float) -> ProxySnapshot:
-    active: dict[PgPool, int] = {}
-    waiting: dict[PgPool, int] = {}
-    max_wait: dict[PgPool, float] = {}
-    login = 0
+def _proxy_snapshot(proxy: ProxyView, now: float) -> ProxySnapshot:
+    active: dict[PoolView, int] = {}
+    waiting: dict[PoolView, int] = {}
+    max_wait: dict[PoolView, float] = {}
+    login = admin = 0
     for client in proxy.clients:
         pool = client.pool
         if client.state.value == "startup":
             login += 1
+            admin += client.admin_session
         elif pool is None:
             continue
         elif client.state.value == "waiting":
@@ -147,12 +168,11 @@ def _proxy_snapshot(app: App, proxy: Proxy, now: float) -> ProxySnapshot:
             max_wait[pool] = max(max_wait.get(pool, 0.0), now - client.last_active)
         elif client.state.value in ("ready", "checking"):
             active[pool] = active.get(pool, 0) + 1
-    admin = sum(1 for c in app.admin.sessions if c.proxy is proxy)
+    cfg, stats = proxy.config, proxy.stats
     pools = tuple(
-        _pool_snapshot(p, active.get(p, 0), waiting.get(p, 0), max_wait.get(p, 0.0))
+        _pool_snapshot(cfg, p, active.get(p, 0), waiting.get(p, 0), max_wait.get(p, 0.0))
         for p in list(proxy.pools.values())
     )
-    cfg, stats = proxy.config, proxy.stats
     return ProxySnapshot(
         name=cfg.name,
         engine=cfg.engine,
@@ -171,10 +191,11 @@ def _proxy_snapshot(app: App, proxy: Proxy, now: float) -> ProxySnapshot:
     )
 
 
-def _pool_snapshot(pool: PgPool, active: int, waiting: int, max_wait: float) -> PoolSnapshot:
+def _pool_snapshot(
+    config: ProxyConfig, pool: PoolView, active: int, waiting: int, max_wait: float
+) -> PoolSnapshot:
     numbers = pool.snapshot()
     stats = pool.pool.stats
-    config = pool.proxy.config
     return PoolSnapshot(
         proxy=config.name,
         engine=config.engine,
@@ -246,15 +267,15 @@ def split_peer(peer: str) -> tuple[str, str]:
     return (host, port) if sep else (peer, "")
 
 
-def _client_state(app: App, client: ClientSession) -> str:
-    if client in app.admin.sessions:
+def _client_state(client: ClientView) -> str:
+    if client.admin_session:
         return "admin"
     if client.state.value == "ready":
         return "active" if client.server is not None else "idle"
     return str(client.state.value)
 
 
-def list_clients(app: App) -> list[ClientInfo]:
+def list_clients(app: Running) -> list[ClientInfo]:
     """Every connected client of every proxy (admin sessions included)."""
     now, wall = time.monotonic(), time.time()
     rows: list[ClientInfo] = []
@@ -267,7 +288,7 @@ def list_clients(app: App) -> list[ClientInfo]:
                     proxy=proxy.config.name,
                     user=client.user,
                     database=client.database,
-                    state=_client_state(app, client),
+                    state=_client_state(client),
                     addr=addr,
                     port=port,
                     connect_time=wall - (now - client.connected_at),
@@ -282,7 +303,7 @@ def list_clients(app: App) -> list[ClientInfo]:
     return rows
 
 
-def list_servers(app: App) -> list[ServerInfo]:
+def list_servers(app: Running) -> list[ServerInfo]:
     """Every open backend connection of every pool."""
     now, wall = time.monotonic(), time.time()
     rows: list[ServerInfo] = []

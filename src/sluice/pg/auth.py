@@ -11,17 +11,34 @@ password would cross the network.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from sluice.auth.base import MD5, SCRAM, Authenticator
 from sluice.errors import AuthFailed
+from sluice.session.views import Session
 from sluice.wire.pg.login import LoginServer, Password
 
-if TYPE_CHECKING:
-    from sluice.pg.client import ClientSession
+
+class AuthHost(Protocol):
+    """What a password exchange needs of the proxy: the throttle on failed logins."""
+
+    async def before_password_check(self, client: Session) -> None: ...
+
+    async def login_failed(self, client: Session, exc: AuthFailed) -> None: ...
 
 
-async def authenticate(client: ClientSession, auth: Authenticator, login: LoginServer) -> None:
+class AuthSession(Session, Protocol):
+    """What a password exchange needs of the client session (`ClientSession`)."""
+
+    @property
+    def proxy(self) -> AuthHost: ...
+
+    def transport_write(self, data: bytes) -> None: ...
+
+    async def recv(self) -> bytes: ...
+
+
+async def authenticate(client: AuthSession, auth: Authenticator, login: LoginServer) -> None:
     """Run the exchange the authenticator asks for; raise AuthFailed unless it succeeds
     (after the pause the proxy's throttle puts on a failure)."""
     user = login.user

@@ -1,6 +1,6 @@
 """One client connected to a PostgreSQL proxy listener.
 
-States (one owner, `ClientSession._set_state`):
+States (one owner, `FrontendSession._set_state` in `sluice.session.frontend`):
 
     STARTUP -> READY <-> WAITING      (any) -> CLOSED
 
@@ -24,7 +24,8 @@ import itertools
 import logging
 import ssl
 import time
-from typing import TYPE_CHECKING, cast
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from sluice.errors import (
     AuthFailed,
@@ -34,13 +35,14 @@ from sluice.errors import (
     ServerError,
     SluiceError,
 )
-from sluice.observe.logs import clip
+from sluice.pg.auth import AuthHost
 from sluice.pg.guard import RECHECK, TEMP_SCHEMA, BorrowGuard
 from sluice.pg.settings import SessionSettings, replay_queries
 from sluice.pg.statements import ClientStatements
-from sluice.pool.pool import PoolStats
-from sluice.session.admission import address_of
-from sluice.session.frontend import ClientState, FrontendSession, is_variable_set
+from sluice.session.admission import Admission
+from sluice.session.frontend import FrontendSession, Refusal, SessionHost
+from sluice.session.services import Services
+from sluice.session.states import ClientState
 from sluice.wire.pg import messages as m
 from sluice.wire.pg import responses as r
 from sluice.wire.pg.framing import MessageReader
@@ -55,9 +57,13 @@ from sluice.wire.pg.sql import (
 )
 
 if TYPE_CHECKING:
+    from sluice.auth.base import Authenticator
     from sluice.pg.pgpool import PgPool
-    from sluice.pg.proxy import PgProxy
     from sluice.pg.server import ServerConn
+    from sluice.pg.startup import VerifiedSettings
+    from sluice.pg.statements import StatementNames
+    from sluice.session.views import ProxyStats, Session
+    from sluice.wire.pg.login import LoginServer
 
 log = logging.getLogger("sluice.client")
 
@@ -75,7 +81,6 @@ _BUFFER_WHILE_WAITING = 256 * 1024  # bytes read ahead while waiting for a conne
 # IAM auth token, a few KB), and what is read ahead of the login's next step.
 LOGIN_MESSAGE_MAX = 16 * 1024
 _BUFFER_WHILE_LOGGING_IN = 2 * LOGIN_MESSAGE_MAX
-_NORMAL_ENDS = frozenset({"client sent Terminate", "cancel request handled"})
 _serials = itertools.count(1)
 _CHECKING = ClientState.CHECKING
 _STATUS_FAILED, _STATUS_IN_BLOCK = ord("E"), ord("T")  # ReadyForQuery's transaction status
@@ -100,51 +105,76 @@ def _drops_statements(sql: bytes, tracker: r.ResponseTracker) -> bool:
     return status != _STATUS_FAILED and (deallocates or status != _STATUS_IN_BLOCK)
 
 
-class ClientSession(FrontendSession):
+class AdminGate(Protocol):
+    """Where a client that asks for the admin database is served."""
+
+    async def serve(self, client: ClientSession, login: LoginServer) -> None: ...
+
+
+class PgServices(Services, Protocol):
+    """The program's services a PostgreSQL proxy uses, with those of its own."""
+
+    @property
+    def statement_names(self) -> StatementNames:
+        """The server-side names of prepared statements, shared by every pool."""
+
+    @property
+    def admin(self) -> AdminGate: ...
+
+
+class PgHost(SessionHost, AuthHost, Protocol):
+    """What a PostgreSQL client session (and its startup) needs of its proxy (`PgProxy`)."""
+
+    @property
+    def app(self) -> PgServices: ...
+
+    @property
+    def stats(self) -> ProxyStats: ...
+
+    @property
+    def authenticator(self) -> Authenticator: ...
+
+    @property
+    def tls_context(self) -> ssl.SSLContext | None: ...
+
+    @property
+    def verified_settings(self) -> VerifiedSettings: ...
+
+    @property
+    def debug_logging(self) -> bool: ...
+
+    @property
+    def admission(self) -> Admission: ...
+
+    def admit(self, peer: str) -> str | None: ...
+
+    def database_allowed(self, database: str) -> bool: ...
+
+    def pool_for(self, database: str, user: str) -> PgPool: ...
+
+    def log_message(self, client: Session, msg: bytes) -> None: ...
+
+    def release_database(self, database: str) -> None: ...
+
+    async def send_cancel(
+        self, pid: int, secret: int, wanted: Callable[[], bool] | None = None
+    ) -> None: ...
+
+
+class ClientSession(FrontendSession["ServerConn"]):
     """A client connection: handshake coroutine, then an event-driven relay."""
 
-    server: ServerConn | None
+    _STEP = "startup"
+    _NORMAL_ENDS = frozenset({"client sent Terminate", "cancel request handled"})
+    proxy: PgHost
+    pool: PgPool | None
     wait_timeout = 0.0  # (MySQL's; the server has no idle limit that a pooled client escapes)
 
-    __slots__ = (
-        "_handshake",
-        "_sent_at",
-        "_skip_to_sync",
-        "_waiter",
-        "address",
-        "admin_session",
-        "cancel_key",
-        "close_reason",
-        "connected_at",
-        "counted_login",
-        "database",
-        "guard",
-        "last_active",
-        "peer",
-        "pinned",
-        "pool",
-        "proxy",
-        "reader",
-        "settings",
-        "statements",
-        "stats",
-        "tls",
-        "user",
-    )
+    __slots__ = ("_skip_to_sync", "guard", "reader", "settings", "statements")
 
-    def __init__(self, proxy: PgProxy) -> None:
-        super().__init__()
-        self.proxy = proxy
+    def __init__(self, proxy: PgHost) -> None:
+        super().__init__(proxy)
         self.reader = MessageReader(min(LOGIN_MESSAGE_MAX, proxy.app.settings.max_packet_size))
-        self.pool: PgPool | None = None
-        self.user = ""
-        self.database = ""
-        self.peer = ""
-        self.address = ""
-        self.counted_login = False
-        self.tls = False
-        self.pinned = ""
-        self.admin_session = False  # logged in to the admin console, never relayed
         self.settings = SessionSettings()
         self.guard = BorrowGuard(next(_serials))
         pool = proxy.config.pool
@@ -152,37 +182,13 @@ class ClientSession(FrontendSession):
         # unchanged, as directly (SQL EXECUTE can name them)
         max_prepared = 0 if pool.mode == "session" else pool.max_prepared_statements
         self.statements = ClientStatements(proxy.app.statement_names, max_prepared, self.guard)
-        self.cancel_key = (0, 0)
-        self.connected_at = time.monotonic()
-        self.last_active = self.connected_at
-        self.close_reason = ""
-        self._waiter: asyncio.Future[None] | None = None
-        self._handshake: asyncio.Task[None] | None = None
-        self._sent_at = 0.0
-        self.stats: PoolStats = proxy.startup_stats  # the pool's own once the client logs in
         self._skip_to_sync = False
 
     @property
     def application_name(self) -> str:
         return self.settings.shown("application_name")
 
-    @property
-    def logging_in(self) -> bool:
-        return self.state is ClientState.STARTUP and not self.admin_session
-
     # ---- asyncio.Protocol ----
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport = cast(asyncio.Transport, transport)
-        transport.set_write_buffer_limits(high=256 * 1024)
-        peer = transport.get_extra_info("peername")
-        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or "unix")
-        self.address = address_of(self.peer)
-        refused = self.proxy.client_connected(self)
-        if refused is not None and not self.proxy.admission.linger(refused):
-            self.fail(refused)  # before reading anything: the cheapest answer there is
-            return
-        self._handshake = asyncio.get_running_loop().create_task(self._run_handshake(refused))
 
     def data_received(self, data: bytes) -> None:
         self.reader.feed(data)
@@ -201,46 +207,23 @@ class ClientSession(FrontendSession):
     def eof_received(self) -> bool | None:
         return None
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.state is not ClientState.CLOSED:
-            self._close_now("client disconnected")
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
-
     def transport_write(self, data: bytes) -> None:
         assert self.transport is not None
         self.transport.write(data)
 
     # ---- handshake ----
 
-    async def _run_handshake(self, refused: SluiceError | None) -> None:
+    def _linger(self, refused: Refusal) -> bool:
+        """A refused client is told why after its startup packet, so that libpq shows it."""
+        return self.proxy.admission.linger(refused)
+
+    def _login(self, refused: Refusal | None) -> Coroutine[Any, Any, None]:
         from sluice.pg.handshake import handshake
 
-        try:
-            await handshake(self, refused)
-        except SluiceError as exc:
-            self.fail(exc)
-            return
-        except (ConnectionError, OSError) as exc:
-            self._close_now(f"connection error during startup: {exc}")
-            return
-        except Exception:  # our bug: this client gets an error, the proxy stays up
-            log.exception("internal error during the startup of client %s", self.peer)
-            self.fail(SluiceError("internal error in the proxy during startup"))
-            return
-        finally:
-            self._handshake = None
-            self._waiter = None
-        if self.state is ClientState.STARTUP:
-            self._set_state(ClientState.READY)
-            self.logged_in()
-            self._drain()
+        return handshake(self, refused)
 
-    def logged_in(self) -> None:
-        """The login is over (relay or admin console): the proxy's caps on logins no
-        longer count this client, and its messages may be as large as configured."""
-        self.reader.max_size = self.proxy.app.settings.max_packet_size
-        self.proxy.client_logged_in(self)
+    def _reader_limit(self, size: int) -> None:
+        self.reader.max_size = size
 
     async def recv_startup(self) -> bytes:
         while True:
@@ -277,9 +260,6 @@ class ClientSession(FrontendSession):
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(m.error_response(sqlstate, text, "FATAL"))
         self._close_now(text)
-
-    def fail_quietly(self, reason: str) -> None:
-        self._close_now(reason)
 
     # ---- relay: client to server ----
 
@@ -556,13 +536,6 @@ class ClientSession(FrontendSession):
         elif self.waiting:
             self.fail(QueryCanceled("canceling statement due to user request"), fatal=False)
 
-    def pin(self, reason: str) -> None:
-        if self.proxy.config.pool.exclude_variable_sets and is_variable_set(reason):
-            return  # the operator chose to share such state rather than pin for it
-        self.pinned = reason
-        assert self.pool is not None
-        self.pool.on_pin(self, reason)
-
     # ---- relay: server to client ----
 
     def server_idle(self, server: ServerConn) -> None:
@@ -655,13 +628,9 @@ class ClientSession(FrontendSession):
         server.detach()
         self.pool.on_release(self, server)
 
-    def server_lost(self, server: ServerConn) -> None:
-        """The borrowed connection broke: the client's transaction is gone. If the server
-        said why (a FATAL error, already relayed), that is the client's one reply, as
-        directly: a second error would answer a command twice."""
-        self.server = None
-        assert self.pool is not None
-        self.pool.server_gone(self, server)
+    def _report_lost(self, server: ServerConn) -> None:
+        """If the server said why (a FATAL error, already relayed), that is the client's
+        one reply, as directly: a second error would answer a command twice."""
         if server.tracker.fatal:
             self._close_now("the database ended the session with a FATAL error")
             return
@@ -669,48 +638,20 @@ class ClientSession(FrontendSession):
 
     # ---- ending ----
 
-    def fail(self, exc: SluiceError, fatal: bool = True) -> None:
-        """Report `exc` to the client in PostgreSQL's format; FATAL errors end the session."""
-        if self.state is ClientState.CLOSED:
-            return
+    def _send_error(self, exc: SluiceError, fatal: bool, seq: int) -> None:
+        """`exc` in PostgreSQL's format; FATAL errors end the session."""
+        assert self.transport is not None
         text = f'password authentication failed for user "{self.user}"'
         text = text if isinstance(exc, AuthFailed) else str(exc)
         severity = "FATAL" if fatal else "ERROR"
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(m.error_response(exc.sqlstate, text, severity, exc.detail))
-        if fatal:
-            self._close_now(f"{type(exc).__name__}: {exc}", exc.quiet)
-        elif self.state is ClientState.WAITING:
-            if self._request is not None:
-                self._request.cancel()  # no longer waiting: never hand us a connection
-                self._request = None
-            self._set_state(ClientState.READY)
-            held, self._held = self._held, None
-            if held is not None and held[0] != _Q:
-                self._skip_to_sync = True  # as the server would: ignore up to the Sync
-            else:
-                self.transport_write(m.READY_IDLE)
-            self.resume_reading()
-            self._drain()
+        self.transport.write(m.error_response(exc.sqlstate, text, severity, exc.detail))
 
-    def _close_now(self, reason: str, quiet: bool = False) -> None:
-        """Close for `reason`; `quiet`: one of many alike (a failed login), logged at debug."""
-        if self.state is ClientState.CLOSED:
-            return
-        self.close_reason = reason
-        self._set_state(ClientState.CLOSED)
-        level = logging.DEBUG if quiet or reason in _NORMAL_ENDS else logging.INFO
-        if log.isEnabledFor(level):
-            log.log(level, "client %s user=%s closed: %s", self.peer, clip(self.user), reason)
-        if self._handshake is not None and not self._handshake.done():
-            self._handshake.cancel()
-        if self._request is not None:
-            self._request.cancel()  # a cancelled waiter is never handed a connection
-        server, self.server = self.server, None
-        if server is not None and self.pool is not None:
-            if self.guard.left:
-                self.guard.on_detach(server)
-            self.pool.client_left(self, server)
-        self.proxy.client_disconnected(self)
-        if self.transport is not None:
-            self.transport.close()
+    def _wait_refused(self, held: bytes | None) -> None:
+        if held is not None and held[0] != _Q:
+            self._skip_to_sync = True  # as the server would: ignore up to the Sync
+        else:
+            self.transport_write(m.READY_IDLE)
+
+    def _leave(self, server: ServerConn) -> None:
+        if self.guard.left:
+            self.guard.on_detach(server)

@@ -13,7 +13,8 @@ still running (so no transaction or lock outlives the client).
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import Protocol
 
 from sluice.errors import ServerAuthFailed, ServerError
 from sluice.pg.guard import (
@@ -27,19 +28,26 @@ from sluice.pg.guard import (
 from sluice.pg.server import ServerConn, open_server
 from sluice.pool.pool import Pool
 from sluice.proxy import limits_for
-from sluice.session.pooling import EnginePool
+from sluice.session.pooling import EnginePool, PoolHost
 from sluice.wire.pg.messages import parse_data_row
-
-if TYPE_CHECKING:
-    from sluice.pg.proxy import PgProxy
 
 log = logging.getLogger("sluice.pool")
 
 
-class PgPool(EnginePool):
+class PgPoolHost(PoolHost, Protocol):
+    """What a PostgreSQL pool needs of its proxy (`PgProxy`)."""
+
+    async def send_cancel(
+        self, pid: int, secret: int, wanted: Callable[[], bool] | None = None
+    ) -> None: ...
+
+
+class PgPool(EnginePool[ServerConn]):
     """Backend connections for one (proxy, database, user)."""
 
-    def __init__(self, proxy: PgProxy, database: str, user: str) -> None:
+    proxy: PgPoolHost
+
+    def __init__(self, proxy: PgPoolHost, database: str, user: str) -> None:
         super().__init__()
         self.proxy = proxy
         self.database = database

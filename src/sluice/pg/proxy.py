@@ -7,29 +7,28 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from sluice.pg.client import ClientSession
+from sluice.pg.client import ClientSession, PgServices
 from sluice.pg.pgpool import PgPool
 from sluice.pg.startup import VerifiedSettings
 from sluice.proxy import Proxy
+from sluice.session.views import Session
 from sluice.wire.pg import messages as m
 
 if TYPE_CHECKING:
-    from sluice.app import App
     from sluice.config import ProxyConfig
 
 log = logging.getLogger("sluice.proxy")
 _Q, _P = ord("Q"), ord("P")
 
 
-class PgProxy(Proxy):
+class PgProxy(Proxy[PgPool]):
     """Listener, clients and pools of one configured PostgreSQL proxy."""
 
     engine = "postgresql"
-    clients: set[ClientSession]
-    pools: dict[tuple[str, str], PgPool]
+    app: PgServices
     verified_settings: VerifiedSettings  # startup settings the server accepted
 
-    def __init__(self, app: App, config: ProxyConfig) -> None:
+    def __init__(self, app: PgServices, config: ProxyConfig) -> None:
         super().__init__(app, config)
         self.verified_settings = VerifiedSettings()
 
@@ -54,7 +53,7 @@ class PgProxy(Proxy):
             if pool.database == database:
                 pool.pool.retire(f"a client drops the database {database}")
 
-    def log_message(self, client: ClientSession, msg: bytes) -> None:
+    def log_message(self, client: Session, msg: bytes) -> None:
         """debug_logging: the SQL of a Query or Parse message a client sent."""
         kind = msg[0]
         if kind == _Q:

@@ -44,7 +44,7 @@ Settings are the other half of moving a client: see `sluice.pg.settings`.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from sluice.wire.pg import messages as m
 from sluice.wire.pg import responses as r
@@ -52,10 +52,21 @@ from sluice.wire.pg.messages import read_cstr
 from sluice.wire.pg.sql import Effect, classify_bytes
 
 if TYPE_CHECKING:
-    from sluice.pg.client import ClientSession
     from sluice.pg.guard import BorrowGuard
     from sluice.pg.server import ServerConn
     from sluice.pg.settings import SessionSettings
+
+
+class StatementClient(Protocol):
+    """What a client's statements need of its session (`ClientSession`)."""
+
+    @property
+    def settings(self) -> SessionSettings: ...
+
+    def note_sql(self, sql: bytes, tracker: r.ResponseTracker) -> Effect:
+        """Track what the SQL of a Parse does to the session; its effect."""
+
+    def transport_write(self, data: bytes) -> None: ...
 
 
 _FAILED, _IDLE = ord("E"), ord("I")
@@ -134,7 +145,7 @@ class ClientStatements:
         self.unseen.pop(name, None)
 
     def parse(
-        self, msg: bytes, server: ServerConn, out: list[bytes], client: ClientSession
+        self, msg: bytes, server: ServerConn, out: list[bytes], client: StatementClient
     ) -> None:
         body = memoryview(msg)[5:].tobytes()
         name, pos = read_cstr(body, 0)
@@ -227,7 +238,7 @@ class ClientStatements:
         out.append(msg)
 
     def close(
-        self, msg: bytes, server: ServerConn, out: list[bytes], client: ClientSession
+        self, msg: bytes, server: ServerConn, out: list[bytes], client: StatementClient
     ) -> None:
         stmt, _ = read_cstr(msg, 6)
         if msg[5] == ord("S") and stmt in self.by_name:
@@ -279,7 +290,7 @@ def _touch(prepared: dict[bytes, int], name: bytes) -> None:
     prepared[name] = prepared.pop(name)
 
 
-def _answer_now(tracker: r.ResponseTracker, client: ClientSession) -> None:
+def _answer_now(tracker: r.ResponseTracker, client: StatementClient) -> None:
     """A made-up reply with nothing outstanding before it goes to the client at once."""
     if len(tracker.queue) == 1:
         client.transport_write(tracker.flush_fakes())

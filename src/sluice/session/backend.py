@@ -46,6 +46,22 @@ class BackendConn(asyncio.Protocol):
     client: Any  # the engine's client session while lent, else None
     tracker: Any  # the engine's reply tracker: `idle` when nothing is outstanding
 
+    __slots__ = (
+        "_waiter",
+        "client",
+        "close_reason",
+        "created_at",
+        "generation",
+        "idle_since",
+        "on_lost",
+        "peer",
+        "pool_name",
+        "reading_paused",
+        "state",
+        "tracker",
+        "transport",
+    )
+
     def __init__(self, pool_name: str) -> None:
         self.pool_name = pool_name
         self.state = BackendState.CONNECTING
@@ -63,6 +79,15 @@ class BackendConn(asyncio.Protocol):
     @property
     def backend_pid(self) -> int:
         return 0
+
+    @property
+    def prepared_count(self) -> int:
+        """Server-side prepared statements the connection holds (engines count them)."""
+        return 0
+
+    async def check(self) -> bool:
+        """Whether the connection still answers (the pool asks before lending a stale one)."""
+        raise NotImplementedError
 
     @property
     def broken(self) -> bool:

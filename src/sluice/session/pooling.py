@@ -13,62 +13,104 @@ from __future__ import annotations
 import abc
 import asyncio
 import logging
+import ssl
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 from sluice.errors import ServerError
 from sluice.pool.pool import Pool
 from sluice.session.backend import BackendConn, BackendState
 
+if TYPE_CHECKING:
+    from sluice.auth.base import Authenticator
+    from sluice.config import ProxyConfig
+    from sluice.pool.budget import Share
+    from sluice.session.services import Services
+
 log = logging.getLogger("sluice.pool")
 
 
-class EnginePool(abc.ABC):
+class PoolClient(Protocol):
+    """What a pool needs of the client sessions that borrow from it."""
+
+    pinned: str  # why the client keeps its connection, "" if it does not
+    peer: str
+    user: str
+
+
+class PoolHost(Protocol):
+    """What a pool needs of its proxy (engines add their own needs)."""
+
+    @property
+    def config(self) -> ProxyConfig: ...
+
+    @property
+    def app(self) -> Services: ...
+
+    @property
+    def authenticator(self) -> Authenticator: ...
+
+    @property
+    def backend_tls(self) -> ssl.SSLContext | None: ...
+
+    @property
+    def share(self) -> Share: ...
+
+    @property
+    def target_max_connections(self) -> int | None: ...
+
+    def learned_max_connections(self, value: int) -> None: ...
+
+
+ServerT = TypeVar("ServerT", bound=BackendConn)
+
+
+class EnginePool(abc.ABC, Generic[ServerT]):
     """Backend connections of one engine for one pool key."""
 
-    pool: Pool[Any]
-    proxy: Any
+    pool: Pool[ServerT]
+    proxy: PoolHost
     user: str
     database: str
 
     def __init__(self) -> None:
-        self.servers: set[Any] = set()
+        self.servers: set[ServerT] = set()
         self.in_transaction = 0
         self.pinned = 0
 
     @abc.abstractmethod
-    def abandon(self, server: Any) -> None:
+    def abandon(self, server: ServerT) -> None:
         """Stop what `server` runs for a client that left (cancel, KILL QUERY)."""
 
     @abc.abstractmethod
-    async def reset(self, server: Any) -> None:
+    async def reset(self, server: ServerT) -> None:
         """Make `server` forget a client's session state; raise ServerError if it cannot."""
 
-    def keep(self, conn: BackendConn) -> None:
+    def keep(self, conn: ServerT) -> None:
         """A new connection: watch for it dying on its own."""
         conn.on_lost.append(self._lost)
         self.servers.add(conn)
 
-    def _lost(self, conn: object) -> None:
+    def _lost(self, conn: ServerT) -> None:
         self.servers.discard(conn)
         self.pool.remove_idle(conn)
 
     # ---- events from client sessions ----
 
-    def on_attach(self, client: Any) -> None:
+    def on_attach(self, client: PoolClient) -> None:
         self.in_transaction += 1
 
-    def on_release(self, client: Any, server: Any) -> None:
+    def on_release(self, client: PoolClient, server: ServerT) -> None:
         self.in_transaction -= 1
         self.pool.stats.transactions += 1
         self.pool.release(server)
 
-    def on_pin(self, client: Any, reason: str) -> None:
+    def on_pin(self, client: PoolClient, reason: str) -> None:
         self.pinned += 1
         self.pool.stats.pins += 1
         log.info("client %s user=%s pinned to its connection: %s", client.peer, client.user, reason)
 
-    def client_left(self, client: Any, server: Any) -> None:
+    def client_left(self, client: PoolClient, server: ServerT) -> None:
         """A client went away (or changed user) holding `server`."""
         self.in_transaction -= 1
         if client.pinned:
@@ -86,11 +128,11 @@ class EnginePool(abc.ABC):
         else:
             self.pool.release(server)
 
-    def must_close(self, server: Any) -> bool:
+    def must_close(self, server: ServerT) -> bool:
         """Whether a connection its client left must be closed: a transaction is open."""
         return not server.tracker.idle
 
-    def server_gone(self, client: Any, server: Any) -> None:
+    def server_gone(self, client: PoolClient, server: ServerT) -> None:
         """The connection `client` held broke (the client's session ends with it)."""
         self.in_transaction -= 1
         if client.pinned:
@@ -98,13 +140,13 @@ class EnginePool(abc.ABC):
             client.pinned = ""
         self.pool.forget(server)
 
-    def on_discard(self, client: Any, server: Any, reason: str) -> None:
+    def on_discard(self, client: PoolClient, server: ServerT, reason: str) -> None:
         """Close the connection `client` borrowed, without ending the client's session."""
         self.in_transaction -= 1
         server.close(reason)
         self.pool.forget(server)
 
-    async def _reset_then_release(self, server: Any) -> None:
+    async def _reset_then_release(self, server: ServerT) -> None:
         try:
             await self.reset(server)
         except (ServerError, TimeoutError):

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from sluice.errors import SluiceError
 from sluice.observe.stats import (
     ClientInfo,
+    Gathering,
     ServerInfo,
     Snapshot,
     list_clients,
@@ -189,13 +190,13 @@ class Peers:
         raise KeyError(f"unknown request {op!r}")
 
 
-async def gather_snapshot(app: App) -> Snapshot:
+async def gather_snapshot(app: Gathering) -> Snapshot:
     """The stats snapshot of every worker, summed (this worker's own when it is alone)."""
     local = take_snapshot(app)
     return local if app.peers is None else await app.peers.snapshot(local)
 
 
-async def gather_lists(app: App) -> tuple[list[ClientInfo], list[ServerInfo]]:
+async def gather_lists(app: Gathering) -> tuple[list[ClientInfo], list[ServerInfo]]:
     """Every worker's clients and servers."""
     if app.peers is None:
         return list_clients(app), list_servers(app)
