@@ -118,7 +118,7 @@ class MyHost(SessionHost, LoginHost, Protocol):
     def log_command(self, client: Session, payload: bytes) -> None: ...
 
 
-class MyClientSession(FrontendSession["MyServerConn"]):
+class MyClientSession(FrontendSession["MyServerConn", tuple[int, bytes]]):
     """A MySQL client connection: login coroutine, then an event-driven relay.
 
     (`database` is the schema the client last selected.)"""

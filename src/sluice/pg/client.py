@@ -161,7 +161,7 @@ class PgHost(SessionHost, AuthHost, Protocol):
     ) -> None: ...
 
 
-class ClientSession(FrontendSession["ServerConn"]):
+class ClientSession(FrontendSession["ServerConn", bytes]):
     """A client connection: handshake coroutine, then an event-driven relay."""
 
     _STEP = "startup"

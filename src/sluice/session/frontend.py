@@ -83,9 +83,10 @@ class SessionHost(Protocol):
 
 Refusal = TooManyConnections | LoginThrottled  # why the proxy would not take a client
 ServerT = TypeVar("ServerT", bound=BackendConn)
+MessageT = TypeVar("MessageT")  # one client message as the engine's reader gives it
 
 
-class FrontendSession(asyncio.Protocol, Generic[ServerT]):
+class FrontendSession(asyncio.Protocol, Generic[ServerT, MessageT]):
     """State, life, borrowing and backpressure of one client connection; engines add the rest.
 
     Life: `connection_made` asks the proxy to take the client, then runs the
@@ -154,7 +155,7 @@ class FrontendSession(asyncio.Protocol, Generic[ServerT]):
         self.close_reason = ""
         self.stats: PoolStats = proxy.startup_stats  # the pool's own once the client logs in
         self._paused = False
-        self._held: Any = None  # the message that needed a connection, while waiting
+        self._held: MessageT | None = None  # the message that needed a connection, while waiting
         self._request: asyncio.Future[ServerT] | None = None
         self._wait_started = 0.0
         self._waiter: asyncio.Future[None] | None = None  # the login waits for data
@@ -291,7 +292,7 @@ class FrontendSession(asyncio.Protocol, Generic[ServerT]):
 
     # ---- borrowing ----
 
-    def _acquire_or_wait(self, held: object) -> ServerT | None:
+    def _acquire_or_wait(self, held: MessageT) -> ServerT | None:
         """A connection now, or None after starting to wait for one with `held` parked."""
         assert self.pool is not None
         server = self.pool.pool.try_acquire()
@@ -374,7 +375,7 @@ class FrontendSession(asyncio.Protocol, Generic[ServerT]):
             self.resume_reading()
             self._drain()
 
-    def _wait_refused(self, held: Any) -> None:
+    def _wait_refused(self, held: MessageT | None) -> None:
         """A wait for a connection ended in an error: what becomes of the parked `held`."""
 
     def fail_quietly(self, reason: str) -> None:
