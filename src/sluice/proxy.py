@@ -27,6 +27,7 @@ from sluice.observe.redact import redact
 from sluice.pool.budget import Share
 from sluice.pool.pool import PoolLimits, PoolStats
 from sluice.session.admission import Admission
+from sluice.session.pooling import limits_for
 from sluice.session.services import Services
 from sluice.session.throttle import AuthThrottle
 from sluice.session.views import ProxyStats, Session
@@ -59,16 +60,6 @@ class ProxyPool(Protocol):
 
 
 PoolT = TypeVar("PoolT", bound=ProxyPool)
-
-
-def limits_for(config: ProxyConfig) -> PoolLimits:
-    pool = config.pool
-    return PoolLimits(
-        borrow_timeout=pool.borrow_timeout,
-        lifetime=pool.server_lifetime,
-        idle_timeout=pool.server_idle_timeout,
-        check_delay=pool.server_check_delay,
-    )
 
 
 class Proxy(abc.ABC, Generic[PoolT]):

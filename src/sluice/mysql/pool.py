@@ -21,8 +21,7 @@ from typing import Protocol
 from sluice.errors import ServerAuthFailed, ServerError, UnknownDatabase
 from sluice.mysql.server import MyServerConn, open_server
 from sluice.pool.pool import Pool
-from sluice.proxy import limits_for
-from sluice.session.pooling import EnginePool, PoolHost
+from sluice.session.pooling import EnginePool, PoolHost, limits_for
 from sluice.wire.mysql import commands as cmd
 from sluice.wire.mysql import constants as c
 from sluice.wire.mysql.login import LoginClient

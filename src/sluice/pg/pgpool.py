@@ -27,8 +27,7 @@ from sluice.pg.guard import (
 )
 from sluice.pg.server import ServerConn, open_server
 from sluice.pool.pool import Pool
-from sluice.proxy import limits_for
-from sluice.session.pooling import EnginePool, PoolHost
+from sluice.session.pooling import EnginePool, PoolHost, limits_for
 from sluice.wire.pg.messages import parse_data_row
 
 log = logging.getLogger("sluice.pool")

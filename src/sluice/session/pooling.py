@@ -18,7 +18,7 @@ import time
 from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 from sluice.errors import ServerError
-from sluice.pool.pool import Pool
+from sluice.pool.pool import Pool, PoolLimits
 from sluice.session.backend import BackendConn, BackendState
 
 if TYPE_CHECKING:
@@ -28,6 +28,17 @@ if TYPE_CHECKING:
     from sluice.session.services import Services
 
 log = logging.getLogger("sluice.pool")
+
+
+def limits_for(config: ProxyConfig) -> PoolLimits:
+    """A proxy's pool settings, as the engine-agnostic pool takes them."""
+    pool = config.pool
+    return PoolLimits(
+        borrow_timeout=pool.borrow_timeout,
+        lifetime=pool.server_lifetime,
+        idle_timeout=pool.server_idle_timeout,
+        check_delay=pool.server_check_delay,
+    )
 
 
 class PoolClient(Protocol):
