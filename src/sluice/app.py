@@ -1,9 +1,9 @@
 """The running program: proxies built from a settings snapshot, and what they share.
 
-`App` is handed to every proxy as its services (`sluice.session.services`:
-the proxies, pools and sessions see only those) and to the metrics and the
-admin console as what they read (`sluice.session.views`); there is no
-module-level mutable state. It owns the proxy-issued cancel keys, the registry of server-side
+`App` is handed to every proxy as its services (`sluice.session.services`: the
+proxies, pools and sessions see only those), and to the metrics and the admin
+console as what they read (`sluice.session.views`); there is no module-level
+mutable state. It owns the proxy-issued cancel keys, the registry of server-side
 statement names, the connection budget of each target, the maintenance task,
 the metrics endpoint and the admin console. `reload` builds a new snapshot,
 compares it with the running one proxy by proxy and applies the difference;
@@ -84,7 +84,7 @@ class App:
             await self.metrics.start(self.settings.metrics_listen, reuse_port=not self.slot.single)
         self._maintenance = asyncio.get_running_loop().create_task(self._maintain())
 
-    def spawn(self, coro: Coroutine[Any, Any, object]) -> None:
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Run a background coroutine, keeping a reference until it ends."""
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
