@@ -1,0 +1,105 @@
+"""The layers below the program never reach up: what each may import, read from the source.
+
+The shared session layer, the pool, the readers (metrics, admin console) and
+the proxy base know neither `App` nor an engine: they are handed narrow
+services and read sessions through protocols (`sluice.session.services`,
+`sluice.session.views`). The engines know no `App` either. Inside an engine,
+the login, the pool and the statement helpers see the client session through
+protocols, not the session class. Imports behind TYPE_CHECKING count: a
+type-only import still ties the files into one circle.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+import sluice
+
+SRC = Path(sluice.__file__).resolve().parent  # .../src/sluice
+PROGRAM = ("sluice.app", "sluice.cli", "sluice.control")
+ENGINES = ("sluice.pg", "sluice.mysql")
+
+
+def _imports(path: Path, src: Path = SRC) -> set[str]:
+    """Absolute names of the sluice modules `path` (a file of package `src`) imports."""
+    package = ".".join(path.relative_to(src.parent).with_suffix("").parts[:-1])
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                base = f"{parent}.{base}" if base else parent
+            names.add(base)
+    return {n for n in names if n.startswith("sluice")}
+
+
+def _files(*places: str) -> list[Path]:
+    paths: list[Path] = []
+    for place in places:
+        path = SRC / place
+        paths += sorted(path.rglob("*.py")) if path.is_dir() else [path]
+    assert all(p.is_file() for p in paths) and paths
+    return paths
+
+
+def _offenders(
+    paths: list[Path], forbidden: tuple[str, ...], src: Path = SRC
+) -> dict[str, list[str]]:
+    found = {}
+    for path in paths:
+        bad = sorted(n for n in _imports(path, src) if n.startswith(forbidden))
+        if bad:
+            found[str(path.relative_to(src))] = bad
+    return found
+
+
+@pytest.mark.parametrize(
+    "places",
+    [("session", "pool", "auth", "wire"), ("observe",), ("proxy.py",)],
+    ids=["session-pool-auth-wire", "observe", "proxy"],
+)
+def test_lower_layers_know_no_program_and_no_engine(places: tuple[str, ...]) -> None:
+    assert _offenders(_files(*places), PROGRAM + ENGINES) == {}
+
+
+def test_engines_know_no_program() -> None:
+    assert _offenders(_files("pg", "mysql"), PROGRAM) == {}
+
+
+@pytest.mark.parametrize(
+    ("helpers", "session"),
+    [
+        (("mysql/login.py", "mysql/pool.py", "mysql/prepared.py", "mysql/results.py",
+          "mysql/server.py"), ("sluice.mysql.client", "sluice.mysql.proxy")),
+        (("pg/pgpool.py", "pg/auth.py", "pg/statements.py"),
+         ("sluice.pg.client", "sluice.pg.proxy")),
+    ],
+    ids=["mysql", "pg"],
+)  # fmt: skip
+def test_engine_helpers_see_the_session_through_protocols(
+    helpers: tuple[str, ...], session: tuple[str, ...]
+) -> None:
+    assert _offenders(_files(*helpers), session) == {}
+
+
+def test_checker_sees_type_only_and_relative_imports(tmp_path: Path) -> None:
+    """The checker itself, so the tests above can fail."""
+    assert "sluice.app" in _imports(SRC / "cli.py")
+    src = tmp_path / "sluice"
+    fake = src / "session" / "x.py"
+    fake.parent.mkdir(parents=True)
+    fake.write_text(
+        "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n    from sluice.app import App\n"
+        "from ..pg import client\n"
+    )
+    assert {"sluice.app", "sluice.pg"} <= _imports(fake, src)
+    assert _offenders([fake], PROGRAM + ENGINES, src) == {
+        "session/x.py": ["sluice.app", "sluice.pg"]
+    }
