@@ -29,7 +29,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from sluice.errors import SluiceError
 from sluice.observe.stats import (
@@ -41,10 +41,8 @@ from sluice.observe.stats import (
     list_servers,
     take_snapshot,
 )
+from sluice.session.services import Services
 from sluice.workers import merge
-
-if TYPE_CHECKING:
-    from sluice.app import App
 
 log = logging.getLogger("sluice.workers")
 
@@ -59,10 +57,18 @@ def socket_dir(state_dir: Path, group: int) -> Path:
     return state_dir / SOCKET_DIR / str(group)
 
 
+class Worker(Gathering, Services, Protocol):
+    """What the peer channel needs of its own worker's program (`App`)."""
+
+    async def cancel(self, pid: int, secret: int, *, forward: bool = True) -> None: ...
+
+    async def reload(self) -> None: ...
+
+
 class Peers:
     """This worker's end of the channel: its server, and requests to its siblings."""
 
-    def __init__(self, app: App, state_dir: Path) -> None:
+    def __init__(self, app: Worker, state_dir: Path) -> None:
         self.app = app
         self.slot = app.slot
         self.directory = socket_dir(state_dir, self.slot.group)
