@@ -4,7 +4,7 @@ A row is a plain dict (one workload, system and client count); the JSON file
 is the list of rows, the Markdown page regroups them: for PostgreSQL one line
 per workload and client count with a column group per system, the ratios
 Sluice is judged by and the idle-client memory table; for MySQL the same with
-queries per second, and the issue's targets checked; the "under attack" row
+queries per second, and the targets checked; the "under attack" row
 (stalled logins held by a proxy of both engines, good logins beside them);
 then every failure with its error text, and the facts about the machine
 needed to weigh the numbers.
@@ -418,7 +418,7 @@ def _ok(met: bool | None) -> str:
 
 
 def mysql_targets(rows: Sequence[Row]) -> list[str]:
-    """The issue's targets for the MySQL rows, each with what was measured."""
+    """The targets for the MySQL rows, each with what was measured."""
     lines = ["| Target | Measured | Met |", "|---|---|---|"]
     direct = _find(rows, "mysql_point_select", 32, "direct")
     sluice = _find(rows, "mysql_point_select", 32, "sluice")
@@ -531,7 +531,7 @@ def write_markdown(rows: Sequence[Row], runs: Runs, path: Path) -> None:
             "",
             *mysql_table(rows),
             "",
-            "### Targets (issue 3)",
+            "### Targets",
             "",
             *mysql_targets(rows),
             "",
@@ -596,7 +596,7 @@ ATTACK_TEXT = [
     "logins are raised, so the attack is held, not refused. With all of them in, a "
     "psycopg and a PyMySQL client log in from 127.0.0.1 and run `SELECT 1` once a second "
     "for 20 s. RSS is the proxy's VmRSS before the attack (after a first good login of "
-    "each engine) and its peak, sampled about every 0.5 s. Target (issue 9): every good "
+    "each engine) and its peak, sampled about every 0.5 s. Target: every good "
     "login within 1 s, RSS under 300 MB.",
 ]
 
