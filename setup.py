@@ -1,0 +1,56 @@
+"""Build: the wire layer's per-message modules compiled with mypyc (docs/performance.md).
+
+The Python sources stay the source of truth: mypyc compiles the same typed modules
+to C extensions, which the machine's C compiler builds. Compiled are the modules a
+lent connection runs for every message (framing, reply tracking, SQL effect
+classification, for both engines) and the wire modules they import.
+
+Nothing is compiled when
+
+- `SLUICE_PURE=1` is set (the interpreted build, e.g. to compare the two), or
+- the install is editable (`pip install -e .`): the sources under src/ then run as
+  they are, so an edited module is never shadowed by a stale extension next to it.
+  `make test` builds the compiled package into its own directory and runs the tests
+  against it (see the Makefile).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from setuptools import setup
+
+COMPILED = [
+    "pg/calls.py",
+    "pg/framing.py",
+    "pg/messages.py",
+    "pg/responses.py",
+    "pg/sql.py",
+    "mysql/commands.py",
+    "mysql/constants.py",
+    "mysql/handshake.py",
+    "mysql/messages.py",
+    "mysql/packets.py",
+    "mysql/replies.py",
+    "mysql/sql.py",
+]
+
+
+def compiled_modules() -> list[object]:
+    if os.environ.get("SLUICE_PURE", "") not in ("", "0"):
+        return []
+    if "editable_wheel" in sys.argv or "develop" in sys.argv:
+        return []
+    from mypyc.build import mypycify
+
+    return list(
+        mypycify(
+            [os.path.join("src", "sluice", "wire", path) for path in COMPILED],
+            opt_level="3",
+            group_name="sluice_wire",
+        )
+    )
+
+
+setup(ext_modules=compiled_modules())
