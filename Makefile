@@ -4,13 +4,26 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint fuzz bench conformance system-pg system-mysql system-sysbench system-bench clean
+.PHONY: demo test test-compiled test-pure compiled lint fuzz bench conformance system-pg system-mysql system-sysbench system-bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)
+
+# The compiled build (setup.py: the wire layer's hot modules through mypyc and the C
+# compiler), installed as a whole package into its own directory: src/ never holds an
+# extension module, so an edited source is never shadowed by a stale one. Rebuilt
+# whenever a source changes; PYTHONPATH=$(COMPILED) runs it.
+COMPILED := .build/compiled
+SOURCES := $(shell find src -name '*.py') setup.py pyproject.toml
+$(COMPILED)/.built: $(STAMP) $(SOURCES)
+	rm -rf $(COMPILED)
+	$(BIN)/pip install -q --no-deps --target $(COMPILED) .
+	touch $@
+
+compiled: $(COMPILED)/.built
 
 # PostgreSQL server binaries (initdb, postgres, psql, pgbench) for the throwaway servers.
 system-pg:
@@ -39,8 +52,16 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests bench conformance
 	$(BIN)/mypy
 
-test: $(STAMP) system-pg system-mysql system-sysbench lint
-	$(BIN)/pytest -q
+# The whole suite against the compiled build (SLUICE_COMPILED=1: a test checks that the
+# hot modules really are compiled), then the codec-level tests, the wire fuzzing
+# included, against the interpreted sources too.
+test: test-compiled test-pure
+
+test-compiled: $(COMPILED)/.built $(STAMP) system-pg system-mysql system-sysbench lint
+	SLUICE_COMPILED=1 PYTHONPATH=$(CURDIR)/$(COMPILED) $(BIN)/pytest -q
+
+test-pure: $(STAMP) system-pg system-mysql lint
+	SLUICE_COMPILED=0 PYTHONPATH=$(CURDIR)/src $(BIN)/pytest -q tests/unit tests/integration/test_fuzz_wire.py
 
 # Differential testing: SEEDS random programs per engine, run directly and through Sluice;
 # each new kind of divergence is shrunk and saved under .sluice/differential/ for
@@ -58,4 +79,4 @@ conformance: $(STAMP) system-pg system-mysql
 	$(BIN)/python -m conformance
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .build build .pytest_cache .mypy_cache .ruff_cache

@@ -20,15 +20,16 @@ injects or drops.
 from __future__ import annotations
 
 import struct
+from typing import Final
 
 from sluice.errors import PacketTooLarge, ProtocolError
 
-MAX_CHUNK = 0xFFFFFF  # the largest physical payload; a packet this size continues
-_COPY_ONCE = 1 << 16  # payloads from this size are copied through a memoryview
+MAX_CHUNK: Final = 0xFFFFFF  # the largest physical payload; a packet this size continues
+_COPY_ONCE: Final = 1 << 16  # payloads from this size are copied through a memoryview
 
-_U16 = struct.Struct("<H")
-_U32 = struct.Struct("<I")
-_U64 = struct.Struct("<Q")
+_U16: Final = struct.Struct("<H")
+_U32: Final = struct.Struct("<I")
+_U64: Final = struct.Struct("<Q")
 _unpack_u16 = _U16.unpack_from
 _unpack_u32 = _U32.unpack_from
 _unpack_u64 = _U64.unpack_from

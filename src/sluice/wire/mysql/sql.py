@@ -63,11 +63,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Final
 
 # Session variables replayed on the borrowed connection instead of pinning (lower case),
 # with the pseudo-variables "names" (SET NAMES) and "charset" (SET CHARACTER SET).
 # fmt: off
-TRACKED = frozenset({
+TRACKED: Final = frozenset({
     "character_set_client", "character_set_connection", "character_set_results",
     "collation_connection", "autocommit", "sql_mode", "time_zone", "transaction_isolation",
     "transaction_read_only", "wait_timeout", "net_write_timeout", "net_read_timeout",
@@ -82,15 +83,15 @@ ALIASES: dict[str, str] = {
     "tx_isolation": "transaction_isolation",
     "tx_read_only": "transaction_read_only",
 }
-_PSEUDO = frozenset({"names", "charset"})
+_PSEUDO: Final = frozenset({"names", "charset"})
 
 
 # Results of earlier statements that a session keeps and a statement may read
 # (`Effect.read_kinds`, bit flags).
-ROW_COUNT = 1  # ROW_COUNT()
-FOUND_ROWS = 2  # FOUND_ROWS()
-DIAGNOSTICS = 4  # the warnings and errors: SHOW WARNINGS, @@warning_count, GET DIAGNOSTICS
-LAST_GTID = 8  # @@last_gtid
+ROW_COUNT: Final = 1  # ROW_COUNT()
+FOUND_ROWS: Final = 2  # FOUND_ROWS()
+DIAGNOSTICS: Final = 4  # the warnings and errors: SHOW WARNINGS, @@warning_count, GET DIAGNOSTICS
+LAST_GTID: Final = 8  # @@last_gtid
 
 
 @dataclass(frozen=True, slots=True)

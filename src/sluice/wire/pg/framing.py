@@ -10,11 +10,12 @@ allocation. Partial input simply means "nothing yet".
 from __future__ import annotations
 
 import struct
+from typing import Final
 
 from sluice.errors import ProtocolError
 
-_I = struct.Struct("!I")
-_unpack_len = _I.unpack_from
+_I: Final = struct.Struct("!I")
+_unpack_len: Final = _I.unpack_from
 
 
 class MessageReader:

@@ -48,67 +48,72 @@ from __future__ import annotations
 
 import struct
 from collections import deque
+from typing import Final
 
 from sluice.errors import ProtocolError
 from sluice.wire.pg.messages import CLOSE_COMPLETE, PARSE_COMPLETE, parse_error_fields
 
-_unpack_len = struct.Struct("!I").unpack_from
+_unpack_len: Final = struct.Struct("!I").unpack_from
 
 # Request kinds (queue entries). Upper-case letters are forwarded requests whose
 # replies go to the client; the others are the proxy's own.
-PARSE = ord("P")
-BIND = ord("B")
-DESCRIBE_STMT = ord("D")
-DESCRIBE_PORTAL = ord("d")
-EXECUTE = ord("E")
-CLOSE = ord("C")
-SYNC = ord("S")
-QUERY = ord("Q")
-FUNCTION = ord("F")
-PARSE_SKIP = ord("p")  # injected Parse: swallow its ParseComplete
-PARSE_FAKE = ord("f")  # answered by the proxy: make up a ParseComplete
-CLOSE_SKIP = ord("x")  # injected Close (statement evicted): swallow CloseComplete
-CLOSE_FAKE = ord("c")  # answered by the proxy: make up a CloseComplete
-QUERY_SKIP = ord("q")  # injected simple query: swallow everything up to ReadyForQuery
+PARSE: Final = ord("P")
+BIND: Final = ord("B")
+DESCRIBE_STMT: Final = ord("D")
+DESCRIBE_PORTAL: Final = ord("d")
+EXECUTE: Final = ord("E")
+CLOSE: Final = ord("C")
+SYNC: Final = ord("S")
+QUERY: Final = ord("Q")
+FUNCTION: Final = ord("F")
+PARSE_SKIP: Final = ord("p")  # injected Parse: swallow its ParseComplete
+PARSE_FAKE: Final = ord("f")  # answered by the proxy: make up a ParseComplete
+CLOSE_SKIP: Final = ord("x")  # injected Close (statement evicted): swallow CloseComplete
+CLOSE_FAKE: Final = ord("c")  # answered by the proxy: make up a CloseComplete
+QUERY_SKIP: Final = ord("q")  # injected simple query: swallow everything up to ReadyForQuery
 # A client's Query or Sync followed by a RESTORE: its ReadyForQuery is held back and
 # its ParameterStatus for the restored names (`push_restoring`) dropped.
-QUERY_RESTORING = ord("r")
-SYNC_RESTORING = ord("s")
-RESTORE = ord("u")  # injected restore: ParameterStatus and ReadyForQuery go to the client
-REPLAY = ord("y")  # injected settings replay: swallowed; an error sets `replay_error`
-QUERY_CHECK = ord("k")  # injected simple query whose rows the proxy reads (`check_rows`)
+QUERY_RESTORING: Final = ord("r")
+SYNC_RESTORING: Final = ord("s")
+RESTORE: Final = ord("u")  # injected restore: ParameterStatus and ReadyForQuery go to the client
+REPLAY: Final = ord("y")  # injected settings replay: swallowed; an error sets `replay_error`
+QUERY_CHECK: Final = ord("k")  # injected simple query whose rows the proxy reads (`check_rows`)
 
-SPECIAL = frozenset(
+SPECIAL: Final = frozenset(
     (PARSE_SKIP, PARSE_FAKE, CLOSE_SKIP, CLOSE_FAKE, QUERY_SKIP, RESTORE, REPLAY, QUERY_CHECK)
 )
-_QUIET = frozenset((QUERY_SKIP, REPLAY, RESTORE, QUERY_CHECK))  # never streamed to the client
-_OWN_QUERIES = frozenset((QUERY_SKIP, QUERY_CHECK))  # nothing of a client's among them
-_OWN_READY = frozenset((QUERY_SKIP, REPLAY, QUERY_CHECK))  # their ReadyForQuery is swallowed
+# never streamed to the client
+_QUIET: Final = frozenset((QUERY_SKIP, REPLAY, RESTORE, QUERY_CHECK))
+# nothing of a client's among them
+_OWN_QUERIES: Final = frozenset((QUERY_SKIP, QUERY_CHECK))
+# their ReadyForQuery is swallowed
+_OWN_READY: Final = frozenset((QUERY_SKIP, REPLAY, QUERY_CHECK))
 # Requests after which the server is inside an implicit transaction until a Sync.
-_EXTENDED = frozenset((PARSE, BIND, DESCRIBE_STMT, DESCRIBE_PORTAL, EXECUTE, CLOSE)).union(
+_EXTENDED: Final = frozenset((PARSE, BIND, DESCRIBE_STMT, DESCRIBE_PORTAL, EXECUTE, CLOSE)).union(
     (PARSE_SKIP, PARSE_FAKE, CLOSE_SKIP, CLOSE_FAKE)
 )
-_SYNCS = frozenset((SYNC, SYNC_RESTORING))
-_RESTORING = frozenset((QUERY_RESTORING, SYNC_RESTORING))
-_TO_CLIENT_ON_ERROR = frozenset((QUERY, FUNCTION, SYNC, QUERY_RESTORING, SYNC_RESTORING))
-_FAKES = {PARSE_FAKE: PARSE_COMPLETE, CLOSE_FAKE: CLOSE_COMPLETE}
-_ENDS_EXECUTE = frozenset(b"CIs")
-_ASYNC = frozenset(b"NAS")
-_STREAMED = frozenset(b"Dd")
-_M_DATA = ord("D")
-_M_READY = ord("Z")
-_M_ERROR = ord("E")
-_M_PARAM_DESC = ord("t")
-_M_COMPLETE = ord("C")
-_M_PARAM = ord("S")
-_M_NOTIFY = ord("A")
-_IDLE = ord("I")
+_SYNCS: Final = frozenset((SYNC, SYNC_RESTORING))
+_RESTORING: Final = frozenset((QUERY_RESTORING, SYNC_RESTORING))
+_TO_CLIENT_ON_ERROR: Final = frozenset((QUERY, FUNCTION, SYNC, QUERY_RESTORING, SYNC_RESTORING))
+_FAKES: Final = {PARSE_FAKE: PARSE_COMPLETE, CLOSE_FAKE: CLOSE_COMPLETE}
+_ENDS_EXECUTE: Final = frozenset(b"CIs")
+_ASYNC: Final = frozenset(b"NAS")
+_STREAMED: Final = frozenset(b"Dd")
+_M_DATA: Final = ord("D")
+_M_READY: Final = ord("Z")
+_M_ERROR: Final = ord("E")
+_M_PARAM_DESC: Final = ord("t")
+_M_COMPLETE: Final = ord("C")
+_M_PARAM: Final = ord("S")
+_M_NOTIFY: Final = ord("A")
+_IDLE: Final = ord("I")
 # Replies that may change the tracker's state; any other reply to a Query or an
 # Execute only passes along to the client.
-_EVENTS = frozenset(b"ZECIs")
-_PASS_ALONG = frozenset((QUERY, EXECUTE))
-_ENDS_SESSION = frozenset(("FATAL", "PANIC"))  # error severities after which the server closes
-_STALE_PLAN = "0A000"  # cached plan must not change result type (and other refusals)
+_EVENTS: Final = frozenset(b"ZECIs")
+_PASS_ALONG: Final = frozenset((QUERY, EXECUTE))
+# error severities after which the server closes
+_ENDS_SESSION: Final = frozenset(("FATAL", "PANIC"))
+_STALE_PLAN: Final = "0A000"  # cached plan must not change result type (and other refusals)
 
 
 class ResponseTracker:

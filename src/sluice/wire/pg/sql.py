@@ -40,12 +40,12 @@ import enum
 import re
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from sluice.wire.pg.calls import NO_CALLS, NOT_CALLS, PURE, Calls, scan_calls
 
 # Settings replayed on the borrowed connection instead of pinning (lower case).
-TRACKED = frozenset(
+TRACKED: Final = frozenset(
     {
         "application_name",
         "client_encoding",
@@ -66,7 +66,7 @@ TRACKED = frozenset(
     }
 )
 
-_TRIGGERS = (
+_TRIGGERS: Final = (
     "set",
     "config",
     "prepare",
@@ -83,27 +83,27 @@ _TRIGGERS = (
 # start of a statement (an UPDATE ... SET must not cost a parse): at the start of
 # the text, or after a semicolon that is not the last character. Comments could
 # hide a statement's start, so they send the text to the full check too.
-_TRIGGER_BYTES = re.compile(
+_TRIGGER_BYTES: Final = re.compile(
     b"|".join(re.escape(t.encode()) for t in (*_TRIGGERS, "/*", "--") if t not in ("set", "config"))
     + b"|set_config"
 )
 # The same in one pass with the first parenthesis (a possible call) too.
-_TRIGGER_OR_PAREN = re.compile(_TRIGGER_BYTES.pattern + rb"|\(")
-_TRAILING = b"; \t\r\n"
+_TRIGGER_OR_PAREN: Final = re.compile(_TRIGGER_BYTES.pattern + rb"|\(")
+_TRAILING: Final = b"; \t\r\n"
 # Statements that start with these and hold no trigger word, second statement or
 # unknown call have no session effect (the byte-level pre-check's fast answer).
-_PLAIN_READS = (
+_PLAIN_READS: Final = (
     b"select", b"show", b"begin", b"commit", b"rollback", b"end", b"start", b"fetch",
     b"move", b"close", b"savepoint", b"release", b"values", b"table",
 )  # fmt: skip
-_PLAIN_CHANGES = (b"update", b"delete")  # no column default runs unless named
-_PAREN = re.compile(
+_PLAIN_CHANGES: Final = (b"update", b"delete")  # no column default runs unless named
+_PAREN: Final = re.compile(
     rb"\b(?:into|as|copy)\s+[a-z_][a-z0-9_$.]*\s*\(|(?<![\w$.])([a-z_][a-z0-9_$.]*)\s*\("
 )
-_HARMLESS = frozenset(word.encode() for word in PURE | NOT_CALLS)
+_HARMLESS: Final = frozenset(word.encode() for word in PURE | NOT_CALLS)
 # Leading keywords whose effects are known: none beyond the transaction, or one the
 # rules below recognise. Any other statement (DO, CALL, CREATE, REFRESH ...) is opaque.
-_KNOWN = frozenset(
+_KNOWN: Final = frozenset(
     """
     select insert update delete merge with values table ( begin start commit end rollback
     abort savepoint release show explain fetch move close declare copy lock truncate
@@ -113,9 +113,9 @@ _KNOWN = frozenset(
 )
 # Statements that change the schema (DO: most often a migration's DDL). A statement the
 # server parsed before one of them may no longer be what a new Parse would give.
-_SCHEMA = frozenset(("create", "alter", "drop", "do", "import"))
+_SCHEMA: Final = frozenset(("create", "alter", "drop", "do", "import"))
 # What such a statement may name without changing any table, type or function.
-_NOT_SCHEMA = frozenset(
+_NOT_SCHEMA: Final = frozenset(
     """
     role user group database system tablespace subscription publication default index
     unique event
@@ -123,47 +123,47 @@ _NOT_SCHEMA = frozenset(
 )
 # Statements that may call nextval() without naming it, through column defaults
 # (INSERT, MERGE, COPY FROM, SET col = DEFAULT). Triggers are not seen (documented).
-_DEFAULTS = frozenset(("insert", "merge", "copy"))
-_MAY_DEFAULT = re.compile(r"\b(?:insert|merge|copy|default)\b")
+_DEFAULTS: Final = frozenset(("insert", "merge", "copy"))
+_MAY_DEFAULT: Final = re.compile(r"\b(?:insert|merge|copy|default)\b")
 # A whole statement that only sets one setting for the session (how Sluice itself
 # replays startup values); anything else calling set_config(..., false) pins.
-_SET_CONFIG_CALL = re.compile(
+_SET_CONFIG_CALL: Final = re.compile(
     r"select\s+(?:pg_catalog\.)?set_config\s*\(\s*'([a-z_][a-z0-9_.]*)'\s*,\s*"
     r"E?'(?:[^'\\]|\\.|'')*'\s*,\s*false\s*\)",
     re.IGNORECASE | re.S,
 )
-_SET_CONFIG_ANY = re.compile(r"set_config\s*\(")
-_PLAIN_NAME_LITERAL = re.compile(r"\s*'[A-Za-z_][A-Za-z0-9_]*'\s*,")
-_INTO_TEMP = re.compile(
+_SET_CONFIG_ANY: Final = re.compile(r"set_config\s*\(")
+_PLAIN_NAME_LITERAL: Final = re.compile(r"\s*'[A-Za-z_][A-Za-z0-9_]*'\s*,")
+_INTO_TEMP: Final = re.compile(
     r'\binto\s+(?:(?:temp|temporary|unlogged\s+temp)\b|(?:table\s+)?"?pg_temp(?:_\d+)?"?\s*\.)'
 )
-_WITH_HOLD = re.compile(r"\bwith\s+hold\b")
-_WORD = re.compile(r'"(?:[^"]|"")*"|[A-Za-z_][A-Za-z0-9_$.]*|=|\S')
+_WITH_HOLD: Final = re.compile(r"\bwith\s+hold\b")
+_WORD: Final = re.compile(r'"(?:[^"]|"")*"|[A-Za-z_][A-Za-z0-9_$.]*|=|\S')
 # String constants (E'..' with backslash escapes), dollar-quoted constants (a `$`
 # right after an identifier character belongs to the identifier) and quoted
 # identifiers (kept, so a quote inside one does not start a constant).
-_CONSTANT = re.compile(
+_CONSTANT: Final = re.compile(
     r"(?<![\w$])[Ee]'(?:[^'\\]|\\.|'')*'?"
     r"|'(?:[^']|'')*'?"
     r"|(?<!\w)\$([A-Za-z_][A-Za-z0-9_]*|)\$.*?(?:\$\1\$|\Z)"
     r'|"(?:[^"]|"")*"?',
     re.S,
 )
-_ESCAPE_STRING_REST = re.compile(r"(?:[^'\\]|\\.|'')*'", re.S)
-_CREATE_BEFORE_TEMP = frozenset(("global", "local", "or", "replace"))
+_ESCAPE_STRING_REST: Final = re.compile(r"(?:[^'\\]|\\.|'')*'", re.S)
+_CREATE_BEFORE_TEMP: Final = frozenset(("global", "local", "or", "replace"))
 # Words between CREATE and the name of what it creates.
-_CREATE_BEFORE_NAME = frozenset(
+_CREATE_BEFORE_NAME: Final = frozenset(
     """
     or replace global local temp temporary unlogged materialized recursive table view
     sequence function procedure type domain aggregate if not exists
     """.split()  # noqa: SIM905 (a table of words reads best as text)
 )
-_PG_TEMP = re.compile(r'"?pg_temp(?:_\d+)?"?(?:\.|$)')
-_SPECIAL = re.compile(r"[;'\"$]|--|/\*")
-_DOLLAR_TAG = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)?\$")
-_CACHE_MAX_LEN = 2048  # longer texts (bulk INSERTs) are classified but not kept
-_NAME_MAX = 63  # NAMEDATALEN - 1: PostgreSQL cuts longer identifiers
-_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+_PG_TEMP: Final = re.compile(r'"?pg_temp(?:_\d+)?"?(?:\.|$)')
+_SPECIAL: Final = re.compile(r"[;'\"$]|--|/\*")
+_DOLLAR_TAG: Final = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)?\$")
+_CACHE_MAX_LEN: Final = 2048  # longer texts (bulk INSERTs) are classified but not kept
+_NAME_MAX: Final = 63  # NAMEDATALEN - 1: PostgreSQL cuts longer identifiers
+_ASCII_LOWER: Final = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 
 class ChangeKind(enum.IntEnum):

@@ -1,0 +1,105 @@
+"""`python -m bench.builds`: pgbench through the interpreted and the compiled Sluice, in turns.
+
+One throwaway PostgreSQL with pgbench's tables; then, round after round, a fresh
+`sluice proxy` from each build (the sources under src/, and the package that
+`make compiled` installs into .build/compiled), each warmed up and then loaded
+with `pgbench -S` while /proc gives its CPU time. Alternating the builds spreads
+the noise of a shared machine over both; the report gives every round and the
+median per build.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from bench.pgbench import PgbenchRun, run_pgbench
+from bench.procinfo import cpu_seconds
+from bench.systems import BENCH_USER, LOCALHOST, BenchDatabase, Endpoint
+from sluice.devtools.pgcluster import free_port
+from sluice.devtools.runner import SluiceProcess
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _check_build(path: Path, compiled: bool) -> None:
+    """Fail early if `path` does not hold the build it is said to."""
+    code = "import sluice.wire.pg.responses as r; print(r.__file__)"
+    env = {"PYTHONPATH": str(path)}
+    found = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+    ).stdout.strip()
+    if found.endswith(".py") == compiled:
+        raise SystemExit(f"{path} does not hold the {'compiled' if compiled else 'pure'} build")
+
+
+def _one(
+    db: BenchDatabase, workdir: Path, path: Path, run: PgbenchRun, pool: int
+) -> tuple[float, float]:
+    """(tps, proxy CPU µs per transaction) of one fresh proxy from the build at `path`."""
+    port = free_port()
+    proxy = {
+        "name": "bench",
+        "listen": f"{LOCALHOST}:{port}",
+        "target": {"host": db.cluster.host, "port": db.cluster.port},
+        "pool": {"mode": "transaction", "max_connections": pool, "max_idle_connections": pool},
+        "users": [{"name": BENCH_USER, "password": db.password}],
+    }
+    rundir = Path(tempfile.mkdtemp(prefix="sluice-", dir=workdir))
+    proc = SluiceProcess(
+        [proxy], glob={"log_level": "warning"}, workdir=rundir, env={"PYTHONPATH": str(path)}
+    )
+    proc.start(timeout=30)
+    try:
+        endpoint = Endpoint(LOCALHOST, port, proc.pid)
+        warm = PgbenchRun(run.mode, run.clients, run.threads, 2)
+        run_pgbench(warm, endpoint, db.password)
+        before = cpu_seconds(proc.pid)
+        result = run_pgbench(run, endpoint, db.password)
+        used = cpu_seconds(proc.pid) - before
+    finally:
+        proc.stop(timeout=15)
+    if result.error or not result.transactions or result.tps is None:
+        raise RuntimeError(f"pgbench failed: {result.error}")
+    return result.tps, used / result.transactions * 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--compiled", type=Path, default=ROOT / ".build" / "compiled")
+    parser.add_argument("--pure", type=Path, default=ROOT / "src")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--mode", default="simple", choices=("simple", "extended", "prepared"))
+    parser.add_argument("--pool-size", type=int, default=20)
+    args = parser.parse_args()
+    builds = {"interpreted": args.pure.resolve(), "compiled": args.compiled.resolve()}
+    _check_build(builds["interpreted"], compiled=False)
+    _check_build(builds["compiled"], compiled=True)
+    run = PgbenchRun(args.mode, args.clients, 2, args.duration)
+    results: dict[str, list[tuple[float, float]]] = {name: [] for name in builds}
+    with tempfile.TemporaryDirectory(prefix="sluice-builds-") as tmp:
+        Path(tmp).chmod(0o755)  # the server runs as the postgres OS user
+        db = BenchDatabase(Path(tmp), max_connections=100, scale=10)
+        db.start()
+        try:
+            for round_ in range(1, args.rounds + 1):
+                for name, path in builds.items():
+                    tps, cpu = _one(db, Path(tmp), path, run, args.pool_size)
+                    results[name].append((tps, cpu))
+                    print(f"round {round_} {name:12} {tps:8.0f} tps {cpu:6.2f} us CPU/txn")
+        finally:
+            db.stop()
+    for name, rows in results.items():
+        tps = statistics.median(row[0] for row in rows)
+        cpu = statistics.median(row[1] for row in rows)
+        print(f"median {name:12} {tps:8.0f} tps {cpu:6.2f} us CPU/txn")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,46 @@
+"""The build under test is the one the run says it is.
+
+`make test-compiled` sets SLUICE_COMPILED=1 and puts the compiled package first on the
+path; `make test-pure` sets SLUICE_COMPILED=0 and runs the sources. A compiled build
+that silently fell back to the Python sources (a failed C compile, a wrong path) would
+pass every other test while measuring nothing of what it ships, so this one fails.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import os
+from pathlib import Path
+
+import pytest
+
+SETUP = Path(__file__).resolve().parents[2] / "setup.py"
+BUILD = os.environ.get("SLUICE_COMPILED", "")
+
+
+def compiled_modules() -> list[str]:
+    """The module names setup.py compiles (its COMPILED list, read without running it)."""
+    for node in ast.parse(SETUP.read_text()).body:
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "COMPILED":
+            paths = ast.literal_eval(node.value)
+            return ["sluice.wire." + path.removesuffix(".py").replace("/", ".") for path in paths]
+    raise AssertionError("setup.py has no COMPILED list")
+
+
+def test_the_list_names_real_modules() -> None:
+    names = compiled_modules()
+    assert "sluice.wire.pg.responses" in names and "sluice.wire.mysql.replies" in names
+    for name in names:
+        importlib.import_module(name)
+
+
+@pytest.mark.skipif(BUILD not in ("0", "1"), reason="SLUICE_COMPILED not set (make test does)")
+@pytest.mark.parametrize("name", compiled_modules())
+def test_module_is_of_the_build_under_test(name: str) -> None:
+    module = importlib.import_module(name)
+    assert module.__file__ is not None
+    if BUILD == "1":
+        assert not module.__file__.endswith(".py"), f"{name} is not compiled: {module.__file__}"
+    else:
+        assert module.__file__.endswith(".py"), f"{name} is not the source: {module.__file__}"
