@@ -70,8 +70,9 @@ SEEDS ?= 20
 fuzz: $(STAMP) system-pg system-mysql
 	$(BIN)/python -m tests.differential.fuzz --seeds $(SEEDS)
 
-bench: $(STAMP) system-bench
-	$(BIN)/python -m bench.run
+# The proxy measured is the compiled build, as `pip install .` makes it.
+bench: $(STAMP) $(COMPILED)/.built system-bench
+	PYTHONPATH=$(CURDIR)/$(COMPILED) $(BIN)/python -m bench.run
 
 # The client libraries' own test suites, direct and through Sluice (not part of `test`):
 # fetches their source archives with pip, rewrites docs/conformance.md.

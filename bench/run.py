@@ -53,6 +53,7 @@ from bench.mysqlload import (
 )
 from bench.pgbench import PgbenchRun, run_pgbench
 from bench.procinfo import cpu_seconds, ephemeral_ports, machine_info, raise_nofile_limit
+from bench.relayloop import build_kind
 from bench.systems import (
     BenchDatabase,
     DirectSystem,
@@ -557,6 +558,7 @@ def run_meta(args: argparse.Namespace, argv: Sequence[str], bench: Bench) -> dic
         "warmup": args.warmup,
         "pool_size": args.pool_size,
         "pid": os.getpid(),
+        "build": build_kind(),  # the proxies run what this process imports (PYTHONPATH)
     }
     if bench.pg is not None:
         meta.update(
