@@ -7,7 +7,8 @@ classification, for both engines) and the wire modules they import.
 
 Nothing is compiled when
 
-- `SLUICE_PURE=1` is set (the interpreted build, e.g. to compare the two), or
+- `SLUICE_PURE=1` is set (the interpreted build, e.g. to compare the two),
+- the machine has no C compiler (a warning says so; the sources then run as they are), or
 - the install is editable (`pip install -e .`): the sources under src/ then run as
   they are, so an edited module is never shadowed by a stale extension next to it.
   `make test` builds the compiled package into its own directory and runs the tests
@@ -17,7 +18,9 @@ Nothing is compiled when
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import sysconfig
 
 from setuptools import setup
 
@@ -41,6 +44,10 @@ def compiled_modules() -> list[object]:
     if os.environ.get("SLUICE_PURE", "") not in ("", "0"):
         return []
     if "editable_wheel" in sys.argv or "develop" in sys.argv:
+        return []
+    compiler = os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc"
+    if shutil.which(compiler.split()[0]) is None:
+        print(f"warning: no C compiler ({compiler}): Sluice runs interpreted", file=sys.stderr)
         return []
     from mypyc.build import mypycify
 
