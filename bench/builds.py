@@ -3,9 +3,9 @@
 One throwaway PostgreSQL with pgbench's tables; then, round after round, a fresh
 `sluice proxy` from each build (the sources under src/, and the package that
 `make compiled` installs into .build/compiled), each warmed up and then loaded
-with `pgbench -S` while /proc gives its CPU time. Alternating the builds spreads
-the noise of a shared machine over both; the report gives every round and the
-median per build.
+with `pgbench -S` while /proc gives its CPU time. Alternating the builds (and
+which goes first) spreads the noise of a shared machine over both; the report
+gives every round and the median per build.
 """
 
 from __future__ import annotations
@@ -89,7 +89,8 @@ def main() -> None:
         db.start()
         try:
             for round_ in range(1, args.rounds + 1):
-                for name, path in builds.items():
+                order = list(builds.items())
+                for name, path in order if round_ % 2 else reversed(order):  # neither always first
                     tps, cpu = _one(db, Path(tmp), path, run, args.pool_size)
                     results[name].append((tps, cpu))
                     print(f"round {round_} {name:12} {tps:8.0f} tps {cpu:6.2f} us CPU/txn")
