@@ -64,8 +64,8 @@ class PacketReader:
         buf = self._buf
         pos = self._pos
         while len(buf) - pos >= 4:
-            length = buf[pos] | buf[pos + 1] << 8 | buf[pos + 2] << 16
-            seq = buf[pos + 3]
+            head: int = _unpack_u32(buf, pos)[0]  # 3 bytes of length, then the sequence id
+            length, seq = head & MAX_CHUNK, head >> 24
             if self._parts or length > self.max_size:
                 self._check(length, seq)
             end = pos + 4 + length
@@ -118,7 +118,7 @@ class PacketReader:
 
 def header(length: int, seq: int) -> bytes:
     """The 4-byte header of one physical packet."""
-    return bytes((length & 0xFF, (length >> 8) & 0xFF, length >> 16, seq & 0xFF))
+    return _U32.pack(length | (seq & 0xFF) << 24)  # 3 bytes of length, then the sequence id
 
 
 def frame(payload: bytes, seq: int) -> bytes:
@@ -129,7 +129,7 @@ def frame(payload: bytes, seq: int) -> bytes:
     """
     size = len(payload)
     if size < MAX_CHUNK:  # `header` inline: once per packet relayed
-        return bytes((size & 0xFF, (size >> 8) & 0xFF, size >> 16, seq & 0xFF)) + payload
+        return _U32.pack(size | (seq & 0xFF) << 24) + payload
     pieces = []
     for start in range(0, size + 1, MAX_CHUNK):
         chunk = payload[start : start + MAX_CHUNK]
