@@ -3,10 +3,11 @@
 Each scenario replays one transaction's traffic through the real codecs many
 times, as the relay does it: the client's bytes through the framing reader, the
 SQL through the session-effect classifier, the request into the reply tracker,
-the server's bytes back through the tracker (and, for MySQL, the packet reader
-and the re-framing of every packet), until the tracker says the connection is
-idle again. No event loop, no sockets, no session objects: what is left is the
-wire layer's share of a transaction, the part that compiling it can speed up.
+the server's bytes back through the tracker (for MySQL, through the reply
+stream, which walks the packets' headers and forwards the bytes as received),
+until the tracker says the connection is idle again. No event loop, no sockets,
+no session objects: what is left is the wire layer's share of a transaction, the
+part that compiling it can speed up.
 
 Scenarios (canned traffic, a different key in every transaction):
 
@@ -150,8 +151,8 @@ def _my_reply(row: bytes) -> bytes:
 
 def _my_loop(commands: list[bytes], replies: list[bytes], count: int, text: bool) -> None:
     client = PacketReader(MAX_SIZE)
-    server = PacketReader(MAX_SIZE)
     tracker = rp.ReplyTracker(c.CLIENT_DEPRECATE_EOF)
+    server = rp.ReplyStream(tracker, MAX_SIZE)
     classify = my_sql.classify_bytes
     no_effect = my_sql.NO_EFFECT
     for i in range(count):
@@ -165,14 +166,10 @@ def _my_loop(commands: list[bytes], replies: list[bytes], count: int, text: bool
         tracker.expect(payload[0])
         frame(payload, 0)
         server.feed(replies[key])
-        out: list[bytes] = []
         done = 0
-        while (reply := server.next()) is not None:
-            seq, body = reply
-            flags = tracker.feed(body)
-            out.append(frame(body, seq))
+        while (flags := server.next()) != rp.NONE:
             done |= flags & rp.DONE
-        if not done or not tracker.idle or len(b"".join(out)) != len(replies[key]):
+        if not done or not tracker.idle or len(server.take()) != len(replies[key]):
             raise AssertionError("reply not relayed whole")
 
 
