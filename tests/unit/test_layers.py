@@ -77,15 +77,47 @@ def test_engines_know_no_program() -> None:
     [
         (("mysql/login.py", "mysql/pool.py", "mysql/prepared.py", "mysql/results.py",
           "mysql/server.py"), ("sluice.mysql.client", "sluice.mysql.proxy")),
-        (("pg/pgpool.py", "pg/auth.py", "pg/statements.py"),
+        (("pg/pgpool.py", "pg/auth.py", "pg/statements.py", "pg/handshake.py",
+          "pg/server.py", "pg/guard.py", "pg/startup.py", "pg/admin.py"),
          ("sluice.pg.client", "sluice.pg.proxy")),
+        (("pg/guard.py",), ("sluice.pg.server",)),
     ],
-    ids=["mysql", "pg"],
+    ids=["mysql", "pg", "pg-guard"],
 )  # fmt: skip
 def test_engine_helpers_see_the_session_through_protocols(
     helpers: tuple[str, ...], session: tuple[str, ...]
 ) -> None:
     assert _offenders(_files(*helpers), session) == {}
+
+
+def _circle(paths: list[Path], src: Path = SRC) -> list[str]:
+    """Files of `paths` that import each other round in a circle (first one found)."""
+    modules = {".".join(p.relative_to(src.parent).with_suffix("").parts): p for p in paths}
+    edges = {m: sorted(n for n in _imports(p, src) if n in modules and n != m)
+             for m, p in modules.items()}  # fmt: skip
+    done: set[str] = set()
+
+    def visit(module: str, trail: list[str]) -> list[str]:
+        if module in trail:
+            return trail[trail.index(module) :]
+        if module in done:
+            return []
+        for name in edges[module]:
+            if found := visit(name, [*trail, module]):
+                return found
+        done.add(module)
+        return []
+
+    for module in sorted(modules):
+        if found := visit(module, []):
+            return found
+    return []
+
+
+@pytest.mark.parametrize("engine", ["pg", "mysql"])
+def test_no_import_circle_inside_an_engine(engine: str) -> None:
+    """The session imports its helpers; none of them imports it back, even for types."""
+    assert _circle(_files(engine)) == []
 
 
 def test_checker_sees_type_only_and_relative_imports(tmp_path: Path) -> None:
@@ -103,3 +135,7 @@ def test_checker_sees_type_only_and_relative_imports(tmp_path: Path) -> None:
     assert _offenders([fake], PROGRAM + ENGINES, src) == {
         "session/x.py": ["sluice.app", "sluice.pg"]
     }
+    other = src / "session" / "y.py"
+    other.write_text("if False:\n    from sluice.session.x import z\n")
+    fake.write_text("from sluice.session import y\nfrom sluice.session.y import w\n")
+    assert _circle([fake, other], src) == ["sluice.session.x", "sluice.session.y"]

@@ -61,12 +61,30 @@ class Borrower(ClientView, Protocol):
     def resume_reading(self) -> None: ...
 
 
-class MyServerConn(BackendConn):
+class MyServerConn(BackendConn[Borrower, rp.ReplyTracker]):
     """A MySQL backend connection: login as a coroutine, then a relay of reply packets."""
 
     goodbye = frame(bytes((c.COM_QUIT,)), 0)
-    client: Borrower | None
-    tracker: rp.ReplyTracker
+
+    __slots__ = (
+        "_own",
+        "dirty",
+        "holds",
+        "last_insert_id",
+        "mariadb",
+        "max_connections",
+        "reader",
+        "replies",
+        "results_of",
+        "role_reset",
+        "schema",
+        "server_version",
+        "settings",
+        "statements",
+        "tainted_by",
+        "thread_id",
+        "tls",
+    )
 
     def __init__(self, pool_name: str, max_size: int) -> None:
         super().__init__(pool_name)

@@ -26,7 +26,7 @@ from sluice.wire.pg import messages as m
 from sluice.wire.pg.login import LoginServer
 
 if TYPE_CHECKING:
-    from sluice.pg.client import ClientSession
+    from sluice.pg.handshake import LoginSession
 
 log = logging.getLogger("sluice.admin")
 
@@ -62,13 +62,13 @@ class AdminServer:
     def __init__(self, console: AdminConsole) -> None:
         self.console = console
 
-    async def serve(self, client: ClientSession, login: LoginServer) -> None:
+    async def serve(self, client: LoginSession, login: LoginServer) -> None:
         """Log the client in (`login`: its startup packet is read), then answer its
         commands until it leaves."""
         await self._login(client, login)
         await self._loop(client)
 
-    async def _login(self, client: ClientSession, login: LoginServer) -> None:
+    async def _login(self, client: LoginSession, login: LoginServer) -> None:
         proxy = client.proxy
         try:
             await authenticate(client, proxy.authenticator, login)
@@ -84,7 +84,7 @@ class AdminServer:
         proxy.stats.setup_succeeded += 1
         log.info("admin console: %s logged in from %s", client.user, client.peer)
 
-    async def _loop(self, client: ClientSession) -> None:
+    async def _loop(self, client: LoginSession) -> None:
         skipping = False  # after an extended-protocol message, until Sync
         while True:
             msg = await client.recv()

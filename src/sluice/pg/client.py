@@ -35,13 +35,11 @@ from sluice.errors import (
     ServerError,
     SluiceError,
 )
-from sluice.pg.auth import AuthHost
 from sluice.pg.guard import RECHECK, TEMP_SCHEMA, BorrowGuard
+from sluice.pg.handshake import LoginHost, LoginServices, handshake
 from sluice.pg.settings import SessionSettings, replay_queries
 from sluice.pg.statements import ClientStatements
-from sluice.session.admission import Admission
 from sluice.session.frontend import FrontendSession, Refusal, SessionHost
-from sluice.session.services import Services
 from sluice.session.states import ClientState
 from sluice.wire.pg import messages as m
 from sluice.wire.pg import responses as r
@@ -57,13 +55,10 @@ from sluice.wire.pg.sql import (
 )
 
 if TYPE_CHECKING:
-    from sluice.auth.base import Authenticator
     from sluice.pg.pgpool import PgPool
     from sluice.pg.server import ServerConn
-    from sluice.pg.startup import VerifiedSettings
     from sluice.pg.statements import StatementNames
-    from sluice.session.views import ProxyStats, Session
-    from sluice.wire.pg.login import LoginServer
+    from sluice.session.views import Session
 
 log = logging.getLogger("sluice.client")
 
@@ -105,52 +100,22 @@ def _drops_statements(sql: bytes, tracker: r.ResponseTracker) -> bool:
     return status != _STATUS_FAILED and (deallocates or status != _STATUS_IN_BLOCK)
 
 
-class AdminGate(Protocol):
-    """Where a client that asks for the admin database is served."""
-
-    async def serve(self, client: ClientSession, login: LoginServer) -> None: ...
-
-
-class PgServices(Services, Protocol):
+class PgServices(LoginServices, Protocol):
     """The program's services a PostgreSQL proxy uses, with those of its own."""
 
     @property
     def statement_names(self) -> StatementNames:
         """The server-side names of prepared statements, shared by every pool."""
 
-    @property
-    def admin(self) -> AdminGate: ...
 
-
-class PgHost(SessionHost, AuthHost, Protocol):
+class PgHost(SessionHost, LoginHost, Protocol):
     """What a PostgreSQL client session (and its startup) needs of its proxy (`PgProxy`)."""
 
     @property
     def app(self) -> PgServices: ...
 
     @property
-    def stats(self) -> ProxyStats: ...
-
-    @property
-    def authenticator(self) -> Authenticator: ...
-
-    @property
-    def tls_context(self) -> ssl.SSLContext | None: ...
-
-    @property
-    def verified_settings(self) -> VerifiedSettings: ...
-
-    @property
     def debug_logging(self) -> bool: ...
-
-    @property
-    def admission(self) -> Admission: ...
-
-    def admit(self, peer: str) -> str | None: ...
-
-    def database_allowed(self, database: str) -> bool: ...
-
-    def pool_for(self, database: str, user: str) -> PgPool: ...
 
     def log_message(self, client: Session, msg: bytes) -> None: ...
 
@@ -218,8 +183,6 @@ class ClientSession(FrontendSession["ServerConn", bytes]):
         return self.proxy.admission.linger(refused)
 
     def _login(self, refused: Refusal | None) -> Coroutine[Any, Any, None]:
-        from sluice.pg.handshake import handshake
-
         return handshake(self, refused)
 
     def _reader_limit(self, size: int) -> None:

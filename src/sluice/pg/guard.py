@@ -37,7 +37,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from sluice.errors import ProtocolError
 from sluice.pg.settings import set_config_statement
@@ -47,7 +47,6 @@ from sluice.wire.pg.messages import parse_data_row
 from sluice.wire.pg.sql import TRACKED, Change, ChangeKind, Effect
 
 if TYPE_CHECKING:
-    from sluice.pg.server import ServerConn
     from sluice.pg.settings import SessionSettings
 
 _EQ = "OPERATOR(pg_catalog.=)"
@@ -261,7 +260,23 @@ class QuickMemory:
             self.tracked[frozenset(params.items())] = tracked
 
 
-def read_quick(rows: list[bytes], server: ServerConn) -> Finding:
+class GuardedConn(Protocol):
+    """What the checks and the guard read and keep on a connection (`ServerConn`)."""
+
+    tracker: r.ResponseTracker
+    params: dict[str, bytes]  # tracked settings as the connection has them
+    params_dirty: bool  # unknown: the replay starts with RESET ALL
+    login_user: str
+    baseline: Baseline  # untracked settings of the pool's init_query
+    quick_sql: bytes  # the quick check's statement ("" if not set up)
+    quick: QuickMemory
+    leftover: int  # what its borrowers may have left unseen (SEQUENCES, CUSTOM)
+    leftover_of: int  # the serial of the borrower that left it
+
+    def write(self, data: bytes) -> None: ...
+
+
+def read_quick(rows: list[bytes], server: GuardedConn) -> Finding:
     """Read the quick check's two DataRows; RECHECK unless every setting reads as the
     connection's memory says it should."""
     if len(rows) != 2:
@@ -339,7 +354,7 @@ class BorrowGuard:
         self.opaque = False
         self.precise = False  # the running check is the precise one
         self.left = 0
-        self.left_on: ServerConn | None = None  # the connection holding what we left last
+        self.left_on: GuardedConn | None = None  # the connection holding what we left last
 
     def note(self, effect: Effect) -> None:
         """SQL of this borrow (a Query, a Parse, the Bind of a statement parsed earlier)."""
@@ -349,7 +364,7 @@ class BorrowGuard:
             self.opaque = True
             self.left |= CUSTOM
 
-    def on_attach(self, server: ServerConn) -> bytes:
+    def on_attach(self, server: GuardedConn) -> bytes:
         """A query (its replies swallowed) to send before the client's first message, or b"";
         only called when the connection holds something a borrower left."""
         if server.leftover_of == self.serial and self.left_on is server:
@@ -362,7 +377,7 @@ class BorrowGuard:
         server.tracker.push(r.QUERY_SKIP)
         return _DISCARD_SEQUENCES
 
-    def on_detach(self, server: ServerConn) -> None:
+    def on_detach(self, server: GuardedConn) -> None:
         """The borrow ends (released, or the client left): the connection holds what it left
         (anything another borrower left was cleared when this borrow began)."""
         server.leftover |= self.left
@@ -370,7 +385,7 @@ class BorrowGuard:
         self.left_on = server
         self.left = 0
 
-    def start_check(self, server: ServerConn) -> None:
+    def start_check(self, server: GuardedConn) -> None:
         """Send the quick check, or the precise one after a quick one that could not tell
         (or where the quick one is not set up)."""
         tracker = server.tracker
@@ -386,7 +401,7 @@ class BorrowGuard:
             parse_state = m.parse(_QUICK_NAMES[1], server.quick_sql + b"\x00\x00\x00")
             server.write(_QUICK_PREPARE + parse_state + _QUICK_RUN)
 
-    def finish_check(self, server: ServerConn, settings: SessionSettings) -> Finding | None:
+    def finish_check(self, server: GuardedConn, settings: SessionSettings) -> Finding | None:
         """The check's answer, its tracked settings adopted; RECHECK: run start_check again
         (the precise check); None if it failed (the connection must then be closed)."""
         tracker = server.tracker
@@ -416,7 +431,7 @@ class BorrowGuard:
         return found
 
 
-def adopt_settings(found: dict[str, bytes], settings: SessionSettings, server: ServerConn) -> None:
+def adopt_settings(found: dict[str, bytes], settings: SessionSettings, server: GuardedConn) -> None:
     """Tracked settings as the check found them become the client's and the connection's:
     a value set for the session as a SET of the client's, one no longer set as a RESET."""
     params = server.params

@@ -32,8 +32,9 @@ the startup settings shown) and only this driver writes it to the session.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from sluice.errors import (
     AuthFailed,
@@ -42,16 +43,99 @@ from sluice.errors import (
     TLSRequired,
     UnknownDatabase,
 )
-from sluice.pg.auth import authenticate
+from sluice.pg.auth import AuthHost, AuthSession, authenticate
 from sluice.pg.startup import startup_settings, verify
 from sluice.session.admission import REFUSAL_WAIT
+from sluice.session.services import Cancellable, Services
 from sluice.wire.pg import login as lg
 
 if TYPE_CHECKING:
-    from sluice.pg.client import ClientSession
+    from sluice.auth.base import Authenticator
+    from sluice.config import ProxyConfig
+    from sluice.pg.pgpool import PgPool
+    from sluice.pg.server import ServerConn
+    from sluice.pg.settings import SessionSettings
+    from sluice.pg.startup import VerifiedSettings
+    from sluice.pool.pool import PoolStats
+    from sluice.session.admission import Admission
+    from sluice.session.views import ProxyStats
+    from sluice.wire.pg.framing import MessageReader
 
 
-async def handshake(client: ClientSession, refused: SluiceError | None = None) -> None:
+class AdminGate(Protocol):
+    """Where a client that asks for the admin database is served."""
+
+    async def serve(self, client: LoginSession, login: lg.LoginServer) -> None: ...
+
+
+class LoginServices(Services, Protocol):
+    """The program's services a login uses, with the admin console."""
+
+    @property
+    def admin(self) -> AdminGate: ...
+
+
+class LoginHost(AuthHost, Protocol):
+    """What a login needs of the proxy the client reached (`PgProxy`)."""
+
+    @property
+    def app(self) -> LoginServices: ...
+
+    @property
+    def config(self) -> ProxyConfig: ...
+
+    @property
+    def stats(self) -> ProxyStats: ...
+
+    @property
+    def authenticator(self) -> Authenticator: ...
+
+    @property
+    def tls_context(self) -> ssl.SSLContext | None: ...
+
+    @property
+    def verified_settings(self) -> VerifiedSettings: ...
+
+    @property
+    def admission(self) -> Admission: ...
+
+    def admit(self, peer: str) -> str | None: ...
+
+    def database_allowed(self, database: str) -> bool: ...
+
+    def pool_for(self, database: str, user: str) -> PgPool: ...
+
+
+class LoginSession(AuthSession, Cancellable, Protocol):
+    """What a login needs of the client session it logs in (`ClientSession`)."""
+
+    @property
+    def proxy(self) -> LoginHost: ...
+
+    @property
+    def reader(self) -> MessageReader: ...
+
+    @property
+    def settings(self) -> SessionSettings: ...
+
+    pool: PgPool | None
+    stats: PoolStats
+    database: str
+    tls: bool
+    admin_session: bool
+
+    def logged_in(self) -> None: ...
+
+    async def recv_startup(self) -> bytes: ...
+
+    async def start_tls(self, ctx: ssl.SSLContext) -> None: ...
+
+    async def borrow_for_session(self) -> ServerConn: ...
+
+    def attach_session(self, server: ServerConn) -> None: ...
+
+
+async def handshake(client: LoginSession, refused: SluiceError | None = None) -> None:
     """Log `client` in; `refused`: the client is refused (a cap, a blocked address), and
     is told so once it has sent its startup packet (`sluice.session.admission`)."""
     proxy = client.proxy
@@ -83,13 +167,13 @@ async def handshake(client: ClientSession, refused: SluiceError | None = None) -
     await _greet(client, machine, login.params)
 
 
-def _apply(client: ClientSession, login: lg.Login) -> None:
+def _apply(client: LoginSession, login: lg.Login) -> None:
     """What the startup packet told: who logs in, to which database."""
     client.user = sys.intern(login.user)  # shared by every client of that user
     client.database = sys.intern(login.database)
 
 
-async def _refuse(client: ClientSession, machine: lg.LoginServer) -> None:
+async def _refuse(client: LoginSession, machine: lg.LoginServer) -> None:
     """Answer TLS and GSSAPI requests 'N' and read the startup packet, for a while: libpq
     shows an error sent after the startup packet, not one in answer to its SSLRequest.
     A client that sends nothing usable in time gets the error all the same."""
@@ -103,7 +187,7 @@ async def _refuse(client: ClientSession, machine: lg.LoginServer) -> None:
         client.proxy.admission.lingered()
 
 
-async def _negotiate(client: ClientSession, machine: lg.LoginServer) -> lg.Login | None:
+async def _negotiate(client: LoginSession, machine: lg.LoginServer) -> lg.Login | None:
     while True:
         packet = await client.recv_startup()
         step = machine.feed_startup(packet, client.reader.pending)
@@ -122,7 +206,7 @@ async def _negotiate(client: ClientSession, machine: lg.LoginServer) -> lg.Login
             client.proxy.stats.tls += 1
 
 
-async def _greet(client: ClientSession, machine: lg.LoginServer, params: dict[str, str]) -> None:
+async def _greet(client: LoginSession, machine: lg.LoginServer, params: dict[str, str]) -> None:
     proxy = client.proxy
     if not proxy.database_allowed(client.database):
         raise UnknownDatabase(f'database "{client.database}" does not exist')

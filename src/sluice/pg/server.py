@@ -22,27 +22,59 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from typing import TYPE_CHECKING, cast
+from typing import Protocol, cast
 
 from sluice.errors import ServerError
 from sluice.pg.guard import QuickMemory
 from sluice.session.backend import BackendConn, BackendState
+from sluice.session.views import ClientView
 from sluice.wire.pg import messages as m
 from sluice.wire.pg.framing import MessageReader
 from sluice.wire.pg.login import LoginClient
 from sluice.wire.pg.responses import QUERY_CHECK, QUERY_SKIP, ResponseTracker
 
-if TYPE_CHECKING:
-    from sluice.pg.client import ClientSession
-
 log = logging.getLogger("sluice.server")
 
 
-class ServerConn(BackendConn):
+class Borrower(ClientView, Protocol):
+    """The client session a connection is lent to (`ClientSession`)."""
+
+    def transport_write(self, data: bytes) -> None: ...
+
+    def server_idle(self, server: ServerConn) -> None: ...
+
+    def replay_failed(self, server: ServerConn, error: bytes) -> None: ...
+
+    def server_lost(self, server: ServerConn) -> None: ...
+
+    def pause_reading(self) -> None: ...
+
+    def resume_reading(self) -> None: ...
+
+
+class ServerConn(BackendConn[Borrower, ResponseTracker]):
     """A PostgreSQL backend connection: handshake as a coroutine, then a relay of replies."""
 
     goodbye = m.TERMINATE
-    client: ClientSession | None
+
+    __slots__ = (
+        "_idle_waiter",
+        "backend_secret",
+        "baseline",
+        "custom_setting",
+        "leftover",
+        "leftover_of",
+        "login_user",
+        "max_connections",
+        "params",
+        "params_dirty",
+        "pid",
+        "quick",
+        "quick_sql",
+        "reader",
+        "retire",
+        "server_params",
+    )
 
     def __init__(self, pool_name: str, max_size: int) -> None:
         super().__init__(pool_name)

@@ -17,7 +17,7 @@ import asyncio
 import enum
 import logging
 import time
-from typing import Any, cast
+from typing import Any, Generic, Protocol, TypeVar, cast
 
 log = logging.getLogger("sluice.server")
 
@@ -39,12 +39,38 @@ _TRANSITIONS = {
 }
 
 
-class BackendConn(asyncio.Protocol):
-    """State, lending, backpressure and closing of one backend connection."""
+class Borrowing(Protocol):
+    """What this base needs of the client session a connection is lent to."""
+
+    def server_lost(self, server: Any, /) -> None:
+        """The connection closed under it (each engine's session takes its own kind)."""
+
+    def pause_reading(self) -> None: ...
+
+    def resume_reading(self) -> None: ...
+
+
+class Tracking(Protocol):
+    """What this base needs of an engine's reply tracker."""
+
+    @property
+    def idle(self) -> bool:
+        """Nothing outstanding: every request answered, no transaction open."""
+
+
+ClientT = TypeVar("ClientT", bound=Borrowing)
+TrackerT = TypeVar("TrackerT", bound=Tracking)
+
+
+class BackendConn(asyncio.Protocol, Generic[ClientT, TrackerT]):
+    """State, lending, backpressure and closing of one backend connection.
+
+    Generic over the engine's client session (`client`, while lent) and its reply
+    tracker (`tracker`), so that each engine reads both with their own types."""
 
     goodbye = b""  # what the engine sends before closing (Terminate, COM_QUIT)
-    client: Any  # the engine's client session while lent, else None
-    tracker: Any  # the engine's reply tracker: `idle` when nothing is outstanding
+    client: ClientT | None  # the engine's client session while lent, else None
+    tracker: TrackerT  # the engine's reply tracker: `idle` when nothing is outstanding
 
     __slots__ = (
         "_waiter",
@@ -99,7 +125,7 @@ class BackendConn(asyncio.Protocol):
             raise RuntimeError(f"server {self.state.value} -> {new.value} is not allowed")
         self.state = new
 
-    def attach(self, client: Any) -> None:
+    def attach(self, client: ClientT) -> None:
         self._set_state(BackendState.ACTIVE)
         self.client = client
 

@@ -82,7 +82,7 @@ class SessionHost(Protocol):
 
 
 Refusal = TooManyConnections | LoginThrottled  # why the proxy would not take a client
-ServerT = TypeVar("ServerT", bound=BackendConn)
+ServerT = TypeVar("ServerT", bound=BackendConn[Any, Any])
 MessageT = TypeVar("MessageT")  # one client message as the engine's reader gives it
 
 

@@ -15,7 +15,7 @@ import asyncio
 import logging
 import ssl
 import time
-from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from sluice.errors import ServerError
 from sluice.pool.pool import Pool, PoolLimits
@@ -73,7 +73,7 @@ class PoolHost(Protocol):
     def learned_max_connections(self, value: int) -> None: ...
 
 
-ServerT = TypeVar("ServerT", bound=BackendConn)
+ServerT = TypeVar("ServerT", bound=BackendConn[Any, Any])
 
 
 class EnginePool(abc.ABC, Generic[ServerT]):
