@@ -241,8 +241,7 @@ IDLE, IN_TXN, FAILED = ord("I"), ord("T"), ord("E")
 
 def statements(*names: bytes) -> ClientStatements:
     stmts = ClientStatements(StatementNames(), 100, BorrowGuard(1))
-    for name in names:
-        stmts.by_name[name] = (b"sluice_1", b"select 1\x00\x00\x00", 0)
+    stmts.by_name = {name: (b"sluice_1", b"select 1\x00\x00\x00", 0) for name in names}
     return stmts
 
 
@@ -303,8 +302,8 @@ def test_bind_of_an_opaque_statement_marks_its_borrow() -> None:
     stmts = ClientStatements(StatementNames(), 100, guard)
     server = ServerConn("pool", 1 << 20)
     name = b"s1"
-    stmts.by_name[name] = (b"sluice_1", b"select f($1)\x00\x00\x00", 0)
-    stmts.unseen[name] = Effect(opaque=True, writes=True)
+    stmts.by_name = {name: (b"sluice_1", b"select f($1)\x00\x00\x00", 0)}
+    stmts.unseen = {name: Effect(opaque=True, writes=True)}
     out: list[bytes] = []
     stmts.bind(m.message(b"B", b"\x00s1\x00" + b"\x00\x00" * 3), server, out)
     assert guard.opaque and guard.left == SEQUENCES | CUSTOM
@@ -339,3 +338,18 @@ def test_an_unknown_name_inside_a_transaction_goes_to_the_server() -> None:
     stmts = statements(b"s1")
     assert stmts.deallocate(b"p1", IN_TXN, pinned=False) is None
     assert replies(stmts.deallocate(b"s1", IN_TXN, pinned=False))[0] == (b"C", "DEALLOCATE")
+
+
+def test_clients_that_prepare_nothing_share_empty_maps() -> None:
+    """Maps no client has filled are shared (an idle client costs less); writing to one
+    fails instead of reaching every other client."""
+    a, b = statements(), ClientStatements(StatementNames(), 100, BorrowGuard(2))
+    c = ClientStatements(StatementNames(), 100, BorrowGuard(3))
+    assert b.by_name is c.by_name and b.unseen is c.unseen and a.by_name is not b.by_name
+    b.clear()
+    assert b.unseen.pop(b"s1", None) is None
+    with pytest.raises(TypeError):
+        b.by_name[b"s1"] = (b"sluice_1", b"select 1\x00\x00\x00", 0)
+    with pytest.raises(TypeError):
+        c.unseen[b"s1"] = Effect(opaque=True)
+    assert b.by_name == c.unseen == {}

@@ -340,3 +340,21 @@ def test_verified_settings_are_bounded() -> None:
     known, missing = cache.lookup("db", "u", {"a": "1", "b": "2", "c": "3", "d": "4"})
     assert set(known) == {"a", "c", "d"}  # "a" was used last, "b" went first
     assert missing == {"b": "2"}
+
+
+def test_clients_share_only_what_none_of_them_fills() -> None:
+    """An idle client's settings hold shared empty containers; the first write makes its own,
+    never touching the other clients'."""
+    idle, other, busy = tracked(), tracked(), tracked(START, at_default=("datestyle",))
+    assert idle.startup is other.startup and idle.pending is other.pending
+    send(busy, "SET jit = on", "RESET ALL")
+    assert busy.restore() is not None
+    assert idle.startup == idle.restores == {} and not idle.pending and not idle.at_default
+    assert busy.startup is not idle.startup and busy.pending is not idle.pending
+    assert busy.at_default is tracked(START, at_default=("datestyle",)).at_default  # shared
+    assert busy.commit({}, errors=0, rolled_back=False)
+    assert busy.pending is idle.pending  # back to the shared one
+    with pytest.raises(TypeError):
+        idle.startup["jit"] = b"SET jit = on"
+    with pytest.raises(TypeError):
+        idle.pending.append(classify("SET jit = on").changes[0])

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import re
 
+from sluice.session.empty import SharedEmptyDict, SharedEmptyList
 from sluice.wire.pg.sql import Change, ChangeKind
 
 SET, RESET, RESET_ALL = ChangeKind.SET, ChangeKind.RESET, ChangeKind.RESET_ALL
@@ -165,6 +166,27 @@ def replay_queries(
     return [b"; ".join([b"BEGIN", *head, *first, *rest, b"COMMIT"])]
 
 
+# Shared by every client until it has startup settings of its own (most have none): only
+# `set_startup` writes these maps, and it gives the client its own first. Sets of names at
+# their defaults are shared by the clients that have the same (a few per application).
+_NO_STARTUP: dict[str, bytes] = SharedEmptyDict()
+_NONE_AT_DEFAULT: frozenset[str] = frozenset()
+# Shared by every client outside a transaction that changes settings: `note` and `restore`
+# add to a list of the client's own.
+_NO_CHANGES: list[Change] = SharedEmptyList()
+_AT_DEFAULT_SETS: dict[frozenset[str], frozenset[str]] = {}
+_AT_DEFAULT_SETS_MAX = 256
+
+
+def _shared(names: frozenset[str]) -> frozenset[str]:
+    found = _AT_DEFAULT_SETS.get(names)
+    if found is not None:
+        return found
+    if len(_AT_DEFAULT_SETS) < _AT_DEFAULT_SETS_MAX:
+        _AT_DEFAULT_SETS[names] = names
+    return names
+
+
 class SessionSettings:
     """Tracked settings of one client: from its startup packet, then its SET/RESET."""
 
@@ -181,12 +203,12 @@ class SessionSettings:
     )
 
     def __init__(self) -> None:
-        self.startup: dict[str, bytes] = {}  # name -> set_config statement
-        self.restores: dict[str, bytes] = {}  # name -> the same as a SET (`set_statement`)
-        self.at_default: frozenset[str] = frozenset()  # equal to a fresh connection's
+        self.startup = _NO_STARTUP  # name -> set_config statement
+        self.restores = _NO_STARTUP  # name -> the same as a SET (`set_statement`)
+        self.at_default = _NONE_AT_DEFAULT  # equal to a fresh connection's
         self.custom_startup = ""  # a custom (dotted) setting among the startup ones
         self.params: dict[str, bytes] = {}  # what the client has once pending is settled
-        self.pending: list[Change] = []  # SET, RESET, RESET ALL of the open transaction
+        self.pending = _NO_CHANGES  # SET, RESET, RESET ALL of the open transaction
         self.savepoints: list[tuple[str, int]] | None = None  # (name, len(pending) then)
         self.resets_noted = False  # the request being sent reset something
         self.errors_at_start = 0
@@ -194,10 +216,12 @@ class SessionSettings:
     def set_startup(self, name: str, shown: str, at_default: bool) -> None:
         """A startup setting the server accepted; `shown` is its value as the server shows it."""
         stmt = set_config_statement(name, shown)
+        if self.startup is _NO_STARTUP:
+            self.startup, self.restores = {}, {}
         self.startup[name] = self.params[name] = stmt
         self.restores[name] = set_statement(name, shown)
         if at_default:
-            self.at_default = self.at_default | {name}
+            self.at_default = _shared(self.at_default | {name})
         if "." in name:
             self.custom_startup = name
 
@@ -222,6 +246,7 @@ class SessionSettings:
             else:
                 if not self.pending:
                     self.errors_at_start = errors
+                    self.pending = []
                 self.pending.append(change)
                 self.resets_noted = self.resets_noted or kind is not SET
 
@@ -254,7 +279,7 @@ class SessionSettings:
         names = self._unrestored()
         if not names:
             return None
-        self.pending += [Change(SET, name, self.startup[name]) for name in names]
+        self.pending = [*self.pending, *(Change(SET, name, self.startup[name]) for name in names)]
         return names, b"; ".join(self.restores[name] for name in names)
 
     def _unrestored(self) -> list[str]:
@@ -278,7 +303,7 @@ class SessionSettings:
     def commit(self, server_params: dict[str, bytes], errors: int, rolled_back: bool) -> bool:
         """Apply what is pending once the transaction ended; False if the server is now unknown."""
         pending = self.pending
-        self.pending = []
+        self.pending = _NO_CHANGES
         self.savepoints = None
         self.resets_noted = False
         if errors != self.errors_at_start:

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol
 
+from sluice.session.empty import SharedEmptyDict
 from sluice.wire.pg import messages as m
 from sluice.wire.pg import responses as r
 from sluice.wire.pg.messages import read_cstr
@@ -122,6 +123,12 @@ class StatementNames:
         return name
 
 
+# Shared by every client until it prepares a named statement (many never do): only `parse`
+# adds to these maps, and it gives the client its own first.
+_NO_STATEMENTS: dict[bytes, tuple[bytes, bytes, int]] = SharedEmptyDict()
+_NONE_UNSEEN: dict[bytes, Effect] = SharedEmptyDict()
+
+
 class ClientStatements:
     """One client's named statements, mapped onto server-side names."""
 
@@ -131,9 +138,9 @@ class ClientStatements:
         self.names = names
         self.max_prepared = max_prepared
         # client name -> (server name, body, schema generation when the client parsed it)
-        self.by_name: dict[bytes, tuple[bytes, bytes, int]] = {}
+        self.by_name = _NO_STATEMENTS
         # statements whose execution is opaque or may write: each Bind tells the guard
-        self.unseen: dict[bytes, Effect] = {}
+        self.unseen = _NONE_UNSEEN
         self.guard = guard
 
     def clear(self) -> None:
@@ -159,8 +166,12 @@ class ClientStatements:
             return
         server_name = self.names.name_for(rest + b"\x00" + statement_context(client.settings))
         generation = self.names.generation
+        if self.by_name is _NO_STATEMENTS:
+            self.by_name = {}
         self.by_name[name] = (server_name, rest, generation)
         if effect.opaque or effect.writes:
+            if self.unseen is _NONE_UNSEEN:
+                self.unseen = {}
             self.unseen[name] = effect
         elif self.unseen:
             self.unseen.pop(name, None)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import logging
+import sys
 import time
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, cast
@@ -215,7 +216,7 @@ class FrontendSession(asyncio.Protocol, Generic[ServerT, MessageT]):
         transport.set_write_buffer_limits(high=256 * 1024)
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or "unix")
-        self.address = address_of(self.peer)
+        self.address = sys.intern(address_of(self.peer))  # shared by its clients
         refused = self.proxy.client_connected(self)
         if refused is not None and not self._linger(refused):
             self._refuse(refused)  # before reading anything: the cheapest answer there is

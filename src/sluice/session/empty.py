@@ -1,0 +1,34 @@
+"""Empty containers that many per-connection objects share until one needs its own.
+
+An idle client keeps what it was given at login: a map it never fills costs 64
+bytes, a list 56. Objects of which there is one per connection start with
+these instead and make their own container on their first write; a write to
+the shared one is a bug, and fails rather than reaching every other client.
+"""
+
+from __future__ import annotations
+
+from typing import NoReturn
+
+
+class SharedEmptyDict(dict):  # type: ignore[type-arg]
+    """An empty map that many objects share until one needs a map of its own (an idle
+    client costs less): writing to it is a bug, and fails."""
+
+    __slots__ = ()
+
+    def _refuse(self, *args: object, **kwargs: object) -> NoReturn:
+        raise TypeError("a shared empty map is not written to: make one of your own")
+
+    __setitem__ = setdefault = update = __ior__ = _refuse
+
+
+class SharedEmptyList(list):  # type: ignore[type-arg]
+    """An empty list that many objects share, as `SharedEmptyDict`."""
+
+    __slots__ = ()
+
+    def _refuse(self, *args: object, **kwargs: object) -> NoReturn:
+        raise TypeError("a shared empty list is not added to: make one of your own")
+
+    __setitem__ = append = extend = insert = __iadd__ = _refuse
