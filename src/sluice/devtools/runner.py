@@ -9,6 +9,7 @@ The proxy runs as a real process so tests observe it exactly as users run it.
 
 from __future__ import annotations
 
+import abc
 import os
 import signal
 import socket
@@ -53,7 +54,7 @@ def render_config(glob: dict[str, Any], proxies: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-class ChildProcess:
+class ChildProcess(abc.ABC):
     """A `python -m sluice ...` child with its output in a log file: started, waited for on
     a port, stopped with SIGTERM (then SIGKILL after a timeout). Subclasses say how to start."""
 
@@ -61,8 +62,9 @@ class ChildProcess:
     proc: subprocess.Popen[bytes] | None = None
     cpus: frozenset[int] | None = None  # the CPUs it may run on (as taskset -c), or any
 
+    @abc.abstractmethod
     def start(self, timeout: float = 15.0) -> None:
-        raise NotImplementedError
+        """Start the child and wait until it listens."""
 
     @property
     def pid(self) -> int:

@@ -13,6 +13,7 @@ generation). Engines add the login and the relay of replies.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import enum
 import logging
@@ -111,9 +112,9 @@ class BackendConn(asyncio.Protocol, Generic[ClientT, TrackerT]):
         """Server-side prepared statements the connection holds (engines count them)."""
         return 0
 
+    @abc.abstractmethod
     async def check(self) -> bool:
         """Whether the connection still answers (the pool asks before lending a stale one)."""
-        raise NotImplementedError
 
     @property
     def broken(self) -> bool:
