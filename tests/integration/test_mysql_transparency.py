@@ -178,6 +178,26 @@ def test_warnings_read_after_a_ping(
     assert want[0] and want[-1] == [(2,)]  # the ping cleared nothing
 
 
+def test_row_count_read_after_a_ping(
+    mariadb: MariaDbCluster, targets: Callable[..., Kwargs]
+) -> None:
+    """A ping sets ROW_COUNT() to 0 (it keeps the warnings): through Sluice the read after
+    a ping Sluice answered gets that or the documented refusal, never the value before."""
+
+    def scenario(kwargs: Kwargs) -> list[Any]:
+        conn = pymysql_conn(kwargs, autocommit=True)
+        seen = [outcome(conn, "SELECT DATABASE()")]
+        conn.ping()
+        seen.append(outcome(conn, "SELECT ROW_COUNT()"))
+        conn.close()
+        return seen
+
+    want, got = (scenario(kwargs) for kwargs in both(mariadb, targets))
+    assert want[1] == [(0,)]
+    assert got[0] == want[0]
+    assert got[1] in (want[1], ("error", REFUSED))
+
+
 def test_connection_ids_grow_as_the_servers(
     mariadb: MariaDbCluster, targets: Callable[..., Kwargs]
 ) -> None:

@@ -362,7 +362,8 @@ class MyClientSession(FrontendSession["MyServerConn", tuple[int, bytes]]):
                 return True
         if server is None:
             if command in _LOCAL:  # COM_PING: not a statement, the server keeps the
-                self.write(self._local_ok())  # previous one's warnings and ROW_COUNT()
+                self.results.pinged()  # previous one's warnings, but not its ROW_COUNT()
+                self.write(self._local_ok())
                 return True
             server = self._borrow(packet)
             if server is None:

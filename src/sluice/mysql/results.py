@@ -131,6 +131,13 @@ class ClientResults:
             server.holds = writes & ALL
         self._found = bool(writes & _FOUND_IF_OK)
 
+    def pinged(self) -> None:
+        """Sluice answered a COM_PING itself: directly, MariaDB would keep the diagnostics
+        area but set ROW_COUNT() to 0, so no connection holds the client's ROW_COUNT()."""
+        server = self.server
+        if server is not None and server.results_of is self.session:
+            server.holds &= ~ROW_COUNT
+
     def refuse(self, server: MyServerConn, what: str) -> None:
         """Answer a read of results that `server` does not hold for the client with a
         clear error, never with another session's values."""
