@@ -11,32 +11,19 @@ type-only import still ties the files into one circle.
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import pytest
 
-import sluice
+from sources import SRC, imported_names
 
-SRC = Path(sluice.__file__).resolve().parent  # .../src/sluice
 PROGRAM = ("sluice.app", "sluice.cli", "sluice.control")
 ENGINES = ("sluice.pg", "sluice.mysql")
 
 
 def _imports(path: Path, src: Path = SRC) -> set[str]:
-    """Absolute names of the sluice modules `path` (a file of package `src`) imports."""
-    package = ".".join(path.relative_to(src.parent).with_suffix("").parts[:-1])
-    names: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                parent = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
-                base = f"{parent}.{base}" if base else parent
-            names.add(base)
-    return {n for n in names if n.startswith("sluice")}
+    """Names of the sluice modules (and their members) `path` imports."""
+    return {n for n in imported_names(path, src) if n.startswith("sluice")}
 
 
 def _files(*places: str) -> list[Path]:
@@ -133,7 +120,7 @@ def test_checker_sees_type_only_and_relative_imports(tmp_path: Path) -> None:
     )
     assert {"sluice.app", "sluice.pg"} <= _imports(fake, src)
     assert _offenders([fake], PROGRAM + ENGINES, src) == {
-        "session/x.py": ["sluice.app", "sluice.pg"]
+        "session/x.py": ["sluice.app", "sluice.app.App", "sluice.pg", "sluice.pg.client"]
     }
     other = src / "session" / "y.py"
     other.write_text("if False:\n    from sluice.session.x import z\n")

@@ -7,43 +7,12 @@ layer imports (importing `sluice.errors` must not drag asyncio in either).
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
-import sluice
+from sources import SRC, imported_names, module_path
 
 FORBIDDEN = frozenset({"asyncio", "socket", "ssl", "selectors"})
-SRC = Path(sluice.__file__).resolve().parent  # .../src/sluice
 WIRE = SRC / "wire"
-
-
-def _imports(path: Path, src: Path = SRC) -> set[str]:
-    """Absolute names of every module `path` (a file of package `src`) imports."""
-    package = ".".join(path.relative_to(src.parent).with_suffix("").parts[:-1])
-    names: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                parent = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
-                base = f"{parent}.{base}" if base else parent
-            names.add(base)
-            names.update(f"{base}.{alias.name}" for alias in node.names)
-    return names
-
-
-def _module_path(name: str) -> Path | None:
-    """The source file of a sluice module (None for other packages or non-modules)."""
-    parts = name.split(".")
-    if parts[0] != "sluice":
-        return None
-    base = SRC.parent.joinpath(*parts)
-    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
-        if candidate.is_file():
-            return candidate
-    return None
 
 
 def _reachable(start: list[Path]) -> dict[Path, set[str]]:
@@ -54,9 +23,9 @@ def _reachable(start: list[Path]) -> dict[Path, set[str]]:
         path = todo.pop()
         if path in seen:
             continue
-        seen[path] = _imports(path)
+        seen[path] = imported_names(path)
         for name in seen[path]:
-            target = _module_path(name)
+            target = module_path(name)
             if target is not None and target not in seen:
                 todo.append(target)
     return seen
@@ -76,10 +45,10 @@ def test_no_io_imports_in_wire() -> None:
     assert offenders == {}
 
 
-def test_checker_sees_io_imports(tmp_path: Path) -> None:
+def test_checker_sees_ioimported_names(tmp_path: Path) -> None:
     """The checker itself: every import form it must catch (so the test above can fail)."""
     sample = SRC / "wire" / "pg" / "messages.py"
-    assert "struct" in _imports(sample)
+    assert "struct" in imported_names(sample)
     fake = tmp_path / "sluice" / "wire" / "x.py"
     fake.parent.mkdir(parents=True)
     fake.write_text(
@@ -89,7 +58,7 @@ def test_checker_sees_io_imports(tmp_path: Path) -> None:
         "def f():\n    import selectors\n"
         "from . import y\n"
     )
-    names = _imports(fake, tmp_path / "sluice")
+    names = imported_names(fake, tmp_path / "sluice")
     assert {"socket", "asyncio", "ssl", "selectors", "sluice.wire", "sluice.wire.y"} <= names
 
 

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from sluice.auth.base import Authenticator
 from sluice.errors import AuthFailed, HostNotAllowed, ProtocolError, TLSRequired
-from sluice.session.services import Cancellable
+from sluice.session.services import Cancellable, ProxyHost
 from sluice.session.views import Session
 from sluice.wire.mysql import auth as a
 from sluice.wire.mysql import commands as cmd
@@ -44,35 +44,15 @@ from sluice.wire.mysql.messages import OkPacket, build_ok
 from sluice.wire.mysql.packets import frame
 
 if TYPE_CHECKING:
-    from sluice.config import ProxyConfig
     from sluice.mysql.pool import MyPool
     from sluice.pool.pool import PoolStats
-    from sluice.session.services import Services
-    from sluice.session.views import ProxyStats
 
 
-class LoginHost(Protocol):
-    """What a login needs of the proxy the client reached."""
-
-    @property
-    def app(self) -> Services: ...
-
-    @property
-    def config(self) -> ProxyConfig: ...
-
-    @property
-    def stats(self) -> ProxyStats: ...
-
-    @property
-    def authenticator(self) -> Authenticator: ...
-
-    @property
-    def tls_context(self) -> ssl.SSLContext | None: ...
+class LoginHost(ProxyHost, Protocol):
+    """What a login needs of the proxy the client reached (`MyProxy`)."""
 
     @property
     def server_version(self) -> str: ...
-
-    def admit(self, peer: str) -> str | None: ...
 
     def capabilities(self) -> int: ...
 

@@ -46,19 +46,16 @@ from sluice.errors import (
 from sluice.pg.auth import AuthHost, AuthSession, authenticate
 from sluice.pg.startup import startup_settings, verify
 from sluice.session.admission import REFUSAL_WAIT
-from sluice.session.services import Cancellable, Services
+from sluice.session.services import Cancellable, ProxyHost, Services
 from sluice.wire.pg import login as lg
 
 if TYPE_CHECKING:
-    from sluice.auth.base import Authenticator
-    from sluice.config import ProxyConfig
     from sluice.pg.pgpool import PgPool
     from sluice.pg.server import ServerConn
     from sluice.pg.settings import SessionSettings
     from sluice.pg.startup import VerifiedSettings
     from sluice.pool.pool import PoolStats
     from sluice.session.admission import Admission
-    from sluice.session.views import ProxyStats
     from sluice.wire.pg.framing import MessageReader
 
 
@@ -75,31 +72,17 @@ class LoginServices(Services, Protocol):
     def admin(self) -> AdminGate: ...
 
 
-class LoginHost(AuthHost, Protocol):
+class LoginHost(ProxyHost, AuthHost, Protocol):
     """What a login needs of the proxy the client reached (`PgProxy`)."""
 
     @property
     def app(self) -> LoginServices: ...
 
     @property
-    def config(self) -> ProxyConfig: ...
-
-    @property
-    def stats(self) -> ProxyStats: ...
-
-    @property
-    def authenticator(self) -> Authenticator: ...
-
-    @property
-    def tls_context(self) -> ssl.SSLContext | None: ...
-
-    @property
     def verified_settings(self) -> VerifiedSettings: ...
 
     @property
     def admission(self) -> Admission: ...
-
-    def admit(self, peer: str) -> str | None: ...
 
     def database_allowed(self, database: str) -> bool: ...
 

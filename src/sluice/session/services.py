@@ -7,13 +7,15 @@ small protocol rather than on the program that holds them.
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from sluice.auth.base import Authority
-    from sluice.config import Settings
+    from sluice.auth.base import Authenticator, Authority
+    from sluice.config import ProxyConfig, Settings
     from sluice.pool.budget import Budgets
+    from sluice.session.views import ProxyStats
     from sluice.workers.slot import WorkerSlot
 
 
@@ -69,3 +71,25 @@ class Services(Protocol):
 
     async def cancel(self, pid: int, secret: int) -> None:
         """Forward a client's cancel to the connection running its query, and no other."""
+
+
+class ProxyHost(Protocol):
+    """What a client's login needs of the proxy it reached, whatever the engine."""
+
+    @property
+    def app(self) -> Services: ...
+
+    @property
+    def config(self) -> ProxyConfig: ...
+
+    @property
+    def stats(self) -> ProxyStats: ...
+
+    @property
+    def authenticator(self) -> Authenticator: ...
+
+    @property
+    def tls_context(self) -> ssl.SSLContext | None: ...
+
+    def admit(self, peer: str) -> str | None:
+        """Why the proxy refuses a client from `peer` (its network rules), or None."""
