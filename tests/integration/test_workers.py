@@ -358,3 +358,50 @@ def test_kill_connection_and_unknown_ids_across_workers(my_two_workers: SluicePr
     finally:
         for conn in conns:
             conn.close()
+
+
+def test_console_pause_waits_for_and_stops_every_worker(two_workers: Start) -> None:
+    """PAUSE returns only once the transactions of both workers are done, and then no
+    worker lends a connection until RESUME (whichever worker the console reached)."""
+    proc = two_workers()
+    conns = connect_on_both(proc, 16)
+    by_worker = {worker_of(c): c for c in conns}
+    for conn in by_worker.values():
+        conn.execute("begin")
+        conn.execute("select 1")
+    with psycopg.connect(dsn(proc, dbname="sluice"), autocommit=True) as admin, \
+            ThreadPoolExecutor(4) as pool:  # fmt: skip
+        paused = pool.submit(admin.execute, "PAUSE")
+        time.sleep(1)
+        assert not paused.done()
+        # the console's own worker first: its part of the pause is then over, the other's not
+        own = worker_of(admin)
+        by_worker[own].execute("commit")
+        time.sleep(1)
+        assert not paused.done()
+        by_worker[1 - own].execute("commit")
+        paused.result(timeout=10)
+        # no worker lends now: a query on either waits
+        waiting = [pool.submit(c.execute, "select 2") for c in by_worker.values()]
+        time.sleep(1)
+        assert not any(w.done() for w in waiting)
+        with psycopg.connect(dsn(proc, dbname="sluice"), autocommit=True) as other:
+            other.execute("RESUME")  # from a console on either worker
+        assert [w.result(timeout=10).fetchone() for w in waiting] == [(2,), (2,)]
+    for conn in conns:
+        conn.close()
+
+
+def test_console_pause_of_an_unknown_database_is_refused(two_workers: Start) -> None:
+    proc = two_workers()
+    conns = connect_on_both(proc, 16)  # pools of the app database on both workers
+    with psycopg.connect(dsn(proc, dbname="sluice"), autocommit=True) as admin:
+        with pytest.raises(psycopg.errors.InvalidCatalogName, match="no pool for database"):
+            admin.execute("PAUSE nosuchdb")
+        admin.execute(f"PAUSE {APP_DB}")
+        (pool,) = admin_show(proc, "POOLS")
+        assert pool["paused"] == "yes"
+        admin.execute(f"RESUME {APP_DB}")
+    for conn in conns:
+        assert conn.execute("select 1").fetchone() == (1,)
+        conn.close()

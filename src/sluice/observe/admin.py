@@ -7,10 +7,9 @@ command's answer is a `Result` of text columns and rows.
 Every view reads `take_snapshot` / `list_clients` / `list_servers`
 (observe/stats.py), the same functions the Prometheus exporter reads; with
 several worker processes, those of every worker, summed (sluice.workers).
-RELOAD reloads every worker; PAUSE and RESUME act on the worker the console is
-connected to. PAUSE
-stops lending connections and waits for the borrowed ones to come back; pools
-created after a PAUSE are not paused.
+RELOAD, PAUSE and RESUME act on every worker. PAUSE stops lending connections
+and waits for the borrowed ones to come back; pools created after a PAUSE are
+not paused.
 """
 
 from __future__ import annotations
@@ -24,6 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
 from sluice.errors import SluiceError
+from sluice.observe import pausing
 from sluice.observe.stats import (
     ClientInfo,
     PoolSnapshot,
@@ -35,11 +35,8 @@ from sluice.workers.peers import gather_lists, gather_snapshot
 
 if TYPE_CHECKING:
     from sluice.observe.stats import Gathering
-    from sluice.session.views import PoolView
 
 log = logging.getLogger("sluice.admin")
-
-_PAUSE_POLL = 0.05
 
 
 class CommandError(SluiceError):
@@ -95,32 +92,28 @@ class AdminConsole:
 
     # ---- commands that act ----
 
-    def _pools(self, args: list[str]) -> list[PoolView]:
-        if len(args) > 1:
-            raise CommandError("expected at most one database name")
-        name = args[0].strip('"') if args else None
-        pools = [
-            pool
-            for proxy in self.app.proxies.values()
-            for pool in proxy.pools.values()
-            if name is None or pool.database == name
-        ]
-        if name is not None and not pools:
-            raise CommandError(f"no pool for database {_clip(name)!r}", "3D000")
-        return pools
-
     async def _pause(self, args: list[str]) -> Result:
-        """Stop lending; return once every borrowed connection is back (as PgBouncer)."""
-        pools = self._pools(args)
-        for pool in pools:
-            pool.pool.pause()
-        while any(pool.pool.borrowed for pool in pools):
-            await asyncio.sleep(_PAUSE_POLL)
+        """Stop lending in every worker; return once every borrowed connection is back."""
+        name = _database(args)
+        pools = pausing.matching_pools(self.app, name)
+        local = pausing.pause(pools)
+        if self.app.peers is None:
+            await local
+            found = len(pools)
+        else:
+            _, elsewhere = await asyncio.gather(local, self.app.peers.pause(name))
+            found = len(pools) + elsewhere
+        _check_found(name, found)
         return Result("PAUSE")
 
     async def _resume(self, args: list[str]) -> Result:
-        for pool in self._pools(args):
-            pool.pool.resume()
+        name = _database(args)
+        pools = pausing.matching_pools(self.app, name)
+        pausing.resume(pools)
+        found = len(pools)
+        if self.app.peers is not None:
+            found += await self.app.peers.resume(name)
+        _check_found(name, found)
         return Result("RESUME")
 
     async def _reload(self, args: list[str]) -> Result:
@@ -358,3 +351,15 @@ SHOW_VIEWS: dict[str, Callable[[Seen], Result]] = {
     "CONFIG": show_config,
     "VERSION": show_version,
 }
+
+
+def _database(args: list[str]) -> str | None:
+    """PAUSE / RESUME's optional database name."""
+    if len(args) > 1:
+        raise CommandError("expected at most one database name")
+    return args[0].strip('"') if args else None
+
+
+def _check_found(name: str | None, found: int) -> None:
+    if name is not None and not found:
+        raise CommandError(f"no pool for database {_clip(name)!r}", "3D000")

@@ -38,6 +38,11 @@ class Siblings(Protocol):
 
     async def reload(self) -> list[str]: ...
 
+    async def pause(self, database: str | None) -> int:
+        """PAUSE in every sibling (returns once each is paused): how many pools matched."""
+
+    async def resume(self, database: str | None) -> int: ...
+
 
 class Gathering(Running, Protocol):
     """The running program with its place among the workers (`App`)."""

@@ -14,7 +14,10 @@ connection: a JSON line in, a JSON line out. The requests:
 - `snapshot` (lists): the worker's stats snapshot, and with `lists` its clients
   and servers, for a scrape or an admin `SHOW` answered by a sibling;
 - `reload`: the admin console's RELOAD, run by every worker (as SIGHUP is); the
-  answer carries the error if the worker kept its configuration.
+  answer carries the error if the worker kept its configuration;
+- `pause` / `resume` (database): the admin console's PAUSE and RESUME; a pause is
+  answered once the worker's borrowed connections are back, however long that
+  takes, and the answer counts the pools that matched.
 
 Rare operations all, so a connection per request costs nothing worth saving.
 A sibling that does not answer within ASK_TIMEOUT (restarting, or stuck) is
@@ -32,6 +35,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from sluice.errors import SluiceError
+from sluice.observe import pausing
 from sluice.observe.stats import (
     ClientInfo,
     Gathering,
@@ -96,7 +100,7 @@ class Peers:
         return [i for i in range(self.slot.count) if i != self.slot.index]
 
     async def ask(
-        self, index: int, request: dict[str, Any], timeout: float = ASK_TIMEOUT
+        self, index: int, request: dict[str, Any], timeout: float | None = ASK_TIMEOUT
     ) -> dict[str, Any] | None:
         """One sibling's answer, or None if it did not give one in time."""
         try:
@@ -115,7 +119,7 @@ class Peers:
             return None
 
     async def ask_all(
-        self, request: dict[str, Any], timeout: float = ASK_TIMEOUT
+        self, request: dict[str, Any], timeout: float | None = ASK_TIMEOUT
     ) -> list[dict[str, Any]]:
         """The answers of every sibling that gave one."""
         asked = (self.ask(i, request, timeout) for i in self.siblings())
@@ -132,6 +136,14 @@ class Peers:
             for i, a in zip(asked, answers, strict=True)
             if a is None or a.get("error")
         ]
+
+    async def pause(self, database: str | None) -> int:
+        answers = await self.ask_all({"op": "pause", "database": database}, timeout=None)
+        return sum(int(a["pools"]) for a in answers)
+
+    async def resume(self, database: str | None) -> int:
+        answers = await self.ask_all({"op": "resume", "database": database})
+        return sum(int(a["pools"]) for a in answers)
 
     async def cancel(self, pid: int, secret: int) -> None:
         await self.ask_all({"op": "cancel", "pid": pid, "secret": secret})
@@ -159,8 +171,11 @@ class Peers:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            async with asyncio.timeout(RELOAD_TIMEOUT):
+            async with asyncio.timeout(ASK_TIMEOUT):
                 request = json.loads(await reader.readline())
+            # a pause waits for the borrowed connections, however long they are kept
+            limit = None if request["op"] == "pause" else RELOAD_TIMEOUT
+            async with asyncio.timeout(limit):
                 writer.write(json.dumps(await self._answer(request)).encode() + b"\n")
                 await writer.drain()
         except (OSError, TimeoutError, ValueError, KeyError) as exc:
@@ -187,6 +202,13 @@ class Peers:
             except (SluiceError, OSError) as exc:
                 return {"error": str(exc)}
             return {"error": ""}
+        if op in ("pause", "resume"):
+            pools = pausing.matching_pools(self.app, request["database"])
+            if op == "pause":
+                await pausing.pause(pools)
+            else:
+                pausing.resume(pools)
+            return {"pools": len(pools)}
         if op == "snapshot":
             answer: dict[str, Any] = {"snapshot": merge.encode(take_snapshot(self.app))}
             if request.get("lists"):
