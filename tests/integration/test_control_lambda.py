@@ -242,9 +242,11 @@ def test_memory_beyond_memory_size_ends_the_environment(
     meta, body = invoke(server, function, {"action": "hog", "mb": 200, "hold": hold}, tmp_path,
                         "--log-type", "Tail")  # fmt: skip
     assert meta["FunctionError"] == "Unhandled"
-    assert body["errorType"] == "Runtime.OutOfMemory"
+    assert body["errorType"] == "Runtime.ExitError"
     assert body["errorMessage"].endswith("Runtime exited with error: signal: killed")
-    assert "Max Memory Used: 128 MB" in base64.b64decode(meta["LogResult"]).decode()
+    log = base64.b64decode(meta["LogResult"]).decode()
+    assert "Max Memory Used: 128 MB" in log
+    assert "Status: error\tError Type: Runtime.OutOfMemory" in log
     _, after = invoke(server, function, {}, tmp_path)
     assert after["count"] == 1
 

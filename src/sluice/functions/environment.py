@@ -5,7 +5,9 @@ environment Lambda sets, speaks framed JSON over a socket pair, reads the proces
 stdout/stderr as the function's log, and enforces what the handler cannot be trusted to: the
 timeout (the process is killed, as Lambda resets a timed-out environment) and the process
 staying alive (a crash ends the environment; the runner starts a new one next time). An
-environment serves one invocation at a time; the runner guarantees that.
+environment serves one invocation at a time; the runner guarantees that. What the host allows
+beyond a plain process (its own /opt, a memory cgroup, an unprivileged uid) comes from the
+runner's `Sandbox`; without a cgroup, a watchdog enforces the memory limit.
 """
 
 from __future__ import annotations
@@ -20,12 +22,15 @@ import os
 import signal
 import socket
 import struct
+import sys
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from sluice.functions.bootstrap import MARKER
+from sluice.functions.cgroups import EnvironmentCgroup
+from sluice.functions.sandbox import OPT, Sandbox
 from sluice.functions.spec import (
     FunctionSpec,
     LogLine,
@@ -46,6 +51,7 @@ _MEMORY_CHECK = 0.05
 _CHUNK = 65536
 _MAX_LINE = 256 * 1024
 _PAGE = os.sysconf("SC_PAGE_SIZE")
+_MB = 1024 * 1024
 
 
 class EnvironmentGone(Exception):
@@ -59,9 +65,14 @@ class _Answer:
 
 
 def lambda_variables(
-    spec: FunctionSpec, settings: RunnerSettings, creds: TemporaryCredentials, stream: str
+    spec: FunctionSpec, settings: RunnerSettings, creds: TemporaryCredentials, stream: str,
+    layers: Path = OPT,
 ) -> dict[str, str]:
-    """The environment Lambda gives a Python function (the function's own variables first)."""
+    """The environment Lambda gives a Python function (the function's own variables first).
+
+    `layers` is where the function sees its merged layers: /opt, or their directory on the
+    host when /opt cannot be its own.
+    """
     # The function's own variables may point AWS_ENDPOINT_URL elsewhere; the rest are Lambda's.
     variables = {"AWS_ENDPOINT_URL": settings.endpoint_url, **spec.variables}
     variables.update({
@@ -78,7 +89,7 @@ def lambda_variables(
         "LAMBDA_RUNTIME_DIR": str(BOOTSTRAP.parent),
         "_HANDLER": spec.handler,
         "SLUICE_FUNCTION_ARN": spec.arn,
-        "SLUICE_LAYER_PATHS": os.pathsep.join(str(p) for p in spec.layer_paths),
+        "SLUICE_LAYER_PATHS": os.pathsep.join(map(str, layer_import_paths(layers))),
         "TZ": ":UTC",
         "LANG": "en_US.UTF-8",
         "PATH": "/usr/local/bin:/usr/bin:/bin",
@@ -87,6 +98,12 @@ def lambda_variables(
     })  # fmt: skip
     variables.update(credential_variables(creds))
     return variables
+
+
+def layer_import_paths(layers: Path) -> tuple[Path, ...]:
+    """Where Lambda's Python runtime looks for a layer's modules, after the task root."""
+    python = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    return layers / "python" / "lib" / python / "site-packages", layers / "python"
 
 
 def credential_variables(creds: TemporaryCredentials) -> dict[str, str]:
@@ -100,10 +117,13 @@ def credential_variables(creds: TemporaryCredentials) -> dict[str, str]:
 class Environment:
     """A running execution environment; see the module docstring."""
 
-    def __init__(self, spec: FunctionSpec, settings: RunnerSettings) -> None:
+    def __init__(self, spec: FunctionSpec, settings: RunnerSettings, sandbox: Sandbox) -> None:
         self.spec = spec
         self.settings = settings
-        self.stream = f"{datetime.now(UTC):%Y/%m/%d}/[{spec.version}]{os.urandom(16).hex()}"
+        self.sandbox = sandbox
+        self.cgroup: EnvironmentCgroup | None = None
+        self.stream_id = os.urandom(16).hex()
+        self.stream = f"{datetime.now(UTC):%Y/%m/%d}/[{spec.version}]{self.stream_id}"
         self.idle_since = time.monotonic()
         self.credentials_expire = 0.0
         self.init_ms = 0.0
@@ -128,16 +148,28 @@ class Environment:
 
     async def start(self, creds: TemporaryCredentials) -> None:
         """Start the process and wait for its init phase (the handler's module imported)."""
-        parent, child = socket.socketpair()
-        variables = lambda_variables(self.spec, self.settings, creds, self.stream)
+        layers = await self.sandbox.layers(self.spec.layer_paths)
+        seen_as = OPT if self.sandbox.has_opt else layers
+        variables = lambda_variables(self.spec, self.settings, creds, self.stream, seen_as)
         self.credentials_expire = creds.expiration
+        if self.sandbox.cgroups is not None:
+            try:
+                self.cgroup = self.sandbox.cgroups.create(self.stream_id, self.spec.memory_mb)
+            except OSError as exc:
+                log.warning("function %s: no memory cgroup for a new environment (%s); its "
+                            "watchdog enforces MemorySize", self.spec.name, exc)  # fmt: skip
+        parent, child = socket.socketpair()
+        runtime = [self.settings.python, "-s", str(BOOTSTRAP), str(child.fileno())]
         try:
             self._proc = await asyncio.create_subprocess_exec(
-                self.settings.python, "-s", str(BOOTSTRAP), str(child.fileno()),
+                *self.sandbox.command(runtime, layers, self.cgroup),
                 cwd=self.spec.task_root, env=variables, pass_fds=(child.fileno(),),
                 stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
+        except OSError:
+            await self._remove_cgroup()
+            raise
         finally:
             child.close()
         self._reader, self._writer = await asyncio.open_connection(sock=parent)
@@ -145,7 +177,8 @@ class Environment:
         try:
             ready = await asyncio.wait_for(self._receive(), _INIT_TIMEOUT)
         except (TimeoutError, EnvironmentGone):
-            await self.close("its init phase failed")
+            said = "".join(text for _, text in self._output)[-_LOG_TAIL:].strip()
+            await self.close(f"its init phase failed: {said or 'no output'}")
             raise EnvironmentGone("the runtime did not start") from None
         self.init_ms = float(str(ready.document.get("init_ms", 0)))
         self._init_output = ready.output
@@ -176,12 +209,13 @@ class Environment:
         except EnvironmentGone:
             output = self._take_output()
             status = await self._exit_status()
+            outcome = self._exited(request_id, head + output, status, started)  # cgroup kept
             await self.close(f"the runtime exited during invocation {request_id}")
-            return self._exited(request_id, head + output, status, started)
+            return outcome
         finally:
             watchdog.cancel()
             self.idle_since = time.monotonic()
-        if _peak_bytes(answer.document) > self.spec.memory_mb * 1024 * 1024:
+        if self.cgroup is None and _peak_bytes(answer.document) > self.spec.memory_mb * _MB:
             # Over the limit between two checks: the peak the process reports still counts.
             self._out_of_memory = True
             await self.close(f"invocation {request_id} exceeded {self.spec.memory_mb} MB")
@@ -205,9 +239,7 @@ class Environment:
                 error_doc["requestId"] = rid
             payload = json.dumps(error_doc).encode("utf-8")
             error = "Unhandled"
-        rss_kb = doc.get("max_rss_kb", 0)
-        used = math.ceil(int(rss_kb) / 1024) if isinstance(rss_kb, int) else 0
-        lines = output + self._report(rid, started, used)
+        lines = output + self._report(rid, started, self._used_mb(doc))
         return Outcome(payload, error, tuple(lines), self.stream)
 
     def _timed_out(self, rid: str, output: list[LogLine], started: float) -> Outcome:
@@ -219,14 +251,25 @@ class Environment:
         lines = [*output, (time.time(), line), *self._report(rid, started, 0, status="timeout")]
         return Outcome(json.dumps(doc).encode(), "Unhandled", tuple(lines), self.stream)
 
+    def _used_mb(self, doc: dict[str, object]) -> int:
+        """Max Memory Used: the cgroup's peak, else the process's own (VmHWM)."""
+        peak = self.cgroup.peak_bytes() if self.cgroup is not None else None
+        if peak is None:
+            peak = _peak_bytes(doc)
+        return min(math.ceil(peak / _MB), self.spec.memory_mb)
+
     def _exited(self, rid: str, output: list[LogLine], status: str, started: float) -> Outcome:
+        # As Lambda answers an environment the OOM killer ended: the runtime's exit is the
+        # error; only the REPORT line's status names the cause.
         message = f"RequestId: {rid} Error: Runtime exited with error: {status}"
-        kind = "Runtime.OutOfMemory" if self._out_of_memory else "Runtime.ExitError"
-        doc = {"errorType": kind, "errorMessage": message}
+        doc = {"errorType": "Runtime.ExitError", "errorMessage": message}
+        out_of_memory = self._out_of_memory or (self.cgroup is not None
+                                                and self.cgroup.oom_killed())  # fmt: skip
+        cause = "Runtime.OutOfMemory" if out_of_memory else "Runtime.ExitError"
+        used = self.spec.memory_mb if out_of_memory else self._used_mb({})
         now = time.time()
-        used = self.spec.memory_mb if self._out_of_memory else 0
-        report = self._report(rid, started, used, status=f"error\tError Type: {kind}")
-        lines = [*output, (now, f"{message}\n"), (now, f"{kind}\n"), *report]
+        report = self._report(rid, started, used, status=f"error\tError Type: {cause}")
+        lines = [*output, (now, f"{message}\n"), (now, "Runtime.ExitError\n"), *report]
         return Outcome(json.dumps(doc).encode(), "Unhandled", tuple(lines), self.stream)
 
     def _report(self, rid: str, started: float, used_mb: int, status: str = "") -> list[LogLine]:
@@ -248,9 +291,12 @@ class Environment:
     async def _watch_memory(self) -> None:
         """Kill the process when its resident memory exceeds the function's MemorySize.
 
-        Checked every 50 ms during an invocation (a cgroup limit comes with the private
-        namespaces of a later step); the invocation then fails as Lambda's does.
+        The fallback where the environment has no memory cgroup: checked every 50 ms during
+        an invocation (so a short spike or a subprocess can escape it); the invocation then
+        fails as Lambda's does.
         """
+        if self.cgroup is not None:
+            return  # the kernel enforces the limit
         limit = self.spec.memory_mb * 1024 * 1024
         while self.alive:
             await asyncio.sleep(_MEMORY_CHECK)
@@ -327,11 +373,18 @@ class Environment:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self._proc.pid, signal.SIGKILL)
             await self._proc.wait()
+        await self._remove_cgroup()
         if self._writer is not None:
             self._writer.close()
         if self._pump is not None:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(self._pump, 1.0)
+
+
+    async def _remove_cgroup(self) -> None:
+        if self.cgroup is not None:
+            cgroup, self.cgroup = self.cgroup, None
+            await cgroup.remove()
 
 
 def no_runtime(request_id: str, spec: FunctionSpec) -> Outcome:

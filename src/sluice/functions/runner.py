@@ -13,6 +13,8 @@ Rules, as Lambda keeps them:
 5. Environments idle for `idle_seconds` are stopped by the reaper.
 6. The execution role's credentials are refreshed in an environment before they expire.
 7. Each invocation's log lines go to the environment's stream of the function's log group.
+8. What the host allows environments (their own /opt, a memory cgroup, an unprivileged uid) is
+   found once, when the first environment starts (`sandbox.probe`).
 Every stop says why in the log.
 """
 
@@ -26,6 +28,7 @@ from dataclasses import dataclass, field
 
 from sluice.functions.environment import Environment, EnvironmentGone, no_runtime
 from sluice.functions.logs import LogArchive
+from sluice.functions.sandbox import Sandbox, probe
 from sluice.functions.spec import (
     CredentialSource,
     FunctionSpec,
@@ -60,6 +63,8 @@ class Runner:
         self._closing: set[asyncio.Task[None]] = set()
         self._all: set[Environment] = set()
         self.logs = LogArchive(settings.root / "logs")
+        self._sandbox: Sandbox | None = None
+        self._probing = asyncio.Lock()
 
     @property
     def running(self) -> int:
@@ -102,7 +107,7 @@ class Runner:
 
     async def _start(self, spec: FunctionSpec) -> Environment:
         creds = self._credentials.credentials(spec.role_arn, spec.name)
-        env = Environment(spec, self.settings)
+        env = Environment(spec, self.settings, await self.sandbox())
         self._all.add(env)
         try:
             await env.start(creds)
@@ -111,6 +116,14 @@ class Runner:
                 self._all.discard(env)
         log.info("function %s: environment %d started", spec.name, env.pid)
         return env
+
+    async def sandbox(self) -> Sandbox:
+        """What the host allows environments (probed on first use)."""
+        async with self._probing:
+            if self._sandbox is None:
+                root = self.settings.root
+                self._sandbox = await probe(root / "opt", self.settings.python, root / "unpacked")
+        return self._sandbox
 
     def _refresh(self, env: Environment, spec: FunctionSpec) -> TemporaryCredentials | None:
         if env.credentials_expire - time.time() > self.settings.credential_margin:

@@ -50,7 +50,7 @@ class FunctionSpec:
     memory_mb: int
     revision: str
     task_root: Path
-    layer_paths: tuple[Path, ...] = ()
+    layer_paths: tuple[Path, ...] = ()  # the layers' unpacked directories, in Layers order
     variables: Mapping[str, str] = field(default_factory=dict)
     reserved_concurrency: int | None = None
     version: str = "$LATEST"

@@ -2,16 +2,15 @@
 
 Each PublishLayerVersion keeps a new immutable version (numbers are never reused, even after
 DeleteLayerVersion, as on AWS). A function names its layers by version ARN; their packages
-are unpacked once, and a Python environment finds `python/` and
-`python/lib/pythonX.Y/site-packages` of each layer on its import path, in the function's
-layer order, as Lambda's /opt/python. (A private /opt mount per environment comes later.)
+are unpacked once, and the function's environments see them merged in its layer order (later
+layers over earlier ones) as /opt, with `/opt/python` and its `lib/pythonX.Y/site-packages` on
+the import path (`sluice.functions.sandbox`).
 A function keeps working after a layer version it uses is deleted, as on AWS.
 """
 
 from __future__ import annotations
 
 import re
-import sys
 from pathlib import Path
 
 from sluice.control.context import Call, Output, Params, Plane
@@ -107,15 +106,13 @@ class LayerService:
         return sizes
 
     def layer_paths(self, arns: tuple[str, ...]) -> tuple[Path, ...]:
-        """Import paths of the layers' Python code (unpacking them if need be)."""
-        python = f"python{sys.version_info.major}.{sys.version_info.minor}"
+        """The layers' unpacked directories, in the function's order (unpacked if need be)."""
         paths: list[Path] = []
         for arn in arns:
             rec = self._find_arn(arn)
             if rec is None:
                 continue  # deleted since: its package is still kept, but not found by ARN
-            root = self.packages.unpacked(rec.code_hex)
-            paths += [root / "python", root / "python" / "lib" / python / "site-packages"]
+            paths.append(self.packages.unpacked(rec.code_hex))
         return tuple(paths)
 
     # ---- look-ups ----
