@@ -30,7 +30,7 @@ from pathlib import Path
 
 from sluice.functions.bootstrap import MARKER
 from sluice.functions.cgroups import EnvironmentCgroup
-from sluice.functions.sandbox import OPT, Sandbox
+from sluice.functions.sandbox import BOOTSTRAP, OPT, Sandbox
 from sluice.functions.spec import (
     FunctionSpec,
     LogLine,
@@ -41,7 +41,6 @@ from sluice.functions.spec import (
 
 log = logging.getLogger("sluice.functions")
 
-BOOTSTRAP = Path(__file__).with_name("bootstrap.py")
 _HEADER = struct.Struct(">I")
 _MAX_FRAME = 16 * 1024 * 1024
 _INIT_TIMEOUT = 10.0  # Lambda's init phase limit

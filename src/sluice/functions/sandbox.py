@@ -13,7 +13,8 @@ what works is used from then on (the server log says what was found, and why not
   mounts) limited to the function's MemorySize without swap; `cgroups.py`. Without a writable
   cgroup, the environment's watchdog enforces the limit instead.
 - Identity: when the server runs as root, environments run as `nobody` if that user can start
-  the interpreter and read the unpacked code; else as root (the log says so).
+  the interpreter, read the runtime script and reach the unpacked code; else as root (the log
+  says why). Code files must then be readable by others, as Lambda requires of a package.
 
 The layers of a function are merged once into one directory per list of layers (later layers
 over earlier ones, file by file, as Lambda unpacks them into /opt), made of hard links to the
@@ -39,6 +40,7 @@ from sluice.functions.cgroups import EnvironmentCgroup, MemoryCgroups
 log = logging.getLogger("sluice.functions")
 
 ISOLATE = Path(__file__).with_name("isolate.py")
+BOOTSTRAP = Path(__file__).with_name("bootstrap.py")
 OPT = Path("/opt")
 _PROBE_TIMEOUT = 10.0
 _MARKER = "sluice-probe"
@@ -160,7 +162,7 @@ async def _probe_user(python: str, code_root: Path) -> tuple[int | None, int | N
     except KeyError:
         return None, None
     code_root.mkdir(parents=True, exist_ok=True)
-    check = f"import os,sys; os.listdir({str(code_root)!r})"
+    check = f"import os; os.listdir({str(code_root)!r}); open({str(BOOTSTRAP)!r}).close()"
     ok, why = await _try(python, {"uid": user.pw_uid, "gid": user.pw_gid}, check)
     if not ok:
         log.warning("function environments run as root: user %s cannot run %s or read %s (%s)",
