@@ -28,6 +28,7 @@ Runs = dict[str, dict[str, Any]]
 
 SYSTEMS = ("direct", "pgbouncer", "sluice")
 BOTH_ENGINES = "postgresql+mysql"  # the engine of a row that runs both (under attack)
+FUNCTIONS_ENGINE = "lambda"  # the function rows: no database, `sluice server` invoking
 MYSQL_SYSTEMS = ("direct", "sluice")
 # the `select_workers` rows: Sluice pinned to one CPU with one worker, and to two with two
 WORKER_SYSTEMS_SETUP = {"sluice-1cpu": (1, (0,)), "sluice-2cpu-2workers": (2, (0, 1))}
@@ -44,6 +45,8 @@ TITLES = {
     "mysql_read_write": "`sysbench oltp_read_write` (20 queries per transaction)",
     "mysql_connect": "`mariadb-slap --detach=1` (new connection per query)",
     "under_attack": "under attack: stalled logins held, good clients logging in",
+    "function_cold_start": "function cold start (a new execution environment per call)",
+    "function_warm_invoke": "function warm invoke (the same environment every call)",
 }
 ATTACK_RSS_TARGET = 300 * 1024 * 1024
 ATTACK_LOGIN_TARGET = 1.0
@@ -413,6 +416,25 @@ def attack_notes(rows: Sequence[Row]) -> list[str]:
     return notes
 
 
+def functions_table(rows: Sequence[Row]) -> list[str]:
+    lines = [
+        "| Row | invocations | p50 ms | p99 ms | mean ms | Init Duration p50 ms (REPORT) "
+        "| server CPU ms per invocation |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for workload in ("function_cold_start", "function_warm_invoke"):
+        row = _find(rows, workload, 1, "sluice")
+        if row is None:
+            continue
+        lines.append(
+            f"| {TITLES[workload]} | {_cell(row, 'invokes')} | {_cell(row, 'latency_p50_ms', 1)} "
+            f"| {_cell(row, 'latency_p99_ms', 1)} | {_cell(row, 'latency_mean_ms', 1)} "
+            f"| {_cell(row, 'init_duration_p50_ms', 1)} "
+            f"| {_cell(row, 'server_cpu_ms_per_invoke', 2)} |"
+        )
+    return lines
+
+
 def _ok(met: bool | None) -> str:
     return "not measured" if met is None else ("**yes**" if met else "**no**")
 
@@ -474,6 +496,7 @@ def write_markdown(rows: Sequence[Row], runs: Runs, path: Path) -> None:
     pg_rows = [r for r in rows if engine_of(r) == "postgresql"]
     my_rows = [r for r in rows if engine_of(r) == "mysql"]
     attack_rows = [r for r in rows if engine_of(r) == BOTH_ENGINES]
+    function_rows = [r for r in rows if engine_of(r) == FUNCTIONS_ENGINE]
     lines = [
         "# Benchmarks",
         "",
@@ -544,6 +567,13 @@ def write_markdown(rows: Sequence[Row], runs: Runs, path: Path) -> None:
         for meta, mine in _engine_runs(rows, runs, BOTH_ENGINES):
             lines.append(_run_line(meta, mine, True))
         lines += ["", *ATTACK_TEXT, "", *attack_table(rows), "", *attack_notes(rows), ""]
+    if function_rows:
+        lines += ["## Functions (Lambda)", ""]
+        for meta, mine in _engine_runs(rows, runs, FUNCTIONS_ENGINE):
+            lines.append(_run_line(meta, mine, True))
+            lines.append(f"- Timed invocations: {_m(meta, 'cold_starts')} cold, "
+                         f"{_m(meta, 'warm_invokes')} warm, one after another")  # fmt: skip
+        lines += ["", *FUNCTIONS_TEXT, "", *functions_table(function_rows), ""]
     lines += [
         "## Failed rows",
         "",
@@ -563,6 +593,19 @@ def write_markdown(rows: Sequence[Row], runs: Runs, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines), encoding="utf-8")
 
+
+FUNCTIONS_TEXT = [
+    "`lambda.invoke` of a function whose handler returns its event (Python, 128 MB), timed "
+    "with boto3 from the client's side: the HTTP round trip on loopback, SigV4 and IAM "
+    "checks, and the invocation in an execution environment. Cold: before each call an "
+    "untimed UpdateFunctionConfiguration makes every environment stale, so each call starts "
+    "a new one (a process of the machine's Python, its sandbox where the host allows it: "
+    "memory cgroup, mount namespace with the layers at /opt; the handler's module "
+    "imported), as Lambda's first call after a deployment does; Init Duration is what the "
+    "REPORT line says of that init phase. Warm: after one untimed call, every call reuses "
+    "the same environment. Server CPU counts the server and its live environment, warm "
+    "row only.",
+]
 
 WORKERS_TEXT = [
     "`-S`, 32 clients, with the proxy pinned (`sched_setaffinity`, as `taskset -c`) to CPU 0 "

@@ -12,7 +12,9 @@ proxy that `sluice server` builds as an AWS RDS Proxy would be built, with an
 IAM auth token over TLS as the password (bench.iam). The `select_workers` rows run `-S`
 through Sluice pinned to one CPU with `workers = 1`, then to two CPUs with `workers = 2`
 (report.WORKER_SYSTEMS_SETUP). A database server starts only when a row of
-its engine is to run (`--only mysql_point_select` starts no PostgreSQL).
+its engine is to run (`--only mysql_point_select` starts no PostgreSQL). The function rows
+start no database: they time `lambda.invoke` of a trivial function on a `sluice server` of
+their own, cold (a new execution environment for every call) and warm (bench.functions).
 
 A row that fails is recorded with its error and the proxy's log tail, and the
 run goes on. Every child process is stopped in `finally`, also on SIGTERM. A
@@ -40,6 +42,7 @@ from typing import Any, NoReturn
 from bench import report
 from bench.attack import ATTACKERS, AttackedProxy, attack, summary
 from bench.backends import BackendCounter, BackendPoller, PgBackendCounter, wait_no_backends
+from bench.functions import FunctionSystem
 from bench.iam import IamProxySystem
 from bench.idle import hold_idle
 from bench.mysql import BenchMariaDb, MysqlDirectSystem, MysqlSluiceSystem
@@ -66,6 +69,7 @@ from bench.systems import (
 ROOT = Path(__file__).resolve().parent.parent
 PROXIES = ("pgbouncer", "sluice")
 PG, MYSQL = "postgresql", "mysql"
+FUNCTIONS = report.FUNCTIONS_ENGINE
 BOTH = report.BOTH_ENGINES  # a row that needs both servers (the attack)
 _FD_MARGIN = 1000  # descriptors kept free for pgbench, logs and the poller
 _LOG_LINES = 15
@@ -106,6 +110,8 @@ WORKLOADS = (
         systems=report.MYSQL_SYSTEMS,
         engine=MYSQL,
     ),
+    Workload("function_cold_start", (1,), systems=("sluice",), engine=FUNCTIONS),
+    Workload("function_warm_invoke", (1,), systems=("sluice",), engine=FUNCTIONS),
 )
 
 
@@ -154,6 +160,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--sysbench-table-size", type=int, default=10000, help="sysbench --table-size"
     )
     parser.add_argument(
+        "--cold-starts", type=int, help="timed cold invocations (default 100, quick 20)"
+    )
+    parser.add_argument(
+        "--warm-invokes", type=int, help="timed warm invocations (default 1000, quick 100)"
+    )
+    parser.add_argument(
         "--json",
         type=Path,
         default=ROOT / "bench/results/latest.json",
@@ -167,6 +179,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.duration = args.duration or (3 if args.quick else 15)
     args.idle_clients = args.idle_clients or (2000 if args.quick else 15000)
+    args.cold_starts = args.cold_starts or (20 if args.quick else 100)
+    args.warm_invokes = args.warm_invokes or (100 if args.quick else 1000)
     return args
 
 
@@ -221,6 +235,8 @@ class Bench:
             pg = (self.pg.cluster.host, self.pg.cluster.port, self.pg.password)
             my = (self.mysql.cluster.host, self.mysql.cluster.port, self.mysql.password)
             self.systems[BOTH, "sluice"] = AttackedProxy(self.workdir, pg, my)
+        if any(workload.engine == FUNCTIONS for workload, _, _ in self.plan):
+            self.systems[FUNCTIONS, "sluice"] = FunctionSystem(self.workdir)
 
     def close(self) -> None:
         """Stop every system and both servers, even when one of them fails to stop."""
@@ -256,6 +272,8 @@ class Bench:
                     self.measure_sysbench(system, row, SYSBENCH_TESTS[workload.name])
                 elif workload.name == "mysql_connect":
                     self.measure_slap(system, row)
+                elif workload.engine == FUNCTIONS:
+                    self.measure_function(system, workload, row)
                 else:
                     self.measure_pgbench(system, workload, row)
             except Exception as exc:  # a failed row is a result, not the end of the run
@@ -284,7 +302,7 @@ class Bench:
                     server = "mariadb" if engine == MYSQL else "postgresql"
                     what = server if system.name == "direct" else system.name
                     row["error"] += f"\n--- {what} log (last lines) ---\n{log}"
-            warning = wait_no_backends(self.counter(engine))
+            warning = None if engine == FUNCTIONS else wait_no_backends(self.counter(engine))
             if warning:
                 print(f"  warning: {warning}", flush=True)
 
@@ -378,6 +396,25 @@ class Bench:
         if poller.error:
             row["poller_error"] = poller.error
 
+    def measure_function(self, system: System, workload: Workload, row: report.Row) -> None:
+        assert isinstance(system, FunctionSystem)
+        endpoint = system.start()
+        if workload.name == "function_cold_start":
+            cpu_before = None
+            result = system.cold_starts(self.args.cold_starts)
+        else:
+            system.warm_up()
+            cpu_before = cpu_seconds(endpoint.pid) if endpoint.pid is not None else None
+            result = system.warm_invokes(self.args.warm_invokes)
+        row.update(result.summary())
+        warm = workload.name == "function_warm_invoke"
+        if warm and cpu_before is not None and endpoint.pid is not None and result.calls_ms:
+            # the server (API, IAM, runner) and its one live environment, per invocation
+            used = cpu_seconds(endpoint.pid) - cpu_before
+            row["server_cpu_ms_per_invoke"] = round(used * 1000 / len(result.calls_ms), 2)
+        if result.failed:
+            row["error"] = f"{len(result.failed)} invocations failed: {result.failed[0]}"
+
     def measure_attack(self, system: System, row: report.Row) -> None:
         assert isinstance(system, AttackedProxy)
         system.start()
@@ -441,7 +478,7 @@ def record_cpu(
 
 
 def new_row(workload: Workload, system: str, clients: int, run_id: str) -> report.Row:
-    load = workload.name not in ("idle_clients", "under_attack")
+    load = workload.name not in ("idle_clients", "under_attack") and workload.engine != FUNCTIONS
     row: report.Row = {
         "workload": workload.name,
         "engine": workload.engine,
@@ -472,11 +509,17 @@ def progress(row: report.Row) -> str:
             f"{row.get('attack_held_min')} stalled logins held, slowest good login "
             f"{row.get('good_login_worst_s')} s, RSS peak {row.get('rss_peak_bytes')} B"
         )
+    elif row.get("engine") == FUNCTIONS:
+        body = (
+            f"{row.get('invokes')} invokes, p50 {row.get('latency_p50_ms')} ms, "
+            f"p99 {row.get('latency_p99_ms')} ms"
+        )
     elif row.get("engine") == MYSQL:
         body = f"qps {row['tps']}, cpu µs/query {row['cpu_us_per_txn']}"
     else:
         body = f"tps {row['tps']}, cpu µs/txn {row['cpu_us_per_txn']}"
-    body += f", peak backends {row['peak_backend_connections']}"
+    if row.get("engine") != FUNCTIONS:
+        body += f", peak backends {row['peak_backend_connections']}"
     if row.get("error"):
         body += " FAILED: " + str(row["error"]).splitlines()[0]
     return f"{head} {body}"
@@ -567,6 +610,8 @@ def run_meta(args: argparse.Namespace, argv: Sequence[str], bench: Bench) -> dic
             scale=args.scale,
             pg_max_connections=args.pg_max_connections,
         )
+    if FUNCTIONS in engines:
+        meta.update(cold_starts=args.cold_starts, warm_invokes=args.warm_invokes)
     if bench.mysql is not None:
         meta.update(
             mariadb=f"MariaDB {bench.mysql.cluster.version}",
