@@ -38,6 +38,7 @@ TRUST = {
                    "Action": "sts:AssumeRole"}],
 }  # fmt: skip
 _INIT = re.compile(r"Init Duration: ([0-9.]+) ms")
+_SANDBOX = re.compile(r"function environments: (/opt .*)")
 _UPDATE_TIMEOUT = 30.0
 
 
@@ -141,6 +142,13 @@ class FunctionSystem:
                 return
             time.sleep(0.01)
         raise TimeoutError(f"the update of {FUNCTION} did not finish")
+
+    def sandbox(self) -> str | None:
+        """What the server's environments got on this machine, as its log says it."""
+        if self.server is None or not self.server.log_path.exists():
+            return None
+        found = _SANDBOX.findall(self.server.log_path.read_text(errors="replace"))
+        return re.sub(r" \([^)]*\)", "", found[-1]) if found else None  # no paths
 
     def stop(self) -> None:
         if self.server is not None:

@@ -573,6 +573,8 @@ def write_markdown(rows: Sequence[Row], runs: Runs, path: Path) -> None:
             lines.append(_run_line(meta, mine, True))
             lines.append(f"- Timed invocations: {_m(meta, 'cold_starts')} cold, "
                          f"{_m(meta, 'warm_invokes')} warm, one after another")  # fmt: skip
+        sandboxes = sorted({str(r["sandbox"]) for r in function_rows if r.get("sandbox")})
+        lines += [f"- Execution environments: {text}" for text in sandboxes]
         lines += ["", *FUNCTIONS_TEXT, "", *functions_table(function_rows), ""]
     lines += [
         "## Failed rows",

@@ -406,7 +406,7 @@ class Bench:
             system.warm_up()
             cpu_before = cpu_seconds(endpoint.pid) if endpoint.pid is not None else None
             result = system.warm_invokes(self.args.warm_invokes)
-        row.update(result.summary())
+        row.update(result.summary(), sandbox=system.sandbox())
         warm = workload.name == "function_warm_invoke"
         if warm and cpu_before is not None and endpoint.pid is not None and result.calls_ms:
             # the server (API, IAM, runner) and its one live environment, per invocation
