@@ -55,7 +55,8 @@ class _Pool:
 class Runner:
     """Runs invocations in execution environments; see the module docstring."""
 
-    def __init__(self, settings: RunnerSettings, credentials: CredentialSource) -> None:
+    def __init__(self, settings: RunnerSettings, credentials: CredentialSource,
+                 sandbox: Sandbox | None = None) -> None:  # fmt: skip
         self.settings = settings
         self._credentials = credentials
         self._pools: dict[str, _Pool] = {}
@@ -63,7 +64,7 @@ class Runner:
         self._closing: set[asyncio.Task[None]] = set()
         self._all: set[Environment] = set()
         self.logs = LogArchive(settings.root / "logs")
-        self._sandbox: Sandbox | None = None
+        self._sandbox = sandbox  # None: probed when the first environment starts
         self._probing = asyncio.Lock()
 
     @property

@@ -22,7 +22,7 @@ import pytest
 
 from sluice.functions.cgroups import _locate
 from sluice.functions.runner import Runner
-from sluice.functions.sandbox import ISOLATE, UNPRIVILEGED_USER, merge_layers
+from sluice.functions.sandbox import ISOLATE, UNPRIVILEGED_USER, Sandbox, merge_layers
 from sluice.functions.spec import FunctionSpec, RunnerSettings, TemporaryCredentials
 
 V1_MOUNTS = """\
@@ -148,3 +148,40 @@ def test_a_root_server_runs_handlers_as_an_unprivileged_user(open_root: Path) ->
 
     result = asyncio.run(scenario())
     assert result == {"uid": pwd.getpwnam(UNPRIVILEGED_USER).pw_uid, "wrote": False}
+
+
+def test_without_a_cgroup_the_watchdog_ends_an_environment_beyond_memory_size(
+    tmp_path: Path,
+) -> None:
+    code = tmp_path / "code"
+    write(code, {"app.py": (
+        "import time\ndef handler(event, context):\n"
+        "    hog = b'x' * (event['mb'] * 1024 * 1024)\n    time.sleep(0.5)\n"
+        "    return len(hog)\n")})  # fmt: skip
+    settings = RunnerSettings(root=tmp_path, region="us-east-1",
+                              endpoint_url="http://127.0.0.1:1", python=sys.executable)  # fmt: skip
+    keys = TemporaryCredentials("ASIAKEY", "secret", "token", time.time() + 3600)
+    fn = FunctionSpec(name="fn", arn="arn:aws:lambda:us-east-1:123456789012:function:fn",
+                      handler="app.handler", runtime="python3.11", role_arn="r", timeout=5.0,
+                      memory_mb=128, revision="r1", task_root=code)  # fmt: skip
+
+    class Keys:
+        def credentials(self, role_arn: str, session_name: str) -> TemporaryCredentials:
+            return keys
+
+    async def scenario() -> tuple[bytes, str, bytes]:
+        run = Runner(settings, Keys(), Sandbox(tmp_path / "opt"))  # a host that allows nothing
+        try:
+            over = await run.invoke(fn, "rid-1", b'{"mb": 200}')
+            after = await run.invoke(fn, "rid-2", b'{"mb": 1}')
+        finally:
+            await run.stop()
+        return over.payload, over.log, after.payload
+
+    over, log, after = asyncio.run(scenario())
+    assert json.loads(over) == {
+        "errorType": "Runtime.ExitError",
+        "errorMessage": "RequestId: rid-1 Error: Runtime exited with error: signal: killed",
+    }
+    assert "Max Memory Used: 128 MB" in log and "Error Type: Runtime.OutOfMemory" in log
+    assert json.loads(after) == 1024 * 1024  # a new environment
