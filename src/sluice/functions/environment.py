@@ -253,10 +253,11 @@ class Environment:
         return Outcome(json.dumps(doc).encode(), "Unhandled", tuple(lines), self.stream)
 
     def _used_mb(self, doc: dict[str, object]) -> int:
-        """Max Memory Used: the cgroup's peak, else the process's own (VmHWM)."""
+        """Max Memory Used: the larger of the cgroup's peak (every process of the environment,
+        but only pages first touched inside it) and the runtime process's own (VmHWM, which
+        counts the interpreter's shared pages too)."""
         peak = self.cgroup.peak_bytes() if self.cgroup is not None else None
-        if peak is None:
-            peak = _peak_bytes(doc)
+        peak = max(peak or 0, _peak_bytes(doc))
         return min(math.ceil(peak / _MB), self.spec.memory_mb)
 
     def _exited(self, rid: str, output: list[LogLine], status: str, started: float) -> Outcome:
