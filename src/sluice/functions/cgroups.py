@@ -98,17 +98,17 @@ class EnvironmentCgroup:
         except (OSError, ValueError):
             return None
 
-    def oom_killed(self) -> bool:
-        """Whether the OOM killer has killed a process of this environment."""
+    def oom_kills(self) -> int:
+        """How many processes of this environment the OOM killer has killed."""
         name = "memory.events" if self.version == 2 else "memory.oom_control"
         try:
             for line in (self.path / name).read_text().splitlines():
                 key, _, value = line.partition(" ")
                 if key == "oom_kill":
-                    return int(value) > 0
+                    return int(value)
         except (OSError, ValueError):
             pass
-        return False
+        return 0
 
     async def remove(self) -> None:
         """Kill what is left in it (a handler's stray children), then remove it."""

@@ -135,6 +135,7 @@ class Environment:
         self._first = True
         self._cold = False  # the invocation under way is this environment's first
         self._out_of_memory = False
+        self._ooms_before = 0  # the cgroup's OOM kills before the invocation under way
         self._init_output: list[LogLine] = []  # the init phase's, shown with the first invocation
 
     @property
@@ -199,6 +200,7 @@ class Environment:
         self._cold, self._first = self._first, False
         if self._cold:
             head = self._init_output + head
+        self._ooms_before = self.cgroup.oom_kills() if self.cgroup is not None else 0
         watchdog = asyncio.create_task(self._watch_memory())
         try:
             self._send(message)
@@ -265,8 +267,8 @@ class Environment:
         # error; only the REPORT line's status names the cause.
         message = f"RequestId: {rid} Error: Runtime exited with error: {status}"
         doc = {"errorType": "Runtime.ExitError", "errorMessage": message}
-        out_of_memory = self._out_of_memory or (self.cgroup is not None
-                                                and self.cgroup.oom_killed())  # fmt: skip
+        ooms = self.cgroup.oom_kills() if self.cgroup is not None else 0
+        out_of_memory = self._out_of_memory or ooms > self._ooms_before
         cause = "Runtime.OutOfMemory" if out_of_memory else "Runtime.ExitError"
         used = self.spec.memory_mb if out_of_memory else self._used_mb({})
         now = time.time()
@@ -381,7 +383,6 @@ class Environment:
         if self._pump is not None:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(self._pump, 1.0)
-
 
     async def _remove_cgroup(self) -> None:
         if self.cgroup is not None:
