@@ -107,6 +107,12 @@ def test_no_import_circle_inside_an_engine(engine: str) -> None:
     assert _circle(_files(engine)) == []
 
 
+def test_no_import_circle_inside_the_control_plane() -> None:
+    """`ControlPlane` builds the services, the runtime, the authority and the API server;
+    none of them imports it back: each is handed the narrow part it reads (a Protocol)."""
+    assert _circle(_files("control")) == []
+
+
 def test_checker_sees_type_only_and_relative_imports(tmp_path: Path) -> None:
     """The checker itself, so the tests above can fail."""
     assert "sluice.app" in _imports(SRC / "cli.py")

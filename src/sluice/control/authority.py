@@ -22,32 +22,32 @@ import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from sluice.auth.base import CLEARTEXT, MYSQL_CLEAR, Authenticator, BackendLogin
 from sluice.auth.static import StaticUsers
 from sluice.config import ProxyConfig, UserConfig
-from sluice.control import network, sigv4
+from sluice.control import network, registry, sigv4
 from sluice.control.context import Principal
+from sluice.control.principals import Principals
+from sluice.control.registry import Listeners
 from sluice.control.services.secretsmanager import read_secret
+from sluice.control.store import Store
+from sluice.control.vault import Vault
 from sluice.errors import ServerAuthFailed, ServerError
 from sluice.wire.pg.scram import ScramVerifier
-
-if TYPE_CHECKING:
-    from sluice.control.plane import ControlPlane
 
 log = logging.getLogger("sluice.auth")
 
 
-@dataclass(frozen=True, slots=True)
-class Listener:
-    """What the data plane needs to know of one proxy endpoint it runs."""
+class AccountState(Protocol):
+    """What the proxies' authority reads: the account's documents, secrets and principals."""
 
-    proxy: str  # the DB proxy's name
-    resource_id: str  # prx-...
-    address: str
-    port: int
-    groups: tuple[str, ...]
+    store: Store
+    vault: Vault
+    principals: Principals
+    account: str
+    region: str
 
 
 class TokenCache:
@@ -89,9 +89,9 @@ class TokenCache:
 class PlaneAuthority:
     """The `Authority` of every proxy the control plane runs."""
 
-    def __init__(self, plane: ControlPlane) -> None:
+    def __init__(self, plane: AccountState, listeners: Listeners) -> None:
         self.plane = plane
-        self.listeners: dict[str, Listener] = {}  # by proxy config name, set by the runtime
+        self.listeners = listeners  # the runtime keeps them
         self.keys = sigv4.SigningKeys()
         self.tokens = TokenCache()
 
@@ -230,18 +230,19 @@ class ProxyAuthenticator:
         listener = self.authority.listeners.get(self.config.name)
         if listener is None:
             return
-        target = self.plane.runtime.target_of(listener.proxy)
-        if target is None:
+        store = self.plane.store
+        instance_id = registry.target_of(store, listener.proxy)
+        if instance_id is None:
             raise ServerError(f"proxy {listener.proxy} has no registered target")
-        instance = self.plane.store.get("db_instance", target)
-        if instance is None:
-            raise ServerError(f"the target {target} of proxy {listener.proxy} no longer exists")
-        groups = [g["VpcSecurityGroupId"] for g in instance.get("VpcSecurityGroups", [])]
-        port = int(instance["Endpoint"]["Port"])
-        if not network.admits(self.plane.store, groups, listener.address, port):
+        target = registry.target(store, listener.proxy)
+        if target is None:
             raise ServerError(
-                f"the security groups of {target} do not admit proxy {listener.proxy} "
-                f"on port {port} (CONNECTION_FAILED)"
+                f"the target {instance_id} of proxy {listener.proxy} no longer exists"
+            )
+        if not network.admits(store, target.groups, listener.address, target.port):
+            raise ServerError(
+                f"the security groups of {target.instance} do not admit proxy "
+                f"{listener.proxy} on port {target.port} (CONNECTION_FAILED)"
             )
 
     def _secrets_for(self, doc: dict[str, object], user: str) -> list[tuple[str, str]]:
@@ -289,7 +290,7 @@ class SecretLogin:
     database: str = ""
 
 
-def readable_logins(plane: ControlPlane, doc: dict[str, object]) -> list[SecretLogin]:
+def readable_logins(plane: AccountState, doc: dict[str, object]) -> list[SecretLogin]:
     """The logins of the proxy's secrets (in `Auth` order) that hold a username and a
     password and that the proxy's role may `secretsmanager:GetSecretValue`."""
     role = role_principal(plane, str(doc.get("RoleArn", "")))
@@ -316,7 +317,7 @@ def _secret_arns(doc: dict[str, object]) -> list[str]:
     return [str(a["SecretArn"]) for a in auth if isinstance(a, dict) and a.get("SecretArn")]
 
 
-def role_principal(plane: ControlPlane, role_arn: str) -> Principal | None:
+def role_principal(plane: AccountState, role_arn: str) -> Principal | None:
     """The proxy's role as a principal whose policies can be evaluated."""
     name = role_arn.rpartition("/")[2]
     role = plane.store.get("iam_role", name) if name else None

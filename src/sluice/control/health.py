@@ -10,14 +10,10 @@ in with at least one secret of its `Auth` that its role may read
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
-from sluice.control import network
-from sluice.control.authority import readable_logins
+from sluice.control import network, registry
+from sluice.control.authority import AccountState, readable_logins
+from sluice.control.store import Doc
 from sluice.errors import ServerAuthFailed, SluiceError
-
-if TYPE_CHECKING:
-    from sluice.control.plane import ControlPlane
 
 CONNECT_TIMEOUT = 5.0
 Health = dict[str, str]
@@ -27,16 +23,18 @@ def _unavailable(reason: str, description: str) -> Health:
     return {"State": "UNAVAILABLE", "Reason": reason, "Description": description}
 
 
-async def check_target(plane: ControlPlane, proxy: dict[str, Any], target: Any) -> Health:
+async def check_target(plane: AccountState, proxy: Doc, target: Doc | None) -> Health:
+    """The health of one of the proxy's targets (a "db_proxy_target" document)."""
     instance = plane.store.get("db_instance", target["RdsResourceId"]) if target else None
     if instance is None:
         return _unavailable("UNREACHABLE", "The DB instance no longer exists.")
-    host, port = instance["Endpoint"]["Address"], int(instance["Endpoint"]["Port"])
-    groups = [g["VpcSecurityGroupId"] for g in instance.get("VpcSecurityGroups", [])]
-    if not network.admits(plane.store, groups, proxy["_address"], port):
+    where = registry.instance_target(instance)
+    host, port = where.address, where.port
+    own = registry.held_by(plane.store, registry.resource_id(proxy["DBProxyArn"]))
+    if own is None or not network.admits(plane.store, where.groups, own.address, port):
         return _unavailable(
             "CONNECTION_FAILED",
-            f"The security groups of {instance['DBInstanceIdentifier']} do not allow "
+            f"The security groups of {where.instance} do not allow "
             f"inbound traffic on port {port} from the proxy.",
         )
     logins = readable_logins(plane, proxy)

@@ -1,22 +1,19 @@
-"""The network model: a loopback "VPC", its addresses, and security-group admission.
+"""The network model: a loopback "VPC", its interfaces, and security-group admission.
 
 Sluice runs on one host, so its VPC is a loopback range (`vpc_cidr`, default
 127.20.0.0/16, from the server's settings; Linux answers every 127/8 address).
 The default VPC has three default subnets, one per availability zone REGIONa/b/c,
 as the first three /20 blocks of that range (smaller blocks if the range is
-smaller than a /18). Every proxy, proxy endpoint and network interface gets an
-address of its own from a subnet (the first free host, skipping the first four
-and the last address of the block, which AWS reserves); an "address" document
-records it with its security groups.
+smaller than a /18). Every proxy, proxy endpoint and network interface holds an
+address of its own from a subnet, recorded with its security groups in
+`control.registry`.
 
 A workload is a member of a security group when it connects *from* an address
-whose "address" document lists that group: the function runtime creates a
-network interface per function and binds its client sockets to its address;
-a script can do the same with CreateNetworkInterface and a client bound to the
-PrivateIpAddress. Clients that do not bind come from 127.0.0.1 and are matched
-by CIDR rules only. Only ingress rules are enforced; egress rules are stored.
-How a group's rules are kept and shown (one rule per source, merged into
-IpPermissions) is `control.sgrules`; admission reads only the IpPermissions view.
+whose attachment lists that group: a script can do the same with CreateNetworkInterface and a client bound
+to the PrivateIpAddress. Clients that do not bind come from 127.0.0.1 and are
+matched by CIDR rules only. Only ingress rules are enforced; egress rules are stored. How a group's rules are kept and
+shown (one rule per source, merged into IpPermissions) is `control.sgrules`;
+admission reads only the IpPermissions view.
 
 `admits` runs for every new client connection, so the groups' IpPermissions
 and the address registry are compiled into a small read-only structure. It is
@@ -25,7 +22,6 @@ one, so a revoked rule takes effect for the next connection. The memo is a
 pure function's cache, not state of its own. These functions change only the
 store: callers report changes with `plane.changed("ec2")`.
 """
-
 from __future__ import annotations
 
 import ipaddress
@@ -34,14 +30,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sluice.control import ids
-from sluice.control.errors import ApiError, invalid
+from sluice.control import ids, registry
 from sluice.control.sgrules import group_doc
 from sluice.control.store import Doc, Store
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 _ZONES = "abc"
-_RESERVED_LOW = 4  # network address, VPC router, DNS, reserved for future use
 
 
 def ensure_default_vpc(store: Store, account: str, region: str, cidr: str) -> None:
@@ -114,93 +108,50 @@ def _subnet_doc(
 
 def interface_doc(
     eni_id: str, subnet: Doc, groups: list[dict[str, str]], address: str, description: str,
-    tags: list[dict[str, str]],
+    tags: list[dict[str, str]], requester: str = "",
 ) -> Doc:
-    """A new network interface of `subnet` (status "available", a random local MAC)."""
+    """A new network interface of `subnet` (a random local MAC).
+
+    One a service made for itself (`requester`, "lambda") is of that service's
+    InterfaceType, requester-managed and in use; one made through the API is "available".
+    """
     mac = ":".join(["02", *(f"{b:02x}" for b in secrets.token_bytes(5))])
-    return {
+    doc: Doc = {
         "NetworkInterfaceId": eni_id, "SubnetId": subnet["SubnetId"], "VpcId": subnet["VpcId"],
         "AvailabilityZone": subnet["AvailabilityZone"], "Description": description,
-        "Groups": groups, "InterfaceType": "interface", "PrivateIpAddress": address,
+        "Groups": groups, "InterfaceType": requester or "interface", "PrivateIpAddress": address,
         "PrivateIpAddresses": [{"Primary": True, "PrivateIpAddress": address}],
-        "Status": "available", "OwnerId": subnet["OwnerId"], "RequesterManaged": False,
-        "SourceDestCheck": True, "MacAddress": mac, "Ipv6Addresses": [], "TagSet": tags,
-    }
+        "Status": "in-use" if requester else "available", "OwnerId": subnet["OwnerId"],
+        "RequesterManaged": bool(requester), "SourceDestCheck": True, "MacAddress": mac,
+        "Ipv6Addresses": [], "TagSet": tags,
+    }  # fmt: skip
+    if requester:
+        doc["Attachment"] = {
+            "AttachmentId": ids.hex_id("ela-attach"), "DeleteOnTermination": False,
+            "DeviceIndex": 1, "InstanceOwnerId": "amazon-aws", "Status": "attached",
+        }  # fmt: skip
+    return doc
 
 
-def host_range(cidr: str) -> tuple[int, int]:
-    """The first and last assignable address of a subnet, as integers (inclusive)."""
-    block = ipaddress.IPv4Network(cidr)
-    return int(block.network_address) + _RESERVED_LOW, int(block.broadcast_address) - 1
+def add_interface(
+    store: Store, subnet: Doc, groups: list[dict[str, str]], description: str,
+    tags: list[dict[str, str]], address: str | None = None, requester: str = "",
+) -> Doc:  # fmt: skip
+    """Create a network interface with an address of its subnet; returns its document."""
+    eni_id = ids.hex_id("eni")
+    with store.batch():
+        held = registry.allocate(store, subnet["SubnetId"], eni_id, registry.Holder.INTERFACE,
+                                 [g["GroupId"] for g in groups], address=address)  # fmt: skip
+        doc = interface_doc(eni_id, subnet, groups, held.address, description, tags, requester)
+        store.put("network_interface", eni_id, doc)
+    return doc
 
 
-def free_count(store: Store, subnet: Doc) -> int:
-    """How many addresses of a subnet are still free (AvailableIpAddressCount)."""
-    low, high = host_range(subnet["CidrBlock"])
-    used = sum(1 for a in store.all("address") if a["SubnetId"] == subnet["SubnetId"])
-    return max(0, high - low + 1 - used)
-
-
-def allocate_address(
-    store: Store, subnet_id: str, owner: str, groups: list[str], address: str | None = None
-) -> str:
-    """Give `owner` an address of the subnet (the first free one, or `address`).
-
-    Records the "address" document with `groups`. Raises ApiError when the subnet
-    does not exist, is full, or `address` is outside it, reserved or taken.
-    """
-    subnet = store.get("subnet", subnet_id)
-    if subnet is None:
-        raise invalid(f"The subnet ID '{subnet_id}' does not exist", "InvalidSubnetID.NotFound")
-    low, high = host_range(subnet["CidrBlock"])
-    if address is None:
-        chosen = next((ip for ip in _hosts(low, high) if store.get("address", ip) is None), None)
-        if chosen is None:
-            raise ApiError("InsufficientFreeAddressesInSubnet",
-                           f"There are not enough free addresses in subnet '{subnet_id}'")
-    else:
-        chosen = _check_address(store, subnet, address, low, high)
-    store.put("address", chosen, {
-        "Address": chosen, "SubnetId": subnet_id, "VpcId": subnet["VpcId"],
-        "Groups": list(groups), "Owner": owner})
-    return chosen
-
-
-def _hosts(low: int, high: int) -> Iterable[str]:
-    return (str(ipaddress.IPv4Address(n)) for n in range(low, high + 1))
-
-
-def _check_address(store: Store, subnet: Doc, address: str, low: int, high: int) -> str:
-    try:
-        value = int(ipaddress.IPv4Address(address))
-    except ValueError:
-        raise invalid(f"Invalid IPv4 address: {address!r}") from None
-    if not low <= value <= high:
-        raise invalid(f"Address {address} does not fall within the subnet's address range "
-                      f"(or is reserved) of {subnet['SubnetId']}")
-    chosen = str(ipaddress.IPv4Address(value))
-    if store.get("address", chosen) is not None:
-        raise ApiError("InvalidIPAddress.InUse", f"Address {chosen} is in use.")
-    return chosen
-
-
-def set_groups(store: Store, address: str, groups: list[str]) -> None:
-    """Replace the security groups of an allocated address."""
-    found = store.get("address", address)
-    if found is None:
-        raise invalid(f"Address {address} is not allocated")
-    store.put("address", address, {**found, "Groups": list(groups)})
-
-
-def release_address(store: Store, address: str) -> None:
-    """Free an address (nothing happens if it is not allocated)."""
-    store.delete("address", address)
-
-
-def groups_of(store: Store, address: str) -> list[str]:
-    """The security groups a connection from `address` is a member of."""
-    found = store.get("address", address)
-    return list(found["Groups"]) if found else []
+def remove_interface(store: Store, eni_id: str) -> None:
+    """Delete a network interface and free its address."""
+    with store.batch():
+        registry.release(store, eni_id)
+        store.delete("network_interface", eni_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,7 +234,7 @@ def _compile(store: Store) -> _Compiled:
     """The rules and memberships of the current documents (kept by the store until a change)."""
     rules = {g["GroupId"]: tuple(_compile_permission(p) for p in g.get("IpPermissions", []))
              for g in store.all("security_group")}
-    members = {a["Address"]: frozenset(a.get("Groups", [])) for a in store.all("address")}
+    members = {a.address: frozenset(a.groups) for a in registry.attachments(store)}
     return _Compiled(rules, members)
 
 

@@ -18,13 +18,14 @@ import botocore.session
 
 from sluice.app import App
 from sluice.config import Settings
-from sluice.control import network
+from sluice.control import network, registry
 from sluice.control.authority import PlaneAuthority
 from sluice.control.bootstrap import ensure_account, write_profile
 from sluice.control.certs import EndpointCertificates
 from sluice.control.errors import ApiError
 from sluice.control.managed_policies import ensure_managed_policies
 from sluice.control.principals import Principals
+from sluice.control.registry import Listeners
 from sluice.control.runtime import Runtime
 from sluice.control.server import ApiServer
 from sluice.control.services.ec2 import Ec2
@@ -87,6 +88,7 @@ class ControlPlane:
         self.region = account.region
         ensure_managed_policies(self.store)
         network.ensure_default_vpc(self.store, self.account, self.region, settings.vpc_cidr)
+        registry.upgrade(self.store)
         write_profile(data / "aws" / "config", self.store, self.vault, account, settings.endpoint)
         self.principals = Principals(self.store, self.vault)
         self.certificates = EndpointCertificates(data / "tls")
@@ -108,7 +110,8 @@ class ControlPlane:
         ]
         self.services = {s.name: s for s in services}
         self.models = {name: session.get_service_model(name) for name in self.services}
-        self.authority = PlaneAuthority(self)
+        self.listeners = Listeners()
+        self.authority = PlaneAuthority(self, self.listeners)
         self.app = App(
             Settings(
                 proxies=(),
@@ -118,7 +121,7 @@ class ControlPlane:
             ),
             authority=self.authority,
         )
-        self.runtime = Runtime(self, self.app)
+        self.runtime = Runtime(self, self.app, self.listeners)
         self.api = ApiServer(self)
 
     # ---- the Plane protocol the services use ----

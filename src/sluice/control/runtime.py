@@ -23,17 +23,17 @@ import contextlib
 import dataclasses
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sluice.auth.base import CLEARTEXT, MD5, MYSQL_CLEAR, MYSQL_NATIVE, MYSQL_SHA2, SCRAM
 from sluice.config import Limit, PoolConfig, ProxyConfig, TargetConfig
-from sluice.control import network
-from sluice.control.authority import Listener
+from sluice.control import registry
+from sluice.control.authority import AccountState
 from sluice.control.health import check_target
+from sluice.control.registry import Listener, Listeners
 
 if TYPE_CHECKING:
     from sluice.app import App
-    from sluice.control.plane import ControlPlane
 
 log = logging.getLogger("sluice.control")
 
@@ -47,12 +47,26 @@ _CLIENT_AUTH = {
 _DEFAULT_AUTH = {"postgresql": SCRAM, "mysql": MYSQL_NATIVE}
 
 
+class Certificates(Protocol):
+    def for_address(self, address: str) -> tuple[str, str]:
+        """The certificate and key files a listener on `address` presents."""
+        ...
+
+
+class RuntimeParts(AccountState, Protocol):
+    """What the runtime reads besides the documents: the endpoints' certificates."""
+
+    @property
+    def certificates(self) -> Certificates: ...
+
+
 class Runtime:
     """Runs what the documents describe; see the module docstring."""
 
-    def __init__(self, plane: ControlPlane, app: App) -> None:
+    def __init__(self, plane: RuntimeParts, app: App, listeners: Listeners) -> None:
         self.plane = plane
         self.app = app
+        self.listeners = listeners
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._checked_at = 0.0
@@ -93,28 +107,15 @@ class Runtime:
         for doc in store.all("db_proxy"):
             if doc["Status"] == "deleting":
                 continue
-            for name, listener in self._listeners_of(doc):
+            for name, listener in registry.proxy_listeners(store, doc):
                 configs.append(self.config_for(doc, name, listener))
                 listeners[name] = listener
-        self.plane.authority.listeners.update(listeners)
+        self.listeners.add(listeners)
         failed: dict[str, OSError] = {}
         settings = dataclasses.replace(self.app.settings, proxies=tuple(configs))
         await self.app.apply(settings, failed)
-        self.plane.authority.listeners = {
-            k: v for k, v in listeners.items() if k in self.app.proxies
-        }
+        self.listeners.replace({k: v for k, v in listeners.items() if k in self.app.proxies})
         self._move_statuses(failed)
-
-    def _listeners_of(self, doc: dict[str, Any]) -> list[tuple[str, Listener]]:
-        name, rid = doc["DBProxyName"], doc["_resource_id"]
-        out = [(name, Listener(name, rid, doc["_address"], doc["_port"],
-                               tuple(doc["VpcSecurityGroupIds"])))]  # fmt: skip
-        for ep in self.plane.store.all("db_proxy_endpoint"):
-            if ep["DBProxyName"] == name and ep["Status"] != "deleting":
-                groups = tuple(ep.get("VpcSecurityGroupIds") or doc["VpcSecurityGroupIds"])
-                listener = Listener(name, rid, ep["_address"], ep["_port"], groups)
-                out.append((f"{name}/{ep['DBProxyEndpointName']}", listener))
-        return out
 
     def config_for(self, doc: dict[str, Any], name: str, listener: Listener) -> ProxyConfig:
         engine = "mysql" if doc["EngineFamily"] == "MYSQL" else "postgresql"
@@ -157,20 +158,10 @@ class Runtime:
         )
 
     def _target_config(self, proxy: str, engine: str) -> TargetConfig:
-        instance_id = self.target_of(proxy)
-        instance = self.plane.store.get("db_instance", instance_id) if instance_id else None
-        if instance is None:
+        target = registry.target(self.plane.store, proxy)
+        if target is None:
             return TargetConfig(host="", port=0)
-        endpoint = instance["Endpoint"]
-        return TargetConfig(host=endpoint["Address"], port=int(endpoint["Port"]), tls="prefer")
-
-    def target_of(self, proxy: str) -> str | None:
-        """The DB instance a proxy's connections go to (its first registered target)."""
-        prefix = f"{proxy}/"
-        for key in self.plane.store.keys("db_proxy_target"):
-            if key.startswith(prefix):
-                return key[len(prefix) :]
-        return None
+        return TargetConfig(host=target.address, port=target.port, tls="prefer")
 
     def _move_statuses(self, failed: dict[str, OSError]) -> None:
         store = self.plane.store
@@ -194,7 +185,7 @@ class Runtime:
         for ep in store.all("db_proxy_endpoint"):
             key = f"{ep['DBProxyName']}/{ep['DBProxyEndpointName']}"
             if ep["Status"] == "deleting" and key not in self.app.proxies:
-                network.release_address(store, ep["_address"])
+                registry.release(store, registry.resource_id(ep["DBProxyEndpointArn"]))
                 store.delete("db_proxy_endpoint", ep["DBProxyEndpointName"])
             elif ep["Status"] in ("creating", "modifying") and key in self.app.proxies:
                 fresh = {**ep, "Status": "available"}
@@ -212,9 +203,9 @@ class Runtime:
                     store.delete("db_proxy_target_group", key)
             for ep in store.all("db_proxy_endpoint"):
                 if ep["DBProxyName"] == name:
-                    network.release_address(store, ep["_address"])
+                    registry.release(store, registry.resource_id(ep["DBProxyEndpointArn"]))
                     store.delete("db_proxy_endpoint", ep["DBProxyEndpointName"])
-            network.release_address(store, doc["_address"])
+            registry.release(store, registry.resource_id(doc["DBProxyArn"]))
             store.delete("db_proxy", name)
         log.info("proxy %s deleted", name)
 

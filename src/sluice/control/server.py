@@ -21,18 +21,17 @@ import logging
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from aiohttp import web
+from botocore.model import ServiceModel
 
 from sluice.control import ids, sigv4
 from sluice.control.context import Call, Principal
 from sluice.control.errors import ApiError, expired_token, internal, invalid_token, missing_auth
+from sluice.control.principals import Principals
 from sluice.control.protocol import MAX_BODY_BYTES, Reply, codec_for, validate
 from sluice.control.protocol.restjson import MAX_REST_BODY_BYTES
-
-if TYPE_CHECKING:
-    from sluice.control.plane import ControlPlane
 
 log = logging.getLogger("sluice.control")
 
@@ -45,10 +44,22 @@ _READ_CHUNK = 1 << 16
 _ALWAYS_ALLOWED = frozenset({"sts:GetCallerIdentity", "sts:AssumeRole"})  # decided by the role
 
 
+class Backend(Protocol):
+    """What the API server answers with: the services, their models, who may call."""
+
+    principals: Principals
+    services: dict[str, Any]  # by signing name: objects whose methods are operations
+    models: dict[str, ServiceModel]
+
+    def own_operation(self, action: str, params: dict[str, Any]) -> dict[str, Any]:
+        """One of Sluice's own operations (POST /sluice/ACTION)."""
+        ...
+
+
 class ApiServer:
     """The aiohttp application answering the AWS APIs."""
 
-    def __init__(self, plane: ControlPlane) -> None:
+    def __init__(self, plane: Backend) -> None:
         self.plane = plane
         self.verifier = sigv4.Verifier()
         self.app = web.Application(client_max_size=MAX_BODY)

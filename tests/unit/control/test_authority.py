@@ -31,9 +31,10 @@ import pytest
 
 from sluice.auth.base import CLEARTEXT, SCRAM, BackendLogin
 from sluice.config import PoolConfig, ProxyConfig, TargetConfig
-from sluice.control.authority import Listener, PlaneAuthority, ProxyAuthenticator, role_principal
+from sluice.control.authority import PlaneAuthority, ProxyAuthenticator, role_principal
 from sluice.control.context import Call, Principal
 from sluice.control.plane import ControlPlane, ServerSettings
+from sluice.control.registry import Listener, proxy_listeners
 from sluice.control.services.rds import adopt_instance
 from sluice.errors import ServerAuthFailed, ServerError
 from sluice.wire.pg.scram import make_verifier
@@ -125,9 +126,8 @@ class World:
         assert doc is not None
         store.put("db_proxy", name, {**doc, "Status": "available"})  # what the runtime does
         self.run("rds", "RegisterDBProxyTargets", DBProxyName=name, DBInstanceIdentifiers=["appdb"])
-        listener = Listener(name, doc["_resource_id"], doc["_address"], doc["_port"],
-                            tuple(doc["VpcSecurityGroupIds"]))  # fmt: skip
-        self.authority.listeners[name] = listener
+        ((_, listener),) = proxy_listeners(store, doc)
+        self.authority.listeners.add({name: listener})
         return listener
 
     def resource(self, listener: Listener, user: str = DB_USER) -> str:
@@ -339,7 +339,7 @@ def test_removed_listener_refuses(world: World, iam_proxy: IamProxy) -> None:
     listener, auth = iam_proxy
     key = world.user("fn", policy(allow("rds-db:connect")))
     token = world.token(listener, key)
-    del world.authority.listeners["iam-proxy"]
+    world.authority.listeners.remove("iam-proxy")
     assert "being removed" in refused(auth, token)
 
 
@@ -435,7 +435,7 @@ def test_backend_login_reads_a_changed_password(world: World, pw_auth: ProxyAuth
 
 
 def test_backend_login_of_removed_proxy(world: World, pw_auth: ProxyAuthenticator) -> None:
-    del world.authority.listeners["pw-proxy"]
+    world.authority.listeners.remove("pw-proxy")
     with pytest.raises(ServerError, match="being removed"):
         pw_auth.backend_login(DB_USER)
 
@@ -454,7 +454,7 @@ def test_role_principal(world: World) -> None:
 
 def test_admit_by_cidr_rule(world: World, pw_auth: ProxyAuthenticator) -> None:
     config = config_for("pw-proxy", SCRAM)
-    port = world.authority.listeners["pw-proxy"].port
+    port = _listener(world, "pw-proxy").port
     world.ingress(world.proxy_sg, port, cidr="127.0.0.0/24")
     assert world.authority.admit(config, "127.0.0.1") is None
     assert world.authority.admit(config, "127.0.1.1") is not None
@@ -462,7 +462,7 @@ def test_admit_by_cidr_rule(world: World, pw_auth: ProxyAuthenticator) -> None:
 
 def test_admit_without_rule_names_the_proxy(world: World, pw_auth: ProxyAuthenticator) -> None:
     config = config_for("pw-proxy", SCRAM)
-    port = world.authority.listeners["pw-proxy"].port
+    port = _listener(world, "pw-proxy").port
     world.ingress(world.proxy_sg, port + 1, cidr="127.0.0.0/8")  # another port only
     message = world.authority.admit(config, "127.0.0.1")
     assert message is not None
@@ -471,7 +471,7 @@ def test_admit_without_rule_names_the_proxy(world: World, pw_auth: ProxyAuthenti
 
 def test_admit_by_source_group_membership(world: World, pw_auth: ProxyAuthenticator) -> None:
     config = config_for("pw-proxy", SCRAM)
-    port = world.authority.listeners["pw-proxy"].port
+    port = _listener(world, "pw-proxy").port
     subnet = world.plane.store.all("subnet")[0]["SubnetId"]
     eni = world.run("ec2", "CreateNetworkInterface", SubnetId=subnet, Groups=[world.client_sg])
     address = eni["NetworkInterface"]["PrivateIpAddress"]
@@ -498,3 +498,9 @@ def test_backend_login_uses_the_readable_secret_of_the_user(world: World) -> Non
     assert asyncio.run(auth.check_cleartext(DB_USER, NEW_PASSWORD.encode())) is False
     # ... and so must the proxy, instead of refusing because of the unreadable one.
     assert auth.backend_login(DB_USER) == BackendLogin(DB_USER, DB_PASSWORD)
+
+
+def _listener(world: World, name: str) -> Listener:
+    found = world.authority.listeners.get(name)
+    assert found is not None
+    return found

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from sluice.control import network, sgrules
+from sluice.control import network, registry, sgrules
 from sluice.control.errors import ApiError
 from sluice.control.store import Store
 
@@ -76,28 +76,56 @@ def test_zone_ids_follow_aws_abbreviations() -> None:
     assert network.zone_id("ca-central-1", "a") == "cac1-az1"
 
 
+def allocate(
+    store: Store, subnet: str, owner: str, groups: list[str], address: str | None = None
+) -> str:
+    """An interface's address, as CreateNetworkInterface takes one."""
+    held = registry.allocate(store, subnet, owner, registry.Holder.INTERFACE, groups,
+                             address=address)  # fmt: skip
+    return held.address
+
+
+def test_state_written_before_the_registry_is_upgraded(store: Store) -> None:
+    old = {"SubnetId": "s", "VpcId": "v", "Groups": ["sg-1"]}
+    for n, owner in enumerate(("prx-1", "prx-endpoint-1", "eni-1")):
+        store.put("address", f"127.20.0.{n + 4}", {**old, "Address": f"127.20.0.{n + 4}",
+                                                   "Owner": owner})  # fmt: skip
+    store.put("db_proxy", "p", {"DBProxyName": "p", "_address": "127.20.0.4", "_port": 3306,
+                                "_resource_id": "prx-1", "_tags": []})  # fmt: skip
+    store.put("db_proxy_endpoint", "e", {"DBProxyEndpointName": "e", "_address": "127.20.0.5",
+                                         "_port": 3306, "_resource_id": "prx-endpoint-1"})
+    registry.upgrade(store)
+    held = [(a.owner, a.holder, a.port, a.groups) for a in registry.attachments(store)]
+    assert held == [("prx-1", "db-proxy", 3306, ("sg-1",)),
+                    ("prx-endpoint-1", "db-proxy-endpoint", 3306, ("sg-1",)),
+                    ("eni-1", "network-interface", 0, ("sg-1",))]  # fmt: skip
+    assert store.get("db_proxy", "p") == {"DBProxyName": "p", "_tags": []}
+    assert store.get("db_proxy_endpoint", "e") == {"DBProxyEndpointName": "e"}
+
+
 def test_allocation_skips_reserved_and_used_addresses(store: Store) -> None:
     subnet = subnets(store)[1]["SubnetId"]
-    first = network.allocate_address(store, subnet, "eni-1", ["sg-a"])
-    second = network.allocate_address(store, subnet, "eni-2", [])
+    first = allocate(store, subnet, "eni-1", ["sg-a"])
+    second = allocate(store, subnet, "eni-2", [])
     assert (first, second) == ("127.20.16.4", "127.20.16.5")
     assert store.get("address", first) == {"Address": first, "SubnetId": subnet,
                                            "VpcId": store.all("vpc")[0]["VpcId"],
-                                           "Groups": ["sg-a"], "Owner": "eni-1"}
-    network.release_address(store, first)
-    assert network.allocate_address(store, subnet, "eni-3", []) == first
-    assert network.free_count(store, subnets(store)[1]) == 4096 - 5 - 2
+                                           "Groups": ["sg-a"], "Owner": "eni-1",
+                                           "Holder": "network-interface", "Port": 0}
+    registry.release(store, "eni-1")
+    assert allocate(store, subnet, "eni-3", []) == first
+    assert registry.free_count(store, subnets(store)[1]) == 4096 - 5 - 2
 
 
 def test_allocation_of_a_chosen_address(store: Store) -> None:
     subnet = subnets(store)[0]["SubnetId"]
-    assert network.allocate_address(store, subnet, "eni-1", [], "127.20.0.200") == "127.20.0.200"
+    assert allocate(store, subnet, "eni-1", [], "127.20.0.200") == "127.20.0.200"
     with pytest.raises(ApiError) as taken:
-        network.allocate_address(store, subnet, "eni-2", [], "127.20.0.200")
+        allocate(store, subnet, "eni-2", [], "127.20.0.200")
     assert taken.value.code == "InvalidIPAddress.InUse"
     for bad in ("127.20.0.3", "127.20.15.255", "127.20.16.9", "nonsense"):
         with pytest.raises(ApiError) as refused:
-            network.allocate_address(store, subnet, "eni-2", [], bad)
+            allocate(store, subnet, "eni-2", [], bad)
         assert refused.value.code == "InvalidParameterValue"
 
 
@@ -105,13 +133,13 @@ def test_full_subnet_and_unknown_subnet(tmp_path: Path) -> None:
     s = Store(tmp_path / "small.db")
     network.ensure_default_vpc(s, ACCOUNT, "us-east-1", "127.40.0.0/26")  # /28 subnets
     subnet = s.all("subnet")[0]
-    got = [network.allocate_address(s, subnet["SubnetId"], f"eni-{i}", []) for i in range(11)]
+    got = [allocate(s, subnet["SubnetId"], f"eni-{i}", []) for i in range(11)]
     assert got[0] == "127.40.0.4" and got[-1] == "127.40.0.14"
     with pytest.raises(ApiError) as full:
-        network.allocate_address(s, subnet["SubnetId"], "eni-x", [])
+        allocate(s, subnet["SubnetId"], "eni-x", [])
     assert full.value.code == "InsufficientFreeAddressesInSubnet"
     with pytest.raises(ApiError) as missing:
-        network.allocate_address(s, "subnet-nope", "eni-x", [])
+        allocate(s, "subnet-nope", "eni-x", [])
     assert missing.value.code == "InvalidSubnetID.NotFound"
 
 
@@ -134,16 +162,16 @@ def test_admits_members_of_a_source_group_through_address_docs(store: Store) -> 
     add_group(store, "sg-app", [])
     add_group(store, "sg-db", [tcp(3306, UserIdGroupPairs=[{"GroupId": "sg-app"}])])
     subnet = subnets(store)[0]["SubnetId"]
-    member = network.allocate_address(store, subnet, "eni-app", ["sg-app"])
-    stranger = network.allocate_address(store, subnet, "eni-other", [])
+    member = allocate(store, subnet, "eni-app", ["sg-app"])
+    stranger = allocate(store, subnet, "eni-other", [])
     assert network.admits(store, ["sg-db"], member, 3306)
     assert not network.admits(store, ["sg-db"], stranger, 3306)
     assert not network.admits(store, ["sg-db"], "127.0.0.1", 3306)
     assert "no security group" in network.explain(store, ["sg-db"], stranger, 3306)
-    network.set_groups(store, stranger, ["sg-app"])
+    registry.set_groups(store, "eni-other", ["sg-app"])
     assert network.admits(store, ["sg-db"], stranger, 3306)
-    assert network.groups_of(store, stranger) == ["sg-app"]
-    network.release_address(store, member)
+    assert registry.groups_of(store, stranger) == ["sg-app"]
+    registry.release(store, "eni-app")
     assert not network.admits(store, ["sg-db"], member, 3306)
 
 

@@ -236,11 +236,13 @@ def test_create_db_proxy_as_the_recipe_does(rds: Rds, plane: FakePlane) -> None:
     assert not any(key.startswith("_") for key in proxy)
     doc = plane.store.get("db_proxy", "app-proxy")
     assert doc is not None
-    assert doc["_resource_id"] == proxy["DBProxyArn"].split(":")[6]
-    assert doc["_port"] == 3306 and doc["_address"] == proxy["Endpoint"]
+    assert not any(key.startswith("_") and key != "_tags" for key in doc)
     address = plane.store.get("address", proxy["Endpoint"])
-    assert address is not None and address["SubnetId"] == "subnet-a"
-    assert address["Owner"] == doc["_resource_id"] and address["Groups"] == ["sg-proxy"]
+    assert address == {
+        "Address": proxy["Endpoint"], "SubnetId": "subnet-a", "VpcId": VPC,
+        "Owner": proxy["DBProxyArn"].split(":")[6], "Holder": "db-proxy", "Port": 3306,
+        "Groups": ["sg-proxy"],
+    }  # fmt: skip
     assert plane.changes == ["rds"]
 
 
@@ -269,7 +271,7 @@ def test_postgresql_defaults_and_the_vpc_default_group(rds: Rds, plane: FakePlan
     assert proxy["Auth"][0]["ClientPasswordAuthType"] == "POSTGRES_SCRAM_SHA_256"
     assert proxy["Auth"][0]["IAMAuth"] == "DISABLED"
     assert proxy["VpcSecurityGroupIds"] == ["sg-default"]
-    assert plane.store.get("db_proxy", "app-proxy")["_port"] == 5432  # type: ignore[index]
+    assert plane.store.get("address", proxy["Endpoint"])["Port"] == 5432  # type: ignore[index]
 
 
 def test_two_proxies_get_different_addresses(rds: Rds) -> None:
@@ -749,10 +751,8 @@ def test_create_and_describe_endpoints(rds: Rds, plane: FakePlane) -> None:
     stored = plane.store.get("db_proxy_endpoint", "extra")
     assert address is not None and stored is not None
     assert address["SubnetId"] == "subnet-c" and address["Groups"] == ["sg-db"]
-    assert (
-        address["Owner"] == stored["_resource_id"] == endpoint["DBProxyEndpointArn"].split(":")[6]
-    )
-    assert stored["_port"] == 3306
+    assert address["Owner"] == endpoint["DBProxyEndpointArn"].split(":")[6]
+    assert (address["Holder"], address["Port"]) == ("db-proxy-endpoint", 3306)
     listed = run(rds, "DescribeDBProxyEndpoints", DBProxyName="app-proxy")["DBProxyEndpoints"]
     default = listed[0]
     assert (default["DBProxyEndpointName"], default["IsDefault"]) == ("default", True)

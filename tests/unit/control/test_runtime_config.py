@@ -26,10 +26,10 @@ from cryptography import x509
 
 from sluice.auth.base import CLEARTEXT, MD5, MYSQL_CLEAR, MYSQL_NATIVE, MYSQL_SHA2, SCRAM
 from sluice.config import Limit, PoolConfig, ProxyConfig, TargetConfig
-from sluice.control.authority import Listener
 from sluice.control.context import Call, Principal
 from sluice.control.health import check_target
 from sluice.control.plane import ControlPlane, ServerSettings
+from sluice.control.registry import Listener, held_by, proxy_listeners, resource_id, target_of
 from sluice.control.services.rds import adopt_instance
 
 DB_PORT = 15432
@@ -81,12 +81,10 @@ class World:
     def config(self, name: str) -> ProxyConfig:
         """What the runtime makes of the proxy's own endpoint."""
         doc = self.doc(name)
-        return self.plane.runtime.config_for(doc, name, listener_of(doc))
+        return self.plane.runtime.config_for(doc, name, self.listener(doc))
 
-
-def listener_of(doc: dict[str, Any]) -> Listener:
-    groups = tuple(doc["VpcSecurityGroupIds"])
-    return Listener(doc["DBProxyName"], doc["_resource_id"], doc["_address"], doc["_port"], groups)
+    def listener(self, doc: dict[str, Any]) -> Listener:
+        return dict(proxy_listeners(self.plane.store, doc))[doc["DBProxyName"]]
 
 
 @pytest.fixture
@@ -124,7 +122,7 @@ def test_postgres_iam_proxy_config(world: World) -> None:
     world.register("pg", "pgdb")
     config = world.config("pg")
     assert (config.name, config.engine, config.auth_method) == ("pg", "postgresql", CLEARTEXT)
-    assert (config.listen_host, config.listen_port) == (doc["_address"], 5432)
+    assert (config.listen_host, config.listen_port) == (doc["Endpoint"], 5432)
     assert config.target == TargetConfig(host="127.0.0.1", port=DB_PORT, tls="prefer")
     assert config.users == ()
     assert config.require_tls is False
@@ -141,7 +139,7 @@ def test_mysql_iam_proxy_config(world: World) -> None:
     world.register("my", "mydb")
     config = world.config("my")
     assert (config.engine, config.auth_method) == ("mysql", MYSQL_CLEAR)
-    assert (config.listen_host, config.listen_port) == (doc["_address"], 3306)
+    assert (config.listen_host, config.listen_port) == (doc["Endpoint"], 3306)
     assert (config.target.host, config.target.port) == ("127.0.0.1", DB_PORT)
 
 
@@ -172,9 +170,9 @@ def test_auth_method_of_a_document_without_password_type(
 ) -> None:
     doc = world.proxy("px", family=family)
     bare = {**doc, "Auth": [{"AuthScheme": "SECRETS", "SecretArn": world.secret_arn}]}
-    assert world.plane.runtime.config_for(bare, "px", listener_of(doc)).auth_method == method
+    assert world.plane.runtime.config_for(bare, "px", world.listener(doc)).auth_method == method
     empty = {**doc, "Auth": []}
-    assert world.plane.runtime.config_for(empty, "px", listener_of(doc)).auth_method == method
+    assert world.plane.runtime.config_for(empty, "px", world.listener(doc)).auth_method == method
 
 
 def test_any_iam_required_item_means_tokens(world: World) -> None:
@@ -182,7 +180,7 @@ def test_any_iam_required_item_means_tokens(world: World) -> None:
     second = world.run("secretsmanager", "CreateSecret", Name="db2", SecretString=value)["ARN"]
     doc = world.proxy("px", IAMAuth="DISABLED", ClientPasswordAuthType="POSTGRES_MD5")
     auth = [*doc["Auth"], {"AuthScheme": "SECRETS", "SecretArn": second, "IAMAuth": "REQUIRED"}]
-    config = world.plane.runtime.config_for({**doc, "Auth": auth}, "px", listener_of(doc))
+    config = world.plane.runtime.config_for({**doc, "Auth": auth}, "px", world.listener(doc))
     assert config.auth_method == CLEARTEXT
 
 
@@ -256,27 +254,30 @@ def _check_issued_for(world: World, config: ProxyConfig, address: str) -> x509.C
 def test_tls_certificate_per_endpoint_address(world: World) -> None:
     doc = world.proxy("pg")
     main = world.config("pg")
-    main_cert = _check_issued_for(world, main, doc["_address"])
+    main_cert = _check_issued_for(world, main, doc["Endpoint"])
     world.run("rds", "CreateDBProxyEndpoint", DBProxyName="pg", DBProxyEndpointName="second",
               VpcSubnetIds=world.subnets()[1:])  # fmt: skip
     ep = world.plane.store.get("db_proxy_endpoint", "second")
-    assert ep is not None and ep["_address"] != doc["_address"]
-    listener = Listener("pg", doc["_resource_id"], ep["_address"], ep["_port"], ())
+    assert ep is not None and ep["Endpoint"] != doc["Endpoint"]
+    held = held_by(world.plane.store, resource_id(ep["DBProxyEndpointArn"]))
+    assert held is not None and held.port == 5432
+    listener = Listener("pg", resource_id(doc["DBProxyArn"]), held.address, held.port, ())
     other = world.plane.runtime.config_for(doc, "pg/second", listener)
-    assert (other.name, other.listen_host) == ("pg/second", ep["_address"])
+    assert (other.name, other.listen_host) == ("pg/second", ep["Endpoint"])
     assert other.tls_cert_file != main.tls_cert_file
-    _check_issued_for(world, other, ep["_address"])
+    _check_issued_for(world, other, ep["Endpoint"])
     again = world.config("pg")  # kept, not made again
     assert _certificate(again.tls_cert_file).serial_number == main_cert.serial_number
 
 
 def test_target_of(world: World) -> None:
     world.proxy("pg")
-    assert world.plane.runtime.target_of("pg") is None
+    store = world.plane.store
+    assert target_of(store, "pg") is None
     assert world.config("pg").target == TargetConfig(host="", port=0)
     world.register("pg", "pgdb")
-    assert world.plane.runtime.target_of("pg") == "pgdb"
-    assert world.plane.runtime.target_of("p") is None  # not a prefix match of "pg"
+    assert target_of(store, "pg") == "pgdb"
+    assert target_of(store, "p") is None  # not a prefix match of "pg"
     adopt_instance(world.plane, "pgdb", "postgres", "127.0.0.9", 6543, [world.db_sg])
     assert world.config("pg").target == TargetConfig(host="127.0.0.9", port=6543, tls="prefer")
 

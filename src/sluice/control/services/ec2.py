@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from sluice.control import ids, network, sgrules
+from sluice.control import ids, network, registry, sgrules
 from sluice.control.context import Call, Output, Params, Plane
 from sluice.control.errors import ApiError, invalid
 from sluice.control.services import ec2_common as common
@@ -59,7 +59,7 @@ class Ec2:
         chosen = common.filtered(docs, params.get("Filters"), common.SUBNET_FILTERS)
         page, token = common.page(chosen, params)
         subnets = [{**common.public(d),
-                    "AvailableIpAddressCount": network.free_count(self.store, d)} for d in page]
+                    "AvailableIpAddressCount": registry.free_count(self.store, d)} for d in page]
         return common.with_token({"Subnets": subnets}, token)
 
     def DescribeAvailabilityZones(self, call: Call, params: Params) -> Output:
@@ -225,7 +225,7 @@ class Ec2:
             pairs = [p for perm in perms for p in perm.get("UserIdGroupPairs", [])]
             if other["GroupId"] != group_id and any(p.get("GroupId") == group_id for p in pairs):
                 return True
-        holders = [a.get("Groups", []) for a in self.store.all("address")]
+        holders: list[Any] = [a.groups for a in registry.attachments(self.store)]
         holders += [[g["GroupId"] for g in n.get("Groups", [])]
                     for n in self.store.all("network_interface")]
         for kind in ("db_proxy", "db_proxy_endpoint"):
@@ -241,14 +241,8 @@ class Ec2:
         subnet = self._subnet(params["SubnetId"])
         groups = self._interface_groups(params.get("Groups"), subnet)
         tags = common.tags_for(params, "network-interface")
-        eni_id = ids.hex_id("eni")
-        with self.store.batch():
-            address = network.allocate_address(
-                self.store, subnet["SubnetId"], eni_id, [g["GroupId"] for g in groups],
-                _requested_address(params))
-            doc = network.interface_doc(eni_id, subnet, groups, address,
-                                        params.get("Description", ""), tags)
-            self.store.put("network_interface", eni_id, doc)
+        doc = network.add_interface(self.store, subnet, groups, params.get("Description", ""),
+                                    tags, _requested_address(params))
         self.plane.changed("ec2")
         out: Output = {"NetworkInterface": doc}
         return {**out, "ClientToken": params["ClientToken"]} if "ClientToken" in params else out
@@ -267,9 +261,7 @@ class Ec2:
                              "networkInterface ID")[0]
         if found.get("Status") == "in-use":
             raise invalid(f"Interface: [{eni_id}] in use.", "InvalidNetworkInterface.InUse")
-        with self.store.batch():
-            network.release_address(self.store, found["PrivateIpAddress"])
-            self.store.delete("network_interface", eni_id)
+        network.remove_interface(self.store, eni_id)
         self.plane.changed("ec2")
         return {}
 

@@ -14,7 +14,7 @@ one is refused (sending it to the writer would be a silent guess).
 
 from __future__ import annotations
 
-from sluice.control import ids, network
+from sluice.control import ids, registry
 from sluice.control.context import Call, Output, Params, Plane
 from sluice.control.errors import ApiError, invalid, not_found
 from sluice.control.services import rds_common as c
@@ -59,16 +59,16 @@ def create(plane: Plane, call: Call, params: Params) -> Output:
     doc = _new_endpoint(store, proxy, params)
     resource_id = ids.hex_id("prx-endpoint")
     with store.batch():
-        address = network.allocate_address(
-            store, doc["VpcSubnetIds"][0], owner=resource_id, groups=doc["VpcSecurityGroupIds"]
+        own = registry.held_by(store, registry.resource_id(proxy["DBProxyArn"]))
+        port = own.port if own is not None else plane.endpoint_port(proxy["EngineFamily"])
+        held = registry.allocate(
+            store, doc["VpcSubnetIds"][0], resource_id, registry.Holder.PROXY_ENDPOINT,
+            doc["VpcSecurityGroupIds"], port=port,
         )
         doc.update(
             DBProxyEndpointArn=c.rds_arn(plane, "db-proxy-endpoint", resource_id),
-            Endpoint=address,
+            Endpoint=held.address,
             CreatedDate=call.now,
-            _port=proxy["_port"],
-            _resource_id=resource_id,
-            _address=address,
         )
         store.put(c.ENDPOINT, doc["DBProxyEndpointName"], doc)
     plane.changed("rds")
@@ -169,7 +169,8 @@ def modify(plane: Plane, call: Call, params: Params) -> Output:
     doc["Status"] = "modifying"
     with store.batch():
         if doc["VpcSecurityGroupIds"] != old["VpcSecurityGroupIds"]:
-            network.set_groups(store, doc["_address"], doc["VpcSecurityGroupIds"])
+            owner = registry.resource_id(doc["DBProxyEndpointArn"])
+            registry.set_groups(store, owner, doc["VpcSecurityGroupIds"])
         if doc["DBProxyEndpointName"] != old["DBProxyEndpointName"]:
             store.delete(c.ENDPOINT, old["DBProxyEndpointName"])
         store.put(c.ENDPOINT, doc["DBProxyEndpointName"], doc)

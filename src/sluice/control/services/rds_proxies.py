@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import re
 
-from sluice.control import ids, network
+from sluice.control import ids, registry
 from sluice.control.context import Call, Output, Params, Plane
 from sluice.control.errors import ApiError, invalid
 from sluice.control.services import rds_common as c
@@ -35,17 +35,15 @@ def create(plane: Plane, call: Call, params: Params) -> Output:
     doc = _new_proxy(plane, params)
     name, resource_id = doc["DBProxyName"], ids.hex_id("prx")
     with store.batch():
-        address = network.allocate_address(
-            store, doc["VpcSubnetIds"][0], owner=resource_id, groups=doc["VpcSecurityGroupIds"]
+        held = registry.allocate(
+            store, doc["VpcSubnetIds"][0], resource_id, registry.Holder.PROXY,
+            doc["VpcSecurityGroupIds"], port=plane.endpoint_port(doc["EngineFamily"]),
         )
         doc.update(
             DBProxyArn=c.rds_arn(plane, "db-proxy", resource_id),
-            Endpoint=address,
+            Endpoint=held.address,
             CreatedDate=call.now,
             UpdatedDate=call.now,
-            _port=plane.endpoint_port(doc["EngineFamily"]),
-            _resource_id=resource_id,
-            _address=address,
         )
         store.put(c.PROXY, name, doc)
         group = _default_group(plane, name, call.now)
@@ -210,7 +208,8 @@ def modify(plane: Plane, call: Call, params: Params) -> Output:
     doc.update(Status="modifying", UpdatedDate=call.now, DBProxyName=new_name)
     with store.batch():
         if doc["VpcSecurityGroupIds"] != old["VpcSecurityGroupIds"]:
-            network.set_groups(store, doc["_address"], doc["VpcSecurityGroupIds"])
+            owner = registry.resource_id(doc["DBProxyArn"])
+            registry.set_groups(store, owner, doc["VpcSecurityGroupIds"])
         if new_name != old["DBProxyName"]:
             _rename(store, old["DBProxyName"], new_name)
         store.put(c.PROXY, new_name, doc)
