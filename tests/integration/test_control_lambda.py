@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import socket
 import time
 import zipfile
 from collections.abc import Iterator
@@ -45,6 +46,10 @@ def handler(event, context):
     if action == "whoami":
         import boto3
         return boto3.client("sts").get_caller_identity()["Arn"]
+    if action == "source":
+        import socket
+        with socket.create_connection(("127.0.0.1", event["port"])) as conn:
+            return conn.getsockname()[0]
     return {
         "pid": os.getpid(), "count": COUNT, "cwd": os.getcwd(), "event": event,
         "env": {k: v for k, v in os.environ.items()
@@ -459,6 +464,78 @@ def test_restart_keeps_functions(server: SluiceServer, function: str, tmp_path: 
     assert meta["StatusCode"] == 200 and body["event"] == {"again": True}
     tags = server.aws("lambda", "get-function", "--function-name", function, "--query", "Tags")
     assert tags == {"team": "db"}
+
+
+def _source(server: SluiceServer, name: str, tmp: Path) -> str:
+    """The address an environment of the function connects to this host from."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        meta, address = invoke(server, name, {"action": "source",
+                                              "port": listener.getsockname()[1]}, tmp)
+        assert "FunctionError" not in meta, address
+        peer = listener.accept()[0]
+        assert peer.getpeername()[0] == address
+        peer.close()
+    return str(address)
+
+
+def _lambda_interfaces(server: SluiceServer) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = server.client("ec2").describe_network_interfaces(
+        Filters=[{"Name": "interface-type", "Values": ["lambda"]}])["NetworkInterfaces"]
+    return found
+
+
+def test_a_vpc_function_connects_from_its_lambda_interfaces(
+    server: SluiceServer, role: str, code: Path, tmp_path: Path
+) -> None:
+    aws = server.aws
+    vpc = aws("ec2", "describe-vpcs", "--query", "Vpcs[0].VpcId", "--output", "text")
+    subnets = aws("ec2", "describe-subnets", "--query", "Subnets[].SubnetId")
+    group = aws("ec2", "create-security-group", "--group-name", "fn-sg", "--description", "fn",
+                "--vpc-id", vpc, "--query", "GroupId", "--output", "text")  # fmt: skip
+    created = aws("lambda", "create-function", "--function-name", "in-vpc", "--runtime",
+                  "python3.11", "--handler", "app.handler", "--role", role, "--zip-file",
+                  f"fileb://{code}", "--timeout", "10", "--vpc-config",
+                  f"SubnetIds={subnets[0]},{subnets[1]},SecurityGroupIds={group}")  # fmt: skip
+    aws("lambda", "wait", "function-active", "--function-name", "in-vpc")
+    config = aws("lambda", "get-function-configuration", "--function-name", "in-vpc")
+    assert created["VpcConfig"] == config["VpcConfig"] == {
+        "SubnetIds": subnets[:2], "SecurityGroupIds": [group], "VpcId": vpc,
+        "Ipv6AllowedForDualStack": False}  # fmt: skip
+    enis = aws("ec2", "describe-network-interfaces", "--filters",
+               "Name=interface-type,Values=lambda")["NetworkInterfaces"]  # fmt: skip
+    assert [e["SubnetId"] for e in enis] == subnets[:2]
+    for eni in enis:
+        assert (eni["InterfaceType"], eni["RequesterManaged"], eni["Status"]) == (
+            "lambda", True, "in-use")
+        assert eni["Description"].startswith("AWS Lambda VPC ENI-in-vpc-")
+        assert eni["Groups"] == [{"GroupId": group, "GroupName": "fn-sg"}]
+    assert _lambda_interfaces(server) == enis  # boto3 reads the same
+    refused = aws("ec2", "delete-network-interface", "--network-interface-id",
+                  enis[0]["NetworkInterfaceId"], check=False)  # fmt: skip
+    assert "InvalidNetworkInterface.InUse" in refused.stderr
+    refused = aws("ec2", "delete-security-group", "--group-id", group, check=False)
+    assert "DependencyViolation" in refused.stderr
+
+    assert _source(server, "in-vpc", tmp_path) == enis[0]["PrivateIpAddress"]
+
+    def configure(vpc_config: str) -> None:
+        aws("lambda", "update-function-configuration", "--function-name", "in-vpc",
+            "--vpc-config", vpc_config)  # fmt: skip
+        aws("lambda", "wait", "function-updated", "--function-name", "in-vpc")
+
+    configure(f"SubnetIds={subnets[2]},SecurityGroupIds={group}")  # interfaces replaced
+    (moved,) = _lambda_interfaces(server)
+    assert moved["SubnetId"] == subnets[2]
+    assert moved["NetworkInterfaceId"] not in {e["NetworkInterfaceId"] for e in enis}
+    assert _source(server, "in-vpc", tmp_path) == moved["PrivateIpAddress"]
+    configure("SubnetIds=[],SecurityGroupIds=[]")  # out of the VPC: from outside every VPC
+    assert _lambda_interfaces(server) == []
+    assert _source(server, "in-vpc", tmp_path) == "127.0.0.2"
+    configure(f"SubnetIds={subnets[0]},SecurityGroupIds={group}")
+    assert len(_lambda_interfaces(server)) == 1
+    aws("lambda", "delete-function", "--function-name", "in-vpc")
+    assert _lambda_interfaces(server) == []
+    aws("ec2", "delete-security-group", "--group-id", group)
 
 
 def _no_retries() -> Any:

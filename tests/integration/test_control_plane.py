@@ -252,9 +252,8 @@ def test_recipe_builds_a_mysql_proxy_that_a_token_client_uses(mysql_env: Env) ->
 
 
 # The recipe's function: it makes an auth token with its role's credentials and connects to
-# the proxy with TLS. Until a function's VpcConfig gives it the address of a network interface
-# in its security group, it binds to one itself (BIND_ADDRESS) to be admitted by the proxy's
-# source-group rule.
+# the proxy with TLS. It binds nothing: its VpcConfig puts it in its security group, which the
+# proxy's step-8 rule admits.
 RECIPE_FUNCTION = """
 import os
 import boto3
@@ -262,41 +261,87 @@ import pymysql
 
 def handler(event, context):
     host = os.environ["DB_HOST"]
-    rds = boto3.client("rds")
-    token = rds.generate_db_auth_token(DBHostname=host, Port=3306, DBUsername="admin")
-    conn = pymysql.connect(host=host, port=3306, user="admin", password=token, database="appdb",
-                           ssl={"ca": os.environ["CA_FILE"]}, bind_address=os.environ["BIND"])
+    rds = boto3.session.Session().client("rds", region_name=os.environ["AWS_REGION"])
+    token = rds.generate_db_auth_token(host, 3306, "admin")
+    conn = pymysql.connect(host=host, user="admin", passwd=token, database="appdb",
+                           ssl={"ca": os.environ["CA_FILE"]})
     with conn.cursor() as cur:
-        cur.execute("SELECT CURRENT_USER(), @@hostname IS NOT NULL")
-        user, _ = cur.fetchone()
+        cur.execute("SELECT CURRENT_USER()")
+        (user,) = cur.fetchone()
     conn.close()
     return {"user": user, "host": host}
 """
+RECIPE_FUNCTION_NAME = "DBAppFunction"
 
 
-def test_recipe_function_answers_through_the_proxy(mysql_env: Env, tmp_path: Path) -> None:
-    env = mysql_env
-    _wait_target_available(env)
-    code = tmp_path / "function.zip"
+def _deploy(env: Env, tmp: Path, name: str, *vpc: str) -> None:
+    """The function made as its chapter makes it, then the recipe's step 9."""
+    code = tmp / "function.zip"
     with zipfile.ZipFile(code, "w") as archive:
         archive.writestr("app.py", RECIPE_FUNCTION)
-    aws, name = env.server.aws, "DBAppFunction"
+    aws = env.server.aws
     role = f"arn:aws:iam::{env.vars['AWS_ACCOUNT_ID']}:role/{env.vars['DB_APP_FUNCTION_ROLE_NAME']}"
     aws("lambda", "create-function", "--function-name", name, "--runtime", "python3.11",
         "--handler", "app.handler", "--role", role, "--zip-file", f"fileb://{code}",
-        "--timeout", "30", "--memory-size", "256")  # fmt: skip
+        "--timeout", "30", "--memory-size", "256", *vpc)  # fmt: skip
     aws("lambda", "wait", "function-active", "--function-name", name)
-    # Step 9, with the function's own two settings beside DB_HOST.
-    variables = f"DB_HOST={env.endpoint},CA_FILE={env.ca_file},BIND={env.eni_ip}"
+    # Step 9, with the CA's path beside DB_HOST (the recipe's function finds it in its layer).
+    variables = f"DB_HOST={env.endpoint},CA_FILE={env.ca_file}"
     aws("lambda", "update-function-configuration", "--function-name", name,
         "--environment", f"Variables={{{variables}}}")  # fmt: skip
     aws("lambda", "wait", "function-updated", "--function-name", name)
-    # The check: `aws lambda invoke --function-name $DB_APP_FUNCTION_NAME response.json`.
-    meta = aws("lambda", "invoke", "--function-name", name, "response.json", cwd=tmp_path)
-    answer = json.loads((tmp_path / "response.json").read_text())
+
+
+def _invoke(env: Env, tmp: Path, name: str) -> tuple[dict[str, Any], Any]:
+    """The check: `aws lambda invoke --function-name $DB_APP_FUNCTION_NAME response.json`."""
+    meta = env.server.aws("lambda", "invoke", "--function-name", name, "response.json", cwd=tmp)
+    return meta, json.loads((tmp / "response.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def recipe_function(mysql_env: Env, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The recipe's function in the function's security group and the VPC's subnets."""
+    subnets = ",".join(mysql_env.vars["ISTOLATED_SUBNETS"].split())
+    vpc = f"SubnetIds={subnets},SecurityGroupIds={mysql_env.vars['DB_APP_FUNCTION_SG_ID']}"
+    _wait_target_available(mysql_env)
+    _deploy(mysql_env, tmp_path_factory.mktemp("fn"), RECIPE_FUNCTION_NAME, "--vpc-config", vpc)
+    return RECIPE_FUNCTION_NAME
+
+
+def test_recipe_function_answers_through_the_proxy(
+    mysql_env: Env, recipe_function: str, tmp_path: Path
+) -> None:
+    meta, answer = _invoke(mysql_env, tmp_path, recipe_function)
     assert "FunctionError" not in meta, answer
     assert answer["user"].startswith(f"{DB_USER}@")
-    assert answer["host"] == env.endpoint
+    assert answer["host"] == mysql_env.endpoint
+
+
+def test_revoking_step_8_shuts_the_function_out(
+    mysql_env: Env, recipe_function: str, tmp_path: Path
+) -> None:
+    env, aws = mysql_env, mysql_env.server.aws
+    step_8 = ("--protocol", "tcp", "--port", "3306", "--source-group",
+              env.vars["DB_APP_FUNCTION_SG_ID"], "--group-id", env.vars["RDS_PROXY_SG_ID"])
+    aws("ec2", "revoke-security-group-ingress", *step_8)
+    try:
+        meta, error = _invoke(env, tmp_path, recipe_function)
+    finally:
+        aws("ec2", "authorize-security-group-ingress", *step_8)
+    assert meta["FunctionError"] == "Unhandled"
+    assert error["errorType"] == "OperationalError"
+    assert "1130" in error["errorMessage"] and "security group" in error["errorMessage"]
+    meta, answer = _invoke(env, tmp_path, recipe_function)  # the rule back: admitted again
+    assert "FunctionError" not in meta, answer
+
+
+def test_a_function_without_vpc_config_is_refused(mysql_env: Env, tmp_path: Path) -> None:
+    _wait_target_available(mysql_env)
+    _deploy(mysql_env, tmp_path, "DBAppFunctionNoVpc")
+    meta, error = _invoke(mysql_env, tmp_path, "DBAppFunctionNoVpc")
+    assert meta["FunctionError"] == "Unhandled"
+    assert "1130" in error["errorMessage"] and "outside" in error["errorMessage"]
+    mysql_env.server.aws("lambda", "delete-function", "--function-name", "DBAppFunctionNoVpc")
 
 
 def test_every_way_into_the_mysql_proxy_is_shut(

@@ -102,6 +102,9 @@ class PlaneAuthority:
         listener = self.listeners.get(config.name)
         if listener is None:
             return f'proxy "{config.name}" is being removed'
+        if client_ip == network.OUTSIDE_ADDRESS:
+            return (f"proxy {listener.proxy} is reachable only from inside its VPC, and "
+                    f"{client_ip} is outside it (a function without a VpcConfig)")
         if network.admits(self.plane.store, listener.groups, client_ip, listener.port):
             return None
         return (

@@ -9,9 +9,14 @@ address of its own from a subnet, recorded with its security groups in
 `control.registry`.
 
 A workload is a member of a security group when it connects *from* an address
-whose attachment lists that group: a script can do the same with CreateNetworkInterface and a client bound
+whose attachment lists that group: Lambda creates network interfaces for a
+function with a VpcConfig and its execution environments connect from one of
+them; a script can do the same with CreateNetworkInterface and a client bound
 to the PrivateIpAddress. Clients that do not bind come from 127.0.0.1 and are
-matched by CIDR rules only. Only ingress rules are enforced; egress rules are stored. How a group's rules are kept and
+matched by CIDR rules only. A function without a VpcConfig connects from
+`OUTSIDE_ADDRESS`, which is outside every VPC: no proxy admits it, whatever
+its rules say, as no RDS Proxy is reachable from outside its VPC. Only ingress
+rules are enforced; egress rules are stored. How a group's rules are kept and
 shown (one rule per source, merged into IpPermissions) is `control.sgrules`;
 admission reads only the IpPermissions view.
 
@@ -36,6 +41,7 @@ from sluice.control.store import Doc, Store
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 _ZONES = "abc"
+OUTSIDE_ADDRESS = "127.0.0.2"  # where functions without a VpcConfig connect from
 
 
 def ensure_default_vpc(store: Store, account: str, region: str, cidr: str) -> None:
@@ -47,6 +53,9 @@ def ensure_default_vpc(store: Store, account: str, region: str, cidr: str) -> No
     if default_vpc(store) is not None:
         return
     network = ipaddress.IPv4Network(cidr)
+    if ipaddress.IPv4Address(OUTSIDE_ADDRESS) in network:
+        raise ValueError(f"vpc_cidr {cidr} holds {OUTSIDE_ADDRESS}, the address of clients "
+                         "outside the VPC: choose a range outside 127.0.0.0/24")
     prefix = max(20, network.prefixlen + 2)
     if prefix > 28:
         raise ValueError(f"vpc_cidr {cidr} is too small for three subnets (use /26 or larger)")

@@ -9,6 +9,12 @@ serves invocations one at a time: a frame in (the event and the deadline), the h
 with the event and a context object, a frame out (the result as JSON, or the error as Lambda's
 Python runtime words it). Frames are a 4-byte big-endian length and a JSON object.
 
+Before the handler's module is imported, every IPv4 TCP socket the process connects to an
+address of this host (127.0.0.0/8) is first bound to the environment's source address
+(SLUICE_SOURCE_ADDRESS): its network interface's for a function with a VpcConfig, so the
+security groups of that interface are what a proxy's `--source-group` rule matches. Sockets
+the handler binds itself keep their own address.
+
 Everything the handler prints goes to the inherited stdout/stderr, which the parent reads as the
 function's log; after each invocation a marker line tells the parent that all of that
 invocation's output has been written. The script is run by path, never imported as part of the
@@ -18,6 +24,7 @@ invocation's output has been written. The script is run by path, never imported 
 from __future__ import annotations
 
 import importlib
+import ipaddress
 import json
 import os
 import socket
@@ -169,8 +176,53 @@ def peak_resident_kb() -> int:
     return 0
 
 
+def bind_connections(source: str) -> None:
+    """Make IPv4 TCP connections to this host leave from `source` (see the module docstring).
+
+    `socket.socket.connect` and `connect_ex` are wrapped, which every client built on the
+    standard library goes through (ssl, socket.create_connection, asyncio, urllib3,
+    PyMySQL, ...). A socket already bound (by the handler, say pymysql's bind_address) and
+    connections to other hosts are left as they are.
+    """
+    if not source:
+        return
+    plain_connect = socket.socket.connect
+    plain_connect_ex = socket.socket.connect_ex
+
+    def connect(sock: socket.socket, address: Any) -> None:
+        _bind_source(sock, address, source)
+        plain_connect(sock, address)
+
+    def connect_ex(sock: socket.socket, address: Any) -> int:
+        _bind_source(sock, address, source)
+        return plain_connect_ex(sock, address)
+
+    socket.socket.connect = connect  # type: ignore[method-assign,assignment]
+    socket.socket.connect_ex = connect_ex  # type: ignore[method-assign,assignment]
+
+
+def _bind_source(sock: socket.socket, address: Any, source: str) -> None:
+    if sock.family != socket.AF_INET or sock.type != socket.SOCK_STREAM:
+        return
+    if not isinstance(address, tuple) or not address or not _is_this_host(str(address[0])):
+        return
+    if sock.getsockname()[1] == 0:  # not bound yet; a failure is the connect's (fail closed)
+        sock.bind((source, 0))
+
+
+def _is_this_host(host: str) -> bool:
+    try:
+        return ipaddress.IPv4Address(host).is_loopback
+    except ValueError:
+        try:
+            return ipaddress.IPv4Address(socket.gethostbyname(host)).is_loopback
+        except (OSError, ValueError):
+            return False
+
+
 def main(fd: int) -> int:
     sock = socket.socket(fileno=fd)
+    bind_connections(os.environ.get("SLUICE_SOURCE_ADDRESS", ""))
     task_root = os.environ.get("LAMBDA_TASK_ROOT", os.getcwd())
     extra = [p for p in os.environ.get("SLUICE_LAYER_PATHS", "").split(os.pathsep) if p]
     sys.path[:1] = [task_root, *extra]  # never this script's own directory

@@ -89,6 +89,7 @@ def lambda_variables(
         "_HANDLER": spec.handler,
         "SLUICE_FUNCTION_ARN": spec.arn,
         "SLUICE_LAYER_PATHS": os.pathsep.join(map(str, layer_import_paths(layers))),
+        "SLUICE_SOURCE_ADDRESS": spec.source_address,
         "TZ": ":UTC",
         "LANG": "en_US.UTF-8",
         "PATH": "/usr/local/bin:/usr/bin:/bin",

@@ -54,6 +54,9 @@ class FunctionSpec:
     variables: Mapping[str, str] = field(default_factory=dict)
     reserved_concurrency: int | None = None
     version: str = "$LATEST"
+    # The address the environment's TCP connections to this host come from: its network
+    # interface's for a function with a VpcConfig, else one outside every VPC ("": unbound).
+    source_address: str = ""
 
     @property
     def log_group(self) -> str:

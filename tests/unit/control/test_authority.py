@@ -31,6 +31,7 @@ import pytest
 
 from sluice.auth.base import CLEARTEXT, SCRAM, BackendLogin
 from sluice.config import PoolConfig, ProxyConfig, TargetConfig
+from sluice.control import network
 from sluice.control.authority import PlaneAuthority, ProxyAuthenticator, role_principal
 from sluice.control.context import Call, Principal
 from sluice.control.plane import ControlPlane, ServerSettings
@@ -479,6 +480,15 @@ def test_admit_by_source_group_membership(world: World, pw_auth: ProxyAuthentica
     world.ingress(world.proxy_sg, port, source=world.client_sg)
     assert world.authority.admit(config, address) is None
     assert world.authority.admit(config, "127.0.0.1") is not None  # not a member
+
+
+def test_nothing_outside_the_vpc_is_admitted(world: World, pw_auth: ProxyAuthenticator) -> None:
+    """Where a function without a VpcConfig connects from: no rule lets it in."""
+    config = config_for("pw-proxy", SCRAM)
+    world.ingress(world.proxy_sg, _listener(world, "pw-proxy").port, cidr="0.0.0.0/0")
+    assert world.authority.admit(config, "127.0.0.1") is None
+    message = world.authority.admit(config, network.OUTSIDE_ADDRESS)
+    assert message is not None and "outside" in message and "VpcConfig" in message
 
 
 def test_admit_unknown_proxy(world: World) -> None:

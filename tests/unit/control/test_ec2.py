@@ -21,7 +21,9 @@ from fakeplane import FakePlane
 from sluice.control import network
 from sluice.control.context import Call, Principal
 from sluice.control.errors import ApiError
+from sluice.control.services import lambda_network
 from sluice.control.services.ec2 import Ec2
+from sluice.control.services.lambda_records import Vpc
 from sluice.control.store import Store
 from sluice.control.vault import Vault
 
@@ -331,6 +333,34 @@ def test_network_interfaces_make_members(ec2: Ec2, plane: FakePlane) -> None:
     assert not network.admits(plane.store, [db], "127.20.0.77", 3306)
     fails(ec2, "DeleteNetworkInterface", "InvalidNetworkInterfaceID.NotFound",
           NetworkInterfaceId=eni["NetworkInterfaceId"])
+
+
+def test_interfaces_lambda_makes_for_a_function(ec2: Ec2, plane: FakePlane) -> None:
+    app, db = new_group(ec2, "app"), new_group(ec2, "db")
+    run(ec2, "AuthorizeSecurityGroupIngress", GroupId=db, IpPermissions=[{
+        "IpProtocol": "tcp", "FromPort": 3306, "ToPort": 3306,
+        "UserIdGroupPairs": [{"GroupId": app}]}])
+    subnets = tuple(s["SubnetId"] for s in plane.store.all("subnet"))[:2]
+    vpc = lambda_network.attach(plane.store, "fn", Vpc(subnets, (app,), "vpc-x"))
+    found = run(ec2, "DescribeNetworkInterfaces", Filters=[
+        {"Name": "interface-type", "Values": ["lambda"]}])["NetworkInterfaces"]
+    assert [n["NetworkInterfaceId"] for n in found] == list(vpc.interface_ids)
+    assert [n["SubnetId"] for n in found] == list(subnets)
+    first = found[0]
+    assert (first["Status"], first["RequesterManaged"]) == ("in-use", True)
+    assert first["Description"].startswith("AWS Lambda VPC ENI-fn-")
+    assert first["Attachment"]["InstanceOwnerId"] == "amazon-aws"
+    source = lambda_network.source_address(plane.store, vpc)
+    assert source == first["PrivateIpAddress"]
+    assert network.admits(plane.store, [db], source, 3306)
+    assert not network.admits(plane.store, [db], network.OUTSIDE_ADDRESS, 3306)
+    fails(ec2, "DeleteNetworkInterface", "InvalidNetworkInterface.InUse",
+          NetworkInterfaceId=first["NetworkInterfaceId"])
+    fails(ec2, "DeleteSecurityGroup", "DependencyViolation", GroupId=app)
+    lambda_network.detach(plane.store, vpc)
+    assert run(ec2, "DescribeNetworkInterfaces")["NetworkInterfaces"] == []
+    assert lambda_network.source_address(plane.store, vpc) == network.OUTSIDE_ADDRESS
+    assert plane.store.all("address") == []
 
 
 def test_interface_groups_must_share_the_subnets_vpc(ec2: Ec2, plane: FakePlane) -> None:

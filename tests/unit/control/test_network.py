@@ -69,6 +69,8 @@ def test_small_range_gets_smaller_subnets_and_too_small_is_refused(tmp_path: Pat
         "euw2-az1", "euw2-az2", "euw2-az3"}
     with pytest.raises(ValueError, match="too small"):
         network.ensure_default_vpc(Store(tmp_path / "b.db"), ACCOUNT, "us-east-1", "127.1.0.0/27")
+    with pytest.raises(ValueError, match="outside the VPC"):  # holds 127.0.0.2
+        network.ensure_default_vpc(Store(tmp_path / "c.db"), ACCOUNT, "us-east-1", "127.0.0.0/16")
 
 
 def test_zone_ids_follow_aws_abbreviations() -> None:

@@ -25,6 +25,7 @@ from typing import Any
 from sluice.control.context import Call, Output, Params, Plane
 from sluice.control.errors import ApiError
 from sluice.control.principals import Principals
+from sluice.control.services import lambda_network
 from sluice.control.services.lambda_checks import (
     check_json,
     check_limits,
@@ -45,6 +46,7 @@ from sluice.control.services.lambda_records import (
     PENDING,
     SUCCESSFUL,
     FunctionRecord,
+    Vpc,
     function_out,
 )
 from sluice.functions.environment import log_tail
@@ -114,6 +116,8 @@ class Lambda(LayerService):
         if not params.get("Handler"):
             raise invalid("Handler is required for a function with PackageType Zip.")
         check_role(self.plane, self._principals, call.principal, params["Role"])
+        vpc = check_vpc(self.store, params.get("VpcConfig"))
+        layers = self._layers(params.get("Layers"))
         package = self._package(params["Code"])
         rec = FunctionRecord(
             name=name, arn=self.function_arn(name), runtime=runtime, role=params["Role"],
@@ -122,12 +126,13 @@ class Lambda(LayerService):
             description=params.get("Description", ""), timeout=params.get("Timeout", 3),
             memory_size=params.get("MemorySize", 128),
             variables=check_variables(params.get("Environment")),
-            vpc=check_vpc(self.store, params.get("VpcConfig")),
-            layers=self._layers(params.get("Layers")),
-            architectures=tuple(params.get("Architectures", ["x86_64"])),
+            layers=layers, architectures=tuple(params.get("Architectures", ["x86_64"])),
             tags=dict(params.get("Tags", {})),
         )  # fmt: skip
-        self.store.put(FUNCTION, name, rec.to_doc())
+        with self.store.batch():
+            rec = rec.but(vpc=lambda_network.attach(self.store, name, vpc))
+            self.store.put(FUNCTION, name, rec.to_doc())
+        self._network_changed(rec.vpc)
         self._settle_later(name)
         return function_out(rec, self.layer_sizes(rec.layers))
 
@@ -177,7 +182,13 @@ class Lambda(LayerService):
             changes["vpc"] = check_vpc(self.store, params["VpcConfig"])
         if "Layers" in params:
             changes["layers"] = self._layers(params["Layers"])
-        return self._update(rec, call, changes, "The function is being updated.")
+        with self.store.batch():
+            wanted = changes.get("vpc", rec.vpc)
+            changes["vpc"] = lambda_network.rewire(self.store, rec.name, rec.vpc, wanted)
+            out = self._update(rec, call, changes, "The function is being updated.")
+        if changes["vpc"] is not rec.vpc:
+            self.plane.changed("ec2")
+        return out
 
     def UpdateFunctionCode(self, call: Call, params: Params) -> Output:
         rec = self._updatable(params["FunctionName"], params.get("RevisionId"))
@@ -190,8 +201,11 @@ class Lambda(LayerService):
 
     def DeleteFunction(self, call: Call, params: Params) -> Output:
         rec = self.function(params["FunctionName"], params.get("Qualifier"))
-        self.store.delete(FUNCTION, rec.name)
+        with self.store.batch():
+            lambda_network.detach(self.store, rec.vpc)
+            self.store.delete(FUNCTION, rec.name)
         self.runner.retire(rec.name)
+        self._network_changed(rec.vpc)
         return {"StatusCode": 204}
 
     # ---- concurrency and tags ----
@@ -292,7 +306,12 @@ class Lambda(LayerService):
             revision=rec.revision_id, task_root=self.packages.unpacked(rec.code_hex),
             layer_paths=self.layer_paths(rec.layers), variables=dict(rec.variables),
             reserved_concurrency=rec.reserved_concurrency,
+            source_address=lambda_network.source_address(self.store, rec.vpc),
         )  # fmt: skip
+
+    def _network_changed(self, vpc: Vpc) -> None:
+        if vpc.interface_ids:
+            self.plane.changed("ec2")
 
     # ---- states ----
 
@@ -309,8 +328,12 @@ class Lambda(LayerService):
         self._background(self._settle(name, SETTLE_DELAY))
 
     async def resume(self) -> None:
-        """After a restart: finish what was Pending or InProgress when the server stopped."""
+        """After a restart: finish what was Pending or InProgress when the server stopped,
+        and give functions kept before VPC functions had interfaces theirs."""
         for rec in self._records():
+            if rec.vpc.subnet_ids and not rec.vpc.interface_ids:
+                vpc = lambda_network.rewire(self.store, rec.name, Vpc(), rec.vpc)
+                self.store.put(FUNCTION, rec.name, rec.but(vpc=vpc).to_doc())
             if rec.state == PENDING or rec.last_update_status == IN_PROGRESS:
                 await self._settle(rec.name, 0.0)
 

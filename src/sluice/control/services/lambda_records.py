@@ -30,6 +30,7 @@ class Vpc:
     subnet_ids: tuple[str, ...] = ()
     security_group_ids: tuple[str, ...] = ()
     vpc_id: str = ""
+    interface_ids: tuple[str, ...] = ()  # the network interfaces Lambda made for it
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +74,7 @@ class FunctionRecord:
             tuple(vpc.get("subnet_ids", ())),
             tuple(vpc.get("security_group_ids", ())),
             vpc.get("vpc_id", ""),
+            tuple(vpc.get("interface_ids", ())),
         )
         values["layers"] = tuple(values.get("layers", ()))
         values["architectures"] = tuple(values.get("architectures", ("x86_64",)))
