@@ -52,7 +52,7 @@ import pymysql
 
 from bench.procinfo import raise_nofile_limit, rss_bytes
 from bench.systems import BENCH_DB, BENCH_USER, LOCALHOST, Endpoint
-from sluice.devtools.pgcluster import free_port
+from sluice.dbserver.launcher import free_port
 from sluice.devtools.runner import SluiceProcess
 from sluice.fdlimit import RESERVE
 from sluice.wire.pg import messages as m
@@ -447,8 +447,8 @@ def main(argv: list[str]) -> int:
     import secrets
     import tempfile
 
-    from sluice.devtools.mariadbcluster import MariaDbCluster
-    from sluice.devtools.pgcluster import PgCluster
+    from sluice.dbserver.mariadb import MariaDbCluster
+    from sluice.dbserver.postgres import PgCluster
 
     parser = argparse.ArgumentParser(prog="python -m bench.attack", description=__doc__)
     parser.add_argument("--attackers", type=int, default=ATTACKERS, help="stalled logins")

@@ -20,7 +20,7 @@ from pathlib import Path
 from bench.pgbench import PgbenchRun, run_pgbench
 from bench.procinfo import cpu_seconds
 from bench.systems import BENCH_USER, LOCALHOST, BenchDatabase, Endpoint
-from sluice.devtools.pgcluster import free_port
+from sluice.dbserver.launcher import free_port
 from sluice.devtools.runner import SluiceProcess
 
 ROOT = Path(__file__).resolve().parent.parent

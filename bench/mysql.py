@@ -32,7 +32,7 @@ from bench.systems import (
     Endpoint,
     SluiceProxySystem,
 )
-from sluice.devtools.mariadbcluster import MariaDbCluster, quote_literal
+from sluice.dbserver.mariadb import MariaDbCluster, quote_literal
 
 _PREPARE_TIMEOUT = 600.0
 _CONNECT_TIMEOUT = 10

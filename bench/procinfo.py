@@ -13,8 +13,8 @@ import resource
 import subprocess
 from pathlib import Path
 
-from sluice.devtools.mariadbcluster import MariaDbBinariesNotFound, find_binaries
-from sluice.devtools.pgcluster import PgBinariesNotFound, find_bin_dir
+from sluice.dbserver.mariadb import MariaDbBinariesNotFound, find_binaries
+from sluice.dbserver.postgres import PgBinariesNotFound, find_bin_dir
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 _WANTED_NOFILE = 65536

@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from sluice.devtools.pgcluster import PgCluster, free_port
+from sluice.dbserver.launcher import free_port
+from sluice.dbserver.postgres import PgCluster
 from sluice.devtools.runner import SluiceProcess
 
 BENCH_USER = "bench"

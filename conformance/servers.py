@@ -26,8 +26,9 @@ from types import TracebackType
 from typing import Any, Protocol, Self
 
 from conformance.suites import Endpoint, Suite
-from sluice.devtools.mariadbcluster import MariaDbCluster
-from sluice.devtools.pgcluster import PgCluster, free_port
+from sluice.dbserver.launcher import free_port
+from sluice.dbserver.mariadb import MariaDbCluster
+from sluice.dbserver.postgres import PgCluster
 from sluice.devtools.runner import SluiceProcess
 from sluice.tls import ensure_self_signed
 

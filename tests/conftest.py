@@ -16,8 +16,8 @@ from helpers import (
     OTHER_PASSWORD,
     OTHER_USER,
 )
-from sluice.devtools.mariadbcluster import MariaDbBinariesNotFound, MariaDbCluster, find_binaries
-from sluice.devtools.pgcluster import PgCluster
+from sluice.dbserver.mariadb import MariaDbBinariesNotFound, MariaDbCluster, find_binaries
+from sluice.dbserver.postgres import PgCluster
 
 INTEGRATION_DIR = Path(__file__).parent / "integration"
 

@@ -12,8 +12,9 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
-from sluice.devtools.mariadbcluster import MariaDbCluster
-from sluice.devtools.pgcluster import PgCluster, free_port
+from sluice.dbserver.launcher import free_port
+from sluice.dbserver.mariadb import MariaDbCluster
+from sluice.dbserver.postgres import PgCluster
 from sluice.devtools.runner import SluiceProcess
 
 __all__ = [

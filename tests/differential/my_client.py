@@ -17,7 +17,7 @@ from typing import Any
 import mysql.connector
 import pymysql
 
-from sluice.devtools.mariadbcluster import MariaDbCluster
+from sluice.dbserver.mariadb import MariaDbCluster
 
 from .program import ClientSpec, Step
 from .target import Endpoint, Observation, plain

@@ -17,7 +17,7 @@ import psycopg
 from psycopg import ClientCursor
 from psycopg.conninfo import make_conninfo
 
-from sluice.devtools.pgcluster import PgCluster
+from sluice.dbserver.postgres import PgCluster
 
 from .program import ClientSpec, Step
 from .target import Endpoint, Observation, plain

@@ -22,7 +22,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any
 
-from sluice.devtools.pgcluster import free_port
+from sluice.dbserver.launcher import free_port
 from sluice.devtools.runner import SluiceProcess
 
 from .limitations import Limitation, allowed

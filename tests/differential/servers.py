@@ -10,8 +10,8 @@ import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sluice.devtools.mariadbcluster import MariaDbCluster
-from sluice.devtools.pgcluster import PgCluster
+from sluice.dbserver.mariadb import MariaDbCluster
+from sluice.dbserver.postgres import PgCluster
 
 from .my_client import MyTarget
 from .pg_client import PgTarget

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from helpers import APP_DB, APP_PASSWORD, APP_USER
-from sluice.devtools.mariadbcluster import MariaDbCluster
-from sluice.devtools.pgcluster import PgCluster
+from sluice.dbserver.mariadb import MariaDbCluster
+from sluice.dbserver.postgres import PgCluster
 
 from . import limitations
 from .engines import GRAMMARS

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from helpers import free_port, mysql_proxy_config, proxy_config
-from sluice.devtools.mariadbcluster import MariaDbCluster
-from sluice.devtools.pgcluster import PgBinariesNotFound, PgCluster, find_bin_dir
+from sluice.dbserver.mariadb import MariaDbCluster
+from sluice.dbserver.postgres import PgBinariesNotFound, PgCluster, find_bin_dir
 from sluice.devtools.runner import SluiceProcess
 
 

@@ -34,7 +34,7 @@ import pytest
 
 from certs import issue, make_ca
 from helpers import APP_DB, APP_PASSWORD, APP_USER, dsn, free_port, proxy_config
-from sluice.devtools.pgcluster import PgCluster
+from sluice.dbserver.postgres import PgCluster
 from sluice.devtools.runner import SluiceProcess
 from sluice.wire.pg import messages as m
 from sluice.wire.pg.scram import ScramClient

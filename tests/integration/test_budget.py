@@ -34,8 +34,8 @@ from helpers import (
     proxy_config,
     wait_for,
 )
-from sluice.devtools.mariadbcluster import MariaDbCluster
-from sluice.devtools.pgcluster import SUPERUSER, PgCluster
+from sluice.dbserver.mariadb import MariaDbCluster
+from sluice.dbserver.postgres import SUPERUSER, PgCluster
 from sluice.devtools.runner import SluiceProcess
 
 PG_USERS = [(f"budget{i}", f"budget-secret-{i}") for i in range(5)]

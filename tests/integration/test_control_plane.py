@@ -29,9 +29,9 @@ import pymysql
 import pytest
 
 from helpers import wait_for
+from sluice.dbserver.mariadb import MariaDbCluster
+from sluice.dbserver.postgres import PgCluster
 from sluice.devtools.controlplane import SluiceServer
-from sluice.devtools.mariadbcluster import MariaDbCluster
-from sluice.devtools.pgcluster import PgCluster
 
 RECIPE = Path(__file__).parent / "recipe" / "recipe.sh"
 DB_USER = "admin"

@@ -33,7 +33,7 @@ from helpers import (
     wait_for,
 )
 from rawpg import Message, RawClient
-from sluice.devtools.pgcluster import PgCluster
+from sluice.dbserver.postgres import PgCluster
 from sluice.devtools.runner import SluiceProcess
 from sluice.wire.pg import messages as m
 

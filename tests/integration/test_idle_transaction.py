@@ -19,8 +19,8 @@ import pymysql
 import pytest
 
 from helpers import APP_DB, dsn, mysql_kwargs
-from sluice.devtools.mariadbcluster import MariaDbCluster
-from sluice.devtools.pgcluster import PgCluster
+from sluice.dbserver.mariadb import MariaDbCluster
+from sluice.dbserver.postgres import PgCluster
 from sluice.devtools.runner import SluiceProcess
 
 pytestmark = pytest.mark.timeout(60)

@@ -27,7 +27,7 @@ from helpers import (
     OTHER_USER,
     wait_for,
 )
-from sluice.devtools.mariadbcluster import MYSQL_OS_USER, MariaDbCluster, account, quote_ident
+from sluice.dbserver.mariadb import MYSQL_OS_USER, MariaDbCluster, account, quote_ident
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -38,7 +38,7 @@ from helpers import (
     mysql_kwargs,
     wait_for,
 )
-from sluice.devtools.mariadbcluster import MariaDbCluster
+from sluice.dbserver.mariadb import MariaDbCluster
 from sluice.devtools.runner import SluiceProcess
 
 pytestmark = pytest.mark.timeout(90)

@@ -20,7 +20,7 @@ import pymysql
 import pytest
 
 from helpers import APP_USER, OTHER_PASSWORD, OTHER_USER, mysql_kwargs
-from sluice.devtools.mariadbcluster import MariaDbCluster
+from sluice.dbserver.mariadb import MariaDbCluster
 from sluice.devtools.runner import SluiceProcess
 
 pytestmark = pytest.mark.timeout(120)

@@ -24,7 +24,7 @@ import pytest
 from pymysql.constants import SERVER_STATUS
 
 from helpers import APP_DB, APP_PASSWORD, APP_USER, mysql_kwargs
-from sluice.devtools.mariadbcluster import MariaDbCluster
+from sluice.dbserver.mariadb import MariaDbCluster
 from sluice.devtools.runner import SluiceProcess
 
 pytestmark = pytest.mark.timeout(120)

@@ -32,7 +32,7 @@ from helpers import (
     free_port,
     wait_for,
 )
-from sluice.devtools.pgcluster import PgCluster
+from sluice.dbserver.postgres import PgCluster
 from sluice.devtools.runner import SluiceProcess
 
 ADMIN_DB = "sluice"

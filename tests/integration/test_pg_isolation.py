@@ -32,7 +32,7 @@ from psycopg import errors
 
 from helpers import APP_DB, APP_PASSWORD, APP_USER, dsn
 from rawpg import Message, RawClient
-from sluice.devtools.pgcluster import PgCluster
+from sluice.dbserver.postgres import PgCluster
 from sluice.devtools.runner import SluiceProcess
 from sluice.wire.pg import messages as m
 

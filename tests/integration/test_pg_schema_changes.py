@@ -21,7 +21,7 @@ import pytest
 from asyncpg.exceptions import InternalClientError
 
 from helpers import APP_DB, APP_PASSWORD, APP_USER
-from sluice.devtools.pgcluster import PgCluster
+from sluice.dbserver.postgres import PgCluster
 from sluice.devtools.runner import SluiceProcess
 
 pytestmark = pytest.mark.timeout(180)

@@ -8,7 +8,7 @@ import psycopg
 import pytest
 
 from helpers import APP_DB, APP_PASSWORD, APP_USER, OTHER_PASSWORD, OTHER_USER, wait_for
-from sluice.devtools.pgcluster import PgCluster, quote_ident
+from sluice.dbserver.postgres import PgCluster, quote_ident
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ import psycopg
 import pytest
 
 from helpers import APP_DB, APP_PASSWORD, APP_USER, dsn
-from sluice.devtools.pgcluster import PgCluster
+from sluice.dbserver.postgres import PgCluster
 from sluice.devtools.runner import SluiceProcess
 
 StartSluice = Callable[..., SluiceProcess]

@@ -18,7 +18,7 @@ import psycopg
 import pytest
 
 from helpers import APP_DB, APP_PASSWORD, APP_USER, PeakWatch, dsn, wait_for
-from sluice.devtools.pgcluster import PgCluster
+from sluice.dbserver.postgres import PgCluster
 from sluice.devtools.runner import SluiceProcess
 from sluice.pool.budget import IDLE_EXCESS_GRACE
 

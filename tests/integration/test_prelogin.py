@@ -35,7 +35,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from helpers import APP_DB, APP_PASSWORD, APP_USER, dsn, free_port, proxy_config, wait_for
 from rawpg import Message, RawClient
-from sluice.devtools.pgcluster import PgCluster
+from sluice.dbserver.postgres import PgCluster
 from sluice.devtools.runner import SluiceProcess
 from sluice.session.admission import MAX_LINGERING, REFUSAL_WAIT
 from sluice.wire.pg import messages as m

@@ -39,7 +39,7 @@ from helpers import (
     proxy_config,
     wait_for,
 )
-from sluice.devtools.pgcluster import SUPERUSER, PgCluster
+from sluice.dbserver.postgres import SUPERUSER, PgCluster
 from sluice.devtools.runner import SluiceProcess
 
 pytestmark = pytest.mark.timeout(300)

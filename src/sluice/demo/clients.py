@@ -21,7 +21,7 @@ from typing import Any
 
 import psycopg
 
-from sluice.devtools.pgcluster import PgCluster
+from sluice.dbserver.postgres import PgCluster
 
 TOO_MANY_CLIENTS = "too many clients"
 _TOO_MANY_TEXTS = ("too many clients", "remaining connection slots are reserved")

@@ -21,10 +21,10 @@ from pathlib import Path
 import psycopg
 from psycopg.conninfo import make_conninfo
 
+from sluice.dbserver.postgres import PgCluster
 from sluice.demo.clients import BackendPoller, RoundResult, run_round
 from sluice.demo.stage import DATABASE
 from sluice.devtools.controlplane import Database, SluiceServer, build_iam_proxy
-from sluice.devtools.pgcluster import PgCluster
 
 POOL_PERCENT = 20  # of the database's max_connections
 ROUND_TIMEOUT = 30.0

@@ -29,6 +29,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
+from sluice.dbserver.postgres import PgCluster
 from sluice.demo import rds, report
 from sluice.demo.clients import BackendPoller, RoundResult, run_round
 from sluice.demo.stage import (
@@ -42,7 +43,6 @@ from sluice.demo.stage import (
     proxy_conninfo,
     sluice_process,
 )
-from sluice.devtools.pgcluster import PgCluster
 from sluice.devtools.runner import SluiceProcess
 
 MAX_CONNECTIONS = 100

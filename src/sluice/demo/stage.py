@@ -19,7 +19,8 @@ from typing import Any
 
 from psycopg.conninfo import make_conninfo
 
-from sluice.devtools.pgcluster import LOCALHOST, PgCluster, free_port
+from sluice.dbserver.launcher import LOCALHOST, free_port
+from sluice.dbserver.postgres import PgCluster
 from sluice.devtools.runner import SluiceProcess
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "postgres.toml"

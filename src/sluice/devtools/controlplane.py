@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sluice.devtools.pgcluster import free_port
+from sluice.dbserver.launcher import free_port
 from sluice.devtools.runner import ChildProcess
 
 

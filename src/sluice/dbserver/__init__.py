@@ -1,0 +1,1 @@
+"""Database servers Sluice runs itself: one launcher (`launcher`), an engine part each."""
