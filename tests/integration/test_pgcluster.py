@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -121,3 +124,23 @@ def test_failed_start_reports_log_and_destroy_cleans_up() -> None:
         cluster.destroy()
     assert not cluster.base_dir.exists()
     cluster.destroy()  # idempotent
+
+
+def test_a_server_left_running_is_recognised_by_a_new_launcher() -> None:
+    parent = Path(tempfile.mkdtemp(prefix="sluice-test-"))
+    parent.chmod(0o755)  # the server's OS user, under root, must reach the base dir
+    base = parent / "pg"
+    first = PgCluster(base)
+    first.start()
+    try:
+        second = PgCluster(base, port=first.port)  # a later process, same base directory
+        assert second.running and second.server_pid() == first.server_pid()
+        second.stop()
+        assert not first.running
+        second.start()
+        assert second.psql("select 1") == "1"
+        second.stop()
+    finally:
+        first.destroy()
+    assert not base.exists()  # made by the first launcher, which removes it
+    shutil.rmtree(parent)

@@ -1,7 +1,8 @@
 """One health check of a DB proxy target, as RDS Proxy reports it.
 
-In order, the first failure decides: the target's DB instance must exist
-(`UNAVAILABLE`/`UNREACHABLE`), its security groups must admit the proxy's
+In order, the first failure decides: the target's DB instance must exist and
+not be on its way down or up (`UNAVAILABLE`/`UNREACHABLE`: rebooting, stopped,
+...), its security groups must admit the proxy's
 address on its port (`CONNECTION_FAILED`: on AWS the packets would be dropped),
 the database must accept a connection (`UNREACHABLE`), and the proxy must log
 in with at least one secret of its `Auth` that its role may read
@@ -12,10 +13,14 @@ from __future__ import annotations
 
 from sluice.control import network, registry
 from sluice.control.authority import AccountState, readable_logins
-from sluice.control.store import Doc
+from sluice.control.store import Doc, Store
 from sluice.errors import ServerAuthFailed, SluiceError
 
 CONNECT_TIMEOUT = 5.0
+# DB instance statuses in which its server is not (or not yet, or no longer) serving
+DOWN_STATUSES = frozenset(
+    {"creating", "rebooting", "stopping", "stopped", "starting", "deleting", "failed"}
+)
 Health = dict[str, str]
 
 
@@ -28,6 +33,9 @@ async def check_target(plane: AccountState, proxy: Doc, target: Doc | None) -> H
     instance = plane.store.get("db_instance", target["RdsResourceId"]) if target else None
     if instance is None:
         return _unavailable("UNREACHABLE", "The DB instance no longer exists.")
+    down = instance_down(instance)
+    if down is not None:
+        return down
     where = registry.instance_target(instance)
     host, port = where.address, where.port
     own = registry.held_by(plane.store, registry.resource_id(proxy["DBProxyArn"]))
@@ -56,6 +64,22 @@ async def check_target(plane: AccountState, proxy: Doc, target: Doc | None) -> H
             return problem
     assert problem is not None
     return problem
+
+
+def instance_down(instance: Doc) -> Health | None:
+    """UNAVAILABLE while the instance's server is down on purpose (rebooting, stopped, ...)."""
+    status = instance.get("DBInstanceStatus", "available")
+    if status in DOWN_STATUSES:
+        return _unavailable("UNREACHABLE", f"The DB instance is {status}.")
+    return None
+
+
+def settled(store: Store, target: Doc, health: Health) -> Health:
+    """A check's result as it stands once every check is done: an instance that went
+    down meanwhile (a reboot during the login) makes it UNAVAILABLE."""
+    instance = store.get("db_instance", target["RdsResourceId"])
+    down = instance_down(instance) if instance is not None else None
+    return down if down is not None and health.get("State") == "AVAILABLE" else health
 
 
 async def _try_login(

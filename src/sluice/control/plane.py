@@ -23,6 +23,7 @@ from sluice.control.authority import PlaneAuthority
 from sluice.control.bootstrap import ensure_account, write_profile
 from sluice.control.certs import EndpointCertificates
 from sluice.control.errors import ApiError
+from sluice.control.instances import InstanceRunner
 from sluice.control.managed_policies import ensure_managed_policies
 from sluice.control.principals import Principals
 from sluice.control.registry import Listeners
@@ -122,12 +123,17 @@ class ControlPlane:
             authority=self.authority,
         )
         self.runtime = Runtime(self, self.app, self.listeners)
+        self.instances = InstanceRunner(
+            self.store, self.vault, data / "db-instances", self.runtime.poke
+        )
         self.api = ApiServer(self)
 
     # ---- the Plane protocol the services use ----
 
     def changed(self, what: str) -> None:
         self.runtime.poke()
+        if what == "rds":
+            self.instances.poke()
 
     def endpoint_port(self, engine_family: str) -> int:
         return self.settings.ports.get(engine_family, ENGINE_PORTS.get(engine_family, 0))
@@ -145,6 +151,8 @@ class ControlPlane:
     # ---- running ----
 
     async def start(self) -> None:
+        await self.instances.resume()  # the DB instances' servers, before proxies check them
+        self.instances.start()
         await self.app.start()
         await self.runtime.sync()  # every proxy in the state listens before the API answers
         self.runtime.start()
@@ -160,6 +168,7 @@ class ControlPlane:
         await self.functions.stop()
         await self.runtime.stop()
         await self.app.shutdown()
+        await self.instances.stop()
         self.store.close()
 
 

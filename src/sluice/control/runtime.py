@@ -29,7 +29,7 @@ from sluice.auth.base import CLEARTEXT, MD5, MYSQL_CLEAR, MYSQL_NATIVE, MYSQL_SH
 from sluice.config import Limit, PoolConfig, ProxyConfig, TargetConfig
 from sluice.control import registry
 from sluice.control.authority import AccountState
-from sluice.control.health import check_target
+from sluice.control.health import check_target, settled
 from sluice.control.registry import Listener, Listeners
 
 if TYPE_CHECKING:
@@ -228,6 +228,8 @@ class Runtime:
                 log.error("health check of target %s failed: %r", key, health)
                 continue
             current = store.get("db_proxy_target", key)
+            if current is not None:
+                health = settled(store, current, health)
             if current is not None and current.get("TargetHealth") != health:
                 store.put("db_proxy_target", key, {**current, "TargetHealth": health})
                 log.info("target %s: %s", key, health.get("State"))

@@ -1043,12 +1043,67 @@ def test_tags_on_an_instance_show_in_its_tag_list(rds: Rds, plane: FakePlane) ->
     )
 
 
+# ---- DB instances Sluice runs: what is refused before any server starts ----
+
+
+def _create(**overrides: Any) -> dict[str, Any]:
+    params: dict[str, Any] = {
+        "DBInstanceIdentifier": "new-db", "Engine": "mysql", "DBInstanceClass": "db.t3.micro",
+        "MasterUsername": "admin", "ManageMasterUserPassword": True,
+    }  # fmt: skip
+    params.update(overrides)
+    return params
+
+
+def test_create_instance_refuses_bad_credentials_and_engines(rds: Rds, plane: FakePlane) -> None:
+    fails("InvalidParameterCombination", rds, "CreateDBInstance",
+          **_create(MasterUserPassword="Long-Enough-1"))  # fmt: skip
+    fails("InvalidParameterValue", rds, "CreateDBInstance",
+          **_create(ManageMasterUserPassword=False))  # fmt: skip
+    fails("InvalidParameterValue", rds, "CreateDBInstance",
+          **_create(ManageMasterUserPassword=False, MasterUserPassword="short"))  # fmt: skip
+    fails("InvalidParameterValue", rds, "CreateDBInstance",
+          **_create(ManageMasterUserPassword=False, MasterUserPassword="has @ sign"))  # fmt: skip
+    fails("InvalidParameterValue", rds, "CreateDBInstance", **_create(MasterUsername="1st"))
+    fails("InvalidParameterValue", rds, "CreateDBInstance", **_create(Engine="oracle-ee"))
+    fails("InvalidParameterValue", rds, "CreateDBInstance", **_create(DBName="no-hyphens"))
+    adopt(plane)
+    fails("DBInstanceAlreadyExists", rds, "CreateDBInstance",
+          **_create(DBInstanceIdentifier="app-db"))  # fmt: skip
+    assert not [s for s in plane.store.all("secret") if s["Name"].startswith("rds!")]
+    assert plane.store.get("db_instance", "new-db") is None
+
+
+def test_subnet_groups_need_two_zones_of_one_vpc(rds: Rds) -> None:
+    fails("InvalidParameterValue", rds, "CreateDBSubnetGroup", DBSubnetGroupName="one",
+          DBSubnetGroupDescription="d", SubnetIds=["subnet-a"])  # fmt: skip
+    fails("InvalidSubnet", rds, "CreateDBSubnetGroup", DBSubnetGroupName="two",
+          DBSubnetGroupDescription="d", SubnetIds=["subnet-a", "subnet-other"])  # fmt: skip
+    made = run(rds, "CreateDBSubnetGroup", DBSubnetGroupName="Two", DBSubnetGroupDescription="d",
+               SubnetIds=["subnet-a", "subnet-b", "subnet-a"])["DBSubnetGroup"]  # fmt: skip
+    assert made["DBSubnetGroupName"] == "two" and made["VpcId"] == VPC
+    assert [s["SubnetIdentifier"] for s in made["Subnets"]] == ["subnet-a", "subnet-b"]
+    fails("DBSubnetGroupAlreadyExists", rds, "CreateDBSubnetGroup", DBSubnetGroupName="two",
+          DBSubnetGroupDescription="d", SubnetIds=["subnet-a", "subnet-b"])  # fmt: skip
+    run(rds, "DeleteDBSubnetGroup", DBSubnetGroupName="two")
+    fails("DBSubnetGroupNotFoundFault", rds, "DescribeDBSubnetGroups", DBSubnetGroupName="two")
+
+
+def test_adopted_instances_are_not_deleted_rebooted_or_stopped(rds: Rds, plane: FakePlane) -> None:
+    adopt(plane)
+    for operation in ("RebootDBInstance", "StopDBInstance", "StartDBInstance"):
+        fails("InvalidDBInstanceState", rds, operation, DBInstanceIdentifier="app-db")
+    fails("InvalidDBInstanceState", rds, "DeleteDBInstance", DBInstanceIdentifier="app-db",
+          SkipFinalSnapshot=True)  # fmt: skip
+    fails("DBInstanceNotFound", rds, "RebootDBInstance", DBInstanceIdentifier="nope")
+
+
 # ---- The service as a whole ----
 
 
 def test_every_operation_is_a_real_rds_operation(rds: Rds) -> None:
     operations = [name for name in dir(Rds) if name[0].isupper()]
-    assert len(operations) == 17
+    assert len(operations) == 27
     for name in operations:
         MODEL.operation_model(name)  # raises for a name RDS does not have
     assert Rds.name == MODEL.service_name == "rds"

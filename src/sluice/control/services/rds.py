@@ -1,8 +1,10 @@
-"""The RDS service of the control plane: DB proxies, their targets and endpoints, DB instances.
+"""The RDS service of the control plane: DB proxies, their targets and endpoints, DB instances
+and DB subnet groups.
 
 `Rds` is the service object the server dispatches to (method name = operation
 name). Each method is a one-line hand-off to the module for its resource
-(`rds_proxies`, `rds_targets`, `rds_endpoints`, `rds_instances`, `rds_tags`),
+(`rds_proxies`, `rds_targets`, `rds_endpoints`, `rds_instances`, `rds_managed`,
+`rds_subnet_groups`, `rds_events`, `rds_tags`),
 which keeps every module small and lets the data-plane runtime import the
 document helpers without the dispatch class. The documents these operations
 write are the contract with the runtime; `rds_common` names their kinds.
@@ -13,8 +15,11 @@ from __future__ import annotations
 from sluice.control.context import Call, Output, Params, Plane
 from sluice.control.services import (
     rds_endpoints,
+    rds_events,
     rds_instances,
+    rds_managed,
     rds_proxies,
+    rds_subnet_groups,
     rds_tags,
     rds_targets,
 )
@@ -24,7 +29,7 @@ __all__ = ["Rds", "adopt_instance", "forget_instance"]
 
 
 class Rds:
-    """The RDS operations Sluice answers (DB proxies and adopted DB instances)."""
+    """The RDS operations Sluice answers (DB proxies, DB instances, DB subnet groups)."""
 
     name = "rds"
 
@@ -73,9 +78,40 @@ class Rds:
     def DeleteDBProxyEndpoint(self, call: Call, params: Params) -> Output:
         return rds_endpoints.delete(self.plane, call, params)
 
-    # DB instances (adopted through `adopt_instance`, never created here)
+    # DB instances (created here and run by Sluice, or adopted through `adopt_instance`)
+    def CreateDBInstance(self, call: Call, params: Params) -> Output:
+        return rds_managed.create(self.plane, call, params)
+
     def DescribeDBInstances(self, call: Call, params: Params) -> Output:
         return rds_instances.describe(self.plane, call, params)
+
+    def ModifyDBInstance(self, call: Call, params: Params) -> Output:
+        return rds_managed.modify(self.plane, call, params)
+
+    def RebootDBInstance(self, call: Call, params: Params) -> Output:
+        return rds_managed.reboot(self.plane, call, params)
+
+    def StopDBInstance(self, call: Call, params: Params) -> Output:
+        return rds_managed.stop(self.plane, call, params)
+
+    def StartDBInstance(self, call: Call, params: Params) -> Output:
+        return rds_managed.start(self.plane, call, params)
+
+    def DeleteDBInstance(self, call: Call, params: Params) -> Output:
+        return rds_managed.delete(self.plane, call, params)
+
+    def DescribeEvents(self, call: Call, params: Params) -> Output:
+        return rds_events.describe(self.plane, call, params)
+
+    # DB subnet groups
+    def CreateDBSubnetGroup(self, call: Call, params: Params) -> Output:
+        return rds_subnet_groups.create(self.plane, call, params)
+
+    def DescribeDBSubnetGroups(self, call: Call, params: Params) -> Output:
+        return rds_subnet_groups.describe(self.plane, call, params)
+
+    def DeleteDBSubnetGroup(self, call: Call, params: Params) -> Output:
+        return rds_subnet_groups.delete(self.plane, call, params)
 
     # Tags
     def AddTagsToResource(self, call: Call, params: Params) -> Output:

@@ -1,10 +1,11 @@
-"""DB instances: databases Sluice did not create but was told about ("adopted").
+"""DB instances: their documents, DescribeDBInstances, and adopted servers.
 
-Sluice does not run databases, so there is no CreateDBInstance: the operator
-adopts an existing server (`sluice` CLI -> server -> `adopt_instance`) under
-an RDS identifier, and proxies then register it as a target. The document is
-an RDS DBInstance shape subset, so DescribeDBInstances answers as RDS does
-and the runtime reads the host and port from Endpoint.
+An instance is either created through the API (`rds_managed`: Sluice runs its
+server) or adopted: the operator tells Sluice about a server it did not start
+(`sluice` CLI -> server -> `adopt_instance`) under an RDS identifier. Either
+way proxies register it as a target. The document is an RDS DBInstance shape
+(with "_" fields the output never shows), so DescribeDBInstances answers as
+RDS does and the runtime reads the host and port from Endpoint.
 """
 
 from __future__ import annotations
@@ -80,7 +81,10 @@ def adopt_instance(
     targets = _targets_of(store, name)
     _check_families(store, name, engine, targets)
     old = store.get(c.INSTANCE, name)
-    doc = copy.deepcopy(old) if old is not None else _new_instance(plane, name)
+    if old is not None and old.get("_managed"):
+        raise ApiError("DBInstanceAlreadyExists",
+                       f"DBInstance {name} was created through the API; it cannot be adopted.")
+    doc = copy.deepcopy(old) if old is not None else new_instance(plane, name)
     doc.update(
         Engine=engine,
         Endpoint={"Address": host, "Port": port},
@@ -100,7 +104,8 @@ def adopt_instance(
     return doc
 
 
-def _new_instance(plane: Plane, name: str) -> Doc:
+def new_instance(plane: Plane, name: str) -> Doc:
+    """The fields every instance has, adopted or created (an adopted one's class says so)."""
     return {
         "DBInstanceIdentifier": name,
         "DBInstanceArn": c.rds_arn(plane, "db", name),
@@ -120,8 +125,12 @@ def _new_instance(plane: Plane, name: str) -> Doc:
 def forget_instance(plane: Plane, identifier: str) -> None:
     """Drop an adopted instance; refused while a proxy targets it."""
     name = identifier.lower()
-    if plane.store.get(c.INSTANCE, name) is None:
+    doc = plane.store.get(c.INSTANCE, name)
+    if doc is None:
         raise not_found("DBInstanceNotFound", f"DBInstance {identifier} not found.")
+    if doc.get("_managed"):
+        raise ApiError("InvalidDBInstanceState",
+                       f"DBInstance {name} was created through the API: delete it instead.")
     targets = _targets_of(plane.store, name)
     if targets:
         proxies = ", ".join(sorted({key.split("/", 1)[0] for key, _doc in targets}))
