@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import shutil
 import signal
 from collections.abc import Iterator
 from datetime import datetime
@@ -39,6 +40,7 @@ def server() -> Iterator[SluiceServer]:
     with SluiceServer() as srv:
         yield srv
         print(f"---- sluice server log ----\n{srv.log_tail(120)}")
+    shutil.rmtree(srv.data_dir, ignore_errors=True)  # instances' data included
 
 
 def checked(client: Any, operation: str, **params: Any) -> dict[str, Any]:

@@ -67,7 +67,6 @@ class InstanceRunner:
 
     async def resume(self) -> None:
         """Start what the documents say should run; wait for it (before the API answers)."""
-        self._prepare_root()
         self._pass()
         await asyncio.gather(*self._busy.values(), return_exceptions=True)
 
@@ -155,6 +154,7 @@ class InstanceRunner:
         name = doc["DBInstanceIdentifier"]
         server = self._servers.get(name)
         if server is None:
+            self._prepare_root()
             base = self.root / name
             host, port = doc["Endpoint"]["Address"], int(doc["Endpoint"]["Port"])
             if doc["Engine"] == "postgres":
