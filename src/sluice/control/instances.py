@@ -30,7 +30,7 @@ import os
 import shutil
 import stat
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 from sluice.control import registry
@@ -179,9 +179,10 @@ class InstanceRunner:
 
         def create() -> None:
             server.start()
-            server.create_admin(user, password)
-            if db_name:
-                server.create_database(db_name, user)
+            with _quiet("creating the master user and database"):
+                server.create_admin(user, password)
+                if db_name:
+                    server.create_database(db_name, user)
 
         await asyncio.to_thread(create)
         fresh = self.store.get(c.INSTANCE, name)
@@ -245,7 +246,12 @@ class InstanceRunner:
         name = doc["DBInstanceIdentifier"]
         server = self._server(doc)
         user, password = doc["MasterUsername"], self.vault.open_text(doc["_password"])
-        await asyncio.to_thread(server.set_password, user, password)
+
+        def reset() -> None:
+            with _quiet("changing the master password"):
+                server.set_password(user, password)
+
+        await asyncio.to_thread(reset)
         self._put(name, drop=("_password",), DBInstanceStatus="available")
         record(self.store, doc, "Reset master credentials", "configuration change")
 
@@ -275,6 +281,15 @@ class InstanceRunner:
             return
         fresh = {k: v for k, v in doc.items() if k not in drop}
         self.store.put(c.INSTANCE, name, {**fresh, **changes})
+
+
+@contextlib.contextmanager
+def _quiet(what: str) -> Iterator[None]:
+    """The SQL client's message may quote the statement, password included: never pass it on."""
+    try:
+        yield
+    except RuntimeError:
+        raise RuntimeError(f"{what} failed (the server's log may say why)") from None
 
 
 def _short_version(version: str) -> str:
