@@ -238,6 +238,15 @@ def test_postgres_instance_lives_through_restarts_and_changes(server: SluiceServ
                                               SourceIdentifier="shop-db")["Events"]]  # fmt: skip
     assert any("had stopped" in m for m in messages), messages
 
+    assert server.proc is not None
+    server.proc.kill()  # sluice server dies; its database outlives it and is taken back
+    server.proc.wait()
+    assert _serving(server.data_dir / "db-instances" / "shop-db")
+    server.start()
+    rds = server.client("rds")
+    assert _describe(rds, "shop-db")["DBInstanceStatus"] == "available"
+    assert answers()
+
     checked(rds, "DeleteDBInstance", DBInstanceIdentifier="shop-db", SkipFinalSnapshot=True)
     rds.get_waiter("db_instance_deleted").wait(DBInstanceIdentifier="shop-db", WaiterConfig=FAST)
     assert not (server.data_dir / "db-instances" / "shop-db").exists()
