@@ -22,7 +22,7 @@ import shutil
 import sys
 import sysconfig
 
-from setuptools import setup
+from setuptools import Extension, setup
 
 COMPILED = [
     "pg/calls.py",
@@ -60,4 +60,23 @@ def compiled_modules() -> list[object]:
     )
 
 
-setup(ext_modules=compiled_modules())
+def preloaded_library() -> list[Extension]:
+    """The library preloaded into function environments (src/sluice/functions/source_address.c):
+    built for editable installs too, and with SLUICE_PURE=1; where it cannot be built, the
+    install goes on without it and the runtime binds connections through Python's socket module
+    only (docs/control-plane.md, "Network identity")."""
+    compiler = os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc"
+    if not sys.platform.startswith("linux") or shutil.which(compiler.split()[0]) is None:
+        return []
+    return [
+        Extension(
+            "sluice.functions._source_address",
+            ["src/sluice/functions/source_address.c"],
+            libraries=["dl"],
+            extra_compile_args=["-fvisibility=hidden"],
+            optional=True,
+        )
+    ]
+
+
+setup(ext_modules=[*compiled_modules(), *preloaded_library()])

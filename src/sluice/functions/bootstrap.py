@@ -9,11 +9,14 @@ serves invocations one at a time: a frame in (the event and the deadline), the h
 with the event and a context object, a frame out (the result as JSON, or the error as Lambda's
 Python runtime words it). Frames are a 4-byte big-endian length and a JSON object.
 
-Before the handler's module is imported, every IPv4 TCP socket the process connects to an
-address of this host (127.0.0.0/8) is first bound to the environment's source address
-(SLUICE_SOURCE_ADDRESS): its network interface's for a function with a VpcConfig, so the
-security groups of that interface are what a proxy's `--source-group` rule matches. Sockets
-the handler binds itself keep their own address.
+Every IPv4 TCP socket the process connects to an address of this host (127.0.0.0/8) is first
+bound to the environment's source address (SLUICE_SOURCE_ADDRESS): its network interface's for
+a function with a VpcConfig, so the security groups of that interface are what a proxy's
+`--source-group` rule matches. Sockets the handler binds itself keep their own address. The
+library preloaded into the process (`source_address.c`, LD_PRELOAD) does it for every
+connect() of the C library, Python's included; where it did not load, the socket module's
+connect methods are wrapped before the handler's module is imported, which covers only
+clients built on them. The ready frame says which of the two is active.
 
 Everything the handler prints goes to the inherited stdout/stderr, which the parent reads as the
 function's log; after each invocation a marker line tells the parent that all of that
@@ -36,6 +39,8 @@ from collections.abc import Callable
 from typing import Any
 
 MARKER = "\x1esluice-invocation-done"
+PRELOAD_BINDING = "preloaded library"  # how connections are bound (see the module docstring)
+PYTHON_BINDING = "Python socket module"
 _HEADER = struct.Struct(">I")
 _MAX_FRAME = 64 * 1024 * 1024
 
@@ -176,16 +181,37 @@ def peak_resident_kb() -> int:
     return 0
 
 
-def bind_connections(source: str) -> None:
-    """Make IPv4 TCP connections to this host leave from `source` (see the module docstring).
+def bind_connections(source: str) -> str:
+    """Make IPv4 TCP connections to this host leave from `source` (see the module docstring);
+    how: PRELOAD_BINDING, PYTHON_BINDING, or "" (no source address: nothing is bound)."""
+    if not source:
+        return ""
+    if library_loaded(os.environ.get("LD_PRELOAD", "")):
+        return PRELOAD_BINDING  # it binds Python's connections too: nothing to wrap
+    wrap_socket_module(source)
+    return PYTHON_BINDING
 
-    `socket.socket.connect` and `connect_ex` are wrapped, which every client built on the
-    standard library goes through (ssl, socket.create_connection, asyncio, urllib3,
+
+def library_loaded(preload: str) -> bool:
+    """Whether the first library of LD_PRELOAD is mapped into this process (ld.so skips, with
+    a message on stderr, one that it cannot load)."""
+    first = preload.replace(" ", ":").split(":")[0]
+    if not first:
+        return False
+    path = os.path.realpath(first)
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
+            return any(line.rstrip("\n").endswith(f" {path}") for line in maps)
+    except OSError:
+        return False
+
+
+def wrap_socket_module(source: str) -> None:
+    """The fallback: `socket.socket.connect` and `connect_ex` wrapped, which every client built
+    on the standard library goes through (ssl, socket.create_connection, asyncio, urllib3,
     PyMySQL, ...). A socket already bound (by the handler, say pymysql's bind_address) and
     connections to other hosts are left as they are.
     """
-    if not source:
-        return
     plain_connect = socket.socket.connect
     plain_connect_ex = socket.socket.connect_ex
 
@@ -222,7 +248,7 @@ def _is_this_host(host: str) -> bool:
 
 def main(fd: int) -> int:
     sock = socket.socket(fileno=fd)
-    bind_connections(os.environ.get("SLUICE_SOURCE_ADDRESS", ""))
+    binding = bind_connections(os.environ.get("SLUICE_SOURCE_ADDRESS", ""))
     task_root = os.environ.get("LAMBDA_TASK_ROOT", os.getcwd())
     extra = [p for p in os.environ.get("SLUICE_LAYER_PATHS", "").split(os.pathsep) if p]
     sys.path[:1] = [task_root, *extra]  # never this script's own directory
@@ -230,7 +256,8 @@ def main(fd: int) -> int:
     handler, init_error = load_handler(os.environ.get("_HANDLER", ""))
     if init_error is not None:
         _log_error(init_error)
-    write_frame(sock, _done({"ready": True, "init_ms": (time.monotonic() - started) * 1000}))
+    init_ms = (time.monotonic() - started) * 1000
+    write_frame(sock, _done({"ready": True, "init_ms": init_ms, "binding": binding}))
     while True:
         message = read_frame(sock)
         if message is None:

@@ -24,11 +24,12 @@ import socket
 import struct
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sluice.functions.bootstrap import MARKER
+from sluice.functions.bootstrap import MARKER, PYTHON_BINDING
 from sluice.functions.cgroups import EnvironmentCgroup
 from sluice.functions.sandbox import BOOTSTRAP, OPT, Sandbox
 from sluice.functions.spec import (
@@ -100,6 +101,12 @@ def lambda_variables(
     return variables
 
 
+def preload_variable(library: Path, variables: Mapping[str, str]) -> str:
+    """LD_PRELOAD for an environment: `library` first, then what the function sets itself."""
+    theirs = variables.get("LD_PRELOAD", "").strip()
+    return f"{library}:{theirs}" if theirs else str(library)
+
+
 def layer_import_paths(layers: Path) -> tuple[Path, ...]:
     """Where Lambda's Python runtime looks for a layer's modules, after the task root."""
     python = f"python{sys.version_info.major}.{sys.version_info.minor}"
@@ -138,6 +145,7 @@ class Environment:
         self._out_of_memory = False
         self._ooms_before = 0  # the cgroup's OOM kills before the invocation under way
         self._init_output: list[LogLine] = []  # the init phase's, shown with the first invocation
+        self.binding = ""  # how the runtime binds connections to the source address (bootstrap)
 
     @property
     def pid(self) -> int:
@@ -152,6 +160,8 @@ class Environment:
         layers = await self.sandbox.layers(self.spec.layer_paths)
         seen_as = OPT if self.sandbox.has_opt else layers
         variables = lambda_variables(self.spec, self.settings, creds, self.stream, seen_as)
+        if self.sandbox.preload is not None:
+            variables["LD_PRELOAD"] = preload_variable(self.sandbox.preload, variables)
         self.credentials_expire = creds.expiration
         if self.sandbox.cgroups is not None:
             try:
@@ -185,6 +195,12 @@ class Environment:
         # Init Duration as Lambda counts it: the runtime's start and the handler's import.
         self.init_ms = (time.monotonic() - spawned) * 1000
         self._init_output = ready.output
+        self.binding = str(ready.document.get("binding", ""))
+        if self.sandbox.preload is not None and self.binding == PYTHON_BINDING:
+            log.warning("function %s: the library %s did not load in environment %d (its "
+                        "log says why): only connections made through Python's socket module "
+                        "leave from %s", self.spec.name, self.sandbox.preload, self.pid,
+                        self.spec.source_address)  # fmt: skip
 
     async def run(
         self, request_id: str, event: bytes, creds: TemporaryCredentials | None

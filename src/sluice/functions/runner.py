@@ -115,7 +115,9 @@ class Runner:
         finally:
             if not env.alive:
                 self._all.discard(env)
-        log.info("function %s: environment %d started", spec.name, env.pid)
+        bound = f" (connects from {spec.source_address}, bound by the {env.binding})"
+        log.info("function %s: environment %d started%s", spec.name, env.pid,
+                 bound if env.binding else "")  # fmt: skip
         return env
 
     async def sandbox(self) -> Sandbox:

@@ -15,6 +15,10 @@ what works is used from then on (the server log says what was found, and why not
 - Identity: when the server runs as root, environments run as `nobody` if that user can start
   the interpreter, read the runtime script and reach the unpacked code; else as root (the log
   says why). Code files must then be readable by others, as Lambda requires of a package.
+- Network identity: the library built from `source_address.c` when Sluice was installed,
+  preloaded into the environments' processes, binds every program's connections to this host
+  to the environment's source address. Where it was not built (no C compiler), only what
+  connects through Python's socket module is bound (`bootstrap.py`).
 
 The layers of a function are merged once into one directory per list of layers (later layers
 over earlier ones, file by file, as Lambda unpacks them into /opt), made of hard links to the
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import importlib.machinery
 import json
 import logging
 import os
@@ -42,6 +47,7 @@ log = logging.getLogger("sluice.functions")
 ISOLATE = Path(__file__).with_name("isolate.py")
 BOOTSTRAP = Path(__file__).with_name("bootstrap.py")
 OPT = Path("/opt")
+SOURCE_ADDRESS_LIBRARY = "_source_address"  # its name without the suffix of a built module
 _PROBE_TIMEOUT = 10.0
 _MARKER = "sluice-probe"
 UNPRIVILEGED_USER = "nobody"
@@ -56,6 +62,7 @@ class Sandbox:
     cgroups: MemoryCgroups | None = None
     uid: int | None = None
     gid: int | None = None
+    preload: Path | None = None  # the library binding connections to the source address
     _building: dict[Path, asyncio.Lock] = field(default_factory=dict)
 
     @property
@@ -86,6 +93,16 @@ class Sandbox:
             if not target.is_dir():
                 await asyncio.to_thread(merge_layers, unpacked, target)
         return target
+
+
+def source_address_library() -> Path | None:
+    """The library built from `source_address.c` at install time, if it was."""
+    here = Path(__file__).parent
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        library = here / f"{SOURCE_ADDRESS_LIBRARY}{suffix}"
+        if library.is_file():
+            return library
+    return None
 
 
 def merge_layers(unpacked: tuple[Path, ...], target: Path) -> None:
@@ -131,6 +148,11 @@ async def probe(root: Path, python: str, code_root: Path) -> Sandbox:
                  "MemorySize", why_not)  # fmt: skip
     if os.geteuid() == 0:
         sandbox.uid, sandbox.gid = await _probe_user(python, code_root)
+    sandbox.preload = source_address_library()
+    log.info("function environments: connections to this host leave from their source "
+             "address %s", f"(library {sandbox.preload.name} preloaded)" if sandbox.preload
+             else "only through Python's socket module (no library preloaded: Sluice was "
+             "installed without a C compiler)")  # fmt: skip
     log.info("function environments: /opt %s, memory limit by %s, running as %s",
              f"in a {sandbox.namespace} namespace" if sandbox.namespace else "not provided",
              sandbox.cgroups.describe() if sandbox.cgroups else "a watchdog",
