@@ -274,11 +274,11 @@ def handler(event, context):
 RECIPE_FUNCTION_NAME = "DBAppFunction"
 
 
-def _deploy(env: Env, tmp: Path, name: str, *vpc: str) -> None:
+def _deploy(env: Env, tmp: Path, name: str, *vpc: str, source: str = RECIPE_FUNCTION) -> None:
     """The function made as its chapter makes it, then the recipe's step 9."""
     code = tmp / "function.zip"
     with zipfile.ZipFile(code, "w") as archive:
-        archive.writestr("app.py", RECIPE_FUNCTION)
+        archive.writestr("app.py", source)
     aws = env.server.aws
     role = f"arn:aws:iam::{env.vars['AWS_ACCOUNT_ID']}:role/{env.vars['DB_APP_FUNCTION_ROLE_NAME']}"
     aws("lambda", "create-function", "--function-name", name, "--runtime", "python3.11",
@@ -485,6 +485,71 @@ def test_recipe_builds_a_postgres_proxy(pg_env: Env) -> None:
         env, _token(env), sslmode="disable"
     )
     assert "password authentication failed" in _refused_pg(env, "not-a-token")
+
+
+# The recipe's function written for PostgreSQL with psycopg: libpq connects from C, not through
+# Python's socket module. It also says which address its connection came from.
+PG_FUNCTION = """
+import os
+import socket
+import boto3
+import psycopg
+
+def handler(event, context):
+    host = os.environ["DB_HOST"]
+    rds = boto3.session.Session().client("rds", region_name=os.environ["AWS_REGION"])
+    token = rds.generate_db_auth_token(host, 5432, "admin")
+    with psycopg.connect(host=host, port=5432, user="admin", password=token, dbname="appdb",
+                         sslmode="verify-full", sslrootcert=os.environ["CA_FILE"]) as conn:
+        (user,) = conn.execute("SELECT current_user").fetchone()
+        with socket.fromfd(conn.fileno(), socket.AF_INET, socket.SOCK_STREAM) as sock:
+            source = sock.getsockname()[0]
+    return {"user": user, "source": source}
+"""
+
+
+def test_a_psycopg_function_in_the_vpc_is_admitted_by_step_8(pg_env: Env, tmp_path: Path) -> None:
+    env, aws = pg_env, pg_env.server.aws
+    _wait_target_available(env)
+    subnets = ",".join(env.vars["ISTOLATED_SUBNETS"].split())
+    vpc = f"SubnetIds={subnets},SecurityGroupIds={env.vars['DB_APP_FUNCTION_SG_ID']}"
+    _deploy(env, tmp_path, "PgAppFunction", "--vpc-config", vpc, source=PG_FUNCTION)
+    interface = aws("ec2", "describe-network-interfaces", "--filters",
+                    "Name=interface-type,Values=lambda", "--query",
+                    "NetworkInterfaces[0].PrivateIpAddress", "--output", "text")  # fmt: skip
+    meta, answer = _invoke(env, tmp_path, "PgAppFunction")
+    assert "FunctionError" not in meta, answer
+    assert answer == {"user": DB_USER, "source": interface}
+    step_8 = ("--protocol", "tcp", "--port", "5432", "--source-group",
+              env.vars["DB_APP_FUNCTION_SG_ID"], "--group-id", env.vars["RDS_PROXY_SG_ID"])
+    aws("ec2", "revoke-security-group-ingress", *step_8)
+    try:
+        meta, error = _invoke(env, tmp_path, "PgAppFunction")
+    finally:
+        aws("ec2", "authorize-security-group-ingress", *step_8)
+    assert meta["FunctionError"] == "Unhandled"
+    assert error["errorType"] == "OperationalError"
+    assert "security group" in error["errorMessage"] and interface in error["errorMessage"]
+    aws("lambda", "delete-function", "--function-name", "PgAppFunction")
+
+
+def test_a_psycopg_function_without_vpc_config_is_refused_by_any_rule(
+    pg_env: Env, tmp_path: Path
+) -> None:
+    env, aws = pg_env, pg_env.server.aws
+    _wait_target_available(env)
+    _deploy(env, tmp_path, "PgAppFunctionNoVpc", source=PG_FUNCTION)
+    everyone = ("--group-id", env.vars["RDS_PROXY_SG_ID"], "--protocol", "tcp", "--port", "5432",
+                "--cidr", "0.0.0.0/0")  # fmt: skip
+    aws("ec2", "authorize-security-group-ingress", *everyone)
+    try:
+        meta, error = _invoke(env, tmp_path, "PgAppFunctionNoVpc")
+    finally:
+        aws("ec2", "revoke-security-group-ingress", *everyone)
+    assert meta["FunctionError"] == "Unhandled"
+    assert error["errorType"] == "OperationalError"
+    assert "outside" in error["errorMessage"] and "VpcConfig" in error["errorMessage"]
+    aws("lambda", "delete-function", "--function-name", "PgAppFunctionNoVpc")
 
 
 # ---- the API itself ----
