@@ -2,8 +2,8 @@
 
 Real `bootstrap.py` processes (through the runner) connect to a listener of the test in the
 ways client libraries do: through Python's socket module, and from C (the C library's connect()
-called as a C program calls it, and libpq under psycopg). The listener sees where each
-connection came from and closes it at once.
+called as a C program calls it, libpq under psycopg, a program the handler starts). The
+listener sees where each connection came from and closes it at once.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from sluice.functions.sandbox import Sandbox, source_address_library
 from sluice.functions.spec import FunctionSpec, RunnerSettings, TemporaryCredentials
 
 CODE = """
-import asyncio, ctypes, errno, socket, ssl, struct
+import asyncio, ctypes, errno, socket, ssl, struct, subprocess, sys
 
 def c_connect(family, host, port, kind=socket.SOCK_STREAM, prepare=None):
     # connect() looked up as a C program linked against the C library finds it
@@ -80,6 +80,12 @@ def handler(event, context):
             conn = c_connect(socket.AF_INET, "127.0.0.1", port, prepare=no_port_yet)
         elif how == "libc-udp":
             conn = c_connect(socket.AF_INET, "127.0.0.1", port, kind=socket.SOCK_DGRAM)
+        elif how == "subprocess":  # a program the handler starts (no wrapper of bootstrap.py)
+            script = ("import socket; c = socket.create_connection(('127.0.0.1', %d)); "
+                      "print(c.getsockname()[0])" % port)
+            out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                                 check=True).stdout
+            return out.strip()
         elif how == "psycopg":  # libpq connects from C; the listener hangs up
             import psycopg
             try:
@@ -183,7 +189,7 @@ def _sources(root: Path, source: str, ways: list[str],
 
 
 PYTHON_WAYS = ["create_connection", "connect_ex", "ssl", "asyncio"]
-C_WAYS = ["libc", "psycopg"]
+C_WAYS = ["libc", "psycopg", "subprocess"]
 
 
 @pytest.fixture(autouse=True)
@@ -239,10 +245,12 @@ def test_without_the_library_python_connections_are_still_bound(
     a connection from C is not bound (which is what the library is for)."""
     caplog.set_level(logging.INFO, "sluice.functions")
     bare = Sandbox(tmp_path / "opt")  # no library to preload
-    assert _sources(tmp_path, "127.20.0.4", ["create_connection", "asyncio", "libc"], bare) == {
+    ways = ["create_connection", "asyncio", "libc", "subprocess"]
+    assert _sources(tmp_path, "127.20.0.4", ways, bare) == {
         "create_connection": "127.20.0.4",
         "asyncio": "127.20.0.4",
         "libc": "127.0.0.1",
+        "subprocess": "127.0.0.1",
     }
     assert any(r.getMessage().endswith("bound by the Python socket module)")
                for r in caplog.records)  # fmt: skip
