@@ -149,10 +149,10 @@ async def probe(root: Path, python: str, code_root: Path) -> Sandbox:
     if os.geteuid() == 0:
         sandbox.uid, sandbox.gid = await _probe_user(python, code_root)
     sandbox.preload = source_address_library()
-    log.info("function environments: connections to this host leave from their source "
-             "address %s", f"(library {sandbox.preload.name} preloaded)" if sandbox.preload
-             else "only through Python's socket module (no library preloaded: Sluice was "
-             "installed without a C compiler)")  # fmt: skip
+    log.info("function environments: connections to this host bound to the source address %s",
+             f"by the preloaded library {sandbox.preload}" if sandbox.preload else
+             "through Python's socket module only, not from C (no library to preload: it is "
+             "built when Sluice is installed with a C compiler)")  # fmt: skip
     log.info("function environments: /opt %s, memory limit by %s, running as %s",
              f"in a {sandbox.namespace} namespace" if sandbox.namespace else "not provided",
              sandbox.cgroups.describe() if sandbox.cgroups else "a watchdog",
