@@ -6,18 +6,20 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test test-compiled test-pure compiled lint fuzz bench conformance system-pg system-mysql system-sysbench system-bench clean
 
-$(STAMP): pyproject.toml setup.py
+# The editable install builds the library preloaded into function environments (setup.py):
+# rebuilt when its C source changes.
+$(STAMP): pyproject.toml setup.py src/sluice/functions/source_address.c
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)
 
 # The compiled build (setup.py: the wire layer's hot modules through mypyc and the C
-# compiler), installed as a whole package into its own directory: src/ never holds an
-# extension module, so an edited source is never shadowed by a stale one. Rebuilt
+# compiler), installed as a whole package into its own directory: src/ never holds a
+# compiled module, so an edited source is never shadowed by a stale one. Rebuilt
 # whenever a source changes; PYTHONPATH=$(COMPILED) runs it.
 COMPILED := .build/compiled
-SOURCES := $(shell find src -name '*.py') setup.py pyproject.toml
+SOURCES := $(shell find src -name '*.py' -o -name '*.c') setup.py pyproject.toml
 $(COMPILED)/.built: $(STAMP) $(SOURCES)
 	rm -rf $(COMPILED)
 	$(BIN)/pip install -q --no-deps --target $(COMPILED) .
@@ -81,3 +83,4 @@ conformance: $(STAMP) system-pg system-mysql
 
 clean:
 	rm -rf $(VENV) .build build .pytest_cache .mypy_cache .ruff_cache
+	rm -f src/sluice/functions/_source_address*.so

@@ -13,6 +13,9 @@ Nothing is compiled when
   they are, so an edited module is never shadowed by a stale extension next to it.
   `make test` builds the compiled package into its own directory and runs the tests
   against it (see the Makefile).
+
+The small C library preloaded into Lambda function environments is not a module: it is
+built wherever a C compiler is found, editable installs included (`preloaded_library`).
 """
 
 from __future__ import annotations
