@@ -517,6 +517,8 @@ def test_a_vpc_function_connects_from_its_lambda_interfaces(
     assert "DependencyViolation" in refused.stderr
 
     assert _source(server, "in-vpc", tmp_path) == enis[0]["PrivateIpAddress"]
+    started = f"connects from {enis[0]['PrivateIpAddress']}, bound by the preloaded library"
+    assert started in server.log_path.read_text()  # the server log says how
 
     def configure(vpc_config: str) -> None:
         aws("lambda", "update-function-configuration", "--function-name", "in-vpc",

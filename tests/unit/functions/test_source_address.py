@@ -90,7 +90,7 @@ def handler(event, context):
             import psycopg
             try:
                 psycopg.connect(host="127.0.0.1", port=port, sslmode="disable",
-                                connect_timeout=5).close()
+                                gssencmode="disable", connect_timeout=5).close()
             except psycopg.OperationalError:
                 return None
             return "answered"
@@ -113,24 +113,31 @@ class Listener:
     def __init__(self) -> None:
         self.socket = socket.create_server(("127.0.0.1", 0))
         self.port: int = self.socket.getsockname()[1]
-        self.peers: list[str] = []
+        self._peers: list[tuple[str, int]] = []
         self._thread = threading.Thread(target=self._accept, daemon=True)
         self._thread.start()
 
     def _accept(self) -> None:
         while True:
             try:
-                peer, (address, _) = self.socket.accept()
+                peer, (address, port) = self.socket.accept()
             except OSError:
                 return  # closed: the test is over
-            self.peers.append(address)
+            self._peers.append((address, port))
             peer.close()
 
     def taken(self) -> list[str]:
-        """The peers since the last call (the accept thread is given a moment)."""
-        time.sleep(0.05)
-        taken, self.peers = self.peers, []
-        return taken
+        """Where the connections made since the last call came from: the test connects once
+        more itself, and the connections accepted before that one (the queue is in order)
+        are the handler's."""
+        with socket.create_connection(("127.0.0.1", self.port)) as marker:
+            mark = marker.getsockname()
+            deadline = time.monotonic() + 10
+            while mark not in self._peers and time.monotonic() < deadline:
+                time.sleep(0.005)
+        before = self._peers.index(mark)
+        taken, self._peers = self._peers[:before], self._peers[before + 1 :]
+        return [address for address, _ in taken]
 
     def close(self) -> None:
         self.socket.shutdown(socket.SHUT_RDWR)
