@@ -11,6 +11,7 @@ keep the two in step.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -63,6 +64,12 @@ class TargetConfig:
     tls_ca_file: str = ""
     tls_server_name: str = ""
     connect_timeout: float = 5.0
+    source_address: str = ""  # the local address database connections leave from ("": any)
+
+    @property
+    def local_addr(self) -> tuple[str, int] | None:
+        """`source_address` as asyncio's `local_addr` (any port), None when not set."""
+        return (self.source_address, 0) if self.source_address else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,6 +220,7 @@ def _proxy(t: _Table, base: Path) -> ProxyConfig:
         tls_ca_file=_path(target_t.text("tls_ca_file", ""), base),
         tls_server_name=target_t.text("tls_server_name", ""),
         connect_timeout=target_t.seconds("connect_timeout", 5.0),
+        source_address=_ip(target_t.text("source_address", ""), target_t.where("source_address")),
     )
     target_t.done()
     pool_t = t.table("pool")
@@ -292,6 +300,16 @@ def _path(value: str, base: Path) -> str:
         return ""
     path = Path(value).expanduser()
     return str(path if path.is_absolute() else base / path)
+
+
+def _ip(value: str, where: str) -> str:
+    """An IP address literal ("" stays "": not set)."""
+    if value:
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise ConfigError(f"{where}: expected an IP address, got {value!r}") from None
+    return value
 
 
 def _address(value: str, where: str) -> tuple[str, int]:

@@ -4,7 +4,8 @@ the RDS API of `sluice server`, with the aws CLI and boto3.
 Every boto3 response is also checked against botocore's output shape of its
 operation (ParamValidator: members, types, enums), as the service unit tests do.
 An instance listens on its own address in its subnet at the engine's standard
-port, so each test keeps to one instance.
+port, so each test keeps to one instance. Its security groups are enforced at
+that address: a client no rule admits is refused in the engine's own words.
 """
 
 from __future__ import annotations
@@ -133,15 +134,32 @@ def test_mysql_instance_with_managed_secret_from_create_to_delete(server: Sluice
     sm = server.client("secretsmanager")
     login = json.loads(sm.get_secret_value(SecretId=secret_arn)["SecretString"])
     assert login["username"] == "admin"
-    conn = pymysql.connect(host=endpoint["Address"], port=3306, user="admin",
-                           password=login["password"], database="appdb")  # fmt: skip
+
+    def connect() -> Any:
+        return pymysql.connect(host=endpoint["Address"], port=3306, user="admin",
+                               password=login["password"], database="appdb",
+                               connect_timeout=5)  # fmt: skip
+
+    with pytest.raises(pymysql.err.OperationalError) as refused:  # db-sg has no rule yet
+        connect()
+    assert refused.value.args == (
+        1130, "Host '127.0.0.1' is not allowed to connect to this MariaDB server")
+    rule = ["--group-id", sg, "--protocol", "tcp", "--port", "3306", "--cidr", "127.0.0.1/32"]
+    server.aws("ec2", "authorize-security-group-ingress", *rule)
+    conn = connect()
     with conn, conn.cursor() as cur:
         cur.execute("CREATE TABLE orders (id INT PRIMARY KEY, item TEXT)")
         cur.execute("INSERT INTO orders VALUES (1, 'tea')")
         conn.commit()
         cur.execute("SELECT VERSION(), DATABASE(), CURRENT_USER()")
         version, database, user = cur.fetchone()
+        cur.execute("SELECT HOST FROM information_schema.PROCESSLIST WHERE ID = CONNECTION_ID()")
+        (host,) = cur.fetchone()
     assert version.startswith(mariadb_version()) and database == "appdb" and user == "admin@%"
+    assert host.rpartition(":")[0] == "127.0.0.1"  # the database sees the client's address
+    server.aws("ec2", "revoke-security-group-ingress", *rule)
+    with pytest.raises(pymysql.err.OperationalError, match="is not allowed to connect"):
+        connect()
     events = checked(rds, "DescribeEvents", SourceType="db-instance", SourceIdentifier="app-db")
     assert "DB instance created" in [e["Message"] for e in events["Events"]]
     with pytest.raises(botocore.exceptions.ClientError) as info:
@@ -164,6 +182,14 @@ def test_mysql_instance_with_managed_secret_from_create_to_delete(server: Sluice
                         password=login["password"], connect_timeout=3)  # fmt: skip
     checked(rds, "DeleteDBSubnetGroup", DBSubnetGroupName="app-subnets")
     assert checked(rds, "DescribeDBSubnetGroups")["DBSubnetGroups"] == []
+
+
+def _allow_local(server: SluiceServer, port: int, revoke: bool = False) -> None:
+    """A rule of the default security group admitting this host's unbound clients."""
+    ec2 = server.client("ec2")
+    group = ec2.describe_security_groups(GroupNames=["default"])["SecurityGroups"][0]["GroupId"]
+    call = ec2.revoke_security_group_ingress if revoke else ec2.authorize_security_group_ingress
+    call(GroupId=group, IpPermissions=[_tcp(port, IpRanges=[{"CidrIp": "127.0.0.1/32"}])])
 
 
 def _pg(doc: dict[str, Any], password: str) -> psycopg.Connection[Any]:
@@ -190,7 +216,13 @@ def test_postgres_instance_lives_through_restarts_and_changes(server: SluiceServ
     doc = _describe(rds, "shop-db")
     assert doc["Endpoint"]["Port"] == 5432 and doc["EngineVersion"] == postgres_version()
     assert "MasterUserSecret" not in doc
+    refused = 'no pg_hba.conf entry for host "127.0.0.1", user "master", database "shop"'
+    with pytest.raises(psycopg.OperationalError, match=refused):
+        _pg(doc, "First-Password-1")  # the default group admits only its own members
+    _allow_local(server, 5432)
     with _pg(doc, "First-Password-1") as conn:
+        address = conn.execute("SELECT host(inet_client_addr())").fetchone()
+        assert address == ("127.0.0.1",)  # the database sees the client's address
         conn.execute("CREATE TABLE kept (v text)")
         conn.execute("INSERT INTO kept VALUES ('survives')")
         assert conn.execute("SELECT current_user, current_database()").fetchone() == (
@@ -246,6 +278,9 @@ def test_postgres_instance_lives_through_restarts_and_changes(server: SluiceServ
     rds = server.client("rds")
     assert _describe(rds, "shop-db")["DBInstanceStatus"] == "available"
     assert answers()
+    _allow_local(server, 5432, revoke=True)  # revoked: the next connection is refused
+    with pytest.raises(psycopg.OperationalError, match=refused):
+        _pg(doc, "Second-Password-2")
 
     checked(rds, "DeleteDBInstance", DBInstanceIdentifier="shop-db", SkipFinalSnapshot=True)
     rds.get_waiter("db_instance_deleted").wait(DBInstanceIdentifier="shop-db", WaiterConfig=FAST)
@@ -270,8 +305,11 @@ def _tcp(port: int, **source: Any) -> dict[str, Any]:
     return {"IpProtocol": "tcp", "FromPort": port, "ToPort": port, **source}
 
 
-def _proxy_in_front(server: SluiceServer, instance: dict[str, Any], proxy_sg: str) -> str:
-    """A proxy (password logins, the instance's own secret) with the instance as its target."""
+def _proxy_in_front(
+    server: SluiceServer, instance: dict[str, Any], proxy_sg: str, family: str = "MYSQL"
+) -> dict[str, Any]:
+    """A proxy (password logins, the instance's own secret) with the instance as its target;
+    its document once available."""
     rds, iam = server.client("rds"), server.client("iam")
     trust = {"Version": "2012-10-17", "Statement": [{
         "Effect": "Allow", "Principal": {"Service": "rds.amazonaws.com"},
@@ -282,7 +320,7 @@ def _proxy_in_front(server: SluiceServer, instance: dict[str, Any], proxy_sg: st
     _, subnets, _ = _network(server)
     auth = [{"AuthScheme": "SECRETS", "SecretArn": instance["MasterUserSecret"]["SecretArn"],
              "IAMAuth": "DISABLED"}]  # fmt: skip
-    rds.create_db_proxy(DBProxyName="app-proxy", EngineFamily="MYSQL", Auth=auth,
+    rds.create_db_proxy(DBProxyName="app-proxy", EngineFamily=family, Auth=auth,
                         RoleArn=role["Role"]["Arn"], VpcSubnetIds=subnets,
                         VpcSecurityGroupIds=[proxy_sg])  # fmt: skip
 
@@ -292,13 +330,27 @@ def _proxy_in_front(server: SluiceServer, instance: dict[str, Any], proxy_sg: st
     assert wait_for(lambda: proxy()["Status"] == "available", timeout=30, interval=0.2)
     rds.register_db_proxy_targets(DBProxyName="app-proxy",
                                   DBInstanceIdentifiers=[instance["DBInstanceIdentifier"]])
-    assert wait_for(lambda: _target_state(rds) == "AVAILABLE", timeout=40, interval=0.2)
-    return str(proxy()["Endpoint"])
+    return proxy()
+
+
+def _target_health(rds: Any) -> dict[str, str]:
+    targets = rds.describe_db_proxy_targets(DBProxyName="app-proxy")["Targets"]
+    return dict(targets[0].get("TargetHealth", {})) if targets else {}
 
 
 def _target_state(rds: Any) -> str:
-    targets = rds.describe_db_proxy_targets(DBProxyName="app-proxy")["Targets"]
-    return str(targets[0].get("TargetHealth", {}).get("State", "")) if targets else ""
+    return _target_health(rds).get("State", "")
+
+
+def _connection_failed(rds: Any) -> bool:
+    health = _target_health(rds)
+    return (health.get("State"), health.get("Reason")) == ("UNAVAILABLE", "CONNECTION_FAILED")
+
+
+def _step_6(server: SluiceServer, db_sg: str, proxy_sg: str, port: int, verb: str) -> None:
+    """The recipe's step 6 (authorize) or its clean-up (revoke), with the aws CLI."""
+    server.aws("ec2", f"{verb}-security-group-ingress", "--group-id", db_sg, "--protocol", "tcp",
+               "--port", str(port), "--source-group", proxy_sg)  # fmt: skip
 
 
 def test_a_proxy_in_front_of_an_instance_through_reboot_and_password_rotation(
@@ -311,8 +363,6 @@ def test_a_proxy_in_front_of_an_instance_through_reboot_and_password_rotation(
         for n in ("db", "proxy")
     )
     ec2.authorize_security_group_ingress(
-        GroupId=db_sg, IpPermissions=[_tcp(3306, UserIdGroupPairs=[{"GroupId": proxy_sg}])])
-    ec2.authorize_security_group_ingress(
         GroupId=proxy_sg, IpPermissions=[_tcp(3306, IpRanges=[{"CidrIp": "127.0.0.1/32"}])])
     rds.create_db_instance(
         DBInstanceIdentifier="app-db", Engine="mariadb", DBInstanceClass="db.t3.micro",
@@ -322,11 +372,26 @@ def test_a_proxy_in_front_of_an_instance_through_reboot_and_password_rotation(
     rds.get_waiter("db_instance_available").wait(DBInstanceIdentifier="app-db",
                                                  WaiterConfig=FAST)  # fmt: skip
     instance = _describe(rds, "app-db")
-    endpoint = _proxy_in_front(server, instance, proxy_sg)
+    address = instance["Endpoint"]["Address"]
+    proxy = _proxy_in_front(server, instance, proxy_sg)
+    endpoint = proxy["Endpoint"]
     arn = instance["MasterUserSecret"]["SecretArn"]
 
     def login() -> dict[str, str]:
         return dict(json.loads(sm.get_secret_value(SecretId=arn)["SecretString"]))
+
+    # no step 6 yet: the instance refuses the proxy's address, as any other
+    assert wait_for(lambda: _connection_failed(rds), timeout=40, interval=0.2)
+
+    def from_proxy_address(password: str) -> Any:
+        return pymysql.connect(host=address, port=3306, user="admin", password=password,
+                               bind_address=endpoint, connect_timeout=5)  # fmt: skip
+
+    with pytest.raises(pymysql.err.OperationalError) as refused:
+        from_proxy_address(login()["password"])
+    assert refused.value.args[0] == 1130 and f"'{endpoint}'" in refused.value.args[1]
+    _step_6(server, db_sg, proxy_sg, 3306, "authorize")
+    assert wait_for(lambda: _target_state(rds) == "AVAILABLE", timeout=40, interval=0.2)
 
     def through_proxy(password: str) -> Any:
         return pymysql.connect(host=endpoint, port=3306, user="admin", password=password,
@@ -356,8 +421,7 @@ def test_a_proxy_in_front_of_an_instance_through_reboot_and_password_rotation(
         assert cur.fetchone() == ("admin@%",)
     with pytest.raises(pymysql.err.OperationalError):
         through_proxy(old)
-    address = instance["Endpoint"]["Address"]
-    direct = pymysql.connect(host=address, port=3306, user="admin", password=new)
+    direct = from_proxy_address(new)  # step 6 admits the proxy's address, whoever binds it
     with direct, direct.cursor() as cur:  # the pool's connections go: new ones need `new`
         cur.execute("SELECT ID FROM information_schema.PROCESSLIST "
                     "WHERE USER = 'admin' AND ID <> CONNECTION_ID()")  # fmt: skip
@@ -367,3 +431,42 @@ def test_a_proxy_in_front_of_an_instance_through_reboot_and_password_rotation(
         cur.execute("SELECT 2")
         assert cur.fetchone() == (2,)
     client.close()
+
+
+def test_the_recipes_step_6_rule_is_what_lets_a_postgres_proxy_in(server: SluiceServer) -> None:
+    ec2, rds, sm = server.client("ec2"), server.client("rds"), server.client("secretsmanager")
+    vpc, _, _ = _network(server)
+    db_sg, proxy_sg = (
+        ec2.create_security_group(GroupName=n, Description=n, VpcId=vpc)["GroupId"]
+        for n in ("db", "proxy")
+    )
+    ec2.authorize_security_group_ingress(
+        GroupId=proxy_sg, IpPermissions=[_tcp(5432, IpRanges=[{"CidrIp": "127.0.0.1/32"}])])
+    rds.create_db_instance(
+        DBInstanceIdentifier="pg-db", Engine="postgres", DBInstanceClass="db.t3.micro",
+        MasterUsername="master", ManageMasterUserPassword=True, DBName="shop",
+        VpcSecurityGroupIds=[db_sg], AllocatedStorage=20,
+    )  # fmt: skip
+    rds.get_waiter("db_instance_available").wait(DBInstanceIdentifier="pg-db",
+                                                 WaiterConfig=FAST)  # fmt: skip
+    instance = _describe(rds, "pg-db")
+    secret = instance["MasterUserSecret"]["SecretArn"]
+    password = json.loads(sm.get_secret_value(SecretId=secret)["SecretString"])["password"]
+    endpoint = _proxy_in_front(server, instance, proxy_sg, "POSTGRESQL")["Endpoint"]
+
+    def through_proxy() -> psycopg.Connection[Any]:
+        return psycopg.connect(host=endpoint, port=5432, user="master", password=password,
+                               dbname="shop", connect_timeout=5)  # fmt: skip
+
+    assert wait_for(lambda: _connection_failed(rds), timeout=40, interval=0.2)
+    with pytest.raises(psycopg.OperationalError):
+        through_proxy()  # the instance turns the proxy's connection away
+    _step_6(server, db_sg, proxy_sg, 5432, "authorize")
+    assert wait_for(lambda: _target_state(rds) == "AVAILABLE", timeout=40, interval=0.2)
+    with through_proxy() as conn:  # the database sees the proxy's own address
+        assert conn.execute("SELECT host(inet_client_addr())").fetchone() == (endpoint,)
+    with pytest.raises(psycopg.OperationalError, match="no pg_hba.conf entry"):
+        psycopg.connect(host=instance["Endpoint"]["Address"], port=5432, user="master",
+                        password=password, dbname="shop", connect_timeout=5)  # fmt: skip
+    _step_6(server, db_sg, proxy_sg, 5432, "revoke")
+    assert wait_for(lambda: _connection_failed(rds), timeout=40, interval=0.2)

@@ -12,7 +12,10 @@ This is where each step of the recipe takes effect on the data plane:
   the client's user, only if the proxy's role may `secretsmanager:GetSecretValue`
   it, and reads it afresh for every new database connection;
 - the target's security groups must admit the proxy's address on the target's
-  port, else database connections fail as `CONNECTION_FAILED`.
+  port, else database connections fail as `CONNECTION_FAILED`: an instance
+  Sluice runs enforces them itself at its address (`control.guard`), where the
+  proxy's connections arrive from the proxy's address; for an adopted server
+  the proxy checks them here before connecting.
 """
 
 from __future__ import annotations
@@ -105,7 +108,7 @@ class PlaneAuthority:
         if client_ip == network.OUTSIDE_ADDRESS:
             return (f"proxy {listener.proxy} is reachable only from inside its VPC, and "
                     f"{client_ip} is outside it (a function without a VpcConfig)")
-        if network.admits(self.plane.store, listener.groups, client_ip, listener.port):
+        if network.reachable(self.plane.store, listener.groups, client_ip, listener.port):
             return None
         return (
             f"no security group rule of proxy {listener.proxy} admits connections "
@@ -242,6 +245,8 @@ class ProxyAuthenticator:
             raise ServerError(
                 f"the target {instance_id} of proxy {listener.proxy} no longer exists"
             )
+        if target.guarded:
+            return  # its own address admits or refuses the proxy's connections
         if not network.admits(store, target.groups, listener.address, target.port):
             raise ServerError(
                 f"the security groups of {target.instance} do not admit proxy "

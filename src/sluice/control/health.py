@@ -2,11 +2,18 @@
 
 In order, the first failure decides: the target's DB instance must exist and
 not be on its way down or up (`UNAVAILABLE`/`UNREACHABLE`: rebooting, stopped,
-...), its security groups must admit the proxy's
-address on its port (`CONNECTION_FAILED`: on AWS the packets would be dropped),
-the database must accept a connection (`UNREACHABLE`), and the proxy must log
-in with at least one secret of its `Auth` that its role may read
-(`AUTH_FAILURE`). The check logs in and out again; it borrows nothing.
+...), its security groups must admit the proxy's address on its port
+(`CONNECTION_FAILED`: on AWS the packets would be dropped), the database must
+accept a connection (`UNREACHABLE`), and the proxy must log in with at least
+one secret of its `Auth` that its role may read (`AUTH_FAILURE`). The check
+logs in and out again, from the proxy's own address as its pools do; it
+borrows nothing.
+
+For an instance Sluice runs, its security groups are enforced at its address
+(`control.guard`): the check does not decide from the rules but connects, and
+a login refused there while the rules do not admit the proxy is reported as
+`CONNECTION_FAILED`. For an adopted server, which nothing guards, the rules
+alone decide that reason, before any connection.
 """
 
 from __future__ import annotations
@@ -39,12 +46,15 @@ async def check_target(plane: AccountState, proxy: Doc, target: Doc | None) -> H
     where = registry.instance_target(instance)
     host, port = where.address, where.port
     own = registry.held_by(plane.store, registry.resource_id(proxy["DBProxyArn"]))
-    if own is None or not network.admits(plane.store, where.groups, own.address, port):
-        return _unavailable(
-            "CONNECTION_FAILED",
-            f"The security groups of {where.instance} do not allow "
-            f"inbound traffic on port {port} from the proxy.",
-        )
+    admitted = own is not None and network.admits(plane.store, where.groups, own.address, port)
+    refused = _unavailable(
+        "CONNECTION_FAILED",
+        f"The security groups of {where.instance} do not allow "
+        f"inbound traffic on port {port} from the proxy.",
+    )
+    if not admitted and not where.guarded:
+        return refused
+    source = own.address if own is not None and where.guarded else ""
     logins = readable_logins(plane, proxy)
     if not logins:
         return _unavailable(
@@ -56,10 +66,12 @@ async def check_target(plane: AccountState, proxy: Doc, target: Doc | None) -> H
     family = proxy["EngineFamily"]
     for login in logins:
         problem = await _try_login(
-            family, host, port, login.user, login.password, login.database
+            family, (host, port, source), login.user, login.password, login.database
         )
         if problem is None:
             return {"State": "AVAILABLE"}
+        if not admitted:
+            return refused  # the instance's address turned the proxy away
         if problem["Reason"] == "UNREACHABLE":
             return problem
     assert problem is not None
@@ -82,14 +94,16 @@ def settled(store: Store, target: Doc, health: Health) -> Health:
     return down if down is not None and health.get("State") == "AVAILABLE" else health
 
 
-async def _try_login(
-    family: str, host: str, port: int, user: str, password: str, db: str
-) -> Health | None:
+Where = tuple[str, int, str]  # host, port, and the address to connect from ("": any)
+
+
+async def _try_login(family: str, where: Where, user: str, password: str, db: str) -> Health | None:
+    host, port, _ = where
     try:
         if family == "MYSQL":
-            await _mysql_login(host, port, user, password)
+            await _mysql_login(where, user, password)
         else:
-            await _pg_login(host, port, user, password, db or "postgres")
+            await _pg_login(where, user, password, db or "postgres")
     except ServerAuthFailed:
         return _unavailable("AUTH_FAILURE", f"The database refused the login of user {user}.")
     except (OSError, TimeoutError):
@@ -99,24 +113,26 @@ async def _try_login(
     return None
 
 
-async def _pg_login(host: str, port: int, user: str, password: str, database: str) -> None:
+async def _pg_login(where: Where, user: str, password: str, database: str) -> None:
     from sluice.pg.server import open_server
 
+    host, port, source = where
     conn = await open_server(
         "health-check", host, port, user=user, password=password, database=database,
         init_query="", tls=None, tls_mode="disable", tls_server_name="",
-        connect_timeout=CONNECT_TIMEOUT, max_size=1 << 20,
+        connect_timeout=CONNECT_TIMEOUT, max_size=1 << 20, source_address=source,
     )  # fmt: skip
     conn.close("health check done")
 
 
-async def _mysql_login(host: str, port: int, user: str, password: str) -> None:
+async def _mysql_login(where: Where, user: str, password: str) -> None:
     from sluice.mysql.server import open_server
     from sluice.wire.mysql.login import LoginClient
 
+    host, port, source = where
     conn = await open_server(
         "health-check", host, port, lambda tls: LoginClient(user, password, tls=tls),
         tls=None, tls_required=False, tls_server_name="", init_query="",
-        connect_timeout=CONNECT_TIMEOUT, max_size=1 << 20,
+        connect_timeout=CONNECT_TIMEOUT, max_size=1 << 20, source_address=source,
     )  # fmt: skip
     conn.close("health check done")

@@ -12,8 +12,13 @@ keeps the servers equal to them and walks each status on as RDS does:
 An `available` instance whose server is not running (`sluice server` was
 restarted, or the server died) is started again, and an event says so. Each
 server is a `dbserver` launcher (MariaDB for engines mysql and mariadb,
-PostgreSQL for postgres) on the instance's own address and port, with its
-base directory under `<data-dir>/db-instances/<identifier>`. Starting and
+PostgreSQL for postgres) with its base directory under
+`<data-dir>/db-instances/<identifier>`. The server itself listens on a
+loopback port of its own (kept in the document as `_server_port`); the
+instance's address and port are held by its front (`control.guard`), which
+admits a connection only when the instance's security groups do, as they
+stand at that moment, and relays it to the server. The front is open while
+the server runs (a reboot keeps it: connections made meanwhile are closed). Starting and
 stopping block for seconds, so they run in worker threads, one task per
 instance at a time; documents are only read and written on the event loop.
 `stop` stops every server: they start again with the next `sluice server`.
@@ -33,12 +38,13 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
-from sluice.control import registry
+from sluice.control import network, registry
+from sluice.control.guard import InstanceGuard
 from sluice.control.services import rds_common as c
 from sluice.control.services.rds_events import record
 from sluice.control.store import Doc, Store
 from sluice.control.vault import Vault
-from sluice.dbserver.launcher import DbServer
+from sluice.dbserver.launcher import LOCALHOST, DbServer
 from sluice.dbserver.mariadb import MariaDbCluster
 from sluice.dbserver.postgres import PgCluster
 
@@ -58,6 +64,7 @@ class InstanceRunner:
         self.root = root
         self.changed = changed
         self._servers: dict[str, DbServer] = {}
+        self._fronts: dict[str, InstanceGuard] = {}
         self._busy: dict[str, asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -79,6 +86,9 @@ class InstanceRunner:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         await asyncio.gather(*self._busy.values(), return_exceptions=True)
+        fronts = list(self._fronts.values())
+        self._fronts.clear()
+        await asyncio.gather(*(f.stop() for f in fronts), return_exceptions=True)
         servers = list(self._servers.values())
         self._servers.clear()
         await asyncio.gather(*(asyncio.to_thread(s.stop) for s in servers),
@@ -133,6 +143,8 @@ class InstanceRunner:
             died = name in self._servers
             why = "DB instance restarted: its server had stopped" if died else "DB instance started"
             return lambda: self._start(name, why)
+        if status in ("available", "modifying") and name not in self._fronts:
+            return lambda: self._open_front(name)  # it could not listen at the last try
         return None
 
     async def _guard(self, name: str, work: Work) -> None:
@@ -156,14 +168,51 @@ class InstanceRunner:
         if server is None:
             self._prepare_root()
             base = self.root / name
-            host, port = doc["Endpoint"]["Address"], int(doc["Endpoint"]["Port"])
+            port = doc.get("_server_port")  # None: a free one (a new instance)
             if doc["Engine"] == "postgres":
-                server = PgCluster(base, host=host, port=port, max_connections=MAX_CONNECTIONS)
+                server = PgCluster(base, host=LOCALHOST, port=port,
+                                   max_connections=MAX_CONNECTIONS)  # fmt: skip
             else:
-                server = MariaDbCluster(base, host=host, port=port,
+                server = MariaDbCluster(base, host=LOCALHOST, port=port,
                                         max_connections=MAX_CONNECTIONS)  # fmt: skip
             self._servers[name] = server
         return server
+
+    def _admits(self, name: str) -> Callable[[str], bool]:
+        """The front's question for each new connection, answered from the documents as
+        they stand then (the instance's groups and every group's rules)."""
+
+        def admits(address: str) -> bool:
+            doc = self.store.get(c.INSTANCE, name)
+            if doc is None:
+                return False
+            target = registry.instance_target(doc)
+            return network.reachable(self.store, target.groups, address, target.port)
+
+        return admits
+
+    async def _open_front(self, name: str) -> None:
+        """Hold the instance's address for its server (once it runs); record where the
+        server listens, so the next `sluice server` finds it there."""
+        doc = self.store.get(c.INSTANCE, name)
+        server = self._servers.get(name)
+        if doc is None or server is None:
+            return
+        if doc.get("_server_port") != server.port:
+            self._put(name, _server_port=server.port)
+        front = self._fronts.get(name)
+        if front is None:
+            endpoint = doc["Endpoint"]
+            front = InstanceGuard(name, doc["Engine"], (endpoint["Address"], int(endpoint["Port"])),
+                                  (server.host, server.port), self._admits(name))  # fmt: skip
+            await front.start()  # OSError: the address is taken; the instance fails
+            self._fronts[name] = front
+        front.backend = (server.host, server.port)
+
+    async def _close_front(self, name: str) -> None:
+        front = self._fronts.pop(name, None)
+        if front is not None:
+            await front.stop()
 
     def _running(self, name: str) -> bool:
         server = self._servers.get(name)
@@ -185,6 +234,7 @@ class InstanceRunner:
                     server.create_database(db_name, user)
 
         await asyncio.to_thread(create)
+        await self._open_front(name)
         fresh = self.store.get(c.INSTANCE, name)
         if fresh is None or fresh["DBInstanceStatus"] != "creating":
             return
@@ -219,6 +269,7 @@ class InstanceRunner:
             server.start()
 
         await asyncio.to_thread(start)
+        await self._open_front(name)
         self._put(name, DBInstanceStatus="available")
         record(self.store, doc, why, "availability")
         log.info("DB instance %s: %s", name, why)
@@ -229,6 +280,7 @@ class InstanceRunner:
             return
         server = self._server(doc)
         await asyncio.to_thread(server.restart)
+        await self._open_front(name)
         self._put(name, DBInstanceStatus="available")
         record(self.store, doc, why, "availability")
         log.info("DB instance %s: %s", name, why)
@@ -236,6 +288,7 @@ class InstanceRunner:
     async def _stop(self, name: str) -> None:
         doc = self.store.get(c.INSTANCE, name)
         server = self._servers.get(name)
+        await self._close_front(name)  # a stopped instance's address answers nothing
         if server is not None:
             await asyncio.to_thread(server.stop)
         self._put(name, DBInstanceStatus="stopped")
@@ -259,6 +312,7 @@ class InstanceRunner:
         name = doc["DBInstanceIdentifier"]
         server = self._server(doc)
         self._servers.pop(name, None)
+        await self._close_front(name)
         base = self.root / name
 
         def remove() -> None:

@@ -202,6 +202,12 @@ def admits(
     return False
 
 
+def reachable(store: Store, group_ids: Iterable[str], source_ip: str, port: int) -> bool:
+    """Whether a TCP connection from `source_ip` reaches a holder of these groups on `port`:
+    never from outside the VPC (`OUTSIDE_ADDRESS`), else as `admits` says."""
+    return source_ip != OUTSIDE_ADDRESS and admits(store, group_ids, source_ip, port)
+
+
 def explain(
     store: Store, group_ids: Iterable[str], source_ip: str, port: int, protocol: str = "tcp"
 ) -> str:

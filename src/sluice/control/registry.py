@@ -134,6 +134,7 @@ class Target:
     address: str
     port: int
     groups: tuple[str, ...]
+    guarded: bool = False  # its groups are enforced at its address (an instance Sluice runs)
 
 
 # ---- addresses ----
@@ -270,7 +271,7 @@ def instance_target(instance: Doc) -> Target:
     endpoint: dict[str, Any] = instance["Endpoint"]
     groups = tuple(g["VpcSecurityGroupId"] for g in instance.get("VpcSecurityGroups", []))
     return Target(instance["DBInstanceIdentifier"], endpoint["Address"], int(endpoint["Port"]),
-                  groups)  # fmt: skip
+                  groups, bool(instance.get("_managed")))  # fmt: skip
 
 
 def target(store: Store, proxy: str) -> Target | None:

@@ -9,6 +9,9 @@ clients, removed proxies drain. Only then does a proxy become `available` (so
 the recipe's polling means "a client can connect now"), and a `deleting` one
 disappear with its address.
 
+Database connections leave from the proxy's own address, so the target's
+security groups see the proxy as on AWS (`TargetConfig.source_address`).
+
 Target health comes from real checks, repeated every few seconds and after
 every change: the target's security groups must admit the proxy
 (`CONNECTION_FAILED`), the database must accept a TCP connection
@@ -135,7 +138,7 @@ class Runtime:
             engine=engine,
             listen_host=listener.address,
             listen_port=listener.port,
-            target=self._target_config(doc["DBProxyName"], engine),
+            target=self._target_config(doc),
             pool=PoolConfig(
                 mode="transaction",
                 max_connections=Limit(most, percent=True),
@@ -157,11 +160,19 @@ class Runtime:
             debug_logging=bool(doc.get("DebugLogging", False)),
         )
 
-    def _target_config(self, proxy: str, engine: str) -> TargetConfig:
-        target = registry.target(self.plane.store, proxy)
+    def _target_config(self, doc: dict[str, Any]) -> TargetConfig:
+        """Where the proxy's database connections go. To an instance Sluice runs they leave
+        from the proxy's own address (every endpoint's too: on AWS they leave from the
+        proxy's interfaces), which is what the instance's security groups see; to an
+        adopted server, from wherever the system chooses, as before."""
+        store = self.plane.store
+        target = registry.target(store, doc["DBProxyName"])
         if target is None:
             return TargetConfig(host="", port=0)
-        return TargetConfig(host=target.address, port=target.port, tls="prefer")
+        own = registry.held_by(store, registry.resource_id(doc["DBProxyArn"]))
+        source = own.address if own is not None and target.guarded else ""
+        return TargetConfig(host=target.address, port=target.port, tls="prefer",
+                            source_address=source)  # fmt: skip
 
     def _move_statuses(self, failed: dict[str, OSError]) -> None:
         store = self.plane.store

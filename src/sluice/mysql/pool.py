@@ -117,6 +117,7 @@ class MyPool(EnginePool[MyServerConn]):
             init_query=proxy.config.pool.init_query,
             connect_timeout=target.connect_timeout,
             max_size=proxy.app.settings.max_packet_size,
+            source_address=target.source_address,
         )
         self.keep(conn)
         self.default_status = conn.tracker.status & c.SESSION_STATUS

@@ -53,7 +53,9 @@ class MyProxy(Proxy[MyPool]):
             return
         try:
             async with asyncio.timeout(target.connect_timeout):
-                reader, writer = await asyncio.open_connection(target.host, target.port)
+                reader, writer = await asyncio.open_connection(
+                    target.host, target.port, local_addr=target.local_addr
+                )
                 packets = PacketReader(1 << 20)
                 while (packet := packets.next()) is None:
                     data = await reader.read(65536)

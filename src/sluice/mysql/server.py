@@ -303,13 +303,15 @@ async def open_server(
     init_query: str,
     connect_timeout: float,
     max_size: int,
+    source_address: str = "",
 ) -> MyServerConn:
-    """Open, secure and authenticate a backend connection."""
+    """Open, secure and authenticate a backend connection (from `source_address` if given)."""
     loop = asyncio.get_running_loop()
     conn = MyServerConn(pool_name, max_size)
     try:
         async with asyncio.timeout(connect_timeout):
-            await loop.create_connection(lambda: conn, host, port)
+            local = (source_address, 0) if source_address else None
+            await loop.create_connection(lambda: conn, host, port, local_addr=local)
             conn.peer = f"{host}:{port}"
             await conn.login(make_login, tls, tls_required, tls_server_name or host, init_query)
     except TimeoutError:

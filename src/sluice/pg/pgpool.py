@@ -76,6 +76,7 @@ class PgPool(EnginePool[ServerConn]):
             tls_server_name=target.tls_server_name,
             connect_timeout=target.connect_timeout,
             max_size=self.proxy.app.settings.max_packet_size,
+            source_address=target.source_address,
         )
         if config.pool.init_query:  # what it sets is the pool's, not a client's
             conn.baseline = read_baseline(await conn.read_rows(SETTINGS_SQL, timeout=30.0))

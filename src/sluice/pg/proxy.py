@@ -77,7 +77,9 @@ class PgProxy(Proxy[PgPool]):
         writer: asyncio.StreamWriter | None = None
         try:
             async with asyncio.timeout(target.connect_timeout):
-                reader, writer = await asyncio.open_connection(target.host, target.port)
+                reader, writer = await asyncio.open_connection(
+                    target.host, target.port, local_addr=target.local_addr
+                )
                 if wanted is not None and not wanted():
                     return  # it finished: the server would ignore the cancel of an idle backend
                 writer.write(m.cancel_request(pid, secret))

@@ -297,13 +297,15 @@ async def open_server(
     tls_server_name: str,
     connect_timeout: float,
     max_size: int,
+    source_address: str = "",
 ) -> ServerConn:
-    """Open, secure and authenticate a backend connection."""
+    """Open, secure and authenticate a backend connection (from `source_address` if given)."""
     loop = asyncio.get_running_loop()
     conn = ServerConn(pool_name, max_size)
     try:
         async with asyncio.timeout(connect_timeout):
-            await loop.create_connection(lambda: conn, host, port)
+            local = (source_address, 0) if source_address else None
+            await loop.create_connection(lambda: conn, host, port, local_addr=local)
             conn.peer = f"{host}:{port}"
             if tls is not None:
                 await conn.start_tls(tls, tls_server_name or host, tls_mode != "prefer")
