@@ -13,6 +13,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 import shutil
 import signal
 from collections.abc import Iterator
@@ -216,7 +217,7 @@ def test_postgres_instance_lives_through_restarts_and_changes(server: SluiceServ
     doc = _describe(rds, "shop-db")
     assert doc["Endpoint"]["Port"] == 5432 and doc["EngineVersion"] == postgres_version()
     assert "MasterUserSecret" not in doc
-    refused = 'no pg_hba.conf entry for host "127.0.0.1", user "master", database "shop"'
+    refused = re.escape('no pg_hba.conf entry for host "127.0.0.1", user "master", database "shop"')
     with pytest.raises(psycopg.OperationalError, match=refused):
         _pg(doc, "First-Password-1")  # the default group admits only its own members
     _allow_local(server, 5432)
@@ -465,7 +466,7 @@ def test_the_recipes_step_6_rule_is_what_lets_a_postgres_proxy_in(server: Sluice
     assert wait_for(lambda: _target_state(rds) == "AVAILABLE", timeout=40, interval=0.2)
     with through_proxy() as conn:  # the database sees the proxy's own address
         assert conn.execute("SELECT host(inet_client_addr())").fetchone() == (endpoint,)
-    with pytest.raises(psycopg.OperationalError, match="no pg_hba.conf entry"):
+    with pytest.raises(psycopg.OperationalError, match=r"no pg_hba\.conf entry"):
         psycopg.connect(host=instance["Endpoint"]["Address"], port=5432, user="master",
                         password=password, dbname="shop", connect_timeout=5)  # fmt: skip
     _step_6(server, db_sg, proxy_sg, 5432, "revoke")

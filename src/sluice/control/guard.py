@@ -69,19 +69,21 @@ class Refusal:
     def feed(self, data: bytes) -> tuple[bytes, bool]:
         if self.engine != "postgres":
             return b"", True
-        try:
-            self._reader.feed(data)
-            packet = self._reader.next_startup()
-            if packet is None:
-                return b"", False
-            parsed = pm.parse_startup(packet)
-        except ProtocolError:
-            return b"", True
-        if isinstance(parsed, pm.SSLRequest | pm.GSSENCRequest):
-            return b"N", False
-        if isinstance(parsed, pm.CancelRequest):
-            return b"", True
-        return self._fatal(parsed.params), True
+        self._reader.feed(data)
+        out = b""
+        while True:
+            try:
+                packet = self._reader.next_startup()
+                if packet is None:
+                    return out, False
+                parsed = pm.parse_startup(packet)
+            except ProtocolError:
+                return out, True
+            if isinstance(parsed, pm.CancelRequest):
+                return out, True
+            if not isinstance(parsed, pm.SSLRequest | pm.GSSENCRequest):
+                return out + self._fatal(parsed.params), True
+            out += b"N"  # no encryption here: the refusal follows in clear
 
     def _fatal(self, params: dict[str, str]) -> bytes:
         if self.reason == "busy":

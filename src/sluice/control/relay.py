@@ -5,8 +5,10 @@ writes, as it arrived (no framing, no copies beyond the read itself). Flow
 control is the transports' own: when a side's write buffer passes its high
 water mark, it stops reading the other side until the buffer drains, so a
 slow reader holds at most `HIGH_WATER` bytes (plus one read) per direction.
-An end of stream is passed on as a half-close (`write_eof`) and the other
-direction keeps flowing; the pair is closed once both directions have ended
+What a side reads before the two are linked (a PostgreSQL client speaks
+first) is kept, up to `HIGH_WATER`, and sent on at `link`. An end of stream
+is passed on as a half-close (`write_eof`) and the other direction keeps
+flowing; the pair is closed once both directions have ended
 or either connection is lost.
 """
 
@@ -22,29 +24,35 @@ HIGH_WATER = 256 * 1024  # bytes waiting to be written before the other side sto
 class Pipe(asyncio.Protocol):
     """One end of a relayed pair; `link` joins two of them."""
 
-    __slots__ = ("transport", "other", "ended", "lost", "_on_close")
+    __slots__ = ("_early", "_on_close", "ended", "lost", "other", "transport")
 
     def __init__(self, on_close: Callable[[], None] | None = None) -> None:
         self.transport: asyncio.Transport | None = None
         self.other: Pipe | None = None
         self.ended = False  # this side sent its end of stream
         self.lost = False
+        self._early = bytearray()  # read before `link` (what a client sends first)
         self._on_close = on_close
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport = cast(asyncio.Transport, transport)  # uvloop's are not
         transport.set_write_buffer_limits(high=HIGH_WATER)
-        transport.pause_reading()  # until `link` gives it somewhere to go
 
     def data_received(self, data: bytes) -> None:
         other = self.other
         if other is not None and other.transport is not None:
             other.transport.write(data)
+            return
+        self._early += data  # not linked yet: kept, and no more read beyond a bound
+        if len(self._early) >= HIGH_WATER and self.transport is not None:
+            self.transport.pause_reading()
 
     def eof_received(self) -> bool:
         self.ended = True
         other = self.other
-        if other is None or other.transport is None or other.ended:
+        if other is None:
+            return True  # passed on once linked
+        if other.transport is None or other.ended:
             self.close()  # both directions are done
             return False
         if other.transport.can_write_eof():
@@ -84,8 +92,16 @@ class Pipe(asyncio.Protocol):
 
 
 def link(one: Pipe, two: Pipe) -> None:
-    """Join two connected pipes and let both read."""
+    """Join two connected pipes: what each read meanwhile goes on, then both read on."""
     one.other, two.other = two, one
     for side in (one, two):
-        if side.transport is not None and not side.transport.is_closing():
+        other = side.other
+        assert other is not None and other.transport is not None
+        if side._early:
+            other.transport.write(bytes(side._early))
+            side._early.clear()
+        if side.ended:
+            side.ended = False
+            side.eof_received()
+        elif side.transport is not None and not side.transport.is_closing():
             side.transport.resume_reading()
