@@ -19,13 +19,16 @@ The relayed connection to the server leaves from the client's own address
 when it can (any 127/8 address is local), so the database sees who is
 connected as it would with the client in front of it. Connections are
 bounded (`MAX_CONNECTIONS`), beyond which clients get the engine's "too many
-connections" error. The refusals are built here without I/O (`Refusal`).
+connections" error, and so are connections being refused (`MAX_OPEN` in all:
+beyond, a new connection is dropped without a word). The refusals are built
+here without I/O (`Refusal`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 from collections.abc import Callable
 from typing import cast
@@ -40,6 +43,7 @@ from sluice.wire.pg.framing import MessageReader
 log = logging.getLogger("sluice.control")
 
 MAX_CONNECTIONS = 1000  # relayed at once, per instance
+MAX_OPEN = 2 * MAX_CONNECTIONS  # relayed or being refused: beyond, a connection is dropped
 STARTUP_TIMEOUT = 10.0  # a refused PostgreSQL client has this long to send its startup packet
 CONNECT_TIMEOUT = 10.0  # to reach the database server
 
@@ -147,7 +151,8 @@ class InstanceGuard:
         self.backend = backend
         self.admits = admits
         self._server: asyncio.Server | None = None
-        self._pipes: set[Pipe] = set()
+        self._pipes: set[Pipe] = set()  # every open client connection
+        self._relayed = 0  # of which admitted
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
@@ -187,20 +192,29 @@ class InstanceGuard:
             log.info("DB instance %s refused a connection from %s: no security group rule "
                      "admits it on port %d", self.name, client, self.address[1])  # fmt: skip
             return _Refusing(Refusal(self.engine, client, "host", self.address[1]))
-        if len(self._pipes) >= MAX_CONNECTIONS:
+        if self._relayed >= MAX_CONNECTIONS:
             log.warning("DB instance %s refused a connection from %s: %d connections open",
-                        self.name, client, len(self._pipes))  # fmt: skip
+                        self.name, client, self._relayed)  # fmt: skip
             return _Refusing(Refusal(self.engine, client, "busy", self.address[1]))
         return None
 
-    def relay(self, inbound: Pipe, client: str) -> None:
+    def arrived(self, inbound: Pipe) -> bool:
+        """Count a new client connection; False when there are too many to answer at all."""
+        if len(self._pipes) >= MAX_OPEN:
+            return False
         self._pipes.add(inbound)
+        return True
+
+    def relay(self, inbound: Pipe, client: str) -> None:
+        self._relayed += 1
         task = asyncio.get_running_loop().create_task(self._connect(inbound, client))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def forget(self, pipe: Pipe) -> None:
-        self._pipes.discard(pipe)
+    def forget(self, pipe: Pipe, relayed: bool) -> None:
+        if pipe in self._pipes:
+            self._pipes.discard(pipe)
+            self._relayed -= relayed
 
     async def _connect(self, inbound: Pipe, client: str) -> None:
         """Open the server side, from the client's address when possible, and join them."""
@@ -226,24 +240,26 @@ class InstanceGuard:
         link(inbound, outbound)
 
 
-_NOT_LOCAL = (99, 22)  # EADDRNOTAVAIL, EINVAL: the client's address is not one of ours
+_NOT_LOCAL = (errno.EADDRNOTAVAIL, errno.EINVAL)  # the client's address is not one of ours
 
 
 class _Inbound(Pipe):
     """A client's connection: admitted and relayed, or handed to a refusing protocol."""
 
     def __init__(self, guard: InstanceGuard) -> None:
-        super().__init__(on_close=lambda: guard.forget(self))
+        super().__init__(on_close=lambda: guard.forget(self, self._refusing is None))
         self.guard = guard
         self._refusing: asyncio.Protocol | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         assert self.transport is not None
+        if not self.guard.arrived(self):
+            self.transport.abort()  # beyond every bound (a flood): dropped unanswered
+            return
         refusing = self.guard.decide(self.transport)
         if refusing is not None:
             self._refusing = refusing
-            self.transport.resume_reading()
             refusing.connection_made(transport)
             return
         peer = self.transport.get_extra_info("peername")
