@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import errno
 import logging
+import socket
 from collections.abc import Callable
 from typing import cast
 
@@ -222,14 +223,14 @@ class InstanceGuard:
         outbound = Pipe()
         host, port = self.backend
         try:
-            async with asyncio.timeout(CONNECT_TIMEOUT):
-                try:
-                    await loop.create_connection(lambda: outbound, host, port,
-                                                 local_addr=(client, 0))  # fmt: skip
-                except OSError as exc:
-                    if exc.errno not in _NOT_LOCAL:
-                        raise
-                    await loop.create_connection(lambda: outbound, host, port)
+            sock = _socket_from(client)
+            try:
+                async with asyncio.timeout(CONNECT_TIMEOUT):
+                    await loop.sock_connect(sock, (host, port))
+            except BaseException:
+                sock.close()
+                raise
+            await loop.create_connection(lambda: outbound, sock=sock)
         except (OSError, TimeoutError) as exc:
             log.warning("DB instance %s: cannot reach its server for a client: %s", self.name, exc)
             inbound.close()  # the server is down (rebooting, stopped): as a refused connection
@@ -241,6 +242,27 @@ class InstanceGuard:
 
 
 _NOT_LOCAL = (errno.EADDRNOTAVAIL, errno.EINVAL)  # the client's address is not one of ours
+_IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)  # Linux
+
+
+def _socket_from(client: str) -> socket.socket:
+    """A non-blocking TCP socket bound to the client's address (when it is one of ours).
+
+    Made by hand rather than by `create_connection(local_addr=...)`, which resolves both
+    numeric addresses again for every connection; the port is chosen at connect time
+    (IP_BIND_ADDRESS_NO_PORT), so a busy client address does not run out of ports.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    try:
+        with contextlib.suppress(OSError):  # an older kernel: the port is chosen at bind
+            sock.setsockopt(socket.IPPROTO_IP, _IP_BIND_ADDRESS_NO_PORT, 1)
+        sock.bind((client, 0))
+    except OSError as exc:
+        if exc.errno not in _NOT_LOCAL:
+            sock.close()
+            raise
+    return sock
 
 
 class _Inbound(Pipe):
