@@ -136,10 +136,10 @@ def test_mysql_instance_with_managed_secret_from_create_to_delete(server: Sluice
     login = json.loads(sm.get_secret_value(SecretId=secret_arn)["SecretString"])
     assert login["username"] == "admin"
 
-    def connect() -> Any:
+    def connect(**source: Any) -> Any:
         return pymysql.connect(host=endpoint["Address"], port=3306, user="admin",
                                password=login["password"], database="appdb",
-                               connect_timeout=5)  # fmt: skip
+                               connect_timeout=5, **source)  # fmt: skip
 
     with pytest.raises(pymysql.err.OperationalError) as refused:  # db-sg has no rule yet
         connect()
@@ -161,6 +161,19 @@ def test_mysql_instance_with_managed_secret_from_create_to_delete(server: Sluice
     server.aws("ec2", "revoke-security-group-ingress", *rule)
     with pytest.raises(pymysql.err.OperationalError, match="is not allowed to connect"):
         connect()
+    # a member of a group the rules name: a client bound to an interface in that group
+    client_sg = server.aws("ec2", "create-security-group", "--group-name", "app-sg",
+                           "--description", "app", "--vpc-id", vpc, "--query", "GroupId",
+                           "--output", "text")  # fmt: skip
+    eni = server.aws("ec2", "create-network-interface", "--subnet-id", subnets[0], "--groups",
+                     client_sg)["NetworkInterface"]["PrivateIpAddress"]  # fmt: skip
+    with pytest.raises(pymysql.err.OperationalError, match=f"Host '{eni}' is not allowed"):
+        connect(bind_address=eni)
+    server.aws("ec2", "authorize-security-group-ingress", "--group-id", sg, "--protocol", "tcp",
+               "--port", "3306", "--source-group", client_sg)  # fmt: skip
+    with connect(bind_address=eni) as member, member.cursor() as cur:
+        cur.execute("SELECT HOST FROM information_schema.PROCESSLIST WHERE ID = CONNECTION_ID()")
+        assert cur.fetchone()[0].rpartition(":")[0] == eni
     events = checked(rds, "DescribeEvents", SourceType="db-instance", SourceIdentifier="app-db")
     assert "DB instance created" in [e["Message"] for e in events["Events"]]
     with pytest.raises(botocore.exceptions.ClientError) as info:
