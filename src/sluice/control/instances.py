@@ -18,9 +18,10 @@ loopback port of its own (kept in the document as `_server_port`); the
 instance's address and port are held by its front (`control.guard`), which
 admits a connection only when the instance's security groups do, as they
 stand at that moment, and relays it to the server. The front is open while
-the server runs (a reboot keeps it: connections made meanwhile are closed). Starting and
-stopping block for seconds, so they run in worker threads, one task per
-instance at a time; documents are only read and written on the event loop.
+the server runs (a reboot keeps it: connections made meanwhile are closed).
+Starting and stopping block for seconds, so they run in worker threads, one
+task per instance at a time; documents are only read and written on the event
+loop.
 `stop` stops every server: they start again with the next `sluice server`.
 Under root the servers run as the engines' OS users, which must be able to
 enter the data directory: the runner makes it traversable (o+x, no listing).
