@@ -156,10 +156,6 @@ class InstanceGuard:
         self._relayed = 0  # of which admitted
         self._tasks: set[asyncio.Task[None]] = set()
 
-    @property
-    def open(self) -> bool:
-        return self._server is not None
-
     async def start(self) -> None:
         """Listen at the instance's address (OSError if it cannot)."""
         loop = asyncio.get_running_loop()
