@@ -47,7 +47,7 @@ system-sysbench:
 system-bench: system-pg system-mysql system-sysbench
 	@command -v pgbouncer >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q pgbouncer)
 
-demo: $(STAMP) system-pg
+demo: $(STAMP) system-pg system-mysql
 	$(BIN)/python -m sluice.demo
 
 lint: $(STAMP)

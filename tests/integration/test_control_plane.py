@@ -2,7 +2,7 @@
 
 For each engine a throwaway database listens on its own loopback address at
 the engine's standard port (as an RDS instance would), is adopted as a DB
-instance, and the recipe's steps 1-8 (tests/integration/recipe/recipe.sh,
+instance, and the recipe's steps 1-8 (examples/cookbook-403/recipe.sh,
 command for command plus `--endpoint-url`) build a proxy in front of it.
 A client then connects the way the recipe's function does: the function's role
 assumed through STS, an auth token from boto3's generate_db_auth_token, TLS,
@@ -33,7 +33,7 @@ from sluice.dbserver.mariadb import MariaDbCluster
 from sluice.dbserver.postgres import PgCluster
 from sluice.devtools.controlplane import SluiceServer
 
-RECIPE = Path(__file__).parent / "recipe" / "recipe.sh"
+RECIPE = Path(__file__).parents[2] / "examples" / "cookbook-403" / "recipe.sh"
 DB_USER = "admin"
 DB_PASSWORD = "Recipe-Secret-9"
 FUNCTION_ROLE = "DBAppFunctionRole"
@@ -131,6 +131,7 @@ def _prepare(server: SluiceServer, family: str, db: Any, name: str) -> Env:
 def _run_recipe(env: Env) -> None:
     proc = subprocess.run(
         ["bash", str(RECIPE)], env={**env.server.env(), **env.vars,
+        "WORK_DIR": str(env.server.data_dir / "recipe"),
         "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"},
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip

@@ -1,7 +1,7 @@
 """A certificate authority per data directory, and a certificate per proxy endpoint.
 
 RDS gives clients a CA bundle to verify proxy endpoints with; Sluice does the
-same: on first use it makes a CA (`<data-dir>/tls/ca.pem`, its key 0600 beside
+same: when `sluice server` first starts it makes a CA (`<data-dir>/tls/ca.pem`, its key 0600 beside
 it) and, for every endpoint address, a certificate naming that address, so
 `sslmode=verify-full sslrootcert=<data-dir>/tls/ca.pem` (PostgreSQL) or
 `ssl_ca` with hostname checking (MySQL) verifies the endpoint a client
@@ -29,6 +29,12 @@ class EndpointCertificates:
         self.directory = directory
         self.ca_file = directory / "ca.pem"
         self._ca_key_file = directory / "ca.key"
+
+    def ensure_authority(self) -> Path:
+        """The CA's file, made if missing: clients need it before any endpoint exists (the
+        recipe's function is packaged with it)."""
+        self._authority()
+        return self.ca_file
 
     def for_address(self, address: str) -> tuple[str, str]:
         """(certificate file, key file) for an endpoint address, made if missing."""

@@ -93,6 +93,7 @@ class ControlPlane:
         write_profile(data / "aws" / "config", self.store, self.vault, account, settings.endpoint)
         self.principals = Principals(self.store, self.vault)
         self.certificates = EndpointCertificates(data / "tls")
+        self.certificates.ensure_authority()
         session = botocore.session.get_session()
         self.functions = FunctionRunner(
             RunnerSettings(root=data / "functions", region=self.region,

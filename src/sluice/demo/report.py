@@ -22,6 +22,7 @@ from sluice.demo.clients import QUERIES_PER_CLIENT, TOO_MANY_CLIENTS, RoundResul
 
 if TYPE_CHECKING:
     from sluice.demo.rds import RdsPart
+    from sluice.demo.recipe import RecipePart
 
 PIN_LOG_MARK = "pinned to its connection"
 PIN_METRIC = "sluice_pins_total"
@@ -213,4 +214,26 @@ def rds_report(part: RdsPart, max_connections: int, pool_percent: int) -> list[s
         _row("database connections", f"peak {part.peak}"),
         _latency("connect (TLS+token)", result.connect_times),
         *_wrapped("without a token", part.refused),
+    ]
+
+
+def recipe_report(part: RecipePart) -> list[str]:
+    """The paragraph about the recipe on MySQL and the crowd of invocations."""
+    crowd = part.invocations
+    books = part.answer.get("books", [])
+    names = ", ".join(str(b.get("name")) for b in books)
+    seconds = dict(part.timings)
+    return [
+        "The RDS Proxy recipe on MySQL (examples/cookbook-403, aws CLI, a new sluice server)",
+        _row("prerequisites.sh", f"{seconds['prerequisites.sh']:.1f} s: a MariaDB DB instance at "
+             f"{part.instance}:3306, its secret, a table, the function and its layer"),
+        _row("recipe.sh", f"{seconds['recipe.sh']:.1f} s: steps 1-9, proxy endpoint "
+             f"{part.endpoint}:3306, then `aws lambda invoke`"),
+        _row("the function said", f"user {part.answer.get('user')}, host {part.answer.get('host')}, "
+             f"{len(books)} rows ({names})"),
+        _row("invocations", f"{crowd.answered} of {crowd.count} answered, {crowd.concurrency} at a "
+             f"time, in {crowd.elapsed:.1f} s"),
+        *_failures(crowd.errors),
+        _row("database connections", f"peak {crowd.peak_connections} for {crowd.count} "
+             f"invocations, each of which logged in to the proxy"),
     ]

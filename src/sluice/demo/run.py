@@ -1,5 +1,8 @@
 """The order of the demo, and its clean-up.
 
+0. The RDS Proxy recipe on MySQL, from an empty `sluice server` data directory to the
+   function's answer through the proxy, then many invocations at once: see recipe.py.
+   `--no-recipe` skips it.
 1. A throwaway PostgreSQL server (max_connections 100), a role and a database.
 2. Sluice in a child process, configured from examples/postgres.toml.
 3. Rounds of concurrent short-lived clients through Sluice, the server's
@@ -30,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sluice.dbserver.postgres import PgCluster
-from sluice.demo import rds, report
+from sluice.demo import rds, recipe, report
 from sluice.demo.clients import BackendPoller, RoundResult, run_round
 from sluice.demo.stage import (
     DATABASE,
@@ -56,6 +59,8 @@ class Plan:
     rounds: int
     example: Path
     rds: bool = True
+    invocations: int = 200
+    recipe: bool = True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     stack = ExitStack()
     try:
         return _demo(plan, stack)
+    except recipe.RecipeFailed as exc:
+        _say(f"\nFAILED: {exc}")
+        return 1
     except KeyboardInterrupt:
         _say("\ninterrupted: stopping Sluice and PostgreSQL, removing temporary files")
         return 130
@@ -80,10 +88,16 @@ def _arguments(argv: list[str] | None) -> Plan:
     parser.add_argument("--rounds", type=int, default=3, help="rounds through Sluice (3)")
     parser.add_argument("--example", type=Path, default=EXAMPLE, help="configuration to run")
     parser.add_argument("--no-rds", action="store_true", help="skip the local RDS Proxy part")
+    parser.add_argument("--invocations", type=int, default=200,
+                        help="invocations of the recipe's function (200)")  # fmt: skip
+    parser.add_argument("--no-recipe", action="store_true", help="skip the MySQL recipe part")
     args = parser.parse_args(argv)
     if not 1 <= args.clients <= 2000 or not 1 <= args.rounds <= 10:
         parser.error("use 1-2000 clients and 1-10 rounds")
-    return Plan(args.clients, args.rounds, args.example, not args.no_rds)
+    if not 1 <= args.invocations <= 5000:
+        parser.error("use 1-5000 invocations")
+    return Plan(args.clients, args.rounds, args.example, not args.no_rds, args.invocations,
+                not args.no_recipe)  # fmt: skip
 
 
 def _say(text: str) -> None:
@@ -95,6 +109,10 @@ def _demo(plan: Plan, stack: ExitStack) -> int:
     user, password = example_user(example), secrets.token_urlsafe(18)
     workdir = Path(tempfile.mkdtemp(prefix="sluice-demo-"))
     stack.callback(shutil.rmtree, workdir, ignore_errors=True)
+    first = None
+    if plan.recipe:
+        _say("The RDS Proxy recipe on MySQL: examples/cookbook-403 against a new `sluice server`")
+        first = recipe.run(plan.invocations, workdir / "recipe", stack, _say)
     _say(f"Starting a throwaway PostgreSQL server (max_connections={MAX_CONNECTIONS}) ...")
     pg = stack.enter_context(PgCluster(max_connections=MAX_CONNECTIONS))
     prepare_database(pg, user, password)
@@ -110,11 +128,25 @@ def _demo(plan: Plan, stack: ExitStack) -> int:
     if plan.rds:
         _say(f"Now {plan.clients} clients through Sluice as a local RDS Proxy (IAM tokens) ...")
         part = rds.run(plan.clients, pg, user, password, workdir, stack)
+    if first is not None:
+        print("\n".join(["", *report.recipe_report(first)]), flush=True)
     _print_report(proxied.result, facts, direct, direct_peak)
     if part is not None:
         lines = report.rds_report(part, MAX_CONNECTIONS, rds.POOL_PERCENT)
         print("\n".join(["", *lines]), flush=True)
-    return _verdict(proc, proxied.result, facts) or _rds_verdict(part)
+    return _recipe_verdict(first) or _verdict(proc, proxied.result, facts) or _rds_verdict(part)
+
+
+def _recipe_verdict(part: recipe.RecipePart | None) -> int:
+    if part is None:
+        return 0
+    if part.secrets_logged:
+        _say("\nFAILED: the database's master password appears in the control plane's log.")
+        return 1
+    if part.invocations.answered != part.invocations.count:
+        _say("\nFAILED: not every invocation of the recipe's function answered.")
+        return 1
+    return 0
 
 
 def _rds_verdict(part: rds.RdsPart | None) -> int:

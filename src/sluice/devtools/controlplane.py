@@ -39,6 +39,7 @@ class SluiceServer(ChildProcess):
     """`sluice server` in a child process, on its own data directory."""
 
     def __init__(self, data_dir: Path | None = None, vpc_cidr: str | None = None) -> None:
+        self._own_dir = data_dir is None  # a directory it made is removed when it stops
         self.data_dir = Path(data_dir or tempfile.mkdtemp(prefix="sluice-server-"))
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
@@ -73,8 +74,15 @@ class SluiceServer(ChildProcess):
         self._wait_port("127.0.0.1", self.port, time.monotonic() + timeout)
 
     def restart(self) -> None:
-        self.stop()
+        super().stop()
         self.start()
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        """Stop the server; remove the data directory if it made it (not on a restart)."""
+        code = super().stop(timeout)
+        if self._own_dir:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+        return code
 
     def aws(self, *args: str, check: bool = True, cwd: Path | None = None) -> Any:
         """Run `aws ARGS --endpoint-url URL`; the parsed JSON output (or text, or None)."""

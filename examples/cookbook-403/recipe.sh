@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
-# Steps 1 to 8 of the RDS Proxy recipe (AWS Cookbook 4.3), command for command; only `--endpoint-url` is
-# added. The caller exports the variables the recipe's earlier chapters made: VPC_ID, DB_NAME,
-# RDS_SECRET_ARN, AWS_ACCOUNT_ID, AWS_REGION, ISTOLATED_SUBNETS, RDS_SG, RDS_ID,
-# DB_APP_FUNCTION_ROLE_NAME, DB_APP_FUNCTION_SG_ID, ENDPOINT_URL, and ENGINE_FAMILY / DB_PORT
-# (MYSQL / 3306 in the recipe; POSTGRESQL / 5432 for its PostgreSQL twin).
+# The RDS Proxy recipe (AWS Cookbook 4.3), steps 1 to 9 and its check, command for command;
+# only `--endpoint-url` is added, and the engine family and port come from the variant run
+# (MYSQL / 3306 in the recipe; POSTGRESQL / 5432 for its PostgreSQL twin). The variables the
+# recipe's earlier chapters made (VPC_ID, DB_NAME, RDS_SECRET_ARN, AWS_ACCOUNT_ID, AWS_REGION,
+# ISTOLATED_SUBNETS, RDS_SG, RDS_ID, DB_APP_FUNCTION_ROLE_NAME, DB_APP_FUNCTION_SG_ID,
+# DB_APP_FUNCTION_NAME) come from prerequisites.sh's $WORK_DIR/recipe-vars.sh, or from the
+# environment. Without DB_APP_FUNCTION_NAME it stops after step 8 (a proxy with no function).
 set -euo pipefail
-cd "$(dirname "$0")"
-WORK=$(mktemp -d)
-trap 'rm -rf "$WORK"' EXIT
-cp assume-role-policy.json policy-template.json "$WORK"/
-cd "$WORK"
+HERE=$(cd "$(dirname "$0")" && pwd)
+. "$HERE/settings.sh"
+if [ -f "$RECIPE_VARS" ]; then . "$RECIPE_VARS"; fi
+mkdir -p "$WORK_DIR"
+cp "$HERE/assume-role-policy.json" "$HERE/policy-template.json" "$WORK_DIR"/
+cd "$WORK_DIR"
 
 # 1
 aws iam create-role --assume-role-policy-document \
@@ -91,6 +94,19 @@ aws ec2 authorize-security-group-ingress \
 	--source-group $DB_APP_FUNCTION_SG_ID \
 	--group-id $RDS_PROXY_SG_ID --endpoint-url $ENDPOINT_URL
 
-echo "RDS_PROXY_SG_ID=$RDS_PROXY_SG_ID"
-echo "RDS_PROXY_ENDPOINT=$RDS_PROXY_ENDPOINT"
-echo "RDS_PROXY_ID=$RDS_PROXY_ID"
+# What cleanup.sh needs, and the proxy's endpoint for whoever runs this.
+for name in RDS_PROXY_SG_ID RDS_PROXY_ENDPOINT RDS_PROXY_ID; do
+	printf '%s=%q\n' $name "${!name}" >> "$RECIPE_VARS"
+	echo "$name=${!name}"
+done
+[ -n "${DB_APP_FUNCTION_NAME:-}" ] || exit 0
+
+# 9
+aws lambda update-function-configuration \
+	--function-name $DB_APP_FUNCTION_NAME \
+	--environment Variables={DB_HOST=$RDS_PROXY_ENDPOINT} --endpoint-url $ENDPOINT_URL
+
+# check
+aws lambda invoke \
+	--function-name $DB_APP_FUNCTION_NAME \
+	response.json --endpoint-url $ENDPOINT_URL && cat response.json
