@@ -46,7 +46,8 @@ class Invocations:
     answered: int = 0
     errors: Counter[str] = field(default_factory=Counter)
     elapsed: float = 0.0
-    peak_connections: int = 0
+    peak_connections: int = 0  # open at once, as the database counted them
+    opened_connections: int = 0  # logins the database saw meanwhile
 
 
 @dataclass
@@ -61,7 +62,9 @@ class RecipePart:
     secrets_logged: bool
 
 
-def run(invocations: int, workdir: Path, stack: ExitStack, say: Callable[[str], None]) -> RecipePart:
+def run(
+    invocations: int, workdir: Path, stack: ExitStack, say: Callable[[str], None]
+) -> RecipePart:
     server = SluiceServer()  # a data directory of its own, removed when it stops
     stack.callback(server.stop, 30.0)
     server.start()
@@ -72,7 +75,7 @@ def run(invocations: int, workdir: Path, stack: ExitStack, say: Callable[[str], 
     ]
     answer = json.loads((workdir / "cookbook-403-mysql" / "response.json").read_text())
     variables = _variables(workdir / "cookbook-403-mysql" / "recipe-vars.sh")
-    say(f"  {invocations} invocations of the function, {CONCURRENCY} at a time, through the proxy ...")
+    say(f"  {invocations} invocations of the function, {CONCURRENCY} at a time ...")
     crowd = _crowd(server, variables, invocations)
     password = _master_password(server, variables["RDS_SECRET_ARN"])
     server.stop(30.0)  # its DB instance and function environments with it
@@ -162,26 +165,29 @@ def _crowd(server: SluiceServer, variables: dict[str, str], count: int) -> Invoc
         try:
             reply = lam.invoke(FunctionName=name)
             body = json.loads(reply["Payload"].read())
-        except Exception as exc:  # noqa: BLE001 - each failure is counted by its kind
+        except Exception as exc:  # each failure is counted by its kind
             return type(exc).__name__
         if "FunctionError" in reply:
             return str(body.get("errorType", "FunctionError"))
         return "" if len(body.get("books", ())) == 3 else "wrong answer"
 
-    with _connection_count(server, variables) as peak:
+    with _connection_count(server, variables) as counts:
         started = time.monotonic()
         with ThreadPoolExecutor(CONCURRENCY) as pool:
             outcomes = list(pool.map(invoke, range(count)))
         result.elapsed = time.monotonic() - started
-    result.peak_connections = peak()
+    result.peak_connections, result.opened_connections = counts()
     result.answered = outcomes.count("")
     result.errors = Counter(o for o in outcomes if o)
     return result
 
 
 @contextmanager
-def _connection_count(server: SluiceServer, variables: dict[str, str]) -> Iterator[Callable[[], int]]:
-    """Poll the database's client connections (other than the poller's own) every 50 ms.
+def _connection_count(
+    server: SluiceServer, variables: dict[str, str]
+) -> Iterator[Callable[[], tuple[int, int]]]:
+    """Poll the database's client connections (other than the poller's own) every 50 ms; give
+    their peak and how many logins the database saw (its `Connections` status) meanwhile.
 
     The poller logs in with the master password from the instance's secret; the database's
     security group admits this machine's address for it, and only while it polls."""
@@ -194,6 +200,7 @@ def _connection_count(server: SluiceServer, variables: dict[str, str]) -> Iterat
         password=_master_password(server, variables["RDS_SECRET_ARN"]), autocommit=True,
     )  # fmt: skip
     peak, done = [0], threading.Event()
+    logins = _logins(conn)
 
     def poll() -> None:
         with conn.cursor() as cur:
@@ -206,12 +213,20 @@ def _connection_count(server: SluiceServer, variables: dict[str, str]) -> Iterat
     poller = threading.Thread(target=poll, daemon=True)
     poller.start()
     try:
-        yield lambda: peak[0]
+        yield lambda: (peak[0], logins)
     finally:
         done.set()
         poller.join()
+        logins = _logins(conn) - logins
         conn.close()
         ec2.revoke_security_group_ingress(**rule)
+
+
+def _logins(conn: Any) -> int:
+    with conn.cursor() as cur:
+        cur.execute("SHOW GLOBAL STATUS LIKE 'Connections'")
+        row = cur.fetchone()
+    return int(row[1]) if row else 0
 
 
 def _master_password(server: SluiceServer, secret_arn: str) -> str:
