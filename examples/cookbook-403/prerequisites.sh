@@ -39,7 +39,7 @@ ISTOLATED_SUBNETS=$(aws ec2 describe-subnets --filters Name=vpc-id,Values=$VPC_I
 	--query 'Subnets[].SubnetId' --output text --endpoint-url $ENDPOINT_URL)
 keep VPC_ID ISTOLATED_SUBNETS
 
-progress "DB subnet group and the database's security group"
+progress "the $ENGINE DB instance $RDS_ID: its subnet group, security group and managed secret"
 DB_SUBNET_GROUP=awscookbook403-isolated
 aws rds create-db-subnet-group --db-subnet-group-name $DB_SUBNET_GROUP \
 	--db-subnet-group-description "AWS Cookbook 403 isolated subnets" \
@@ -50,7 +50,6 @@ RDS_SG=$(aws ec2 create-security-group --group-name AWSCookbook403RDSSG \
 	--output text --query GroupId --endpoint-url $ENDPOINT_URL)
 keep RDS_SG
 
-progress "the $ENGINE DB instance $RDS_ID, its master password in a secret it manages"
 aws rds create-db-instance --db-instance-identifier $RDS_ID --engine $ENGINE \
 	--db-instance-class db.t3.micro --allocated-storage 20 --db-name appdb \
 	--master-username admin --manage-master-user-password \
@@ -89,7 +88,7 @@ unset DB_PASSWORD
 aws ec2 revoke-security-group-ingress --group-id $RDS_SG --protocol tcp \
 	--port $DB_PORT --cidr 127.0.0.1/32 --endpoint-url $ENDPOINT_URL > /dev/null
 
-progress "the function's role and security group"
+progress "the function $DB_APP_FUNCTION_NAME with its role, security group and $DB_DRIVER layer"
 aws iam create-role --role-name $DB_APP_FUNCTION_ROLE_NAME \
 	--assume-role-policy-document file://$HERE/function-trust-policy.json \
 	--endpoint-url $ENDPOINT_URL > /dev/null
@@ -101,7 +100,7 @@ DB_APP_FUNCTION_SG_ID=$(aws ec2 create-security-group \
 	--vpc-id $VPC_ID --output text --query GroupId --endpoint-url $ENDPOINT_URL)
 keep DB_APP_FUNCTION_SG_ID
 
-progress "the layer: $DB_DRIVER (pip install --target python/) and the endpoints' CA file"
+# The layer: the database driver (pip install --target python/) and the endpoints' CA file.
 rm -rf layer && mkdir -p layer/python
 $PYTHON -m pip install --quiet --disable-pip-version-check --no-warn-conflicts --target layer/python $DB_DRIVER
 cp "$SLUICE_DATA_DIR/tls/ca.pem" layer/python/ca.pem
@@ -111,7 +110,7 @@ LAYER_VERSION_ARN=$(aws lambda publish-layer-version --layer-name AWSCookbook403
 	--query LayerVersionArn --output text --endpoint-url $ENDPOINT_URL)
 keep LAYER_VERSION_ARN
 
-progress "the function $DB_APP_FUNCTION_NAME, in its security group and the isolated subnets"
+# The function, in its security group and the isolated subnets.
 rm -rf function && mkdir function && cp "$HERE/functions/$ENGINE/app.py" function/
 (cd function && $PYTHON -m zipfile -c ../function.zip app.py)
 aws lambda create-function --function-name $DB_APP_FUNCTION_NAME \

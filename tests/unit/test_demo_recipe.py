@@ -48,7 +48,7 @@ def test_the_recipe_paragraph_fits_the_report() -> None:
     text = "\n".join(lines)
     assert all(len(line) <= 96 for line in lines), text
     assert "17.9 s" in text and "127.20.0.4:3306" in text and "127.20.0.6:3306" in text
-    assert "admin@% via 127.20.0.6, 2 rows: AWS Cookbook, Serverless Patterns" in text
+    assert "admin@% via 127.20.0.6: 2 rows of books" in text
     assert "199 of 200 answered, 20 at a time, in 6.2 s" in text
     assert "1 x Unhandled" in text
     assert "peak 9 open; 11 opened for 200 logins to the proxy" in text

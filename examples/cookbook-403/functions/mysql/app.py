@@ -18,9 +18,12 @@ def lambda_handler(event, context):
     token = rds.generate_db_auth_token(
         DBHostname=host, Port=DB_PORT, DBUsername=DB_USER, Region=region
     )
+    # autocommit: each statement is its own transaction, so the proxy lends a database
+    # connection for one statement at a time (a transaction left open would hold one until
+    # the function disconnects, and the proxy would then close it)
     conn = pymysql.connect(
         host=host, port=DB_PORT, user=DB_USER, password=token, database="appdb",
-        ssl={"ca": CA_FILE}, connect_timeout=5,
+        ssl={"ca": CA_FILE}, connect_timeout=5, autocommit=True,
     )
     try:
         with conn.cursor() as cur:
