@@ -61,17 +61,18 @@ def _listeners(cidr: str) -> list[str]:
     return found
 
 
-def _processes_using(directory: Path, but: int) -> list[str]:
-    """Command lines of processes (other than `but`) that name `directory`."""
+def _processes_left(directory: Path, server: int) -> list[str]:
+    """Command lines of the server's children and of other processes that name `directory`."""
     found = []
     for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == but:
+        if not proc.name.isdigit() or int(proc.name) == server:
             continue
         try:
             cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
+            parent = int((proc / "stat").read_text().rpartition(")")[2].split()[1])
+        except (OSError, ValueError, IndexError):
             continue
-        if str(directory) in cmdline:
+        if str(directory) in cmdline or parent == server:
             found.append(cmdline)
     return found
 
@@ -94,7 +95,7 @@ def test_prerequisites_recipe_and_cleanup(
 
     assert not work.exists()
     assert _listeners(server.vpc_cidr) == []
-    assert _processes_using(server.data_dir, but=server.pid) == []
+    assert _processes_left(server.data_dir, server.pid) == []
     assert list((server.data_dir / "db-instances").iterdir()) == []
     aws = server.aws
     assert aws("rds", "describe-db-instances")["DBInstances"] == []
