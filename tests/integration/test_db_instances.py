@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import signal
+import stat
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -484,3 +485,32 @@ def test_the_recipes_step_6_rule_is_what_lets_a_postgres_proxy_in(server: Sluice
                         password=password, dbname="shop", connect_timeout=5)  # fmt: skip
     _step_6(server, db_sg, proxy_sg, 5432, "revoke")
     assert wait_for(lambda: _connection_failed(rds), timeout=40, interval=0.2)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the engines' OS users exist for root only")
+def test_a_root_server_whose_data_dir_is_closed_to_the_engines_users(tmp_path: Path) -> None:
+    """The default data directory of root is under /root (mode 700), which the `mysql` user
+    cannot enter: the servers' directories then live under /var/lib/sluice, linked from it."""
+    closed = tmp_path / "home"
+    closed.mkdir(mode=0o700)
+    with SluiceServer(data_dir=closed / "sluice") as srv:
+        rds = srv.client("rds")
+        rds.create_db_instance(
+            DBInstanceIdentifier="closed-db", Engine="mariadb", DBInstanceClass="db.t3.micro",
+            AllocatedStorage=20, MasterUsername="admin", MasterUserPassword="Closed-Pass-1",
+        )  # fmt: skip
+        try:
+            rds.get_waiter("db_instance_available").wait(DBInstanceIdentifier="closed-db",
+                                                         WaiterConfig=FAST)  # fmt: skip
+        except botocore.exceptions.WaiterError:
+            pytest.fail(srv.log_tail(40))
+        link = srv.data_dir / "db-instances"
+        real = link.resolve()
+        assert link.is_symlink() and real.is_relative_to("/var/lib/sluice")
+        assert (real / "closed-db").is_dir()
+        assert stat.S_IMODE(closed.stat().st_mode) == 0o700  # the home stays closed
+        rds.delete_db_instance(DBInstanceIdentifier="closed-db", SkipFinalSnapshot=True)
+        rds.get_waiter("db_instance_deleted").wait(DBInstanceIdentifier="closed-db",
+                                                   WaiterConfig=FAST)  # fmt: skip
+        assert not (real / "closed-db").exists()
+    shutil.rmtree(real.parent, ignore_errors=True)

@@ -25,12 +25,17 @@ loop.
 `stop` stops every server: they start again with the next `sluice server`.
 Under root the servers run as the engines' OS users, which must be able to
 enter the data directory: the runner makes it traversable (o+x, no listing).
+Where a folder above it is closed to them (the default data directory is
+under root's home, mode 700), the servers' directories are kept in
+`/var/lib/sluice/<digest of the data directory>/db-instances` instead, and
+`<data-dir>/db-instances` is a link to it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import shutil
@@ -106,10 +111,16 @@ class InstanceRunner:
                 await asyncio.wait_for(self._wake.wait(), timeout=PASS_INTERVAL)
 
     def _prepare_root(self) -> None:
+        if os.geteuid() == 0 and not self.root.is_symlink() and _closed_above(self.root.parent):
+            elsewhere = system_root(self.root)
+            elsewhere.mkdir(parents=True, exist_ok=True)
+            if not self.root.exists():  # else: kept where an earlier version made it
+                self.root.symlink_to(elsewhere, target_is_directory=True)
         self.root.mkdir(parents=True, exist_ok=True)
-        self.root.chmod(0o755)
+        real = self.root.resolve()
+        real.chmod(0o755)
         if os.geteuid() == 0:
-            parent = self.root.parent
+            parent = real.parent
             parent.chmod(stat.S_IMODE(parent.stat().st_mode) | stat.S_IXOTH)
 
     # ---- one pass: a task for each instance with work to do ----
@@ -351,3 +362,20 @@ def _short_version(version: str) -> str:
     """"10.11.19-MariaDB-0+deb12u1" -> "10.11.19"; "15.20 (Debian ...)" -> "15.20"."""
     head = version.split()[0] if version else ""
     return head.split("-")[0]
+
+
+SYSTEM_BASE = Path("/var/lib/sluice")
+
+
+def system_root(root: Path) -> Path:
+    """Where the servers' directories go when `root`'s own place is closed to their users."""
+    digest = hashlib.sha256(str(root.parent.resolve()).encode()).hexdigest()[:16]
+    return SYSTEM_BASE / digest / root.name
+
+
+def _closed_above(directory: Path) -> bool:
+    """Whether a folder above `directory` keeps others out (the runner opens `directory`)."""
+    for path in directory.resolve().parents:
+        if path.exists() and not path.stat().st_mode & stat.S_IXOTH:
+            return True
+    return False
