@@ -18,6 +18,11 @@ connect() of the C library, Python's included; where it did not load, the socket
 connect methods are wrapped before the handler's module is imported, which covers only
 clients built on them. The ready frame says which of the two is active.
 
+The process runs without `site` (`python -S`): what it can import is its task root, its
+layers, the directory of Lambda's own libraries (SLUICE_LIBRARIES: boto3 and what boto3
+needs) and the standard library, in that order, as on Lambda; nothing else installed for
+the machine's Python.
+
 Everything the handler prints goes to the inherited stdout/stderr, which the parent reads as the
 function's log; after each invocation a marker line tells the parent that all of that
 invocation's output has been written. The script is run by path, never imported as part of the
@@ -250,8 +255,10 @@ def main(fd: int) -> int:
     sock = socket.socket(fileno=fd)
     binding = bind_connections(os.environ.get("SLUICE_SOURCE_ADDRESS", ""))
     task_root = os.environ.get("LAMBDA_TASK_ROOT", os.getcwd())
-    extra = [p for p in os.environ.get("SLUICE_LAYER_PATHS", "").split(os.pathsep) if p]
-    sys.path[:1] = [task_root, *extra]  # never this script's own directory
+    layers = [p for p in os.environ.get("SLUICE_LAYER_PATHS", "").split(os.pathsep) if p]
+    libraries = os.environ.get("SLUICE_LIBRARIES", "")
+    # never this script's own directory; the standard library stays after these
+    sys.path[:1] = [task_root, *layers, *([libraries] if libraries else [])]
     started = time.monotonic()
     handler, init_error = load_handler(os.environ.get("_HANDLER", ""))
     if init_error is not None:

@@ -90,6 +90,7 @@ def lambda_variables(
         "_HANDLER": spec.handler,
         "SLUICE_FUNCTION_ARN": spec.arn,
         "SLUICE_LAYER_PATHS": os.pathsep.join(map(str, layer_import_paths(layers))),
+        "SLUICE_LIBRARIES": str(settings.libraries),
         "SLUICE_SOURCE_ADDRESS": spec.source_address,
         "TZ": ":UTC",
         "LANG": "en_US.UTF-8",
@@ -170,7 +171,8 @@ class Environment:
                 log.warning("function %s: no memory cgroup for a new environment (%s); its "
                             "watchdog enforces MemorySize", self.spec.name, exc)  # fmt: skip
         parent, child = socket.socketpair()
-        runtime = [self.settings.python, "-s", str(BOOTSTRAP), str(child.fileno())]
+        # Without `site`: only the task root, the layers and Lambda's libraries are importable.
+        runtime = [self.settings.python, "-S", str(BOOTSTRAP), str(child.fileno())]
         spawned = time.monotonic()
         try:
             self._proc = await asyncio.create_subprocess_exec(

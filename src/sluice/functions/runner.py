@@ -14,7 +14,8 @@ Rules, as Lambda keeps them:
 6. The execution role's credentials are refreshed in an environment before they expire.
 7. Each invocation's log lines go to the environment's stream of the function's log group.
 8. What the host allows environments (their own /opt, a memory cgroup, an unprivileged uid) is
-   found once, when the first environment starts (`sandbox.probe`).
+   found once, when the first environment starts (`sandbox.probe`); so is the directory of
+   Lambda's own libraries they may import (`libraries.provide`).
 Every stop says why in the log.
 """
 
@@ -27,6 +28,7 @@ import time
 from dataclasses import dataclass, field
 
 from sluice.functions.environment import Environment, EnvironmentGone, no_runtime
+from sluice.functions.libraries import provide
 from sluice.functions.logs import LogArchive
 from sluice.functions.sandbox import Sandbox, probe
 from sluice.functions.spec import (
@@ -125,6 +127,7 @@ class Runner:
         async with self._probing:
             if self._sandbox is None:
                 root = self.settings.root
+                await asyncio.to_thread(provide, self.settings.libraries)
                 self._sandbox = await probe(root / "opt", self.settings.python, root / "unpacked")
         return self._sandbox
 

@@ -102,6 +102,11 @@ class RunnerSettings:
     max_environments: int = 20  # all functions together (the account's concurrency)
     credential_margin: float = 300.0  # credentials this close to expiry are refreshed
 
+    @property
+    def libraries(self) -> Path:
+        """Where environments find Lambda's own libraries (boto3 ...; see `libraries.py`)."""
+        return self.root / "libraries"
+
 
 class CredentialsUnavailable(Exception):
     """The execution role is gone, or no longer lets Lambda assume it (the message says so)."""

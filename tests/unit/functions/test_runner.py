@@ -234,3 +234,41 @@ def test_packages_are_kept_by_content_and_checked(tmp_path: Path) -> None:
         with pytest.raises(PackageError):
             store.add(bad)
     assert not (tmp_path.parent / "escape.py").exists()
+
+
+IMPORTS = """
+import importlib.util, os, sys
+def handler(event, context):
+    import boto3
+    boto3.session.Session().client("sts", region_name="us-east-1")
+    found = {n: importlib.util.find_spec(n) is not None for n in event["names"]}
+    return {"found": found, "site": "site" in sys.modules, "path": sys.path,
+            "stdlib": os.path.dirname(os.__file__)}
+"""
+
+
+def test_only_lambdas_own_libraries_are_importable(tmp_path: Path) -> None:
+    # The server's Python has PyMySQL, cryptography and Sluice; Lambda's runtime has boto3
+    # and what it needs, nothing more (PyMySQL with cryptography doubles an environment's size).
+    names = ["boto3", "botocore", "dateutil", "pymysql", "cryptography", "sluice", "psycopg"]
+
+    async def scenario() -> dict[str, object]:
+        run = runner(tmp_path)
+        store = PackageStore(tmp_path)
+        package = store.add(make_zip({"app.py": IMPORTS}))
+        fn = spec(tmp_path, task_root=store.unpacked(package.hex_digest))
+        outcome = await run.invoke(fn, "rid-1", json.dumps({"names": names}).encode())
+        await run.stop()
+        assert outcome.error is None, outcome.payload
+        result: dict[str, object] = json.loads(outcome.payload)
+        return result
+
+    result = asyncio.run(scenario())
+    assert result["found"] == {"boto3": True, "botocore": True, "dateutil": True,
+                               "pymysql": False, "cryptography": False, "sluice": False,
+                               "psycopg": False}  # fmt: skip
+    assert result["site"] is False
+    path = result["path"]
+    assert isinstance(path, list)
+    assert path[0].startswith(str(tmp_path / "unpacked"))  # the task root first
+    assert path.index(str(tmp_path / "libraries")) < path.index(result["stdlib"])
