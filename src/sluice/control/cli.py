@@ -31,7 +31,12 @@ def default_data_dir() -> Path:
 
 
 def add_commands(sub: Any) -> None:
-    from sluice.control.plane import DEFAULT_LISTEN, DEFAULT_REGION, DEFAULT_VPC_CIDR
+    from sluice.control.plane import (
+        DEFAULT_CONCURRENT_EXECUTIONS,
+        DEFAULT_LISTEN,
+        DEFAULT_REGION,
+        DEFAULT_VPC_CIDR,
+    )
 
     server = sub.add_parser("server", help="run the AWS-compatible control plane and its proxies")
     server.add_argument("--data-dir", type=Path, default=None, help="state directory")
@@ -43,6 +48,9 @@ def add_commands(sub: Any) -> None:
     server.add_argument("--postgres-port", type=int, default=5432, help="port of PG endpoints")
     server.add_argument("--metrics-listen", default="", help="HOST:PORT for Prometheus")
     server.add_argument("--log-level", default="info")
+    server.add_argument("--concurrent-executions", type=int, default=DEFAULT_CONCURRENT_EXECUTIONS,
+                        help="the account's Lambda concurrency: execution environments alive "
+                        "at once; beyond it invocations are throttled")  # fmt: skip
     db = sub.add_parser("db-instance", help="adopt or forget an existing database server")
     db.add_argument("action", choices=("adopt", "forget"))
     db.add_argument("--identifier", required=True, help="the DB instance identifier")
@@ -71,7 +79,11 @@ def run_server(args: argparse.Namespace) -> int:
         ports={"MYSQL": args.mysql_port, "POSTGRESQL": args.postgres_port},
         metrics_listen=args.metrics_listen,
         log_level=args.log_level,
+        concurrent_executions=args.concurrent_executions,
     )
+    if settings.concurrent_executions < 1:
+        print("sluice: --concurrent-executions must be at least 1", file=sys.stderr)
+        return 2
     import uvloop
 
     try:

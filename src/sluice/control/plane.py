@@ -49,6 +49,9 @@ DEFAULT_LISTEN = ("127.0.0.1", 4510)
 DEFAULT_REGION = "us-east-1"
 DEFAULT_VPC_CIDR = "127.20.0.0/16"
 ENGINE_PORTS = {"MYSQL": 3306, "POSTGRESQL": 5432}
+# The account's concurrency: functions' environments alive at once, over all functions.
+# Lambda's default quota is 1000; here each one is a process of this machine.
+DEFAULT_CONCURRENT_EXECUTIONS = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +66,7 @@ class ServerSettings:
     ports: dict[str, int] = field(default_factory=lambda: dict(ENGINE_PORTS))
     metrics_listen: str = ""
     log_level: str = "info"
+    concurrent_executions: int = DEFAULT_CONCURRENT_EXECUTIONS
 
     @property
     def endpoint(self) -> str:
@@ -97,7 +101,8 @@ class ControlPlane:
         session = botocore.session.get_session()
         self.functions = FunctionRunner(
             RunnerSettings(root=data / "functions", region=self.region,
-                           endpoint_url=settings.local_endpoint, python=sys.executable),
+                           endpoint_url=settings.local_endpoint, python=sys.executable,
+                           max_environments=settings.concurrent_executions),
             RoleSessions(self),
         )  # fmt: skip
         self.lambda_ = Lambda(self, self.functions, PackageStore(data / "functions"))

@@ -38,8 +38,10 @@ def random_vpc_cidr() -> str:
 class SluiceServer(ChildProcess):
     """`sluice server` in a child process, on its own data directory."""
 
-    def __init__(self, data_dir: Path | None = None, vpc_cidr: str | None = None) -> None:
+    def __init__(self, data_dir: Path | None = None, vpc_cidr: str | None = None,
+                 options: tuple[str, ...] = ()) -> None:  # fmt: skip
         self._own_dir = data_dir is None  # a directory it made is removed when it stops
+        self.options = options  # more `sluice server` options
         self.data_dir = Path(data_dir or tempfile.mkdtemp(prefix="sluice-server-"))
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
@@ -69,7 +71,7 @@ class SluiceServer(ChildProcess):
     def start(self, timeout: float = 30.0) -> None:
         self._spawn([
             "server", "--data-dir", str(self.data_dir), "--listen", f"127.0.0.1:{self.port}",
-            "--vpc-cidr", self.vpc_cidr,
+            "--vpc-cidr", self.vpc_cidr, *self.options,
         ])  # fmt: skip
         self._wait_port("127.0.0.1", self.port, time.monotonic() + timeout)
 
@@ -162,6 +164,23 @@ def build_iam_proxy(
     login, a proxy role that may read it, security groups (the database's admits the proxy's,
     the proxy's admits `client_cidr`), a proxy with IAMAuth REQUIRED and RequireTLS, its target
     registered and AVAILABLE. Returns the proxy endpoint's address."""
+    return build_proxy(server, db, name, client_cidr).endpoint
+
+
+@dataclass(frozen=True)
+class BuiltProxy:
+    """What `build_proxy` made: the endpoint's address and the proxy's security group."""
+
+    endpoint: str
+    security_group: str
+
+
+def build_proxy(
+    server: SluiceServer, db: Database, name: str, client_cidr: str = "", iam_auth: bool = True
+) -> BuiltProxy:
+    """As `build_iam_proxy`; without `iam_auth`, clients log in with the secret's password
+    (IAMAuth DISABLED) and TLS is not required. An empty `client_cidr` admits no client yet
+    (a rule for theirs is added to `security_group`)."""
     ec2, rds = server.client("ec2"), server.client("rds")
     family = "POSTGRESQL" if db.engine == "postgres" else "MYSQL"
     vpc = ec2.describe_vpcs()["Vpcs"][0]["VpcId"]
@@ -169,9 +188,10 @@ def build_iam_proxy(
     db_sg, proxy_sg = _groups(ec2, vpc, name, db, client_cidr)
     _adopt(server, db, f"{name}-db", db_sg)
     secret, role = _secret_and_role(server, db, name)
-    auth = [{"AuthScheme": "SECRETS", "SecretArn": secret, "IAMAuth": "REQUIRED"}]
+    iam = "REQUIRED" if iam_auth else "DISABLED"
+    auth = [{"AuthScheme": "SECRETS", "SecretArn": secret, "IAMAuth": iam}]
     rds.create_db_proxy(
-        DBProxyName=name, EngineFamily=family, RoleArn=role, RequireTLS=True, Auth=auth,
+        DBProxyName=name, EngineFamily=family, RoleArn=role, RequireTLS=iam_auth, Auth=auth,
         VpcSubnetIds=subnets, VpcSecurityGroupIds=[proxy_sg],
     )  # fmt: skip
 
@@ -185,7 +205,7 @@ def build_iam_proxy(
     _wait(server, "proxy status available", lambda: proxy()["Status"] == "available")
     rds.register_db_proxy_targets(DBProxyName=name, DBInstanceIdentifiers=[f"{name}-db"])
     _wait(server, "target health AVAILABLE", lambda: target_state() == "AVAILABLE")
-    return str(proxy()["Endpoint"])
+    return BuiltProxy(str(proxy()["Endpoint"]), proxy_sg)
 
 
 def _groups(ec2: Any, vpc: str, name: str, db: Database, client_cidr: str) -> tuple[str, str]:
@@ -196,8 +216,9 @@ def _groups(ec2: Any, vpc: str, name: str, db: Database, client_cidr: str) -> tu
         for part in ("db", "proxy")
     ]
     db_sg, proxy_sg = (str(m["GroupId"]) for m in made)
-    clients = _tcp(port, IpRanges=[{"CidrIp": client_cidr}])
-    ec2.authorize_security_group_ingress(GroupId=proxy_sg, IpPermissions=[clients])
+    if client_cidr:
+        clients = _tcp(port, IpRanges=[{"CidrIp": client_cidr}])
+        ec2.authorize_security_group_ingress(GroupId=proxy_sg, IpPermissions=[clients])
     proxies = _tcp(db.port, UserIdGroupPairs=[{"GroupId": proxy_sg}])
     ec2.authorize_security_group_ingress(GroupId=db_sg, IpPermissions=[proxies])
     return db_sg, proxy_sg

@@ -24,7 +24,6 @@ exit status 70, before the runtime starts.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import json
 import os
 import sys
@@ -42,7 +41,9 @@ MS_PRIVATE = 0x40000
 KEPT_FLAGS = 0x2 | 0x4 | 0x8 | 0x400 | 0x800 | 0x1000  # nosuid nodev noexec noatime ...
 FAILED = 70
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+# The C library this interpreter is linked with, by its own symbols: `ctypes.util.find_library`
+# would run `ldconfig -p` in a subprocess, a third of an environment's start.
+_libc = ctypes.CDLL(None, use_errno=True)
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
                         ctypes.c_void_p]  # fmt: skip
 _libc.unshare.argtypes = [ctypes.c_int]

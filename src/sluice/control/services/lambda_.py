@@ -50,7 +50,13 @@ from sluice.control.services.lambda_records import (
     function_out,
 )
 from sluice.functions.environment import log_tail
-from sluice.functions.package import Package, PackageError, PackageStore
+from sluice.functions.package import (
+    MAX_UNZIPPED,
+    MAX_ZIPPED,
+    Package,
+    PackageError,
+    PackageStore,
+)
 from sluice.functions.runner import Runner
 from sluice.functions.spec import (
     CredentialsUnavailable,
@@ -220,6 +226,22 @@ class Lambda(LayerService):
                           f"of [0]; this server runs at most {limit} environments.")  # fmt: skip
         self.store.put(FUNCTION, rec.name, rec.but(reserved_concurrency=count).to_doc())
         return {"ReservedConcurrentExecutions": count}
+
+    def GetAccountSettings(self, call: Call, params: Params) -> Output:
+        """The account's limits as this server keeps them (ConcurrentExecutions: how many
+        environments may run at once, `sluice server --concurrent-executions`)."""
+        records = self._records()
+        limit = self.runner.settings.max_environments
+        reserved = sum(r.reserved_concurrency or 0 for r in records)
+        code = sum(r.code_size for r in records) + self.layers_code_size()
+        return {
+            "AccountLimit": {
+                "TotalCodeSize": 80 * 1024**3, "CodeSizeUnzipped": MAX_UNZIPPED,
+                "CodeSizeZipped": MAX_ZIPPED, "ConcurrentExecutions": limit,
+                "UnreservedConcurrentExecutions": max(0, limit - reserved),
+            },
+            "AccountUsage": {"TotalCodeSize": code, "FunctionCount": len(records)},
+        }  # fmt: skip
 
     def GetFunctionConcurrency(self, call: Call, params: Params) -> Output:
         rec = self.function(params["FunctionName"], None)

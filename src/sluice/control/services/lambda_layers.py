@@ -105,6 +105,11 @@ class LayerService:
             sizes[arn] = rec.code_size if rec is not None else 0
         return sizes
 
+    def layers_code_size(self) -> int:
+        """The zips of every kept layer version, in bytes."""
+        return sum(LayerVersionRecord.from_doc(doc).code_size
+                   for doc in self.store.all(LAYER_VERSION))  # fmt: skip
+
     def layer_paths(self, arns: tuple[str, ...]) -> tuple[Path, ...]:
         """The layers' unpacked directories, in the function's order (unpacked if need be)."""
         paths: list[Path] = []
