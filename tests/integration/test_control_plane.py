@@ -252,45 +252,81 @@ def test_recipe_builds_a_mysql_proxy_that_a_token_client_uses(mysql_env: Env) ->
     assert who.startswith(f"{DB_USER}@")
 
 
-# The recipe's function: it makes an auth token with its role's credentials and connects to
-# the proxy with TLS. It binds nothing: its VpcConfig puts it in its security group, which the
-# proxy's step-8 rule admits.
+# The recipe's function, as its authors wrote it: it reads DB_HOST and AWS_REGION, makes an
+# auth token with its role's credentials and connects to the proxy with TLS, trusting the CA
+# its layer brings (the layer also brings PyMySQL). It binds nothing: its VpcConfig puts it in
+# its security group, which the proxy's step-8 rule admits.
 RECIPE_FUNCTION = """
 import os
+
 import boto3
 import pymysql
 
-def handler(event, context):
+
+def lambda_handler(event, context):
     host = os.environ["DB_HOST"]
-    rds = boto3.session.Session().client("rds", region_name=os.environ["AWS_REGION"])
-    token = rds.generate_db_auth_token(host, 3306, "admin")
-    conn = pymysql.connect(host=host, user="admin", passwd=token, database="appdb",
-                           ssl={"ca": os.environ["CA_FILE"]})
-    with conn.cursor() as cur:
-        cur.execute("SELECT CURRENT_USER()")
-        (user,) = cur.fetchone()
-    conn.close()
-    return {"user": user, "host": host}
+    region = os.environ["AWS_REGION"]
+    client = boto3.session.Session().client("rds", region_name=region)
+    token = client.generate_db_auth_token(host, 3306, "admin")
+    connection = pymysql.connect(host=host, user="admin", passwd=token, port=3306,
+                                 ssl={"ca": "/opt/python/sluice-ca.pem"})
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT CURRENT_USER()")
+        (user,) = cursor.fetchone()
+    connection.close()
+    return f"Connected to {host} through the proxy as {user}"
 """
 RECIPE_FUNCTION_NAME = "DBAppFunction"
+STEP_9 = "\n# 9\n"  # recipe.sh goes on to step 9 and the check when a function is named
 
 
-def _deploy(env: Env, tmp: Path, name: str, *vpc: str, source: str = RECIPE_FUNCTION) -> None:
-    """The function made as its chapter makes it, then the recipe's step 9."""
+def _layer(env: Env, tmp: Path, packages: tuple[str, ...]) -> str:
+    """The function's layer, published with the CLI: the installed `packages` (top-level
+    modules, as `pip install --target python` lays them out) and the proxy's CA, under
+    python/."""
+    path = tmp / "layer.zip"
+    site = Path(pymysql.__file__).parent.parent
+    with zipfile.ZipFile(path, "w") as archive:
+        for name in packages:
+            top = site / name if (site / name).is_dir() else site / f"{name}.py"
+            for file in sorted([top, *top.rglob("*")] if top.is_dir() else [top]):
+                if file.is_file() and "__pycache__" not in file.parts:
+                    archive.write(file, f"python/{file.relative_to(site)}")
+        archive.write(env.ca_file, "python/sluice-ca.pem")
+    arn: str = env.server.aws("lambda", "publish-layer-version", "--layer-name", "drivers-ca",
+                              "--zip-file", f"fileb://{path}", "--compatible-runtimes",
+                              "python3.11", "--query", "LayerVersionArn", "--output", "text")
+    return arn  # fmt: skip
+
+
+def _create(env: Env, tmp: Path, name: str, *vpc: str, source: str = RECIPE_FUNCTION,
+            packages: tuple[str, ...] = ("pymysql",)) -> None:  # fmt: skip
+    """The function made as its chapter makes it: DB_HOST still names the database itself."""
     code = tmp / "function.zip"
     with zipfile.ZipFile(code, "w") as archive:
-        archive.writestr("app.py", source)
+        archive.writestr("lambda_function.py", source)
     aws = env.server.aws
     role = f"arn:aws:iam::{env.vars['AWS_ACCOUNT_ID']}:role/{env.vars['DB_APP_FUNCTION_ROLE_NAME']}"
     aws("lambda", "create-function", "--function-name", name, "--runtime", "python3.11",
-        "--handler", "app.handler", "--role", role, "--zip-file", f"fileb://{code}",
-        "--timeout", "30", "--memory-size", "256", *vpc)  # fmt: skip
+        "--handler", "lambda_function.lambda_handler", "--role", role,
+        "--zip-file", f"fileb://{code}", "--layers", _layer(env, tmp, packages), "--timeout", "30",
+        "--environment", f"Variables={{DB_HOST={env.db.host}}}", *vpc)  # fmt: skip
     aws("lambda", "wait", "function-active", "--function-name", name)
-    # Step 9, with the CA's path beside DB_HOST (the recipe's function finds it in its layer).
-    variables = f"DB_HOST={env.endpoint},CA_FILE={env.ca_file}"
-    aws("lambda", "update-function-configuration", "--function-name", name,
-        "--environment", f"Variables={{{variables}}}")  # fmt: skip
-    aws("lambda", "wait", "function-updated", "--function-name", name)
+
+
+def _steps_9_and_check(env: Env, tmp: Path, name: str) -> tuple[str, str]:
+    """Step 9 and `aws lambda invoke ... response.json && cat response.json`, as the recipe
+    runs them: (what the commands printed, response.json)."""
+    variables = {"DB_APP_FUNCTION_NAME": name, "RDS_PROXY_ENDPOINT": env.endpoint,
+                 "ENDPOINT_URL": env.server.endpoint}  # fmt: skip
+    steps = "set -euo pipefail\n" + RECIPE.read_text().split(STEP_9, 1)[1]
+    proc = subprocess.run(
+        ["bash", "-c", steps], cwd=tmp, capture_output=True, text=True, timeout=120,
+        env={**env.server.env(), **variables,
+             "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout, (tmp / "response.json").read_text()
 
 
 def _invoke(env: Env, tmp: Path, name: str) -> tuple[dict[str, Any], Any]:
@@ -305,23 +341,71 @@ def recipe_function(mysql_env: Env, tmp_path_factory: pytest.TempPathFactory) ->
     subnets = ",".join(mysql_env.vars["ISTOLATED_SUBNETS"].split())
     vpc = f"SubnetIds={subnets},SecurityGroupIds={mysql_env.vars['DB_APP_FUNCTION_SG_ID']}"
     _wait_target_available(mysql_env)
-    _deploy(mysql_env, tmp_path_factory.mktemp("fn"), RECIPE_FUNCTION_NAME, "--vpc-config", vpc)
+    _create(mysql_env, tmp_path_factory.mktemp("fn"), RECIPE_FUNCTION_NAME, "--vpc-config", vpc)
     return RECIPE_FUNCTION_NAME
 
 
 def test_recipe_function_answers_through_the_proxy(
     mysql_env: Env, recipe_function: str, tmp_path: Path
 ) -> None:
-    meta, answer = _invoke(mysql_env, tmp_path, recipe_function)
+    printed, response = _steps_9_and_check(mysql_env, tmp_path, recipe_function)
+    expected = f"Connected to {mysql_env.endpoint} through the proxy as {DB_USER}@"
+    assert str(json.loads(response)).startswith(expected), response
+    assert printed.rstrip().endswith(response.strip())  # `cat response.json`
+    assert '"FunctionError"' not in printed
+    config = mysql_env.server.client("lambda").get_function_configuration(
+        FunctionName=recipe_function)  # fmt: skip
+    assert config["Environment"]["Variables"] == {"DB_HOST": mysql_env.endpoint}
+
+
+def test_recipe_steps_8_9_and_check_with_boto3(mysql_env: Env, tmp_path: Path) -> None:
+    """The same three steps as boto3 calls, for a second function in a group of its own."""
+    env = mysql_env
+    ec2, lam = env.server.client("ec2"), env.server.client("lambda")
+    group = ec2.create_security_group(GroupName="boto-function-sg", Description="function",
+                                      VpcId=env.vars["VPC_ID"])["GroupId"]  # fmt: skip
+    vpc = f"SubnetIds={env.vars['ISTOLATED_SUBNETS'].split()[0]},SecurityGroupIds={group}"
+    _wait_target_available(env)
+    _create(env, tmp_path, "DBAppFunctionBoto3", "--vpc-config", vpc)
+    ec2.authorize_security_group_ingress(  # 8
+        GroupId=env.vars["RDS_PROXY_SG_ID"], IpPermissions=[{
+            "IpProtocol": "tcp", "FromPort": 3306, "ToPort": 3306,
+            "UserIdGroupPairs": [{"GroupId": group}]}])  # fmt: skip
+    lam.update_function_configuration(  # 9
+        FunctionName="DBAppFunctionBoto3", Environment={"Variables": {"DB_HOST": env.endpoint}})
+    out = lam.invoke(FunctionName="DBAppFunctionBoto3")  # check
+    answer = json.loads(out["Payload"].read())
+    assert "FunctionError" not in out, answer
+    assert answer.startswith(f"Connected to {env.endpoint} through the proxy as {DB_USER}@")
+    lam.delete_function(FunctionName="DBAppFunctionBoto3")
+
+
+def test_detaching_step_3s_policy_refuses_the_function(
+    mysql_env: Env, recipe_function: str, tmp_path: Path
+) -> None:
+    env, aws = mysql_env, mysql_env.server.aws
+    _steps_9_and_check(env, tmp_path, recipe_function)
+    policy = ("--role-name", env.vars["DB_APP_FUNCTION_ROLE_NAME"], "--policy-arn",
+              f"arn:aws:iam::{env.vars['AWS_ACCOUNT_ID']}:policy/AWSCookbook403RdsIamPolicy")
+    aws("iam", "detach-role-policy", *policy)  # fmt: skip
+    try:
+        meta, error = _invoke(env, tmp_path, recipe_function)
+    finally:
+        aws("iam", "attach-role-policy", *policy)
+    assert meta["FunctionError"] == "Unhandled"
+    assert error["errorType"] == "OperationalError"
+    # the proxy's own refusal, as MySQL words it, reaches the caller unchanged
+    assert error["errorMessage"].startswith(f"(1045, \"Access denied for user '{DB_USER}'@")
+    assert any("lambda_handler" in frame for frame in error["stackTrace"])
+    meta, answer = _invoke(env, tmp_path, recipe_function)  # attached again: admitted
     assert "FunctionError" not in meta, answer
-    assert answer["user"].startswith(f"{DB_USER}@")
-    assert answer["host"] == mysql_env.endpoint
 
 
 def test_revoking_step_8_shuts_the_function_out(
     mysql_env: Env, recipe_function: str, tmp_path: Path
 ) -> None:
     env, aws = mysql_env, mysql_env.server.aws
+    _steps_9_and_check(env, tmp_path, recipe_function)
     step_8 = ("--protocol", "tcp", "--port", "3306", "--source-group",
               env.vars["DB_APP_FUNCTION_SG_ID"], "--group-id", env.vars["RDS_PROXY_SG_ID"])
     aws("ec2", "revoke-security-group-ingress", *step_8)
@@ -338,7 +422,8 @@ def test_revoking_step_8_shuts_the_function_out(
 
 def test_a_function_without_vpc_config_is_refused(mysql_env: Env, tmp_path: Path) -> None:
     _wait_target_available(mysql_env)
-    _deploy(mysql_env, tmp_path, "DBAppFunctionNoVpc")
+    _create(mysql_env, tmp_path, "DBAppFunctionNoVpc")
+    _steps_9_and_check(mysql_env, tmp_path, "DBAppFunctionNoVpc")
     meta, error = _invoke(mysql_env, tmp_path, "DBAppFunctionNoVpc")
     assert meta["FunctionError"] == "Unhandled"
     assert "1130" in error["errorMessage"] and "outside" in error["errorMessage"]
@@ -496,12 +581,12 @@ import socket
 import boto3
 import psycopg
 
-def handler(event, context):
+def lambda_handler(event, context):
     host = os.environ["DB_HOST"]
     rds = boto3.session.Session().client("rds", region_name=os.environ["AWS_REGION"])
     token = rds.generate_db_auth_token(host, 5432, "admin")
     with psycopg.connect(host=host, port=5432, user="admin", password=token, dbname="appdb",
-                         sslmode="verify-full", sslrootcert=os.environ["CA_FILE"]) as conn:
+                         sslmode="verify-full", sslrootcert="/opt/python/sluice-ca.pem") as conn:
         (user,) = conn.execute("SELECT current_user").fetchone()
         with socket.fromfd(conn.fileno(), socket.AF_INET, socket.SOCK_STREAM) as sock:
             source = sock.getsockname()[0]
@@ -509,12 +594,18 @@ def handler(event, context):
 """
 
 
+# psycopg with its compiled libpq, as `pip install --target python "psycopg[binary]"` lays it out
+PSYCOPG = ("psycopg", "psycopg_binary", "psycopg_binary.libs", "typing_extensions")
+
+
 def test_a_psycopg_function_in_the_vpc_is_admitted_by_step_8(pg_env: Env, tmp_path: Path) -> None:
     env, aws = pg_env, pg_env.server.aws
     _wait_target_available(env)
     subnets = ",".join(env.vars["ISTOLATED_SUBNETS"].split())
     vpc = f"SubnetIds={subnets},SecurityGroupIds={env.vars['DB_APP_FUNCTION_SG_ID']}"
-    _deploy(env, tmp_path, "PgAppFunction", "--vpc-config", vpc, source=PG_FUNCTION)
+    _create(env, tmp_path, "PgAppFunction", "--vpc-config", vpc, source=PG_FUNCTION,
+            packages=PSYCOPG)
+    _steps_9_and_check(env, tmp_path, "PgAppFunction")
     interface = aws("ec2", "describe-network-interfaces", "--filters",
                     "Name=interface-type,Values=lambda", "--query",
                     "NetworkInterfaces[0].PrivateIpAddress", "--output", "text")  # fmt: skip
@@ -539,7 +630,8 @@ def test_a_psycopg_function_without_vpc_config_is_refused_by_any_rule(
 ) -> None:
     env, aws = pg_env, pg_env.server.aws
     _wait_target_available(env)
-    _deploy(env, tmp_path, "PgAppFunctionNoVpc", source=PG_FUNCTION)
+    _create(env, tmp_path, "PgAppFunctionNoVpc", source=PG_FUNCTION, packages=PSYCOPG)
+    _steps_9_and_check(env, tmp_path, "PgAppFunctionNoVpc")
     everyone = ("--group-id", env.vars["RDS_PROXY_SG_ID"], "--protocol", "tcp", "--port", "5432",
                 "--cidr", "0.0.0.0/0")  # fmt: skip
     aws("ec2", "authorize-security-group-ingress", *everyone)

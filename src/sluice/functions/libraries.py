@@ -56,4 +56,6 @@ def location(name: str) -> Path | None:
     if spec is None or spec.origin is None:
         return None
     origin = Path(spec.origin).resolve()
-    return origin.parent if spec.submodule_search_locations is not None else origin
+    # by the file's name: a module already imported may report a package's search locations
+    # (six lends itself `six.moves`)
+    return origin.parent if origin.stem == "__init__" else origin

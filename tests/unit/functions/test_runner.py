@@ -240,7 +240,8 @@ IMPORTS = """
 import importlib.util, os, sys
 def handler(event, context):
     import boto3
-    boto3.session.Session().client("sts", region_name="us-east-1")
+    boto3.session.Session().client("rds", region_name="us-east-1").generate_db_auth_token(
+        "127.0.0.1", 3306, "admin")
     found = {n: importlib.util.find_spec(n) is not None for n in event["names"]}
     return {"found": found, "site": "site" in sys.modules, "path": sys.path,
             "stdlib": os.path.dirname(os.__file__)}
@@ -250,7 +251,8 @@ def handler(event, context):
 def test_only_lambdas_own_libraries_are_importable(tmp_path: Path) -> None:
     # The server's Python has PyMySQL, cryptography and Sluice; Lambda's runtime has boto3
     # and what it needs, nothing more (PyMySQL with cryptography doubles an environment's size).
-    names = ["boto3", "botocore", "dateutil", "pymysql", "cryptography", "sluice", "psycopg"]
+    names = ["boto3", "botocore", "dateutil", "six", "pymysql", "cryptography", "sluice",
+             "psycopg"]  # fmt: skip
 
     async def scenario() -> dict[str, object]:
         run = runner(tmp_path)
@@ -264,7 +266,7 @@ def test_only_lambdas_own_libraries_are_importable(tmp_path: Path) -> None:
         return result
 
     result = asyncio.run(scenario())
-    assert result["found"] == {"boto3": True, "botocore": True, "dateutil": True,
+    assert result["found"] == {"boto3": True, "botocore": True, "dateutil": True, "six": True,
                                "pymysql": False, "cryptography": False, "sluice": False,
                                "psycopg": False}  # fmt: skip
     assert result["site"] is False
