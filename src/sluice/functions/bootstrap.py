@@ -40,6 +40,7 @@ import struct
 import sys
 import time
 import traceback
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -96,9 +97,12 @@ def write_frame(sock: socket.socket, message: dict[str, Any]) -> None:
     sock.sendall(_HEADER.pack(len(body)) + body)
 
 
-def error_document(exc: BaseException, error_type: str | None = None) -> dict[str, Any]:
-    """An exception as Lambda's Python runtime reports it."""
-    frames = traceback.extract_tb(exc.__traceback__)
+def error_document(
+    exc: BaseException, error_type: str | None = None, own_frames: int = 0
+) -> dict[str, Any]:
+    """An exception as Lambda's Python runtime reports it: its stack trace starts where the
+    function's code does, without the first `own_frames` (this runtime's)."""
+    frames = traceback.extract_tb(exc.__traceback__)[own_frames:]
     return {
         "errorMessage": str(exc),
         "errorType": error_type or type(exc).__name__,
@@ -146,7 +150,7 @@ def invoke(handler: Callable[..., Any], message: dict[str, Any]) -> dict[str, An
         event = json.loads(message["event"])
         result = handler(event, context)
     except Exception as exc:
-        doc = error_document(exc)
+        doc = error_document(exc, own_frames=1)  # this function's frame
         _log_error(doc)
         return {"ok": False, "error": doc}
     try:
@@ -259,6 +263,9 @@ def main(fd: int) -> int:
     libraries = os.environ.get("SLUICE_LIBRARIES", "")
     # never this script's own directory; the standard library stays after these
     sys.path[:1] = [task_root, *layers, *([libraries] if libraries else [])]
+    # This script is __main__, where Python shows DeprecationWarnings by default; a library's
+    # warning that names its caller would name this runtime's frame, which Lambda's is not.
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module="__main__")
     started = time.monotonic()
     handler, init_error = load_handler(os.environ.get("_HANDLER", ""))
     if init_error is not None:

@@ -274,3 +274,32 @@ def test_only_lambdas_own_libraries_are_importable(tmp_path: Path) -> None:
     assert isinstance(path, list)
     assert path[0].startswith(str(tmp_path / "unpacked"))  # the task root first
     assert path.index(str(tmp_path / "libraries")) < path.index(result["stdlib"])
+
+
+WARNS = """
+import warnings
+def deprecated():
+    warnings.warn("old", DeprecationWarning, stacklevel=3)  # names the handler's caller
+def handler(event, context):
+    deprecated()
+    warnings.warn("mine", UserWarning)
+    return 1
+"""
+
+
+def test_library_warnings_about_the_runtime_are_not_shown(tmp_path: Path) -> None:
+    # Lambda's runtime calls the handler from a module that is not __main__: a library's
+    # DeprecationWarning naming that caller stays hidden there; the function's own show.
+    async def scenario() -> str:
+        run = runner(tmp_path)
+        store = PackageStore(tmp_path)
+        package = store.add(make_zip({"app.py": WARNS}))
+        fn = spec(tmp_path, task_root=store.unpacked(package.hex_digest))
+        outcome = await run.invoke(fn, "rid-1", b"{}")
+        await run.stop()
+        assert outcome.error is None, outcome.payload
+        return outcome.log
+
+    log = asyncio.run(scenario())
+    assert "UserWarning: mine" in log
+    assert "DeprecationWarning" not in log
