@@ -31,6 +31,7 @@ from pathlib import Path
 
 from sluice.functions.bootstrap import MARKER, PYTHON_BINDING
 from sluice.functions.cgroups import EnvironmentCgroup
+from sluice.functions.process import RuntimeProcess, spawn
 from sluice.functions.sandbox import BOOTSTRAP, OPT, Sandbox
 from sluice.functions.spec import (
     FunctionSpec,
@@ -135,7 +136,7 @@ class Environment:
         self.idle_since = time.monotonic()
         self.credentials_expire = 0.0
         self.init_ms = 0.0
-        self._proc: asyncio.subprocess.Process | None = None
+        self._proc: RuntimeProcess | None = None
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._output: list[LogLine] = []
@@ -165,8 +166,9 @@ class Environment:
             variables["LD_PRELOAD"] = preload_variable(self.sandbox.preload, variables)
         self.credentials_expire = creds.expiration
         if self.sandbox.cgroups is not None:
-            try:
-                self.cgroup = self.sandbox.cgroups.create(self.stream_id, self.spec.memory_mb)
+            try:  # in a thread: making a cgroup takes the kernel milliseconds
+                self.cgroup = await asyncio.to_thread(self.sandbox.cgroups.create,
+                                                      self.stream_id, self.spec.memory_mb)
             except OSError as exc:
                 log.warning("function %s: no memory cgroup for a new environment (%s); its "
                             "watchdog enforces MemorySize", self.spec.name, exc)  # fmt: skip
@@ -175,12 +177,8 @@ class Environment:
         runtime = [self.settings.python, "-S", str(BOOTSTRAP), str(child.fileno())]
         spawned = time.monotonic()
         try:
-            self._proc = await asyncio.create_subprocess_exec(
-                *self.sandbox.command(runtime, layers, self.cgroup),
-                cwd=self.spec.task_root, env=variables, pass_fds=(child.fileno(),),
-                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT, start_new_session=True,
-            )  # fmt: skip
+            self._proc = await spawn(self.sandbox.command(runtime, layers, self.cgroup),
+                                     self.spec.task_root, variables, child.fileno())
         except OSError:
             await self._remove_cgroup()
             raise
@@ -327,8 +325,8 @@ class Environment:
                 self._out_of_memory = True
                 log.info("function %s: environment %d exceeded %d MB", self.spec.name,
                          self.pid, self.spec.memory_mb)  # fmt: skip
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.pid, signal.SIGKILL)
+                if self._proc is not None:
+                    self._proc.kill_group()
                 return
 
     def _send(self, message: dict[str, object]) -> None:
@@ -358,9 +356,9 @@ class Environment:
 
     async def _read_output(self) -> None:
         """Collect the process's output, line by line, until it closes it."""
-        assert self._proc is not None and self._proc.stdout is not None
+        assert self._proc is not None
         pending = b""
-        while chunk := await self._proc.stdout.read(_CHUNK):
+        while chunk := await self._proc.output.read(_CHUNK):
             *lines, pending = (pending + chunk).split(b"\n")
             for line in lines:
                 self._line(line)
@@ -382,9 +380,7 @@ class Environment:
     async def _exit_status(self) -> str:
         if self._proc is None:
             return "exit status 1"
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._proc.wait(), 1.0)
-        code = self._proc.returncode
+        code = await self._proc.wait(1.0)
         if code is not None and code < 0:
             return f"signal: {(signal.strsignal(-code) or str(-code)).lower()}"
         return f"exit status {code}"
@@ -393,8 +389,7 @@ class Environment:
         """Stop the process (killed: an environment is never asked twice)."""
         if self._proc is not None and self._proc.returncode is None:
             log.info("function %s: environment %d stopped: %s", self.spec.name, self.pid, reason)
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self._proc.pid, signal.SIGKILL)
+            self._proc.kill_group()
             await self._proc.wait()
         await self._remove_cgroup()
         if self._writer is not None:

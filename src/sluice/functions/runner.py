@@ -16,6 +16,9 @@ Rules, as Lambda keeps them:
 8. What the host allows environments (their own /opt, a memory cgroup, an unprivileged uid) is
    found once, when the first environment starts (`sandbox.probe`); so is the directory of
    Lambda's own libraries they may import (`libraries.provide`).
+9. At most four environments per CPU are starting at any moment; a burst of cold starts
+   queues for a turn instead of sharing the CPUs so thinly that every init phase (10 s at
+   most, as on Lambda) runs out of time. Init Duration counts from the process's start.
 Every stop says why in the log.
 """
 
@@ -24,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -43,6 +47,7 @@ from sluice.functions.spec import (
 log = logging.getLogger("sluice.functions")
 
 _REAP_INTERVAL = 5.0
+STARTS_AT_ONCE = 4 * (os.cpu_count() or 1)
 
 
 @dataclass(slots=True)
@@ -68,6 +73,7 @@ class Runner:
         self.logs = LogArchive(settings.root / "logs")
         self._sandbox = sandbox  # None: probed when the first environment starts
         self._probing = asyncio.Lock()
+        self._starting = asyncio.Semaphore(STARTS_AT_ONCE)
 
     @property
     def running(self) -> int:
@@ -113,7 +119,8 @@ class Runner:
         env = Environment(spec, self.settings, await self.sandbox())
         self._all.add(env)
         try:
-            await env.start(creds)
+            async with self._starting:
+                await env.start(creds)
         finally:
             if not env.alive:
                 self._all.discard(env)
