@@ -37,8 +37,8 @@ import pymysql
 import pytest
 from botocore.config import Config
 
+from sluice.dbserver.mariadb import MariaDbCluster
 from sluice.devtools.controlplane import Database, SluiceServer, build_proxy
-from sluice.devtools.mariadbcluster import MariaDbCluster
 
 WAVE = 200
 CONCURRENCY = 250

@@ -12,6 +12,7 @@ import asyncio
 import io
 import json
 import logging
+import shutil
 import socket
 import sys
 import threading
@@ -145,6 +146,20 @@ class Listener:
         self._thread.join(5)
 
 
+def _psycopg_layer(root: Path) -> Path:
+    """A layer holding psycopg and its compiled libpq, as `pip install --target python
+    "psycopg[binary]"` lays it out (environments import nothing else of this Python's)."""
+    import psycopg
+
+    site, layer = Path(psycopg.__file__).parent.parent, root / "psycopg-layer"
+    if not layer.is_dir():
+        for name in ("psycopg", "psycopg_binary", "psycopg_binary.libs"):
+            shutil.copytree(site / name, layer / "python" / name,
+                            ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+        shutil.copy2(site / "typing_extensions.py", layer / "python")
+    return layer
+
+
 def _spec(root: Path, source: str) -> FunctionSpec:
     store = PackageStore(root)
     buffer = io.BytesIO()
@@ -155,7 +170,7 @@ def _spec(root: Path, source: str) -> FunctionSpec:
         name="fn", arn="arn:aws:lambda:us-east-1:123456789012:function:fn", handler="app.handler",
         runtime="python3.11", role_arn="arn:aws:iam::123456789012:role/r", timeout=10.0,
         memory_mb=256, revision="r1", task_root=store.unpacked(package.hex_digest),
-        source_address=source,
+        layer_paths=(_psycopg_layer(root),), source_address=source,
     )  # fmt: skip
 
 
