@@ -2,7 +2,7 @@
 the RDS API of `sluice server`, with the aws CLI and boto3.
 
 Every boto3 response is also checked against botocore's output shape of its
-operation (ParamValidator: members, types, enums), as the service unit tests do.
+operation (`model_check`: members, types, enums), as the service unit tests do.
 An instance listens on its own address in its subnet at the engine's standard
 port, so each test keeps to one instance. Its security groups are enforced at
 that address: a client no rule admits is refused in the engine's own words.
@@ -18,7 +18,6 @@ import shutil
 import signal
 import stat
 from collections.abc import Iterator
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +25,9 @@ import botocore.exceptions
 import psycopg
 import pymysql
 import pytest
-from botocore.validate import ParamValidator
 
 from helpers import wait_for
+from model_check import checked
 from sluice.dbserver.mariadb import server_version as mariadb_version
 from sluice.dbserver.postgres import server_version as postgres_version
 from sluice.devtools.controlplane import SluiceServer
@@ -44,32 +43,6 @@ def server() -> Iterator[SluiceServer]:
         yield srv
         print(f"---- sluice server log ----\n{srv.log_tail(120)}")
     shutil.rmtree(srv.data_dir, ignore_errors=True)  # instances' data included
-
-
-def checked(client: Any, operation: str, **params: Any) -> dict[str, Any]:
-    """Call `operation` with boto3; its response must fit botocore's output shape."""
-    method = next(m for m, op in client.meta.method_to_api_mapping.items() if op == operation)
-    response: dict[str, Any] = getattr(client, method)(**params)
-    response.pop("ResponseMetadata", None)
-    shape = client.meta.service_model.operation_model(operation).output_shape
-    if shape is not None:
-        report = ParamValidator().validate(response, shape)
-        assert not report.has_errors(), report.generate_report()
-        _check_values(response, shape, operation)
-    return response
-
-
-def _check_values(value: Any, shape: Any, where: str) -> None:
-    if shape.type_name == "structure":
-        for name, member in value.items():
-            _check_values(member, shape.members[name], f"{where}.{name}")
-    elif shape.type_name == "list":
-        for item in value:
-            _check_values(item, shape.member, where)
-    elif shape.type_name == "timestamp":
-        assert isinstance(value, datetime), where
-    elif shape.type_name == "string" and shape.enum:
-        assert value in shape.enum, f"{where}: {value!r}"
 
 
 def _statuses_until(rds: Any, name: str, final: str, timeout: float = 90) -> list[str]:
