@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from model_check import checked, cli_checked
 from sluice.devtools.controlplane import AwsCliError, SluiceServer
 
 APP = """
@@ -584,3 +585,131 @@ def test_large_bodies_only_from_known_callers(server: SluiceServer, role: str) -
     )
     assert made["CodeSize"] > 3 << 20
     lam.delete_function(FunctionName="big-package")
+
+
+def test_every_answer_fits_the_model(server: SluiceServer, role: str, code: Path,
+                                     tmp_path: Path) -> None:  # fmt: skip
+    """Each Lambda and CloudWatch Logs operation the server answers, called with boto3 and
+    with the aws CLI, answers what botocore's output shape allows (members, types, enums)."""
+    lam, logs = server.client("lambda"), server.client("logs")
+
+    def cli(service: str, operation: str, *args: str) -> Any:
+        return cli_checked(server.aws, service, operation, *args)
+
+    layer = make_zip({"python/shared.py": "WHERE = 'layer'\n"})
+    published = checked(lam, "PublishLayerVersion", LayerName="checked-layer",
+                        Content={"ZipFile": layer}, CompatibleRuntimes=["python3.11"],
+                        Description="one module")  # fmt: skip
+    (tmp_path / "layer.zip").write_bytes(layer)
+    second = cli("lambda", "PublishLayerVersion", "--layer-name", "checked-layer",
+                 "--zip-file", f"fileb://{tmp_path / 'layer.zip'}")  # fmt: skip
+    assert (published["Version"], second["Version"]) == (1, 2)
+    arn = published["LayerVersionArn"]
+    assert checked(lam, "GetLayerVersion", LayerName="checked-layer", VersionNumber=1)[
+        "LayerVersionArn"] == arn  # fmt: skip
+    assert cli("lambda", "GetLayerVersion", "--layer-name", "checked-layer", "--version-number",
+               "1")["LayerVersionArn"] == arn  # fmt: skip
+    assert checked(lam, "GetLayerVersionByArn", Arn=arn)["Version"] == 1
+    assert cli("lambda", "GetLayerVersionByArn", "--arn", arn)["Version"] == 1
+    assert len(checked(lam, "ListLayerVersions", LayerName="checked-layer")["LayerVersions"]) == 2
+    listed = cli("lambda", "ListLayerVersions", "--layer-name", "checked-layer")
+    assert [v["Version"] for v in listed["LayerVersions"]] == [2, 1]
+
+    made = checked(lam, "CreateFunction", FunctionName="checked", Runtime="python3.11", Role=role,
+                   Handler="app.handler", Code={"ZipFile": code.read_bytes()}, Timeout=5,
+                   Layers=[arn], Environment={"Variables": {"DB_HOST": "127.0.0.1"}},
+                   Tags={"team": "db"})  # fmt: skip
+    assert made["State"] == "Pending"
+    lam.get_waiter("function_active_v2").wait(FunctionName="checked")
+    cli_made = cli("lambda", "CreateFunction", "--function-name", "checked-cli", "--runtime",
+                   "python3.12", "--handler", "app.handler", "--role", role, "--zip-file",
+                   f"fileb://{code}", "--layers", arn)  # fmt: skip
+    assert cli_made["Layers"] == made["Layers"]
+    server.aws("lambda", "wait", "function-active-v2", "--function-name", "checked-cli")
+    for name in ("checked", "checked-cli"):
+        assert checked(lam, "GetFunction", FunctionName=name)["Configuration"]["State"] == "Active"
+        assert cli("lambda", "GetFunction", "--function-name", name)["Code"] == {
+            "RepositoryType": "S3"}  # fmt: skip
+        checked(lam, "GetFunctionConfiguration", FunctionName=name)
+        cli("lambda", "GetFunctionConfiguration", "--function-name", name)
+    names = [f["FunctionName"] for f in checked(lam, "ListFunctions")["Functions"]]
+    assert {"checked", "checked-cli"} <= set(names)
+    paged = checked(lam, "ListFunctions", MaxItems=1)
+    assert len(paged["Functions"]) == 1 and "NextMarker" in paged
+    assert len(cli("lambda", "ListFunctions")["Functions"]) == len(names)
+
+    updated = checked(lam, "UpdateFunctionConfiguration", FunctionName="checked", MemorySize=256,
+                      Description="checked")  # fmt: skip
+    assert updated["LastUpdateStatus"] == "InProgress"
+    lam.get_waiter("function_updated_v2").wait(FunctionName="checked")
+    updated = cli("lambda", "UpdateFunctionConfiguration", "--function-name", "checked-cli",
+                  "--timeout", "7")  # fmt: skip
+    assert updated["Timeout"] == 7
+    server.aws("lambda", "wait", "function-updated-v2", "--function-name", "checked-cli")
+    checked(lam, "UpdateFunctionCode", FunctionName="checked", ZipFile=code.read_bytes())
+    lam.get_waiter("function_updated_v2").wait(FunctionName="checked")
+    cli("lambda", "UpdateFunctionCode", "--function-name", "checked-cli", "--zip-file",
+        f"fileb://{code}")  # fmt: skip
+    server.aws("lambda", "wait", "function-updated-v2", "--function-name", "checked-cli")
+
+    answer = checked(lam, "Invoke", FunctionName="checked", Payload=b'{"a": 1}', LogType="Tail")
+    assert json.loads(answer["Payload"].read())["event"] == {"a": 1}
+    failed = checked(lam, "Invoke", FunctionName="checked", Payload=b'{"action": "fail"}')
+    assert failed["FunctionError"] == "Unhandled"
+    assert checked(lam, "Invoke", FunctionName="checked", InvocationType="Event")[
+        "StatusCode"] == 202  # fmt: skip
+    assert checked(lam, "Invoke", FunctionName="checked", InvocationType="DryRun")[
+        "StatusCode"] == 204  # fmt: skip
+    out = tmp_path / "out.json"
+    for extra in ((), ("--log-type", "Tail"), ("--payload", '{"action": "fail"}'),
+                  ("--invocation-type", "Event"), ("--invocation-type", "DryRun")):  # fmt: skip
+        cli("lambda", "Invoke", "--function-name", "checked-cli", *extra, str(out))
+
+    assert checked(lam, "PutFunctionConcurrency", FunctionName="checked",
+                   ReservedConcurrentExecutions=2) == {"ReservedConcurrentExecutions": 2}
+    assert cli("lambda", "PutFunctionConcurrency", "--function-name", "checked-cli",
+               "--reserved-concurrent-executions", "3") == {"ReservedConcurrentExecutions": 3}
+    assert checked(lam, "GetFunctionConcurrency", FunctionName="checked") == {
+        "ReservedConcurrentExecutions": 2}  # fmt: skip
+    assert cli("lambda", "GetFunctionConcurrency", "--function-name", "checked-cli") == {
+        "ReservedConcurrentExecutions": 3}  # fmt: skip
+    settings = checked(lam, "GetAccountSettings")
+    assert settings["AccountLimit"]["UnreservedConcurrentExecutions"] <= (
+        settings["AccountLimit"]["ConcurrentExecutions"] - 5)
+    assert cli("lambda", "GetAccountSettings")["AccountUsage"]["FunctionCount"] >= 2
+    checked(lam, "DeleteFunctionConcurrency", FunctionName="checked")
+    cli("lambda", "DeleteFunctionConcurrency", "--function-name", "checked-cli")
+    assert checked(lam, "GetFunctionConcurrency", FunctionName="checked") == {}
+    assert not cli("lambda", "GetFunctionConcurrency", "--function-name", "checked-cli")
+
+    fn_arn, cli_arn = made["FunctionArn"], cli_made["FunctionArn"]
+    checked(lam, "TagResource", Resource=fn_arn, Tags={"stage": "test"})
+    cli("lambda", "TagResource", "--resource", cli_arn, "--tags", "stage=test,team=db")
+    assert checked(lam, "ListTags", Resource=fn_arn)["Tags"] == {"team": "db", "stage": "test"}
+    checked(lam, "UntagResource", Resource=fn_arn, TagKeys=["team"])
+    cli("lambda", "UntagResource", "--resource", cli_arn, "--tag-keys", "team")
+    assert cli("lambda", "ListTags", "--resource", cli_arn)["Tags"] == {"stage": "test"}
+    assert checked(lam, "ListTags", Resource=fn_arn)["Tags"] == {"stage": "test"}
+
+    group = "/aws/lambda/checked"
+    assert checked(logs, "DescribeLogGroups", logGroupNamePrefix=group)["logGroups"]
+    cli("logs", "DescribeLogGroups", "--log-group-name-prefix", "/aws/lambda/checked")
+    streams = checked(logs, "DescribeLogStreams", logGroupName=group, orderBy="LastEventTime",
+                      descending=True)["logStreams"]  # fmt: skip
+    cli("logs", "DescribeLogStreams", "--log-group-name", group, "--log-stream-name-prefix",
+        streams[0]["logStreamName"][:10])  # fmt: skip
+    stream = streams[0]["logStreamName"]
+    events = checked(logs, "GetLogEvents", logGroupName=group, logStreamName=stream,
+                     startFromHead=True)["events"]  # fmt: skip
+    assert events[0]["message"].startswith("START RequestId: ")
+    cli("logs", "GetLogEvents", "--log-group-name", group, "--log-stream-name", stream,
+        "--limit", "2")  # fmt: skip
+    found = checked(logs, "FilterLogEvents", logGroupName=group, filterPattern="REPORT")
+    assert all(e["message"].startswith("REPORT RequestId: ") for e in found["events"])
+    cli("logs", "FilterLogEvents", "--log-group-name", group, "--filter-pattern", "ERROR")
+
+    checked(lam, "DeleteFunction", FunctionName="checked")
+    cli("lambda", "DeleteFunction", "--function-name", "checked-cli")
+    checked(lam, "DeleteLayerVersion", LayerName="checked-layer", VersionNumber=1)
+    cli("lambda", "DeleteLayerVersion", "--layer-name", "checked-layer", "--version-number", "2")
+    assert checked(lam, "ListLayerVersions", LayerName="checked-layer")["LayerVersions"] == []

@@ -150,6 +150,7 @@ def function_out(rec: FunctionRecord, layer_sizes: dict[str, int]) -> Output:
         out["LastUpdateStatus"] = rec.last_update_status
         if rec.last_update_status != SUCCESSFUL:
             out["LastUpdateStatusReason"] = rec.last_update_reason
+        if rec.last_update_reason_code:  # only a failure has one (the model's codes)
             out["LastUpdateStatusReasonCode"] = rec.last_update_reason_code
     return out
 
