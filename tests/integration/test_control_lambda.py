@@ -713,3 +713,60 @@ def test_every_answer_fits_the_model(server: SluiceServer, role: str, code: Path
     checked(lam, "DeleteLayerVersion", LayerName="checked-layer", VersionNumber=1)
     cli("lambda", "DeleteLayerVersion", "--layer-name", "checked-layer", "--version-number", "2")
     assert checked(lam, "ListLayerVersions", LayerName="checked-layer")["LayerVersions"] == []
+
+
+CALLER = """
+import os
+import boto3
+
+KEPT = boto3.client("sts")  # made at init, kept for every invocation
+
+def handler(event, context):
+    arn = boto3.client("sts").get_caller_identity()["Arn"]
+    assert KEPT.get_caller_identity()["Arn"] == arn
+    assert boto3.session.Session().client("sts").get_caller_identity()["Arn"] == arn
+    names = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+    return {"pid": os.getpid(), "arn": arn, "credentials": [os.environ[n] for n in names]}
+"""
+
+
+def test_short_lived_credentials_are_renewed_in_a_warm_environment(tmp_path: Path) -> None:
+    """With `--function-credentials-seconds 6` an environment's role credentials last 6 s and
+    are renewed before an invocation when less than 2 s are left: the same process then gets
+    new ones, and boto3 in the handler keeps working after the first ones expired, which STS
+    really refuses from then on."""
+    lifetime = 6
+    with SluiceServer(options=("--function-credentials-seconds", str(lifetime))) as server:
+        iam = server.client("iam")
+        role = iam.create_role(RoleName="short", AssumeRolePolicyDocument=json.dumps(
+            TRUST_LAMBDA))["Role"]["Arn"]  # fmt: skip
+        lam = server.client("lambda")
+        lam.create_function(FunctionName="caller", Runtime="python3.11", Role=role,
+                            Handler="app.handler", Code={"ZipFile": make_zip({"app.py": CALLER})},
+                            Timeout=5)  # fmt: skip
+        lam.get_waiter("function_active_v2").wait(FunctionName="caller")
+
+        def call() -> dict[str, Any]:
+            answer = lam.invoke(FunctionName="caller")
+            body: dict[str, Any] = json.loads(answer["Payload"].read())
+            assert "FunctionError" not in answer, body
+            assert body["arn"].endswith(":assumed-role/short/caller")
+            return body
+
+        minted = time.time()  # the first credentials are made after this
+        first = call()
+        again = call()  # well within their lifetime: the same credentials
+        assert (again["pid"], again["credentials"]) == (first["pid"], first["credentials"])
+        time.sleep(max(0.0, minted + lifetime + 0.5 - time.time()))
+
+        key, secret, token = first["credentials"]
+        expired = server.session(aws_access_key_id=key, aws_secret_access_key=secret,
+                                 aws_session_token=token).client(
+            "sts", endpoint_url=server.endpoint, config=_no_retries())  # fmt: skip
+        with pytest.raises(expired.exceptions.ClientError) as refused:
+            expired.get_caller_identity()
+        assert refused.value.response["Error"]["Code"] == "ExpiredToken"
+        renewed = call()  # the same environment, with new credentials that work
+        assert renewed["pid"] == first["pid"]
+        new_key, _, new_token = renewed["credentials"]
+        assert new_key != key and new_token != token and new_key.startswith("ASIA")

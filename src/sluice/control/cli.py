@@ -33,6 +33,7 @@ def default_data_dir() -> Path:
 def add_commands(sub: Any) -> None:
     from sluice.control.plane import (
         DEFAULT_CONCURRENT_EXECUTIONS,
+        DEFAULT_FUNCTION_CREDENTIALS_SECONDS,
         DEFAULT_LISTEN,
         DEFAULT_REGION,
         DEFAULT_VPC_CIDR,
@@ -51,6 +52,11 @@ def add_commands(sub: Any) -> None:
     server.add_argument("--concurrent-executions", type=int, default=DEFAULT_CONCURRENT_EXECUTIONS,
                         help="the account's Lambda concurrency: execution environments alive "
                         "at once; beyond it invocations are throttled")  # fmt: skip
+    server.add_argument("--function-credentials-seconds", type=int,
+                        default=DEFAULT_FUNCTION_CREDENTIALS_SECONDS,
+                        help="how long the execution-role credentials functions get last "
+                        "(renewed before an invocation when less than a third of this, at "
+                        "most 5 minutes, is left)")  # fmt: skip
     db = sub.add_parser("db-instance", help="adopt or forget an existing database server")
     db.add_argument("action", choices=("adopt", "forget"))
     db.add_argument("--identifier", required=True, help="the DB instance identifier")
@@ -63,7 +69,11 @@ def add_commands(sub: Any) -> None:
 
 
 def run_server(args: argparse.Namespace) -> int:
-    from sluice.control.plane import ControlPlane, ServerSettings
+    from sluice.control.plane import (
+        MAX_FUNCTION_CREDENTIALS_SECONDS,
+        ControlPlane,
+        ServerSettings,
+    )
 
     host, _, port = args.listen.rpartition(":")
     if not port.isdigit():
@@ -80,9 +90,14 @@ def run_server(args: argparse.Namespace) -> int:
         metrics_listen=args.metrics_listen,
         log_level=args.log_level,
         concurrent_executions=args.concurrent_executions,
+        function_credentials_seconds=args.function_credentials_seconds,
     )
     if settings.concurrent_executions < 1:
         print("sluice: --concurrent-executions must be at least 1", file=sys.stderr)
+        return 2
+    if not 1 <= settings.function_credentials_seconds <= MAX_FUNCTION_CREDENTIALS_SECONDS:
+        print("sluice: --function-credentials-seconds must be between 1 and "
+              f"{MAX_FUNCTION_CREDENTIALS_SECONDS}", file=sys.stderr)  # fmt: skip
         return 2
     import uvloop
 

@@ -41,7 +41,7 @@ from sluice.control.store import Store
 from sluice.control.vault import Vault
 from sluice.functions.package import PackageStore
 from sluice.functions.runner import Runner as FunctionRunner
-from sluice.functions.spec import RunnerSettings
+from sluice.functions.spec import RunnerSettings, credential_margin
 
 log = logging.getLogger("sluice.control")
 
@@ -52,6 +52,10 @@ ENGINE_PORTS = {"MYSQL": 3306, "POSTGRESQL": 5432}
 # The account's concurrency: functions' environments alive at once, over all functions.
 # Lambda's default quota is 1000; here each one is a process of this machine.
 DEFAULT_CONCURRENT_EXECUTIONS = 100
+# How long the execution-role credentials given to functions' environments last: STS's
+# default session by default, at most the longest role session STS grants.
+DEFAULT_FUNCTION_CREDENTIALS_SECONDS = 3600
+MAX_FUNCTION_CREDENTIALS_SECONDS = 43200
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +71,7 @@ class ServerSettings:
     metrics_listen: str = ""
     log_level: str = "info"
     concurrent_executions: int = DEFAULT_CONCURRENT_EXECUTIONS
+    function_credentials_seconds: int = DEFAULT_FUNCTION_CREDENTIALS_SECONDS
 
     @property
     def endpoint(self) -> str:
@@ -99,11 +104,13 @@ class ControlPlane:
         self.certificates = EndpointCertificates(data / "tls")
         self.certificates.ensure_authority()
         session = botocore.session.get_session()
+        lifetime = settings.function_credentials_seconds
         self.functions = FunctionRunner(
             RunnerSettings(root=data / "functions", region=self.region,
                            endpoint_url=settings.local_endpoint, python=sys.executable,
-                           max_environments=settings.concurrent_executions),
-            RoleSessions(self),
+                           max_environments=settings.concurrent_executions,
+                           credential_margin=credential_margin(lifetime)),
+            RoleSessions(self, lifetime),
         )  # fmt: skip
         self.lambda_ = Lambda(self, self.functions, PackageStore(data / "functions"))
         services: list[Any] = [

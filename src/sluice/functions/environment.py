@@ -116,10 +116,15 @@ def layer_import_paths(layers: Path) -> tuple[Path, ...]:
 
 
 def credential_variables(creds: TemporaryCredentials) -> dict[str, str]:
+    """The role's credentials as variables. With their expiry in AWS_CREDENTIAL_EXPIRATION,
+    botocore reads them again from the environment as they near it, so the SDK clients a
+    handler keeps (its default session's, or ones made at init) pick up renewed ones."""
+    expiry = datetime.fromtimestamp(creds.expiration, UTC)
     return {
         "AWS_ACCESS_KEY_ID": creds.access_key_id,
         "AWS_SECRET_ACCESS_KEY": creds.secret_access_key,
         "AWS_SESSION_TOKEN": creds.session_token,
+        "AWS_CREDENTIAL_EXPIRATION": expiry.strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
 
 

@@ -90,6 +90,15 @@ class Throttled(Exception):
         self.reason = reason
 
 
+CREDENTIAL_MARGIN = 300.0
+
+
+def credential_margin(lifetime: float) -> float:
+    """How close to their expiry credentials lasting `lifetime` seconds are renewed:
+    five minutes, or a third of a shorter lifetime."""
+    return min(CREDENTIAL_MARGIN, lifetime / 3)
+
+
 @dataclass(frozen=True, slots=True)
 class RunnerSettings:
     """How the runner is set up by `sluice server`."""
@@ -100,7 +109,7 @@ class RunnerSettings:
     python: str  # the interpreter the environments run
     idle_seconds: float = 300.0  # an environment idle this long is stopped
     max_environments: int = 20  # all functions together (the account's concurrency)
-    credential_margin: float = 300.0  # credentials this close to expiry are refreshed
+    credential_margin: float = CREDENTIAL_MARGIN  # credentials this close to expiry are renewed
 
     @property
     def libraries(self) -> Path:

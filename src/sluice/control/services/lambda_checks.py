@@ -50,16 +50,18 @@ def not_found(message: str) -> ApiError:
 
 
 class RoleSessions:
-    """STS sessions of execution roles, for the runner (a `CredentialSource`)."""
+    """STS sessions of execution roles, for the runner (a `CredentialSource`): each lasts
+    `seconds`, or the role's MaxSessionDuration if that is shorter."""
 
-    def __init__(self, plane: Plane) -> None:
+    def __init__(self, plane: Plane, seconds: int = SESSION_SECONDS) -> None:
         self._plane = plane
+        self._seconds = seconds
 
     def credentials(self, role_arn: str, session_name: str) -> TemporaryCredentials:
         role = find_role(self._plane, role_arn)
         if role is None or not lambda_may_assume(role):
             raise CredentialsUnavailable(_CANNOT_ASSUME)
-        duration = min(SESSION_SECONDS, int(role.get("MaxSessionDuration", SESSION_SECONDS)))
+        duration = min(self._seconds, int(role.get("MaxSessionDuration", SESSION_SECONDS)))
         name = session_name if len(session_name) >= 2 else f"{session_name}-fn"
         out = new_session(self._plane, role, name, time.time(), duration)
         creds = out["Credentials"]
