@@ -28,18 +28,28 @@ import sysconfig
 from setuptools import Extension, setup
 
 COMPILED = [
-    "pg/calls.py",
-    "pg/framing.py",
-    "pg/messages.py",
-    "pg/responses.py",
-    "pg/sql.py",
-    "mysql/commands.py",
-    "mysql/constants.py",
-    "mysql/handshake.py",
-    "mysql/messages.py",
-    "mysql/packets.py",
-    "mysql/replies.py",
-    "mysql/sql.py",
+    "wire/pg/calls.py",
+    "wire/pg/framing.py",
+    "wire/pg/messages.py",
+    "wire/pg/responses.py",
+    "wire/pg/sql.py",
+    "wire/mysql/commands.py",
+    "wire/mysql/constants.py",
+    "wire/mysql/handshake.py",
+    "wire/mysql/messages.py",
+    "wire/mysql/packets.py",
+    "wire/mysql/replies.py",
+    "wire/mysql/sql.py",
+    "session/backend.py",
+    "session/frontend.py",
+    "session/pooling.py",
+    "pool/pool.py",
+    "pg/client.py",
+    "pg/server.py",
+    "pg/pgpool.py",
+    "mysql/client.py",
+    "mysql/server.py",
+    "mysql/pool.py",
 ]
 
 
@@ -56,9 +66,9 @@ def compiled_modules() -> list[object]:
 
     return list(
         mypycify(
-            [os.path.join("src", "sluice", "wire", path) for path in COMPILED],
+            [os.path.join("src", "sluice", path) for path in COMPILED],
             opt_level="3",
-            group_name="sluice_wire",
+            group_name="sluice_compiled",
         )
     )
 

@@ -24,7 +24,7 @@ def compiled_modules() -> list[str]:
     for node in ast.parse(SETUP.read_text()).body:
         if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "COMPILED":
             paths = ast.literal_eval(node.value)
-            return ["sluice.wire." + path.removesuffix(".py").replace("/", ".") for path in paths]
+            return ["sluice." + path.removesuffix(".py").replace("/", ".") for path in paths]
     raise AssertionError("setup.py has no COMPILED list")
 
 

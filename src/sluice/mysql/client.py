@@ -33,7 +33,7 @@ import re
 import ssl
 import time
 from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from sluice.errors import ProtocolError, QueryCanceled, ServerError, SluiceError
 from sluice.mysql.answers import last_insert_id_query, one_value_result
@@ -55,7 +55,7 @@ from sluice.wire.mysql.packets import PacketReader, frame
 from sluice.wire.mysql.sql import NO_EFFECT, Effect, classify_bytes
 
 if TYPE_CHECKING:
-    from sluice.mysql.pool import MyPool
+    from sluice.mysql.pool import MyPool  # noqa: F401 (named as a string in a base class)
     from sluice.mysql.server import MyServerConn
     from sluice.session.views import Session
 
@@ -118,14 +118,12 @@ class MyHost(SessionHost, LoginHost, Protocol):
     def log_command(self, client: Session, payload: bytes) -> None: ...
 
 
-class MyClientSession(FrontendSession["MyServerConn", tuple[int, bytes]]):
+class MyClientSession(FrontendSession[MyHost, "MyPool", "MyServerConn", tuple[int, bytes]]):
     """A MySQL client connection: login coroutine, then an event-driven relay.
 
     (`database` is the schema the client last selected.)"""
 
-    _NORMAL_ENDS = frozenset({"client sent COM_QUIT"})
-    proxy: MyHost
-    pool: MyPool | None
+    _NORMAL_ENDS: ClassVar[frozenset[str]] = frozenset({"client sent COM_QUIT"})
 
     __slots__ = (
         "_ids_seen",
@@ -151,7 +149,6 @@ class MyClientSession(FrontendSession["MyServerConn", tuple[int, bytes]]):
         "statements",
         "status",
         "taint",
-        "wait_timeout",
     )
 
     def __init__(self, proxy: MyHost) -> None:
@@ -180,7 +177,6 @@ class MyClientSession(FrontendSession["MyServerConn", tuple[int, bytes]]):
         self.results = ClientResults(self)  # where its earlier statements' results are
         self._tls_buf: TLSBuffer | None = None  # TLS done here, not by the event loop
         self._zip: CompressedStream | None = None  # CLIENT_COMPRESS, from the login's end
-        self.wait_timeout = 0.0  # a SET wait_timeout of its session (the proxy applies it)
 
     # ---- what the proxy asks of a session ----
 

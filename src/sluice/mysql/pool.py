@@ -71,10 +71,8 @@ class SessionState(Protocol):
     def last_insert_id(self) -> int: ...
 
 
-class MyPool(EnginePool[MyServerConn]):
+class MyPool(EnginePool[MyServerConn, MyPoolHost]):
     """Backend connections for one (proxy, user, capability profile, charset)."""
-
-    proxy: MyPoolHost
 
     def __init__(self, proxy: MyPoolHost, user: str, profile: int, charset: int) -> None:
         super().__init__()
@@ -84,7 +82,7 @@ class MyPool(EnginePool[MyServerConn]):
         self.profile = profile
         self.charset = charset
         self.name = f"{proxy.config.name}/{user}/{profile:x}/{charset}"
-        self.pool: Pool[MyServerConn] = Pool(
+        self.pool = Pool(
             self.name, limits_for(proxy.config), self._connect, proxy.share
         )
         self.schemas: set[str] = set()  # databases this user was seen to be allowed into

@@ -27,11 +27,11 @@ import logging
 import ssl
 from collections import deque
 from collections.abc import Callable
-from typing import Protocol, cast
+from typing import ClassVar, Protocol, cast
 
 from sluice.errors import ServerError, SluiceError
 from sluice.mysql.statements import ServerStatements
-from sluice.session.backend import BackendConn, BackendState
+from sluice.session.backend import BackendConn, BackendState, as_protocol
 from sluice.session.views import ClientView
 from sluice.wire.mysql import commands as cmd
 from sluice.wire.mysql import constants as c
@@ -64,7 +64,7 @@ class Borrower(ClientView, Protocol):
 class MyServerConn(BackendConn[Borrower, rp.ReplyTracker]):
     """A MySQL backend connection: login as a coroutine, then a relay of reply packets."""
 
-    goodbye = frame(bytes((c.COM_QUIT,)), 0)
+    goodbye: ClassVar[bytes] = frame(bytes((c.COM_QUIT,)), 0)
 
     __slots__ = (
         "_own",
@@ -276,7 +276,8 @@ class MyServerConn(BackendConn[Borrower, rp.ReplyTracker]):
     async def _upgrade(self, ctx: ssl.SSLContext, server_name: str) -> None:
         assert self.transport is not None
         loop = asyncio.get_running_loop()
-        new = await loop.start_tls(self.transport, self, ctx, server_hostname=server_name)
+        protocol = as_protocol(self)
+        new = await loop.start_tls(self.transport, protocol, ctx, server_hostname=server_name)
         self.transport = cast(asyncio.Transport, new)
         self.tls = True
 
@@ -311,7 +312,7 @@ async def open_server(
     try:
         async with asyncio.timeout(connect_timeout):
             local = (source_address, 0) if source_address else None
-            await loop.create_connection(lambda: conn, host, port, local_addr=local)
+            await loop.create_connection(lambda: as_protocol(conn), host, port, local_addr=local)
             conn.peer = f"{host}:{port}"
             await conn.login(make_login, tls, tls_required, tls_server_name or host, init_query)
     except TimeoutError:

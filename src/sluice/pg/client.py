@@ -25,7 +25,7 @@ import logging
 import ssl
 import time
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, cast
 
 from sluice.errors import (
     AuthFailed,
@@ -39,6 +39,7 @@ from sluice.pg.guard import RECHECK, TEMP_SCHEMA, BorrowGuard
 from sluice.pg.handshake import LoginHost, LoginServices, handshake
 from sluice.pg.settings import SessionSettings, replay_queries
 from sluice.pg.statements import ClientStatements
+from sluice.session.backend import as_protocol
 from sluice.session.frontend import FrontendSession, Refusal, SessionHost
 from sluice.session.states import ClientState
 from sluice.wire.pg import messages as m
@@ -55,7 +56,7 @@ from sluice.wire.pg.sql import (
 )
 
 if TYPE_CHECKING:
-    from sluice.pg.pgpool import PgPool
+    from sluice.pg.pgpool import PgPool  # noqa: F401 (named as a string in a base class)
     from sluice.pg.server import ServerConn
     from sluice.pg.statements import StatementNames
     from sluice.session.views import Session
@@ -126,14 +127,15 @@ class PgHost(SessionHost, LoginHost, Protocol):
     ) -> None: ...
 
 
-class ClientSession(FrontendSession["ServerConn", bytes]):
-    """A client connection: handshake coroutine, then an event-driven relay."""
+class ClientSession(FrontendSession[PgHost, "PgPool", "ServerConn", bytes]):
+    """A client connection: handshake coroutine, then an event-driven relay.
 
-    _STEP = "startup"
-    _NORMAL_ENDS = frozenset({"client sent Terminate", "cancel request handled"})
-    proxy: PgHost
-    pool: PgPool | None
-    wait_timeout = 0.0  # (MySQL's; the server has no idle limit that a pooled client escapes)
+    (`wait_timeout` stays 0: the server has no idle limit that a pooled client escapes.)"""
+
+    _STEP: ClassVar[str] = "startup"
+    _NORMAL_ENDS: ClassVar[frozenset[str]] = frozenset(
+        {"client sent Terminate", "cancel request handled"}
+    )
 
     __slots__ = ("_skip_to_sync", "guard", "reader", "settings", "statements")
 
@@ -214,7 +216,7 @@ class ClientSession(FrontendSession["ServerConn", bytes]):
     async def start_tls(self, ctx: ssl.SSLContext) -> None:
         assert self.transport is not None
         loop = asyncio.get_running_loop()
-        new = await loop.start_tls(self.transport, self, ctx, server_side=True)
+        new = await loop.start_tls(self.transport, as_protocol(self), ctx, server_side=True)
         self.transport = cast(asyncio.Transport, new)
         self.tls = True
 
@@ -293,7 +295,7 @@ class ClientSession(FrontendSession["ServerConn", bytes]):
         assert self.pool is not None
         pool = self.pool.pool
         started = time.monotonic()
-        server = pool.try_acquire()
+        server: ServerConn | None = pool.try_acquire()
         if server is None:
             request = pool.request()
             try:

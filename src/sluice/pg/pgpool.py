@@ -41,10 +41,8 @@ class PgPoolHost(PoolHost, Protocol):
     ) -> None: ...
 
 
-class PgPool(EnginePool[ServerConn]):
+class PgPool(EnginePool[ServerConn, "PgPoolHost"]):
     """Backend connections for one (proxy, database, user)."""
-
-    proxy: PgPoolHost
 
     def __init__(self, proxy: PgPoolHost, database: str, user: str) -> None:
         super().__init__()
@@ -52,7 +50,7 @@ class PgPool(EnginePool[ServerConn]):
         self.database = database
         self.user = user
         self.name = f"{proxy.config.name}/{database}/{user}"
-        self.pool: Pool[ServerConn] = Pool(
+        self.pool = Pool(
             self.name, limits_for(proxy.config), self._connect, proxy.share
         )
         self.server_params: dict[str, str] | None = None

@@ -22,11 +22,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from typing import Protocol, cast
+from typing import ClassVar, Protocol, cast
 
 from sluice.errors import ServerError
 from sluice.pg.guard import QuickMemory
-from sluice.session.backend import BackendConn, BackendState
+from sluice.session.backend import BackendConn, BackendState, as_protocol
 from sluice.session.views import ClientView
 from sluice.wire.pg import messages as m
 from sluice.wire.pg.framing import MessageReader
@@ -55,7 +55,7 @@ class Borrower(ClientView, Protocol):
 class ServerConn(BackendConn[Borrower, ResponseTracker]):
     """A PostgreSQL backend connection: handshake as a coroutine, then a relay of replies."""
 
-    goodbye = m.TERMINATE
+    goodbye: ClassVar[bytes] = m.TERMINATE
 
     __slots__ = (
         "_idle_waiter",
@@ -251,7 +251,8 @@ class ServerConn(BackendConn[Borrower, ResponseTracker]):
         if not LoginClient.tls_answer(await self._read_byte(), required):
             return
         loop = asyncio.get_running_loop()
-        new = await loop.start_tls(self.transport, self, ctx, server_hostname=server_name)
+        protocol = as_protocol(self)
+        new = await loop.start_tls(self.transport, protocol, ctx, server_hostname=server_name)
         self.transport = cast(asyncio.Transport, new)
 
     async def login(self, user: str, password: str, database: str, init_query: str) -> None:
@@ -305,7 +306,7 @@ async def open_server(
     try:
         async with asyncio.timeout(connect_timeout):
             local = (source_address, 0) if source_address else None
-            await loop.create_connection(lambda: conn, host, port, local_addr=local)
+            await loop.create_connection(lambda: as_protocol(conn), host, port, local_addr=local)
             conn.peer = f"{host}:{port}"
             if tls is not None:
                 await conn.start_tls(tls, tls_server_name or host, tls_mode != "prefer")

@@ -18,7 +18,7 @@ import asyncio
 import enum
 import logging
 import time
-from typing import Any, Generic, Protocol, TypeVar, cast
+from typing import Any, ClassVar, Generic, Protocol, TypeVar, cast
 
 log = logging.getLogger("sluice.server")
 
@@ -59,17 +59,24 @@ class Tracking(Protocol):
         """Nothing outstanding: every request answered, no transaction open."""
 
 
+def as_protocol(conn: object) -> asyncio.Protocol:
+    """A session or backend connection, as the event loop takes a protocol: it has the
+    callbacks without deriving from `asyncio.Protocol` (a compiled class cannot derive
+    from an interpreted one)."""
+    return cast(asyncio.Protocol, conn)
+
+
 ClientT = TypeVar("ClientT", bound=Borrowing)
 TrackerT = TypeVar("TrackerT", bound=Tracking)
 
 
-class BackendConn(asyncio.Protocol, Generic[ClientT, TrackerT]):
+class BackendConn(Generic[ClientT, TrackerT]):
     """State, lending, backpressure and closing of one backend connection.
 
     Generic over the engine's client session (`client`, while lent) and its reply
     tracker (`tracker`), so that each engine reads both with their own types."""
 
-    goodbye = b""  # what the engine sends before closing (Terminate, COM_QUIT)
+    goodbye: ClassVar[bytes] = b""  # what the engine sends before closing (Terminate, COM_QUIT)
     client: ClientT | None  # the engine's client session while lent, else None
     tracker: TrackerT  # the engine's reply tracker: `idle` when nothing is outstanding
 
@@ -164,11 +171,18 @@ class BackendConn(asyncio.Protocol, Generic[ClientT, TrackerT]):
         for callback in self.on_lost:
             callback(self)  # type: ignore[operator]
 
-    # ---- asyncio.Protocol ----
+    # ---- the event loop's protocol callbacks ----
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
         self.transport.set_write_buffer_limits(high=256 * 1024)
+
+    @abc.abstractmethod
+    def data_received(self, data: bytes) -> None:
+        """Bytes from the server (each engine relays or reads them)."""
+
+    def eof_received(self) -> bool | None:
+        return None  # the transport closes; connection_lost follows
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.notify_lost(self.mark_lost())

@@ -25,7 +25,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar, cast
 
 from sluice.errors import (
     LoginThrottled,
@@ -83,11 +83,13 @@ class SessionHost(Protocol):
 
 
 Refusal = TooManyConnections | LoginThrottled  # why the proxy would not take a client
+HostT = TypeVar("HostT", bound=SessionHost)  # the engine's proxy
+PoolT = TypeVar("PoolT", bound=EnginePool[Any, Any])  # the engine's pool
 ServerT = TypeVar("ServerT", bound=BackendConn[Any, Any])
 MessageT = TypeVar("MessageT")  # one client message as the engine's reader gives it
 
 
-class FrontendSession(asyncio.Protocol, Generic[ServerT, MessageT]):
+class FrontendSession(Generic[HostT, PoolT, ServerT, MessageT]):
     """State, life, borrowing and backpressure of one client connection; engines add the rest.
 
     Life: `connection_made` asks the proxy to take the client, then runs the
@@ -100,12 +102,12 @@ class FrontendSession(asyncio.Protocol, Generic[ServerT, MessageT]):
     message. A wait that ends in an error is reported in the engine's format.
     """
 
-    _STEP = "login"  # what the login is called in log lines and errors
-    _NORMAL_ENDS: frozenset[str] = frozenset()  # close reasons logged at debug level
+    _STEP: ClassVar[str] = "login"  # what the login is called in log lines and errors
+    _NORMAL_ENDS: ClassVar[frozenset[str]] = frozenset()  # close reasons logged at debug level
 
-    pool: EnginePool[ServerT] | None  # (each engine names its own pool type)
+    proxy: HostT
+    pool: PoolT | None
     server: ServerT | None
-    wait_timeout: float  # the session's own idle limit (MySQL's wait_timeout), 0 if none
 
     __slots__ = (
         "_handshake",
@@ -134,9 +136,10 @@ class FrontendSession(asyncio.Protocol, Generic[ServerT, MessageT]):
         "tls",
         "transport",
         "user",
+        "wait_timeout",
     )
 
-    def __init__(self, proxy: SessionHost) -> None:
+    def __init__(self, proxy: HostT) -> None:
         self.proxy = proxy
         self.state = ClientState.STARTUP
         self.transport: asyncio.Transport | None = None
@@ -163,6 +166,7 @@ class FrontendSession(asyncio.Protocol, Generic[ServerT, MessageT]):
         self._handshake: asyncio.Task[None] | None = None  # the login coroutine's task
         self._sent_at = 0.0
         self.quiet_from = 0.0  # (idle_transaction_timeout) not waiting for the client before
+        self.wait_timeout = 0.0  # the session's own idle limit (MySQL's wait_timeout), 0 if none
 
     def _set_state(self, new: ClientState) -> None:
         if new not in CLIENT_TRANSITIONS[self.state]:
@@ -209,7 +213,7 @@ class FrontendSession(asyncio.Protocol, Generic[ServerT, MessageT]):
     def fail_with(self, text: str, sqlstate: str) -> None:
         """End the session with an error of the proxy's own (timeouts, shutdown)."""
 
-    # ---- asyncio.Protocol: the connection's life ----
+    # ---- the event loop's protocol callbacks: the connection's life ----
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport = cast(asyncio.Transport, transport)
@@ -223,6 +227,13 @@ class FrontendSession(asyncio.Protocol, Generic[ServerT, MessageT]):
             return
         steps = self._run_login(lambda: self._login(refused))
         self._handshake = asyncio.get_running_loop().create_task(steps)
+
+    @abc.abstractmethod
+    def data_received(self, data: bytes) -> None:
+        """Bytes from the client (each engine frames and relays them)."""
+
+    def eof_received(self) -> bool | None:
+        return None  # the transport closes; connection_lost follows
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.state is not ClientState.CLOSED:
@@ -296,7 +307,7 @@ class FrontendSession(asyncio.Protocol, Generic[ServerT, MessageT]):
     def _acquire_or_wait(self, held: MessageT) -> ServerT | None:
         """A connection now, or None after starting to wait for one with `held` parked."""
         assert self.pool is not None
-        server = self.pool.pool.try_acquire()
+        server: ServerT | None = self.pool.pool.try_acquire()
         if server is None:
             self._held = held
             self._set_state(ClientState.WAITING)

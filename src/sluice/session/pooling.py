@@ -74,13 +74,15 @@ class PoolHost(Protocol):
 
 
 ServerT = TypeVar("ServerT", bound=BackendConn[Any, Any])
+HostT = TypeVar("HostT", bound=PoolHost)
 
 
-class EnginePool(abc.ABC, Generic[ServerT]):
-    """Backend connections of one engine for one pool key."""
+class EnginePool(abc.ABC, Generic[ServerT, HostT]):
+    """Backend connections of one engine for one pool key (`HostT`: what the engine's
+    pools need of its proxy)."""
 
     pool: Pool[ServerT]
-    proxy: PoolHost
+    proxy: HostT
     user: str
     database: str
 

@@ -37,7 +37,7 @@ PARSE_COMPLETE = b"1\x00\x00\x00\x04"
 CLOSE_COMPLETE = b"3\x00\x00\x00\x04"
 SYNC = b"S\x00\x00\x00\x04"
 TERMINATE = b"X\x00\x00\x00\x04"
-SSL_YES = b"S"
+SSL_YES: bytes = b"S"
 SSL_NO = b"N"
 
 
