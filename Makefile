@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml setup.py src/sluice/functions/source_address.c
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-# The compiled build (setup.py: the wire layer's hot modules through mypyc and the C
+# The compiled build (setup.py: the relay's per-message modules through mypyc and the C
 # compiler), installed as a whole package into its own directory: src/ never holds a
 # compiled module, so an edited source is never shadowed by a stale one. Rebuilt
 # whenever a source changes; PYTHONPATH=$(COMPILED) runs it.

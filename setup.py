@@ -1,9 +1,14 @@
-"""Build: the wire layer's per-message modules compiled with mypyc (docs/performance.md).
+"""Build: the relay's per-message modules compiled with mypyc (docs/performance.md).
 
 The Python sources stay the source of truth: mypyc compiles the same typed modules
 to C extensions, which the machine's C compiler builds. Compiled are the modules a
-lent connection runs for every message (framing, reply tracking, SQL effect
-classification, for both engines) and the wire modules they import.
+lent connection runs for every message, for both engines: the wire layer (framing,
+reply tracking, SQL effect classification, and the wire modules they import), the
+client and server sessions, which are the event loop's protocols themselves, the
+state they keep per client (settings, prepared statements, the borrow guard, MySQL's
+results of earlier statements), the pools and the latency histograms. Their classes
+become native (C structs, methods called directly): no class defined elsewhere may
+derive from them.
 
 Nothing is compiled when
 
@@ -44,12 +49,19 @@ COMPILED = [
     "session/frontend.py",
     "session/pooling.py",
     "pool/pool.py",
+    "observe/histogram.py",
     "pg/client.py",
-    "pg/server.py",
+    "pg/guard.py",
     "pg/pgpool.py",
+    "pg/server.py",
+    "pg/settings.py",
+    "pg/statements.py",
     "mysql/client.py",
-    "mysql/server.py",
     "mysql/pool.py",
+    "mysql/prepared.py",
+    "mysql/results.py",
+    "mysql/server.py",
+    "mysql/statements.py",
 ]
 
 

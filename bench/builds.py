@@ -1,11 +1,12 @@
 """`python -m bench.builds`: pgbench through the interpreted and the compiled Sluice, in turns.
 
 One throwaway PostgreSQL with pgbench's tables; then, round after round, a fresh
-`sluice proxy` from each build (the sources under src/, and the package that
-`make compiled` installs into .build/compiled), each warmed up and then loaded
-with `pgbench -S` while /proc gives its CPU time. Alternating the builds (and
-which goes first) spreads the noise of a shared machine over both; the report
-gives every round and the median per build.
+`sluice proxy` from each build (the sources under src/, the package that
+`make compiled` installs into .build/compiled, and any other given with `--also`,
+such as an earlier version's compiled package), each warmed up and then loaded
+with `pgbench -S` while /proc gives its CPU time, user and system. Alternating the
+builds (and which goes first) spreads the noise of a shared machine over them; the
+report gives every round and the median per build.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 from bench.pgbench import PgbenchRun, run_pgbench
-from bench.procinfo import cpu_seconds
+from bench.procinfo import cpu_times
 from bench.systems import BENCH_USER, LOCALHOST, BenchDatabase, Endpoint
 from sluice.dbserver.launcher import free_port
 from sluice.devtools.runner import SluiceProcess
@@ -39,8 +40,9 @@ def _check_build(path: Path, compiled: bool) -> None:
 
 def _one(
     db: BenchDatabase, workdir: Path, path: Path, run: PgbenchRun, pool: int
-) -> tuple[float, float]:
-    """(tps, proxy CPU µs per transaction) of one fresh proxy from the build at `path`."""
+) -> tuple[float, float, float]:
+    """(tps, proxy user and system CPU µs per transaction) of one fresh proxy from the
+    build at `path`."""
     port = free_port()
     proxy = {
         "name": "bench",
@@ -58,14 +60,22 @@ def _one(
         endpoint = Endpoint(LOCALHOST, port, proc.pid)
         warm = PgbenchRun(run.mode, run.clients, run.threads, 2)
         run_pgbench(warm, endpoint, db.password)
-        before = cpu_seconds(proc.pid)
+        user, system = cpu_times(proc.pid)
         result = run_pgbench(run, endpoint, db.password)
-        used = cpu_seconds(proc.pid) - before
+        user_after, system_after = cpu_times(proc.pid)
     finally:
         proc.stop(timeout=15)
     if result.error or not result.transactions or result.tps is None:
         raise RuntimeError(f"pgbench failed: {result.error}")
-    return result.tps, used / result.transactions * 1e6
+    per_txn = 1e6 / result.transactions
+    return result.tps, (user_after - user) * per_txn, (system_after - system) * per_txn
+
+
+def _line(label: str, name: str, tps: float, user: float, system: float) -> str:
+    return (
+        f"{label} {name:12} {tps:8.0f} tps {user + system:6.2f} us CPU/txn"
+        f" (user {user:5.2f}, system {system:5.2f})"
+    )
 
 
 def main() -> None:
@@ -77,12 +87,24 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--mode", default="simple", choices=("simple", "extended", "prepared"))
     parser.add_argument("--pool-size", type=int, default=20)
+    parser.add_argument(
+        "--also",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="another build to measure in the same rounds (e.g. an earlier compiled one)",
+    )
     args = parser.parse_args()
     builds = {"interpreted": args.pure.resolve(), "compiled": args.compiled.resolve()}
     _check_build(builds["interpreted"], compiled=False)
     _check_build(builds["compiled"], compiled=True)
+    for also in args.also:
+        name, _, path = also.partition("=")
+        if not name or not path or name in builds:
+            parser.error(f"--also {also!r}: expected a new NAME=PATH")
+        builds[name] = Path(path).resolve()
     run = PgbenchRun(args.mode, args.clients, 2, args.duration)
-    results: dict[str, list[tuple[float, float]]] = {name: [] for name in builds}
+    results: dict[str, list[tuple[float, float, float]]] = {name: [] for name in builds}
     with tempfile.TemporaryDirectory(prefix="sluice-builds-") as tmp:
         Path(tmp).chmod(0o755)  # the server runs as the postgres OS user
         db = BenchDatabase(Path(tmp), max_connections=100, scale=10)
@@ -91,15 +113,14 @@ def main() -> None:
             for round_ in range(1, args.rounds + 1):
                 order = list(builds.items())
                 for name, path in order if round_ % 2 else reversed(order):  # neither always first
-                    tps, cpu = _one(db, Path(tmp), path, run, args.pool_size)
-                    results[name].append((tps, cpu))
-                    print(f"round {round_} {name:12} {tps:8.0f} tps {cpu:6.2f} us CPU/txn")
+                    row = _one(db, Path(tmp), path, run, args.pool_size)
+                    results[name].append(row)
+                    print(_line(f"round {round_}", name, *row), flush=True)
         finally:
             db.stop()
     for name, rows in results.items():
-        tps = statistics.median(row[0] for row in rows)
-        cpu = statistics.median(row[1] for row in rows)
-        print(f"median {name:12} {tps:8.0f} tps {cpu:6.2f} us CPU/txn")
+        tps, user, system = (statistics.median(row[i] for row in rows) for i in range(3))
+        print(_line("median", name, tps, user, system))
 
 
 if __name__ == "__main__":

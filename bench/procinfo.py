@@ -23,17 +23,27 @@ _WANTED_NOFILE = 65536
 def cpu_seconds(pid: int) -> float:
     """User plus system CPU seconds consumed so far by process `pid` and its live children
     (a supervisor's workers)."""
+    return sum(cpu_times(pid))
+
+
+def cpu_times(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds consumed so far by process `pid` and its live children."""
     children = Path(f"/proc/{pid}/task/{pid}/children")
     kids = [int(k) for k in children.read_text().split()] if children.exists() else []
-    return _own_cpu_seconds(pid) + sum(_own_cpu_seconds(k) for k in kids)
+    user = system = 0.0
+    for one in (pid, *kids):
+        own_user, own_system = _own_cpu_times(one)
+        user += own_user
+        system += own_system
+    return user, system
 
 
-def _own_cpu_seconds(pid: int) -> float:
+def _own_cpu_times(pid: int) -> tuple[float, float]:
     text = Path(f"/proc/{pid}/stat").read_text()
     # The command name (field 2) may hold spaces; the fields after it are fixed.
     fields = text[text.rindex(")") + 2 :].split()
     utime, stime = int(fields[11]), int(fields[12])
-    return (utime + stime) / _CLK_TCK
+    return utime / _CLK_TCK, stime / _CLK_TCK
 
 
 def rss_bytes(pid: int) -> int:

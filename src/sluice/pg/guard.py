@@ -37,7 +37,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 from sluice.errors import ProtocolError
 from sluice.pg.settings import set_config_statement
@@ -232,7 +232,7 @@ class QuickMemory:
     """
 
     __slots__ = ("pending", "tracked", "untracked")
-    LIMIT = 32  # sets of tracked statements remembered per connection
+    LIMIT: ClassVar[int] = 32  # sets of tracked statements remembered per connection
 
     def __init__(self) -> None:
         self.untracked: bytes | None = None

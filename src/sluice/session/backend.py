@@ -74,7 +74,9 @@ class BackendConn(Generic[ClientT, TrackerT]):
     """State, lending, backpressure and closing of one backend connection.
 
     Generic over the engine's client session (`client`, while lent) and its reply
-    tracker (`tracker`), so that each engine reads both with their own types."""
+    tracker (`tracker`), so that each engine reads both with their own types. Like a
+    client session, it is the event loop's protocol without deriving from
+    `asyncio.Protocol` (see `FrontendSession`)."""
 
     goodbye: ClassVar[bytes] = b""  # what the engine sends before closing (Terminate, COM_QUIT)
     client: ClientT | None  # the engine's client session while lent, else None

@@ -100,6 +100,10 @@ class FrontendSession(Generic[HostT, PoolT, ServerT, MessageT]):
     that needed it (`_held`) and waits on a pool future; `_server_ready` then
     hands the connection to the engine (`_on_borrowed`), which replays the parked
     message. A wait that ends in an error is reported in the engine's format.
+
+    A session is the event loop's protocol for its connection: it has the callbacks
+    the loop calls, without deriving from `asyncio.Protocol`, so that the compiled
+    build makes it a native class (`as_protocol` says so to the type checker).
     """
 
     _STEP: ClassVar[str] = "login"  # what the login is called in log lines and errors
