@@ -48,6 +48,7 @@ COMPILED = [
     "session/backend.py",
     "session/frontend.py",
     "session/pooling.py",
+    "pool/budget.py",
     "pool/pool.py",
     "observe/histogram.py",
     "pg/client.py",

@@ -33,7 +33,7 @@ import re
 import ssl
 import time
 from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Protocol
 
 from sluice.errors import ProtocolError, QueryCanceled, ServerError, SluiceError
 from sluice.mysql.answers import last_insert_id_query, one_value_result
@@ -60,30 +60,43 @@ if TYPE_CHECKING:
     from sluice.session.views import Session
 
 log = logging.getLogger("sluice.client")
+# The states as the compiled build reads them fastest: C globals, not attributes of the
+# enum class (whose metaclass makes every attribute read a slower lookup).
+_CLOSED: Final = ClientState.CLOSED
+_READY: Final = ClientState.READY
+_STARTUP: Final = ClientState.STARTUP
+_WAITING: Final = ClientState.WAITING
 
-_BUFFER_WHILE_WAITING = 256 * 1024
+_BUFFER_WHILE_WAITING: Final = 256 * 1024
 # Before login: the largest packet (a HandshakeResponse41 with connect attributes,
 # or an IAM auth token as the password: a few KB), and what is read ahead of the
 # login's next step.
 LOGIN_PACKET_MAX = 16 * 1024
-_BUFFER_WHILE_LOGGING_IN = 2 * LOGIN_PACKET_MAX
-_LOCAL = frozenset((c.COM_PING,))
-_STMT_COMMANDS = frozenset(
+_BUFFER_WHILE_LOGGING_IN: Final = 2 * LOGIN_PACKET_MAX
+_LOCAL: Final = frozenset((c.COM_PING,))
+_STMT_COMMANDS: Final = frozenset(
     (c.COM_STMT_EXECUTE, c.COM_STMT_SEND_LONG_DATA, c.COM_STMT_RESET, c.COM_STMT_FETCH)
 ) | {c.COM_STMT_CLOSE}
-_OWN, _INFILE, _OK, _DONE, _ERROR = rp.OWN, rp.INFILE, rp.OK, rp.DONE, rp.ERROR
-_WALKED = rp.NONE
-_CONDITIONS = rp.OK | rp.RESULT_END | rp.ERROR  # packets that say if a statement raised any
-_SESSION = c.SESSION_STATUS
-_REPORTED = c.SESSION_STATUS | c.TRANSACTION_STATUS
-_LEARN_INSERT_ID = cmd.query("SELECT LAST_INSERT_ID()")
-_ENDS_SAVEPOINTS = re.compile(
+# Module constants are `Final`: the compiled build reads them as C globals, not from the
+# module's dict.
+_OWN: Final = rp.OWN
+_INFILE: Final = rp.INFILE
+_OK: Final = rp.OK
+_DONE: Final = rp.DONE
+_ERROR: Final = rp.ERROR
+_WALKED: Final = rp.NONE
+_CONDITIONS: Final = rp.OK | rp.RESULT_END | rp.ERROR  # packets that say if a statement raised any
+_SESSION: Final = c.SESSION_STATUS
+_REPORTED: Final = c.SESSION_STATUS | c.TRANSACTION_STATUS
+_LEARN_INSERT_ID: Final = cmd.query("SELECT LAST_INSERT_ID()")
+_ENDS_SAVEPOINTS: Final = re.compile(
     rb"commit|begin|start\s+transaction|rollback\b(?!\s+(?:work\s+)?to\b)"
 )
-_KILL = re.compile(rb"\s*kill\s+(?:(query|connection)\s+)?(\d+)\s*;?\s*$", re.IGNORECASE)
-_PINS = {c.COM_SET_OPTION: "COM_SET_OPTION"}
-_UNKNOWN_COMMAND = frame(build_err(c.ER_UNKNOWN_COM_ERROR, "Unknown command"), 1)
-_SECONDS = re.compile(r"=\s*'?(\d+)'?\s*$")
+_KILL: Final = re.compile(rb"\s*kill\s+(?:(query|connection)\s+)?(\d+)\s*;?\s*$", re.IGNORECASE)
+_PINS: Final = {c.COM_SET_OPTION: "COM_SET_OPTION"}
+_UNKNOWN_COMMAND: Final = frame(build_err(c.ER_UNKNOWN_COM_ERROR, "Unknown command"), 1)
+_SECONDS: Final = re.compile(r"=\s*'?(\d+)'?\s*$")
+_SEMICOLON: Final = ord(";")  # (an int: see sluice.wire.mysql.sql)
 
 
 def wait_seconds(stmt: str) -> float:
@@ -197,10 +210,10 @@ class MyClientSession(FrontendSession[MyHost, "MyPool", "MyServerConn", tuple[in
                 return
         self.reader.feed(data)
         state = self.state
-        if state is ClientState.READY:
+        if state is _READY:
             self.last_active = time.monotonic()
             self._drain()
-        elif state is ClientState.WAITING:
+        elif state is _WAITING:
             if self.reader.pending > _BUFFER_WHILE_WAITING:
                 self.pause_reading()
         elif self._waiter is not None and not self._waiter.done():
@@ -261,7 +274,7 @@ class MyClientSession(FrontendSession[MyHost, "MyPool", "MyServerConn", tuple[in
     async def receive(self, expect: int) -> tuple[int, bytes]:
         """The client's next login packet, which must carry sequence id `expect`."""
         while (packet := self.reader.next()) is None:
-            if self.state is ClientState.CLOSED:
+            if self.state is _CLOSED:
                 raise ServerError("client closed the connection")
             self.resume_reading()  # if the read-ahead had filled up
             self._waiter = asyncio.get_running_loop().create_future()
@@ -277,7 +290,7 @@ class MyClientSession(FrontendSession[MyHost, "MyPool", "MyServerConn", tuple[in
         early = self.reader.take_rest()
         plain = self._decrypt(early) if early else b""
         while not tls.done:
-            if self.state is ClientState.CLOSED:
+            if self.state is _CLOSED:
                 raise ServerError("client closed the connection during the TLS handshake")
             self.resume_reading()
             self._waiter = asyncio.get_running_loop().create_future()
@@ -292,7 +305,7 @@ class MyClientSession(FrontendSession[MyHost, "MyPool", "MyServerConn", tuple[in
         if self.relay.held is not None:  # a command waits for its statement's PREPARE
             return
         try:
-            while self.state is ClientState.READY:
+            while self.state is _READY:
                 packet = self._held or self.reader.next()
                 self._held = None
                 if packet is None:
@@ -376,7 +389,7 @@ class MyClientSession(FrontendSession[MyHost, "MyPool", "MyServerConn", tuple[in
             writes = 0
             if command == c.COM_QUERY:
                 head = head_of(payload[1:])
-                if self.savepoint or head.startswith(b"savepoint") or b";" in payload:
+                if self.savepoint or head.startswith(b"savepoint") or _SEMICOLON in payload:
                     self._note_savepoint(head, payload)
                 writes = query_writes(head)
             self.results.sent(server, writes)
@@ -467,7 +480,7 @@ class MyClientSession(FrontendSession[MyHost, "MyPool", "MyServerConn", tuple[in
             self.pool.client_left(self, server)  # reset, or closed if mid-transaction
         elif self.pinned and self.pool is not None:
             self.pool.pinned -= 1
-        self._set_state(ClientState.STARTUP)
+        self._set_state(_STARTUP)
         steps = self._run_login(lambda: change_user_to(self, payload))
         self._handshake = asyncio.get_running_loop().create_task(steps)
 
@@ -483,7 +496,7 @@ class MyClientSession(FrontendSession[MyHost, "MyPool", "MyServerConn", tuple[in
     async def _kill_elsewhere(self, thread_id: int, *, query: bool) -> None:
         assert self.proxy.app.peers is not None
         found = await self.proxy.app.peers.kill(thread_id, self.user, query=query, by=self.peer)
-        if self.state is not ClientState.CLOSED:
+        if self.state is not _CLOSED:
             self._killed(thread_id, found)
 
     def _killed(self, thread_id: int, found: bool) -> None:
@@ -685,7 +698,7 @@ class MyClientSession(FrontendSession[MyHost, "MyPool", "MyServerConn", tuple[in
         if server is not None:
             assert self.pool is not None
             await self.pool.kill_query(server.thread_id)
-        elif self.state is ClientState.WAITING:
+        elif self.state is _WAITING:
             self.fail(QueryCanceled("Query execution was interrupted"), fatal=False)
 
     # ---- ending ----

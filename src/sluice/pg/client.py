@@ -25,7 +25,7 @@ import logging
 import ssl
 import time
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Protocol, cast
 
 from sluice.errors import (
     AuthFailed,
@@ -62,25 +62,44 @@ if TYPE_CHECKING:
     from sluice.session.views import Session
 
 log = logging.getLogger("sluice.client")
+# The states as the compiled build reads them fastest: C globals, not attributes of the
+# enum class (whose metaclass makes every attribute read a slower lookup).
+_CHECKING: Final = ClientState.CHECKING
+_CLOSED: Final = ClientState.CLOSED
+_READY: Final = ClientState.READY
+_WAITING: Final = ClientState.WAITING
 
-_Q, _P, _B, _D, _E, _C, _S, _H, _X, _F = b"QPBDECSHXF"
-_COPY = frozenset(b"dcf")
-_ATTACHED, _CONSUMED, _WAIT = object(), object(), object()
-_MAY_DEALLOCATE = frozenset((b"d", b"D"))  # how a Query that may be a DEALLOCATE starts
+# Module constants are `Final`: the compiled build reads them as C globals, not from the
+# module's dict.
+_Q: Final = ord("Q")
+_P: Final = ord("P")
+_B: Final = ord("B")
+_D: Final = ord("D")
+_E: Final = ord("E")
+_C: Final = ord("C")
+_S: Final = ord("S")
+_H: Final = ord("H")
+_X: Final = ord("X")
+_F: Final = ord("F")
+_COPY: Final = frozenset(b"dcf")
+_ATTACHED: Final = object()
+_CONSUMED: Final = object()
+_WAIT: Final = object()
+_MAY_DEALLOCATE: Final = frozenset((b"d", b"D"))  # how a Query that may be a DEALLOCATE starts
 # A DEALLOCATE the proxy cannot answer: the server sees it and the client keeps it.
-_DEALLOCATE_ONE = Effect(pin="DEALLOCATE")
-_DEALLOCATE_ALL = Effect(pin="DEALLOCATE", drops_statements=True)
-_FUNCTION_CALL = Effect(opaque=True, writes=True)
-_BUFFER_WHILE_WAITING = 256 * 1024  # bytes read ahead while waiting for a connection
+_DEALLOCATE_ONE: Final = Effect(pin="DEALLOCATE")
+_DEALLOCATE_ALL: Final = Effect(pin="DEALLOCATE", drops_statements=True)
+_FUNCTION_CALL: Final = Effect(opaque=True, writes=True)
+_BUFFER_WHILE_WAITING: Final = 256 * 1024  # bytes read ahead while waiting for a connection
 # Before login: the largest message (PostgreSQL's own bound on an authentication
 # message is 65535; a SCRAM message is under 1 KB and the longest password, an
 # IAM auth token, a few KB), and what is read ahead of the login's next step.
 LOGIN_MESSAGE_MAX = 16 * 1024
-_BUFFER_WHILE_LOGGING_IN = 2 * LOGIN_MESSAGE_MAX
+_BUFFER_WHILE_LOGGING_IN: Final = 2 * LOGIN_MESSAGE_MAX
 _serials = itertools.count(1)
-_CHECKING = ClientState.CHECKING
-_STATUS_FAILED, _STATUS_IN_BLOCK = ord("E"), ord("T")  # ReadyForQuery's transaction status
-_TAKE_SNAPSHOT = m.query("SELECT")  # no rows to speak of, but a snapshot, as any query takes
+_STATUS_FAILED: Final = ord("E")  # ReadyForQuery's transaction status: failed
+_STATUS_IN_BLOCK: Final = ord("T")  # and in a transaction block
+_TAKE_SNAPSHOT: Final = m.query("SELECT")  # no rows to speak of, but a snapshot, as any query takes
 
 
 def _drops_statements(sql: bytes, tracker: r.ResponseTracker) -> bool:
@@ -160,10 +179,10 @@ class ClientSession(FrontendSession[PgHost, "PgPool", "ServerConn", bytes]):
     def data_received(self, data: bytes) -> None:
         self.reader.feed(data)
         state = self.state
-        if state is ClientState.READY:
+        if state is _READY:
             self.last_active = time.monotonic()
             self._drain()
-        elif state is ClientState.WAITING or state is ClientState.CHECKING:
+        elif state is _WAITING or state is _CHECKING:
             if self.reader.pending > _BUFFER_WHILE_WAITING:
                 self.pause_reading()  # resumed once a connection is borrowed or checked
         elif self._waiter is not None and not self._waiter.done():
@@ -205,7 +224,7 @@ class ClientSession(FrontendSession[PgHost, "PgPool", "ServerConn", bytes]):
             await self._wait_data()
 
     async def _wait_data(self) -> None:
-        if self.state is ClientState.CLOSED:
+        if self.state is _CLOSED:
             raise ClientError("client closed the connection")
         self.resume_reading()  # if the read-ahead had filled up
         self._waiter = asyncio.get_running_loop().create_future()
@@ -232,7 +251,7 @@ class ClientSession(FrontendSession[PgHost, "PgPool", "ServerConn", bytes]):
         """Forward every complete message; borrow a connection when one is needed."""
         out: list[bytes] = []
         try:
-            while self.state is ClientState.READY:
+            while self.state is _READY:
                 msg = self._held or self.reader.next()
                 self._held = None
                 if msg is None:
@@ -490,7 +509,7 @@ class ClientSession(FrontendSession[PgHost, "PgPool", "ServerConn", bytes]):
     async def cancel_running(self) -> None:
         """A CancelRequest with this client's key: stop its query, or its wait."""
         server = self.server
-        if self.state is ClientState.CHECKING:
+        if self.state is _CHECKING:
             return  # nothing of the client's runs: the proxy's own check does
         if server is not None:
 
@@ -530,7 +549,7 @@ class ClientSession(FrontendSession[PgHost, "PgPool", "ServerConn", bytes]):
         if found is RECHECK:
             self.guard.start_check(server)  # the precise check; the client still waits
             return
-        self._set_state(ClientState.READY)
+        self._set_state(_READY)
         self.guard.opaque = False
         if found is None:
             self.server = None
