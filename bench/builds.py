@@ -7,20 +7,30 @@ such as an earlier version's compiled package), each warmed up and then loaded
 with `pgbench -S` while /proc gives its CPU time, user and system. Alternating the
 builds (and which goes first) spreads the noise of a shared machine over them; the
 report gives every round and the median per build.
+
+`--callgrind` counts instead the instructions the whole proxy process (event loop,
+sessions, pools, wire layer) executes per transaction, user space only: each build's
+proxy runs under `valgrind --tool=callgrind` twice, for `pgbench -S -t` of a few and of
+many transactions per client, and the difference is divided by the extra
+transactions. Unlike CPU time, the count does not move with the machine's load.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import re
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from bench.pgbench import PgbenchRun, run_pgbench
 from bench.procinfo import cpu_times
-from bench.systems import BENCH_USER, LOCALHOST, BenchDatabase, Endpoint
+from bench.systems import BENCH_DB, BENCH_USER, LOCALHOST, BenchDatabase, Endpoint, pg_env
 from sluice.dbserver.launcher import free_port
 from sluice.devtools.runner import SluiceProcess
 
@@ -44,13 +54,7 @@ def _one(
     """(tps, proxy user and system CPU µs per transaction) of one fresh proxy from the
     build at `path`."""
     port = free_port()
-    proxy = {
-        "name": "bench",
-        "listen": f"{LOCALHOST}:{port}",
-        "target": {"host": db.cluster.host, "port": db.cluster.port},
-        "pool": {"mode": "transaction", "max_connections": pool, "max_idle_connections": pool},
-        "users": [{"name": BENCH_USER, "password": db.password}],
-    }
+    proxy = _proxy_config(db, port, pool)
     rundir = Path(tempfile.mkdtemp(prefix="sluice-", dir=workdir))
     proc = SluiceProcess(
         [proxy], glob={"log_level": "warning"}, workdir=rundir, env={"PYTHONPATH": str(path)}
@@ -69,6 +73,68 @@ def _one(
         raise RuntimeError(f"pgbench failed: {result.error}")
     per_txn = 1e6 / result.transactions
     return result.tps, (user_after - user) * per_txn, (system_after - system) * per_txn
+
+
+def _proxy_config(db: BenchDatabase, port: int, pool: int) -> dict[str, object]:
+    return {
+        "name": "bench",
+        "listen": f"{LOCALHOST}:{port}",
+        "target": {"host": db.cluster.host, "port": db.cluster.port},
+        "pool": {"mode": "transaction", "max_connections": pool, "max_idle_connections": pool},
+        "users": [{"name": BENCH_USER, "password": db.password}],
+    }
+
+
+def _instructions(
+    db: BenchDatabase, workdir: Path, path: Path, mode: str, clients: int, txns: int, pool: int
+) -> int:
+    """Instructions a fresh proxy from the build at `path`, run under callgrind, executes
+    from its start to its exit, with `pgbench -t txns` (per client) run through it."""
+    port = free_port()
+    rundir = Path(tempfile.mkdtemp(prefix="sluice-", dir=workdir))
+    proc = SluiceProcess(
+        [_proxy_config(db, port, pool)], glob={"log_level": "warning"}, workdir=rundir
+    )
+    out = rundir / "callgrind.out"
+    cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
+    cmd += [sys.executable, "-m", "sluice", "proxy", "--config", str(proc.config_path)]
+    stderr = rundir / "valgrind.log"
+    with stderr.open("wb") as log:
+        env = {**os.environ, "PYTHONPATH": str(path)}
+        child = subprocess.Popen(cmd, stdout=log, stderr=log, env=env)
+    try:
+        deadline = time.monotonic() + 300
+        while True:  # python starts slowly under valgrind
+            try:
+                socket.create_connection((LOCALHOST, port), timeout=1).close()
+                break
+            except OSError:
+                if child.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the proxy did not start:\n{stderr.read_text()}") from None
+                time.sleep(0.5)
+        bench = ["pgbench", "-n", "-S", "-M", mode, "-c", str(clients), "-j", "2"]
+        bench += ["-t", str(txns), "-h", LOCALHOST, "-p", str(port), "-U", BENCH_USER, BENCH_DB]
+        subprocess.run(bench, capture_output=True, check=True, env=pg_env(db.password))
+    finally:
+        child.terminate()
+        child.wait(timeout=300)
+    found = re.search(r"Collected : (\d+)", stderr.read_text())
+    if found is None:
+        raise RuntimeError(f"no instruction count from callgrind:\n{stderr.read_text()}")
+    return int(found.group(1))
+
+
+def _callgrind(
+    db: BenchDatabase, workdir: Path, builds: dict[str, Path], args: argparse.Namespace
+) -> None:
+    few, many = 20, 20 + args.callgrind_txns
+    for name, path in builds.items():
+        counts = [
+            _instructions(db, workdir, path, args.mode, args.clients, n, args.pool_size)
+            for n in (few, many)
+        ]
+        per_txn = (counts[1] - counts[0]) / ((many - few) * args.clients)
+        print(f"{name:12} {per_txn:9.0f} instructions/txn", flush=True)
 
 
 def _line(label: str, name: str, tps: float, user: float, system: float) -> str:
@@ -94,6 +160,10 @@ def main() -> None:
         metavar="NAME=PATH",
         help="another build to measure in the same rounds (e.g. an earlier compiled one)",
     )
+    parser.add_argument("--callgrind", action="store_true", help="count instructions instead")
+    parser.add_argument(
+        "--callgrind-txns", type=int, default=100, help="extra transactions per client counted"
+    )
     args = parser.parse_args()
     builds = {"interpreted": args.pure.resolve(), "compiled": args.compiled.resolve()}
     _check_build(builds["interpreted"], compiled=False)
@@ -110,6 +180,9 @@ def main() -> None:
         db = BenchDatabase(Path(tmp), max_connections=100, scale=10)
         db.start()
         try:
+            if args.callgrind:
+                _callgrind(db, Path(tmp), builds, args)
+                return
             for round_ in range(1, args.rounds + 1):
                 order = list(builds.items())
                 for name, path in order if round_ % 2 else reversed(order):  # neither always first
