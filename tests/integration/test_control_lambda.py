@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from lambda_kit import TRUST_LAMBDA, make_zip
 from model_check import checked, cli_checked
 from sluice.devtools.controlplane import AwsCliError, SluiceServer
 
@@ -68,24 +69,11 @@ def handler(event, context):
     }
 """
 
-TRUST_LAMBDA = {
-    "Version": "2012-10-17",
-    "Statement": [{"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"},
-                   "Action": "sts:AssumeRole"}],
-}  # fmt: skip
 TRUST_EC2 = {
     "Version": "2012-10-17",
     "Statement": [{"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"},
                    "Action": "sts:AssumeRole"}],
 }  # fmt: skip
-
-
-def make_zip(files: dict[str, str]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for name, text in files.items():
-            archive.writestr(name, text)
-    return buffer.getvalue()
 
 
 @pytest.fixture(scope="module")

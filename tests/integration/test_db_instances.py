@@ -341,25 +341,36 @@ def _step_6(server: SluiceServer, db_sg: str, proxy_sg: str, port: int, verb: st
                "--port", str(port), "--source-group", proxy_sg)  # fmt: skip
 
 
-def test_a_proxy_in_front_of_an_instance_through_reboot_and_password_rotation(
-    server: SluiceServer,
-) -> None:
-    ec2, rds, sm = server.client("ec2"), server.client("rds"), server.client("secretsmanager")
+def _instance_in_its_group(
+    server: SluiceServer, name: str, engine: str, user: str, database: str
+) -> tuple[str, str, dict[str, Any]]:
+    """A managed-secret instance in a group of its own, and a proxy group admitting this
+    host's clients: (database group, proxy group, the instance once available)."""
+    ec2, rds = server.client("ec2"), server.client("rds")
     vpc, _, _ = _network(server)
     db_sg, proxy_sg = (
         ec2.create_security_group(GroupName=n, Description=n, VpcId=vpc)["GroupId"]
         for n in ("db", "proxy")
     )
+    port = 5432 if engine == "postgres" else 3306
     ec2.authorize_security_group_ingress(
-        GroupId=proxy_sg, IpPermissions=[_tcp(3306, IpRanges=[{"CidrIp": "127.0.0.1/32"}])])
+        GroupId=proxy_sg, IpPermissions=[_tcp(port, IpRanges=[{"CidrIp": "127.0.0.1/32"}])])
     rds.create_db_instance(
-        DBInstanceIdentifier="app-db", Engine="mariadb", DBInstanceClass="db.t3.micro",
-        MasterUsername="admin", ManageMasterUserPassword=True, DBName="appdb",
+        DBInstanceIdentifier=name, Engine=engine, DBInstanceClass="db.t3.micro",
+        MasterUsername=user, ManageMasterUserPassword=True, DBName=database,
         VpcSecurityGroupIds=[db_sg], AllocatedStorage=20,
     )  # fmt: skip
-    rds.get_waiter("db_instance_available").wait(DBInstanceIdentifier="app-db",
+    rds.get_waiter("db_instance_available").wait(DBInstanceIdentifier=name,
                                                  WaiterConfig=FAST)  # fmt: skip
-    instance = _describe(rds, "app-db")
+    return db_sg, proxy_sg, _describe(rds, name)
+
+
+def test_a_proxy_in_front_of_an_instance_through_reboot_and_password_rotation(
+    server: SluiceServer,
+) -> None:
+    rds, sm = server.client("rds"), server.client("secretsmanager")
+    db_sg, proxy_sg, instance = _instance_in_its_group(server, "app-db", "mariadb", "admin",
+                                                       "appdb")  # fmt: skip
     address = instance["Endpoint"]["Address"]
     proxy = _proxy_in_front(server, instance, proxy_sg)
     endpoint = proxy["Endpoint"]
@@ -422,22 +433,9 @@ def test_a_proxy_in_front_of_an_instance_through_reboot_and_password_rotation(
 
 
 def test_the_recipes_step_6_rule_is_what_lets_a_postgres_proxy_in(server: SluiceServer) -> None:
-    ec2, rds, sm = server.client("ec2"), server.client("rds"), server.client("secretsmanager")
-    vpc, _, _ = _network(server)
-    db_sg, proxy_sg = (
-        ec2.create_security_group(GroupName=n, Description=n, VpcId=vpc)["GroupId"]
-        for n in ("db", "proxy")
-    )
-    ec2.authorize_security_group_ingress(
-        GroupId=proxy_sg, IpPermissions=[_tcp(5432, IpRanges=[{"CidrIp": "127.0.0.1/32"}])])
-    rds.create_db_instance(
-        DBInstanceIdentifier="pg-db", Engine="postgres", DBInstanceClass="db.t3.micro",
-        MasterUsername="master", ManageMasterUserPassword=True, DBName="shop",
-        VpcSecurityGroupIds=[db_sg], AllocatedStorage=20,
-    )  # fmt: skip
-    rds.get_waiter("db_instance_available").wait(DBInstanceIdentifier="pg-db",
-                                                 WaiterConfig=FAST)  # fmt: skip
-    instance = _describe(rds, "pg-db")
+    rds, sm = server.client("rds"), server.client("secretsmanager")
+    db_sg, proxy_sg, instance = _instance_in_its_group(server, "pg-db", "postgres", "master",
+                                                       "shop")  # fmt: skip
     secret = instance["MasterUserSecret"]["SecretArn"]
     password = json.loads(sm.get_secret_value(SecretId=secret)["SecretString"])["password"]
     endpoint = _proxy_in_front(server, instance, proxy_sg, "POSTGRESQL")["Endpoint"]

@@ -37,6 +37,7 @@ import pymysql
 import pytest
 from botocore.config import Config
 
+from lambda_kit import TRUST_LAMBDA, make_zip
 from sluice.dbserver.mariadb import MariaDbCluster
 from sluice.devtools.controlplane import Database, SluiceServer, build_proxy
 
@@ -45,11 +46,6 @@ CONCURRENCY = 250
 MAX_CONNECTIONS = 200  # the database's max_connections
 POOL_PERCENT = 10  # the proxy's MaxConnectionsPercent: 20 connections
 DB_USER, DB_PASSWORD = "app", "App-Secret-7"
-TRUST_LAMBDA = {
-    "Version": "2012-10-17",
-    "Statement": [{"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"},
-                   "Action": "sts:AssumeRole"}],
-}  # fmt: skip
 
 # Its module-level ENV names the environment: a warm environment answers with the same one.
 TRANSACTION = """
@@ -74,14 +70,6 @@ def handler(event, context):
         conn.close()
     return {"env": ENV, "mine": mine, "pid": os.getpid()}
 """
-
-
-def make_zip(files: dict[str, str]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for name, text in files.items():
-            archive.writestr(name, text)
-    return buffer.getvalue()
 
 
 def pymysql_layer() -> bytes:

@@ -10,11 +10,9 @@ cgroup only the watchdog); a test of an ability the machine lacks is skipped, sa
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
-import zipfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -22,13 +20,8 @@ from typing import Any
 
 import pytest
 
+from lambda_kit import TRUST_LAMBDA, make_zip
 from sluice.devtools.controlplane import SluiceServer
-
-TRUST_LAMBDA = {
-    "Version": "2012-10-17",
-    "Statement": [{"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"},
-                   "Action": "sts:AssumeRole"}],
-}  # fmt: skip
 
 READER = """
 import json, os, time
@@ -64,14 +57,6 @@ def handler(event, context):
     child = "b = b'x' * (%d * 1024 * 1024); import time; time.sleep(0.5)" % event["mb"]
     return subprocess.run([sys.executable, "-c", child]).returncode
 """
-
-
-def make_zip(files: dict[str, str]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for name, text in files.items():
-            archive.writestr(name, text)
-    return buffer.getvalue()
 
 
 def host_opt() -> tuple[list[str], list[str]]:

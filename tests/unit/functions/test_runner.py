@@ -10,15 +10,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-import io
 import json
 import sys
 import time
-import zipfile
 from pathlib import Path
 
 import pytest
 
+from lambda_kit import make_zip
 from sluice.functions.package import PackageError, PackageStore
 from sluice.functions.runner import Runner
 from sluice.functions.spec import FunctionSpec, RunnerSettings, TemporaryCredentials, Throttled
@@ -45,14 +44,6 @@ class Keys:
         self.made += 1
         return TemporaryCredentials(f"ASIAKEY{self.made}", "secret", "token",
                                     time.time() + self.lifetime)  # fmt: skip
-
-
-def make_zip(files: dict[str, str]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for name, text in files.items():
-            archive.writestr(name, text)
-    return buffer.getvalue()
 
 
 def spec(root: Path, revision: str = "r1", **changes: object) -> FunctionSpec:
