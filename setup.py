@@ -17,7 +17,9 @@ Nothing is compiled when
 - the install is editable (`pip install -e .`): the sources under src/ then run as
   they are, so an edited module is never shadowed by a stale extension next to it.
   `make test` builds the compiled package into its own directory and runs the tests
-  against it (see the Makefile).
+  against it (see the Makefile), or
+- setuptools is only asked for the package's metadata or build requirements (`egg_info`,
+  `dist_info`), which need no extension: mypyc's type check runs once, for the build.
 
 The small C library preloaded into Lambda function environments is not a module: it is
 built wherever a C compiler is found, editable installs included (`preloaded_library`).
@@ -69,7 +71,7 @@ COMPILED = [
 def compiled_modules() -> list[object]:
     if os.environ.get("SLUICE_PURE", "") not in ("", "0"):
         return []
-    if "editable_wheel" in sys.argv or "develop" in sys.argv:
+    if {"editable_wheel", "develop", "egg_info", "dist_info"} & set(sys.argv):
         return []
     compiler = os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc"
     if shutil.which(compiler.split()[0]) is None:
