@@ -60,7 +60,7 @@ lint: $(STAMP)
 test: test-compiled test-pure
 
 test-compiled: $(COMPILED)/.built $(STAMP) system-pg system-mysql system-sysbench lint
-	SLUICE_COMPILED=1 PYTHONPATH=$(CURDIR)/$(COMPILED) $(BIN)/pytest -q
+	SLUICE_COMPILED=1 PYTHONPATH=$(CURDIR)/$(COMPILED) $(BIN)/pytest -q --durations=25
 
 test-pure: $(STAMP) system-pg system-mysql lint
 	SLUICE_COMPILED=0 PYTHONPATH=$(CURDIR)/src $(BIN)/pytest -q tests/unit tests/integration/test_fuzz_wire.py
