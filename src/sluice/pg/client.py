@@ -114,7 +114,7 @@ def _drops_statements(sql: bytes, tracker: r.ResponseTracker) -> bool:
     deallocates = any(stmt[:10].lower() == "deallocate" for stmt in statements)
     if len(statements) > 1:
         return deallocates  # (it may run before a later statement fails)
-    if tracker.queue or tracker.unsynced:
+    if tracker.outstanding or tracker.unsynced:
         return True
     status = tracker.status
     return status != _STATUS_FAILED and (deallocates or status != _STATUS_IN_BLOCK)
@@ -514,7 +514,7 @@ class ClientSession(FrontendSession[PgHost, "PgPool", "ServerConn", bytes]):
         if server is not None:
 
             def running() -> bool:  # the statement may finish while Sluice connects
-                return self.server is server and bool(server.tracker.queue)
+                return self.server is server and server.tracker.outstanding > 0
 
             await self.proxy.send_cancel(server.backend_pid, server.backend_secret, running)
         elif self.waiting:

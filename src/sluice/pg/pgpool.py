@@ -104,7 +104,7 @@ class PgPool(EnginePool[ServerConn, "PgPoolHost"]):
         return not server.tracker.idle and not server.tracker.settling
 
     def abandon(self, server: ServerConn) -> None:
-        if server.tracker.queue:  # a query still runs: cancel it, the close rolls back
+        if server.tracker.outstanding:  # a query still runs: cancel it, the close rolls back
             self.proxy.app.spawn(self.proxy.send_cancel(server.backend_pid, server.backend_secret))
 
     async def reset(self, server: ServerConn) -> None:

@@ -192,7 +192,9 @@ class ClientStatements:
     ) -> bytes | None:
         """The replies to the Query message `query` if it is one DEALLOCATE the proxy can
         answer now (`tracker`: of the borrowed connection, None if none is borrowed)."""
-        if tracker is not None and (tracker.queue or tracker.awaiting_sync or tracker.unsynced):
+        if tracker is not None and (
+            tracker.outstanding or tracker.awaiting_sync or tracker.unsynced
+        ):
             return None  # replies to earlier requests are still due: the server orders them
         effect = classify_bytes(query[5:-1])
         if effect.deallocate is None:
@@ -303,5 +305,5 @@ def _touch(prepared: dict[bytes, int], name: bytes) -> None:
 
 def _answer_now(tracker: r.ResponseTracker, client: StatementClient) -> None:
     """A made-up reply with nothing outstanding before it goes to the client at once."""
-    if len(tracker.queue) == 1:
+    if tracker.outstanding == 1:
         client.transport_write(tracker.flush_fakes())

@@ -46,14 +46,12 @@ All rules for matching live in `_route` below.
 
 from __future__ import annotations
 
-import struct
 from collections import deque
+from collections.abc import Iterable
 from typing import Final
 
 from sluice.errors import ProtocolError
 from sluice.wire.pg.messages import CLOSE_COMPLETE, PARSE_COMPLETE, parse_error_fields
-
-_unpack_len: Final = struct.Struct("!I").unpack_from
 
 # Request kinds (queue entries). Upper-case letters are forwarded requests whose
 # replies go to the client; the others are the proxy's own.
@@ -107,10 +105,60 @@ _M_COMPLETE: Final = ord("C")
 _M_PARAM: Final = ord("S")
 _M_NOTIFY: Final = ord("A")
 _IDLE: Final = ord("I")
+_R: Final = ord("R")
+_C: Final = ord("C")
 # Replies that may change the tracker's state; any other reply to a Query or an
 # Execute only passes along to the client.
 _EVENTS: Final = frozenset(b"ZECIs")
 _PASS_ALONG: Final = frozenset((QUERY, EXECUTE))
+
+
+def _table(*groups: tuple[Iterable[int], int]) -> bytes:
+    """A byte per message or request kind, holding the flags of the groups it is in."""
+    table = bytearray(256)
+    for kinds, flag in groups:
+        for kind in kinds:
+            table[kind] |= flag
+    return bytes(table)
+
+
+# The sets above as flags in one table per side, which the relay path reads per
+# message: indexing bytes with an int is a C array read in the compiled build, where
+# set membership hashes a boxed int.
+_Q_QUIET: Final = 1
+_Q_RESTORING: Final = 2
+_Q_PASS_ALONG: Final = 4
+_Q_FAKE: Final = 8
+_Q_SPECIAL: Final = 16
+_Q_EXTENDED: Final = 32
+_Q_SYNC: Final = 64
+_REQUEST: Final = _table(
+    (_QUIET, _Q_QUIET),
+    (_RESTORING, _Q_RESTORING),
+    (_PASS_ALONG, _Q_PASS_ALONG),
+    (_FAKES, _Q_FAKE),
+    (SPECIAL, _Q_SPECIAL),
+    (_EXTENDED, _Q_EXTENDED),
+    (_SYNCS, _Q_SYNC),
+)
+_R_EVENT: Final = 1
+_R_STREAMED: Final = 2
+_R_ASYNC: Final = 4
+_R_ENDS_EXECUTE: Final = 8
+_REPLY: Final = _table(
+    (_EVENTS, _R_EVENT),
+    (_STREAMED, _R_STREAMED),
+    (_ASYNC, _R_ASYNC),
+    (_ENDS_EXECUTE, _R_ENDS_EXECUTE),
+)
+_COMPACT_AT: Final = 64  # popped entries kept at the queue's head before it is compacted
+
+
+def _length(data: bytes, pos: int) -> int:
+    """The length field of the message whose type byte is at `pos` (big-endian int32)."""
+    return data[pos + 1] << 24 | data[pos + 2] << 16 | data[pos + 3] << 8 | data[pos + 4]
+
+
 # error severities after which the server closes
 _ENDS_SESSION: Final = frozenset(("FATAL", "PANIC"))
 _STALE_PLAN: Final = "0A000"  # cached plan must not change result type (and other refusals)
@@ -121,8 +169,10 @@ class ResponseTracker:
 
     __slots__ = (
         "_ending_rollback",
+        "_head",
         "_hidden",
         "_partial",
+        "_queue",
         "_request_failed",
         "_skip",
         "awaiting_sync",
@@ -134,7 +184,6 @@ class ResponseTracker:
         "max_size",
         "parse_names",
         "prepared",
-        "queue",
         "replay_error",
         "rolled_back",
         "specials",
@@ -145,7 +194,10 @@ class ResponseTracker:
     )
 
     def __init__(self, max_size: int) -> None:
-        self.queue: deque[int] = deque()
+        # outstanding requests from `_head` on (a list read by index: the compiled build
+        # reads it as a C array; popped entries are dropped when it empties or grows long)
+        self._queue: list[int] = []
+        self._head = 0
         # server names of PARSE, PARSE_SKIP and CLOSE_SKIP requests, in order
         self.parse_names: deque[bytes] = deque()
         # statements this connection has (LRU order) -> the schema generation they were
@@ -178,14 +230,25 @@ class ResponseTracker:
 
     # ---- requests ----
 
+    @property
+    def queue(self) -> list[int]:
+        """The outstanding requests, oldest first (a copy)."""
+        return self._queue[self._head :]
+
+    @property
+    def outstanding(self) -> int:
+        """Requests sent and not yet answered in full."""
+        return len(self._queue) - self._head
+
     def push(self, kind: int) -> None:
         if self.awaiting_sync:
             if kind != SYNC:
                 return  # the server discards it unanswered (fakes are owed nothing either)
             self.awaiting_sync = False
-        self.queue.append(kind)
-        self.unsynced = kind in _EXTENDED
-        if kind in SPECIAL:
+        self._queue.append(kind)
+        flags = _REQUEST[kind]
+        self.unsynced = flags & _Q_EXTENDED != 0
+        if flags & _Q_SPECIAL:
             self.specials += 1
 
     def push_parse(self, kind: int, server_name: bytes) -> None:
@@ -212,7 +275,7 @@ class ResponseTracker:
     def idle(self) -> bool:
         """No request outstanding and the last ReadyForQuery said: not in a transaction."""
         return (
-            not self.queue
+            self._head == len(self._queue)
             and self.status == 73  # 'I'
             and not self.awaiting_sync
             and not self.unsynced
@@ -222,15 +285,15 @@ class ResponseTracker:
     def idle_in_transaction(self) -> bool:
         """Nothing outstanding, yet a transaction is open (or an extended-protocol one
         awaits its Sync): the server waits for the client."""
-        return not self.queue and not self.idle
+        return self._head == len(self._queue) and not self.idle
 
     @property
     def settling(self) -> bool:
         """Idle but for the proxy's own queries, still running (e.g. a state check)."""
-        queue = self.queue
+        queue = self._queue
         return (
-            bool(queue)
-            and all(kind in _OWN_QUERIES for kind in queue)
+            self._head < len(queue)
+            and all(kind in _OWN_QUERIES for kind in queue[self._head :])
             and self.status == _IDLE
             and not self.awaiting_sync
         )
@@ -238,14 +301,24 @@ class ResponseTracker:
     def flush_fakes(self) -> bytes:
         """Replies the proxy owes the client now that nothing is outstanding before them."""
         out = b""
-        queue = self.queue
-        while queue and queue[0] in _FAKES:
+        queue = self._queue
+        while self._head < len(queue) and _REQUEST[queue[self._head]] & _Q_FAKE:
             out += _FAKES[self._pop()]
         return out
 
     def _pop(self) -> int:
-        kind = self.queue.popleft()
-        if kind in SPECIAL:
+        queue = self._queue
+        head = self._head
+        kind = queue[head]
+        head += 1
+        if head == len(queue):
+            queue.clear()
+            head = 0
+        elif head >= _COMPACT_AT and head * 2 >= len(queue):  # a long pipeline
+            del queue[:head]
+            head = 0
+        self._head = head
+        if _REQUEST[kind] & _Q_SPECIAL:
             self.specials -= 1
         if kind == PARSE or kind == PARSE_SKIP or kind == CLOSE_SKIP:
             self.parse_names.popleft()
@@ -274,24 +347,30 @@ class ResponseTracker:
         pieces: list[bytes] | None = None
         mark = pos = 0
         n = len(data)
-        queue = self.queue
+        queue = self._queue
         max_size = self.max_size
         while n - pos >= 5:
             kind = data[pos]
-            end = pos + 1 + _unpack_len(data, pos + 1)[0]
+            reply = _REPLY[kind]
+            end = pos + 1 + _length(data, pos)
             if end > n or end < pos + 5:
-                if end < pos + 5 or (end - pos > max_size and kind not in _STREAMED):
+                if end < pos + 5 or (end - pos > max_size and not reply & _R_STREAMED):
                     raise ProtocolError(f"invalid message length from server (type {kind})")
-                if kind in _STREAMED and queue and queue[0] not in _QUIET:
+                if (
+                    reply & _R_STREAMED
+                    and self._head < len(queue)
+                    and not _REQUEST[queue[self._head]] & _Q_QUIET
+                ):
                     self._skip = end - n  # stream the row, skip its remainder later
                     pos = n
                 break
-            if end - pos > max_size and kind not in _STREAMED:  # as if it came in pieces
+            if end - pos > max_size and not reply & _R_STREAMED:  # as if it came in pieces
                 raise ProtocolError(f"invalid message length from server (type {kind})")
-            if queue and kind not in _EVENTS and queue[0] in _PASS_ALONG:
+            request = _REQUEST[queue[self._head]] if self._head < len(queue) else 0
+            if request & _Q_PASS_ALONG and not reply & _R_EVENT:
                 pos = end  # the common case: rows and descriptions for the client
                 continue
-            if queue and queue[0] in _FAKES:
+            if request & _Q_FAKE:
                 pieces = pieces if pieces is not None else []
                 pieces.append(data[mark:pos])
                 pieces.append(self.flush_fakes())
@@ -311,23 +390,26 @@ class ResponseTracker:
         else:
             pieces.append(data[mark:pos])
             out = b"".join(pieces)
-        fakes = self.flush_fakes() if queue and queue[0] in _FAKES else b""
-        return out + fakes if fakes else out
+        if self._head < len(queue) and _REQUEST[queue[self._head]] & _Q_FAKE:
+            fakes = self.flush_fakes()
+            return out + fakes if fakes else out
+        return out
 
     def _route(self, kind: int, data: bytes, pos: int) -> bool:
         """Match one reply to the head request; return False to swallow it."""
-        queue = self.queue
-        if not queue:  # unsolicited (a FATAL before the server closes, a notice)
+        queue = self._queue
+        if self._head == len(queue):  # unsolicited (a FATAL before the server closes, a notice)
             if kind == _M_ERROR:
                 self._note_error(data, pos)
             return True
-        head = queue[0]
-        if kind in _ASYNC:
-            if head in _QUIET or head in _RESTORING:
+        head = queue[self._head]
+        request = _REQUEST[head]
+        if _REPLY[kind] & _R_ASYNC:
+            if request & (_Q_QUIET | _Q_RESTORING):
                 return self._quiet_async(head, kind, data, pos)
             return True
         if kind == _M_READY:
-            if _unpack_len(data, pos + 1)[0] != 5:
+            if _length(data, pos) != 5:
                 raise ProtocolError("malformed ReadyForQuery from server")
             self.status = status = data[pos + 5]
             if self._ending_rollback:  # ROLLBACK TO SAVEPOINT leaves us in the transaction
@@ -336,22 +418,22 @@ class ResponseTracker:
             return self._ready(self._pop())
         if kind == _M_ERROR:
             return self._error(head, data, pos)
-        if head in _QUIET:
+        if request & _Q_QUIET:
             if head == QUERY_CHECK and kind == _M_DATA:
-                self.check_rows.append(data[pos + 5 : pos + 1 + _unpack_len(data, pos + 1)[0]])
+                self.check_rows.append(data[pos + 5 : pos + 1 + _length(data, pos)])
             return False
         if kind == _M_COMPLETE:
             self._note_tag(data, pos + 5)
         if head == QUERY or head == FUNCTION or head == QUERY_RESTORING:
             return True
         if head == EXECUTE:
-            if kind in _ENDS_EXECUTE:
+            if _REPLY[kind] & _R_ENDS_EXECUTE:
                 self._pop()
             return True
         if head == DESCRIBE_STMT and kind == _M_PARAM_DESC:
-            queue[0] = DESCRIBE_PORTAL  # a RowDescription or NoData follows
+            queue[self._head] = DESCRIBE_PORTAL  # a RowDescription or NoData follows
             return True
-        if head in _SYNCS:
+        if request & _Q_SYNC:
             return True  # e.g. a late NoticeResponse; Z pops the Sync
         return self._pop() not in (PARSE_SKIP, CLOSE_SKIP)
 
@@ -374,7 +456,9 @@ class ResponseTracker:
 
     def _ready(self, kind: int) -> bool:
         """The ReadyForQuery that ends a request of `kind`: to the client or not."""
-        if kind in _RESTORING:
+        if kind == QUERY or kind == SYNC:
+            return True
+        if _REQUEST[kind] & _Q_RESTORING:
             self._hidden.popleft()
             return False  # the RESTORE's ReadyForQuery, next, is the client's
         if kind == RESTORE:
@@ -384,6 +468,11 @@ class ResponseTracker:
 
     def _note_tag(self, data: bytes, start: int) -> None:
         """Remember whether the last transaction-ending command was a ROLLBACK."""
+        if start >= len(data):
+            return
+        first = data[start]
+        if first != _R and first != _C:  # (SELECT, INSERT ...: most tags)
+            return
         if data.startswith(b"ROLLBACK", start):
             self._ending_rollback = True
         elif data.startswith(b"COMMIT", start):
@@ -398,10 +487,10 @@ class ResponseTracker:
         if head in _TO_CLIENT_ON_ERROR:
             self._request_failed = self._request_failed or head in _RESTORING
             return True
-        queue = self.queue
+        queue = self._queue
         kept: set[bytes] = set()
-        while queue and queue[0] not in _SYNCS:
-            kind = queue[0]
+        while self._head < len(queue) and not _REQUEST[queue[self._head]] & _Q_SYNC:
+            kind = queue[self._head]
             if kind == PARSE or kind == PARSE_SKIP:
                 if self.parse_names[0] not in kept:
                     self.prepared.pop(self.parse_names[0], None)  # the server never made it
@@ -409,9 +498,9 @@ class ResponseTracker:
                 kept.add(self.parse_names[0])
                 self.prepared[self.parse_names[0]] = -1  # to be closed before any use
             self._pop()
-        if not queue:
+        if self._head == len(queue):
             self.awaiting_sync = True  # the client has not sent the Sync yet
-        elif queue[0] == SYNC_RESTORING:
+        elif queue[self._head] == SYNC_RESTORING:
             self._request_failed = True
         return True
 
@@ -419,7 +508,7 @@ class ResponseTracker:
         """Note an ErrorResponse for the client that ends the session (the server closes),
         or that refuses a statement planned before a schema change."""
         try:
-            fields = parse_error_fields(data[pos + 5 : pos + 1 + _unpack_len(data, pos + 1)[0]])
+            fields = parse_error_fields(data[pos + 5 : pos + 1 + _length(data, pos)])
         except ProtocolError:
             return  # relayed as it came; the client makes of it what it can
         if (fields.get("V") or fields.get("S")) in _ENDS_SESSION:
@@ -434,6 +523,6 @@ class ResponseTracker:
         elif head == QUERY_CHECK:
             self.check_failed = True
         elif head == REPLAY or not self._request_failed:  # a failed request fails its restore
-            end = pos + 1 + _unpack_len(data, pos + 1)[0]
+            end = pos + 1 + _length(data, pos)
             self.replay_error = data[pos + 5 : end]
         return False
