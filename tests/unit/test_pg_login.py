@@ -128,6 +128,8 @@ def test_client_refuses_a_wrong_server_signature() -> None:
         (b"R\x00\x00\x00\x0f\x00\x00\x00\x0aOTHER\x00\x00", ServerAuthFailed, "08004"),
         (b"R\x00\x00\x00\x09\x00\x00\x00\x0bx", ServerAuthFailed, "08004"),  # CONTINUE first
         (b"R\x00\x00\x00\x06\x00\x00", ProtocolError, "08P01"),  # truncated code
+        (b"R\x00\x00\x00\x0b\x00\x00\x00\x05abc", ProtocolError, "08P01"),  # md5, salt of 3
+        (b"R\x00\x00\x00\x0d\x00\x00\x00\x05abcde", ProtocolError, "08P01"),  # md5, salt of 5
         (b"S\x00\x00\x00\x06a\x00", ProtocolError, "08P01"),  # not yet: still authenticating
         (b"R\x00\x00", ProtocolError, "08P01"),  # truncated header
     ],

@@ -45,6 +45,7 @@ from sluice.wire.pg.scram import MECHANISM, ScramClient, ScramServer, ScramVerif
 
 _AUTH_FAILURES = frozenset({"28P01", "28000"})
 _NEGOTIATION_PACKETS = 3  # a refused client: an SSLRequest, a GSSENCRequest, then anything
+_MD5_SALT_LEN = 4  # AuthenticationMD5Password carries a 4-byte salt
 
 
 def _kind_body(msg: bytes) -> tuple[bytes, bytes]:
@@ -135,6 +136,8 @@ class LoginClient:
         if code == m.AUTH_CLEARTEXT:
             return m.password_message(self._password.encode() + b"\x00")
         if code == m.AUTH_MD5:
+            if len(payload) != _MD5_SALT_LEN:
+                raise ProtocolError("malformed AuthenticationMD5Password from server")
             return m.password_message(md5_response(self.user, self._password, payload) + b"\x00")
         if code == m.AUTH_SASL and scram is None:
             if MECHANISM not in m.parse_sasl_mechanisms(payload):
