@@ -244,6 +244,7 @@ class App:
         self.stopping = True
         log.info("shutting down")
         for proxy in self.proxies.values():
+            proxy.switches.stopping = True  # what sessions read before borrowing
             proxy.stop_listening()
         deadline = time.monotonic() + self.settings.shutdown_timeout
         while any(p.busy for p in self.proxies.values()) and time.monotonic() < deadline:

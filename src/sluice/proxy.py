@@ -27,6 +27,7 @@ from sluice.observe.redact import redact
 from sluice.pool.budget import Share
 from sluice.pool.pool import PoolLimits, PoolStats
 from sluice.session.admission import Admission
+from sluice.session.frontend import Switches
 from sluice.session.pooling import limits_for
 from sluice.session.services import Services
 from sluice.session.throttle import AuthThrottle
@@ -87,8 +88,12 @@ class Proxy(abc.ABC, Generic[PoolT]):
             config.tls_cert_file, config.tls_key_file, app.settings.state_dir
         )
         self.backend_tls = tls.client_context(config.target)
-        # read by client sessions before each statement: the one check debug logging costs
-        self.debug_logging = config.debug_logging
+        # what client sessions read before each statement or transaction
+        self.switches = Switches(config.debug_logging, config.pool.mode == "session")
+
+    @property
+    def debug_logging(self) -> bool:
+        return self.switches.debug_logging
 
     @abc.abstractmethod
     def new_session(self) -> Session:
@@ -254,7 +259,8 @@ class Proxy(abc.ABC, Generic[PoolT]):
                 config.tls_cert_file, config.tls_key_file, self.app.settings.state_dir
             )
         self.backend_tls = tls.client_context(config.target)
-        self.debug_logging = config.debug_logging
+        self.switches.debug_logging = config.debug_logging
+        self.switches.session_mode = config.pool.mode == "session"
         self.throttle.configure(config.auth_failure_limit, config.auth_block_time)
 
     def _apply_budget(self, old: ProxyConfig, config: ProxyConfig) -> Share:

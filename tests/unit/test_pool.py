@@ -1,8 +1,7 @@
 """`Pool` and the target's `Budget` together, on an event loop, without a database.
 
-The connections are plain objects that record how they were closed (the pool
-only needs the `PooledConnection` protocol); everything else is the real pool
-and budget. Each test runs its own loop with `asyncio.run`.
+The connections are plain `PooledConnection`s that record how they were closed;
+everything else is the real pool and budget. Each test runs its own loop with `asyncio.run`.
 """
 
 from __future__ import annotations
@@ -16,19 +15,17 @@ import pytest
 from sluice.config import Limit, PoolConfig
 from sluice.errors import PoolTimeout
 from sluice.pool.budget import IDLE_EXCESS_GRACE, Budget, Budgets, Share
-from sluice.pool.pool import Pool, PoolLimits
+from sluice.pool.pool import Pool, PooledConnection, PoolLimits
 
 
-class Conn:
+class Conn(PooledConnection):
     """A connection that is always healthy until closed; remembers why it was closed."""
 
     opened = 0
 
     def __init__(self) -> None:
+        super().__init__()
         Conn.opened += 1
-        self.created_at = time.monotonic()
-        self.idle_since = self.created_at
-        self.generation = 0
         self.reason = ""
 
     @property

@@ -5,7 +5,6 @@ Kept free of other Sluice imports so the pool can use it without import cycles.
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from dataclasses import dataclass
 from itertools import pairwise
 
@@ -56,7 +55,7 @@ class HistogramSnapshot:
 
 
 class Histogram:
-    """A fixed-bucket latency histogram: `observe` is a bisect and two additions.
+    """A fixed-bucket latency histogram: `observe` is a scan of the bounds and two additions.
 
     A value lands in the first bucket whose upper bound is >= it (Prometheus
     `le` semantics); values above the last bound land in the +Inf bucket.
@@ -74,7 +73,15 @@ class Histogram:
         self.total = 0.0
 
     def observe(self, seconds: float) -> None:
-        self.counts[bisect_left(self.bounds, seconds)] += 1
+        # From the lowest bound up: the relay's latencies land in the first few buckets,
+        # and the compiled build compares unboxed floats (a bisect boxes the value and
+        # compares Python objects).
+        index = 0
+        for bound in self.bounds:
+            if seconds <= bound:
+                break
+            index += 1
+        self.counts[index] += 1
         self.total += seconds
 
     @property

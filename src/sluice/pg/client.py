@@ -23,8 +23,8 @@ import asyncio
 import itertools
 import logging
 import ssl
-import time
 from collections.abc import Callable, Coroutine
+from time import monotonic  # (a global: a lookup of time.monotonic costs more than the call)
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Protocol, cast
 
 from sluice.errors import (
@@ -134,9 +134,6 @@ class PgHost(SessionHost, LoginHost, Protocol):
     @property
     def app(self) -> PgServices: ...
 
-    @property
-    def debug_logging(self) -> bool: ...
-
     def log_message(self, client: Session, msg: bytes) -> None: ...
 
     def release_database(self, database: str) -> None: ...
@@ -180,7 +177,7 @@ class ClientSession(FrontendSession[PgHost, "PgPool", "ServerConn", bytes]):
         self.reader.feed(data)
         state = self.state
         if state is _READY:
-            self.last_active = time.monotonic()
+            self.last_active = monotonic()
             self._drain()
         elif state is _WAITING or state is _CHECKING:
             if self.reader.pending > _BUFFER_WHILE_WAITING:
@@ -276,7 +273,7 @@ class ClientSession(FrontendSession[PgHost, "PgPool", "ServerConn", bytes]):
         if out and self.server is not None:
             self.server.write(b"".join(out))
             if not self._sent_at:
-                self._sent_at = time.monotonic()
+                self._sent_at = monotonic()
 
     def _skip(self, msg: bytes) -> None:
         """After an error of our own in an extended-protocol request: drop up to Sync."""
@@ -298,7 +295,7 @@ class ClientSession(FrontendSession[PgHost, "PgPool", "ServerConn", bytes]):
             return _CONSUMED
         if kind == _Q and msg[5:6] in _MAY_DEALLOCATE and self._answered(msg, None):
             return _CONSUMED
-        if self.proxy.app.stopping:
+        if self.switches.stopping:
             self.fail_with("the proxy is shutting down", "57P01")
             return _CONSUMED
         assert self.pool is not None
@@ -313,7 +310,7 @@ class ClientSession(FrontendSession[PgHost, "PgPool", "ServerConn", bytes]):
         greeting names its backend pid, as the server's own greeting would)."""
         assert self.pool is not None
         pool = self.pool.pool
-        started = time.monotonic()
+        started = monotonic()
         server: ServerConn | None = pool.try_acquire()
         if server is None:
             request = pool.request()
@@ -323,7 +320,7 @@ class ClientSession(FrontendSession[PgHost, "PgPool", "ServerConn", bytes]):
                 if request.done() and not request.cancelled() and request.exception() is None:
                     pool.release(request.result())  # handed over just as it left
                 raise
-        self.stats.borrow_latency.observe(time.monotonic() - started)
+        self.stats.borrow_latency.observe(monotonic() - started)
         return server
 
     def attach_session(self, server: ServerConn) -> None:
@@ -357,7 +354,7 @@ class ClientSession(FrontendSession[PgHost, "PgPool", "ServerConn", bytes]):
         assert server is not None
         tracker = server.tracker
         kind = msg[0]
-        if self.proxy.debug_logging:
+        if self.switches.debug_logging:
             self.proxy.log_message(self, msg)
         if kind == _Q:
             restore = self._note_sql(msg[5:-1], tracker, msg)
@@ -525,14 +522,14 @@ class ClientSession(FrontendSession[PgHost, "PgPool", "ServerConn", bytes]):
     def server_idle(self, server: ServerConn) -> None:
         """The server answered everything and is outside a transaction."""
         if self._sent_at:
-            self.stats.query_latency.observe(time.monotonic() - self._sent_at)
+            self.stats.query_latency.observe(monotonic() - self._sent_at)
             self._sent_at = 0.0
         if self.settings.has_pending:
             self._commit_settings(server)
         if server.tracker.stale_plan:  # a schema change is now visible to every connection
             server.tracker.stale_plan = False
             self.statements.names.schema_changed()
-        if self.pinned or self.proxy.config.pool.mode == "session":
+        if self.pinned or self.switches.session_mode:
             return
         if self.guard.opaque:  # (it stays set until the check has answered)
             if self.state is _CHECKING:

@@ -24,11 +24,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, Generic, Protocol, TypeVar
+from time import monotonic  # (a global: a lookup of time.monotonic costs more than the call)
+from typing import Any, Generic, TypeVar
+
+from mypy_extensions import mypyc_attr
 
 from sluice.errors import PoolTimeout, ServerError, SluiceError
 from sluice.observe.histogram import Histogram
@@ -37,17 +39,34 @@ from sluice.pool.budget import Share
 log = logging.getLogger("sluice.pool")
 
 
-class PooledConnection(Protocol):
-    created_at: float
-    idle_since: float
-    generation: int
+@mypyc_attr(allow_interpreted_subclasses=True)
+class PooledConnection:
+    """What the pool reads and calls of a connection: the base of every engine's server
+    connection (`sluice.session.backend.BackendConn`).
+
+    A class rather than a protocol: the compiled build then reads these fields as members
+    of a C struct, where a protocol's are looked up by name on every read (the pool reads
+    them each time it lends or takes back a connection). Plain subclasses (the pool's
+    tests) are allowed."""
+
+    __slots__ = ("created_at", "generation", "idle_since")
+
+    def __init__(self) -> None:
+        self.created_at = monotonic()
+        self.idle_since = self.created_at
+        self.generation = 0
 
     @property
-    def broken(self) -> bool: ...
+    def broken(self) -> bool:
+        """Not fit to lend (closed, or left with work outstanding)."""
+        return False
 
-    def close(self, reason: str) -> None: ...
+    def close(self, reason: str) -> None:
+        raise NotImplementedError
 
-    async def check(self) -> bool: ...
+    async def check(self) -> bool:
+        """Whether the connection still answers (asked before lending a stale one)."""
+        raise NotImplementedError
 
 
 C = TypeVar("C", bound=PooledConnection)
@@ -138,7 +157,7 @@ class Pool(Generic[C]):
         if self.paused or self.waiters:
             return None
         idle = self.idle
-        now = time.monotonic()
+        now = monotonic()
         while idle:
             conn = idle[-1]
             if self._expired(conn, now):
@@ -192,7 +211,7 @@ class Pool(Generic[C]):
 
     def _check_stale(self) -> None:
         """Idle connections that need a liveness check are checked, then handed over."""
-        now = time.monotonic()
+        now = monotonic()
         while self.idle and not self.paused:
             conn = self.idle.pop()
             if self._expired(conn, now):
@@ -203,7 +222,7 @@ class Pool(Generic[C]):
 
     async def _check_then_release(self, conn: C) -> None:
         if await conn.check():
-            conn.idle_since = time.monotonic()
+            conn.idle_since = monotonic()
             self.release(conn)
             return
         conn.close("server failed its liveness check")
@@ -222,7 +241,7 @@ class Pool(Generic[C]):
         """Take a connection back: close it (expired, or to make room for another pool),
         hand it to the first waiter, or keep it idle."""
         self.borrowed -= 1
-        now = time.monotonic()
+        now = monotonic()
         if self._expired(conn, now):
             self._discard(conn, self._expiry_reason(conn, now))
             self._maybe_grow()
@@ -284,7 +303,7 @@ class Pool(Generic[C]):
         self.stats.connects += 1
         self.last_error = None
         conn.generation = self.generation
-        conn.idle_since = time.monotonic()
+        conn.idle_since = monotonic()
         self.borrowed += 1  # release() counts it back
         self.release(conn)
 
@@ -320,7 +339,7 @@ class Pool(Generic[C]):
 
     def maintain(self) -> None:
         """Close idle connections past idle timeout or lifetime (max idle is the budget's)."""
-        now = time.monotonic()
+        now = monotonic()
         keep: list[C] = []
         for conn in self.idle:  # bottom of the stack first: the longest idle
             if self._expired(conn, now):

@@ -17,8 +17,9 @@ import abc
 import asyncio
 import enum
 import logging
-import time
 from typing import Any, ClassVar, Final, Generic, Protocol, TypeVar, cast
+
+from sluice.pool.pool import PooledConnection
 
 log = logging.getLogger("sluice.server")
 
@@ -77,7 +78,7 @@ ClientT = TypeVar("ClientT", bound=Borrowing)
 TrackerT = TypeVar("TrackerT", bound=Tracking)
 
 
-class BackendConn(Generic[ClientT, TrackerT]):
+class BackendConn(PooledConnection, Generic[ClientT, TrackerT]):
     """State, lending, backpressure and closing of one backend connection.
 
     Generic over the engine's client session (`client`, while lent) and its reply
@@ -93,9 +94,6 @@ class BackendConn(Generic[ClientT, TrackerT]):
         "_waiter",
         "client",
         "close_reason",
-        "created_at",
-        "generation",
-        "idle_since",
         "on_lost",
         "peer",
         "pool_name",
@@ -106,14 +104,12 @@ class BackendConn(Generic[ClientT, TrackerT]):
     )
 
     def __init__(self, pool_name: str) -> None:
+        super().__init__()
         self.pool_name = pool_name
         self.state = _CONNECTING
         self.transport: asyncio.Transport | None = None
         self.client = None
         self.peer = ""
-        self.created_at = time.monotonic()
-        self.idle_since = self.created_at
-        self.generation = 0
         self.close_reason = ""
         self.reading_paused = False
         self.on_lost: list[object] = []

@@ -23,8 +23,8 @@ import abc
 import asyncio
 import logging
 import sys
-import time
 from collections.abc import Callable, Coroutine
+from time import monotonic  # (a global: a lookup of time.monotonic costs more than the call)
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic, Protocol, TypeVar, cast
 
 from sluice.errors import (
@@ -69,8 +69,25 @@ def is_variable_set(reason: str) -> bool:
     return reason.startswith("SET ") and reason not in _NOT_VARIABLE_SETS
 
 
+class Switches:
+    """The proxy's settings that the relay reads per message or per transaction, kept
+    current by the proxy (on a reload, at shutdown). Each session holds the proxy's one
+    object: the compiled build reads these as fields of a C struct, where reading them
+    through the proxy (an interpreted object, typed by a protocol) is a lookup by name."""
+
+    __slots__ = ("debug_logging", "session_mode", "stopping")
+
+    def __init__(self, debug_logging: bool, session_mode: bool) -> None:
+        self.debug_logging = debug_logging  # log every statement (redacted)
+        self.session_mode = session_mode  # a client keeps its connection until it leaves
+        self.stopping = False  # the program shuts down: no new borrowing
+
+
 class SessionHost(Protocol):
     """What a client session needs of the proxy that accepted it."""
+
+    @property
+    def switches(self) -> Switches: ...
 
     @property
     def app(self) -> Services: ...
@@ -143,6 +160,7 @@ class FrontendSession(Generic[HostT, PoolT, ServerT, MessageT]):
         "server",
         "state",
         "stats",
+        "switches",
         "tls",
         "transport",
         "user",
@@ -151,6 +169,7 @@ class FrontendSession(Generic[HostT, PoolT, ServerT, MessageT]):
 
     def __init__(self, proxy: HostT) -> None:
         self.proxy = proxy
+        self.switches = proxy.switches
         self.state = _STARTUP
         self.transport: asyncio.Transport | None = None
         self.server = None
@@ -164,7 +183,7 @@ class FrontendSession(Generic[HostT, PoolT, ServerT, MessageT]):
         self.pinned = ""  # why the client keeps its connection, "" if it does not
         self.admin_session = False  # logged in to the admin console, never relayed
         self.cancel_key = (0, 0)
-        self.connected_at = time.monotonic()
+        self.connected_at = monotonic()
         self.last_active = self.connected_at
         self.close_reason = ""
         self.stats: PoolStats = proxy.startup_stats  # the pool's own once the client logs in
@@ -321,7 +340,7 @@ class FrontendSession(Generic[HostT, PoolT, ServerT, MessageT]):
         if server is None:
             self._held = held
             self._set_state(_WAITING)
-            self._wait_started = time.monotonic()
+            self._wait_started = monotonic()
             self._request = self.pool.pool.request()
             self._request.add_done_callback(self._server_ready)
             return None
@@ -345,7 +364,7 @@ class FrontendSession(Generic[HostT, PoolT, ServerT, MessageT]):
         if self.state is not _WAITING:
             self.pool.pool.release(server)  # the client left while waiting
             return
-        waited = time.monotonic() - self._wait_started
+        waited = monotonic() - self._wait_started
         self.stats.borrow_wait_total += waited
         self.stats.borrow_latency.observe(waited)
         self._set_state(_READY)
