@@ -5,75 +5,107 @@ message (header included), so it can be forwarded unchanged or rewritten. It is
 used for everything the client sends and for the handshake with a server. A
 length below 4 or above the configured maximum is a protocol error, never an
 allocation. Partial input simply means "nothing yet".
+
+The bytes a read brought are kept as they came: a message that fills a read on its
+own (the common case) is handed back without a copy, and several in one read are
+slices of it. Reads that leave a message incomplete are kept in a list and joined
+once, when enough has arrived (never a copy per read, however small the pieces).
 """
 
 from __future__ import annotations
 
-import struct
 from typing import Final
 
 from sluice.errors import ProtocolError
 
-_I: Final = struct.Struct("!I")
-_unpack_len: Final = _I.unpack_from
+_NO_PARTS: Final[tuple[bytes, ...]] = ()
+
+
+def _int32(buf: bytes, pos: int) -> int:
+    """The big-endian unsigned int32 at `pos`."""
+    return buf[pos] << 24 | buf[pos + 1] << 16 | buf[pos + 2] << 8 | buf[pos + 3]
 
 
 class MessageReader:
     """Whole PostgreSQL messages (or startup packets) from a stream of bytes."""
 
-    __slots__ = ("_buf", "_pos", "max_size")
+    __slots__ = ("_buf", "_held", "_parts", "_pos", "max_size")
 
     def __init__(self, max_size: int) -> None:
-        self._buf = bytearray()
+        self._buf = b""  # a read (or reads joined), consumed up to `_pos`
         self._pos = 0
+        self._parts: list[bytes] | None = None  # later reads, not yet joined to `_buf`
+        self._held = 0  # their length
         self.max_size = max_size
 
     def feed(self, data: bytes) -> None:
-        if self._pos:  # drop what was returned (cheap: bytearray deletes its head in place)
-            del self._buf[: self._pos]
+        if self._parts is None and self._pos == len(self._buf):  # nothing pending
+            self._buf = data
             self._pos = 0
-        self._buf += data
+        elif self._parts is None:
+            self._parts = [data]
+            self._held = len(data)
+        else:
+            self._parts.append(data)
+            self._held += len(data)
 
     @property
     def pending(self) -> int:
         """Bytes received but not yet returned as a message."""
-        return len(self._buf) - self._pos
+        return len(self._buf) - self._pos + self._held
+
+    def _have(self, size: int) -> bool:
+        """Whether `size` bytes are there from `_pos` on, joined into `_buf` if need be."""
+        buf, pos = self._buf, self._pos
+        if len(buf) - pos >= size:
+            return True
+        parts = self._parts
+        if parts is None or len(buf) - pos + self._held < size:
+            return False
+        self._buf = b"".join([buf[pos:], *parts])
+        self._pos = 0
+        self._parts = None
+        self._held = 0
+        return True
+
+    def _take(self, end: int) -> bytes:
+        """The bytes from `_pos` to `end`, consumed."""
+        buf, pos = self._buf, self._pos
+        if end == len(buf):
+            self._buf = b""  # keep no read alive once it is consumed
+            self._pos = 0
+            return buf if pos == 0 else buf[pos:]
+        self._pos = end
+        return buf[pos:end]
 
     def next_startup(self) -> bytes | None:
         """The next startup packet (int32 length, then body), or None if incomplete."""
-        buf, pos = self._buf, self._pos
-        if len(buf) - pos < 4:
+        if not self._have(4):
             return None
-        length = _unpack_len(buf, pos)[0]
+        length = _int32(self._buf, self._pos)
         if length < 8 or length > 10000:
             raise ProtocolError(f"invalid startup packet length {length}")
-        if len(buf) - pos < length:
+        if not self._have(length):
             return None
-        self._pos = pos + length
-        return bytes(buf[pos : pos + length])
+        return self._take(self._pos + length)
 
     def next(self) -> bytes | None:
         """The next whole regular message, or None if incomplete."""
-        buf, pos = self._buf, self._pos
-        if len(buf) - pos < 5:
+        if not self._have(5):
             return None
-        length = _unpack_len(buf, pos + 1)[0]
+        buf, pos = self._buf, self._pos
+        length = _int32(buf, pos + 1)
         if length < 4 or length > self.max_size:
             raise ProtocolError(f"invalid message length {length} for type {chr(buf[pos])!r}")
-        end = pos + 1 + length
-        if len(buf) < end:
+        if not self._have(1 + length):
             return None
-        self._pos = end
-        if end == len(buf) and pos == 0:
-            data = bytes(buf)
-            buf.clear()
-            self._pos = 0
-            return data
-        return bytes(buf[pos:end])
+        return self._take(self._pos + 1 + length)
 
     def take_rest(self) -> bytes:
         """Everything buffered and not yet returned (e.g. bytes sent before a TLS handshake)."""
-        rest = bytes(self._buf[self._pos :])
-        self._buf.clear()
+        rest = b"".join([self._buf[self._pos :], *(self._parts or _NO_PARTS)])
+        self._buf = b""
         self._pos = 0
+        self._parts = None
+        self._held = 0
         return rest
