@@ -156,6 +156,8 @@ class Budget:
 
     def make_room(self, pool: Pool[Any], conn: Any) -> bool:
         """Close `conn`, coming back to `pool`, if a queued pool should have the room."""
+        if pool.queued and len(self.queue) == 1:
+            return False  # only `pool` itself waits for room (every release, when saturated)
         taker = self._taker_after_freeing(pool)
         # `pool.size` leaves `conn` out: a pool under its fair share keeps it for its waiters
         if taker is None or (pool.waiters and pool.size < self._fair_share()):

@@ -27,6 +27,7 @@ AUTH_SASL_CONTINUE = 11
 AUTH_SASL_FINAL = 12
 
 _I = struct.Struct("!I")
+_SHORT_CSTR = 64  # `read_cstr` scans this many bytes itself before a `find`
 _II = struct.Struct("!II")
 _HDR = struct.Struct("!cI")
 
@@ -160,9 +161,17 @@ def close_statement(name: bytes) -> bytes:
 
 def read_cstr(body: bytes, pos: int) -> tuple[bytes, int]:
     """Read a NUL-terminated string at `pos`; return it and the position after the NUL."""
-    end = body.find(b"\x00", pos)
-    if end < 0:
-        raise ProtocolError("unterminated string in message")
+    # Names and short statements end within a few dozen bytes: a loop over them is C array
+    # reads in the compiled build, where `find` is a method call by name. Longer texts
+    # go to `find` (a memchr).
+    end = pos
+    stop = min(len(body), pos + _SHORT_CSTR)
+    while end < stop and body[end] != 0:
+        end += 1
+    if end >= stop:
+        end = body.find(b"\x00", end)
+        if end < 0:
+            raise ProtocolError("unterminated string in message")
     return body[pos:end], end + 1
 
 
