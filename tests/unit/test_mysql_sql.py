@@ -8,7 +8,10 @@ bugs, so both directions are tested.
 from __future__ import annotations
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
+from fuzzing import examples
 from sluice.mysql.client import wait_seconds
 from sluice.wire.mysql import sql as mysql_sql
 from sluice.wire.mysql.sql import (
@@ -692,3 +695,62 @@ def test_wait_timeout_seconds(sql: str, seconds: float) -> None:
     (key, stmt), *_ = classify(sql).sets
     assert key == "wait_timeout"
     assert wait_seconds(stmt) == seconds
+
+
+# Statements built from SQL-ish fragments: the words the pre-check looks for (and words
+# that merely contain them or start like them), user and system variables, constants
+# with escapes, comments (executable ones too), semicolons, odd white space and
+# non-ASCII text, in mixed case.
+_LEADS = (
+    "select", "insert", "update", "delete", "replace", "begin", "commit", "rollback",
+    "start", "with", "values", "table", "create", "alter", "truncate", "explain",
+    "describe", "desc", "savepoint", "release", "unlock", "analyze", "optimize", "rename",
+    "grant", "revoke", "check", "repair", "load", "set", "use", "show", "call", "do",
+    "lock", "flush", "handler", "get", "xa", "prepare", "execute", "(", "selectx",
+    "desc_", "check$", "load1", "checksum", "selecté",
+)  # fmt: skip
+_FRAGMENTS = (
+    "t", "a", "x.y", "`t`", "`get_lock`", "from", "dual", "where", "into", "@x", "@",
+    "@@warning_count", "@@session.last_gtid", "@@global.x", ":=", ":", "=", "into @x",
+    "into\t@x", "intox @y", "temporary", "temp", "get_lock(", "get_lock", "found_rows()",
+    "row_count()", "sql_calc_found_rows", "nextval(s)", "next value for s", "nexts",
+    "setval", "last_insert_id()", "last_insert_id(5)", "last_insert_id ( x )",
+    "last_insert_id", "_count", "_gtid", "'1'", "'a\\'b'", "'a''b'", '"x"', '"a\\"b"',
+    "'#'", "'--'", "`a``b`", "#c\n", "# c", "-- c\n", "--x", "1--1", "/* c */", "/*",
+    "*/", "/*!50000 set @x = 1 */", "/*M! x */", "(", ")", ",", "*", ".", ";", "; ",
+    "; set @x = 1", "; select 1", " ", "\t", "\n", "\r", "\x0b", "\x0c", "\u00a0",
+    "é", "\u2028", "1", "42", "_x", "$x", "for update", "lock in share mode",
+)  # fmt: skip
+_UPPER = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+@st.composite
+def sqlish(draw: st.DrawFn) -> str:
+    """A text from the fragments, spaced or not, each in lower or upper case."""
+    parts = [draw(st.sampled_from(("", " ", "  ", "\n", "\t", "\x0c", "\u00a0")))]
+    parts.append(draw(st.sampled_from(_LEADS)))
+    for fragment in draw(st.lists(st.sampled_from(_FRAGMENTS), max_size=8)):
+        parts.append(draw(st.sampled_from(("", " ", " ", "\n"))))
+        parts.append(fragment)
+    parts.append(draw(st.sampled_from(("", ";", " ;", "; ", ";\n", ";;", ";\x0b"))))
+    return "".join(part.translate(_UPPER) if draw(st.booleans()) else part for part in parts)
+
+
+@settings(max_examples=examples(3000), deadline=None, database=None)
+@given(sqlish())
+@example("selectx 1")
+@example("SELECT 1 INTO @x")
+@example("select last_insert_id(1)")
+@example("select 1 -- c\n")
+@example("select * from t where a = 1 for update")
+def test_byte_precheck_agrees_on_generated_statements(sql: str) -> None:
+    """The fast answers of the pre-checks (on bytes, and on text) are the full
+    classification's, whatever the text; the compiled build's loops find what the
+    interpreted one's regular expressions do."""
+    full = mysql_sql._classify_slow(sql)
+    assert classify_bytes(sql.encode()) == full
+    assert classify(sql) == full
+    low = sql.encode().lower()
+    assert mysql_sql._has_trigger(low) == (mysql_sql._TRIGGER_BYTES.search(low) is not None)
+    plain = mysql_sql._first_word(low) in mysql_sql._PLAIN_BYTES
+    assert plain == (mysql_sql._PLAIN_START.match(low) is not None)

@@ -9,7 +9,11 @@ one skips the state check, a needless one costs a round trip) and for writes.
 from __future__ import annotations
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
+from fuzzing import examples
+from sluice.wire.pg import sql as pg_sql
 from sluice.wire.pg.sql import (
     NO_EFFECT,
     TRACKED,
@@ -596,3 +600,62 @@ CORPUS = (
 def test_byte_precheck_agrees_with_full_classification(sql: str) -> None:
     """The pre-check on raw bytes may skip parsing only where parsing finds nothing."""
     assert classify_bytes(sql.encode("latin-1", errors="replace")) == classify(sql)
+
+
+# Statements built from SQL-ish fragments: the words the pre-check looks for (and words
+# that merely contain them), calls of known and unknown functions, constants, quoted
+# names, comments, semicolons, odd whitespace and non-ASCII bytes, in mixed case.
+_LEADS = (
+    "select", "show", "begin", "commit", "rollback", "end", "start", "fetch", "move",
+    "close", "savepoint", "release", "values", "table", "update", "delete", "insert",
+    "with", "set", "reset", "prepare", "execute", "deallocate", "discard", "listen",
+    "load", "create", "do", "call", "copy", "declare", "explain", "merge", "(",
+    "selectx", "end_", "table$", "values.x", "update1", "inserts", "deleted", "showé",
+)  # fmt: skip
+_FRAGMENTS = (
+    "t", "a", "x.y", "pg_temp.t", '"T"', '"a""b"', "from", "where", "into", "as", "copy",
+    "temp", "temporary", "template", "with hold", "hold", "holder", "set", "config",
+    "set_config", "pg_catalog.set_config", "default", "defaults", "nextval", "lower",
+    "now", "count", "abs", "f", "my_func", "pg_catalog.abs", "x.lower", "advisory",
+    "pg_advisory_lock", "listen", "load", "upload", "prepare", "execute", "deallocate",
+    "discard", "on", "in", "any", "values", "'1'", "'a''b'", "'('", "E'\\''", "e'x",
+    "$$x$$", "$t$ f( $t$", "$1", "$", "(", ")", ",", "=", "*", ".", ";", "; ", "--c\n",
+    "-- set x = 1\n", "/* c */", "/*", "*/", "-", "/", " ", "\t", "\n", "\r", "\x0b",
+    "\x0c", "\x85", "\xa0", "\xe9", "\xff", "1", "42", "_x", "x$1",
+    # whole phrases, so the rarer combinations come up too
+    "; set jit = off", "; select 1", "into temp t", "into t (a)", "as t (a)", "copy t (a)",
+    "with hold", "x.lower(a)", "f(1)", "lower (a)", "count(*)", "pg_advisory_lock(1)",
+    "set_config('a', 'b', false)", "nextval('s')", "1(2)", "$1(2)", ".f(1)", "x.(1)",
+    "s .f(1)", "s . lower(1)", "f\x85(1)", "lower\xa0(1)", "f--\n(1)", "f/**/(1)",
+    '"f"(1)', "= default", "\xe9(1)", "e'x'(1)", "x'1' (1)", "$$x$$(1)",
+)  # fmt: skip
+_UPPER = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+@st.composite
+def sqlish(draw: st.DrawFn) -> str:
+    """A text from the fragments, spaced or not, each in lower or upper case."""
+    parts = [draw(st.sampled_from(("", " ", "  ", "\n", "\t", "\x0c", "\x85")))]
+    parts.append(draw(st.sampled_from(_LEADS)))
+    for fragment in draw(st.lists(st.sampled_from(_FRAGMENTS), max_size=8)):
+        parts.append(draw(st.sampled_from(("", " ", " ", "\n"))))
+        parts.append(fragment)
+    parts.append(draw(st.sampled_from(("", ";", " ;", "; ", ";\n", ";;", ";\x0b"))))
+    return "".join(part.translate(_UPPER) if draw(st.booleans()) else part for part in parts)
+
+
+@settings(max_examples=examples(3000), deadline=None, database=None)
+@given(sqlish())
+@example("selectx 1")
+@example("update1 set a = 1")
+@example("SELECT 1 FROM t WHERE a IN (SELECT hold FROM u)")
+@example("select f--\n(1)")
+@example("select * into temp t from u")
+@example("select s .f(1)")
+def test_byte_precheck_agrees_on_generated_statements(sql: str) -> None:
+    """The fast answers of the pre-check are the full classification's, whatever the text;
+    the compiled build's loops find what the interpreted one's regular expressions do."""
+    assert classify_bytes(sql.encode("latin-1")) == classify(sql)
+    low = sql.encode("latin-1").lower()
+    assert pg_sql._has_trigger(low) == (pg_sql._TRIGGER_BYTES.search(low) is not None)
+    assert pg_sql._first_word(low) == pg_sql._first_word_re(low)

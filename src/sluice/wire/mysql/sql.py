@@ -61,6 +61,7 @@ tracked) or tie the client to its connection until it leaves (pinning).
 from __future__ import annotations
 
 import re
+import types
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Final
@@ -118,6 +119,24 @@ _ANYWHERE = (
 )
 _TRIGGER_STR = re.compile(_ANYWHERE, re.ASCII)
 _TRIGGER_BYTES = re.compile(_ANYWHERE.encode())
+# The same triggers for one pass over the bytes (compiled): each is looked for
+# where one of its rarer letters is (its offset in the word); `@` counts after INTO and
+# LAST_INSERT_ID with an argument (`_trigger_ends`).
+_TRIGGERS: Final = (
+    (b":=", 0), (b"@", 0), (b"temporary", 8), (b"get_lock", 7), (b"found_rows", 5),
+    (b"_count", 0), (b"_gtid", 0), (b"next", 2), (b"setval", 3), (b"last_insert_id", 4),
+    (b"/*", 0), (b"#", 0), (b"--", 0),
+)  # fmt: skip
+_ANCHORS: Final = sorted({word[at] for word, at in _TRIGGERS})
+# The words found by each of those letters, and a table from a byte to its group (+1).
+_ANCHORED: Final = tuple(
+    tuple((word, at) for word, at in _TRIGGERS if word[at] == anchor) for anchor in _ANCHORS
+)
+_ANCHOR_GROUP: Final = bytes(
+    _ANCHORS.index(byte) + 1 if byte in _ANCHORS else 0 for byte in range(256)
+)
+_ARGUMENT = re.compile(rb"\s*\(\s*[^\s)]")
+_SPACE_BYTES: Final = b" \t\n\r\x0b\x0c"  # what \s is in a bytes pattern
 # Texts starting with these words (and without a trigger or a second statement) leave
 # no session state: the only ones not parsed.
 _PLAIN_STARTS: tuple[str, ...] = (
@@ -132,10 +151,19 @@ _PLAIN_STARTS: tuple[str, ...] = (
 _PLAIN_STARTS += ("rollback", "start", "with", "values", "table", "create", "alter", "truncate")
 _PLAIN_STARTS += ("explain", "describe", "desc", "savepoint", "release", "unlock", "analyze")
 _PLAIN_STARTS += ("optimize", "rename", "grant", "revoke", "check", "repair", "load")
-_PLAIN_BYTES = tuple(s.encode() for s in _PLAIN_STARTS)
+_PLAIN_WORDS: Final = frozenset(_PLAIN_STARTS)
+_PLAIN_BYTES: Final = frozenset(s.encode() for s in _PLAIN_STARTS)
+_NAME_BYTES: Final = bytes(
+    1 if chr(byte) in "abcdefghijklmnopqrstuvwxyz0123456789_$" else 0 for byte in range(256)
+)
+_FIRST_WORD = re.compile(r"[a-z0-9_$]*", re.ASCII)
 # A byte looked for as an int: `b";" in data` first tries the bytes as an index and
 # raises (and clears) a TypeError, a cost on every statement; `59 in data` is a memchr.
 _SEMICOLON: Final = ord(";")
+_TRAILING_BYTES: Final = b"; \t\n\r\x0b\x0c"
+# Interpreted, what the loops of the compiled build do is faster done by regular
+# expressions (in C): a leading word of `_PLAIN_BYTES`, and `_TRIGGER_BYTES`.
+_PLAIN_START = re.compile(rb"\s*(?:" + "|".join(_PLAIN_STARTS).encode() + rb")(?![a-z0-9_$])")
 # First words of statements known to the classifier: anything else taints.
 _KNOWN = frozenset(
     (*_PLAIN_STARTS, "(", "set", "use", "show", "lock", "flush", "prepare", "execute")
@@ -237,13 +265,63 @@ def classify_bytes(sql: bytes) -> Effect:
     client's exact bytes, whatever its character set.
     """
     low = sql.lower()
-    if (
-        _TRIGGER_BYTES.search(low) is None
-        and low.lstrip().startswith(_PLAIN_BYTES)
-        and (_SEMICOLON not in low or _SEMICOLON not in low.rstrip(b"; \t\n\r\x0b\x0c"))
+    if (_SEMICOLON not in low or _SEMICOLON not in low.rstrip(_TRAILING_BYTES)) and (
+        _first_word(low) in _PLAIN_BYTES and not _has_trigger(low)
+        if _COMPILED
+        else _PLAIN_START.match(low) is not None and _TRIGGER_BYTES.search(low) is None
     ):
         return NO_EFFECT
     return classify(sql.decode("utf-8", "surrogateescape"))
+
+
+def _first_word(low: bytes) -> bytes:
+    """The leading word after the leading white space, as `_statement` reads it."""
+    start = low.lstrip()  # the same object when there is nothing to strip
+    end = 0
+    while end < len(start) and _NAME_BYTES[start[end]]:
+        end += 1
+    return start[:end]
+
+
+def _has_trigger(low: bytes) -> bool:
+    """Whether `_TRIGGER_BYTES` finds something in `low`."""
+    for i in range(len(low)):
+        group = _ANCHOR_GROUP[low[i]]
+        if group:
+            for word, at in _ANCHORED[group - 1]:
+                start = i - at
+                if (
+                    start >= 0
+                    and low[start : start + len(word)] == word
+                    and _trigger_ends(low, word, start)
+                ):
+                    return True
+    return False
+
+
+def _trigger_ends(low: bytes, word: bytes, start: int) -> bool:
+    """The rest of the triggers that are more than a word: INTO @, LAST_INSERT_ID(x)."""
+    if word == b"@":
+        before = len(low[:start].rstrip(_SPACE_BYTES))
+        return low[before - 4 : before] == b"into" if before >= 4 else False
+    if word == b"last_insert_id":
+        return _ARGUMENT.match(low, start + len(word)) is not None
+    return True
+
+
+def _first_word_str(low: str) -> str:
+    found = _FIRST_WORD.match(low.lstrip(_WS))
+    return found.group() if found is not None else ""
+
+
+def _compiled() -> bool:
+    """Whether this module runs compiled: mypyc makes its functions built-in ones."""
+    return not isinstance(_compiled, types.FunctionType)
+
+
+# Compiled, a loop over the bytes costs a few instructions a byte; interpreted, a few
+# hundred: there, the regular expression engine does the same work in C.
+_COMPILED: Final = _compiled()
 
 
 def classify(sql: str) -> Effect:
@@ -251,7 +329,7 @@ def classify(sql: str) -> Effect:
     low = sql.lower()
     if (
         _TRIGGER_STR.search(low) is None
-        and low.lstrip(_WS).startswith(_PLAIN_STARTS)
+        and _first_word_str(low) in _PLAIN_WORDS
         and (";" not in low or ";" not in low.rstrip(_TRAILING))
     ):
         return NO_EFFECT

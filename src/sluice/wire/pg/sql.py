@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import enum
 import re
+import types
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Final, NamedTuple
@@ -66,43 +67,66 @@ TRACKED: Final = frozenset(
     }
 )
 
+# The byte-level pre-check, on the lower-cased text: these words anywhere send the text
+# to the full check. SET/RESET only count at the start of a statement (an UPDATE ... SET
+# must not cost a parse): at the start of the text, or after a semicolon that is not the
+# last character. Comments could hide a statement's start, so they count too. Each word
+# is looked for where one of its rarer letters is (the offset of that letter in it).
 _TRIGGERS: Final = (
-    "set",
-    "config",
-    "prepare",
-    "execute",
-    "deallocate",
-    "temp",
-    "listen",
-    "advisory",
-    "hold",
-    "load",
-    "discard",
+    (b"prepare", 0), (b"execute", 1), (b"deallocate", 0), (b"temp", 3), (b"listen", 0),
+    (b"advisory", 2), (b"hold", 3), (b"load", 3), (b"discard", 0), (b"set_config", 9),
+    (b"/*", 0), (b"--", 0),
+)  # fmt: skip
+_ANCHORS: Final = sorted({word[at] for word, at in _TRIGGERS})
+# Compiled, one pass over the bytes: a table gives each byte's group of words (+1), and
+# a few slices are compared.
+_ANCHORED: Final = tuple(
+    tuple((word, at) for word, at in _TRIGGERS if word[at] == anchor) for anchor in _ANCHORS
 )
-# The byte-level pre-check, on the lower-cased text. SET/RESET only count at the
-# start of a statement (an UPDATE ... SET must not cost a parse): at the start of
-# the text, or after a semicolon that is not the last character. Comments could
-# hide a statement's start, so they send the text to the full check too.
-_TRIGGER_BYTES: Final = re.compile(
-    b"|".join(re.escape(t.encode()) for t in (*_TRIGGERS, "/*", "--") if t not in ("set", "config"))
-    + b"|set_config"
+_ANCHOR_GROUP: Final = bytes(
+    _ANCHORS.index(byte) + 1 if byte in _ANCHORS else 0 for byte in range(256)
 )
-# The same in one pass with the first parenthesis (a possible call) too.
-_TRIGGER_OR_PAREN: Final = re.compile(_TRIGGER_BYTES.pattern + rb"|\(")
+
+
+def _entered_at(word: bytes, at: int) -> bytes:
+    """A pattern for `word` that starts with its letter `at` (the rest checked behind)."""
+    behind = b"(?<=" + re.escape(word[: at + 1]) + b")" if at else b""
+    return re.escape(word[at : at + 1]) + behind + re.escape(word[at + 1 :])
+
+
+# Interpreted, the same search by the regular expression engine, in C: it skips the
+# bytes that are none of those letters in a tight loop instead of trying every word at
+# almost every position.
+_TRIGGER_BYTES: Final = re.compile(b"|".join(_entered_at(word, at) for word, at in _TRIGGERS))
+_FIRST_WORD: Final = re.compile(rb"\s*([a-z0-9_$.]*)")
+# Byte classes, as bits of a table: white space (to bytes.strip() and to str.strip()
+# after a latin-1 decoding), [a-z0-9_], name bytes [a-z0-9_$.], and [a-z_].
+_IS_SPACE, _IS_WORD, _IS_NAME, _STARTS_NAME = 1, 2, 4, 8
+_CLASSES: Final = bytes(
+    (_IS_SPACE if chr(byte).isspace() else 0)
+    | (_IS_WORD | _IS_NAME if chr(byte) in "abcdefghijklmnopqrstuvwxyz0123456789_" else 0)
+    | (_IS_NAME if chr(byte) in "$." else 0)
+    | (_STARTS_NAME if chr(byte) in "abcdefghijklmnopqrstuvwxyz_" else 0)
+    for byte in range(256)
+)
 _TRAILING: Final = b"; \t\r\n"
 # A byte looked for as an int: `b";" in data` first tries the bytes as an index and
 # raises (and clears) a TypeError, a cost on every statement; `59 in data` is a memchr.
 _SEMICOLON: Final = ord(";")
-# Statements that start with these and hold no trigger word, second statement or
+_PAREN_BYTE: Final = ord("(")
+_QUOTE_BYTE: Final = ord('"')
+_DOT: Final = ord(".")
+_APOSTROPHE: Final = ord("'")
+# Statements that start with these words and hold no trigger word, second statement or
 # unknown call have no session effect (the byte-level pre-check's fast answer).
-_PLAIN_READS: Final = (
-    b"select", b"show", b"begin", b"commit", b"rollback", b"end", b"start", b"fetch",
-    b"move", b"close", b"savepoint", b"release", b"values", b"table",
+_PLAIN_READS: Final = frozenset(
+    (
+        b"select", b"show", b"begin", b"commit", b"rollback", b"end", b"start", b"fetch",
+        b"move", b"close", b"savepoint", b"release", b"values", b"table",
+    )
 )  # fmt: skip
 _PLAIN_CHANGES: Final = (b"update", b"delete")  # no column default runs unless named
-_PAREN: Final = re.compile(
-    rb"\b(?:into|as|copy)\s+[a-z_][a-z0-9_$.]*\s*\(|(?<![\w$.])([a-z_][a-z0-9_$.]*)\s*\("
-)
+_DEFAULT_WORDS: Final = (b"default", b"insert", b"merge", b"copy")  # or may be named
 _HARMLESS: Final = frozenset(word.encode() for word in PURE | NOT_CALLS)
 # Leading keywords whose effects are known: none beyond the transaction, or one the
 # rules below recognise. Any other statement (DO, CALL, CREATE, REFRESH ...) is opaque.
@@ -210,34 +234,108 @@ def classify_bytes(sql: bytes) -> Effect:
     """`classify` for the raw text of a Query or Parse; most reads and writes never get
     decoded (texts with literals inlined differ every time: no cache would help them)."""
     low = sql.lower()
-    found = _TRIGGER_OR_PAREN.search(low)
-    if found is not None and (
-        found.group() != b"(" or _TRIGGER_BYTES.search(low, found.end()) is not None
+    if (_SEMICOLON not in low or _SEMICOLON not in low.rstrip(_TRAILING)) and not (
+        _has_trigger(low) if _COMPILED else _TRIGGER_BYTES.search(low) is not None
     ):
-        return classify(sql.decode("latin-1"))
-    if _SEMICOLON not in low.rstrip(_TRAILING):
-        start = low.lstrip()
-        if start.startswith(_PLAIN_READS):
-            if found is None or _no_unknown_call(low):
+        first = _first_word(low) if _COMPILED else _first_word_re(low)
+        if first in _PLAIN_READS:
+            if _PAREN_BYTE not in low or _no_unknown_call(low):
                 return NO_EFFECT
-        elif found is None or _no_unknown_call(low):
-            if start.startswith(_PLAIN_CHANGES) and b"default" not in low:
+        elif _PAREN_BYTE not in low or _no_unknown_call(low):
+            if first in _PLAIN_CHANGES and not _may_default(low):
                 return NO_EFFECT
-            if start.startswith(b"insert"):
+            if first == b"insert":
                 return _WRITES_ONLY
     return classify(sql.decode("latin-1"))
+
+
+def _has_trigger(low: bytes) -> bool:
+    """Whether one of `_TRIGGERS` occurs in `low` (what `_TRIGGER_BYTES` finds)."""
+    for i in range(len(low)):
+        group = _ANCHOR_GROUP[low[i]]
+        if group:
+            for word, at in _ANCHORED[group - 1]:
+                start = i - at
+                if start >= 0 and low[start : start + len(word)] == word:
+                    return True
+    return False
+
+
+def _may_default(low: bytes) -> bool:
+    """The words that make `classify` count an UPDATE as a possible write, anywhere."""
+    return any(low.find(word) >= 0 for word in _DEFAULT_WORDS)
+
+
+def _first_word(low: bytes) -> bytes:
+    """The leading name after the leading white space (the first word `classify` sees,
+    when it is a keyword)."""
+    start = low.lstrip()  # the same object when there is nothing to strip
+    end = 0
+    while end < len(start) and _CLASSES[start[end]] & _IS_NAME:
+        end += 1
+    return start[:end]
+
+
+def _first_word_re(low: bytes) -> bytes:
+    """`_first_word` by the regular expression engine."""
+    found = _FIRST_WORD.match(low)
+    return found.group(1) if found is not None else b""
 
 
 def _no_unknown_call(low: bytes) -> bool:
     """Every `word (` in the raw text (constants included, which only adds words) is a
     keyword, a known built-in or a column list after INTO/AS/COPY; no quoted names."""
-    if b'"' in low:
+    if _QUOTE_BYTE in low:
         return False
-    for match in _PAREN.finditer(low):
-        word = match.group(1)
-        if word is not None and word not in _HARMLESS:
+    at = low.find(_PAREN_BYTE)
+    while at >= 0:
+        if not _harmless_paren(low, at):
             return False
+        at = low.find(_PAREN_BYTE, at + 1)
     return True
+
+
+def _harmless_paren(low: bytes, at: int) -> bool:
+    """The parenthesis at `at` follows no name (an operator, a number), a keyword or
+    known built-in that no `schema .` qualifies, or the name after INTO/AS/COPY (a
+    column list). A name is a run of [a-z0-9_$.] that starts with a letter or `_`."""
+    end = _skip_space_back(low, at)
+    if end > 0 and low[end - 1] == _APOSTROPHE:
+        return False  # `show E'x'(`: `classify` blanks the constant, which joins them
+    start = end
+    while start > 0 and _CLASSES[low[start - 1]] & _IS_NAME:
+        start -= 1
+    if start == end:
+        return True
+    if not _CLASSES[low[start]] & _STARTS_NAME:
+        return False  # `.f(`, `$1(`: part of a name split by white space, or a mistake
+    before = _skip_space_back(low, start)
+    if before > 0 and low[before - 1] == _DOT:
+        return False  # `s . f(`: a qualified name
+    if low[start:end] in _HARMLESS:
+        return True
+    if before == start:
+        return False
+    word_start = before
+    while word_start > 0 and _CLASSES[low[word_start - 1]] & _IS_WORD:
+        word_start -= 1
+    return low[word_start:before] in (b"into", b"as", b"copy")
+
+
+def _skip_space_back(low: bytes, end: int) -> int:
+    while end > 0 and _CLASSES[low[end - 1]] & _IS_SPACE:
+        end -= 1
+    return end
+
+
+def _compiled() -> bool:
+    """Whether this module runs compiled: mypyc makes its functions built-in ones."""
+    return not isinstance(_compiled, types.FunctionType)
+
+
+# Compiled, a loop over the bytes costs a few instructions a byte; interpreted, a few
+# hundred: there, the regular expression engine does the same work in C.
+_COMPILED: Final = _compiled()
 
 
 def classify(sql: str) -> Effect:
