@@ -4,6 +4,9 @@ with the aws CLI against a throwaway `sluice server`, for MySQL and for PostgreS
 The recipe's check must answer with the table's rows, fetched by the function through the
 proxy; after cleanup.sh nothing the scripts made may be left: no API object, no DB instance
 data, no listener on the server's addresses, no process of the instances or the function.
+
+The aws CLI's waiters poll every second here (AWS_DATA_PATH): RDS's own pace, a DB instance
+looked at every 30 s and a function every 5 s, would have the scripts mostly sleep.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import botocore.loaders
 import pytest
 
 from sluice.devtools.controlplane import SluiceServer
@@ -37,11 +41,33 @@ def server() -> Iterator[SluiceServer]:
         print(f"---- sluice server log ----\n{srv.log_tail(120)}")
 
 
-def _script(server: SluiceServer, name: str, engine: str, work: Path) -> str:
+@pytest.fixture(scope="module")
+def quick_waiters(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A botocore data directory with the RDS and Lambda waiters polling every second.
+
+    The same acceptors and the same patience (attempts times delay) as botocore's own;
+    AWS_DATA_PATH makes the aws CLI find them before those.
+    """
+    root = tmp_path_factory.mktemp("botocore-data")
+    loader = botocore.loaders.Loader()
+    for service in ("rds", "lambda"):
+        version = loader.determine_latest_version(service, "waiters-2")
+        model = loader.load_service_model(service, "waiters-2", version)
+        for waiter in model["waiters"].values():
+            waiter["maxAttempts"] *= waiter["delay"]
+            waiter["delay"] = 1
+        target = root / service / version / "waiters-2.json"
+        target.parent.mkdir(parents=True)
+        target.write_text(json.dumps(model))
+    return root
+
+
+def _script(server: SluiceServer, name: str, engine: str, work: Path, waiters: Path) -> str:
     env = {
         **server.env(), "ENDPOINT_URL": server.endpoint, "SLUICE_DATA_DIR": str(server.data_dir),
         "ENGINE": engine, "WORK_DIR": str(work), "PYTHON": sys.executable,
         "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "AWS_DATA_PATH": str(waiters),
     }  # fmt: skip
     proc = subprocess.run(["bash", str(EXAMPLE / name)], env=env, capture_output=True,
                           text=True, timeout=400)  # fmt: skip
@@ -79,19 +105,19 @@ def _processes_left(directory: Path, server: int) -> list[str]:
 
 @pytest.mark.parametrize("engine", ["mysql", "postgres"])
 def test_prerequisites_recipe_and_cleanup(
-    server: SluiceServer, engine: str, tmp_path: Path
+    server: SluiceServer, engine: str, tmp_path: Path, quick_waiters: Path
 ) -> None:
     work = tmp_path / "work"
-    _script(server, "prerequisites.sh", engine, work)
+    _script(server, "prerequisites.sh", engine, work, quick_waiters)
     assert _listeners(server.vpc_cidr), "the DB instance listens on its own address"
-    out = _script(server, "recipe.sh", engine, work)
+    out = _script(server, "recipe.sh", engine, work, quick_waiters)
     answer = json.loads((work / "response.json").read_text())
     endpoint = next(line.split("=", 1)[1] for line in out.splitlines()
                     if line.startswith("RDS_PROXY_ENDPOINT="))  # fmt: skip
     assert answer["host"] == endpoint  # step 9: the function connected to the proxy
     assert answer["user"].split("@")[0] == "admin"
     assert answer["books"] == BOOKS
-    _script(server, "cleanup.sh", engine, work)
+    _script(server, "cleanup.sh", engine, work, quick_waiters)
 
     assert not work.exists()
     assert _listeners(server.vpc_cidr) == []

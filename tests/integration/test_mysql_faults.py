@@ -36,6 +36,7 @@ from helpers import (
     OTHER_USER,
     free_port,
     mysql_kwargs,
+    mysql_proxy_config,
     wait_for,
 )
 from sluice.dbserver.mariadb import MariaDbCluster
@@ -142,16 +143,36 @@ def raw_greeting(proc: SluiceProcess) -> socket.socket:
     return sock
 
 
+ONE_CONNECTION = {"max_connections": 1, "borrow_timeout": 3}
+
+
 @pytest.fixture
 def proc(start_mysql_proxy: Start) -> SluiceProcess:
     """One backend connection: a connection leaked by a failure is a borrow timeout."""
-    return start_mysql_proxy(pool={"max_connections": 1, "borrow_timeout": 3})
+    return start_mysql_proxy(pool=ONE_CONNECTION)
+
+
+@pytest.fixture(scope="module")
+def shared_proxy(mariadb: MariaDbCluster) -> Iterator[SluiceProcess]:
+    with SluiceProcess([mysql_proxy_config(mariadb, free_port(), pool=ONE_CONNECTION)]) as proc:
+        yield proc
 
 
 @pytest.fixture
-def bystander(proc: SluiceProcess) -> Iterator[Conn]:
+def shared(shared_proxy: SluiceProcess) -> Iterator[SluiceProcess]:
+    """`proc`, one for all the malformed-packet tests: each must leave it unharmed (no
+    connection leaked, no traceback in its log), which the next one checks again. The log
+    lines of the test are printed after it."""
+    start = len(shared_proxy.log_text())
+    yield shared_proxy
+    print(f"---- sluice log in this test ({shared_proxy.workdir}) ----")
+    print(shared_proxy.log_text()[start:][-8000:])
+
+
+@pytest.fixture
+def bystander(shared: SluiceProcess) -> Iterator[Conn]:
     """A client logged in before the fault that must keep working after it."""
-    conn = connect(proc)
+    conn = connect(shared)
     assert one(conn, "select 'before'") == ("before",)
     yield conn
     conn.close()
@@ -176,9 +197,9 @@ def assert_unharmed(proc: SluiceProcess, bystander: Conn) -> None:
     ids=["truncated-header", "unterminated-user", "short-auth-response"],
 )
 def test_malformed_handshake_response_refused(
-    proc: SluiceProcess, bystander: Conn, payload: bytes
+    shared: SluiceProcess, bystander: Conn, payload: bytes
 ) -> None:
-    sock = raw_greeting(proc)
+    sock = raw_greeting(shared)
     try:
         sock.sendall(packet(payload, 1))
         replies = read_to_end(sock)
@@ -188,7 +209,7 @@ def test_malformed_handshake_response_refused(
     code, state, _ = err_of(replies[0][1])
     assert code in (1043, 1045), replies  # bad handshake, or access denied
     assert state in ("08S01", "28000")
-    assert_unharmed(proc, bystander)
+    assert_unharmed(shared, bystander)
 
 
 @pytest.mark.parametrize(
@@ -197,10 +218,10 @@ def test_malformed_handshake_response_refused(
     ids=["http-request", "tls-client-hello"],
 )
 def test_garbage_instead_of_a_handshake_response(
-    proc: SluiceProcess, bystander: Conn, data: bytes
+    shared: SluiceProcess, bystander: Conn, data: bytes
 ) -> None:
     """Bytes whose "length header" announces a packet that never comes complete."""
-    sock = raw_greeting(proc)
+    sock = raw_greeting(shared)
     start = time.monotonic()
     try:
         sock.sendall(data)
@@ -211,16 +232,18 @@ def test_garbage_instead_of_a_handshake_response(
     assert time.monotonic() - start < 5
     for _, body in replies:
         assert body[:1] == bytes((ERR,)), replies
-    assert_unharmed(proc, bystander)
+    assert_unharmed(shared, bystander)
 
 
-def test_client_gone_in_the_middle_of_a_login_packet(proc: SluiceProcess, bystander: Conn) -> None:
-    sock = raw_greeting(proc)
+def test_client_gone_in_the_middle_of_a_login_packet(
+    shared: SluiceProcess, bystander: Conn
+) -> None:
+    sock = raw_greeting(shared)
     sock.sendall(struct.pack("<I", 200)[:3] + b"\x01" + b"\x85\xa6\x3f\x20")  # 4 of 200 bytes
     time.sleep(0.2)
     sock.close()
     time.sleep(0.2)
-    assert_unharmed(proc, bystander)
+    assert_unharmed(shared, bystander)
 
 
 # ---------------------------------------------------------------- malformed commands
@@ -236,11 +259,11 @@ def logged_in_socket(proc: SluiceProcess) -> tuple[Conn, socket.socket]:
 
 @pytest.mark.parametrize("in_transaction", [False, True], ids=["idle", "in-transaction"])
 def test_empty_command_packet(
-    proc: SluiceProcess, bystander: Conn, table: str, in_transaction: bool
+    shared: SluiceProcess, bystander: Conn, table: str, in_transaction: bool
 ) -> None:
     """MariaDB answers an empty command (read as COM_SLEEP) with 1047 and goes on; inside a
     transaction the proxy once raised IndexError and dropped the connection unanswered."""
-    conn, sock = logged_in_socket(proc)
+    conn, sock = logged_in_socket(shared)
     try:
         execute(conn, f"delete from {table} where id = 71")
         if in_transaction:
@@ -254,9 +277,9 @@ def test_empty_command_packet(
         assert one(conn, "select 'after the empty packet'") == ("after the empty packet",)
     finally:
         conn.close()
-    assert_unharmed(proc, bystander)
+    assert_unharmed(shared, bystander)
     if in_transaction:
-        with connect(proc) as check:
+        with connect(shared) as check:
             assert one(check, f"select count(*) from {table} where id = 71") == (1,)
 
 
@@ -296,12 +319,12 @@ UNKNOWN_ID = struct.pack("<I", 99)
 )
 @pytest.mark.parametrize("in_transaction", [False, True], ids=["idle", "in-transaction"])
 def test_unknown_or_short_statement_command(
-    proc: SluiceProcess, bystander: Conn, payload: bytes, error: int | None, in_transaction: bool
+    shared: SluiceProcess, bystander: Conn, payload: bytes, error: int | None, in_transaction: bool
 ) -> None:
     """As MariaDB: 1243 for a statement id the client does not have, 1835 for a command
     too short for its fields, no reply where the server sends none; the session goes on
     (the proxy used to close it with 1043)."""
-    conn, sock = logged_in_socket(proc)
+    conn, sock = logged_in_socket(shared)
     try:
         if in_transaction:
             conn.begin()
@@ -315,7 +338,7 @@ def test_unknown_or_short_statement_command(
         conn.commit()
     finally:
         conn.close()
-    assert_unharmed(proc, bystander)
+    assert_unharmed(shared, bystander)
 
 
 @pytest.mark.parametrize(
@@ -328,9 +351,9 @@ def test_unknown_or_short_statement_command(
     ids=["no-bitmap", "no-types", "no-iterations"],
 )
 def test_malformed_execute_of_a_known_statement(
-    proc: SluiceProcess, bystander: Conn, params: bytes, error: int
+    shared: SluiceProcess, bystander: Conn, params: bytes, error: int
 ) -> None:
-    conn, sock = logged_in_socket(proc)
+    conn, sock = logged_in_socket(shared)
     try:
         sql = b"select ?, 'malformed execute'"
         sock.sendall(packet(bytes((0x16,)) + sql, 0))  # COM_STMT_PREPARE
@@ -343,7 +366,7 @@ def test_malformed_execute_of_a_known_statement(
         assert one(conn, "select 'after it'") == ("after it",)
     finally:
         conn.close()
-    assert_unharmed(proc, bystander)
+    assert_unharmed(shared, bystander)
 
 
 def read_to_ok_or_eof(sock: socket.socket) -> list[Packet]:
@@ -360,11 +383,11 @@ def read_to_ok_or_eof(sock: socket.socket) -> list[Packet]:
     return out
 
 
-def test_short_process_kill_is_answered_not_relayed(proc: SluiceProcess, bystander: Conn) -> None:
+def test_short_process_kill_is_answered_not_relayed(shared: SluiceProcess, bystander: Conn) -> None:
     """COM_PROCESS_KILL too short for a thread id is refused by the proxy, which owns thread
     ids, without a database connection (relayed, the server would read an id from beyond
     the packet): here the only connection is busy, and the answer comes at once."""
-    conn, sock = logged_in_socket(proc)
+    conn, sock = logged_in_socket(shared)
     bystander.begin()
     try:
         one(bystander, "select 'holding the only connection'")
@@ -378,13 +401,13 @@ def test_short_process_kill_is_answered_not_relayed(proc: SluiceProcess, bystand
         assert one(conn, "select 'after it'") == ("after it",)
     finally:
         conn.close()
-    assert_unharmed(proc, bystander)
+    assert_unharmed(shared, bystander)
 
 
 def test_unknown_command_gets_an_error_and_the_session_goes_on(
-    proc: SluiceProcess, bystander: Conn
+    shared: SluiceProcess, bystander: Conn
 ) -> None:
-    conn, sock = logged_in_socket(proc)
+    conn, sock = logged_in_socket(shared)
     try:
         sock.sendall(packet(b"\x99junk", 0))
         reply = read_packet(sock)
@@ -393,14 +416,14 @@ def test_unknown_command_gets_an_error_and_the_session_goes_on(
         assert one(conn, "select 'after unknown command'") == ("after unknown command",)
     finally:
         conn.close()
-    assert_unharmed(proc, bystander)
+    assert_unharmed(shared, bystander)
 
 
 @pytest.mark.parametrize("command", [0x12, 0x1E, 0xFE])
 def test_command_the_proxy_does_not_relay(
-    proc: SluiceProcess, bystander: Conn, command: int
+    shared: SluiceProcess, bystander: Conn, command: int
 ) -> None:
-    conn, sock = logged_in_socket(proc)
+    conn, sock = logged_in_socket(shared)
     try:
         sock.sendall(packet(bytes((command,)) + b"\x00" * 10, 0))
         reply = read_packet(sock)
@@ -408,12 +431,12 @@ def test_command_the_proxy_does_not_relay(
         assert err_of(reply[1])[:2] == (1047, "08S01"), reply  # ER_UNKNOWN_COM_ERROR
     finally:
         conn._force_close()
-    assert_unharmed(proc, bystander)
+    assert_unharmed(shared, bystander)
 
 
-def test_wrong_sequence_id_on_a_command(proc: SluiceProcess, bystander: Conn) -> None:
+def test_wrong_sequence_id_on_a_command(shared: SluiceProcess, bystander: Conn) -> None:
     """A command must start at sequence id 0; the proxy may refuse or renumber, not hang."""
-    conn, sock = logged_in_socket(proc)
+    conn, sock = logged_in_socket(shared)
     try:
         sock.sendall(packet(b"\x03select 'seq 5'", 5))
         first = read_packet(sock)
@@ -421,18 +444,18 @@ def test_wrong_sequence_id_on_a_command(proc: SluiceProcess, bystander: Conn) ->
         assert first[1][:1] == bytes((ERR,)) or first[1] == b"\x01", first  # ERR, or relayed
     finally:
         conn._force_close()
-    assert_unharmed(proc, bystander)
+    assert_unharmed(shared, bystander)
 
 
 def test_client_gone_in_the_middle_of_a_command_packet(
-    proc: SluiceProcess, bystander: Conn
+    shared: SluiceProcess, bystander: Conn
 ) -> None:
-    conn, sock = logged_in_socket(proc)
+    conn, sock = logged_in_socket(shared)
     sock.sendall(struct.pack("<I", 100)[:3] + b"\x00" + b"\x03select")  # 7 of 100 bytes
     time.sleep(0.2)
     conn._force_close()
     time.sleep(0.2)
-    assert_unharmed(proc, bystander)
+    assert_unharmed(shared, bystander)
 
 
 # ---------------------------------------------------------------- oversized packets

@@ -7,6 +7,8 @@ on a connection that has just served someone else and had its settings
 replayed. The observations (values the server shows, ParameterStatus values the
 driver holds, errors) must be equal. DISCARD ALL pins its client, so the tests
 that send it get a pool of two connections (the second client needs one).
+Those two Sluices serve the whole module: their connections have served the
+tests before too, which is what a pool's connections do.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import psycopg
 import pytest
 from psycopg import errors
 
-from helpers import APP_DB, APP_PASSWORD, APP_USER, dsn
+from helpers import APP_DB, APP_PASSWORD, APP_USER, dsn, free_port, proxy_config
 from sluice.dbserver.postgres import PgCluster
 from sluice.devtools.runner import SluiceProcess
 
@@ -77,6 +79,11 @@ class Endpoints:
     def __init__(self, pg: PgCluster, proc: SluiceProcess) -> None:
         self.pg = pg
         self.proc = proc
+        self.log_start = len(proc.log_text())
+
+    def log(self) -> str:
+        """What the Sluice logged since these endpoints were made (in this test)."""
+        return self.proc.log_text()[self.log_start :]
 
     def dsn(self, direct: bool) -> str:
         if direct:
@@ -106,14 +113,35 @@ class Endpoints:
         return seen[0], seen[1]
 
 
-@pytest.fixture
-def ends(start_sluice: StartSluice, pg: PgCluster) -> Endpoints:
-    return Endpoints(pg, start_sluice(pool=ONE_CONNECTION))
+def _shared_sluice(pg: PgCluster, pool: dict[str, Any]) -> Iterator[SluiceProcess]:
+    with SluiceProcess([proxy_config(pg, free_port(), pool=pool)]) as proc:
+        yield proc
+
+
+@pytest.fixture(scope="module")
+def one_connection(pg: PgCluster) -> Iterator[SluiceProcess]:
+    yield from _shared_sluice(pg, ONE_CONNECTION)
+
+
+@pytest.fixture(scope="module")
+def two_connections(pg: PgCluster) -> Iterator[SluiceProcess]:
+    yield from _shared_sluice(pg, TWO_CONNECTIONS)
+
+
+def _endpoints(pg: PgCluster, proc: SluiceProcess) -> Iterator[Endpoints]:
+    ends = Endpoints(pg, proc)
+    yield ends
+    print(f"---- sluice log in this test ({proc.workdir}) ----\n{ends.log()[-8000:]}")
 
 
 @pytest.fixture
-def ends2(start_sluice: StartSluice, pg: PgCluster) -> Endpoints:
-    return Endpoints(pg, start_sluice(pool=TWO_CONNECTIONS))
+def ends(one_connection: SluiceProcess, pg: PgCluster) -> Iterator[Endpoints]:
+    yield from _endpoints(pg, one_connection)
+
+
+@pytest.fixture
+def ends2(two_connections: SluiceProcess, pg: PgCluster) -> Iterator[Endpoints]:
+    yield from _endpoints(pg, two_connections)
 
 
 def assert_same(results: tuple[list[Any], list[Any]]) -> None:
@@ -465,7 +493,7 @@ def test_custom_setting_does_not_reach_the_next_client(ends: Endpoints) -> None:
         return seen
 
     assert_same(ends.both(steps))
-    assert "custom setting myapp.user_id" in ends.proc.log_text()
+    assert "custom setting myapp.user_id" in ends.log()
 
 
 @pytest.mark.parametrize(
@@ -587,7 +615,7 @@ def test_reset_of_a_custom_setting_defines_it_for_good(
         return [*seen, info.value.sqlstate]
 
     assert_same(ends2.both(steps))
-    assert "pinned to its connection: RESET myapp.other" in ends2.proc.log_text()
+    assert "pinned to its connection: RESET myapp.other" in ends2.log()
 
 
 def test_reset_in_a_transaction_takes_no_snapshot(ends2: Endpoints) -> None:
