@@ -7,7 +7,7 @@ backend connection. The two runs must give the same results, the same status
 flags and the same rows committed; where Sluice cannot know the answer (the
 previous statement's ROW_COUNT() or warnings after the client moved to another
 connection) the run through Sluice gets the documented error instead, and never
-another client's value.
+another client's value. A proxy serves every test that asks for its pool.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import pymysql
 import pytest
 from pymysql.constants import SERVER_STATUS
 
-from helpers import APP_DB, APP_PASSWORD, APP_USER, mysql_kwargs
+from helpers import APP_DB, APP_PASSWORD, APP_USER, free_port, mysql_kwargs, mysql_proxy_config
 from sluice.dbserver.mariadb import MariaDbCluster
 from sluice.devtools.runner import SluiceProcess
 
@@ -42,15 +42,37 @@ def unique(prefix: str) -> str:
     return f"{prefix}_{next(_names)}"
 
 
+@pytest.fixture(scope="module")
+def proxies(mariadb: MariaDbCluster) -> Iterator[dict[str, SluiceProcess]]:
+    """The proxies of `targets`, one per pool, started when first asked for: the module's
+    tests take turns on their connections, as clients do."""
+    started: dict[str, SluiceProcess] = {}
+    yield started
+    for proc in started.values():
+        proc.stop()
+
+
 @pytest.fixture
-def targets(start_mysql_proxy: Start, mariadb: MariaDbCluster) -> Iterator[Callable[..., Kwargs]]:
+def targets(
+    proxies: dict[str, SluiceProcess], mariadb: MariaDbCluster
+) -> Iterator[Callable[..., Kwargs]]:
     """targets(**pool) -> connect kwargs: the direct server first, then a proxy with `pool`."""
+    used: dict[str, int] = {}  # proxy -> length of its log when this test first used it
 
     def make(**pool: Any) -> Kwargs:
-        proc = start_mysql_proxy(pool={"max_connections": 1, "borrow_timeout": 30, **pool})
-        return mysql_kwargs(proc)
+        key = repr(sorted(pool.items()))
+        if key not in proxies:
+            full = {"max_connections": 1, "borrow_timeout": 30, **pool}
+            proxies[key] = SluiceProcess([mysql_proxy_config(mariadb, free_port(), pool=full)])
+            proxies[key].start()
+        used.setdefault(key, len(proxies[key].log_text()))
+        return mysql_kwargs(proxies[key])
 
     yield make
+    for key, start in used.items():
+        proc = proxies[key]
+        print(f"---- sluice log in this test ({proc.workdir}) ----")
+        print(proc.log_text()[start:][-8000:])
 
 
 def direct(mariadb: MariaDbCluster) -> Kwargs:
