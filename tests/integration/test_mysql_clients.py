@@ -29,7 +29,7 @@ import pymysql
 import pytest
 from pymysql.constants import CLIENT
 
-from helpers import APP_DB, APP_PASSWORD, APP_USER, mysql_kwargs
+from helpers import APP_DB, APP_PASSWORD, APP_USER, free_port, mysql_kwargs, mysql_proxy_config
 from sluice.dbserver.mariadb import MariaDbCluster
 from sluice.devtools.runner import SluiceProcess
 
@@ -78,8 +78,10 @@ def peer_of(conn: Conn) -> str:
     return f"{host}:{port}"
 
 
-def pin_lines(proc: SluiceProcess) -> list[str]:
-    return [line for line in proc.log_text().splitlines() if "pinned to its connection" in line]
+def pin_lines(proc: SluiceProcess, since: int = 0) -> list[str]:
+    """The log's lines about pinned clients (from character `since` of the log on)."""
+    log = proc.log_text()[since:]
+    return [line for line in log.splitlines() if "pinned to its connection" in line]
 
 
 # ---------------------------------------------------------------- the mariadb client
@@ -574,38 +576,52 @@ def pin_tables(mariadb: MariaDbCluster) -> None:
     )
 
 
-@pytest.mark.parametrize("name", list(RULES))
-def test_pinning_rule(start_mysql_proxy: Start, pin_tables: None, name: str) -> None:
-    rule = RULES[name]
-    proc = start_mysql_proxy(pool={"max_connections": 2, "borrow_timeout": 10})
-    pinned, other = connect(proc), connect(proc)
-    try:
-        for sql in rule.setup:
-            rows(pinned, sql)
-        for _ in range(3):
-            for sql, expected in rule.uses:
-                with holding_a_connection(other):
-                    check(pinned, sql, expected)
-        peer = peer_of(pinned)
-        wanted = f"client {peer} user={APP_USER} pinned to its connection: {rule.reason}"
-        assert any(line.endswith(wanted) for line in pin_lines(proc)), proc.log_tail()
-        assert not any(peer_of(other) in line for line in pin_lines(proc))
-    finally:
-        pinned.close()
-        other.close()
-    if rule.after is None:
-        return
-    sql, expected = rule.after
-    first, second = connect(proc), connect(proc)
-    try:
-        for conn in (first, second):
-            rows(conn, "set session lock_wait_timeout = 3, innodb_lock_wait_timeout = 3")
-        with holding_a_connection(first), holding_a_connection(second):  # both connections
-            check(first, sql, expected)
-            check(second, sql, expected)
-    finally:
-        first.close()
-        second.close()
+@pytest.fixture(scope="class")
+def pin_proxy(mariadb: MariaDbCluster) -> Iterator[SluiceProcess]:
+    """The proxy of the pinning rules, one for all: each rule's clients then get
+    connections that clients of the rules before used (and pinned), as a pool lends them."""
+    pool = {"max_connections": 2, "borrow_timeout": 10}
+    with SluiceProcess([mysql_proxy_config(mariadb, free_port(), pool=pool)]) as proc:
+        yield proc
+
+
+class TestPinningRules:
+    """One proxy for all the rules, stopped after them (its pooled connections would count as
+    backends in the tests below)."""
+
+    @pytest.mark.parametrize("name", list(RULES))
+    def test_pinning_rule(self, pin_proxy: SluiceProcess, pin_tables: None, name: str) -> None:
+        rule = RULES[name]
+        proc = pin_proxy
+        since = len(proc.log_text())  # the pins of this test only
+        pinned, other = connect(proc), connect(proc)
+        try:
+            for sql in rule.setup:
+                rows(pinned, sql)
+            for _ in range(3):
+                for sql, expected in rule.uses:
+                    with holding_a_connection(other):
+                        check(pinned, sql, expected)
+            peer = peer_of(pinned)
+            wanted = f"client {peer} user={APP_USER} pinned to its connection: {rule.reason}"
+            assert any(line.endswith(wanted) for line in pin_lines(proc, since)), proc.log_tail()
+            assert not any(peer_of(other) in line for line in pin_lines(proc, since))
+        finally:
+            pinned.close()
+            other.close()
+        if rule.after is None:
+            return
+        sql, expected = rule.after
+        first, second = connect(proc), connect(proc)
+        try:
+            for conn in (first, second):
+                rows(conn, "set session lock_wait_timeout = 3, innodb_lock_wait_timeout = 3")
+            with holding_a_connection(first), holding_a_connection(second):  # both connections
+                check(first, sql, expected)
+                check(second, sql, expected)
+        finally:
+            first.close()
+            second.close()
 
 
 # ---------------------------------------------------------------- sysbench
@@ -660,66 +676,71 @@ def peak_backends(mariadb: MariaDbCluster) -> Iterator[list[int]]:
         watcher.join(10)
 
 
-@pytest.fixture
-def sysbench_proxy(start_mysql_proxy: Start) -> Iterator[SluiceProcess]:
-    proc = start_mysql_proxy(pool={"max_connections": 4, "borrow_timeout": 10})
-    sysbench(proc, "oltp_read_write", "cleanup")  # leftovers of an interrupted run
-    sysbench(proc, "oltp_read_write", "prepare")
-    yield proc
-    sysbench(proc, "oltp_read_write", "cleanup")
+@pytest.fixture(scope="class")
+def sysbench_proxy(mariadb: MariaDbCluster) -> Iterator[SluiceProcess]:
+    pool = {"max_connections": 4, "borrow_timeout": 10}
+    with SluiceProcess([mysql_proxy_config(mariadb, free_port(), pool=pool)]) as proc:
+        sysbench(proc, "oltp_read_write", "cleanup")  # leftovers of an interrupted run
+        sysbench(proc, "oltp_read_write", "prepare")
+        yield proc
+        sysbench(proc, "oltp_read_write", "cleanup")
+        print(f"---- sluice log ({proc.workdir}) ----\n{proc.log_tail(80)}")
 
 
-@pytest.mark.timeout(180)
-@pytest.mark.parametrize("test", ["oltp_point_select", "oltp_read_write"])
-def test_sysbench_through_transaction_pool(
-    sysbench_proxy: SluiceProcess, mariadb: MariaDbCluster, test: str
-) -> None:
-    """8 threads over a pool of 4, text protocol (--db-ps-mode=disable): no errors.
+class TestSysbench:
+    """One proxy and one set of tables for the four runs, stopped after them (its pooled
+    connections would count as backends in the tests below)."""
 
-    sysbench ignores deadlocks (1213) and lock wait timeouts by default; oltp_read_write
-    on 2 x 1000 rows with 8 threads has a few of them against the server directly too,
-    so they are reported, not failed on. Anything else is FATAL and fails the test.
-    """
-    proc = sysbench_proxy
-    with peak_backends(mariadb) as peak:
-        out = sysbench(
-            proc,
-            test,
-            "run",
-            "--time=5",
-            "--threads=8",
-            "--db-ps-mode=disable",
-            "--mysql-ignore-errors=1213,1205,1020",
+    @pytest.mark.timeout(180)
+    @pytest.mark.parametrize("test", ["oltp_point_select", "oltp_read_write"])
+    def test_sysbench_through_transaction_pool(
+        self, sysbench_proxy: SluiceProcess, mariadb: MariaDbCluster, test: str
+    ) -> None:
+        """8 threads over a pool of 4, text protocol (--db-ps-mode=disable): no errors.
+
+        sysbench ignores deadlocks (1213) and lock wait timeouts by default; oltp_read_write
+        on 2 x 1000 rows with 8 threads has a few of them against the server directly too,
+        so they are reported, not failed on. Anything else is FATAL and fails the test.
+        """
+        proc = sysbench_proxy
+        with peak_backends(mariadb) as peak:
+            out = sysbench(
+                proc,
+                test,
+                "run",
+                "--time=5",
+                "--threads=8",
+                "--db-ps-mode=disable",
+                "--mysql-ignore-errors=1213,1205,1020",
+            )
+        assert stat(out, "transactions") > 100, out
+        assert stat(out, "reconnects") == 0, out
+        if test == "oltp_point_select":
+            assert stat(out, "ignored errors") == 0, out
+        print(
+            f"sysbench {test}: {stat(out, 'transactions')} transactions, "
+            f"{stat(out, 'ignored errors')} ignored errors (deadlocks), peak backends {peak[0]}"
         )
-    assert stat(out, "transactions") > 100, out
-    assert stat(out, "reconnects") == 0, out
-    if test == "oltp_point_select":
-        assert stat(out, "ignored errors") == 0, out
-    print(
-        f"sysbench {test}: {stat(out, 'transactions')} transactions, "
-        f"{stat(out, 'ignored errors')} ignored errors (deadlocks), peak backends {peak[0]}"
-    )
-    assert 1 <= peak[0] <= 4
-    assert pin_lines(proc) == []
+        assert 1 <= peak[0] <= 4
+        assert pin_lines(proc) == []
 
-
-@pytest.mark.timeout(180)
-@pytest.mark.parametrize("test", ["oltp_point_select", "oltp_read_write"])
-def test_sysbench_server_side_prepared_statements(
-    sysbench_proxy: SluiceProcess, mariadb: MariaDbCluster, test: str
-) -> None:
-    """sysbench's default, server-side prepared statements: re-prepared, never pinned."""
-    proc = sysbench_proxy
-    with peak_backends(mariadb) as peak:
-        out = sysbench(
-            proc, test, "run", "--time=5", "--threads=8", "--mysql-ignore-errors=1213,1205,1020"
-        )
-    assert stat(out, "transactions") > 100, out
-    assert stat(out, "reconnects") == 0, out
-    if test == "oltp_point_select":
-        assert stat(out, "ignored errors") == 0, out
-    assert 1 <= peak[0] <= 4
-    assert pin_lines(proc) == []
+    @pytest.mark.timeout(180)
+    @pytest.mark.parametrize("test", ["oltp_point_select", "oltp_read_write"])
+    def test_sysbench_server_side_prepared_statements(
+        self, sysbench_proxy: SluiceProcess, mariadb: MariaDbCluster, test: str
+    ) -> None:
+        """sysbench's default, server-side prepared statements: re-prepared, never pinned."""
+        proc = sysbench_proxy
+        with peak_backends(mariadb) as peak:
+            out = sysbench(
+                proc, test, "run", "--time=5", "--threads=8", "--mysql-ignore-errors=1213,1205,1020"
+            )
+        assert stat(out, "transactions") > 100, out
+        assert stat(out, "reconnects") == 0, out
+        if test == "oltp_point_select":
+            assert stat(out, "ignored errors") == 0, out
+        assert 1 <= peak[0] <= 4
+        assert pin_lines(proc) == []
 
 
 # ---------------------------------------------------------------- many clients
