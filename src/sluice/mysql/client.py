@@ -71,7 +71,7 @@ _BUFFER_WHILE_WAITING: Final = 256 * 1024
 # Before login: the largest packet (a HandshakeResponse41 with connect attributes,
 # or an IAM auth token as the password: a few KB), and what is read ahead of the
 # login's next step.
-LOGIN_PACKET_MAX = 16 * 1024
+LOGIN_PACKET_MAX: Final = 16 * 1024
 _BUFFER_WHILE_LOGGING_IN: Final = 2 * LOGIN_PACKET_MAX
 _LOCAL: Final = frozenset((c.COM_PING,))
 _STMT_COMMANDS: Final = frozenset(

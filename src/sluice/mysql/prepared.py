@@ -21,7 +21,7 @@ session goes on.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 from sluice.errors import ProtocolError
 from sluice.mysql.results import Answering, ClientResults, head_of, query_writes
@@ -85,10 +85,10 @@ class RelaySession(Answering, Protocol):
     def drain(self) -> None: ...
 
 
-_CURSOR_FLAGS = (b"", b"\x00")  # COM_STMT_EXECUTE flags that open no cursor
+_CURSOR_FLAGS: Final = (b"", b"\x00")  # COM_STMT_EXECUTE flags that open no cursor
 # What MariaDB names each command in its ER_UNKNOWN_STMT_HANDLER text; the
 # commands missing here get no reply at all.
-_HANDLER_NAMES = {
+_HANDLER_NAMES: Final = {
     c.COM_STMT_EXECUTE: "mysqld_stmt_execute",
     c.COM_STMT_RESET: "mysqld_stmt_reset",
     c.COM_STMT_FETCH: "mysqld_stmt_fetch",

@@ -40,7 +40,7 @@ with a statement that uses a table and raises nothing (`CLEAR_DIAGNOSTICS`).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 from sluice.wire.mysql import commands as cmd
 from sluice.wire.mysql import constants as c
@@ -52,14 +52,14 @@ from sluice.wire.mysql.sql import DIAGNOSTICS, FOUND_ROWS, LAST_GTID, ROW_COUNT
 if TYPE_CHECKING:
     from sluice.mysql.server import MyServerConn
 
-ALL = ROW_COUNT | FOUND_ROWS | DIAGNOSTICS | LAST_GTID
+ALL: Final = ROW_COUNT | FOUND_ROWS | DIAGNOSTICS | LAST_GTID
 # What Sluice's own `SELECT LAST_INSERT_ID()` changes on MariaDB (no table, no condition).
-SELECT_WITHOUT_TABLE = ROW_COUNT | FOUND_ROWS
+SELECT_WITHOUT_TABLE: Final = ROW_COUNT | FOUND_ROWS
 # Uses a (derived) table and raises nothing: empties the diagnostics area on MariaDB and
 # MySQL alike; changes ROW_COUNT() and FOUND_ROWS() as any SELECT does.
-CLEAR_DIAGNOSTICS = cmd.query(b"SELECT * FROM (SELECT 1) AS sluice_clear")
-_FOUND_IF_OK = 0x100  # a SELECT: FOUND_ROWS() is its own unless it fails
-_TABLE_WRITES = (b"insert", b"update", b"delete", b"replace")
+CLEAR_DIAGNOSTICS: Final = cmd.query(b"SELECT * FROM (SELECT 1) AS sluice_clear")
+_FOUND_IF_OK: Final = 0x100  # a SELECT: FOUND_ROWS() is its own unless it fails
+_TABLE_WRITES: Final = (b"insert", b"update", b"delete", b"replace")
 
 
 class Answering(Protocol):

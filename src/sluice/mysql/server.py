@@ -44,7 +44,7 @@ from sluice.wire.mysql.sql import DIAGNOSTICS, FOUND_ROWS, LAST_GTID, ROW_COUNT
 # What gets the packets of an own command's reply (with their ReplyTracker flags).
 OwnHandler = Callable[[bytes, int], None]
 
-ALL_RESULTS = ROW_COUNT | FOUND_ROWS | DIAGNOSTICS | LAST_GTID  # (results.ALL)
+ALL_RESULTS: Final = ROW_COUNT | FOUND_ROWS | DIAGNOSTICS | LAST_GTID  # (results.ALL)
 
 log = logging.getLogger("sluice.server")
 # The states as the compiled build reads them fastest: C globals, not attributes of the

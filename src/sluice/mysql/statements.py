@@ -24,12 +24,13 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import Final
 
 from sluice.wire.mysql import commands as cmd
 from sluice.wire.mysql.messages import build_eof, is_eof, parse_eof
 
 # Tracked settings that change how a statement's text reads (see sql.TRACKED).
-MEANING = frozenset(
+MEANING: Final = frozenset(
     (
         "sql_mode",
         "names",

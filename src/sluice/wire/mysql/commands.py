@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import Final
 
 from sluice.errors import ProtocolError
 from sluice.wire.mysql import constants as c
@@ -34,8 +35,8 @@ from sluice.wire.mysql.packets import (
     u32,
 )
 
-_PREPARE_OK = struct.Struct("<BIHHBH")
-LAST_STATEMENT = 0xFFFFFFFF  # MariaDB: "the statement prepared last" in EXECUTE
+_PREPARE_OK: Final = struct.Struct("<BIHHBH")
+LAST_STATEMENT: Final = 0xFFFFFFFF  # MariaDB: "the statement prepared last" in EXECUTE
 
 
 def command(com: int, argument: bytes = b"") -> bytes:
@@ -62,9 +63,9 @@ def stmt_reset(stmt_id: int) -> bytes:
     return command(c.COM_STMT_RESET, u32(stmt_id))
 
 
-PING = command(c.COM_PING)
-QUIT = command(c.COM_QUIT)
-RESET_CONNECTION = command(c.COM_RESET_CONNECTION)
+PING: Final = command(c.COM_PING)
+QUIT: Final = command(c.COM_QUIT)
+RESET_CONNECTION: Final = command(c.COM_RESET_CONNECTION)
 
 
 # ---- statement ids -----------------------------------------------------------

@@ -18,6 +18,7 @@ out; names are decoded as UTF-8 with surrogateescape, so odd bytes survive.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Final
 
 from sluice.errors import ProtocolError
 from sluice.wire.mysql import constants as c
@@ -34,11 +35,11 @@ from sluice.wire.mysql.packets import (
     u32,
 )
 
-PROTOCOL_VERSION = 10
-SCRAMBLE_LEN = 20
-SSL_REQUEST_LEN = 32
-DEFAULT_MAX_PACKET = 1 << 24
-_REQUIRED = c.CLIENT_PROTOCOL_41 | c.CLIENT_SECURE_CONNECTION
+PROTOCOL_VERSION: Final = 10
+SCRAMBLE_LEN: Final = 20
+SSL_REQUEST_LEN: Final = 32
+DEFAULT_MAX_PACKET: Final = 1 << 24
+_REQUIRED: Final = c.CLIENT_PROTOCOL_41 | c.CLIENT_SECURE_CONNECTION
 
 
 def _text(raw: bytes) -> str:

@@ -19,6 +19,7 @@ here (Sluice never speaks the older protocol):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 
 from sluice.errors import ProtocolError
 from sluice.wire.mysql import constants as c
@@ -32,7 +33,7 @@ from sluice.wire.mysql.packets import (
     u16,
 )
 
-_DEFAULT_STATE = "HY000"
+_DEFAULT_STATE: Final = "HY000"
 
 
 # ---- OK ----------------------------------------------------------------------
@@ -245,7 +246,7 @@ def session_changes(data: bytes) -> SessionChanges:
     )
 
 
-_TEXT_BLOCKS = frozenset(
+_TEXT_BLOCKS: Final = frozenset(
     (
         c.SESSION_TRACK_SCHEMA,
         c.SESSION_TRACK_TRANSACTION_CHARACTERISTICS,

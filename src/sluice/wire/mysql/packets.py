@@ -200,7 +200,7 @@ def read_lenenc_int(data: bytes, pos: int) -> tuple[int, int]:
     return _unpack_u64(data, pos + 1)[0], pos + 9
 
 
-_LENENC_SIZES = {0xFC: 2, 0xFD: 3, 0xFE: 8}
+_LENENC_SIZES: Final = {0xFC: 2, 0xFD: 3, 0xFE: 8}
 
 
 def lenenc_str(value: bytes) -> bytes:

@@ -45,6 +45,7 @@ caching are not understood: those capabilities must never be negotiated.
 from __future__ import annotations
 
 from collections import deque
+from typing import Final
 
 from sluice.errors import PacketTooLarge, ProtocolError
 from sluice.wire.mysql import constants as c
@@ -60,23 +61,32 @@ from sluice.wire.mysql.packets import (
 
 # ---- what `feed` reports (bit flags) -----------------------------------------
 
-DONE = 1  # this packet completes the answer to the oldest command
-ERROR = 2  # an ERR packet (it also completes the answer)
-PREPARED = 4  # a STMT_PREPARE_OK: see `prepared`; the statement id is at bytes 1..4
-INFILE = 8  # a LOCAL INFILE request: the client must now send the file
-AUTH = 16  # an authentication packet during COM_CHANGE_USER: someone must answer it
-STATE_CHANGED = 32  # an OK/EOF with SERVER_SESSION_STATE_CHANGED
-OWN = 64  # the packet answers a command the proxy sent itself: do not forward it
-DEFS_END = 128  # the last parameter/column definition of a block
-DEFS_EOF = 256  # the EOF after a definition block (only without DEPRECATE_EOF)
+DONE: Final = 1  # this packet completes the answer to the oldest command
+ERROR: Final = 2  # an ERR packet (it also completes the answer)
+PREPARED: Final = 4  # a STMT_PREPARE_OK: see `prepared`; the statement id is at bytes 1..4
+INFILE: Final = 8  # a LOCAL INFILE request: the client must now send the file
+AUTH: Final = 16  # an authentication packet during COM_CHANGE_USER: someone must answer it
+STATE_CHANGED: Final = 32  # an OK/EOF with SERVER_SESSION_STATE_CHANGED
+OWN: Final = 64  # the packet answers a command the proxy sent itself: do not forward it
+DEFS_END: Final = 128  # the last parameter/column definition of a block
+DEFS_EOF: Final = 256  # the EOF after a definition block (only without DEPRECATE_EOF)
 # An end packet: EOF, or an OK with a 0xFE header under DEPRECATE_EOF. It ends a
 # result set's rows, COM_FIELD_LIST's definitions, or answers COM_SET_OPTION.
-RESULT_END = 512
-OK = 1024  # an OK packet (0x00) answering a command: affected rows, insert id, status
+RESULT_END: Final = 512
+OK: Final = 1024  # an OK packet (0x00) answering a command: affected rows, insert id, status
 
 # ---- reply kinds, by command ------------------------------------------------
 
-_NONE, _OK, _RESULT, _EXECUTE, _FETCH, _PREPARE, _FIELDS, _STRING, _AUTH = range(9)
+_NONE: Final = 0
+_OK: Final = 1
+_RESULT: Final = 2
+_EXECUTE: Final = 3
+_FETCH: Final = 4
+_PREPARE: Final = 5
+_FIELDS: Final = 6
+_STRING: Final = 7
+_AUTH: Final = 8
+_REFUSED: Final = 9  # replication: never relayed (NOT_RELAYED)
 _KIND = {
     c.COM_QUIT: _NONE,
     c.COM_STMT_CLOSE: _NONE,
@@ -91,20 +101,25 @@ _KIND = {
     c.COM_STATISTICS: _STRING,
     c.COM_CHANGE_USER: _AUTH,
 }
-NOT_RELAYED = frozenset((c.COM_BINLOG_DUMP, c.COM_BINLOG_DUMP_GTID, c.COM_REGISTER_SLAVE, 0xFE))
+NOT_RELAYED: Final = frozenset(
+    (c.COM_BINLOG_DUMP, c.COM_BINLOG_DUMP_GTID, c.COM_REGISTER_SLAVE, 0xFE)
+)
+# The kind of every command byte, as one table: indexing bytes is cheaper than a dict.
+_KIND_OF: Final = bytes(
+    _REFUSED if command in NOT_RELAYED else _KIND.get(command, _OK) for command in range(256)
+)
 
 # ---- states of the answer being read ----------------------------------------
 
-_IDLE = -1  # nothing outstanding
-_FIRST = 0  # the first packet of an answer (or of the next result)
-_DEFS = 1  # definitions remain in the current block
-_DEFS_EOF = 2  # the EOF after a block
-_ROWS = 3  # rows until the end-of-rows packet
-_FIELD_DEFS = 4  # COM_FIELD_LIST: definitions until an EOF
-_INITIAL = {_FETCH: _ROWS, _FIELDS: _FIELD_DEFS}
+_IDLE: Final = -1  # nothing outstanding
+_FIRST: Final = 0  # the first packet of an answer (or of the next result)
+_DEFS: Final = 1  # definitions remain in the current block
+_DEFS_EOF: Final = 2  # the EOF after a block
+_ROWS: Final = 3  # rows until the end-of-rows packet
+_FIELD_DEFS: Final = 4  # COM_FIELD_LIST: definitions until an EOF
 
-_OWN_BIT = 0x100
-_IN_TRANS = c.SERVER_STATUS_IN_TRANS
+_OWN_BIT: Final = 0x100
+_IN_TRANS: Final = c.SERVER_STATUS_IN_TRANS
 
 
 class ReplyTracker:
@@ -140,11 +155,11 @@ class ReplyTracker:
 
     def expect(self, command: int, *, own: bool = False) -> bool:
         """Note a command sent to the server; return False if it gets no reply."""
-        if command in NOT_RELAYED:
-            raise ValueError(f"command 0x{command:02x} cannot be relayed")
-        kind = _KIND.get(command, _OK)
+        kind = _KIND_OF[command]
         if kind == _NONE:
             return False
+        if kind == _REFUSED:
+            raise ValueError(f"command 0x{command:02x} cannot be relayed")
         self._queue.append(command | _OWN_BIT if own else command)
         if len(self._queue) == 1:
             self._start(self._queue[0])
@@ -192,8 +207,8 @@ class ReplyTracker:
 
     def _start(self, head: int) -> None:
         """Get ready for the answer to `head`, the oldest command outstanding."""
-        self._kind = kind = _KIND.get(head & 0xFF, _OK)
-        self._state = _INITIAL.get(kind, _FIRST)
+        self._kind = kind = _KIND_OF[head & 0xFF]
+        self._state = _ROWS if kind == _FETCH else _FIELD_DEFS if kind == _FIELDS else _FIRST
         self._own = OWN if head & _OWN_BIT else 0
         self._left = self._next_block = 0
 
@@ -330,10 +345,10 @@ class ReplyTracker:
         return ERROR | self._finish()
 
 
-NONE = -1  # `ReplyStream.next`: every whole packet received has been walked
+NONE: Final = -1  # `ReplyStream.next`: every whole packet received has been walked
 # What `ReplyStream.next` stops at (a definition block's end alone, or a state change, is
 # the tracker's business).
-_LOOK = ~(DEFS_END | DEFS_EOF | STATE_CHANGED)
+_LOOK: Final = ~(DEFS_END | DEFS_EOF | STATE_CHANGED)
 
 
 class ReplyStream:
