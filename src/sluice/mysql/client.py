@@ -73,10 +73,6 @@ _BUFFER_WHILE_WAITING: Final = 256 * 1024
 # login's next step.
 LOGIN_PACKET_MAX: Final = 16 * 1024
 _BUFFER_WHILE_LOGGING_IN: Final = 2 * LOGIN_PACKET_MAX
-_LOCAL: Final = frozenset((c.COM_PING,))
-_STMT_COMMANDS: Final = frozenset(
-    (c.COM_STMT_EXECUTE, c.COM_STMT_SEND_LONG_DATA, c.COM_STMT_RESET, c.COM_STMT_FETCH)
-) | {c.COM_STMT_CLOSE}
 # Module constants are `Final`: the compiled build reads them as C globals, not from the
 # module's dict.
 _OWN: Final = rp.OWN
@@ -97,6 +93,12 @@ _PINS: Final = {c.COM_SET_OPTION: "COM_SET_OPTION"}
 _UNKNOWN_COMMAND: Final = frame(build_err(c.ER_UNKNOWN_COM_ERROR, "Unknown command"), 1)
 _SECONDS: Final = re.compile(r"=\s*'?(\d+)'?\s*$")
 _SEMICOLON: Final = ord(";")  # (an int: see sluice.wire.mysql.sql)
+
+
+def names_statement(command: int) -> bool:
+    """Whether `command` acts on a prepared statement it names by id: COM_STMT_EXECUTE,
+    _SEND_LONG_DATA, _CLOSE, _RESET or _FETCH (0x17 to 0x1C, all but COM_SET_OPTION)."""
+    return c.COM_STMT_EXECUTE <= command <= c.COM_STMT_FETCH and command != c.COM_SET_OPTION
 
 
 def wait_seconds(stmt: str) -> float:
@@ -345,7 +347,7 @@ class MyClientSession(FrontendSession[MyHost, "MyPool", "MyServerConn", tuple[in
             # server read a thread id from beyond the packet)
             self._kill(int.from_bytes(payload[1:5], "little"), query=False)
             return True
-        if command in rp.NOT_RELAYED:  # replication: not through a pooling proxy
+        if rp.not_relayed(command):  # replication: not through a pooling proxy
             self.answered_locally(_UNKNOWN_COMMAND)
             return True
         if command == c.COM_RESET_CONNECTION:
@@ -360,7 +362,8 @@ class MyClientSession(FrontendSession[MyHost, "MyPool", "MyServerConn", tuple[in
                 value = one_value_result(name, self.last_insert_id, self.capabilities, status)
                 self.answered_locally(value)
                 return True
-        if command in _STMT_COMMANDS:
+        on_statement = names_statement(command)
+        if on_statement:
             refused = self.relay.refusal(command, payload)
             if refused is not None:  # an unknown statement, a malformed command
                 if refused:
@@ -370,7 +373,7 @@ class MyClientSession(FrontendSession[MyHost, "MyPool", "MyServerConn", tuple[in
                 self.statements.by_id.pop(cmd.stmt_id(payload), None)  # no reply; nothing to send
                 return True
         if server is None:
-            if command in _LOCAL:  # COM_PING: not a statement, the server keeps the
+            if command == c.COM_PING:  # not a statement, the server keeps the
                 self.results.pinged()  # previous one's warnings, but not its ROW_COUNT()
                 self.write(self._local_ok())
                 return True
@@ -383,7 +386,7 @@ class MyClientSession(FrontendSession[MyHost, "MyPool", "MyServerConn", tuple[in
         if command == c.COM_STMT_PREPARE:
             self.relay.prepare(server, payload)
             return True
-        if command in _STMT_COMMANDS:
+        if on_statement:
             return self.relay.command(server, command, payload)
         if self._note(server, command, payload):
             writes = 0

@@ -82,9 +82,7 @@ class MyPool(EnginePool[MyServerConn, MyPoolHost]):
         self.profile = profile
         self.charset = charset
         self.name = f"{proxy.config.name}/{user}/{profile:x}/{charset}"
-        self.pool = Pool(
-            self.name, limits_for(proxy.config), self._connect, proxy.share
-        )
+        self.pool = Pool(self.name, limits_for(proxy.config), self._connect, proxy.share)
         self.schemas: set[str] = set()  # databases this user was seen to be allowed into
         self.default_status = c.SERVER_STATUS_AUTOCOMMIT  # a fresh session's status flags
 

@@ -21,12 +21,11 @@ session goes on.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Final, Protocol
+from typing import TYPE_CHECKING, Final
 
 from sluice.errors import ProtocolError
-from sluice.mysql.results import Answering, ClientResults, head_of, query_writes
+from sluice.mysql.results import head_of, query_writes
 from sluice.mysql.statements import (
-    ClientStatements,
     ClientStmt,
     ServerStmt,
     StmtKey,
@@ -42,50 +41,10 @@ from sluice.wire.mysql.packets import frame
 from sluice.wire.mysql.sql import classify_bytes
 
 if TYPE_CHECKING:
-    from sluice.config import ProxyConfig
+    from sluice.mysql.client import MyClientSession
     from sluice.mysql.server import MyServerConn
 
 
-class ProxyConfigured(Protocol):
-    @property
-    def config(self) -> ProxyConfig: ...
-
-
-class RelaySession(Answering, Protocol):
-    """What the statement relay needs of its client session (`MyClientSession`)."""
-
-    pinned: str
-    role_changed: bool
-    taint: str
-
-    @property
-    def proxy(self) -> ProxyConfigured: ...
-
-    @property
-    def server(self) -> MyServerConn | None: ...
-
-    @property
-    def database(self) -> str: ...
-
-    @property
-    def settings(self) -> dict[str, str]: ...
-
-    @property
-    def statements(self) -> ClientStatements: ...
-
-    @property
-    def results(self) -> ClientResults: ...
-
-    def pin(self, reason: str) -> None: ...
-
-    def send(self, server: MyServerConn, payload: bytes, writes: int = 0) -> None: ...
-
-    def status_flags(self) -> int: ...
-
-    def drain(self) -> None: ...
-
-
-_CURSOR_FLAGS: Final = (b"", b"\x00")  # COM_STMT_EXECUTE flags that open no cursor
 # What MariaDB names each command in its ER_UNKNOWN_STMT_HANDLER text; the
 # commands missing here get no reply at all.
 _HANDLER_NAMES: Final = {
@@ -123,7 +82,7 @@ class StatementRelay:
 
     __slots__ = ("_capture_stmt", "capture", "held", "session")
 
-    def __init__(self, session: RelaySession) -> None:
+    def __init__(self, session: MyClientSession) -> None:
         self.session = session
         self.held: Reprepare | None = None  # a command waiting for its statement's PREPARE
         self.capture: list[bytes] | None = None  # the reply to a relayed PREPARE, so far
@@ -177,8 +136,11 @@ class StatementRelay:
         malformed (b"": no answer, as from the server); None if it may go on."""
         if command == c.COM_STMT_EXECUTE and len(payload) < 10:
             return _error(c.ER_MALFORMED_PACKET, "Malformed communication packet")
-        sid = int.from_bytes(payload[1:5], "little")  # (a short one names no statement)
-        stmt = self.session.statements.by_id.get(sid) if len(payload) >= 5 else None
+        if len(payload) >= 5:
+            sid = cmd.stmt_id(payload)
+            stmt = self.session.statements.by_id.get(sid)
+        else:  # a short one names no statement
+            sid, stmt = int.from_bytes(payload[1:5], "little"), None
         if stmt is None:
             return _unknown_handler(command, sid)
         if command == c.COM_STMT_EXECUTE:
@@ -209,7 +171,7 @@ class StatementRelay:
                 return True
             if stmt.taint:
                 session.taint = stmt.taint
-            if payload[5:6] not in _CURSOR_FLAGS and not session.pinned:
+            if len(payload) > 5 and payload[5] != c.CURSOR_TYPE_NO_CURSOR and not session.pinned:
                 session.pin("server-side cursor")
         known = server.statements.get(stmt.key)
         if known is None:

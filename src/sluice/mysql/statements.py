@@ -22,8 +22,7 @@ again elsewhere is prepared under the schema it was first prepared in.
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Final
 
 from sluice.wire.mysql import commands as cmd
@@ -86,29 +85,38 @@ class ServerStmt:
     types_bound: bool = False
 
 
-@dataclass(slots=True)
 class ServerStatements:
     """One backend connection's prepared statements, least recently used first."""
 
-    by_key: OrderedDict[StmtKey, ServerStmt] = field(default_factory=OrderedDict)
+    __slots__ = ("_newest", "by_key")
+
+    def __init__(self) -> None:
+        self.by_key: dict[StmtKey, ServerStmt] = {}  # in the order of their last use
+        self._newest: StmtKey = b""  # the key used last (already at the end)
 
     def get(self, key: StmtKey) -> ServerStmt | None:
-        stmt = self.by_key.get(key)
-        if stmt is not None:
-            self.by_key.move_to_end(key)
+        by_key = self.by_key
+        stmt = by_key.get(key)
+        if stmt is not None and key != self._newest:  # (the same one again: nothing moves)
+            del by_key[key]
+            by_key[key] = stmt
+            self._newest = key
         return stmt
 
     def add(self, key: StmtKey, stmt: ServerStmt, limit: int) -> list[int]:
         """Keep `stmt`; return the ids of statements to close to stay within `limit`."""
-        old = self.by_key.pop(key, None)
-        self.by_key[key] = stmt
+        by_key = self.by_key
+        old = by_key.pop(key, None)
+        by_key[key] = stmt
+        self._newest = key
         evicted = [old.stmt_id] if old is not None and old.stmt_id != stmt.stmt_id else []
-        while len(self.by_key) > max(limit, 1):
-            evicted.append(self.by_key.popitem(last=False)[1].stmt_id)
+        while len(by_key) > max(limit, 1):
+            evicted.append(by_key.pop(next(iter(by_key))).stmt_id)
         return evicted
 
     def clear(self) -> None:
         self.by_key.clear()
+        self._newest = b""
 
 
 class ClientStatements:

@@ -98,6 +98,8 @@ def ok_insert_id(payload: bytes) -> int:
 
 def ok_status(payload: bytes) -> int:
     """Just the status flags of an OK packet (cheaper than parse_ok)."""
+    if len(payload) >= 5 and payload[1] < 0xFB and payload[2] < 0xFB:  # one-byte counts
+        return payload[3] | payload[4] << 8
     pos = read_lenenc_int(payload, 1)[1]
     pos = read_lenenc_int(payload, pos)[1]
     return read_u16(payload, pos)

@@ -30,9 +30,7 @@ _COPY_ONCE: Final = 1 << 16  # payloads from this size are copied through a memo
 _U16: Final = struct.Struct("<H")
 _U32: Final = struct.Struct("<I")
 _U64: Final = struct.Struct("<Q")
-_unpack_u16 = _U16.unpack_from
-_unpack_u32 = _U32.unpack_from
-_unpack_u64 = _U64.unpack_from
+_unpack_u64: Final = _U64.unpack_from
 
 
 class PacketReader:
@@ -64,8 +62,8 @@ class PacketReader:
         buf = self._buf
         pos = self._pos
         while len(buf) - pos >= 4:
-            head: int = _unpack_u32(buf, pos)[0]  # 3 bytes of length, then the sequence id
-            length, seq = head & MAX_CHUNK, head >> 24
+            length = buf[pos] | buf[pos + 1] << 8 | buf[pos + 2] << 16
+            seq = buf[pos + 3]
             if self._parts or length > self.max_size:
                 self._check(length, seq)
             end = pos + 4 + length
@@ -118,7 +116,7 @@ class PacketReader:
 
 def header(length: int, seq: int) -> bytes:
     """The 4-byte header of one physical packet."""
-    return _U32.pack(length | (seq & 0xFF) << 24)  # 3 bytes of length, then the sequence id
+    return (length | (seq & 0xFF) << 24).to_bytes(4, "little")  # length (3 bytes), then seq
 
 
 def frame(payload: bytes, seq: int) -> bytes:
@@ -129,7 +127,7 @@ def frame(payload: bytes, seq: int) -> bytes:
     """
     size = len(payload)
     if size < MAX_CHUNK:  # `header` inline: once per packet relayed
-        return _U32.pack(size | (seq & 0xFF) << 24) + payload
+        return (size | (seq & 0xFF) << 24).to_bytes(4, "little") + payload
     pieces = []
     for start in range(0, size + 1, MAX_CHUNK):
         chunk = payload[start : start + MAX_CHUNK]
@@ -188,19 +186,16 @@ def read_lenenc_int(data: bytes, pos: int) -> tuple[int, int]:
     first = data[pos]
     if first < 0xFB:
         return first, pos + 1
-    size = _LENENC_SIZES.get(first)
-    if size is None:
+    size = 2 if first == 0xFC else 3 if first == 0xFD else 8 if first == 0xFE else 0
+    if not size:
         raise ProtocolError(f"invalid length-encoded integer prefix 0x{first:02x}")
     if pos + 1 + size > len(data):
         raise ProtocolError("truncated length-encoded integer")
     if size == 2:
-        return _unpack_u16(data, pos + 1)[0], pos + 3
+        return data[pos + 1] | data[pos + 2] << 8, pos + 3
     if size == 3:
-        return int.from_bytes(data[pos + 1 : pos + 4], "little"), pos + 4
-    return _unpack_u64(data, pos + 1)[0], pos + 9
-
-
-_LENENC_SIZES: Final = {0xFC: 2, 0xFD: 3, 0xFE: 8}
+        return data[pos + 1] | data[pos + 2] << 8 | data[pos + 3] << 16, pos + 4
+    return int(_unpack_u64(data, pos + 1)[0]), pos + 9
 
 
 def lenenc_str(value: bytes) -> bytes:
@@ -233,20 +228,20 @@ def read_nul_str(data: bytes, pos: int) -> tuple[bytes, int]:
 
 
 def read_u16(data: bytes, pos: int) -> int:
-    if pos + 2 > len(data):
+    if pos < 0 or pos + 2 > len(data):
         raise ProtocolError("truncated packet")
-    return int(_unpack_u16(data, pos)[0])
+    return data[pos] | data[pos + 1] << 8
 
 
 def read_u32(data: bytes, pos: int) -> int:
-    if pos + 4 > len(data):
+    if pos < 0 or pos + 4 > len(data):
         raise ProtocolError("truncated packet")
-    return int(_unpack_u32(data, pos)[0])
+    return data[pos] | data[pos + 1] << 8 | data[pos + 2] << 16 | data[pos + 3] << 24
 
 
 def u16(value: int) -> bytes:
-    return _U16.pack(value)
+    return value.to_bytes(2, "little")
 
 
 def u32(value: int) -> bytes:
-    return _U32.pack(value)
+    return value.to_bytes(4, "little")

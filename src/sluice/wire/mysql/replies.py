@@ -44,7 +44,6 @@ caching are not understood: those capabilities must never be negotiated.
 
 from __future__ import annotations
 
-from collections import deque
 from typing import Final
 
 from sluice.errors import PacketTooLarge, ProtocolError
@@ -109,6 +108,12 @@ _KIND_OF: Final = bytes(
     _REFUSED if command in NOT_RELAYED else _KIND.get(command, _OK) for command in range(256)
 )
 
+
+def not_relayed(command: int) -> bool:
+    """Whether `command` is one of NOT_RELAYED (as a table look-up: once per command)."""
+    return _KIND_OF[command] == _REFUSED
+
+
 # ---- states of the answer being read ----------------------------------------
 
 _IDLE: Final = -1  # nothing outstanding
@@ -127,6 +132,7 @@ class ReplyTracker:
 
     __slots__ = (
         "_deprecate_eof",
+        "_done",
         "_kind",
         "_left",
         "_next_block",
@@ -141,7 +147,10 @@ class ReplyTracker:
     def __init__(self, capabilities: int, status: int = c.SERVER_STATUS_AUTOCOMMIT) -> None:
         """`capabilities`: as negotiated with this server; `status`: from the login OK."""
         self._deprecate_eof = bool(capabilities & c.CLIENT_DEPRECATE_EOF)
-        self._queue: deque[int] = deque()  # command bytes, | _OWN_BIT for the proxy's own
+        # Commands sent, as their first byte (| _OWN_BIT for the proxy's own): those from
+        # `_done` on are outstanding (a list and an index: no deque, no shifting the list).
+        self._queue: list[int] = []
+        self._done = 0
         self._kind = _NONE
         self._state = _IDLE
         self._own = 0
@@ -160,15 +169,16 @@ class ReplyTracker:
             return False
         if kind == _REFUSED:
             raise ValueError(f"command 0x{command:02x} cannot be relayed")
-        self._queue.append(command | _OWN_BIT if own else command)
-        if len(self._queue) == 1:
-            self._start(self._queue[0])
+        queue = self._queue
+        queue.append(command | _OWN_BIT if own else command)
+        if len(queue) - self._done == 1:
+            self._start(queue[self._done])
         return True
 
     @property
     def pending(self) -> int:
         """Commands whose answer is not complete yet."""
-        return len(self._queue)
+        return len(self._queue) - self._done
 
     @property
     def in_transaction(self) -> bool:
@@ -177,7 +187,7 @@ class ReplyTracker:
     @property
     def idle_in_transaction(self) -> bool:
         """Nothing outstanding, yet a transaction is open: the server waits for the client."""
-        return not self._queue and bool(self.status & _IN_TRANS)
+        return len(self._queue) == self._done and bool(self.status & _IN_TRANS)
 
     @property
     def autocommit(self) -> bool:
@@ -191,12 +201,13 @@ class ReplyTracker:
         if self.status & _IN_TRANS:
             return False
         queue = self._queue
-        return not queue or all(head & _OWN_BIT for head in queue)
+        return all(queue[i] & _OWN_BIT for i in range(self._done, len(queue)))
 
     @property
     def client_pending(self) -> int:
         """Commands outstanding that are not the proxy's own."""
-        return sum(1 for head in self._queue if not head & _OWN_BIT)
+        queue = self._queue
+        return sum(1 for i in range(self._done, len(queue)) if not queue[i] & _OWN_BIT)
 
     def warnings(self, payload: bytes, flags: int) -> int:
         """The warning count of a packet `feed` marked OK or RESULT_END: how many
@@ -213,11 +224,18 @@ class ReplyTracker:
         self._left = self._next_block = 0
 
     def _finish(self) -> int:
-        self._queue.popleft()
-        if self._queue:
-            self._start(self._queue[0])
-        else:
+        queue = self._queue
+        done = self._done + 1
+        if done == len(queue):
+            queue.clear()
+            self._done = 0
             self._state = _IDLE
+            return DONE
+        if done >= 64 and done * 2 >= len(queue):  # a long pipeline: drop what is answered
+            del queue[:done]
+            done = 0
+        self._done = done
+        self._start(queue[done])
         return DONE
 
     # ---- replies ----
@@ -237,7 +255,7 @@ class ReplyTracker:
             return own  # a row of 16 MiB or more whose first value is as long
         if state == _IDLE:
             raise ProtocolError("packet from the server with no command outstanding")
-        if payload[:1] == b"\xff":
+        if payload and payload[0] == 0xFF:
             return own | self._error()
         if state == _DEFS:
             self._left -= 1
@@ -245,7 +263,7 @@ class ReplyTracker:
         if state == _DEFS_EOF:
             return own | DEFS_EOF | self._defs_eof(payload)
         if state == _FIELD_DEFS:
-            if payload[:1] == b"\xfe" and len(payload) < MAX_CHUNK:
+            if payload and payload[0] == 0xFE and len(payload) < MAX_CHUNK:
                 return (
                     own | RESULT_END | self._set_status(self._end_status(payload)) | self._finish()
                 )
@@ -314,7 +332,7 @@ class ReplyTracker:
         return self._finish()
 
     def _defs_eof(self, payload: bytes) -> int:
-        if payload[:1] != b"\xfe" or len(payload) >= MAX_CHUNK:
+        if not payload or payload[0] != 0xFE or len(payload) >= MAX_CHUNK:
             raise ProtocolError("expected an EOF after the definitions")
         status = read_u16(payload, 3)
         flags = self._set_status(status)
