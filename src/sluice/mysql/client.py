@@ -67,6 +67,7 @@ _READY: Final = ClientState.READY
 _STARTUP: Final = ClientState.STARTUP
 _WAITING: Final = ClientState.WAITING
 
+_now: Final = time.monotonic  # (a C global: no look-up in the time module per call)
 _BUFFER_WHILE_WAITING: Final = 256 * 1024
 # Before login: the largest packet (a HandshakeResponse41 with connect attributes,
 # or an IAM auth token as the password: a few KB), and what is read ahead of the
@@ -213,7 +214,7 @@ class MyClientSession(FrontendSession[MyHost, "MyPool", "MyServerConn", tuple[in
         self.reader.feed(data)
         state = self.state
         if state is _READY:
-            self.last_active = time.monotonic()
+            self.last_active = _now()
             self._drain()
         elif state is _WAITING:
             if self.reader.pending > _BUFFER_WHILE_WAITING:
@@ -398,7 +399,7 @@ class MyClientSession(FrontendSession[MyHost, "MyPool", "MyServerConn", tuple[in
             self.results.sent(server, writes)
             server.send_command(payload)
             if not self._sent_at:
-                self._sent_at = time.monotonic()
+                self._sent_at = _now()
         return True
 
     def send(self, server: MyServerConn, payload: bytes, writes: int = 0) -> None:
@@ -614,7 +615,7 @@ class MyClientSession(FrontendSession[MyHost, "MyPool", "MyServerConn", tuple[in
         if out:
             self.write(out)
         if self._sent_at and not tracker.pending:
-            self.stats.query_latency.observe(time.monotonic() - self._sent_at)
+            self.stats.query_latency.observe(_now() - self._sent_at)
             self._sent_at = 0.0
         if (  # release_if_idle, inline on the hot path
             tracker.idle
@@ -656,7 +657,7 @@ class MyClientSession(FrontendSession[MyHost, "MyPool", "MyServerConn", tuple[in
         self.server = None
         self.status = server.tracker.status & _SESSION
         if self.wait_timeout:  # idle from now on, as the server would count it
-            self.last_active = time.monotonic()
+            self.last_active = _now()
         if self.taint:
             self._leave(server)
         self.resume_reading()  # in case the server's full buffer had paused us

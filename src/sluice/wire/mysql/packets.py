@@ -25,7 +25,6 @@ from typing import Final
 from sluice.errors import PacketTooLarge, ProtocolError
 
 MAX_CHUNK: Final = 0xFFFFFF  # the largest physical payload; a packet this size continues
-_COPY_ONCE: Final = 1 << 16  # payloads from this size are copied through a memoryview
 
 _U16: Final = struct.Struct("<H")
 _U32: Final = struct.Struct("<I")
@@ -34,42 +33,76 @@ _unpack_u64: Final = _U64.unpack_from
 
 
 class PacketReader:
-    """Whole logical MySQL packets from a stream of bytes."""
+    """Whole logical MySQL packets from a stream of bytes.
 
-    __slots__ = ("_buf", "_parts", "_parts_len", "_pos", "_seq", "max_size")
+    The bytes received are read where they are (`_buf`, from `_pos`): a chunk that
+    starts when everything before it was returned, the common case, is not copied.
+    Chunks received while a packet is incomplete wait in `_more` and are joined to
+    what is left once they hold the bytes it needs (`_need`), not at every chunk."""
+
+    __slots__ = (
+        "_buf",
+        "_more",
+        "_more_len",
+        "_need",
+        "_parts",
+        "_parts_len",
+        "_pos",
+        "_seq",
+        "max_size",
+    )
 
     def __init__(self, max_size: int) -> None:
-        self._buf = bytearray()
+        self._buf = b""
         self._pos = 0
+        self._more: list[bytes] = []  # received after `_buf`, not joined to it yet
+        self._more_len = 0
+        self._need = 0  # bytes from `_pos` that the packet there needs (0: unknown)
         self.max_size = max_size
         self._parts: list[bytes] = []  # full pieces of a logical packet being joined
         self._parts_len = 0
         self._seq = 0  # the first piece's sequence id
 
     def feed(self, data: bytes) -> None:
-        if self._pos:  # drop what was returned (bytearray deletes its head in place)
-            del self._buf[: self._pos]
+        if self._pos == len(self._buf) and not self._more:  # all returned: read in place
+            self._buf = data
             self._pos = 0
-        self._buf += data
+            return
+        self._more.append(data)
+        self._more_len += len(data)
 
     @property
     def pending(self) -> int:
         """Bytes received but not yet returned (pieces being joined included)."""
-        return len(self._buf) - self._pos + self._parts_len
+        return len(self._buf) - self._pos + self._more_len + self._parts_len
+
+    def _join(self) -> None:
+        """What is left of `_buf` and the chunks received since, as one buffer."""
+        self._buf = b"".join([self._buf[self._pos :], *self._more])
+        self._pos = 0
+        self._more.clear()
+        self._more_len = 0
+        self._need = 0
 
     def next(self) -> tuple[int, bytes] | None:
         """The next logical packet as (first sequence id, payload), or None if incomplete."""
+        if self._more and len(self._buf) - self._pos + self._more_len >= self._need:
+            self._join()
         buf = self._buf
         pos = self._pos
-        while len(buf) - pos >= 4:
+        while True:
+            if len(buf) - pos < 4:
+                self._need = 4
+                return None
             length = buf[pos] | buf[pos + 1] << 8 | buf[pos + 2] << 16
             seq = buf[pos + 3]
             if self._parts or length > self.max_size:
                 self._check(length, seq)
             end = pos + 4 + length
             if len(buf) < end:
+                self._need = 4 + length
                 return None
-            payload = bytes(buf[pos + 4 : end]) if length < _COPY_ONCE else self._copy(pos, end)
+            payload = buf[pos + 4 : end]
             self._pos = pos = end
             if length == MAX_CHUNK:
                 if not self._parts:
@@ -84,12 +117,6 @@ class PacketReader:
             self._parts.clear()
             self._parts_len = 0
             return self._seq, joined
-        return None
-
-    def _copy(self, pos: int, end: int) -> bytes:
-        """A large payload, copied once (slicing the bytearray first would copy twice)."""
-        with memoryview(self._buf) as view:
-            return bytes(view[pos + 4 : end])
 
     def _check(self, length: int, seq: int) -> None:
         """Refuse a header before its body is buffered."""
@@ -105,9 +132,9 @@ class PacketReader:
         """
         if self._parts:
             raise ProtocolError("stream ends inside a continued packet")
-        rest = bytes(self._buf[self._pos :])
-        self._buf.clear()
-        self._pos = 0
+        self._join()
+        rest = self._buf
+        self._buf = b""
         return rest
 
 

@@ -244,7 +244,7 @@ class ReplyTracker:
         """Take one logical server packet; return what it is, as flags (0: nothing special)."""
         state = self._state
         own = self._own
-        if state == _ROWS and payload:  # the common case: a row
+        if state == _ROWS and len(payload):  # the common case: a row
             first = payload[0]
             if first < 0xFE:
                 return own
