@@ -128,9 +128,6 @@ class MyHost(SessionHost, LoginHost, Protocol):
     @property
     def app(self) -> MyServices: ...
 
-    @property
-    def debug_logging(self) -> bool: ...
-
     def log_command(self, client: Session, payload: bytes) -> None: ...
 
 
@@ -382,7 +379,7 @@ class MyClientSession(FrontendSession[MyHost, "MyPool", "MyServerConn", tuple[in
             if server is None:
                 return False
         self.stats.queries += 1
-        if self.proxy.debug_logging:
+        if self.switches.debug_logging:
             self.proxy.log_command(self, payload)
         if command == c.COM_STMT_PREPARE:
             self.relay.prepare(server, payload)
@@ -434,7 +431,7 @@ class MyClientSession(FrontendSession[MyHost, "MyPool", "MyServerConn", tuple[in
             and not self.pinned
             and not self._learning  # our own commands first
             and self.relay.held is None
-            and self.proxy.config.pool.mode != "session"
+            and not self.switches.session_mode
             and not (self.savepoint and self._keeps_savepoint(server))
         ):
             self._release()
@@ -557,7 +554,7 @@ class MyClientSession(FrontendSession[MyHost, "MyPool", "MyServerConn", tuple[in
             self.pending_schema = effect.schema
 
     def _borrow(self, packet: tuple[int, bytes]) -> MyServerConn | None:
-        if self.proxy.app.stopping:
+        if self.switches.stopping:
             self.fail_with("the proxy is shutting down", "57P01")
             return None
         assert self.pool is not None
@@ -623,7 +620,7 @@ class MyClientSession(FrontendSession[MyHost, "MyPool", "MyServerConn", tuple[in
             and not self.pinned
             and not self._learning
             and self.relay.held is None
-            and self.proxy.config.pool.mode != "session"
+            and not self.switches.session_mode
             and not (self.savepoint and self._keeps_savepoint(server))
         ):
             self._release()
