@@ -16,7 +16,7 @@ back); a pinned or session-mode client's connection is reset before reuse.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from sluice.errors import ServerAuthFailed, ServerError, UnknownDatabase
 from sluice.mysql.server import MyServerConn, open_server
@@ -25,9 +25,6 @@ from sluice.session.pooling import EnginePool, PoolHost, limits_for
 from sluice.wire.mysql import commands as cmd
 from sluice.wire.mysql import constants as c
 from sluice.wire.mysql.login import LoginClient
-
-if TYPE_CHECKING:
-    from sluice.mysql.client import MyClientSession
 
 log = logging.getLogger("sluice.pool")
 
@@ -59,6 +56,19 @@ class MyPoolHost(PoolHost, Protocol):
     """What a MySQL pool needs of its proxy (`MyProxy`)."""
 
     server_version: str  # the target's, learned from each new connection
+
+
+class SessionState(Protocol):
+    """What a borrowing client's session gives the connection it borrows."""
+
+    @property
+    def database(self) -> str: ...
+
+    @property
+    def settings(self) -> dict[str, str]: ...
+
+    @property
+    def last_insert_id(self) -> int: ...
 
 
 class MyPool(EnginePool[MyServerConn, MyPoolHost]):
@@ -143,7 +153,7 @@ class MyPool(EnginePool[MyServerConn, MyPoolHost]):
 
     # ---- lending ----
 
-    def sync(self, client: MyClientSession, server: MyServerConn) -> None:
+    def sync(self, client: SessionState, server: MyServerConn) -> None:
         """Give `server` the client's schema, tracked settings and LAST_INSERT_ID()
         (pipelined, swallowed), after a reset if it may hold another's state."""
         if server.dirty or (server.tainted_by is not None and server.tainted_by is not client):

@@ -21,11 +21,12 @@ session goes on.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Protocol
 
 from sluice.errors import ProtocolError
-from sluice.mysql.results import head_of, query_writes
+from sluice.mysql.results import Answering, ClientResults, head_of, query_writes
 from sluice.mysql.statements import (
+    ClientStatements,
     ClientStmt,
     ServerStmt,
     StmtKey,
@@ -41,8 +42,47 @@ from sluice.wire.mysql.packets import frame
 from sluice.wire.mysql.sql import classify_bytes
 
 if TYPE_CHECKING:
-    from sluice.mysql.client import MyClientSession
+    from sluice.config import ProxyConfig
     from sluice.mysql.server import MyServerConn
+
+
+class ProxyConfigured(Protocol):
+    @property
+    def config(self) -> ProxyConfig: ...
+
+
+class RelaySession(Answering, Protocol):
+    """What the statement relay needs of its client session (`MyClientSession`)."""
+
+    pinned: str
+    role_changed: bool
+    taint: str
+
+    @property
+    def proxy(self) -> ProxyConfigured: ...
+
+    @property
+    def server(self) -> MyServerConn | None: ...
+
+    @property
+    def database(self) -> str: ...
+
+    @property
+    def settings(self) -> dict[str, str]: ...
+
+    @property
+    def statements(self) -> ClientStatements: ...
+
+    @property
+    def results(self) -> ClientResults: ...
+
+    def pin(self, reason: str) -> None: ...
+
+    def send(self, server: MyServerConn, payload: bytes, writes: int = 0) -> None: ...
+
+    def status_flags(self) -> int: ...
+
+    def drain(self) -> None: ...
 
 
 # What MariaDB names each command in its ER_UNKNOWN_STMT_HANDLER text; the
@@ -82,7 +122,7 @@ class StatementRelay:
 
     __slots__ = ("_capture_stmt", "capture", "held", "session")
 
-    def __init__(self, session: MyClientSession) -> None:
+    def __init__(self, session: RelaySession) -> None:
         self.session = session
         self.held: Reprepare | None = None  # a command waiting for its statement's PREPARE
         self.capture: list[bytes] | None = None  # the reply to a relayed PREPARE, so far

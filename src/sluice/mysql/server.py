@@ -27,11 +27,12 @@ import logging
 import ssl
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, ClassVar, Final, cast
+from typing import ClassVar, Final, Protocol, cast
 
 from sluice.errors import ServerError, SluiceError
 from sluice.mysql.statements import ServerStatements
 from sluice.session.backend import BackendConn, BackendState, as_protocol
+from sluice.session.views import ClientView
 from sluice.wire.mysql import commands as cmd
 from sluice.wire.mysql import constants as c
 from sluice.wire.mysql import replies as rp
@@ -39,9 +40,6 @@ from sluice.wire.mysql.handshake import parse_handshake
 from sluice.wire.mysql.login import LoginClient
 from sluice.wire.mysql.packets import PacketReader, frame
 from sluice.wire.mysql.sql import DIAGNOSTICS, FOUND_ROWS, LAST_GTID, ROW_COUNT
-
-if TYPE_CHECKING:
-    from sluice.mysql.client import MyClientSession  # noqa: F401 (named as a string in a base class)
 
 # What gets the packets of an own command's reply (with their ReplyTracker flags).
 OwnHandler = Callable[[bytes, int], None]
@@ -56,11 +54,20 @@ _CONNECTING: Final = BackendState.CONNECTING
 _IDLE: Final = BackendState.IDLE
 
 
-class MyServerConn(BackendConn["MyClientSession", rp.ReplyTracker]):
-    """A MySQL backend connection: login as a coroutine, then a relay of reply packets.
+class Borrower(ClientView, Protocol):
+    """The client session a connection is lent to (`MyClientSession`)."""
 
-    (The client it is lent to is the concrete session class, not a protocol: the
-    compiled build calls its `relay_replies` directly, once per chunk of replies.)"""
+    def relay_replies(self, server: MyServerConn) -> None: ...
+
+    def server_lost(self, server: MyServerConn) -> None: ...
+
+    def pause_reading(self) -> None: ...
+
+    def resume_reading(self) -> None: ...
+
+
+class MyServerConn(BackendConn[Borrower, rp.ReplyTracker]):
+    """A MySQL backend connection: login as a coroutine, then a relay of reply packets."""
 
     goodbye: ClassVar[bytes] = frame(bytes((c.COM_QUIT,)), 0)
 
