@@ -35,6 +35,7 @@ import sysconfig
 from setuptools import Extension, setup
 
 COMPILED = [
+    "wire/anchors.py",
     "wire/pg/calls.py",
     "wire/pg/framing.py",
     "wire/pg/messages.py",

@@ -55,3 +55,25 @@ def chunks(data: bytes, cuts: list[int]) -> list[bytes]:
     """`data` split at `cuts` (offsets past the end are clamped)."""
     points = sorted({min(cut, len(data)) for cut in cuts})
     return [data[a:b] for a, b in zip([0, *points], [*points, len(data)], strict=True)]
+
+
+_UPPER = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+def sqlish(
+    leads: tuple[str, ...], fragments: tuple[str, ...], blanks: tuple[str, ...]
+) -> st.SearchStrategy[str]:
+    """SQL-ish texts for the pre-checks' property tests: one of `blanks`, one of `leads`,
+    up to eight `fragments` spaced or not, an ending with or without semicolons; each
+    part in lower or upper case."""
+
+    @st.composite
+    def text(draw: st.DrawFn) -> str:
+        parts = [draw(st.sampled_from(blanks)), draw(st.sampled_from(leads))]
+        for fragment in draw(st.lists(st.sampled_from(fragments), max_size=8)):
+            parts.append(draw(st.sampled_from(("", " ", " ", "\n"))))
+            parts.append(fragment)
+        parts.append(draw(st.sampled_from(("", ";", " ;", "; ", ";\n", ";;", ";\x0b"))))
+        return "".join(part.translate(_UPPER) if draw(st.booleans()) else part for part in parts)
+
+    return text()

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import pytest
 from hypothesis import example, given, settings
-from hypothesis import strategies as st
 
-from fuzzing import examples
+from fuzzing import examples, sqlish
 from sluice.mysql.client import wait_seconds
 from sluice.wire.mysql import sql as mysql_sql
 from sluice.wire.mysql.sql import (
@@ -721,23 +720,11 @@ _FRAGMENTS = (
     "; set @x = 1", "; select 1", " ", "\t", "\n", "\r", "\x0b", "\x0c", "\u00a0",
     "é", "\u2028", "1", "42", "_x", "$x", "for update", "lock in share mode",
 )  # fmt: skip
-_UPPER = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
-
-
-@st.composite
-def sqlish(draw: st.DrawFn) -> str:
-    """A text from the fragments, spaced or not, each in lower or upper case."""
-    parts = [draw(st.sampled_from(("", " ", "  ", "\n", "\t", "\x0c", "\u00a0")))]
-    parts.append(draw(st.sampled_from(_LEADS)))
-    for fragment in draw(st.lists(st.sampled_from(_FRAGMENTS), max_size=8)):
-        parts.append(draw(st.sampled_from(("", " ", " ", "\n"))))
-        parts.append(fragment)
-    parts.append(draw(st.sampled_from(("", ";", " ;", "; ", ";\n", ";;", ";\x0b"))))
-    return "".join(part.translate(_UPPER) if draw(st.booleans()) else part for part in parts)
+_BLANKS = ("", " ", "  ", "\n", "\t", "\x0c", "\u00a0")
 
 
 @settings(max_examples=examples(3000), deadline=None, database=None)
-@given(sqlish())
+@given(sqlish(_LEADS, _FRAGMENTS, _BLANKS))
 @example("selectx 1")
 @example("SELECT 1 INTO @x")
 @example("select last_insert_id(1)")

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import pytest
 from hypothesis import example, given, settings
-from hypothesis import strategies as st
 
-from fuzzing import examples
+from fuzzing import examples, sqlish
 from sluice.wire.pg import sql as pg_sql
 from sluice.wire.pg.sql import (
     NO_EFFECT,
@@ -629,23 +628,11 @@ _FRAGMENTS = (
     "s .f(1)", "s . lower(1)", "f\x85(1)", "lower\xa0(1)", "f--\n(1)", "f/**/(1)",
     '"f"(1)', "= default", "\xe9(1)", "e'x'(1)", "x'1' (1)", "$$x$$(1)",
 )  # fmt: skip
-_UPPER = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
-
-
-@st.composite
-def sqlish(draw: st.DrawFn) -> str:
-    """A text from the fragments, spaced or not, each in lower or upper case."""
-    parts = [draw(st.sampled_from(("", " ", "  ", "\n", "\t", "\x0c", "\x85")))]
-    parts.append(draw(st.sampled_from(_LEADS)))
-    for fragment in draw(st.lists(st.sampled_from(_FRAGMENTS), max_size=8)):
-        parts.append(draw(st.sampled_from(("", " ", " ", "\n"))))
-        parts.append(fragment)
-    parts.append(draw(st.sampled_from(("", ";", " ;", "; ", ";\n", ";;", ";\x0b"))))
-    return "".join(part.translate(_UPPER) if draw(st.booleans()) else part for part in parts)
+_BLANKS = ("", " ", "  ", "\n", "\t", "\x0c", "\x85")
 
 
 @settings(max_examples=examples(3000), deadline=None, database=None)
-@given(sqlish())
+@given(sqlish(_LEADS, _FRAGMENTS, _BLANKS))
 @example("selectx 1")
 @example("update1 set a = 1")
 @example("SELECT 1 FROM t WHERE a IN (SELECT hold FROM u)")

@@ -61,10 +61,11 @@ tracked) or tie the client to its connection until it leaves (pinning).
 from __future__ import annotations
 
 import re
-import types
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Final
+
+from sluice.wire.anchors import COMPILED, Anchors
 
 # Session variables replayed on the borrowed connection instead of pinning (lower case),
 # with the pseudo-variables "names" (SET NAMES) and "charset" (SET CHARACTER SET).
@@ -127,14 +128,7 @@ _TRIGGERS: Final = (
     (b"_count", 0), (b"_gtid", 0), (b"next", 2), (b"setval", 3), (b"last_insert_id", 4),
     (b"/*", 0), (b"#", 0), (b"--", 0),
 )  # fmt: skip
-_ANCHORS: Final = sorted({word[at] for word, at in _TRIGGERS})
-# The words found by each of those letters, and a table from a byte to its group (+1).
-_ANCHORED: Final = tuple(
-    tuple((word, at) for word, at in _TRIGGERS if word[at] == anchor) for anchor in _ANCHORS
-)
-_ANCHOR_GROUP: Final = bytes(
-    _ANCHORS.index(byte) + 1 if byte in _ANCHORS else 0 for byte in range(256)
-)
+_ANCHORED: Final = Anchors(_TRIGGERS)  # (compiled: one pass over the bytes)
 _ARGUMENT = re.compile(rb"\s*\(\s*[^\s)]")
 _SPACE_BYTES: Final = b" \t\n\r\x0b\x0c"  # what \s is in a bytes pattern
 # Texts starting with these words (and without a trigger or a second statement) leave
@@ -267,7 +261,7 @@ def classify_bytes(sql: bytes) -> Effect:
     low = sql.lower()
     if (_SEMICOLON not in low or _SEMICOLON not in low.rstrip(_TRAILING_BYTES)) and (
         _first_word(low) in _PLAIN_BYTES and not _has_trigger(low)
-        if _COMPILED
+        if COMPILED
         else _PLAIN_START.match(low) is not None and _TRIGGER_BYTES.search(low) is None
     ):
         return NO_EFFECT
@@ -285,18 +279,7 @@ def _first_word(low: bytes) -> bytes:
 
 def _has_trigger(low: bytes) -> bool:
     """Whether `_TRIGGER_BYTES` finds something in `low`."""
-    for i in range(len(low)):
-        group = _ANCHOR_GROUP[low[i]]
-        if group:
-            for word, at in _ANCHORED[group - 1]:
-                start = i - at
-                if (
-                    start >= 0
-                    and low[start : start + len(word)] == word
-                    and _trigger_ends(low, word, start)
-                ):
-                    return True
-    return False
+    return _ANCHORED.found_in(low, _trigger_ends)
 
 
 def _trigger_ends(low: bytes, word: bytes, start: int) -> bool:
@@ -312,16 +295,6 @@ def _trigger_ends(low: bytes, word: bytes, start: int) -> bool:
 def _first_word_str(low: str) -> str:
     found = _FIRST_WORD.match(low.lstrip(_WS))
     return found.group() if found is not None else ""
-
-
-def _compiled() -> bool:
-    """Whether this module runs compiled: mypyc makes its functions built-in ones."""
-    return not isinstance(_compiled, types.FunctionType)
-
-
-# Compiled, a loop over the bytes costs a few instructions a byte; interpreted, a few
-# hundred: there, the regular expression engine does the same work in C.
-_COMPILED: Final = _compiled()
 
 
 def classify(sql: str) -> Effect:

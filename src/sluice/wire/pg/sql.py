@@ -38,11 +38,11 @@ from __future__ import annotations
 
 import enum
 import re
-import types
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Final, NamedTuple
 
+from sluice.wire.anchors import COMPILED, Anchors
 from sluice.wire.pg.calls import NO_CALLS, NOT_CALLS, PURE, Calls, scan_calls
 
 # Settings replayed on the borrowed connection instead of pinning (lower case).
@@ -77,15 +77,7 @@ _TRIGGERS: Final = (
     (b"advisory", 2), (b"hold", 3), (b"load", 3), (b"discard", 0), (b"set_config", 9),
     (b"/*", 0), (b"--", 0),
 )  # fmt: skip
-_ANCHORS: Final = sorted({word[at] for word, at in _TRIGGERS})
-# Compiled, one pass over the bytes: a table gives each byte's group of words (+1), and
-# a few slices are compared.
-_ANCHORED: Final = tuple(
-    tuple((word, at) for word, at in _TRIGGERS if word[at] == anchor) for anchor in _ANCHORS
-)
-_ANCHOR_GROUP: Final = bytes(
-    _ANCHORS.index(byte) + 1 if byte in _ANCHORS else 0 for byte in range(256)
-)
+_ANCHORED: Final = Anchors(_TRIGGERS)  # (compiled: one pass over the bytes)
 
 
 def _entered_at(word: bytes, at: int) -> bytes:
@@ -235,9 +227,9 @@ def classify_bytes(sql: bytes) -> Effect:
     decoded (texts with literals inlined differ every time: no cache would help them)."""
     low = sql.lower()
     if (_SEMICOLON not in low or _SEMICOLON not in low.rstrip(_TRAILING)) and not (
-        _has_trigger(low) if _COMPILED else _TRIGGER_BYTES.search(low) is not None
+        _has_trigger(low) if COMPILED else _TRIGGER_BYTES.search(low) is not None
     ):
-        first = _first_word(low) if _COMPILED else _first_word_re(low)
+        first = _first_word(low) if COMPILED else _first_word_re(low)
         if first in _PLAIN_READS:
             if _PAREN_BYTE not in low or _no_unknown_call(low):
                 return NO_EFFECT
@@ -251,14 +243,7 @@ def classify_bytes(sql: bytes) -> Effect:
 
 def _has_trigger(low: bytes) -> bool:
     """Whether one of `_TRIGGERS` occurs in `low` (what `_TRIGGER_BYTES` finds)."""
-    for i in range(len(low)):
-        group = _ANCHOR_GROUP[low[i]]
-        if group:
-            for word, at in _ANCHORED[group - 1]:
-                start = i - at
-                if start >= 0 and low[start : start + len(word)] == word:
-                    return True
-    return False
+    return _ANCHORED.found_in(low)
 
 
 def _may_default(low: bytes) -> bool:
@@ -326,16 +311,6 @@ def _skip_space_back(low: bytes, end: int) -> int:
     while end > 0 and _CLASSES[low[end - 1]] & _IS_SPACE:
         end -= 1
     return end
-
-
-def _compiled() -> bool:
-    """Whether this module runs compiled: mypyc makes its functions built-in ones."""
-    return not isinstance(_compiled, types.FunctionType)
-
-
-# Compiled, a loop over the bytes costs a few instructions a byte; interpreted, a few
-# hundred: there, the regular expression engine does the same work in C.
-_COMPILED: Final = _compiled()
 
 
 def classify(sql: str) -> Effect:

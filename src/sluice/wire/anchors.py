@@ -1,0 +1,58 @@
+"""Finding any of a few words in a text in one pass over its bytes.
+
+The SQL pre-checks of both engines (`wire/pg/sql.py`, `wire/mysql/sql.py`) look for a
+dozen trigger words in every statement. A regular expression alternation tries each
+word at almost every byte; here each word is looked for only where one of its rarer
+letters is (its anchor: the `x` of EXECUTE, the `p` of TEMP), which a 256-byte table
+tells, and only there are slices compared. Compiled, that costs a few instructions a
+byte; interpreted, a few hundred, so the interpreted build keeps the regular
+expressions (`COMPILED` says which build runs) and the property tests check that
+both find the same.
+"""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Callable
+from typing import Final
+
+Accept = Callable[[bytes, bytes, int], bool]  # (text, word, where it starts) -> counts
+
+
+class Anchors:
+    """Words, each with the index of the letter it is looked for by."""
+
+    __slots__ = ("_group", "_words")
+
+    def __init__(self, words: tuple[tuple[bytes, int], ...]) -> None:
+        anchors = sorted({word[at] for word, at in words})
+        # the words found by each anchor letter, and a table from a byte to its group (+1)
+        self._words = tuple(
+            tuple((word, at) for word, at in words if word[at] == anchor) for anchor in anchors
+        )
+        self._group = bytes(anchors.index(b) + 1 if b in anchors else 0 for b in range(256))
+
+    def found_in(self, text: bytes, accept: Accept | None = None) -> bool:
+        """Whether one of the words occurs in `text` (and `accept`, if given, takes that
+        occurrence: `accept(text, word, start)`, asked only of the words' occurrences)."""
+        group_of = self._group
+        for i in range(len(text)):
+            group = group_of[text[i]]
+            if group:
+                for word, at in self._words[group - 1]:
+                    start = i - at
+                    if (
+                        start >= 0
+                        and text[start : start + len(word)] == word
+                        and (accept is None or accept(text, word, start))
+                    ):
+                        return True
+        return False
+
+
+def _compiled() -> bool:
+    """Whether the wire layer runs compiled: mypyc makes its functions built-in ones."""
+    return not isinstance(_compiled, types.FunctionType)
+
+
+COMPILED: Final = _compiled()
