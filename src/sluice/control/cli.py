@@ -21,6 +21,14 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from sluice.control.defaults import (
+    DEFAULT_CONCURRENT_EXECUTIONS,
+    DEFAULT_FUNCTION_CREDENTIALS_SECONDS,
+    DEFAULT_LISTEN,
+    DEFAULT_REGION,
+    DEFAULT_VPC_CIDR,
+    MAX_FUNCTION_CREDENTIALS_SECONDS,
+)
 from sluice.errors import ConfigError
 from sluice.observe.logs import setup_logging
 
@@ -31,14 +39,6 @@ def default_data_dir() -> Path:
 
 
 def add_commands(sub: Any) -> None:
-    from sluice.control.plane import (
-        DEFAULT_CONCURRENT_EXECUTIONS,
-        DEFAULT_FUNCTION_CREDENTIALS_SECONDS,
-        DEFAULT_LISTEN,
-        DEFAULT_REGION,
-        DEFAULT_VPC_CIDR,
-    )
-
     server = sub.add_parser("server", help="run the AWS-compatible control plane and its proxies")
     server.add_argument("--data-dir", type=Path, default=None, help="state directory")
     server.add_argument("--listen", default=f"{DEFAULT_LISTEN[0]}:{DEFAULT_LISTEN[1]}")
@@ -69,11 +69,7 @@ def add_commands(sub: Any) -> None:
 
 
 def run_server(args: argparse.Namespace) -> int:
-    from sluice.control.plane import (
-        MAX_FUNCTION_CREDENTIALS_SECONDS,
-        ControlPlane,
-        ServerSettings,
-    )
+    from sluice.control.plane import ControlPlane, ServerSettings
 
     host, _, port = args.listen.rpartition(":")
     if not port.isdigit():

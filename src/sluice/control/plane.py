@@ -22,6 +22,14 @@ from sluice.control import network, registry
 from sluice.control.authority import PlaneAuthority
 from sluice.control.bootstrap import ensure_account, write_profile
 from sluice.control.certs import EndpointCertificates
+from sluice.control.defaults import (
+    DEFAULT_CONCURRENT_EXECUTIONS,
+    DEFAULT_FUNCTION_CREDENTIALS_SECONDS,
+    DEFAULT_LISTEN,
+    DEFAULT_REGION,
+    DEFAULT_VPC_CIDR,
+    ENGINE_PORTS,
+)
 from sluice.control.errors import ApiError
 from sluice.control.instances import InstanceRunner
 from sluice.control.managed_policies import ensure_managed_policies
@@ -45,17 +53,6 @@ from sluice.functions.spec import RunnerSettings, credential_margin
 
 log = logging.getLogger("sluice.control")
 
-DEFAULT_LISTEN = ("127.0.0.1", 4510)
-DEFAULT_REGION = "us-east-1"
-DEFAULT_VPC_CIDR = "127.20.0.0/16"
-ENGINE_PORTS = {"MYSQL": 3306, "POSTGRESQL": 5432}
-# The account's concurrency: functions' environments alive at once, over all functions.
-# Lambda's default quota is 1000; here each one is a process of this machine.
-DEFAULT_CONCURRENT_EXECUTIONS = 100
-# How long the execution-role credentials given to functions' environments last: STS's
-# default session by default, at most the longest role session STS grants.
-DEFAULT_FUNCTION_CREDENTIALS_SECONDS = 3600
-MAX_FUNCTION_CREDENTIALS_SECONDS = 43200
 
 
 @dataclass(frozen=True, slots=True)
