@@ -26,6 +26,7 @@ from __future__ import annotations
 import abc
 import os
 import pwd
+import re
 import secrets
 import shutil
 import signal
@@ -68,6 +69,16 @@ def first_program(names: tuple[str, ...], dirs: tuple[str, ...]) -> Path | None:
         if found is not None:
             return Path(found)
     return None
+
+
+def binary_version(binary: Path, pattern: str) -> str:
+    """The version a server binary gives for `--version`: the first group of `pattern`
+    found in what it prints (or all of it)."""
+    out = subprocess.run(
+        [str(binary), "--version"], capture_output=True, text=True, check=True, timeout=30
+    ).stdout
+    found = re.search(pattern, out)
+    return found.group(1) if found else out.strip()
 
 
 def os_user_ids(name: str) -> tuple[int, int]:

@@ -21,7 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sluice.dbserver.launcher import LOCALHOST, BinariesNotFound, DbServer, first_program
+from sluice.dbserver.launcher import (
+    LOCALHOST,
+    BinariesNotFound,
+    DbServer,
+    binary_version,
+    first_program,
+)
 
 MYSQL_OS_USER = "mysql"
 SUPERUSER = "root"
@@ -64,12 +70,7 @@ def find_binaries() -> MariaDbBinaries:
 
 def server_version() -> str:
     """The version of the mariadbd binary a server would run ("10.11.19")."""
-    out = subprocess.run(
-        [str(find_binaries().server), "--version"],
-        capture_output=True, text=True, check=True, timeout=30,
-    ).stdout  # fmt: skip
-    found = re.search(r"Ver\s+(\d+(?:\.\d+)+)", out)
-    return found.group(1) if found else out.strip()
+    return binary_version(find_binaries().server, r"Ver\s+(\d+(?:\.\d+)+)")
 
 
 def quote_ident(name: str) -> str:

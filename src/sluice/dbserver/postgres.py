@@ -17,7 +17,7 @@ import signal
 import subprocess
 from pathlib import Path
 
-from sluice.dbserver.launcher import LOCALHOST, BinariesNotFound, DbServer
+from sluice.dbserver.launcher import LOCALHOST, BinariesNotFound, DbServer, binary_version
 
 AUTH_METHODS = frozenset({"scram-sha-256", "md5", "password", "trust", "reject"})
 PG_OS_USER = "postgres"
@@ -53,12 +53,7 @@ def find_bin_dir() -> Path:
 
 def server_version() -> str:
     """The version of the postgres binary a server would run ("15.20")."""
-    out = subprocess.run(
-        [str(find_bin_dir() / "postgres"), "--version"],
-        capture_output=True, text=True, check=True, timeout=30,
-    ).stdout  # fmt: skip
-    found = re.search(r"\d+(?:\.\d+)+", out)
-    return found.group(0) if found else out.strip()
+    return binary_version(find_bin_dir() / "postgres", r"(\d+(?:\.\d+)+)")
 
 
 def quote_ident(name: str) -> str:
