@@ -268,6 +268,33 @@ def test_sigterm_lets_a_transaction_finish(
     assert pg.psql(sql, db=life_db) == "2"
 
 
+def test_sigterm_refuses_new_transactions_while_open_ones_finish(
+    sluice: Callable[..., SluiceProcess], life_db: str
+) -> None:
+    """While the proxy drains, a client outside a transaction that starts one is told at
+    once that the proxy is shutting down (as PostgreSQL does); the open one commits."""
+    proc = sluice(glob={"shutdown_timeout": 5})
+    note = f"draining-{time.monotonic_ns()}"
+    conn = psycopg.connect(dsn(proc, dbname=life_db))
+    idle = psycopg.connect(dsn(proc, dbname=life_db), autocommit=True)
+    assert proc.proc is not None
+    try:
+        conn.execute("insert into life_rows values (%s)", (note,))
+        proc.proc.send_signal(signal.SIGTERM)
+        assert wait_for(lambda: "shutting down" in proc.log_text(), 2), proc.log_tail()
+        started = time.monotonic()
+        with pytest.raises(psycopg.OperationalError) as info:
+            idle.execute("select 1")
+        assert info.value.sqlstate == "57P01", info.value
+        assert "shutting down" in str(info.value), info.value
+        assert time.monotonic() - started < 2  # told at once, not when the drain ends
+        conn.commit()
+        assert proc.proc.wait(timeout=5) == 0
+    finally:
+        conn.close()
+        idle.close()
+
+
 def test_sigterm_ends_a_transaction_that_outlives_the_timeout(
     sluice: Callable[..., SluiceProcess],
 ) -> None:
