@@ -9,6 +9,7 @@ and what must pin does.
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -19,7 +20,7 @@ import mysql.connector
 import pymysql
 import pytest
 
-from helpers import APP_USER, OTHER_PASSWORD, OTHER_USER, mysql_kwargs
+from helpers import APP_USER, OTHER_PASSWORD, OTHER_USER, mysql_kwargs, wait_for
 from sluice.dbserver.mariadb import MariaDbCluster
 from sluice.devtools.runner import SluiceProcess
 
@@ -186,6 +187,32 @@ def test_borrow_timeout_is_9501(start_mysql_proxy: Start) -> None:
     finally:
         holder.close()
         waiter.close()
+
+
+def test_shutdown_refuses_new_transactions_while_open_ones_finish(
+    start_mysql_proxy: Start,
+) -> None:
+    """While the proxy drains after SIGTERM, a client outside a transaction that starts
+    one gets ER_SERVER_SHUTDOWN (1053) at once, as from the server; the open one commits."""
+    proc = start_mysql_proxy(glob={"shutdown_timeout": 5})
+    holder, idle = connect(proc), connect(proc, autocommit=True)
+    assert proc.proc is not None
+    try:
+        with holder.cursor() as cur:
+            cur.execute("begin")
+            cur.execute("select 1")
+        proc.proc.send_signal(signal.SIGTERM)
+        assert wait_for(lambda: "shutting down" in proc.log_text(), 2), proc.log_tail()
+        started = time.monotonic()
+        with pytest.raises(pymysql.err.OperationalError) as info, idle.cursor() as cur:
+            cur.execute("select 2")
+        assert info.value.args[0] == 1053, info.value
+        assert time.monotonic() - started < 2  # told at once, not when the drain ends
+        holder.commit()
+        assert proc.proc.wait(timeout=5) == 0
+    finally:
+        holder.close()
+        idle.close()
 
 
 @pytest.mark.parametrize("use_pure", [True, False])
