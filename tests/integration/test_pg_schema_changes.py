@@ -101,14 +101,16 @@ async def in_pool(port: int, ddl: Connect, seen: list[Any]) -> None:
     await con.execute("CREATE TABLE sc_tab(a int, b int); INSERT INTO sc_tab VALUES (1, 2)")
     async with asyncpg.create_pool(**_args(port), min_size=2, max_size=2) as pool:
         con1, con2 = await pool.acquire(), await pool.acquire()
-        await _outcome(seen, _row(con1))
-        await _outcome(seen, _row(con2))
-        await other.execute("ALTER TABLE sc_tab ALTER COLUMN b SET DATA TYPE text")
-        await _outcome(seen, _row(con1))
-        async with con2.transaction():
+        try:
+            await _outcome(seen, _row(con1))
             await _outcome(seen, _row(con2))
-        await pool.release(con1)
-        await pool.release(con2)
+            await other.execute("ALTER TABLE sc_tab ALTER COLUMN b SET DATA TYPE text")
+            await _outcome(seen, _row(con1))
+            async with con2.transaction():
+                await _outcome(seen, _row(con2))
+        finally:  # else an error above hides behind Pool.close(), which waits for them
+            await pool.release(con1, timeout=10)
+            await pool.release(con2, timeout=10)
     await con.close()
     await other.close()
 
