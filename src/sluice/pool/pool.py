@@ -22,6 +22,7 @@ must wait goes through `acquire`.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import logging
 from collections import deque
@@ -61,12 +62,13 @@ class PooledConnection:
         """Not fit to lend (closed, or left with work outstanding)."""
         return False
 
+    @abc.abstractmethod
     def close(self, reason: str) -> None:
-        raise NotImplementedError
+        """Close the connection, saying why (the pool's reason: lifetime, room, ...)."""
 
+    @abc.abstractmethod
     async def check(self) -> bool:
         """Whether the connection still answers (asked before lending a stale one)."""
-        raise NotImplementedError
 
 
 C = TypeVar("C", bound=PooledConnection)
