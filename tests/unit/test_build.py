@@ -44,3 +44,42 @@ def test_module_is_of_the_build_under_test(name: str) -> None:
         assert not module.__file__.endswith(".py"), f"{name} is not compiled: {module.__file__}"
     else:
         assert module.__file__.endswith(".py"), f"{name} is not the source: {module.__file__}"
+
+
+def _unbound_names(tree: ast.Module) -> list[str]:
+    """Top-level bindings of a module that compiled code would read from the module's dict."""
+    found = []
+    for node in tree.body:
+        if isinstance(node, ast.AnnAssign):
+            annotation = ast.unparse(node.annotation)
+            if not annotation.startswith(("Final", "TypeAlias")):
+                found.append(f"line {node.lineno}: {ast.unparse(node.target)}: {annotation}")
+        elif isinstance(node, ast.Assign):
+            value = node.value
+            is_typevar = isinstance(value, ast.Call) and ast.unparse(value.func) == "TypeVar"
+            if not is_typevar:
+                found.append(f"line {node.lineno}: {ast.unparse(node.targets[0])} = ...")
+        elif isinstance(node, ast.AugAssign):
+            found.append(f"line {node.lineno}: {ast.unparse(node.target)} augmented")
+    return found
+
+
+@pytest.mark.parametrize("name", compiled_modules())
+def test_module_level_names_are_final(name: str) -> None:
+    """A compiled function reads a module-level name that is not `Final` from the module's
+    dict at every use (a hash lookup of a few hundred instructions); a `Final` one is a C
+    static. So every name a compiled module binds at its top level is `Final` (constants,
+    tables, loggers, imported functions called on the relay path such as `monotonic`), a
+    `TypeAlias` or a `TypeVar`."""
+    path = SETUP.parent / "src" / (name.replace(".", "/") + ".py")
+    assert _unbound_names(ast.parse(path.read_text())) == []
+
+
+def test_the_final_names_check_finds_plain_bindings() -> None:
+    source = "A = 1\nB: int = 2\nC: Final = 3\nT = TypeVar('T')\nD: TypeAlias = int\nC += 1"
+    tree = ast.parse(source)
+    assert [entry.split(":")[0] for entry in _unbound_names(tree)] == [
+        "line 1",
+        "line 2",
+        "line 6",
+    ]

@@ -59,7 +59,7 @@ if TYPE_CHECKING:
     from sluice.mysql.server import MyServerConn
     from sluice.session.views import Session
 
-log = logging.getLogger("sluice.client")
+log: Final = logging.getLogger("sluice.client")
 # The states as the compiled build reads them fastest: C globals, not attributes of the
 # enum class (whose metaclass makes every attribute read a slower lookup).
 _CLOSED: Final = ClientState.CLOSED

@@ -16,7 +16,7 @@ back); a pinned or session-mode client's connection is reset before reuse.
 from __future__ import annotations
 
 import logging
-from typing import Protocol
+from typing import Final, Protocol
 
 from sluice.errors import ServerAuthFailed, ServerError, UnknownDatabase
 from sluice.mysql.server import MyServerConn, open_server
@@ -26,10 +26,10 @@ from sluice.wire.mysql import commands as cmd
 from sluice.wire.mysql import constants as c
 from sluice.wire.mysql.login import LoginClient
 
-log = logging.getLogger("sluice.pool")
+log: Final = logging.getLogger("sluice.pool")
 
 # Capabilities that change what a server sends: a connection serves one profile.
-PROFILE_BITS = (
+PROFILE_BITS: Final = (
     c.CLIENT_FOUND_ROWS
     | c.CLIENT_IGNORE_SPACE
     | c.CLIENT_MULTI_STATEMENTS
@@ -40,7 +40,7 @@ PROFILE_BITS = (
     | c.CLIENT_LOCAL_FILES
 )
 # What every backend connection asks for, whatever the profile.
-BASE_BITS = (
+BASE_BITS: Final = (
     c.CLIENT_LONG_PASSWORD
     | c.CLIENT_LONG_FLAG
     | c.CLIENT_PROTOCOL_41

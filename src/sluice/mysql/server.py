@@ -27,7 +27,7 @@ import logging
 import ssl
 from collections import deque
 from collections.abc import Callable
-from typing import ClassVar, Final, Protocol, cast
+from typing import ClassVar, Final, Protocol, TypeAlias, cast
 
 from sluice.errors import ServerError, SluiceError
 from sluice.mysql.statements import ServerStatements
@@ -42,11 +42,11 @@ from sluice.wire.mysql.packets import PacketReader, frame
 from sluice.wire.mysql.sql import DIAGNOSTICS, FOUND_ROWS, LAST_GTID, ROW_COUNT
 
 # What gets the packets of an own command's reply (with their ReplyTracker flags).
-OwnHandler = Callable[[bytes, int], None]
+OwnHandler: TypeAlias = Callable[[bytes, int], None]
 
 ALL_RESULTS: Final = ROW_COUNT | FOUND_ROWS | DIAGNOSTICS | LAST_GTID  # (results.ALL)
 
-log = logging.getLogger("sluice.server")
+log: Final = logging.getLogger("sluice.server")
 # The states as the compiled build reads them fastest: C globals, not attributes of the
 # enum class (whose metaclass makes every attribute read a slower lookup).
 _CLOSED: Final = BackendState.CLOSED

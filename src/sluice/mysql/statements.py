@@ -23,7 +23,7 @@ again elsewhere is prepared under the schema it was first prepared in.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, TypeAlias
 
 from sluice.wire.mysql import commands as cmd
 from sluice.wire.mysql.messages import build_eof, is_eof, parse_eof
@@ -42,7 +42,7 @@ MEANING: Final = frozenset(
 
 # The default schema, the MEANING settings' statements and the SQL, each after its
 # length: one bytes object, whose hash Python keeps (a key is looked up per EXECUTE).
-StmtKey = bytes
+StmtKey: TypeAlias = bytes
 
 
 def statement_key(schema: str, settings: dict[str, str], sql: bytes) -> StmtKey:

@@ -37,7 +37,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar, Protocol
+from typing import TYPE_CHECKING, ClassVar, Final, Protocol, TypeAlias
 
 from sluice.errors import ProtocolError
 from sluice.pg.settings import set_config_statement
@@ -49,8 +49,8 @@ from sluice.wire.pg.sql import TRACKED, Change, ChangeKind, Effect
 if TYPE_CHECKING:
     from sluice.pg.settings import SessionSettings
 
-_EQ = "OPERATOR(pg_catalog.=)"
-_NE = "OPERATOR(pg_catalog.<>)"
+_EQ: Final = "OPERATOR(pg_catalog.=)"
+_NE: Final = "OPERATOR(pg_catalog.<>)"
 
 
 def _if_exists(name: str, query: str) -> str:
@@ -59,15 +59,15 @@ def _if_exists(name: str, query: str) -> str:
 
 # Temporary objects, looked for (InitPlans run on first use) only once the session
 # has a temporary schema; the schema alone ('tempschema') stays after they are gone.
-_NS = "pg_catalog.pg_my_temp_schema()"
-_TEMP = (
+_NS: Final = "pg_catalog.pg_my_temp_schema()"
+_TEMP: Final = (
     f"CASE WHEN {_NS} {_EQ} 0 THEN NULL WHEN "
     f"EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.relnamespace {_EQ} {_NS}) "
     f"OR EXISTS (SELECT FROM pg_catalog.pg_proc p WHERE p.pronamespace {_EQ} {_NS}) "
     f"OR EXISTS (SELECT FROM pg_catalog.pg_type y WHERE y.typnamespace {_EQ} {_NS}) "
     "THEN 'temp' ELSE 'tempschema' END"
 )
-_FLAGS = ", ".join(
+_FLAGS: Final = ", ".join(
     (
         _if_exists(
             "lock",
@@ -82,29 +82,29 @@ _FLAGS = ", ".join(
 )
 # One row of what is left ('flags', the kinds found, current_user, session_user), then
 # one row per setting set for the session ('setting', name, value, value after RESET).
-_STATE = (
+_STATE: Final = (
     f"SELECT 'flags', pg_catalog.concat_ws(',', {_FLAGS}), "
     "CURRENT_USER::pg_catalog.text, SESSION_USER::pg_catalog.text "
     "UNION ALL SELECT 'setting', s.name, s.setting, s.reset_val FROM pg_catalog.pg_settings s "
     f"WHERE s.source {_EQ} 'session'"
 )
 # One query string: the session's statement_timeout, then no timeout for the check.
-CHECK_SQL = f"SHOW statement_timeout; SET LOCAL statement_timeout = 0; {_STATE}"
-_CHECK_MESSAGE = m.query(CHECK_SQL)
+CHECK_SQL: Final = f"SHOW statement_timeout; SET LOCAL statement_timeout = 0; {_STATE}"
+_CHECK_MESSAGE: Final = m.query(CHECK_SQL)
 
 # The quick check: the session's statement_timeout (lifted until the Sync), then the
 # flags, the users and the values of the tracked and of every other settable setting.
-_QUICK_TIMEOUT_SQL = (
+_QUICK_TIMEOUT_SQL: Final = (
     "SELECT pg_catalog.current_setting('statement_timeout'), "
     "pg_catalog.set_config('statement_timeout', '0', true)"
 )
-_QUICK_NAMES = (b"sluice_check_timeout", b"sluice_check_state")
+_QUICK_NAMES: Final = (b"sluice_check_timeout", b"sluice_check_state")
 # The settable settings the check reads (those a session can change), by name.
-NAMES_SQL = (
+NAMES_SQL: Final = (
     "SELECT s.name FROM pg_catalog.pg_settings s "
     "WHERE s.context OPERATOR(pg_catalog.=) ANY ('{user,superuser}') ORDER BY s.name"
 )
-_TRACKED_ORDER = tuple(sorted(TRACKED - {"statement_timeout"}))
+_TRACKED_ORDER: Final = tuple(sorted(TRACKED - {"statement_timeout"}))
 
 
 def quick_state_sql(rows: list[bytes]) -> bytes:
@@ -127,10 +127,10 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-_QUICK_PREPARE = b"".join(m.close_statement(name) for name in _QUICK_NAMES) + m.parse(
+_QUICK_PREPARE: Final = b"".join(m.close_statement(name) for name in _QUICK_NAMES) + m.parse(
     _QUICK_NAMES[0], _QUICK_TIMEOUT_SQL.encode() + b"\x00\x00\x00"
 )
-_QUICK_RUN = (
+_QUICK_RUN: Final = (
     b"".join(
         m.message(b"B", b"\x00" + name + b"\x00" + b"\x00\x00\x00\x00\x00\x00")
         + m.message(b"E", b"\x00\x00\x00\x00\x00")
@@ -138,30 +138,30 @@ _QUICK_RUN = (
     )
     + m.SYNC
 )
-_DISCARD_SEQUENCES = m.query("DISCARD SEQUENCES")
+_DISCARD_SEQUENCES: Final = m.query("DISCARD SEQUENCES")
 # A session keeps its temporary schema after DISCARD ALL: later clients would see it
 # (pg_my_temp_schema(), the notices of DROP TABLE IF EXISTS pg_temp.x), so such a
 # connection is closed rather than lent again.
-TEMP_SCHEMA = "a client had a temporary schema on it, which no reset removes"
-HAS_TEMP_SCHEMA_SQL = f"SELECT {_NS} {_NE} 0"
+TEMP_SCHEMA: Final = "a client had a temporary schema on it, which no reset removes"
+HAS_TEMP_SCHEMA_SQL: Final = f"SELECT {_NS} {_NE} 0"
 # Settings only (for a connection's baseline after the pool's init_query).
-SETTINGS_SQL = (
+SETTINGS_SQL: Final = (
     "SELECT 'setting', s.name, s.setting, s.reset_val FROM pg_catalog.pg_settings s "
     f"WHERE s.source {_EQ} 'session'"
 )
 
-_FOUND = {
+_FOUND: Final = {
     "lock": "session advisory lock",
     "temp": "temporary object",
     "listen": "LISTEN",
     "prepared": "PREPARE",
     "cursor": "cursor WITH HOLD",
 }
-_LEFT_BY = " (left by opaque SQL)"
-_DURATION = re.compile(r"(-?\d+)\s*(ms|s|min|h|d)?")
-_MS = {None: 1, "ms": 1, "s": 1000, "min": 60_000, "h": 3_600_000, "d": 86_400_000}
+_LEFT_BY: Final = " (left by opaque SQL)"
+_DURATION: Final = re.compile(r"(-?\d+)\s*(ms|s|min|h|d)?")
+_MS: Final = {None: 1, "ms": 1, "s": 1000, "min": 60_000, "h": 3_600_000, "d": 86_400_000}
 
-Baseline = frozenset[tuple[str, str]]
+Baseline: TypeAlias = frozenset[tuple[str, str]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,7 +178,7 @@ class Finding:
     untracked: bool = False  # an untracked setting is set for the session
 
 
-RECHECK = Finding(pin="the quick state check could not tell")  # ask the precise check
+RECHECK: Final = Finding(pin="the quick state check could not tell")  # ask the precise check
 
 
 def read_check(rows: list[bytes], login_user: str, baseline: Baseline = frozenset()) -> Finding:
@@ -328,8 +328,8 @@ def _text(value: bytes | None) -> str:
 
 
 # What a borrow may leave on its connection that no check can list.
-SEQUENCES = 1  # nextval() state: what lastval()/currval() answer
-CUSTOM = 2  # custom settings (placeholder variables pg_settings does not show)
+SEQUENCES: Final = 1  # nextval() state: what lastval()/currval() answer
+CUSTOM: Final = 2  # custom settings (placeholder variables pg_settings does not show)
 
 
 class BorrowGuard:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Protocol
+from typing import Final, Protocol
 
 from sluice.errors import ServerAuthFailed, ServerError
 from sluice.pg.guard import (
@@ -30,7 +30,7 @@ from sluice.pool.pool import Pool
 from sluice.session.pooling import EnginePool, PoolHost, limits_for
 from sluice.wire.pg.messages import parse_data_row
 
-log = logging.getLogger("sluice.pool")
+log: Final = logging.getLogger("sluice.pool")
 
 
 class PgPoolHost(PoolHost, Protocol):

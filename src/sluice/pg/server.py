@@ -33,7 +33,7 @@ from sluice.wire.pg.framing import MessageReader
 from sluice.wire.pg.login import LoginClient
 from sluice.wire.pg.responses import QUERY_CHECK, QUERY_SKIP, ResponseTracker
 
-log = logging.getLogger("sluice.server")
+log: Final = logging.getLogger("sluice.server")
 # The states as the compiled build reads them fastest: C globals, not attributes of the
 # enum class (whose metaclass makes every attribute read a slower lookup).
 _CLOSED: Final = BackendState.CLOSED

@@ -24,26 +24,31 @@ after such a request the client session restores the client's startup values
 from __future__ import annotations
 
 import re
+from typing import Final
 
 from sluice.session.empty import SharedEmptyDict, SharedEmptyList
 from sluice.wire.pg.sql import Change, ChangeKind
 
-SET, RESET, RESET_ALL = ChangeKind.SET, ChangeKind.RESET, ChangeKind.RESET_ALL
-SAVEPOINT, ROLLBACK_TO, RELEASE = ChangeKind.SAVEPOINT, ChangeKind.ROLLBACK_TO, ChangeKind.RELEASE
-_SHOWN_VALUE = re.compile(rb"(?:\bto\b|=|\bzone\b|\bnames\b)\s*(.*)$", re.IGNORECASE | re.S)
-_ENCODING = "client_encoding"
-_PLAIN_NAME = re.compile(r"[a-z_][a-z0-9_.]*")
+SET: Final = ChangeKind.SET
+RESET: Final = ChangeKind.RESET
+RESET_ALL: Final = ChangeKind.RESET_ALL
+SAVEPOINT: Final = ChangeKind.SAVEPOINT
+ROLLBACK_TO: Final = ChangeKind.ROLLBACK_TO
+RELEASE: Final = ChangeKind.RELEASE
+_SHOWN_VALUE: Final = re.compile(rb"(?:\bto\b|=|\bzone\b|\bnames\b)\s*(.*)$", re.IGNORECASE | re.S)
+_ENCODING: Final = "client_encoding"
+_PLAIN_NAME: Final = re.compile(r"[a-z_][a-z0-9_.]*")
 # Settings whose SET values PostgreSQL quotes as identifiers (its GUC_LIST_QUOTE ones).
-_LIST_QUOTE = frozenset(
+_LIST_QUOTE: Final = frozenset(
     """
     search_path temp_tablespaces local_preload_libraries session_preload_libraries
     shared_preload_libraries unix_socket_directories
     """.split()  # noqa: SIM905 (a table of words reads best as text)
 )
-_LIST_ELEMENT = re.compile(r'(?:"((?:[^"]|"")*)"|([^",\s]+))(?:, |$)')
-_SAFE_IDENT = re.compile(r"[a-z_][a-z0-9_]*")
+_LIST_ELEMENT: Final = re.compile(r'(?:"((?:[^"]|"")*)"|([^",\s]+))(?:, |$)')
+_SAFE_IDENT: Final = re.compile(r"[a-z_][a-z0-9_]*")
 # Keywords that quote_identifier quotes (all but the unreserved ones, PostgreSQL 15 to 17).
-_QUOTED_KEYWORDS = frozenset(
+_QUOTED_KEYWORDS: Final = frozenset(
     """
     all analyse analyze and any array as asc asymmetric authorization between bigint binary
     bit boolean both case cast char character check coalesce collate collation column
@@ -169,13 +174,13 @@ def replay_queries(
 # Shared by every client until it has startup settings of its own (most have none): only
 # `set_startup` writes these maps, and it gives the client its own first. Sets of names at
 # their defaults are shared by the clients that have the same (a few per application).
-_NO_STARTUP: dict[str, bytes] = SharedEmptyDict()
-_NONE_AT_DEFAULT: frozenset[str] = frozenset()
+_NO_STARTUP: Final[dict[str, bytes]] = SharedEmptyDict()
+_NONE_AT_DEFAULT: Final[frozenset[str]] = frozenset()
 # Shared by every client outside a transaction that changes settings: `note` and `restore`
 # add to a list of the client's own.
-_NO_CHANGES: list[Change] = SharedEmptyList()
-_AT_DEFAULT_SETS: dict[frozenset[str], frozenset[str]] = {}
-_AT_DEFAULT_SETS_MAX = 256
+_NO_CHANGES: Final[list[Change]] = SharedEmptyList()
+_AT_DEFAULT_SETS: Final[dict[frozenset[str], frozenset[str]]] = {}
+_AT_DEFAULT_SETS_MAX: Final = 256
 
 
 def _shared(names: frozenset[str]) -> frozenset[str]:

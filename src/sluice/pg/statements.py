@@ -44,7 +44,7 @@ Settings are the other half of moving a client: see `sluice.pg.settings`.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 from sluice.session.empty import SharedEmptyDict
 from sluice.wire.pg import messages as m
@@ -70,13 +70,14 @@ class StatementClient(Protocol):
     def transport_write(self, data: bytes) -> None: ...
 
 
-_FAILED, _IDLE = ord("E"), ord("I")
+_FAILED: Final = ord("E")
+_IDLE: Final = ord("I")
 # Settings the server reads while parsing a statement: they are part of what it means.
-_MEANING = (
+_MEANING: Final = (
     "search_path", "datestyle", "timezone", "intervalstyle", "standard_conforming_strings",
     "timezone_abbreviations", "client_encoding",
 )  # fmt: skip
-_ABORTED = m.error_response(
+_ABORTED: Final = m.error_response(
     "25P02", "current transaction is aborted, commands ignored until end of transaction block"
 )
 
@@ -125,8 +126,8 @@ class StatementNames:
 
 # Shared by every client until it prepares a named statement (many never do): only `parse`
 # adds to these maps, and it gives the client its own first.
-_NO_STATEMENTS: dict[bytes, tuple[bytes, bytes, int]] = SharedEmptyDict()
-_NONE_UNSEEN: dict[bytes, Effect] = SharedEmptyDict()
+_NO_STATEMENTS: Final[dict[bytes, tuple[bytes, bytes, int]]] = SharedEmptyDict()
+_NONE_UNSEEN: Final[dict[bytes, Effect]] = SharedEmptyDict()
 
 
 class ClientStatements:

@@ -38,7 +38,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from sluice.config import PoolConfig
 from sluice.workers.slot import DEFAULT_SLOT, WorkerSlot
@@ -46,11 +46,11 @@ from sluice.workers.slot import DEFAULT_SLOT, WorkerSlot
 if TYPE_CHECKING:
     from sluice.pool.pool import Pool
 
-log = logging.getLogger("sluice.pool")
+log: Final = logging.getLogger("sluice.pool")
 
 # Idle connections over max_idle are closed only after this long idle, so a burst
 # that ends and comes back within it does not reconnect.
-IDLE_EXCESS_GRACE = 10.0
+IDLE_EXCESS_GRACE: Final = 10.0
 
 
 class Share:

@@ -21,7 +21,7 @@ from typing import Any, ClassVar, Final, Generic, Protocol, TypeVar, cast
 
 from sluice.pool.pool import PooledConnection
 
-log = logging.getLogger("sluice.server")
+log: Final = logging.getLogger("sluice.server")
 
 
 class BackendState(enum.Enum):

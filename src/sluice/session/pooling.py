@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from sluice.pool.budget import Share
     from sluice.session.services import Services
 
-log = logging.getLogger("sluice.pool")
+log: Final = logging.getLogger("sluice.pool")
 # The states as the compiled build reads them fastest: C globals, not attributes of the
 # enum class (whose metaclass makes every attribute read a slower lookup).
 _CLOSED: Final = BackendState.CLOSED

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import types
 from collections.abc import Callable
-from typing import Final
+from typing import Final, TypeAlias
 
-Accept = Callable[[bytes, bytes, int], bool]  # (text, word, where it starts) -> counts
+Accept: TypeAlias = Callable[[bytes, bytes, int], bool]  # (text, word, where it starts) -> counts
 
 
 class Anchors:

@@ -86,7 +86,7 @@ _FIELDS: Final = 6
 _STRING: Final = 7
 _AUTH: Final = 8
 _REFUSED: Final = 9  # replication: never relayed (NOT_RELAYED)
-_KIND = {
+_KIND: Final = {
     c.COM_QUIT: _NONE,
     c.COM_STMT_CLOSE: _NONE,
     c.COM_STMT_SEND_LONG_DATA: _NONE,

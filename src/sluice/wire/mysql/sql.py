@@ -81,7 +81,7 @@ TRACKED: Final = frozenset({
 })
 # fmt: on
 # Older names of tracked variables: recorded under the name they map to.
-ALIASES: dict[str, str] = {
+ALIASES: Final[dict[str, str]] = {
     "tx_isolation": "transaction_isolation",
     "tx_read_only": "transaction_read_only",
 }
@@ -109,17 +109,17 @@ class Effect:
     read_kinds: int = 0  # which of those results it reads (ROW_COUNT | DIAGNOSTICS ...)
 
 
-NO_EFFECT = Effect()
+NO_EFFECT: Final = Effect()
 
 # --- the pre-check: on the lower-cased text, before any decoding or parsing ---
 # (`_count`, `_gtid`, `next`: row_count, warning_count, error_count, last_gtid, nextval,
 # next value for; short words keep the search as fast as before they were added.)
-_ANYWHERE = (
+_ANYWHERE: Final = (
     r":=|into\s*@|temporary|get_lock|found_rows|_count|_gtid|next|setval"
     r"|last_insert_id\s*\(\s*[^\s)]|/\*|#|--"
 )
-_TRIGGER_STR = re.compile(_ANYWHERE, re.ASCII)
-_TRIGGER_BYTES = re.compile(_ANYWHERE.encode())
+_TRIGGER_STR: Final = re.compile(_ANYWHERE, re.ASCII)
+_TRIGGER_BYTES: Final = re.compile(_ANYWHERE.encode())
 # The same triggers for one pass over the bytes (compiled): each is looked for
 # where one of its rarer letters is (its offset in the word); `@` counts after INTO and
 # LAST_INSERT_ID with an argument (`_trigger_ends`).
@@ -129,11 +129,11 @@ _TRIGGERS: Final = (
     (b"/*", 0), (b"#", 0), (b"--", 0),
 )  # fmt: skip
 _ANCHORED: Final = Anchors(_TRIGGERS)  # (compiled: one pass over the bytes)
-_ARGUMENT = re.compile(rb"\s*\(\s*[^\s)]")
+_ARGUMENT: Final = re.compile(rb"\s*\(\s*[^\s)]")
 _SPACE_BYTES: Final = b" \t\n\r\x0b\x0c"  # what \s is in a bytes pattern
 # Texts starting with these words (and without a trigger or a second statement) leave
 # no session state: the only ones not parsed.
-_PLAIN_STARTS: tuple[str, ...] = (
+_PLAIN_STARTS: Final[tuple[str, ...]] = (
     "select",
     "insert",
     "update",
@@ -141,56 +141,63 @@ _PLAIN_STARTS: tuple[str, ...] = (
     "replace",
     "begin",
     "commit",
+    *("rollback", "start", "with", "values", "table", "create", "alter", "truncate"),
+    *("explain", "describe", "desc", "savepoint", "release", "unlock", "analyze"),
+    *("optimize", "rename", "grant", "revoke", "check", "repair", "load"),
 )
-_PLAIN_STARTS += ("rollback", "start", "with", "values", "table", "create", "alter", "truncate")
-_PLAIN_STARTS += ("explain", "describe", "desc", "savepoint", "release", "unlock", "analyze")
-_PLAIN_STARTS += ("optimize", "rename", "grant", "revoke", "check", "repair", "load")
 _PLAIN_WORDS: Final = frozenset(_PLAIN_STARTS)
 _PLAIN_BYTES: Final = frozenset(s.encode() for s in _PLAIN_STARTS)
 _NAME_BYTES: Final = bytes(
     1 if chr(byte) in "abcdefghijklmnopqrstuvwxyz0123456789_$" else 0 for byte in range(256)
 )
-_FIRST_WORD = re.compile(r"[a-z0-9_$]*", re.ASCII)
+_FIRST_WORD: Final = re.compile(r"[a-z0-9_$]*", re.ASCII)
 # A byte looked for as an int: `b";" in data` first tries the bytes as an index and
 # raises (and clears) a TypeError, a cost on every statement; `59 in data` is a memchr.
 _SEMICOLON: Final = ord(";")
 _TRAILING_BYTES: Final = b"; \t\n\r\x0b\x0c"
 # Interpreted, what the loops of the compiled build do is faster done by regular
 # expressions (in C): a leading word of `_PLAIN_BYTES`, and `_TRIGGER_BYTES`.
-_PLAIN_START = re.compile(rb"\s*(?:" + "|".join(_PLAIN_STARTS).encode() + rb")(?![a-z0-9_$])")
-# First words of statements known to the classifier: anything else taints.
-_KNOWN = frozenset(
-    (*_PLAIN_STARTS, "(", "set", "use", "show", "lock", "flush", "prepare", "execute")
+_PLAIN_START: Final = re.compile(
+    rb"\s*(?:" + "|".join(_PLAIN_STARTS).encode() + rb")(?![a-z0-9_$])"
 )
-_KNOWN |= {"deallocate", "drop", "handler", "xa", "call", "get", "kill", "help", "backup"}
-_KNOWN |= {"if", "while", "loop", "repeat", "end"}
-_WS = " \t\n\r\x0b\x0c"
-_TRAILING = ";" + _WS
-_CACHE_MAX_LEN = 2048  # longer texts (bulk INSERTs) are classified but not kept
+# First words of statements known to the classifier: anything else taints.
+_KNOWN: Final = frozenset(
+    (
+        *_PLAIN_STARTS,
+        *("(", "set", "use", "show", "lock", "flush", "prepare", "execute"),
+        *("deallocate", "drop", "handler", "xa", "call", "get", "kill", "help", "backup"),
+        *("if", "while", "loop", "repeat", "end"),
+    )
+)
+_WS: Final = " \t\n\r\x0b\x0c"
+_TRAILING: Final = ";" + _WS
+_CACHE_MAX_LEN: Final = 2048  # longer texts (bulk INSERTs) are classified but not kept
 
 # --- lexing ---
-_SPECIAL = re.compile(r"[;'\"`#]|--|/\*|\*/")
-_EXEC_COMMENT = re.compile(r"/\*M?!\d*")
-_QUOTED_ESC = re.compile(
+_SPECIAL: Final = re.compile(r"[;'\"`#]|--|/\*|\*/")
+_EXEC_COMMENT: Final = re.compile(r"/\*M?!\d*")
+_QUOTED_ESC: Final = re.compile(
     r"'[^'\\]*(?:(?:\\.|'')[^'\\]*)*'?"
     r'|"[^"\\]*(?:(?:\\.|"")[^"\\]*)*"?'
     r"|`[^`]*(?:``[^`]*)*`?",
     re.S,
 )
-_QUOTED_RAW = re.compile(r"'[^']*(?:''[^']*)*'?" r'|"[^"]*(?:""[^"]*)*"?' r"|`[^`]*(?:``[^`]*)*`?")
-_PLAIN = re.compile(r"[A-Za-z0-9_$]+", re.ASCII)
-_WORD = re.compile(r"`[^`]*`?|[A-Za-z0-9_$]+|\S", re.ASCII)
+_QUOTED_RAW: Final = re.compile(
+    r"'[^']*(?:''[^']*)*'?" r'|"[^"]*(?:""[^"]*)*"?' r"|`[^`]*(?:``[^`]*)*`?"
+)
+_PLAIN: Final = re.compile(r"[A-Za-z0-9_$]+", re.ASCII)
+_WORD: Final = re.compile(r"`[^`]*`?|[A-Za-z0-9_$]+|\S", re.ASCII)
 
 # --- searches on a statement's code (quoted text blanked) ---
-_I = re.IGNORECASE | re.ASCII
-_EVERYWHERE = (
+_I: Final = re.IGNORECASE | re.ASCII
+_EVERYWHERE: Final = (
     (re.compile(r"\bget_lock`?\s*\(", _I), "GET_LOCK"),
     (re.compile(r"\bsql_calc_found_rows\b", _I), "SQL_CALC_FOUND_ROWS"),
     (re.compile(r"\blast_insert_id`?\s*\(\s*[^\s)]", _I), "LAST_INSERT_ID(expr)"),
     (re.compile(r"\b(?:nextval|setval)`?\s*\(|\bnext\s+value\s+for\b", _I), "sequence value"),
 )
 # What the previous statement left, read by the first statement of a text.
-_READS = (
+_READS: Final = (
     (re.compile(r"\brow_count`?\s*\(", _I), "ROW_COUNT()", ROW_COUNT),
     (re.compile(r"\bfound_rows`?\s*\(", _I), "FOUND_ROWS()", FOUND_ROWS),
     (
@@ -200,20 +207,24 @@ _READS = (
     ),
     (re.compile(r"@@(?:session\s*\.\s*|local\s*\.\s*)?last_gtid\b", _I), "@@last_gtid", LAST_GTID),
 )
-_SHOW_READS = {"warnings": "SHOW WARNINGS", "errors": "SHOW ERRORS", "count": "SHOW COUNT(*)"}
-_TABLE_WRITES = frozenset(("insert", "update", "delete", "replace"))
-_FROM_OR_PAREN = re.compile(r"[()]|\bfrom\b\s*([A-Za-z0-9_$]+|`|\()?", _I)
-_USER_VAR_WRITE = re.compile(
+_SHOW_READS: Final = {
+    "warnings": "SHOW WARNINGS",
+    "errors": "SHOW ERRORS",
+    "count": "SHOW COUNT(*)",
+}
+_TABLE_WRITES: Final = frozenset(("insert", "update", "delete", "replace"))
+_FROM_OR_PAREN: Final = re.compile(r"[()]|\bfrom\b\s*([A-Za-z0-9_$]+|`|\()?", _I)
+_USER_VAR_WRITE: Final = re.compile(
     r"(?<!@)@(?!@)\s*(?:[\w$.]+|'_*'|\"_*\"|`[^`]*`)\s*:=|\binto\s*@(?!@)", _I
 )
-_USER_VAR = re.compile(r"(?<!@)@(?!@)")
-_GLOBAL_READ = re.compile(r"@@global\s*\.", _I)
-_READ_LOCK = re.compile(r"\bwith\s+read\s+lock\b", _I)
-_FOR_EXPORT = re.compile(r"\bfor\s+export\b", _I)
-_HANDLER_OPEN = re.compile(r"handler\s+\S+\s+open\b", _I)
-_FOR = re.compile(r"\bfor\b", _I)
-_START_TRANSACTION = ["start", "transaction"]
-_PIN_BY_FIRST_WORD = {
+_USER_VAR: Final = re.compile(r"(?<!@)@(?!@)")
+_GLOBAL_READ: Final = re.compile(r"@@global\s*\.", _I)
+_READ_LOCK: Final = re.compile(r"\bwith\s+read\s+lock\b", _I)
+_FOR_EXPORT: Final = re.compile(r"\bfor\s+export\b", _I)
+_HANDLER_OPEN: Final = re.compile(r"handler\s+\S+\s+open\b", _I)
+_FOR: Final = re.compile(r"\bfor\b", _I)
+_START_TRANSACTION: Final = ["start", "transaction"]
+_PIN_BY_FIRST_WORD: Final = {
     "prepare": "PREPARE",
     "execute": "EXECUTE",  # EXECUTE IMMEDIATE (MariaDB) too: its SQL is not visible here
     "deallocate": "DEALLOCATE PREPARE",
@@ -222,15 +233,15 @@ _PIN_BY_FIRST_WORD = {
 }
 
 # --- SET ---
-_SCOPES = r"(global|session|local|persist|persist_only)"
-_SET_TRANSACTION = re.compile(rf"set\s+(?:{_SCOPES}\s+)?transaction\b", _I)
-_SCOPE_WORD = re.compile(rf"{_SCOPES}\b\s*", _I)
-_SYSTEM_PREFIX = re.compile(rf"@@(?:{_SCOPES}\s*\.\s*)?", _I)
-_NAMES = re.compile(r"(?:(names)|character\s+set|charset)\b(?!\s*:?=)", _I)
-_IDENT = r"(`[^`]*`|[A-Za-z0-9_$]+)"
-_ASSIGNMENT = re.compile(rf"{_IDENT}(?:\s*\.\s*{_IDENT})?\s*:?=", re.ASCII)
-_PUNCT = re.compile(r"[(),]")
-_USE_NAME = re.compile(r"`((?:[^`]|``)*)`|\"((?:[^\"]|\"\")*)\"|'((?:[^']|'')*)'|([^\s;]+)")
+_SCOPES: Final = r"(global|session|local|persist|persist_only)"
+_SET_TRANSACTION: Final = re.compile(rf"set\s+(?:{_SCOPES}\s+)?transaction\b", _I)
+_SCOPE_WORD: Final = re.compile(rf"{_SCOPES}\b\s*", _I)
+_SYSTEM_PREFIX: Final = re.compile(rf"@@(?:{_SCOPES}\s*\.\s*)?", _I)
+_NAMES: Final = re.compile(r"(?:(names)|character\s+set|charset)\b(?!\s*:?=)", _I)
+_IDENT: Final = r"(`[^`]*`|[A-Za-z0-9_$]+)"
+_ASSIGNMENT: Final = re.compile(rf"{_IDENT}(?:\s*\.\s*{_IDENT})?\s*:?=", re.ASCII)
+_PUNCT: Final = re.compile(r"[(),]")
+_USE_NAME: Final = re.compile(r"`((?:[^`]|``)*)`|\"((?:[^\"]|\"\")*)\"|'((?:[^']|'')*)'|([^\s;]+)")
 
 
 @dataclass(slots=True)
@@ -326,7 +337,7 @@ def _classify_slow(sql: str) -> Effect:
     return effect
 
 
-_classify_cached = lru_cache(maxsize=4096)(_classify_slow)
+_classify_cached: Final = lru_cache(maxsize=4096)(_classify_slow)
 
 
 def _classify_text(sql: str, *, escapes: bool) -> Effect:

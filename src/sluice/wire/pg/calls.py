@@ -29,17 +29,18 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Final
 
-_IDENT = r'(?:"(?:[^"]|"")*"|[A-Za-z_][A-Za-z0-9_$]*)'
-_IDENT_RE = re.compile(_IDENT)
+_IDENT: Final = r'(?:"(?:[^"]|"")*"|[A-Za-z_][A-Za-z0-9_$]*)'
+_IDENT_RE: Final = re.compile(_IDENT)
 # A possibly qualified name right before a parenthesis, not inside another word.
-_CALL = re.compile(rf'(?<![\w$."])({_IDENT}(?:\s*\.\s*{_IDENT})*)\s*\(')
-_LAST_WORD = re.compile(r"([A-Za-z_][A-Za-z0-9_$]*)\s*$")
-_BACK = 40  # characters looked at before a call to tell an alias list from a call
+_CALL: Final = re.compile(rf'(?<![\w$."])({_IDENT}(?:\s*\.\s*{_IDENT})*)\s*\(')
+_LAST_WORD: Final = re.compile(r"([A-Za-z_][A-Za-z0-9_$]*)\s*$")
+_BACK: Final = 40  # characters looked at before a call to tell an alias list from a call
 
 # Reserved and column-name keywords (which cannot name a user's function unquoted)
 # that are followed by a parenthesis without being calls, and type names with modifiers.
-NOT_CALLS = frozenset(
+NOT_CALLS: Final = frozenset(
     """
     all and any array as asc between bigint bit boolean case cast char character check
     coalesce collate constraint current_time current_timestamp dec decimal default desc
@@ -54,7 +55,7 @@ NOT_CALLS = frozenset(
 )
 # Unreserved keywords (a user's function may have their name) that are not calls
 # only after the given word: `ON CONFLICT (`, `ORDER BY (`, `CHARACTER VARYING(`.
-_KEYWORD_AFTER = {
+_KEYWORD_AFTER: Final = {
     "conflict": ("on",),
     "by": ("order", "group", "partition"),
     "varying": ("character",),
@@ -62,12 +63,12 @@ _KEYWORD_AFTER = {
 }
 
 # Words after which `name(` is a column list, a type or a sampling method, not a call.
-_NOT_CALL_AFTER = frozenset(
+_NOT_CALL_AFTER: Final = frozenset(
     ("into", "as", "with", "recursive", "copy", "analyze", "analyse", "tablesample")
 )
 
 # Built-in functions that leave nothing in the session beyond the transaction.
-PURE = frozenset(
+PURE: Final = frozenset(
     """
     abs acos age array_agg array_append array_cat array_dims array_fill array_length
     array_lower array_position array_positions array_prepend array_remove array_replace
@@ -114,14 +115,14 @@ PURE = frozenset(
 )
 
 # Built-ins whose session effect a pin covers.
-PINS = {
+PINS: Final = {
     "pg_advisory_lock": "session advisory lock",
     "pg_advisory_lock_shared": "session advisory lock",
     "pg_try_advisory_lock": "session advisory lock",
     "pg_try_advisory_lock_shared": "session advisory lock",
     "setseed": "setseed()",
 }
-WRITES = frozenset(("nextval", "setval"))
+WRITES: Final = frozenset(("nextval", "setval"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +134,7 @@ class Calls:
     writes: bool = False  # nextval/setval: lastval() and currval() answers change
 
 
-NO_CALLS = Calls()
+NO_CALLS: Final = Calls()
 
 
 def scan_calls(code: str) -> Calls:

@@ -10,36 +10,37 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import Final, TypeAlias
 
 from sluice.errors import ProtocolError
 
-PROTOCOL_3_0 = 196608
-SSL_REQUEST_CODE = 80877103
-GSSENC_REQUEST_CODE = 80877104
-CANCEL_REQUEST_CODE = 80877102
+PROTOCOL_3_0: Final = 196608
+SSL_REQUEST_CODE: Final = 80877103
+GSSENC_REQUEST_CODE: Final = 80877104
+CANCEL_REQUEST_CODE: Final = 80877102
 
 # Authentication request codes (the int32 at the start of an 'R' body).
-AUTH_OK = 0
-AUTH_CLEARTEXT = 3
-AUTH_MD5 = 5
-AUTH_SASL = 10
-AUTH_SASL_CONTINUE = 11
-AUTH_SASL_FINAL = 12
+AUTH_OK: Final = 0
+AUTH_CLEARTEXT: Final = 3
+AUTH_MD5: Final = 5
+AUTH_SASL: Final = 10
+AUTH_SASL_CONTINUE: Final = 11
+AUTH_SASL_FINAL: Final = 12
 
-_I = struct.Struct("!I")
-_SHORT_CSTR = 64  # `read_cstr` scans this many bytes itself before a `find`
-_II = struct.Struct("!II")
-_HDR = struct.Struct("!cI")
+_I: Final = struct.Struct("!I")
+_SHORT_CSTR: Final = 64  # `read_cstr` scans this many bytes itself before a `find`
+_II: Final = struct.Struct("!II")
+_HDR: Final = struct.Struct("!cI")
 
-READY_IDLE = b"Z\x00\x00\x00\x05I"
-READY_IN_TXN = b"Z\x00\x00\x00\x05T"
-READY_FAILED = b"Z\x00\x00\x00\x05E"
-PARSE_COMPLETE = b"1\x00\x00\x00\x04"
-CLOSE_COMPLETE = b"3\x00\x00\x00\x04"
-SYNC = b"S\x00\x00\x00\x04"
-TERMINATE = b"X\x00\x00\x00\x04"
-SSL_YES: bytes = b"S"
-SSL_NO = b"N"
+READY_IDLE: Final = b"Z\x00\x00\x00\x05I"
+READY_IN_TXN: Final = b"Z\x00\x00\x00\x05T"
+READY_FAILED: Final = b"Z\x00\x00\x00\x05E"
+PARSE_COMPLETE: Final = b"1\x00\x00\x00\x04"
+CLOSE_COMPLETE: Final = b"3\x00\x00\x00\x04"
+SYNC: Final = b"S\x00\x00\x00\x04"
+TERMINATE: Final = b"X\x00\x00\x00\x04"
+SSL_YES: Final[bytes] = b"S"
+SSL_NO: Final = b"N"
 
 
 def message(kind: bytes, body: bytes = b"") -> bytes:
@@ -197,7 +198,7 @@ class CancelRequest:
     secret: int
 
 
-StartupPacket = Startup | SSLRequest | GSSENCRequest | CancelRequest
+StartupPacket: TypeAlias = Startup | SSLRequest | GSSENCRequest | CancelRequest
 
 
 def parse_startup(packet: bytes) -> StartupPacket:

@@ -93,7 +93,10 @@ _TRIGGER_BYTES: Final = re.compile(b"|".join(_entered_at(word, at) for word, at 
 _FIRST_WORD: Final = re.compile(rb"\s*([a-z0-9_$.]*)")
 # Byte classes, as bits of a table: white space (to bytes.strip() and to str.strip()
 # after a latin-1 decoding), [a-z0-9_], name bytes [a-z0-9_$.], and [a-z_].
-_IS_SPACE, _IS_WORD, _IS_NAME, _STARTS_NAME = 1, 2, 4, 8
+_IS_SPACE: Final = 1
+_IS_WORD: Final = 2
+_IS_NAME: Final = 4
+_STARTS_NAME: Final = 8
 _CLASSES: Final = bytes(
     (_IS_SPACE if chr(byte).isspace() else 0)
     | (_IS_WORD | _IS_NAME if chr(byte) in "abcdefghijklmnopqrstuvwxyz0123456789_" else 0)
@@ -218,8 +221,8 @@ class Effect:
     dropped_database: str = ""  # DROP DATABASE: the database's name, as the server folds it
 
 
-NO_EFFECT = Effect()
-_WRITES_ONLY = Effect(writes=True)
+NO_EFFECT: Final = Effect()
+_WRITES_ONLY: Final = Effect(writes=True)
 
 
 def classify_bytes(sql: bytes) -> Effect:
@@ -364,7 +367,7 @@ def _classify_slow(sql: str) -> Effect:
     )
 
 
-_classify_cached = lru_cache(maxsize=4096)(_classify_slow)
+_classify_cached: Final = lru_cache(maxsize=4096)(_classify_slow)
 
 
 def _unseen(words: list[str], stmt: str) -> Calls:
