@@ -4,7 +4,10 @@ A counter keeps one admin connection to the database server and answers
 `count()`: for PostgreSQL the bench role's client backends in
 pg_stat_activity (a superuser connection over the unix socket, whose own
 backend belongs to `postgres`), for MariaDB the bench user's threads in the
-process list (see bench.mysql). The poller runs a counter in a thread while a
+process list (see bench.mysql). The PostgreSQL counter also reads each backend's
+TLS state from pg_stat_ssl: the most backends it saw with and without TLS, and the
+TLS versions and ciphers they used, are how a TLS row shows that its database leg
+really was encrypted. The poller runs a counter in a thread while a
 row is measured; `peak` is the largest count it saw. A query that fails is
 remembered and retried on a new connection, never raised: the count is a side
 measurement and must not sink the row.
@@ -22,7 +25,10 @@ import psycopg
 from bench.systems import BENCH_USER
 
 _COUNT_SQL = (
-    "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND usename = %s"
+    "SELECT count(*), count(*) FILTER (WHERE s.ssl), count(*) FILTER (WHERE NOT s.ssl), "
+    "string_agg(DISTINCT s.version || ' ' || s.cipher, ', ') "
+    "FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) "
+    "WHERE a.backend_type = 'client backend' AND a.usename = %s"
 )
 _CONNECT_TIMEOUT = 10
 
@@ -36,11 +42,18 @@ class BackendCounter(Protocol):
 
 
 class PgBackendCounter:
-    """The bench role's client backends in pg_stat_activity, over one kept connection."""
+    """The bench role's client backends in pg_stat_activity, over one kept connection.
+
+    Beside the count: `tls_peak` and `plaintext_peak`, the most backends seen at once
+    with and without TLS (pg_stat_ssl), and `tls_kinds`, the versions and ciphers seen.
+    """
 
     def __init__(self, conninfo: str) -> None:
         self.conninfo = conninfo
-        self._conn: psycopg.Connection[tuple[int]] | None = None
+        self._conn: psycopg.Connection[tuple[int, int, int, str | None]] | None = None
+        self.tls_peak = 0
+        self.plaintext_peak = 0
+        self.tls_kinds: set[str] = set()
 
     def count(self) -> int:
         try:
@@ -52,7 +65,14 @@ class PgBackendCounter:
         except psycopg.Error:
             self.close()
             raise
-        return 0 if row is None else int(row[0])
+        if row is None:
+            return 0
+        total, tls, plaintext, kinds = row
+        self.tls_peak = max(self.tls_peak, int(tls))
+        self.plaintext_peak = max(self.plaintext_peak, int(plaintext))
+        if kinds:
+            self.tls_kinds.update(kinds.split(", "))
+        return int(total)
 
     def close(self) -> None:
         if self._conn is not None:

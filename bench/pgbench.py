@@ -24,6 +24,9 @@ _PROCESSED = re.compile(r"^number of transactions actually processed: (\d+)", re
 _FAILED = re.compile(r"^number of failed transactions: (\d+)", re.M)
 _CONNECT = re.compile(r"^(?:initial|average) connection time = ([0-9.]+) ms", re.M)
 _CLIENTS_PER_EXTRA_SECOND = 125  # 1000 SCRAM logins took 3-6 s here; -T counts them
+# 1000 SCRAM logins over TLS took 7.5 s through either proxy and 17 s direct (a backend
+# forked for each) on a busy machine
+TLS_CLIENTS_PER_EXTRA_SECOND = 40
 _GRACE = 120.0  # seconds beyond -T for connecting 1000 clients and shutting down
 _MAX_ERROR_LINES = 6
 
@@ -38,15 +41,17 @@ class PgbenchRun:
     duration: int
     connect_each: bool = False
     connect_threads: int = 32
+    tls: bool = False  # the clients log in over TLS: more time for the initial connections
 
     @property
     def seconds(self) -> int:
         """pgbench's -T: the duration plus time for the initial connections.
 
         pgbench starts its -T clock before its clients connect, and 1000 SCRAM
-        logins take seconds, so many-client rows get that time on top.
+        logins take seconds (more over TLS), so many-client rows get that time on top.
         """
-        return self.duration + self.clients // _CLIENTS_PER_EXTRA_SECOND
+        per_second = TLS_CLIENTS_PER_EXTRA_SECOND if self.tls else _CLIENTS_PER_EXTRA_SECOND
+        return self.duration + self.clients // per_second
 
     def args(self, endpoint: Endpoint) -> list[str]:
         cmd = ["pgbench", "-n", "-S", "-M", self.mode, "-T", str(self.seconds)]

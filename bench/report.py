@@ -36,6 +36,8 @@ WORKER_SYSTEMS = tuple(WORKER_SYSTEMS_SETUP)
 TITLES = {
     "select_simple": "`-S` simple protocol",
     "select_extended": "`-S -M extended`",
+    "select_simple_tls": "`-S` simple protocol, TLS",
+    "select_extended_tls": "`-S -M extended`, TLS",
     "select_prepared": "`-S -M prepared`",
     "select_connect": "`-S -C` (new connection per transaction)",
     "select_connect_iam": "`-S -C`, IAM auth token + TLS (Sluice as RDS Proxy)",
@@ -57,7 +59,10 @@ SAME_SHAPE = {
     ("mysql_connect", 32): ("select_connect", 32),
 }
 POINT_SELECT_TARGET = 0.9
+# the proxy's CPU per transaction: in all, then its user and system (kernel) parts
+CPU_KEYS = ("cpu_us_per_txn", "cpu_user_us_per_txn", "cpu_system_us_per_txn")
 _UNRECORDED = "unrecorded"
+TLS_WORKLOADS = ("select_simple_tls", "select_extended_tls")
 
 
 def engine_of(row: Row) -> str:
@@ -145,21 +150,28 @@ def _keys(rows: Sequence[Row], idle: bool) -> list[tuple[str, int]]:
 
 
 def _cell(row: Row | None, key: str, digits: int = 0) -> str:
+    """A row's figure; "—" when missing (a row measured before the field existed)."""
     if row is None:
         return "—"
-    if row.get("error") and key in ("tps", "cpu_us_per_txn"):
+    if row.get("error") and key in ("tps", *CPU_KEYS):
         return "failed" if key == "tps" else "—"
     return _fmt(row.get(key), digits)
+
+
+def _cpu_cells(row: Row | None) -> str:
+    """The CPU per transaction columns of one system: total, user, system."""
+    return " | ".join(_cell(row, key, 1) for key in CPU_KEYS)
 
 
 def throughput_table(rows: Sequence[Row]) -> list[str]:
     head = (
         "| Workload | Clients | direct tps | pgbouncer tps | sluice tps "
         "| sluice / pgbouncer | sluice / direct "
-        "| pgbouncer CPU µs/txn | sluice CPU µs/txn "
+        "| pgbouncer CPU µs/txn | pgbouncer user | pgbouncer sys "
+        "| sluice CPU µs/txn | sluice user | sluice sys "
         "| peak backends direct / pgbouncer / sluice |"
     )
-    lines = [head, "|" + "---|" * 10]
+    lines = [head, "|" + "---|" * 14]
     for workload, clients in _keys(rows, idle=False):
         by = {s: _find(rows, workload, clients, s) for s in SYSTEMS}
         tps = {s: None if r is None or r.get("error") else r["tps"] for s, r in by.items()}
@@ -169,10 +181,28 @@ def throughput_table(rows: Sequence[Row]) -> list[str]:
             f"| {_cell(by['direct'], 'tps')} | {_cell(by['pgbouncer'], 'tps')} "
             f"| {_cell(by['sluice'], 'tps')} "
             f"| {_ratio(tps['sluice'], tps['pgbouncer'])} | {_ratio(tps['sluice'], tps['direct'])} "
-            f"| {_cell(by['pgbouncer'], 'cpu_us_per_txn', 1)} "
-            f"| {_cell(by['sluice'], 'cpu_us_per_txn', 1)} | {peaks} |"
+            f"| {_cpu_cells(by['pgbouncer'])} | {_cpu_cells(by['sluice'])} | {peaks} |"
         )
     return lines
+
+
+def tls_lines(rows: Sequence[Row]) -> list[str]:
+    """What pg_stat_ssl showed of the TLS rows' backends (each row fails if one had none)."""
+    seen: list[str] = []
+    plaintext = 0
+    tls_rows = [r for r in rows if r["workload"] in TLS_WORKLOADS and engine_of(r) == "postgresql"]
+    for row in tls_rows:
+        plaintext = max(plaintext, row.get("peak_backends_plaintext") or 0)
+        for kind in str(row.get("backend_tls") or "").split(", "):
+            if kind and kind not in seen:
+                seen.append(kind)
+    if not tls_rows:
+        return []
+    return [
+        "TLS rows (TLS on both legs, see below): the bench role's backends during the runs "
+        f"used {', '.join(f'`{k}`' for k in seen) or 'nothing recorded'} (pg_stat_ssl); "
+        f"most backends seen at once without TLS: {plaintext}."
+    ]
 
 
 def iam_table(rows: Sequence[Row]) -> list[str]:
@@ -305,10 +335,11 @@ def pg_run_lines(meta: dict[str, Any], rows: list[Row], only_run: bool) -> list[
     lines = [_run_line(meta, rows, only_run)]
     if not meta:
         return lines
+    tls = ", per 40 in the TLS rows" if any(r["workload"] in TLS_WORKLOADS for r in rows) else ""
     return [
         *lines,
         f"- Duration per row: {_m(meta, 'duration')} s of `pgbench -T` (plus 1 s per 125 "
-        f"clients for their initial logins) after a {_m(meta, 'warmup')} s warm-up; pgbench "
+        f"clients for their initial logins{tls}) after a {_m(meta, 'warmup')} s warm-up; pgbench "
         f"with `-j {_m(meta, 'threads')}`, `-C` rows with `-j {_m(meta, 'connect_threads')}`",
         f"- Pool size: {_m(meta, 'pool_size')} server connections for both PgBouncer and Sluice",
         f"- Data: `pgbench -i -s {_m(meta, 'scale')}`; PostgreSQL max_connections = "
@@ -349,8 +380,9 @@ def machine_table(runs: Runs) -> list[str]:
 def mysql_table(rows: Sequence[Row]) -> list[str]:
     lines = [
         "| Workload | Clients | direct qps | sluice qps | sluice / direct "
-        "| sluice CPU µs/query | peak backends direct / sluice | sluice pool max |",
-        "|" + "---|" * 8,
+        "| sluice CPU µs/query | sluice user | sluice sys "
+        "| peak backends direct / sluice | sluice pool max |",
+        "|" + "---|" * 10,
     ]
     keys: list[tuple[str, int]] = []
     for row in rows:
@@ -366,7 +398,7 @@ def mysql_table(rows: Sequence[Row]) -> list[str]:
             f"| {TITLES.get(workload, workload)} | {clients:,} "
             f"| {_cell(by['direct'], 'tps')} | {_cell(sluice, 'tps')} "
             f"| {_ratio(qps['sluice'], qps['direct'])} "
-            f"| {_cell(sluice, 'cpu_us_per_txn', 1)} | {peaks} | {pool} |"
+            f"| {_cpu_cells(sluice)} | {peaks} | {pool} |"
         )
     return lines
 
@@ -530,7 +562,12 @@ def write_markdown(rows: Sequence[Row], runs: Runs, path: Path) -> None:
             "",
             *throughput_table(rows),
             "",
+            "CPU µs/txn is the proxy's user plus system time per transaction; the user and "
+            "sys columns split it (rows measured before the split was recorded show —).",
+            "",
         ]
+        if any(r["workload"] in TLS_WORKLOADS for r in pg_rows):
+            lines += [*tls_lines(rows), ""]
         if any(r["workload"] == "select_connect_iam" for r in pg_rows):
             lines += ["### IAM authentication, new connection per transaction", "",
                       *IAM_TEXT, "", *iam_table(rows), ""]  # fmt: skip
@@ -661,7 +698,10 @@ METHOD = [
     "read before and after the pgbench run, divided by pgbench's transaction count. "
     "It includes the clients' logins (1000 of them in the many-client rows, one per "
     "transaction with `-C`). The kernel counts CPU in 10 ms ticks, so a reading of "
-    "under a second (short `--quick` rows, `-C` rows) is only roughly right.",
+    "under a second (short `--quick` rows, `-C` rows) is only roughly right. The **user** "
+    "and **sys** columns split it into utime (the proxy's own code, and OpenSSL's "
+    "encryption in the TLS rows) and stime (the kernel working for it: socket reads and "
+    "writes, epoll, scheduling), each per transaction; the total is their sum.",
     "- **peak backends**: the bench role's client backends in `pg_stat_activity`, "
     "sampled every 100 ms during the run; a spike shorter than 100 ms can be missed.",
     "- **Proxy memory per idle client**: VmRSS of the proxy after all idle clients "
@@ -671,9 +711,28 @@ METHOD = [
     "and the sockets' kernel buffers are not in it for either proxy. A sample of "
     "50 idle clients then runs `SELECT 1` to check they were usable.",
     "- Every system is started fresh for every row (same pool size, transaction "
-    "pooling, SCRAM for clients, TLS off everywhere but in the IAM row); rows run workload "
+    "pooling, SCRAM for clients, TLS off everywhere but in the TLS rows and the IAM row: "
+    "PostgreSQL `ssl = off`, pgbench `PGSSLMODE=disable`, PgBouncer "
+    "`client_tls_sslmode` and `server_tls_sslmode = disable`, Sluice's target "
+    '`tls = "disable"`); rows run workload '
     "by workload with the three systems back to back, so slow drifts of the machine hit "
     "all three.",
+    "- **TLS rows** (`, TLS`): TLS on both legs, required by both ends of each. The run "
+    "makes one self-signed certificate (ECDSA P-256, for `localhost` and 127.0.0.1, made "
+    "with `cryptography` as Sluice makes its own when none is configured), and PostgreSQL "
+    "serves it with `ssl = on` for these rows only (`ALTER SYSTEM` and a reload before the "
+    "first of them, `ssl = off` again before any other row). pgbench runs with "
+    "`PGSSLMODE=require` (encrypted, the certificate not verified) against every system. "
+    "Direct: pgbench to PostgreSQL. PgBouncer: `client_tls_sslmode = require` with the "
+    "certificate as `client_tls_cert_file` / `client_tls_key_file`, and "
+    "`server_tls_sslmode = require` to PostgreSQL. Sluice: `require_tls = true` with the "
+    "certificate as `tls_cert_file` / `tls_key_file`, and the target's "
+    '`tls = "require"`. Neither proxy verifies PostgreSQL\'s certificate (`require`, as '
+    "libpq means it). The TLS version and cipher are each side's OpenSSL defaults; what "
+    "the backends used is read from `pg_stat_ssl` with every 100 ms backend sample, and "
+    "a row in which a bench backend without TLS is seen fails. With TLS, the handshakes "
+    "are part of the logins: one per client for every system, plus one per server "
+    "connection the proxy opens (its pool).",
     "- **IAM row**: a fresh `sluice server` per row; with boto3 against it, the bench's "
     "PostgreSQL is adopted as a DB instance and a DB proxy is made as on AWS (a secret with "
     "the bench role's password, a role allowed to read it, `IAMAuth: REQUIRED`, "
@@ -702,6 +761,11 @@ CAVEATS = [
     "a TLS handshake instead of a PBKDF2 per connection, so the tps ratio is not the "
     "proxy's alone; the CPU ratio is (the proxy's TLS handshake and token check against "
     "its SCRAM exchange).",
+    "- The TLS rows add the client's TLS work to pgbench and the server's to PostgreSQL "
+    "as well as the proxy's: on these shared cores, their tps falls for all three systems, "
+    "not for the proxies alone. Direct has one TLS connection per client to PostgreSQL; "
+    "a proxy has one per client to itself and one per pooled server connection, so it "
+    "encrypts every message twice, and PostgreSQL decrypts as many.",
     "- PgBouncer before 1.21 cannot carry protocol-level prepared statements in "
     "transaction pooling, so its `-M prepared` row fails by design on such versions.",
     "- Idle memory is an RSS difference, see above; Python's allocator keeps freed "
@@ -723,8 +787,9 @@ MYSQL_METHOD = [
     "every client's connect, `SELECT 1` and disconnect). A sysbench or slap exit status "
     "other than 0 makes the row failed.",
     "- **MySQL CPU µs/query**: as for PostgreSQL, the proxy's utime+stime over the "
-    "measured run divided by the queries run, logins included (1000 sysbench threads "
-    "logging in and preparing in the many-thread row, one login per query with slap).",
+    "measured run divided by the queries run (and split into user and sys), logins "
+    "included (1000 sysbench threads logging in and preparing in the many-thread row, "
+    "one login per query with slap).",
     "- **MySQL peak backends**: the bench user's connections in "
     "`information_schema.PROCESSLIST`, sampled every 100 ms over one kept root connection "
     "on the unix socket.",

@@ -11,7 +11,11 @@ and through Sluice's MySQL proxy. One PostgreSQL row runs `-S -C` through a
 proxy that `sluice server` builds as an AWS RDS Proxy would be built, with an
 IAM auth token over TLS as the password (bench.iam). The `select_workers` rows run `-S`
 through Sluice pinned to one CPU with `workers = 1`, then to two CPUs with `workers = 2`
-(report.WORKER_SYSTEMS_SETUP). A database server starts only when a row of
+(report.WORKER_SYSTEMS_SETUP). The `_tls` rows run `-S` and `-S -M extended` with TLS
+required on both legs of every system, pgbench to the proxy and the proxy to PostgreSQL
+(bench.systems); the bench PostgreSQL has `ssl = on` for those rows only, and the
+pg_stat_ssl of the backends seen during the run must show TLS on all of them, or the row
+fails. A database server starts only when a row of
 its engine is to run (`--only mysql_point_select` starts no PostgreSQL). The function rows
 start no database: they time `lambda.invoke` of a trivial function on a `sluice server` of
 their own, cold (a new execution environment for every call) and warm (bench.functions).
@@ -55,7 +59,13 @@ from bench.mysqlload import (
     size_slap,
 )
 from bench.pgbench import PgbenchRun, run_pgbench
-from bench.procinfo import cpu_seconds, ephemeral_ports, machine_info, raise_nofile_limit
+from bench.procinfo import (
+    cpu_seconds,
+    cpu_times,
+    ephemeral_ports,
+    machine_info,
+    raise_nofile_limit,
+)
 from bench.relayloop import build_kind
 from bench.systems import (
     BenchDatabase,
@@ -86,11 +96,14 @@ class Workload:
     systems: tuple[str, ...] = report.SYSTEMS
     engine: str = PG
     auth: str = "password"  # "iam": an RDS Proxy of `sluice server`, IAM token over TLS
+    tls: bool = False  # TLS required on both legs: client to proxy, proxy to PostgreSQL
 
 
 WORKLOADS = (
     Workload("select_simple", (32, 1000)),
     Workload("select_extended", (32, 1000), mode="extended"),
+    Workload("select_simple_tls", (32, 1000), tls=True),
+    Workload("select_extended_tls", (32, 1000), mode="extended", tls=True),
     Workload("select_prepared", (32,), mode="prepared"),
     Workload("select_connect", (32,), connect_each=True),
     Workload("select_connect_iam", (32,), connect_each=True, systems=("sluice",), auth="iam"),
@@ -215,11 +228,14 @@ class Bench:
         if self.pg is not None:
             self.pg.start()
             max_clients = self.args.idle_clients + 1000
-            self.systems[PG, "direct"] = DirectSystem(self.pg)
-            self.systems[PG, "pgbouncer"] = PgBouncerSystem(
-                self.pg, self.workdir, pool, max_clients
-            )
-            self.systems[PG, "sluice"] = SluiceSystem(self.pg, self.workdir, pool, max_clients)
+            for tls, suffix in ((False, ""), (True, "+tls")):
+                self.systems[PG, "direct" + suffix] = DirectSystem(self.pg, tls)
+                self.systems[PG, "pgbouncer" + suffix] = PgBouncerSystem(
+                    self.pg, self.workdir, pool, max_clients, tls
+                )
+                self.systems[PG, "sluice" + suffix] = SluiceSystem(
+                    self.pg, self.workdir, pool, max_clients, tls=tls
+                )
             self.systems[PG, "sluice+iam"] = IamProxySystem(self.pg, self.workdir)
             for name, (workers, cpus) in report.WORKER_SYSTEMS_SETUP.items():
                 self.systems[PG, name] = SluiceSystem(
@@ -264,6 +280,8 @@ class Bench:
             system = self.system_for(workload, name)
             row = new_row(workload, name, clients, run_id)
             try:
+                if self.pg is not None and workload.engine in (PG, BOTH):
+                    self.pg.set_ssl(workload.tls)  # on for the TLS rows only
                 if workload.name == "idle_clients":
                     self.measure_idle(system, row)
                 elif workload.name == "under_attack":
@@ -287,8 +305,11 @@ class Bench:
             )
 
     def system_for(self, workload: Workload, name: str) -> System:
-        """The system measuring `name` in this workload (the IAM rows' Sluice is another)."""
+        """The system measuring `name` in this workload (the IAM rows' Sluice is another,
+        and so are the TLS rows' systems)."""
         key = name if workload.auth == "password" else f"{name}+{workload.auth}"
+        if workload.tls:
+            key += "+tls"
         return self.systems[workload.engine, key]
 
     def finish_row(self, system: System, engine: str, row: report.Row) -> None:
@@ -316,14 +337,16 @@ class Bench:
             args.duration,
             workload.connect_each,
             args.connect_threads,
+            workload.tls,
         )
         endpoint = system.start()
         if args.warmup > 0:
             clients = min(row["clients"], args.pool_size)
             warm = dataclasses.replace(run, clients=clients, duration=args.warmup)
             run_pgbench(warm, endpoint, self.pg.password)  # failures show in the real run
-        cpu_before = None if endpoint.pid is None else cpu_seconds(endpoint.pid)
-        with BackendPoller(self.counter(PG)) as poller:
+        cpu_before = None if endpoint.pid is None else cpu_times(endpoint.pid)
+        counter = PgBackendCounter(self.pg.admin_conninfo())
+        with BackendPoller(counter) as poller:
             result = run_pgbench(run, endpoint, self.pg.password)
         row.update(
             tps=result.tps,
@@ -335,8 +358,17 @@ class Bench:
             peak_backend_connections=poller.peak,
         )
         record_cpu(row, endpoint, cpu_before, result.transactions)
+        if workload.tls:
+            row.update(
+                endpoint_sslmode=endpoint.sslmode,
+                peak_backends_tls=counter.tls_peak,
+                peak_backends_plaintext=counter.plaintext_peak,
+                backend_tls=", ".join(sorted(counter.tls_kinds)) or None,
+            )
         if result.error:
             row["error"] = result.error
+        elif workload.tls:
+            row["error"] = tls_failure(endpoint, counter, poller.samples)
         if poller.error:
             row["poller_error"] = poller.error
 
@@ -352,7 +384,7 @@ class Bench:
                 run, threads=min(row["clients"], args.pool_size), duration=args.warmup
             )
             run_sysbench(warm, endpoint, self.mysql.password)  # failures show in the real run
-        cpu_before = None if endpoint.pid is None else cpu_seconds(endpoint.pid)
+        cpu_before = None if endpoint.pid is None else cpu_times(endpoint.pid)
         with BackendPoller(self.counter(MYSQL)) as poller:
             result = run_sysbench(run, endpoint, self.mysql.password)
         row.update(
@@ -368,7 +400,7 @@ class Bench:
         endpoint = system.start()
         password = self.mysql.password
         run = size_slap(row["clients"], self.args.duration, endpoint, password)  # also warms up
-        cpu_before = None if endpoint.pid is None else cpu_seconds(endpoint.pid)
+        cpu_before = None if endpoint.pid is None else cpu_times(endpoint.pid)
         with BackendPoller(self.counter(MYSQL)) as poller:
             result = run_slap(run, endpoint, password, expected=self.args.duration)
         row["slap_queries_per_client"] = run.per_client
@@ -378,7 +410,7 @@ class Bench:
         self,
         row: report.Row,
         endpoint: Endpoint,
-        cpu_before: float | None,
+        cpu_before: tuple[float, float] | None,
         result: LoadResult,
         poller: BackendPoller,
     ) -> None:
@@ -466,15 +498,44 @@ def plan(args: argparse.Namespace) -> list[tuple[Workload, int, str]]:
 
 
 def record_cpu(
-    row: report.Row, endpoint: Endpoint, cpu_before: float | None, count: int | None
+    row: report.Row,
+    endpoint: Endpoint,
+    cpu_before: tuple[float, float] | None,
+    count: int | None,
 ) -> None:
-    """The proxy's CPU over the measured run, in all and per transaction or query."""
+    """The proxy's CPU over the measured run, in all and per transaction or query, and
+    split into user and system (kernel) time."""
     if endpoint.pid is None or cpu_before is None:
         return
-    used = cpu_seconds(endpoint.pid) - cpu_before
-    row["proxy_cpu_seconds"] = round(used, 2)
+    user, system = (after - before for after, before in
+                    zip(cpu_times(endpoint.pid), cpu_before, strict=True))  # fmt: skip
+    used = user + system
+    row.update(
+        proxy_cpu_seconds=round(used, 2),
+        proxy_cpu_user_seconds=round(user, 2),
+        proxy_cpu_system_seconds=round(system, 2),
+    )
     if count:
-        row["cpu_us_per_txn"] = round(used * 1e6 / count, 2)
+        row.update(
+            cpu_us_per_txn=round(used * 1e6 / count, 2),
+            cpu_user_us_per_txn=round(user * 1e6 / count, 2),
+            cpu_system_us_per_txn=round(system * 1e6 / count, 2),
+        )
+
+
+def tls_failure(endpoint: Endpoint, counter: PgBackendCounter, samples: int) -> str | None:
+    """Why a TLS row did not run with TLS on both legs, or None when it did.
+
+    The client leg is TLS when pgbench ran with `PGSSLMODE=require` (libpq then refuses
+    a server without TLS); the database leg when every backend the poller saw used TLS.
+    """
+    if endpoint.sslmode != "require":
+        return f"TLS row but pgbench ran with PGSSLMODE={endpoint.sslmode}"
+    if counter.plaintext_peak:
+        return f"up to {counter.plaintext_peak} backends without TLS (pg_stat_ssl)"
+    if samples and not counter.tls_peak:
+        return "no backend with TLS seen (pg_stat_ssl)"
+    return None
 
 
 def new_row(workload: Workload, system: str, clients: int, run_id: str) -> report.Row:
@@ -495,6 +556,8 @@ def new_row(workload: Workload, system: str, clients: int, run_id: str) -> repor
         "error": None,
         "run": run_id,
     }
+    if workload.engine == PG and load and workload.auth == "password":
+        row["tls"] = workload.tls  # on both legs or on neither (the IAM row: client_auth)
     if system != "direct" and workload.auth == "password":
         row["pool_max_connections"] = None  # set by main() from --pool-size
     return row
@@ -514,10 +577,20 @@ def progress(row: report.Row) -> str:
             f"{row.get('invokes')} invokes, p50 {row.get('latency_p50_ms')} ms, "
             f"p99 {row.get('latency_p99_ms')} ms"
         )
-    elif row.get("engine") == MYSQL:
-        body = f"qps {row['tps']}, cpu µs/query {row['cpu_us_per_txn']}"
     else:
-        body = f"tps {row['tps']}, cpu µs/txn {row['cpu_us_per_txn']}"
+        mysql = row.get("engine") == MYSQL
+        body = (
+            f"qps {row['tps']}, cpu µs/query {row['cpu_us_per_txn']}"
+            if mysql
+            else f"tps {row['tps']}, cpu µs/txn {row['cpu_us_per_txn']}"
+        )
+        if row.get("cpu_user_us_per_txn") is not None:
+            body += f" (user {row['cpu_user_us_per_txn']}, sys {row['cpu_system_us_per_txn']})"
+        if row.get("tls"):
+            body += (
+                f", backends with TLS {row.get('peak_backends_tls')} without "
+                f"{row.get('peak_backends_plaintext')} ({row.get('backend_tls')})"
+            )
     if row.get("engine") != FUNCTIONS:
         body += f", peak backends {row['peak_backend_connections']}"
     if row.get("error"):

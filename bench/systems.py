@@ -9,6 +9,13 @@ as root, so under euid 0 it runs as the `postgres` OS user; it inherits the
 harness's raised RLIMIT_NOFILE. Clients use SCRAM everywhere: PgBouncer gets
 the role's stored SCRAM secret in its userlist (as PostgreSQL keeps it), Sluice
 the password in its TOML (it derives and caches the verifier).
+
+TLS: the run makes one self-signed certificate (`BenchCertificate`). PostgreSQL
+has it configured from the start but `ssl = off`; `BenchDatabase.set_ssl` turns
+it on (ALTER SYSTEM and a reload) for the TLS rows only, so every other row runs
+against the server as it always did. A system built with `tls=True` then
+requires TLS on both of its legs: from pgbench (`PGSSLMODE=require`) and to
+PostgreSQL; without it, TLS is off on both.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from typing import Any, Protocol
 from sluice.dbserver.launcher import free_port
 from sluice.dbserver.postgres import PgCluster
 from sluice.devtools.runner import SluiceProcess
+from sluice.tls import ensure_self_signed
 
 BENCH_USER = "bench"
 BENCH_DB = "bench"
@@ -35,6 +43,7 @@ LOCALHOST = "127.0.0.1"
 _START_TIMEOUT = 30.0
 _STOP_TIMEOUT = 15.0
 _INIT_TIMEOUT = 600.0
+_RELOAD_TIMEOUT = 15.0
 
 # Durability is already off in PgCluster; these keep checkpoints and the
 # statistics collector out of the way and give the 1000-backend direct run room.
@@ -98,15 +107,46 @@ def tail(path: Path, lines: int = 20) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
+@dataclass(frozen=True)
+class BenchCertificate:
+    """The run's self-signed certificate (ECDSA P-256, for localhost and 127.0.0.1) and key.
+
+    Made once per run by `sluice.tls.ensure_self_signed`, as Sluice makes its own when
+    none is configured. Under euid 0 both files belong to the `postgres` OS user, as
+    PostgreSQL wants of its key (mode 0600, its owner) and as PgBouncer, running as that
+    user, needs to read them; Sluice runs as root and reads them anyway.
+    """
+
+    cert_file: Path
+    key_file: Path
+
+    @classmethod
+    def make(cls, workdir: Path) -> BenchCertificate:
+        cert, key = ensure_self_signed(workdir)  # workdir/tls/sluice.{crt,key}
+        if os.geteuid() == 0:
+            for path in (Path(cert).parent, Path(cert), Path(key)):
+                os.chown(path, *_postgres_ids())
+        return cls(Path(cert), Path(key))
+
+
 class BenchDatabase:
-    """PostgreSQL with pgbench's tables at a given scale, owned by role `bench`."""
+    """PostgreSQL with pgbench's tables at a given scale, owned by role `bench`.
+
+    The certificate is configured but TLS is off until `set_ssl(True)`.
+    """
 
     def __init__(self, workdir: Path, max_connections: int, scale: int) -> None:
         self.password = secrets.token_urlsafe(18)
         self.scale = scale
-        self.cluster = PgCluster(
-            workdir / "pg", max_connections=max_connections, settings=PG_SETTINGS
-        )
+        self.certificate = BenchCertificate.make(workdir)
+        settings = {
+            **PG_SETTINGS,
+            "ssl": "off",
+            "ssl_cert_file": str(self.certificate.cert_file),
+            "ssl_key_file": str(self.certificate.key_file),
+        }
+        self.cluster = PgCluster(workdir / "pg", max_connections=max_connections, settings=settings)
+        self.ssl = False
 
     def start(self) -> None:
         self.cluster.start()
@@ -122,6 +162,22 @@ class BenchDatabase:
         )
         if proc.returncode != 0:
             raise RuntimeError(f"pgbench -i failed:\n{proc.stderr.strip()}")
+
+    def set_ssl(self, on: bool) -> None:
+        """Turn TLS on or off for new connections (ALTER SYSTEM, reload) and wait until a
+        new backend sees it; nothing to do when it already is so."""
+        if on == self.ssl:
+            return
+        value = "on" if on else "off"
+        self.cluster.psql(f"ALTER SYSTEM SET ssl = {value}")
+        self.cluster.psql("SELECT pg_reload_conf()")
+        deadline = time.monotonic() + _RELOAD_TIMEOUT
+        while (seen := self.cluster.psql("SHOW ssl")) != value:
+            if time.monotonic() > deadline:
+                log = self.cluster.log_tail(5)
+                raise RuntimeError(f"PostgreSQL ssl is still {seen}, not {value}:\n{log}")
+            time.sleep(0.05)
+        self.ssl = on
 
     def scram_secret(self) -> str:
         """The role's stored SCRAM-SHA-256 secret (what PgBouncer's userlist may hold)."""
@@ -151,11 +207,12 @@ class DirectSystem:
 
     name = "direct"
 
-    def __init__(self, db: BenchDatabase) -> None:
-        self.db = db
+    def __init__(self, db: BenchDatabase, tls: bool = False) -> None:
+        self.db, self.tls = db, tls
 
     def start(self) -> Endpoint:
-        return Endpoint(self.db.cluster.host, self.db.cluster.port, None)
+        sslmode = "require" if self.tls else "disable"
+        return Endpoint(self.db.cluster.host, self.db.cluster.port, None, sslmode=sslmode)
 
     def stop(self) -> None:
         pass
@@ -165,16 +222,35 @@ class DirectSystem:
 
 
 class PgBouncerSystem:
-    """PgBouncer in transaction pooling mode, one fresh process per row."""
+    """PgBouncer in transaction pooling mode, one fresh process per row.
+
+    With `tls`, clients must use TLS (`client_tls_sslmode = require`, the run's
+    certificate) and so must its server connections (`server_tls_sslmode = require`);
+    without, TLS is off on both sides.
+    """
 
     name = "pgbouncer"
 
-    def __init__(self, db: BenchDatabase, workdir: Path, pool_size: int, max_clients: int) -> None:
+    def __init__(
+        self, db: BenchDatabase, workdir: Path, pool_size: int, max_clients: int, tls: bool = False
+    ) -> None:
         self.db, self.workdir = db, workdir
         self.pool_size, self.max_clients = pool_size, max_clients
+        self.tls = tls
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = workdir / "pgbouncer.log"
         self.runs = 0
+        self.rundir_prefix = "pgbouncer-tls" if tls else "pgbouncer"
+
+    def _tls_lines(self) -> str:
+        if not self.tls:
+            return "client_tls_sslmode = disable\nserver_tls_sslmode = disable\n"
+        cert = self.db.certificate
+        return (
+            "client_tls_sslmode = require\n"
+            f"client_tls_cert_file = {cert.cert_file}\nclient_tls_key_file = {cert.key_file}\n"
+            "server_tls_sslmode = require\n"
+        )
 
     def _config(self, rundir: Path, port: int) -> Path:
         userlist = rundir / "userlist.txt"
@@ -192,13 +268,14 @@ class PgBouncerSystem:
             f"max_client_conn = {self.max_clients}\nlisten_backlog = 4096\n"
             "log_connections = 0\nlog_disconnections = 0\n"
             "ignore_startup_parameters = extra_float_digits\n"
+            f"{self._tls_lines()}"
             f"pidfile = {rundir / 'pgbouncer.pid'}\n"
         )
         return ini
 
     def start(self) -> Endpoint:
         self.runs += 1
-        rundir = self.workdir / f"pgbouncer-{self.runs}"
+        rundir = self.workdir / f"{self.rundir_prefix}-{self.runs}"
         rundir.mkdir(parents=True)
         port = free_port()
         ini = self._config(rundir, port)
@@ -219,7 +296,8 @@ class PgBouncerSystem:
                 start_new_session=True,
             )
         wait_listening(port, self.proc, "pgbouncer", self.log)
-        return Endpoint(LOCALHOST, port, self.proc.pid)
+        sslmode = "require" if self.tls else "disable"
+        return Endpoint(LOCALHOST, port, self.proc.pid, sslmode=sslmode)
 
     def stop(self) -> None:
         stop_process(self.proc)
@@ -242,11 +320,15 @@ class SluiceProxySystem:
         max_clients: int,
         workers: int = 1,
         cpus: frozenset[int] | None = None,
+        tls: bool = False,
     ) -> None:
         self.workdir, self.pool_size = workdir, pool_size
         self.workers, self.cpus = workers, cpus  # worker processes, and the CPUs they may use
+        self.tls = tls  # TLS required from clients and to the database
         if cpus is not None:  # a folder of its own beside the unpinned system's
             self.rundir_prefix += f"-{workers}w-cpu" + "_".join(map(str, sorted(cpus)))
+        if tls:
+            self.rundir_prefix += "-tls"
         self.proc: SluiceProcess | None = None
         self.runs = 0
         # as PgBouncer's max_client_conn: the caps on clients are not what a row measures
@@ -275,7 +357,8 @@ class SluiceProxySystem:
         except BaseException:
             self.stop()
             raise
-        return Endpoint(LOCALHOST, port, self.proc.pid)
+        sslmode = "require" if self.tls else "disable"
+        return Endpoint(LOCALHOST, port, self.proc.pid, sslmode=sslmode)
 
     def _wait_workers(self, deadline: float) -> None:
         """Until every worker listens (the port opens with the first): each opens its peer
@@ -297,7 +380,11 @@ class SluiceProxySystem:
 
 
 class SluiceSystem(SluiceProxySystem):
-    """Sluice in front of PostgreSQL with the same pool size as PgBouncer."""
+    """Sluice in front of PostgreSQL with the same pool size as PgBouncer.
+
+    With `tls`: `require_tls` with the run's certificate for clients, `tls = "require"`
+    to the database; without, TLS is off on both sides (the target's default).
+    """
 
     def __init__(
         self,
@@ -307,15 +394,27 @@ class SluiceSystem(SluiceProxySystem):
         max_clients: int,
         workers: int = 1,
         cpus: frozenset[int] | None = None,
+        tls: bool = False,
     ) -> None:
-        super().__init__(workdir, pool_size, max_clients, workers, cpus)
+        super().__init__(workdir, pool_size, max_clients, workers, cpus, tls)
         self.db = db
 
     def proxy_config(self, port: int) -> dict[str, Any]:
+        target: dict[str, Any] = {"host": self.db.cluster.host, "port": self.db.cluster.port}
+        tls: dict[str, Any] = {}
+        if self.tls:
+            target["tls"] = "require"
+            cert = self.db.certificate
+            tls = {
+                "require_tls": True,
+                "tls_cert_file": str(cert.cert_file),
+                "tls_key_file": str(cert.key_file),
+            }
         return {
             "name": "bench",
             "listen": f"{LOCALHOST}:{port}",
-            "target": {"host": self.db.cluster.host, "port": self.db.cluster.port},
+            **tls,
+            "target": target,
             "pool": {
                 "mode": "transaction",
                 "max_connections": self.pool_size,
