@@ -21,6 +21,7 @@ from sluice.wire.pg.sql import (
     Effect,
     classify,
     classify_bytes,
+    classify_statement,
     fold_identifier,
     savepoint_changes,
     split_statements,
@@ -628,7 +629,7 @@ _FRAGMENTS = (
     "s .f(1)", "s . lower(1)", "f\x85(1)", "lower\xa0(1)", "f--\n(1)", "f/**/(1)",
     '"f"(1)', "= default", "\xe9(1)", "e'x'(1)", "x'1' (1)", "$$x$$(1)",
 )  # fmt: skip
-_BLANKS = ("", " ", "  ", "\n", "\t", "\x0c", "\x85")
+_BLANKS = ("", " ", "  ", "\n", "\t", "\x0c", "\x85", "\x0b", "\r", "\xa0")
 
 
 @settings(max_examples=examples(3000), deadline=None, database=None)
@@ -643,6 +644,28 @@ def test_byte_precheck_agrees_on_generated_statements(sql: str) -> None:
     """The fast answers of the pre-check are the full classification's, whatever the text;
     the compiled build's loops find what the interpreted one's regular expressions do."""
     assert classify_bytes(sql.encode("latin-1")) == classify(sql)
+    for _ in range(2):  # the first time classified, then from the statement cache
+        assert classify_statement(sql.encode("latin-1")) == classify(sql)
     low = sql.encode("latin-1").lower()
     assert pg_sql._has_trigger(low) == (pg_sql._TRIGGER_BYTES.search(low) is not None)
     assert pg_sql._first_word(low) == pg_sql._first_word_re(low)
+    assert pg_sql._one_statement(low) == (59 not in low.rstrip(pg_sql._TRAILING))
+
+
+def test_statement_cache_keeps_effects_by_text_and_stays_bounded() -> None:
+    """A Parse text seen before is not classified again; the cache holds at most
+    `_STATEMENTS_MAX` texts (the oldest go first) and no text longer than `_CACHE_MAX_LEN`."""
+    pg_sql._STATEMENTS.clear()
+    text = b"SELECT abalance FROM pgbench_accounts WHERE aid = $1"
+    effect = classify_statement(text)
+    assert effect is NO_EFFECT
+    assert list(pg_sql._STATEMENTS.items()) == [(text, effect)]
+    set_effect = classify_statement(b"SET search_path = a")
+    assert set_effect.changes and classify_statement(b"SET search_path = a") is set_effect
+    for n in range(pg_sql._STATEMENTS_MAX + 10):
+        classify_statement(b"SELECT %d" % n)
+    assert len(pg_sql._STATEMENTS) == pg_sql._STATEMENTS_MAX
+    assert text not in pg_sql._STATEMENTS and b"SELECT 10" in pg_sql._STATEMENTS
+    long_text = b"SELECT " + b"1, " * pg_sql._CACHE_MAX_LEN + b"1"
+    assert classify_statement(long_text) is NO_EFFECT
+    assert long_text not in pg_sql._STATEMENTS

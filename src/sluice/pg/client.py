@@ -51,6 +51,7 @@ from sluice.wire.pg.sql import (
     ChangeKind,
     Effect,
     classify_bytes,
+    classify_statement,
     savepoint_changes,
     split_statements,
 )
@@ -399,7 +400,7 @@ class ClientSession(FrontendSession[PgHost, "PgPool", "ServerConn", bytes]):
 
     def note_sql(self, sql: bytes, tracker: r.ResponseTracker) -> Effect:
         """`_note_sql` for the text of a Parse; its effect."""
-        effect = classify_bytes(sql)
+        effect = classify_statement(sql)
         self._note_effect(effect, sql, tracker)
         return effect
 

@@ -155,9 +155,8 @@ class ClientStatements:
     def parse(
         self, msg: bytes, server: ServerConn, out: list[bytes], client: StatementClient
     ) -> None:
-        body = memoryview(msg)[5:].tobytes()
-        name, pos = read_cstr(body, 0)
-        rest = body[pos:]
+        name, pos = read_cstr(msg, 5)
+        rest = msg[pos:]
         end = rest.find(b"\x00")
         effect = client.note_sql(rest[:end] if end >= 0 else rest, server.tracker)
         tracker = server.tracker

@@ -139,14 +139,16 @@ class BackendConn(PooledConnection, Generic[ClientT, TrackerT]):
         self.state = new
 
     def attach(self, client: ClientT) -> None:
-        self._set_state(_ACTIVE)
+        if self.state is not _IDLE:  # (the one state that may become active: no lookup)
+            self._set_state(_ACTIVE)
+        self.state = _ACTIVE
         self.client = client
 
     def detach(self) -> None:
         self.resume_reading()  # never go back to the pool deaf
         self.client = None
         if self.state is _ACTIVE:
-            self._set_state(_IDLE)
+            self.state = _IDLE  # (always allowed)
 
     def close(self, reason: str) -> None:
         """Close the connection and say why (the reason is logged, never a secret)."""

@@ -48,7 +48,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable
-from typing import Final
+from typing import Any, Final
 
 from sluice.errors import ProtocolError
 from sluice.wire.pg.messages import CLOSE_COMPLETE, PARSE_COMPLETE, parse_error_fields
@@ -164,6 +164,19 @@ _ENDS_SESSION: Final = frozenset(("FATAL", "PANIC"))
 _STALE_PLAN: Final = "0A000"  # cached plan must not change result type (and other refusals)
 
 
+def _taken(items: list[Any], head: int) -> int:
+    """The head of `items`, a queue read by index from `head`, once one is taken: the list
+    is emptied when all are taken, and cut when a long pipeline has taken half of it."""
+    head += 1
+    if head == len(items):
+        items.clear()
+        return 0
+    if head >= _COMPACT_AT and head * 2 >= len(items):
+        del items[:head]
+        return 0
+    return head
+
+
 class ResponseTracker:
     """Outstanding requests of one backend connection and the routing of its replies."""
 
@@ -171,6 +184,8 @@ class ResponseTracker:
         "_ending_rollback",
         "_head",
         "_hidden",
+        "_names",
+        "_names_head",
         "_partial",
         "_queue",
         "_request_failed",
@@ -182,7 +197,6 @@ class ResponseTracker:
         "errors",
         "fatal",
         "max_size",
-        "parse_names",
         "prepared",
         "replay_error",
         "rolled_back",
@@ -198,8 +212,10 @@ class ResponseTracker:
         # reads it as a C array; popped entries are dropped when it empties or grows long)
         self._queue: list[int] = []
         self._head = 0
-        # server names of PARSE, PARSE_SKIP and CLOSE_SKIP requests, in order
-        self.parse_names: deque[bytes] = deque()
+        # server names of PARSE, PARSE_SKIP and CLOSE_SKIP requests, in order, from
+        # `_names_head` on (read by index as `_queue` is)
+        self._names: list[bytes] = []
+        self._names_head = 0
         # statements this connection has (LRU order) -> the schema generation they were
         # prepared in (`sluice.pg.statements.StatementNames.generation`)
         self.prepared: dict[bytes, int] = {}
@@ -236,6 +252,12 @@ class ResponseTracker:
         return self._queue[self._head :]
 
     @property
+    def parse_names(self) -> list[bytes]:
+        """The server names of the outstanding PARSE, PARSE_SKIP and CLOSE_SKIP requests,
+        oldest first (a copy)."""
+        return self._names[self._names_head :]
+
+    @property
     def outstanding(self) -> int:
         """Requests sent and not yet answered in full."""
         return len(self._queue) - self._head
@@ -256,12 +278,12 @@ class ResponseTracker:
             self.prepared.pop(server_name, None)  # discarded: the server never makes it
             return
         self.push(kind)
-        self.parse_names.append(server_name)
+        self._names.append(server_name)
 
     def push_close(self, server_name: bytes) -> None:
         """An injected Close of `server_name` (CLOSE_SKIP); never while `awaiting_sync`."""
         self.push(CLOSE_SKIP)
-        self.parse_names.append(server_name)
+        self._names.append(server_name)
         del self.prepared[server_name]
 
     def push_restoring(self, kind: int, names: frozenset[bytes]) -> None:
@@ -307,21 +329,12 @@ class ResponseTracker:
         return out
 
     def _pop(self) -> int:
-        queue = self._queue
-        head = self._head
-        kind = queue[head]
-        head += 1
-        if head == len(queue):
-            queue.clear()
-            head = 0
-        elif head >= _COMPACT_AT and head * 2 >= len(queue):  # a long pipeline
-            del queue[:head]
-            head = 0
-        self._head = head
+        kind = self._queue[self._head]
+        self._head = _taken(self._queue, self._head)
         if _REQUEST[kind] & _Q_SPECIAL:
             self.specials -= 1
         if kind == PARSE or kind == PARSE_SKIP or kind == CLOSE_SKIP:
-            self.parse_names.popleft()
+            self._names_head = _taken(self._names, self._names_head)
         return kind
 
     # ---- replies ----
@@ -492,11 +505,13 @@ class ResponseTracker:
         while self._head < len(queue) and not _REQUEST[queue[self._head]] & _Q_SYNC:
             kind = queue[self._head]
             if kind == PARSE or kind == PARSE_SKIP:
-                if self.parse_names[0] not in kept:
-                    self.prepared.pop(self.parse_names[0], None)  # the server never made it
+                name = self._names[self._names_head]
+                if name not in kept:
+                    self.prepared.pop(name, None)  # the server never made it
             elif kind == CLOSE_SKIP:  # the server skipped it: the statement is still there
-                kept.add(self.parse_names[0])
-                self.prepared[self.parse_names[0]] = -1  # to be closed before any use
+                name = self._names[self._names_head]
+                kept.add(name)
+                self.prepared[name] = -1  # to be closed before any use
             self._pop()
         if self._head == len(queue):
             self.awaiting_sync = True  # the client has not sent the Sync yet

@@ -92,16 +92,21 @@ def _entered_at(word: bytes, at: int) -> bytes:
 _TRIGGER_BYTES: Final = re.compile(b"|".join(_entered_at(word, at) for word, at in _TRIGGERS))
 _FIRST_WORD: Final = re.compile(rb"\s*([a-z0-9_$.]*)")
 # Byte classes, as bits of a table: white space (to bytes.strip() and to str.strip()
-# after a latin-1 decoding), [a-z0-9_], name bytes [a-z0-9_$.], and [a-z_].
+# after a latin-1 decoding), [a-z0-9_], name bytes [a-z0-9_$.], [a-z_], what bytes.strip()
+# strips, and `_TRAILING`.
 _IS_SPACE: Final = 1
 _IS_WORD: Final = 2
 _IS_NAME: Final = 4
 _STARTS_NAME: Final = 8
+_IS_BLANK: Final = 16  # what bytes.strip() strips: b" \t\n\r\x0b\x0c"
+_IS_TRAILING: Final = 32  # _TRAILING
 _CLASSES: Final = bytes(
     (_IS_SPACE if chr(byte).isspace() else 0)
     | (_IS_WORD | _IS_NAME if chr(byte) in "abcdefghijklmnopqrstuvwxyz0123456789_" else 0)
     | (_IS_NAME if chr(byte) in "$." else 0)
     | (_STARTS_NAME if chr(byte) in "abcdefghijklmnopqrstuvwxyz_" else 0)
+    | (_IS_BLANK if bytes((byte,)) in b" \t\n\r\x0b\x0c" else 0)
+    | (_IS_TRAILING if bytes((byte,)) in b"; \t\r\n" else 0)
     for byte in range(256)
 )
 _TRAILING: Final = b"; \t\r\n"
@@ -184,6 +189,8 @@ _PG_TEMP: Final = re.compile(r'"?pg_temp(?:_\d+)?"?(?:\.|$)')
 _SPECIAL: Final = re.compile(r"[;'\"$]|--|/\*")
 _DOLLAR_TAG: Final = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)?\$")
 _CACHE_MAX_LEN: Final = 2048  # longer texts (bulk INSERTs) are classified but not kept
+_STATEMENTS: Final[dict[bytes, Effect]] = {}  # classify_statement's, oldest first
+_STATEMENTS_MAX: Final = 1024
 _NAME_MAX: Final = 63  # NAMEDATALEN - 1: PostgreSQL cuts longer identifiers
 _ASCII_LOWER: Final = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
@@ -229,7 +236,7 @@ def classify_bytes(sql: bytes) -> Effect:
     """`classify` for the raw text of a Query or Parse; most reads and writes never get
     decoded (texts with literals inlined differ every time: no cache would help them)."""
     low = sql.lower()
-    if (_SEMICOLON not in low or _SEMICOLON not in low.rstrip(_TRAILING)) and not (
+    if (_SEMICOLON not in low or _one_statement(low)) and not (
         _has_trigger(low) if COMPILED else _TRIGGER_BYTES.search(low) is not None
     ):
         first = _first_word(low) if COMPILED else _first_word_re(low)
@@ -244,9 +251,28 @@ def classify_bytes(sql: bytes) -> Effect:
     return classify(sql.decode("latin-1"))
 
 
+def classify_statement(sql: bytes) -> Effect:
+    """`classify_bytes` for the text of a Parse. Clients send the same texts again and
+    again (the values travel in Bind), so their effects are kept by text: the most
+    recent `_STATEMENTS_MAX` texts of up to `_CACHE_MAX_LEN` bytes."""
+    effect = _STATEMENTS.get(sql)
+    if effect is None:
+        effect = classify_bytes(sql)
+        if len(sql) <= _CACHE_MAX_LEN:
+            if len(_STATEMENTS) >= _STATEMENTS_MAX:
+                del _STATEMENTS[next(iter(_STATEMENTS))]  # the oldest
+            _STATEMENTS[sql] = effect
+    return effect
+
+
 def _has_trigger(low: bytes) -> bool:
     """Whether one of `_TRIGGERS` occurs in `low` (what `_TRIGGER_BYTES` finds)."""
     return _ANCHORED.found_in(low)
+
+
+def _one_statement(low: bytes) -> bool:
+    """No semicolon in `low` but in the run of `_TRAILING` bytes that ends it."""
+    return _SEMICOLON not in low.rstrip(_TRAILING)
 
 
 def _may_default(low: bytes) -> bool:
@@ -257,11 +283,13 @@ def _may_default(low: bytes) -> bool:
 def _first_word(low: bytes) -> bytes:
     """The leading name after the leading white space (the first word `classify` sees,
     when it is a keyword)."""
-    start = low.lstrip()  # the same object when there is nothing to strip
-    end = 0
-    while end < len(start) and _CLASSES[start[end]] & _IS_NAME:
+    start = 0
+    while start < len(low) and _CLASSES[low[start]] & _IS_BLANK:
+        start += 1
+    end = start
+    while end < len(low) and _CLASSES[low[end]] & _IS_NAME:
         end += 1
-    return start[:end]
+    return low[start:end]
 
 
 def _first_word_re(low: bytes) -> bytes:
