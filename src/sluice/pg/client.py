@@ -37,8 +37,9 @@ from sluice.errors import (
 )
 from sluice.pg.guard import RECHECK, TEMP_SCHEMA, BorrowGuard
 from sluice.pg.handshake import LoginHost, LoginServices, handshake
+from sluice.pg.server import ReplySink
 from sluice.pg.settings import SessionSettings, replay_queries
-from sluice.pg.statements import ClientStatements
+from sluice.pg.statements import ClientStatements, SqlNoter
 from sluice.session.backend import as_protocol
 from sluice.session.frontend import FrontendSession, Refusal, SessionHost
 from sluice.session.states import ClientState
@@ -146,7 +147,7 @@ class PgHost(SessionHost, LoginHost, Protocol):
     ) -> None: ...
 
 
-class ClientSession(FrontendSession[PgHost, "PgPool", "ServerConn", bytes]):
+class ClientSession(FrontendSession[PgHost, "PgPool", "ServerConn", bytes], ReplySink, SqlNoter):
     """A client connection: handshake coroutine, then an event-driven relay.
 
     (`wait_timeout` stays 0: the server has no idle limit that a pooled client escapes.)"""

@@ -24,6 +24,8 @@ import logging
 import ssl
 from typing import ClassVar, Final, Protocol, cast
 
+from mypy_extensions import trait
+
 from sluice.errors import ServerError
 from sluice.pg.guard import QuickMemory
 from sluice.session.backend import BackendConn, BackendState, as_protocol
@@ -38,6 +40,19 @@ log: Final = logging.getLogger("sluice.server")
 # enum class (whose metaclass makes every attribute read a slower lookup).
 _CLOSED: Final = BackendState.CLOSED
 _IDLE: Final = BackendState.IDLE
+
+
+@trait
+class ReplySink:
+    """The calls a lent connection makes on its client for the server's replies. A mypyc
+    trait, which the client session derives from: compiled, a call through a table (a
+    call through a Protocol is a method lookup by name)."""
+
+    def transport_write(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def server_idle(self, server: ServerConn) -> None:
+        raise NotImplementedError
 
 
 class Borrower(ClientView, Protocol):
@@ -114,13 +129,14 @@ class ServerConn(BackendConn[Borrower, ResponseTracker]):
         client = self.client
         if client is not None:
             tracker = self.tracker
+            sink = cast(ReplySink, client)  # (every borrower is one)
             out = tracker.feed(data)
             if out:
-                client.transport_write(out)
+                sink.transport_write(out)
             if tracker.replay_error is not None:
                 client.replay_failed(self, tracker.replay_error)
             elif tracker.idle:
-                client.server_idle(self)
+                sink.server_idle(self)
             return
         if self.reader is not None:
             self.reader.feed(data)

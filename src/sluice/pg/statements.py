@@ -44,7 +44,9 @@ Settings are the other half of moving a client: see `sluice.pg.settings`.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Final, Protocol
+from typing import TYPE_CHECKING, Final, Protocol, cast
+
+from mypy_extensions import trait
 
 from sluice.session.empty import SharedEmptyDict
 from sluice.wire.pg import messages as m
@@ -56,6 +58,16 @@ if TYPE_CHECKING:
     from sluice.pg.guard import BorrowGuard
     from sluice.pg.server import ServerConn
     from sluice.pg.settings import SessionSettings
+
+
+@trait
+class SqlNoter:
+    """What a Parse asks of the client session (a mypyc trait it derives from, so that the
+    compiled build calls it through a table, not by name)."""
+
+    def note_sql(self, sql: bytes, tracker: r.ResponseTracker) -> Effect:
+        """Track what the SQL of a Parse does to the session; its effect."""
+        raise NotImplementedError
 
 
 class StatementClient(Protocol):
@@ -158,7 +170,8 @@ class ClientStatements:
         name, pos = read_cstr(msg, 5)
         rest = msg[pos:]
         end = rest.find(b"\x00")
-        effect = client.note_sql(rest[:end] if end >= 0 else rest, server.tracker)
+        sql = rest[:end] if end >= 0 else rest
+        effect = cast(SqlNoter, client).note_sql(sql, server.tracker)  # (every client is one)
         tracker = server.tracker
         if not name or self.max_prepared == 0:
             tracker.push_parse(r.PARSE, b"")
