@@ -41,6 +41,7 @@ from sluice.mysql.errors import MyError, err_packet, error_for_sqlstate
 from sluice.mysql.login import LoginHost, change_user_to, login
 from sluice.mysql.prepared import StatementRelay
 from sluice.mysql.results import ALL, SELECT_WITHOUT_TABLE, ClientResults, head_of, query_writes
+from sluice.mysql.server import ReplyRelay
 from sluice.mysql.statements import ClientStatements
 from sluice.session.frontend import FrontendSession, Refusal, SessionHost
 from sluice.session.services import Services
@@ -131,7 +132,9 @@ class MyHost(SessionHost, LoginHost, Protocol):
     def log_command(self, client: Session, payload: bytes) -> None: ...
 
 
-class MyClientSession(FrontendSession[MyHost, "MyPool", "MyServerConn", tuple[int, bytes]]):
+class MyClientSession(
+    FrontendSession[MyHost, "MyPool", "MyServerConn", tuple[int, bytes]], ReplyRelay
+):
     """A MySQL client connection: login coroutine, then an event-driven relay.
 
     (`database` is the schema the client last selected.)"""
@@ -177,7 +180,6 @@ class MyClientSession(FrontendSession[MyHost, "MyPool", "MyServerConn", tuple[in
         self._infile = False
         self._login_accept: list[bytes] = []  # the packets that end a successful login
         self.statements = ClientStatements()
-        self.relay = StatementRelay(self)
         self._resetting = False  # the client's COM_RESET_CONNECTION is in flight
         # The session as the client's own statements left it, whichever connection it holds:
         self.status = c.SERVER_STATUS_AUTOCOMMIT  # its status flags while it holds none
@@ -188,6 +190,7 @@ class MyClientSession(FrontendSession[MyHost, "MyPool", "MyServerConn", tuple[in
         self._ids_seen = False  # an OK of this lending carried an insert id
         self._learning = False  # our SELECT LAST_INSERT_ID() runs before the release
         self.results = ClientResults(self)  # where its earlier statements' results are
+        self.relay = StatementRelay(self)  # (holds the statements and results above)
         self._tls_buf: TLSBuffer | None = None  # TLS done here, not by the event loop
         self._zip: CompressedStream | None = None  # CLIENT_COMPRESS, from the login's end
 

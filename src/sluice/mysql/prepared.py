@@ -120,10 +120,14 @@ class Reprepare:
 class StatementRelay:
     """Statement ids, caching and re-preparing for one client session."""
 
-    __slots__ = ("_capture_stmt", "capture", "held", "session")
+    __slots__ = ("_capture_stmt", "capture", "held", "results", "session", "statements")
 
     def __init__(self, session: RelaySession) -> None:
         self.session = session
+        # the session's own, read once: compiled, an attribute of a Protocol is a lookup
+        # by name at every use
+        self.statements = session.statements
+        self.results = session.results
         self.held: Reprepare | None = None  # a command waiting for its statement's PREPARE
         self.capture: list[bytes] | None = None  # the reply to a relayed PREPARE, so far
         self._capture_stmt: ClientStmt | None = None
@@ -147,7 +151,7 @@ class StatementRelay:
             return
         ok = cmd.parse_prepare_ok(cached.reply[0])
         stmt.num_params, stmt.num_columns = ok.num_params, ok.num_columns
-        client_id = session.statements.add(stmt)
+        client_id = self.statements.add(stmt)
         reply = reply_for_client(cached.reply, client_id, session.status_flags())
         session.answered_locally(b"".join(frame(p, seq) for seq, p in enumerate(reply, 1)))
         session.release_if_idle(server)
@@ -163,7 +167,7 @@ class StatementRelay:
         if flags & rp.PREPARED:
             ok = cmd.parse_prepare_ok(payload)
             stmt.num_params, stmt.num_columns = ok.num_params, ok.num_columns
-            payload = cmd.with_stmt_id(payload, self.session.statements.add(stmt))
+            payload = cmd.with_stmt_id(payload, self.statements.add(stmt))
         if flags & rp.DONE:
             self.capture = self._capture_stmt = None
             self._remember(server, stmt.key, capture)
@@ -178,7 +182,7 @@ class StatementRelay:
             return _error(c.ER_MALFORMED_PACKET, "Malformed communication packet")
         if len(payload) >= 5:
             sid = cmd.stmt_id(payload)
-            stmt = self.session.statements.by_id.get(sid)
+            stmt = self.statements.by_id.get(sid)
         else:  # a short one names no statement
             sid, stmt = int.from_bytes(payload[1:5], "little"), None
         if stmt is None:
@@ -194,9 +198,9 @@ class StatementRelay:
         """Relay a command on a statement; False if it waits for the statement's PREPARE."""
         session = self.session
         sid = cmd.stmt_id(payload)
-        stmt = session.statements.by_id.get(sid)
+        stmt = self.statements.by_id.get(sid)
         if command == c.COM_STMT_CLOSE:
-            session.statements.by_id.pop(sid, None)
+            self.statements.by_id.pop(sid, None)
             session.release_if_idle(server)  # the statement stays prepared for others
             return True
         if stmt is None:  # (`refusal` answers these before a connection is borrowed)
@@ -206,8 +210,8 @@ class StatementRelay:
             session.release_if_idle(server)
             return True
         if command == c.COM_STMT_EXECUTE:
-            if stmt.reads and not session.results.readable(server, stmt.read_kinds):
-                session.results.refuse(server, stmt.reads)
+            if stmt.reads and not self.results.readable(server, stmt.read_kinds):
+                self.results.refuse(server, stmt.reads)
                 return True
             if stmt.taint:
                 session.taint = stmt.taint
@@ -217,10 +221,10 @@ class StatementRelay:
         if known is None:
             return self._prepare_again(server, payload, stmt)
         if command == c.COM_STMT_EXECUTE:  # as session.send() does, on the hot path
-            session.results.sent(server, stmt.writes)
+            self.results.sent(server, stmt.writes)
             server.send_command(execute_for_server(payload, stmt, known))
         else:
-            session.results.sent(server, 0)
+            self.results.sent(server, 0)
             server.send_command(cmd.with_stmt_id(payload, known.stmt_id))
         return True
 

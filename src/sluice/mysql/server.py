@@ -29,6 +29,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import ClassVar, Final, Protocol, TypeAlias, cast
 
+from mypy_extensions import trait
+
 from sluice.errors import ServerError, SluiceError
 from sluice.mysql.statements import ServerStatements
 from sluice.session.backend import BackendConn, BackendState, as_protocol
@@ -52,6 +54,16 @@ log: Final = logging.getLogger("sluice.server")
 _CLOSED: Final = BackendState.CLOSED
 _CONNECTING: Final = BackendState.CONNECTING
 _IDLE: Final = BackendState.IDLE
+
+
+@trait
+class ReplyRelay:
+    """The call a lent connection makes on its client for the server's replies. A mypyc
+    trait, which the client session derives from: compiled, a call through a table (a
+    call through a Protocol is a method lookup by name)."""
+
+    def relay_replies(self, server: MyServerConn) -> None:
+        raise NotImplementedError
 
 
 class Borrower(ClientView, Protocol):
@@ -130,7 +142,7 @@ class MyServerConn(BackendConn[Borrower, rp.ReplyTracker]):
         self.replies.feed(data)
         client = self.client
         if client is not None:
-            client.relay_replies(self)
+            cast(ReplyRelay, client).relay_replies(self)  # (every borrower is one)
         else:
             self._unsolicited()
 
