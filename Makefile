@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml setup.py src/sluice/functions/source_address.c
 COMPILED := .build/compiled
 SOURCES := $(shell find src -name '*.py' -o -name '*.c') setup.py pyproject.toml
 $(COMPILED)/.built: $(STAMP) $(SOURCES)
-	rm -rf $(COMPILED)
+	rm -rf $(COMPILED) build/lib.*  # (setuptools would ship what an earlier build left there)
 	$(BIN)/pip install -q --no-deps --target $(COMPILED) .
 	touch $@
 
