@@ -15,6 +15,7 @@ from sluice.errors import ProtocolError
 from sluice.pg.guard import (
     CHECK_SQL,
     CUSTOM,
+    NO_GUARD,
     RECHECK,
     SEQUENCES,
     BorrowGuard,
@@ -26,11 +27,12 @@ from sluice.pg.guard import (
     read_quick,
 )
 from sluice.pg.server import ServerConn
+from sluice.pg.settings import SessionSettings
 from sluice.pg.statements import ClientStatements, StatementNames
 from sluice.session.frontend import is_variable_set
 from sluice.wire.pg import messages as m
 from sluice.wire.pg import responses as r
-from sluice.wire.pg.sql import Effect
+from sluice.wire.pg.sql import Effect, classify_bytes
 
 LOGIN = "app"
 
@@ -353,3 +355,50 @@ def test_clients_that_prepare_nothing_share_empty_maps() -> None:
     with pytest.raises(TypeError):
         c.unseen[b"s1"] = Effect(opaque=True)
     assert b.by_name == c.unseen == {}
+
+
+class Client:
+    """What a client's statements ask of its session (`StatementClient`), as it does it."""
+
+    def __init__(self, statements: ClientStatements) -> None:
+        self.statements = statements
+        self.settings = SessionSettings()
+        self.guard = BorrowGuard(7)
+        self.written: list[bytes] = []
+
+    def note_sql(self, sql: bytes, tracker: r.ResponseTracker) -> Effect:
+        effect = classify_bytes(sql)
+        self.guard.note(effect)
+        return effect
+
+    def transport_write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def own_statements(self) -> ClientStatements:
+        if self.statements.guard is NO_GUARD:
+            self.statements = ClientStatements(self.statements.names, 100, self.guard)
+        return self.statements
+
+
+def test_clients_share_their_statements_until_a_named_parse() -> None:
+    """Clients that have prepared no named statement share one object (an idle client costs
+    less); the first named Parse gives the client its own, and the shared one stays empty."""
+    names = StatementNames()
+    shared = names.none_prepared(100)
+    assert names.none_prepared(100) is shared and names.none_prepared(0) is not shared
+    a, b = Client(shared), Client(shared)
+    server = ServerConn("pool", 1 << 20)
+    out: list[bytes] = []
+    shared.parse(m.parse(b"", b"select 1\x00\x00\x00"), server, out, a)  # unnamed: nothing kept
+    assert a.statements is shared and out[-1] == m.parse(b"", b"select 1\x00\x00\x00")
+    shared.parse(m.parse(b"s1", b"select nextval('q')\x00\x00\x00"), server, out, a)
+    own = a.statements
+    assert own is not shared and own.guard is a.guard and list(own.by_name) == [b"s1"]
+    assert list(own.unseen) == [b"s1"] and out[-1] == m.parse(
+        b"sluice_1", b"select nextval('q')\x00\x00\x00"
+    )
+    assert shared.by_name == shared.unseen == {} and b.statements is shared
+    own.parse(m.parse(b"s2", b"select 2\x00\x00\x00"), server, out, a)
+    assert a.statements is own and list(own.by_name) == [b"s1", b"s2"]
+    assert shared.deallocate(None, IDLE, pinned=False) is not None  # DEALLOCATE ALL: none
+    assert shared.by_name == {} and list(own.by_name) == [b"s1", b"s2"]

@@ -35,7 +35,7 @@ from sluice.errors import (
     ServerError,
     SluiceError,
 )
-from sluice.pg.guard import RECHECK, TEMP_SCHEMA, BorrowGuard
+from sluice.pg.guard import NO_GUARD, RECHECK, TEMP_SCHEMA, BorrowGuard
 from sluice.pg.handshake import LoginHost, LoginServices, handshake
 from sluice.pg.server import ReplySink
 from sluice.pg.settings import SessionSettings, replay_queries
@@ -168,12 +168,22 @@ class ClientSession(FrontendSession[PgHost, "PgPool", "ServerConn", bytes], Repl
         # a session-mode client keeps its connection: its statement names pass through
         # unchanged, as directly (SQL EXECUTE can name them)
         max_prepared = 0 if pool.mode == "session" else pool.max_prepared_statements
-        self.statements = ClientStatements(proxy.app.statement_names, max_prepared, self.guard)
+        # shared until its first named Parse (`own_statements`)
+        self.statements = proxy.app.statement_names.none_prepared(max_prepared)
         self._skip_to_sync = False
 
     @property
     def application_name(self) -> str:
         return self.settings.shown("application_name")
+
+    def own_statements(self) -> ClientStatements:
+        """The client's own statements, made at its first named Parse: until then it
+        shares the empty ones of every client that has prepared none."""
+        statements = self.statements
+        if statements.guard is NO_GUARD:
+            statements = ClientStatements(statements.names, statements.max_prepared, self.guard)
+            self.statements = statements
+        return statements
 
     # ---- asyncio.Protocol ----
 

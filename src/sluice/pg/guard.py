@@ -431,6 +431,11 @@ class BorrowGuard:
         return found
 
 
+# The guard of the statements shared by clients that have prepared none
+# (`StatementNames.none_prepared`): nothing is ever noted on it.
+NO_GUARD: Final = BorrowGuard(0)
+
+
 def adopt_settings(found: dict[str, bytes], settings: SessionSettings, server: GuardedConn) -> None:
     """Tracked settings as the check found them become the client's and the connection's:
     a value set for the session as a SET of the client's, one no longer set as a RESET."""

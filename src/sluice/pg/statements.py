@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Final, Protocol, cast
 
 from mypy_extensions import trait
 
+from sluice.pg.guard import NO_GUARD
 from sluice.session.empty import SharedEmptyDict
 from sluice.wire.pg import messages as m
 from sluice.wire.pg import responses as r
@@ -81,6 +82,9 @@ class StatementClient(Protocol):
 
     def transport_write(self, data: bytes) -> None: ...
 
+    def own_statements(self) -> ClientStatements:
+        """The client's statements, its own (made now if it had the shared empty ones)."""
+
 
 _FAILED: Final = ord("E")
 _IDLE: Final = ord("I")
@@ -105,10 +109,11 @@ class StatementNames:
     its own LRU) can never run another text under it.
     """
 
-    __slots__ = ("_bytes", "_names", "_next", "generation", "max_bytes", "max_count")
+    __slots__ = ("_bytes", "_names", "_next", "_none", "generation", "max_bytes", "max_count")
 
     def __init__(self, max_count: int = 20_000, max_bytes: int = 32 << 20) -> None:
         self._names: dict[bytes, bytes] = {}
+        self._none: dict[int, ClientStatements] = {}  # `none_prepared`, by max_prepared
         self._next = 0
         self._bytes = 0
         self.max_count = max_count
@@ -117,6 +122,15 @@ class StatementNames:
 
     def __len__(self) -> int:
         return len(self._names)
+
+    def none_prepared(self, max_prepared: int) -> ClientStatements:
+        """The statements of every client (of a proxy allowing `max_prepared`) that has
+        prepared none yet: one object they share, until a client's first named Parse gives
+        it statements of its own (`ClientStatements.parse`)."""
+        shared = self._none.get(max_prepared)
+        if shared is None:
+            shared = self._none[max_prepared] = ClientStatements(self, max_prepared, NO_GUARD)
+        return shared
 
     def schema_changed(self) -> None:
         """Statements prepared until now may be stale: a Parse must reach the server."""
@@ -143,7 +157,10 @@ _NONE_UNSEEN: Final[dict[bytes, Effect]] = SharedEmptyDict()
 
 
 class ClientStatements:
-    """One client's named statements, mapped onto server-side names."""
+    """One client's named statements, mapped onto server-side names.
+
+    Clients that have prepared none share one (`StatementNames.none_prepared`, its guard
+    `NO_GUARD`): nothing is written to it, the first named Parse gives the client its own."""
 
     __slots__ = ("by_name", "guard", "max_prepared", "names", "unseen")
 
@@ -179,15 +196,16 @@ class ClientStatements:
             return
         server_name = self.names.name_for(rest + b"\x00" + statement_context(client.settings))
         generation = self.names.generation
-        if self.by_name is _NO_STATEMENTS:
-            self.by_name = {}
-        self.by_name[name] = (server_name, rest, generation)
+        own = self if self.guard is not NO_GUARD else client.own_statements()
+        if own.by_name is _NO_STATEMENTS:
+            own.by_name = {}
+        own.by_name[name] = (server_name, rest, generation)
         if effect.opaque or effect.writes:
-            if self.unseen is _NONE_UNSEEN:
-                self.unseen = {}
-            self.unseen[name] = effect
-        elif self.unseen:
-            self.unseen.pop(name, None)
+            if own.unseen is _NONE_UNSEEN:
+                own.unseen = {}
+            own.unseen[name] = effect
+        elif own.unseen:
+            own.unseen.pop(name, None)
         prepared = tracker.prepared
         made = prepared.get(server_name)
         if made is not None and (made >= generation or tracker.awaiting_sync):
