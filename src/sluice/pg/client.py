@@ -163,7 +163,7 @@ class ClientSession(FrontendSession[PgHost, "PgPool", "ServerConn", bytes], Repl
         super().__init__(proxy)
         self.reader = MessageReader(min(LOGIN_MESSAGE_MAX, proxy.app.settings.max_packet_size))
         self.settings = SessionSettings()
-        self.guard = BorrowGuard(next(_serials))
+        self.guard = NO_GUARD  # shared until the client's SQL gives it something to note
         pool = proxy.config.pool
         # a session-mode client keeps its connection: its statement names pass through
         # unchanged, as directly (SQL EXECUTE can name them)
@@ -181,9 +181,18 @@ class ClientSession(FrontendSession[PgHost, "PgPool", "ServerConn", bytes], Repl
         shares the empty ones of every client that has prepared none."""
         statements = self.statements
         if statements.guard is NO_GUARD:
-            statements = ClientStatements(statements.names, statements.max_prepared, self.guard)
+            guard = self.own_guard()
+            statements = ClientStatements(statements.names, statements.max_prepared, guard)
             self.statements = statements
         return statements
+
+    def own_guard(self) -> BorrowGuard:
+        """The client's own guard, made when its SQL first gives it something to note:
+        until then it shares `NO_GUARD`, on which nothing is noted."""
+        guard = self.guard
+        if guard is NO_GUARD:
+            guard = self.guard = BorrowGuard(next(_serials))
+        return guard
 
     # ---- asyncio.Protocol ----
 
@@ -401,7 +410,7 @@ class ClientSession(FrontendSession[PgHost, "PgPool", "ServerConn", bytes], Repl
         elif kind == _H or kind in _COPY:
             out.append(msg)
         elif kind == _F:
-            self.guard.note(_FUNCTION_CALL)  # any function, by its oid
+            self.own_guard().note(_FUNCTION_CALL)  # any function, by its oid
             tracker.push(r.FUNCTION)
             out.append(msg)
         elif kind == _X:
@@ -435,7 +444,8 @@ class ClientSession(FrontendSession[PgHost, "PgPool", "ServerConn", bytes], Repl
             return False
         if effect.deallocate is not None:  # one the proxy could not answer
             effect = _DEALLOCATE_ALL if effect.deallocate == "" else _DEALLOCATE_ONE
-        self.guard.note(effect)
+        if effect.writes or effect.opaque:  # what the guard notes
+            self.own_guard().note(effect)
         if effect.pin and not self.pinned:
             self.pin(effect.pin)
         if effect.custom:

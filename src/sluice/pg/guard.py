@@ -357,7 +357,8 @@ class BorrowGuard:
         self.left_on: GuardedConn | None = None  # the connection holding what we left last
 
     def note(self, effect: Effect) -> None:
-        """SQL of this borrow (a Query, a Parse, the Bind of a statement parsed earlier)."""
+        """SQL of this borrow (a Query, a Parse, the Bind of a statement parsed earlier);
+        only SQL that writes or is opaque changes anything."""
         if effect.writes:
             self.left |= SEQUENCES
         if effect.opaque:
@@ -431,8 +432,9 @@ class BorrowGuard:
         return found
 
 
-# The guard of the statements shared by clients that have prepared none
-# (`StatementNames.none_prepared`): nothing is ever noted on it.
+# The guard of every client whose SQL has given it nothing to note yet, and of the
+# statements shared by clients that have prepared none (`StatementNames.none_prepared`):
+# nothing is ever noted on it (`ClientSession.own_guard`).
 NO_GUARD: Final = BorrowGuard(0)
 
 
