@@ -11,6 +11,7 @@ from __future__ import annotations
 import pytest
 
 from sluice.pg.settings import (
+    UNTOUCHED,
     SessionSettings,
     literal,
     replay_queries,
@@ -358,3 +359,18 @@ def test_clients_share_only_what_none_of_them_fills() -> None:
         idle.startup["jit"] = b"SET jit = on"
     with pytest.raises(TypeError):
         idle.pending.append(classify("SET jit = on").changes[0])
+
+
+def test_clients_without_settings_share_untouched_ones() -> None:
+    """A client with no startup settings that has changed none shares `UNTOUCHED` (an idle
+    client costs less): it reads as a fresh client's settings, and its map refuses writes."""
+    fresh = SessionSettings()
+    fields = (
+        "params", "startup", "restores", "at_default", "custom_startup", "pending",
+        "savepoints", "resets_noted", "errors_at_start",
+    )  # fmt: skip
+    assert [getattr(UNTOUCHED, f) for f in fields] == [getattr(fresh, f) for f in fields]
+    assert not UNTOUCHED.has_pending and UNTOUCHED.shown("application_name") == ""
+    assert replay_queries(UNTOUCHED.params, {}, False, "") == []
+    with pytest.raises(TypeError):
+        UNTOUCHED.params["jit"] = b"SET jit = on"

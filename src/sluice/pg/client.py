@@ -38,7 +38,7 @@ from sluice.errors import (
 from sluice.pg.guard import NO_GUARD, RECHECK, TEMP_SCHEMA, BorrowGuard
 from sluice.pg.handshake import LoginHost, LoginServices, handshake
 from sluice.pg.server import ReplySink
-from sluice.pg.settings import SessionSettings, replay_queries
+from sluice.pg.settings import UNTOUCHED, SessionSettings, replay_queries
 from sluice.pg.statements import ClientStatements, SqlNoter
 from sluice.session.backend import as_protocol
 from sluice.session.frontend import FrontendSession, Refusal, SessionHost
@@ -162,7 +162,7 @@ class ClientSession(FrontendSession[PgHost, "PgPool", "ServerConn", bytes], Repl
     def __init__(self, proxy: PgHost) -> None:
         super().__init__(proxy)
         self.reader = MessageReader(min(LOGIN_MESSAGE_MAX, proxy.app.settings.max_packet_size))
-        self.settings = SessionSettings()
+        self.settings = UNTOUCHED  # shared until the client has settings (`own_settings`)
         self.guard = NO_GUARD  # shared until the client's SQL gives it something to note
         pool = proxy.config.pool
         # a session-mode client keeps its connection: its statement names pass through
@@ -175,6 +175,14 @@ class ClientSession(FrontendSession[PgHost, "PgPool", "ServerConn", bytes], Repl
     @property
     def application_name(self) -> str:
         return self.settings.shown("application_name")
+
+    def own_settings(self) -> SessionSettings:
+        """The client's own settings, made when it first has any (startup settings, a SET):
+        until then it shares `UNTOUCHED`, which nothing writes to."""
+        settings = self.settings
+        if settings is UNTOUCHED:
+            settings = self.settings = SessionSettings()
+        return settings
 
     def own_statements(self) -> ClientStatements:
         """The client's own statements, made at its first named Parse: until then it
@@ -466,7 +474,7 @@ class ClientSession(FrontendSession[PgHost, "PgPool", "ServerConn", bytes], Repl
         if changes:
             if not self.settings.pending:
                 tracker.rolled_back = False
-            self.settings.note(changes, tracker.errors)
+            self.own_settings().note(changes, tracker.errors)
 
     def _answered(self, msg: bytes, tracker: r.ResponseTracker | None) -> bool:
         """Answer a Query that is one DEALLOCATE of the client's own statements (the
@@ -512,14 +520,15 @@ class ClientSession(FrontendSession[PgHost, "PgPool", "ServerConn", bytes], Repl
         server = self.server
         assert server is not None
         tracker = server.tracker
+        settings = self.own_settings()  # (its own already: it noted a reset)
         out.append(msg)
         plain = r.QUERY if kind == r.QUERY_RESTORING else r.SYNC
         if kind == r.QUERY_RESTORING and b"stdin" in msg.lower():
             # a restore sent behind a COPY FROM STDIN would arrive in the middle of it
-            self.settings.resets_noted = False  # the next borrow replays the startup values
+            settings.resets_noted = False  # the next borrow replays the startup values
             tracker.push(plain)
             return
-        plan = self.settings.restore()
+        plan = settings.restore()
         if plan is None or tracker.awaiting_sync:  # (a failed batch reset nothing)
             tracker.push(plain)
             return
@@ -566,7 +575,7 @@ class ClientSession(FrontendSession[PgHost, "PgPool", "ServerConn", bytes], Repl
 
     def _checked(self, server: ServerConn) -> None:
         """The state check answered: pin, or let the connection go, then carry on."""
-        found = self.guard.finish_check(server, self.settings)
+        found = self.guard.finish_check(server, self.own_settings())  # it may adopt some
         if found is RECHECK:
             self.guard.start_check(server)  # the precise check; the client still waits
             return

@@ -107,6 +107,8 @@ class LoginSession(AuthSession, Cancellable, Protocol):
     tls: bool
     admin_session: bool
 
+    def own_settings(self) -> SessionSettings: ...
+
     def logged_in(self) -> None: ...
 
     async def recv_startup(self) -> bytes: ...
@@ -202,8 +204,10 @@ async def _greet(client: LoginSession, machine: lg.LoginServer, params: dict[str
     server = await client.borrow_for_session() if proxy.config.pool.mode == "session" else None
     client.cancel_key = proxy.app.register_cancel(client, server.pid if server else 0)
     greeting = machine.greeting(defaults, shown, client.cancel_key)
-    for name, value, is_default in greeting.settings:
-        client.settings.set_startup(name, value, is_default)
+    if greeting.settings:  # (a client with none shares its settings with others alike)
+        own = client.own_settings()
+        for name, value, is_default in greeting.settings:
+            own.set_startup(name, value, is_default)
     client.transport_write(greeting.data)
     if server is not None:
         client.attach_session(server)

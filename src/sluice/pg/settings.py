@@ -353,3 +353,16 @@ class SessionSettings:
             return stmt[stmt.rindex(b", E'") + 4 : -len(b"', false)")].decode("unicode_escape")
         match = _SHOWN_VALUE.search(stmt)
         return match.group(1).decode("latin-1").strip().strip("'") if match else ""
+
+
+def _untouched() -> SessionSettings:
+    settings = SessionSettings()
+    settings.params = SharedEmptyDict()
+    return settings
+
+
+# The settings of every client that has no startup settings and has changed none (most
+# idle clients): one object they share, read as a fresh one, never written: a client
+# gets its own before its first change (`ClientSession.own_settings`). Its map refuses
+# writes, as the shared empty ones do.
+UNTOUCHED: Final = _untouched()
