@@ -154,9 +154,9 @@ class FrontendSession(Generic[HostT, PoolT, ServerT, MessageT]):
         "counted_login",
         "database",
         "last_active",
-        "peer",
         "pinned",
         "pool",
+        "port",
         "proxy",
         "quiet_from",
         "server",
@@ -178,8 +178,8 @@ class FrontendSession(Generic[HostT, PoolT, ServerT, MessageT]):
         self.pool = None
         self.user = ""
         self.database = ""
-        self.peer = ""
-        self.address = ""
+        self.address = ""  # the peer's address, interned: shared by its clients
+        self.port = -1  # the peer's port, -1 if it has none (then `peer` is the address)
         self.counted_login = False  # holds a place among the proxy's logins
         self.tls = False
         self.pinned = ""  # why the client keeps its connection, "" if it does not
@@ -198,6 +198,12 @@ class FrontendSession(Generic[HostT, PoolT, ServerT, MessageT]):
         self._sent_at = 0.0
         self.quiet_from = 0.0  # (idle_transaction_timeout) not waiting for the client before
         self.wait_timeout = 0.0  # the session's own idle limit (MySQL's wait_timeout), 0 if none
+
+    @property
+    def peer(self) -> str:
+        """The client's end of the connection, "address:port" (made when read, for logs and
+        the admin console: the string is not kept per client)."""
+        return self.address if self.port < 0 else f"{self.address}:{self.port}"
 
     def _set_state(self, new: ClientState) -> None:
         if new not in CLIENT_TRANSITIONS[self.state]:
@@ -250,8 +256,11 @@ class FrontendSession(Generic[HostT, PoolT, ServerT, MessageT]):
         self.transport = transport = cast(asyncio.Transport, transport)
         transport.set_write_buffer_limits(high=256 * 1024)
         peer = transport.get_extra_info("peername")
-        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or "unix")
-        self.address = sys.intern(address_of(self.peer))  # shared by its clients
+        if isinstance(peer, tuple):
+            self.address = sys.intern(str(peer[0]))
+            self.port = int(peer[1])
+        else:
+            self.address = sys.intern(address_of(str(peer or "unix")))
         refused = self.proxy.client_connected(self)
         if refused is not None and not self._linger(refused):
             self._refuse(refused)  # before reading anything: the cheapest answer there is

@@ -48,8 +48,10 @@ class PoolClient(Protocol):
     """What a pool needs of the client sessions that borrow from it."""
 
     pinned: str  # why the client keeps its connection, "" if it does not
-    peer: str
     user: str
+
+    @property
+    def peer(self) -> str: ...
 
 
 class PoolHost(Protocol):

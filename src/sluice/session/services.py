@@ -23,7 +23,9 @@ class Cancellable(Protocol):
     """A client session that can be told to cancel what it is running."""
 
     cancel_key: tuple[int, int]
-    peer: str
+
+    @property
+    def peer(self) -> str: ...
 
     async def cancel_running(self) -> None: ...
 

@@ -131,7 +131,6 @@ class Session(ClientView, Protocol):
     connected_at: float
     quiet_from: float
     cancel_key: tuple[int, int]
-    peer: str
     address: str  # the peer's address, without the port
     user: str
     counted_login: bool  # holds a place among the proxy's logins
