@@ -38,11 +38,12 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final, Protocol
 from sluice.errors import ProtocolError, QueryCanceled, ServerError, SluiceError
 from sluice.mysql.answers import last_insert_id_query, one_value_result
 from sluice.mysql.errors import MyError, err_packet, error_for_sqlstate
-from sluice.mysql.login import LoginHost, change_user_to, login
+from sluice.mysql.login import NO_PACKETS, LoginHost, change_user_to, login
 from sluice.mysql.prepared import StatementRelay
 from sluice.mysql.results import ALL, SELECT_WITHOUT_TABLE, ClientResults, head_of, query_writes
 from sluice.mysql.server import ReplyRelay
 from sluice.mysql.statements import ClientStatements
+from sluice.session.empty import SharedEmptyDict, SharedEmptyList
 from sluice.session.frontend import FrontendSession, Refusal, SessionHost
 from sluice.session.services import Services
 from sluice.session.states import ClientState
@@ -70,6 +71,11 @@ _WAITING: Final = ClientState.WAITING
 
 _now: Final = time.monotonic  # (a C global: no look-up in the time module per call)
 _BUFFER_WHILE_WAITING: Final = 256 * 1024
+# Shared by every client until it has variables, or a statement setting some, of its own:
+# only `_reply_done` and `_take` write them, each to a container of the client's own first
+# (an idle client costs less).
+_NO_SETTINGS: Final[dict[str, str]] = SharedEmptyDict()
+_NO_SETS: Final[list[tuple[str, str]]] = SharedEmptyList()
 # Before login: the largest packet (a HandshakeResponse41 with connect attributes,
 # or an IAM auth token as the password: a few KB), and what is read ahead of the
 # login's next step.
@@ -173,12 +179,12 @@ class MyClientSession(
         self.capabilities = 0
         self.charset = c.UTF8MB4_GENERAL_CI
         self.program_name = ""  # from the client's connect attributes
-        self.settings: dict[str, str] = {}
-        self.pending: list[tuple[str, str]] = []
+        self.settings = _NO_SETTINGS  # its tracked variables (its own once it has any)
+        self.pending = _NO_SETS  # variables set by the statements running
         self.pending_schema: str | None = None
         self._login_seq = 2  # the sequence id of the proxy's next login packet
         self._infile = False
-        self._login_accept: list[bytes] = []  # the packets that end a successful login
+        self._login_accept = NO_PACKETS  # the packets that end a successful login
         self.statements = ClientStatements()
         self._resetting = False  # the client's COM_RESET_CONNECTION is in flight
         # The session as the client's own statements left it, whichever connection it holds:
@@ -552,7 +558,10 @@ class MyClientSession(
         if effect.taint:
             self.taint = effect.taint
         self.role_changed = self.role_changed or effect.role
-        self.pending.extend(effect.sets)
+        if effect.sets:
+            if self.pending is _NO_SETS:
+                self.pending = []
+            self.pending.extend(effect.sets)
         if effect.schema is not None:
             self.pending_schema = effect.schema
 
@@ -636,6 +645,8 @@ class MyClientSession(
         if error and (self.pending or self.pending_schema is not None):
             server.dirty = True  # what the server applied before the error is unknown
         elif not error:
+            if self.pending and self.settings is _NO_SETTINGS:
+                self.settings = {}
             for name, stmt in self.pending:  # a re-set variable moves last: replay order
                 if name == "wait_timeout":
                     self.wait_timeout = wait_seconds(stmt)

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from sluice.auth.base import Authenticator
 from sluice.errors import AuthFailed, HostNotAllowed, ProtocolError, TLSRequired
+from sluice.session.empty import SharedEmptyList
 from sluice.session.services import Cancellable, ProxyHost
 from sluice.session.views import Session
 from sluice.wire.mysql import auth as a
@@ -93,6 +94,8 @@ class LoginSession(Session, Cancellable, Protocol):
 
 
 SERVER_STATUS = c.SERVER_STATUS_AUTOCOMMIT
+# A session's `_login_accept` outside a login: shared, empty (the packets are not kept).
+NO_PACKETS: list[bytes] = SharedEmptyList()
 _INSECURE = (
     "Connections using insecure transport are prohibited while --require_secure_transport=ON."
 )
@@ -204,6 +207,7 @@ async def _finish(client: LoginSession, database: str) -> None:
     for payload in client._login_accept:
         client.write(frame(payload, client._login_seq))
         client._login_seq += 1
+    client._login_accept = NO_PACKETS  # (not kept for the session's life)
     if client.capabilities & c.CLIENT_COMPRESS:
         client.start_compression()  # (after COM_CHANGE_USER it simply goes on)
     proxy.stats.setup_succeeded += 1
