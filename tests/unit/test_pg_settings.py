@@ -13,6 +13,7 @@ import pytest
 from sluice.pg.settings import (
     UNTOUCHED,
     SessionSettings,
+    for_startup,
     literal,
     replay_queries,
     set_config_statement,
@@ -374,3 +375,32 @@ def test_clients_without_settings_share_untouched_ones() -> None:
     assert replay_queries(UNTOUCHED.params, {}, False, "") == []
     with pytest.raises(TypeError):
         UNTOUCHED.params["jit"] = b"SET jit = on"
+
+
+def test_clients_with_the_same_startup_settings_share_them_until_a_change() -> None:
+    """Clients that logged in with the same startup settings share one SessionSettings (an
+    idle psql costs less); a change is made on a copy of the client's own."""
+    psql = (("application_name", "psql", False), ("client_encoding", "UTF8", True))
+    shared = for_startup(psql)
+    assert for_startup(psql) is shared and for_startup(psql[:1]) is not shared
+    assert for_startup(()) is UNTOUCHED and shared.shared and UNTOUCHED.shared
+    alone = tracked({"application_name": "psql", "client_encoding": "UTF8"}, ("client_encoding",))
+    fields = ("params", "startup", "restores", "at_default", "custom_startup", "pending")
+    assert [getattr(shared, f) for f in fields] == [getattr(alone, f) for f in fields]
+    assert shared.shown("application_name") == "psql" and not alone.shared
+    for change in (
+        lambda: shared.params.update(jit=b"SET jit = on"),
+        lambda: shared.params.pop("application_name"),
+        lambda: shared.startup.clear(),
+        lambda: shared.set_startup("jit", "on", False),
+    ):
+        with pytest.raises(TypeError):
+            change()
+    own = shared.copy()
+    send(own, "SET jit = on", "RESET application_name")
+    assert own.commit({}, errors=0, rolled_back=False)
+    assert own.params == {**alone.params, "jit": b"SET jit = on"} and not own.shared
+    assert shared.params == alone.params and for_startup(psql) is shared
+    send(own, "RESET ALL")
+    own.commit({}, errors=0, rolled_back=False)
+    assert own.params == alone.params  # back to its startup values, which stay shared

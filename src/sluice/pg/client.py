@@ -177,11 +177,12 @@ class ClientSession(FrontendSession[PgHost, "PgPool", "ServerConn", bytes], Repl
         return self.settings.shown("application_name")
 
     def own_settings(self) -> SessionSettings:
-        """The client's own settings, made when it first has any (startup settings, a SET):
-        until then it shares `UNTOUCHED`, which nothing writes to."""
+        """The client's own settings, made at its first change (a SET, a restore, what the
+        state check adopts): until then it shares those of the clients that logged in with
+        the same startup settings (`UNTOUCHED` if none), which nothing writes to."""
         settings = self.settings
-        if settings is UNTOUCHED:
-            settings = self.settings = SessionSettings()
+        if settings.shared:
+            settings = self.settings = settings.copy()
         return settings
 
     def own_statements(self) -> ClientStatements:

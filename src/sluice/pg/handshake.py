@@ -44,6 +44,7 @@ from sluice.errors import (
     UnknownDatabase,
 )
 from sluice.pg.auth import AuthHost, AuthSession, authenticate
+from sluice.pg.settings import for_startup
 from sluice.pg.startup import startup_settings, verify
 from sluice.session.admission import REFUSAL_WAIT
 from sluice.session.services import Cancellable, ProxyHost, Services
@@ -98,16 +99,13 @@ class LoginSession(AuthSession, Cancellable, Protocol):
     @property
     def reader(self) -> MessageReader: ...
 
-    @property
-    def settings(self) -> SessionSettings: ...
+    settings: SessionSettings
 
     pool: PgPool | None
     stats: PoolStats
     database: str
     tls: bool
     admin_session: bool
-
-    def own_settings(self) -> SessionSettings: ...
 
     def logged_in(self) -> None: ...
 
@@ -204,10 +202,7 @@ async def _greet(client: LoginSession, machine: lg.LoginServer, params: dict[str
     server = await client.borrow_for_session() if proxy.config.pool.mode == "session" else None
     client.cancel_key = proxy.app.register_cancel(client, server.pid if server else 0)
     greeting = machine.greeting(defaults, shown, client.cancel_key)
-    if greeting.settings:  # (a client with none shares its settings with others alike)
-        own = client.own_settings()
-        for name, value, is_default in greeting.settings:
-            own.set_startup(name, value, is_default)
+    client.settings = for_startup(greeting.settings)  # shared by the clients alike
     client.transport_write(greeting.data)
     if server is not None:
         client.attach_session(server)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import re
 from typing import Final
 
-from sluice.session.empty import SharedEmptyDict, SharedEmptyList
+from sluice.session.empty import SharedDict, SharedEmptyDict, SharedEmptyList
 from sluice.wire.pg.sql import Change, ChangeKind
 
 SET: Final = ChangeKind.SET
@@ -204,6 +204,7 @@ class SessionSettings:
         "resets_noted",
         "restores",
         "savepoints",
+        "shared",
         "startup",
     )
 
@@ -217,9 +218,20 @@ class SessionSettings:
         self.savepoints: list[tuple[str, int]] | None = None  # (name, len(pending) then)
         self.resets_noted = False  # the request being sent reset something
         self.errors_at_start = 0
+        self.shared = False  # by clients alike, read only: a client changes its own `copy`
+
+    def copy(self) -> SessionSettings:
+        """Settings of a client's own, as these (shared ones) are: its startup settings,
+        which never change, are still shared; what it changes is its own."""
+        own = SessionSettings()
+        own.startup, own.restores = self.startup, self.restores
+        own.at_default, own.custom_startup = self.at_default, self.custom_startup
+        own.params = dict(self.params)
+        return own
 
     def set_startup(self, name: str, shown: str, at_default: bool) -> None:
-        """A startup setting the server accepted; `shown` is its value as the server shows it."""
+        """A startup setting the server accepted; `shown` is its value as the server shows it
+        (only while the settings are made: `for_startup`)."""
         stmt = set_config_statement(name, shown)
         if self.startup is _NO_STARTUP:
             self.startup, self.restores = {}, {}
@@ -358,6 +370,7 @@ class SessionSettings:
 def _untouched() -> SessionSettings:
     settings = SessionSettings()
     settings.params = SharedEmptyDict()
+    settings.shared = True
     return settings
 
 
@@ -366,3 +379,28 @@ def _untouched() -> SessionSettings:
 # gets its own before its first change (`ClientSession.own_settings`). Its map refuses
 # writes, as the shared empty ones do.
 UNTOUCHED: Final = _untouched()
+# The settings of clients that logged in with the same startup settings (a driver, an
+# application: a few kinds per proxy) and have changed none, by those settings, shared
+# as UNTOUCHED is; past `_BY_STARTUP_MAX` kinds, a new kind's clients have their own.
+_BY_STARTUP: Final[dict[tuple[tuple[str, str, bool], ...], SessionSettings]] = {}
+_BY_STARTUP_MAX: Final = 256
+
+
+def for_startup(settings: tuple[tuple[str, str, bool], ...]) -> SessionSettings:
+    """The settings of a client that logged in with `settings` (name, value as the server
+    shows it, whether the pool's default already is that value): shared by the clients
+    that logged in alike, until one of them changes one (it then has its own `copy`)."""
+    if not settings:
+        return UNTOUCHED
+    found = _BY_STARTUP.get(settings)
+    if found is not None:
+        return found
+    made = SessionSettings()
+    for name, value, at_default in settings:
+        made.set_startup(name, value, at_default)
+    if len(_BY_STARTUP) < _BY_STARTUP_MAX:
+        made.startup, made.restores = SharedDict(made.startup), SharedDict(made.restores)
+        made.params = SharedDict(made.params)
+        made.shared = True
+        _BY_STARTUP[settings] = made
+    return made
