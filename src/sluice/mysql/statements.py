@@ -25,6 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final, TypeAlias
 
+from sluice.session.empty import SharedEmptyDict
 from sluice.wire.mysql import commands as cmd
 from sluice.wire.mysql.messages import build_eof, is_eof, parse_eof
 
@@ -125,17 +126,23 @@ class ClientStatements:
     __slots__ = ("_next", "by_id")
 
     def __init__(self) -> None:
-        self.by_id: dict[int, ClientStmt] = {}
+        self.by_id = _NONE_PREPARED  # its own from the first statement it prepares
         self._next = 1
 
     def add(self, stmt: ClientStmt) -> int:
         sid = self._next
         self._next += 1
+        if self.by_id is _NONE_PREPARED:
+            self.by_id = {}
         self.by_id[sid] = stmt
         return sid
 
     def clear(self) -> None:
         self.by_id.clear()
+
+
+# The statements of every client that has prepared none (most idle clients): shared, empty.
+_NONE_PREPARED: Final[dict[int, ClientStmt]] = SharedEmptyDict()
 
 
 def reply_for_client(reply: list[bytes], client_id: int, status: int) -> list[bytes]:
