@@ -62,6 +62,8 @@ class ReplyRelay:
     trait, which the client session derives from: compiled, a call through a table (a
     call through a Protocol is a method lookup by name)."""
 
+    __slots__ = ()  # (interpreted, a base without slots gives every session a __dict__)
+
     def relay_replies(self, server: MyServerConn) -> None:
         raise NotImplementedError
 

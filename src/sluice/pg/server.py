@@ -48,6 +48,8 @@ class ReplySink:
     trait, which the client session derives from: compiled, a call through a table (a
     call through a Protocol is a method lookup by name)."""
 
+    __slots__ = ()  # (interpreted, a base without slots gives every session a __dict__)
+
     def transport_write(self, data: bytes) -> None:
         raise NotImplementedError
 

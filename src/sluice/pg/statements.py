@@ -66,6 +66,8 @@ class SqlNoter:
     """What a Parse asks of the client session (a mypyc trait it derives from, so that the
     compiled build calls it through a table, not by name)."""
 
+    __slots__ = ()  # (interpreted, a base without slots gives every session a __dict__)
+
     def note_sql(self, sql: bytes, tracker: r.ResponseTracker) -> Effect:
         """Track what the SQL of a Parse does to the session; its effect."""
         raise NotImplementedError
