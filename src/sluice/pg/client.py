@@ -39,7 +39,7 @@ from sluice.pg.guard import NO_GUARD, RECHECK, TEMP_SCHEMA, BorrowGuard
 from sluice.pg.handshake import LoginHost, LoginServices, handshake
 from sluice.pg.server import ReplySink
 from sluice.pg.settings import UNTOUCHED, SessionSettings, replay_queries
-from sluice.pg.statements import ClientStatements, SqlNoter
+from sluice.pg.statements import ClientStatements
 from sluice.session.backend import as_protocol
 from sluice.session.frontend import FrontendSession, Refusal, SessionHost
 from sluice.session.states import ClientState
@@ -147,7 +147,7 @@ class PgHost(SessionHost, LoginHost, Protocol):
     ) -> None: ...
 
 
-class ClientSession(FrontendSession[PgHost, "PgPool", "ServerConn", bytes], ReplySink, SqlNoter):
+class ClientSession(FrontendSession[PgHost, "PgPool", "ServerConn", bytes], ReplySink):
     """A client connection: handshake coroutine, then an event-driven relay.
 
     (`wait_timeout` stays 0: the server has no idle limit that a pooled client escapes.)"""

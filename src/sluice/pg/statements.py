@@ -44,9 +44,7 @@ Settings are the other half of moving a client: see `sluice.pg.settings`.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Final, Protocol, cast
-
-from mypy_extensions import trait
+from typing import TYPE_CHECKING, Final, Protocol
 
 from sluice.pg.guard import NO_GUARD
 from sluice.session.empty import SharedEmptyDict
@@ -59,18 +57,6 @@ if TYPE_CHECKING:
     from sluice.pg.guard import BorrowGuard
     from sluice.pg.server import ServerConn
     from sluice.pg.settings import SessionSettings
-
-
-@trait
-class SqlNoter:
-    """What a Parse asks of the client session (a mypyc trait it derives from, so that the
-    compiled build calls it through a table, not by name)."""
-
-    __slots__ = ()  # (interpreted, a base without slots gives every session a __dict__)
-
-    def note_sql(self, sql: bytes, tracker: r.ResponseTracker) -> Effect:
-        """Track what the SQL of a Parse does to the session; its effect."""
-        raise NotImplementedError
 
 
 class StatementClient(Protocol):
@@ -190,7 +176,7 @@ class ClientStatements:
         rest = msg[pos:]
         end = rest.find(b"\x00")
         sql = rest[:end] if end >= 0 else rest
-        effect = cast(SqlNoter, client).note_sql(sql, server.tracker)  # (every client is one)
+        effect = client.note_sql(sql, server.tracker)
         tracker = server.tracker
         if not name or self.max_prepared == 0:
             tracker.push_parse(r.PARSE, b"")
