@@ -125,6 +125,12 @@ class ServerConn(BackendConn[Borrower, ResponseTracker]):
     def prepared_count(self) -> int:
         return len(self.tracker.prepared)
 
+    @property
+    def broken(self) -> bool:
+        # BackendConn's, where the tracker's type is known: compiled, its `idle` is a direct
+        # call, not a lookup by name (the pool asks on every borrow and release)
+        return self.state is _CLOSED or not self.tracker.idle
+
     # ---- asyncio.Protocol ----
 
     def data_received(self, data: bytes) -> None:
