@@ -156,16 +156,18 @@ class MyPool(EnginePool[MyServerConn, MyPoolHost]):
     def sync(self, client: SessionState, server: MyServerConn) -> None:
         """Give `server` the client's schema, tracked settings and LAST_INSERT_ID()
         (pipelined, swallowed), after a reset if it may hold another's state."""
+        # each read once: compiled, an attribute of a Protocol is a lookup by name
+        database, settings, last_id = client.database, client.settings, client.last_insert_id
         if server.dirty or (server.tainted_by is not None and server.tainted_by is not client):
             self.send_reset(server)
-        if client.database and client.database != server.schema:
-            server.send_command(cmd.init_db(client.database), own=True)
-            server.schema = client.database
-        if client.settings != server.settings:
-            self._sync_settings(client.settings, server)
-        if server.last_insert_id != client.last_insert_id:
-            server.send_command(set_last_insert_id(client.last_insert_id), own=True)
-            server.last_insert_id = client.last_insert_id
+        if database and database != server.schema:
+            server.send_command(cmd.init_db(database), own=True)
+            server.schema = database
+        if settings != server.settings:
+            self._sync_settings(settings, server)
+        if server.last_insert_id != last_id:
+            server.send_command(set_last_insert_id(last_id), own=True)
+            server.last_insert_id = last_id
 
     def _sync_settings(self, want: dict[str, str], server: MyServerConn) -> None:
         if server.settings.keys() - want.keys():
