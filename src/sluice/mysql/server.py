@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from abc import abstractmethod
 from collections import deque
 from collections.abc import Callable
 from typing import ClassVar, Final, Protocol, TypeAlias, cast
@@ -64,8 +65,8 @@ class ReplyRelay:
 
     __slots__ = ()  # (interpreted, a base without slots gives every session a __dict__)
 
-    def relay_replies(self, server: MyServerConn) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def relay_replies(self, server: MyServerConn) -> None: ...
 
 
 class Borrower(ClientView, Protocol):

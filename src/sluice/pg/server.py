@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from abc import abstractmethod
 from typing import ClassVar, Final, Protocol, cast
 
 from mypy_extensions import trait
@@ -50,11 +51,11 @@ class ReplySink:
 
     __slots__ = ()  # (interpreted, a base without slots gives every session a __dict__)
 
-    def transport_write(self, data: bytes) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def transport_write(self, data: bytes) -> None: ...
 
-    def server_idle(self, server: ServerConn) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def server_idle(self, server: ServerConn) -> None: ...
 
 
 class Borrower(ClientView, Protocol):
