@@ -92,21 +92,19 @@ def _entered_at(word: bytes, at: int) -> bytes:
 _TRIGGER_BYTES: Final = re.compile(b"|".join(_entered_at(word, at) for word, at in _TRIGGERS))
 _FIRST_WORD: Final = re.compile(rb"\s*([a-z0-9_$.]*)")
 # Byte classes, as bits of a table: white space (to bytes.strip() and to str.strip()
-# after a latin-1 decoding), [a-z0-9_], name bytes [a-z0-9_$.], [a-z_], what bytes.strip()
-# strips, and `_TRAILING`.
+# after a latin-1 decoding), [a-z0-9_], name bytes [a-z0-9_$.], [a-z_], and what
+# bytes.strip() strips.
 _IS_SPACE: Final = 1
 _IS_WORD: Final = 2
 _IS_NAME: Final = 4
 _STARTS_NAME: Final = 8
 _IS_BLANK: Final = 16  # what bytes.strip() strips: b" \t\n\r\x0b\x0c"
-_IS_TRAILING: Final = 32  # _TRAILING
 _CLASSES: Final = bytes(
     (_IS_SPACE if chr(byte).isspace() else 0)
     | (_IS_WORD | _IS_NAME if chr(byte) in "abcdefghijklmnopqrstuvwxyz0123456789_" else 0)
     | (_IS_NAME if chr(byte) in "$." else 0)
     | (_STARTS_NAME if chr(byte) in "abcdefghijklmnopqrstuvwxyz_" else 0)
     | (_IS_BLANK if bytes((byte,)) in b" \t\n\r\x0b\x0c" else 0)
-    | (_IS_TRAILING if bytes((byte,)) in b"; \t\r\n" else 0)
     for byte in range(256)
 )
 _TRAILING: Final = b"; \t\r\n"
@@ -238,7 +236,7 @@ def classify_bytes(sql: bytes) -> Effect:
     """`classify` for the raw text of a Query or Parse; most reads and writes never get
     decoded (texts with literals inlined differ every time: no cache would help them)."""
     low = sql.lower()
-    if (_SEMICOLON not in low or _one_statement(low)) and not (
+    if (_SEMICOLON not in low or _SEMICOLON not in low.rstrip(_TRAILING)) and not (
         _has_trigger(low) if COMPILED else _TRIGGER_BYTES.search(low) is not None
     ):
         first = _first_word(low) if COMPILED else _first_word_re(low)
@@ -270,11 +268,6 @@ def classify_statement(sql: bytes) -> Effect:
 def _has_trigger(low: bytes) -> bool:
     """Whether one of `_TRIGGERS` occurs in `low` (what `_TRIGGER_BYTES` finds)."""
     return _ANCHORED.found_in(low)
-
-
-def _one_statement(low: bytes) -> bool:
-    """No semicolon in `low` but in the run of `_TRAILING` bytes that ends it."""
-    return _SEMICOLON not in low.rstrip(_TRAILING)
 
 
 def _may_default(low: bytes) -> bool:
