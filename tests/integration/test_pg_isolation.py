@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -354,6 +355,11 @@ def test_quick_check_after_a_configuration_reload(
             a.execute(NOOP)
             a.execute(NOOP)
             objects.psql("ALTER SYSTEM SET work_mem = '5555kB'; SELECT pg_reload_conf()")
+            # the postmaster passes the reload on to its backends in its own time (a direct
+            # session may read the old value for a moment too): wait until it has
+            deadline = time.monotonic() + 10
+            while scalar(a, "show work_mem") != "5555kB" and time.monotonic() < deadline:
+                time.sleep(0.05)
             for _ in range(3):
                 a.execute(NOOP)
                 assert scalar(a, "show work_mem") == "5555kB"
