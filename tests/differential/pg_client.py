@@ -47,6 +47,8 @@ CREATE SCHEMA diff_b;
 CREATE TABLE diff_a.t (id int PRIMARY KEY, v text);
 CREATE TABLE diff_b.t (id int PRIMARY KEY, v text);
 CREATE TABLE diff_a.c (id serial PRIMARY KEY, v text);
+CREATE TABLE diff_a.s (id int PRIMARY KEY, w int);
+INSERT INTO diff_a.s VALUES (1, 10), (2, 20);
 INSERT INTO diff_a.t VALUES (1, 'a1'), (2, 'a2');
 INSERT INTO diff_b.t VALUES (1, 'b1'), (3, 'b3');
 CREATE FUNCTION diff_a.setcfg(name text, value text) RETURNS text LANGUAGE sql
@@ -59,6 +61,7 @@ FINAL_SQL = {
     "diff_a.t": "SELECT id, v FROM diff_a.t ORDER BY id",
     "diff_b.t": "SELECT id, v FROM diff_b.t ORDER BY id",
     "diff_a.c": "SELECT id, v FROM diff_a.c ORDER BY id",
+    "diff_a.s": "SELECT * FROM diff_a.s ORDER BY id",
     "diff_a.c_id_seq": "SELECT last_value, is_called FROM diff_a.c_id_seq",
 }
 OTHERS_SQL = (

@@ -246,6 +246,41 @@ def sql_prepare(rng: random.Random, client: int, spec: ClientSpec) -> Step:
     return Step(client, "sql", f"sql_prepare:{kind}", forms[kind], None, ("stmt", "pin"))
 
 
+# `diff_a.s` changes shape (a column's type, a column more or less) while clients hold
+# statements prepared on it: directly each client's statement is planned again with the
+# parameter types its Parse gave, and refused (0A000) if its result type changed. Any use
+# of the table counts as a write (`write:s`), so that no step waits on the lock of DDL.
+RESHAPE = {
+    "text": "ALTER TABLE diff_a.s ALTER COLUMN w TYPE text",
+    "int": "ALTER TABLE diff_a.s ALTER COLUMN w TYPE int USING w::int",
+    "bigint": "ALTER TABLE diff_a.s ALTER COLUMN w TYPE bigint USING w::bigint",
+    "add": "ALTER TABLE diff_a.s ADD COLUMN IF NOT EXISTS x int",
+    "drop": "ALTER TABLE diff_a.s DROP COLUMN IF EXISTS x",
+}
+
+
+def reshape(rng: random.Random, client: int, spec: ClientSpec) -> Step:
+    kind = rng.choice(tuple(RESHAPE))
+    return Step(client, "sql", f"reshape:{kind}", RESHAPE[kind], None, ("stmt", "write:s"))
+
+
+def shaped(rng: random.Random, client: int, spec: ClientSpec) -> Step:
+    """A statement on `diff_a.s`, prepared more often than not."""
+    how = rng.choice(("sql", "prepared", "prepared", "simple"))
+    forms: dict[str, tuple[str, list[object] | None]] = {
+        "all": ("SELECT * FROM diff_a.s ORDER BY id", None),
+        "one": ("SELECT w FROM diff_a.s WHERE id = %s", [rng.randint(1, 3)]),
+        "upsert": (
+            "INSERT INTO diff_a.s (id, w) VALUES (%s, %s) ON CONFLICT (id) DO UPDATE"
+            " SET w = excluded.w RETURNING *",
+            [rng.randint(1, 4), str(rng.randint(1, 99))],
+        ),
+    }
+    kind = rng.choice(tuple(forms))
+    text, params = forms[kind]
+    return Step(client, how, f"shaped:{kind}", text, params, ("stmt", "write:s"))
+
+
 def temp(rng: random.Random, client: int, spec: ClientSpec) -> Step:
     forms = {
         "create": ("CREATE TEMP TABLE IF NOT EXISTS tmp (id int, v text)", ("pin",)),
@@ -317,6 +352,8 @@ RULES: tuple[Rule, ...] = (
     Rule(2, listen),
     Rule(2, sql_prepare),
     Rule(3, temp),
+    Rule(2, reshape),
+    Rule(5, shaped),
     Rule(2, role),
     Rule(2, discard),
     Rule(1, sql("whoami", "SELECT current_user, session_user")),

@@ -21,8 +21,10 @@ import pytest
 from asyncpg.exceptions import InternalClientError
 
 from helpers import APP_DB, APP_PASSWORD, APP_USER
+from rawpg import RawClient
 from sluice.dbserver.postgres import PgCluster
 from sluice.devtools.runner import SluiceProcess
+from sluice.wire.pg import messages as m
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -173,20 +175,8 @@ async def _run(scenario: Scenario, port: int, ddl: Connect) -> list[Any]:
 # DDL made elsewhere (straight to the server) is noticed when the server refuses a
 # statement; a changed parameter type that no statement failed on cannot be.
 DDL_ELSEWHERE = ("silent", "in_transaction", "in_pool")
-_ANOTHER_CONNECTION = pytest.mark.xfail(
-    strict=False,
-    reason="when the pool lends a connection the statement was never prepared on, it is"
-    " prepared there with the new result type (see"
-    " test_stale_statement_on_a_connection_it_was_never_prepared_on): which connection is"
-    " lent depends on timing",
-)
 CASES = [
-    pytest.param(
-        name,
-        mode,
-        ddl,
-        marks=[_ANOTHER_CONNECTION] if (name, mode) == ("in_pool", "transaction") else [],
-    )
+    (name, mode, ddl)
     for name in SCENARIOS
     for mode in ("transaction", "session")
     for ddl in ("ddl-through-sluice", "ddl-direct")
@@ -239,39 +229,162 @@ def test_drop_database_its_clients_left(
     assert pg.psql(f"select count(*) from pg_database where datname = '{name}'") == "0"
 
 
-async def _on_another_connection(port: int, ddl: Connect, seen: list[Any]) -> None:
-    """A client's statement runs, after a change to its result type, on a pooled connection
-    it was never prepared on: directly its own session refuses the stale plan (0A000)."""
-    con, holder, other = await _connect(port), await _connect(port), await ddl()
-    try:
-        await con.execute("CREATE TABLE sc_tab(a int, b int); INSERT INTO sc_tab VALUES (1, 2)")
-        statement = await con.prepare("SELECT * FROM sc_tab")
-        seen.append(tuple(await statement.fetchrow()))
-        # the connection just returned is lent next: `holder` keeps it in a transaction
-        await holder.execute("BEGIN")
-        await other.execute("ALTER TABLE sc_tab ALTER COLUMN b SET DATA TYPE text")
+class Moved:
+    """A statement a client prepared, run again after a schema change on a pooled connection
+    it was never prepared on (directly: in the client's own session, which plans it again
+    with the parameter types its Parse gave and refuses another result type, 0A000)."""
+
+    def __init__(
+        self, sql: str, change: str, args: tuple[Any, ...] = (), *, fresh: bool = False,
+        in_transaction: bool = False,
+    ) -> None:  # fmt: skip
+        self.sql, self.change, self.args = sql, change, args
+        self.fresh = fresh  # another client prepares the text after the change, first
+        self.in_transaction = in_transaction  # the second run is in a transaction block
+
+    async def __call__(self, port: int, ddl: Connect, seen: list[Any]) -> None:
+        con, holder, other = await _connect(port), await _connect(port), await ddl()
         try:
-            seen.append(tuple(await statement.fetchrow()))
-        except Exception as exc:  # (a wrong decoding raises anything)
-            seen.append(type(exc).__name__)
-        await holder.execute("COMMIT")
-    finally:
-        for connection in (con, holder, other):
-            await connection.close()
+            await con.execute("CREATE TABLE sc_tab(a int, b int); INSERT INTO sc_tab VALUES (1, 2)")
+            statement = await con.prepare(self.sql)
+            await _outcome(seen, statement.fetchrow(*self.args))
+            # the connection just returned is lent next: `holder` keeps it in a transaction
+            await holder.execute("BEGIN")
+            await other.execute(self.change)
+            if self.fresh:  # prepares the text on the connection lent next
+                fresh = await _connect(port)
+                await _outcome(seen, fresh.fetchrow(self.sql, *self.args))
+                await fresh.close()
+            if self.in_transaction:
+                async with con.transaction():
+                    await _outcome(seen, statement.fetchrow(*self.args))
+                    await _outcome(seen, con.fetchrow("SELECT 1"))
+            else:
+                await _outcome(seen, statement.fetchrow(*self.args))
+            await holder.execute("COMMIT")
+            await _outcome(seen, con.fetchrow("SELECT count(*) FROM sc_tab"))  # writes made
+        finally:
+            for connection in (con, holder, other):
+                await connection.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a statement prepared again on another pooled connection takes the new result"
-    " type silently; directly the client's session refuses the stale plan (0A000)",
-)
+_TO_TEXT = "ALTER TABLE sc_tab ALTER COLUMN b SET DATA TYPE text"
+MOVED = {
+    "result type changed": Moved("SELECT * FROM sc_tab", _TO_TEXT),
+    "result type changed, the text prepared since": Moved(
+        "SELECT * FROM sc_tab", _TO_TEXT, fresh=True
+    ),
+    "result type changed, in a transaction": Moved(
+        "SELECT * FROM sc_tab", _TO_TEXT, in_transaction=True
+    ),
+    "a write returning rows": Moved("INSERT INTO sc_tab VALUES (3, 4) RETURNING *", _TO_TEXT),
+    "result type kept": Moved("SELECT a, b FROM sc_tab", "ALTER TABLE sc_tab ADD COLUMN c int"),
+    # the client encodes $1 as the int4 its Parse was told; a new Parse would infer int8
+    "parameter type inferred otherwise now": Moved(
+        "INSERT INTO sc_tab VALUES (5, $1) RETURNING a",
+        "ALTER TABLE sc_tab ALTER COLUMN b SET DATA TYPE bigint",
+        (6,),
+        fresh=True,
+    ),
+}
+
+
 @pytest.mark.parametrize("ddl", ["ddl-through-sluice", "ddl-direct"])
-def test_stale_statement_on_a_connection_it_was_never_prepared_on(
-    start_sluice: StartSluice, pg: PgCluster, ddl: str
+@pytest.mark.parametrize("case", list(MOVED))
+def test_statement_run_on_a_connection_it_was_never_prepared_on(
+    start_sluice: StartSluice, pg: PgCluster, case: str, ddl: str
 ) -> None:
-    want = asyncio.run(_run(_on_another_connection, pg.port, lambda: _connect(pg.port)))
+    scenario = MOVED[case]
+    want = asyncio.run(_run(scenario, pg.port, lambda: _connect(pg.port)))
     proc = start_sluice(pool={"mode": "transaction", "max_connections": 6})
     port = _port(proc)
     other = pg.port if ddl == "ddl-direct" else port
-    got = asyncio.run(_run(_on_another_connection, port, lambda: _connect(other)))
+    got = asyncio.run(_run(scenario, port, lambda: _connect(other)))
     assert got == want
+
+
+def _replies(client: RawClient, data: bytes) -> list[tuple[str, str]]:
+    """Send `data` (ending in a Sync); each reply as its type and, for an error, its
+    SQLSTATE, message and routine (what drivers tell a stale plan by)."""
+    client.send(data)
+    seen = []
+    for kind, body in client.read_until_ready():
+        if kind == b"E":
+            fields = m.parse_error_fields(body)
+            seen.append(("E", f"{fields['C']} {fields['M']} {fields.get('R', '')}"))
+        else:
+            seen.append((kind.decode(), body.hex() if kind in b"tZ" else ""))
+    return seen
+
+
+def _describe_moved(port: int, ddl_port: int) -> list[list[tuple[str, str]]]:
+    """Describe and Bind of a statement on a connection it was never prepared on, after
+    a change of its result type, on a bare socket: every reply, in order."""
+    con, holder, other = RawClient(port), RawClient(port), RawClient(ddl_port)
+    for client in (con, holder, other):
+        client.login()
+    statement = m.parse(b"s1", b"SELECT * FROM sc_tab WHERE a = $1\x00\x00\x00")
+    describe = m.describe_statement(b"s1")
+    bind = m.message(b"B", b"\x00s1\x00\x00\x00\x00\x01\x00\x00\x00\x011\x00\x00")
+    execute = m.message(b"E", b"\x00\x00\x00\x00\x00")
+    try:
+        con.query("CREATE TABLE sc_tab(a int, b int); INSERT INTO sc_tab VALUES (1, 2)")
+        seen = [_replies(con, statement + describe + m.SYNC)]
+        holder.query("BEGIN")  # keeps the connection just returned
+        other.query("ALTER TABLE sc_tab ALTER COLUMN b SET DATA TYPE text")
+        seen.append(_replies(con, describe + m.SYNC))
+        seen.append(_replies(con, describe + bind + execute + m.SYNC))
+        seen.append(_replies(con, bind + execute + m.SYNC))
+        holder.query("COMMIT")
+        con.query("DROP TABLE sc_tab")
+    finally:
+        for client in (con, holder, other):
+            client.close()
+    return seen
+
+
+@pytest.mark.parametrize("ddl", ["ddl-through-sluice", "ddl-direct"])
+def test_describe_of_a_statement_moved_after_a_change(
+    start_sluice: StartSluice, pg: PgCluster, ddl: str
+) -> None:
+    """A Describe gets the parameters, then the server's 0A000 (as from RevalidateCachedQuery),
+    and the error aborts what follows up to the Sync."""
+    want = _describe_moved(pg.port, pg.port)
+    proc = start_sluice(pool={"mode": "transaction", "max_connections": 6})
+    port = _port(proc)
+    got = _describe_moved(port, pg.port if ddl == "ddl-direct" else port)
+    assert got == want
+    assert got[1][1][0] == "E" and got[1][1][1].startswith("0A000")
+
+
+def test_client_leaving_while_its_bind_waits_for_a_describe(
+    start_sluice: StartSluice, pg: PgCluster
+) -> None:
+    """A client that sends a Bind the proxy holds (its statement is being prepared on the
+    lent connection) and leaves: the connection is cleaned up and lent again; nothing
+    the client sent half-way runs."""
+    proc = start_sluice(pool={"mode": "transaction", "max_connections": 2})
+    port = _port(proc)
+    con, holder = RawClient(port), RawClient(port)
+    for client in (con, holder):
+        client.login()
+    con.query("CREATE TABLE sc_tab(a int, b int)")
+    insert = m.parse(b"s1", b"INSERT INTO sc_tab VALUES (1, 2) RETURNING *\x00\x00\x00")
+    _replies(con, insert + m.describe_statement(b"s1") + m.SYNC)
+    holder.query("BEGIN")  # the connection just returned: con's statement moves
+    bind = m.message(b"B", b"\x00s1\x00\x00\x00\x00\x00\x00\x00")
+    con.send(bind + m.message(b"E", b"\x00\x00\x00\x00\x00"))  # no Sync: then it leaves
+    con.close()
+    holder.query("COMMIT")
+    others = [RawClient(port) for _ in range(3)]
+    try:
+        for other in others:
+            other.login()
+            assert other.query("SELECT count(*) FROM sc_tab")[1] == (
+                b"D",
+                b"\x00\x01\x00\x00\x00\x010",
+            )
+        others[0].query("DROP TABLE sc_tab")
+    finally:
+        for client in (holder, *others):
+            client.close()

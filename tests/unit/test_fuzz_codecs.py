@@ -85,11 +85,12 @@ PG_SERVER = [
     m.message(b"2"),
     m.message(b"n"),
     m.message(b"t", b"\x00\x01\x00\x00\x00\x17"),
+    m.message(b"t", b"\x00\x01\x00\x00\x00\x17"),
 ]
 PG_REQUESTS = [
     r.PARSE, r.BIND, r.DESCRIBE_STMT, r.EXECUTE, r.CLOSE, r.SYNC, r.QUERY, r.FUNCTION,
     r.PARSE_SKIP, r.PARSE_FAKE, r.CLOSE_SKIP, r.CLOSE_FAKE, r.QUERY_SKIP, r.REPLAY,
-    r.QUERY_CHECK,
+    r.QUERY_CHECK, r.STALE,
 ]  # fmt: skip
 
 
@@ -254,10 +255,14 @@ def test_pg_scram_client(first: bytes, final: bytes) -> None:
 def test_pg_response_tracker(queue: list[int], stream: bytes, cuts: list[int]) -> None:
     tracker = r.ResponseTracker(MAX)
     for kind in queue:
-        if kind in (r.PARSE, r.PARSE_SKIP):
+        if kind == r.PARSE:
             tracker.push_parse(kind, b"s1")
+        elif kind == r.PARSE_SKIP:  # as the proxy sends it: with its DESCRIBE_CHECK
+            tracker.push_prepare(kind, b"s1", 0)
+        elif kind == r.STALE:
+            tracker.push_stale(r.STALE_ERROR)
         elif kind == r.CLOSE_SKIP:  # as the proxy injects it: of a statement it has
-            tracker.prepared[b"s1"] = 0
+            tracker.prepared[b"s1"] = r.Prepared(0)
             tracker.push_close(b"s1")
         else:
             tracker.push(kind)

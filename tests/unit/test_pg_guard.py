@@ -32,6 +32,7 @@ from sluice.pg.statements import ClientStatements, StatementNames
 from sluice.session.frontend import is_variable_set
 from sluice.wire.pg import messages as m
 from sluice.wire.pg import responses as r
+from sluice.wire.pg.responses import Prepared
 from sluice.wire.pg.sql import Effect, classify_bytes
 
 LOGIN = "app"
@@ -243,7 +244,8 @@ IDLE, IN_TXN, FAILED = ord("I"), ord("T"), ord("E")
 
 def statements(*names: bytes) -> ClientStatements:
     stmts = ClientStatements(StatementNames(), 100, BorrowGuard(1))
-    stmts.by_name = {name: (b"sluice_1", b"select 1\x00\x00\x00", 0) for name in names}
+    entry = (b"sluice_1", b"select 1\x00\x00\x00", 0, Prepared(0), b"")
+    stmts.by_name = dict.fromkeys(names, entry)
     return stmts
 
 
@@ -304,7 +306,7 @@ def test_bind_of_an_opaque_statement_marks_its_borrow() -> None:
     stmts = ClientStatements(StatementNames(), 100, guard)
     server = ServerConn("pool", 1 << 20)
     name = b"s1"
-    stmts.by_name = {name: (b"sluice_1", b"select f($1)\x00\x00\x00", 0)}
+    stmts.by_name = {name: (b"sluice_1", b"select f($1)\x00\x00\x00", 0, Prepared(0), b"")}
     stmts.unseen = {name: Effect(opaque=True, writes=True)}
     out: list[bytes] = []
     stmts.bind(m.message(b"B", b"\x00s1\x00" + b"\x00\x00" * 3), server, out)
@@ -394,9 +396,10 @@ def test_clients_share_their_statements_until_a_named_parse() -> None:
     shared.parse(m.parse(b"s1", b"select nextval('q')\x00\x00\x00"), server, out, a)
     own = a.statements
     assert own is not shared and own.guard is a.guard and list(own.by_name) == [b"s1"]
-    assert list(own.unseen) == [b"s1"] and out[-1] == m.parse(
-        b"sluice_1", b"select nextval('q')\x00\x00\x00"
-    )
+    assert list(own.unseen) == [b"s1"] and out[-2:] == [
+        m.parse(b"sluice_1", b"select nextval('q')\x00\x00\x00"),
+        m.describe_statement(b"sluice_1"),  # the proxy learns its types
+    ]
     assert shared.by_name == shared.unseen == {} and b.statements is shared
     own.parse(m.parse(b"s2", b"select 2\x00\x00\x00"), server, out, a)
     assert a.statements is own and list(own.by_name) == [b"s1", b"s2"]

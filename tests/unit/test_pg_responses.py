@@ -62,9 +62,12 @@ APP_DEFAULT = m.parameter_status("application_name", "")
 RESTORED = [ROWS, ROW, SELECT_1, TZ_START, Z_I]  # the reply to a restore of TimeZone
 TZ = frozenset({b"timezone"})
 
-# a kind, (PARSE / PARSE_SKIP / CLOSE_SKIP, server name), or (QUERY_RESTORING /
-# SYNC_RESTORING, names)
-Request = int | tuple[int, bytes] | tuple[int, frozenset[bytes]]
+# a kind, (PARSE / PARSE_SKIP / CLOSE_SKIP, server name), (QUERY_RESTORING /
+# SYNC_RESTORING, names), ("prepare", PARSE / PARSE_SKIP, server name): a Parse and its
+# DESCRIBE_CHECK, or ("stale", what the client gets for the server's error)
+Request = int | tuple[int, bytes] | tuple[int, frozenset[bytes]] | tuple[str, int, bytes]
+Request = Request | tuple[str, bytes]
+NO_STATEMENT = m.error_response("26000", 'prepared statement "sluice_stale_plan" does not exist')
 
 
 @dataclass(frozen=True)
@@ -307,15 +310,20 @@ CASES: dict[str, Case] = {
     "copy in, client sent CopyFail": Case([r.QUERY], [COPY_IN, ERROR, Z_I], [...], errors=1),
     # ---- settings replayed and restored
     "replay, then the client's query": Case(
-        [r.REPLAY, r.QUERY], [BEGIN, SET, COMMIT, TZ_START, Z_I, ROWS, ROW, SELECT_1, Z_I],
+        [r.REPLAY, r.QUERY],
+        [BEGIN, SET, COMMIT, TZ_START, Z_I, ROWS, ROW, SELECT_1, Z_I],
         [ROWS, ROW, SELECT_1, Z_I],
     ),
     "failed replay: nothing more for the client": Case(
-        [r.REPLAY, r.QUERY], [BEGIN, ERROR, Z_E, IN_FAILED, Z_E], [],
-        queue=[r.REPLAY, r.QUERY], replay_error=True,
+        [r.REPLAY, r.QUERY],
+        [BEGIN, ERROR, Z_E, IN_FAILED, Z_E],
+        [],
+        queue=[r.REPLAY, r.QUERY],
+        replay_error=True,
     ),
     "restore after a RESET": Case(
-        [(r.QUERY_RESTORING, TZ)], [RESET, APP_DEFAULT, TZ_DEFAULT, Z_I, *RESTORED],
+        [(r.QUERY_RESTORING, TZ)],
+        [RESET, APP_DEFAULT, TZ_DEFAULT, Z_I, *RESTORED],
         [RESET, APP_DEFAULT, TZ_START, Z_I],
     ),
     "restore after an extended RESET": Case(
@@ -324,29 +332,79 @@ CASES: dict[str, Case] = {
         [PARSE_OK, BIND_OK, RESET, TZ_START, Z_I],
     ),
     "restore in a transaction, a notification meanwhile": Case(
-        [(r.QUERY_RESTORING, TZ)], [RESET, TZ_DEFAULT, Z_T, ROWS, NOTIFY, ROW, NOTICE, SELECT_1,
-                                    TZ_START, Z_T],
-        [RESET, NOTIFY, TZ_START, Z_T], status=b"T",
+        [(r.QUERY_RESTORING, TZ)],
+        [RESET, TZ_DEFAULT, Z_T, ROWS, NOTIFY, ROW, NOTICE, SELECT_1, TZ_START, Z_T],
+        [RESET, NOTIFY, TZ_START, Z_T],
+        status=b"T",
     ),
     "failed RESET: the restore reports nothing": Case(
-        [(r.QUERY_RESTORING, TZ)], [RESET, ERROR, Z_I, *RESTORED], [RESET, ERROR, Z_I], errors=1,
+        [(r.QUERY_RESTORING, TZ)],
+        [RESET, ERROR, Z_I, *RESTORED],
+        [RESET, ERROR, Z_I],
+        errors=1,
     ),
     "failed extended RESET: the restore reports nothing": Case(
-        [r.BIND, r.EXECUTE, (r.SYNC_RESTORING, TZ)], [BIND_OK, ERROR, Z_I, *RESTORED],
-        [BIND_OK, ERROR, Z_I], errors=1,
+        [r.BIND, r.EXECUTE, (r.SYNC_RESTORING, TZ)],
+        [BIND_OK, ERROR, Z_I, *RESTORED],
+        [BIND_OK, ERROR, Z_I],
+        errors=1,
     ),
     "RESET in a failed transaction: its restore fails too": Case(
-        [(r.QUERY_RESTORING, TZ)], [IN_FAILED, Z_E, IN_FAILED, Z_E], [IN_FAILED, Z_E],
-        status=b"E", errors=1,
+        [(r.QUERY_RESTORING, TZ)],
+        [IN_FAILED, Z_E, IN_FAILED, Z_E],
+        [IN_FAILED, Z_E],
+        status=b"E",
+        errors=1,
     ),
     "a restore that fails alone is a failed replay": Case(
-        [(r.QUERY_RESTORING, TZ)], [RESET, TZ_DEFAULT, Z_I, ERROR, Z_I], [RESET],
-        queue=[r.RESTORE], replay_error=True,
+        [(r.QUERY_RESTORING, TZ)],
+        [RESET, TZ_DEFAULT, Z_I, ERROR, Z_I],
+        [RESET],
+        queue=[r.RESTORE],
+        replay_error=True,
     ),
     "copy out, extended": Case(
         [(r.PARSE, b""), r.BIND, r.EXECUTE, r.SYNC],
         [PARSE_OK, BIND_OK, COPY_OUT, COPY_DATA, COPY_DONE, COPY_2, Z_I],
         [...],
+    ),
+    "a statement prepared and described: the replies to both swallowed": Case(
+        [("prepare", r.PARSE_SKIP, b"sluice_1"), r.BIND, r.EXECUTE, r.SYNC],
+        [PARSE_OK, PARAM_DESC, ROWS, BIND_OK, ROW, SELECT_1, Z_I],
+        [BIND_OK, ROW, SELECT_1, Z_I],
+        prepared_after=[b"sluice_1"],
+    ),
+    "a client's Parse described: only its own replies reach it": Case(
+        [("prepare", r.PARSE, b"sluice_1"), r.DESCRIBE_STMT, r.SYNC],
+        [PARSE_OK, PARAM_DESC, NO_DATA, PARAM_DESC, NO_DATA, Z_I],
+        [PARSE_OK, PARAM_DESC, NO_DATA, Z_I],
+        prepared_after=[b"sluice_1"],
+    ),
+    "an injected Parse fails: its Describe is skipped, the error is the client's": Case(
+        [("prepare", r.PARSE_SKIP, b"sluice_1"), r.BIND, r.SYNC],
+        [ERROR, Z_I],
+        [...],
+        errors=1,
+        prepared_after=[],
+    ),
+    "a stale statement's Bind: 0A000 in place of the server's error": Case(
+        [("stale", r.STALE_ERROR), r.EXECUTE, r.SYNC],
+        [NO_STATEMENT, Z_E],
+        [r.STALE_ERROR, Z_E],
+        status=b"E",
+        errors=1,
+    ),
+    "a stale statement's Describe: its parameters, then 0A000": Case(
+        [r.BIND, r.EXECUTE, ("stale", PARAM_DESC + r.STALE_ERROR), r.SYNC],
+        [BIND_OK, ROW, SELECT_1, NO_STATEMENT, Z_I],
+        [BIND_OK, ROW, SELECT_1, PARAM_DESC, r.STALE_ERROR, Z_I],
+        errors=1,
+    ),
+    "a stale Bind after an error: discarded, nothing in its place": Case(
+        [r.BIND, ("stale", r.STALE_ERROR), r.EXECUTE, r.SYNC, ("stale", r.STALE_ERROR), r.SYNC],
+        [ERROR, Z_I, NO_STATEMENT, Z_I],
+        [ERROR, Z_I, r.STALE_ERROR, Z_I],
+        errors=2,
     ),
     "copy in, extended": Case(
         [(r.PARSE, b""), r.BIND, r.EXECUTE, r.SYNC],
@@ -366,12 +424,16 @@ def _client(case: Case) -> bytes:
 def _tracker(case: Case) -> ResponseTracker:
     tracker = ResponseTracker(MAX)
     for name in case.prepared:
-        tracker.prepared[name] = 0
+        tracker.prepared[name] = r.Prepared(0)
     for req in case.requests:
         if isinstance(req, int):
             tracker.push(req)
         elif isinstance(req[1], frozenset):
             tracker.push_restoring(req[0], req[1])
+        elif req[0] == "prepare":
+            tracker.push_prepare(req[1], req[2], 0)
+        elif req[0] == "stale":
+            tracker.push_stale(req[1])
         elif req[0] == r.CLOSE_SKIP:
             tracker.push_close(req[1])
         else:
@@ -390,7 +452,7 @@ def _feed(case: Case, chunks: Iterable[bytes]) -> tuple[bytes, ResponseTracker]:
 
 
 _EXTENDED = (r.PARSE, r.BIND, r.DESCRIBE_STMT, r.DESCRIBE_PORTAL, r.EXECUTE, r.CLOSE)
-_EXTENDED_OWN = (r.PARSE_SKIP, r.PARSE_FAKE, r.CLOSE_SKIP, r.CLOSE_FAKE)
+_EXTENDED_OWN = (r.PARSE_SKIP, r.PARSE_FAKE, r.CLOSE_SKIP, r.CLOSE_FAKE, r.DESCRIBE_CHECK, r.STALE)
 
 
 def _unsynced(case: Case) -> bool:
@@ -456,7 +518,30 @@ def test_message_by_message() -> None:
 def test_a_statement_whose_close_was_skipped_must_be_closed_before_use() -> None:
     _, tracker = _feed(CASES["close skipped after an error: the statement is still there"], [])
     tracker.feed(ERROR + Z_I)
-    assert tracker.prepared == {b"sluice_1": -1}  # older than any generation
+    assert list(tracker.prepared) == [b"sluice_1"]
+    assert tracker.prepared[b"sluice_1"].generation == -1  # older than any generation
+
+
+def test_a_described_statement_knows_its_types() -> None:
+    """A DESCRIBE_CHECK's replies give the statement its parameter and result types (not
+    where the columns come from, nor their format) and tell the client session."""
+    column = b"b\x00" + b"\x00\x00\x40\x00\x00\x02" + b"\x00\x00\x00\x19\xff\xff\xff\xff\xff\xff"
+    rows = m.message(b"T", b"\x00\x01" + column + b"\x00\x00")
+    elsewhere = m.message(b"T", b"\x00\x01" + column.replace(b"\x40", b"\x41") + b"\x00\x01")
+    tracker = ResponseTracker(MAX)
+    first = tracker.push_prepare(r.PARSE_SKIP, b"sluice_1", 3)
+    second = tracker.push_prepare(r.PARSE_SKIP, b"sluice_2", 3)
+    assert tracker.prepared == {b"sluice_1": first, b"sluice_2": second}
+    assert tracker.checks_due == 2 and first.generation == 3
+    assert tracker.feed(PARSE_OK + PARAM_DESC) == b""
+    assert first.params == PARAM_DESC[5:] and first.shape is None and not tracker.described
+    assert tracker.feed(rows) == b""
+    assert first.shape is not None and tracker.described and tracker.checks_due == 1
+    tracker.feed(PARSE_OK + PARAM_DESC + elsewhere)
+    assert second.shape == first.shape == b"\x00\x01b\x00\x00\x00\x00\x19\xff\xff\xff\xff\xff\xff"
+    assert r.result_shape(ROWS, 0) != first.shape  # another name, type and modifier
+    with pytest.raises(ProtocolError):
+        r.result_shape(m.message(b"T", b"\x00\x01b\x00\x00"), 0)
 
 
 def test_stale_plan_noticed_only_for_0A000() -> None:
@@ -544,7 +629,7 @@ def test_error_before_the_sync_keeps_the_connection_until_the_sync() -> None:
     connection is not idle then (the server discards everything up to that Sync), requests
     sent meanwhile get no reply, and only the Sync's ReadyForQuery makes it idle."""
     tracker = ResponseTracker(MAX)
-    tracker.prepared[b"s1"] = None
+    tracker.prepared[b"s1"] = r.Prepared(0)
     for kind in (r.BIND, r.DESCRIBE_PORTAL, r.EXECUTE):
         tracker.push(kind)
     tracker.push_parse(r.PARSE, b"s2")
@@ -552,7 +637,7 @@ def test_error_before_the_sync_keeps_the_connection_until_the_sync() -> None:
     tracker.push(r.EXECUTE)
     assert tracker.feed(BIND_OK + NO_DATA + ERROR) == BIND_OK + NO_DATA + ERROR
     assert not tracker.queue and tracker.awaiting_sync and not tracker.idle
-    tracker.prepared[b"s3"] = None
+    tracker.prepared[b"s3"] = r.Prepared(0)
     tracker.push_parse(r.PARSE, b"s3")  # discarded by the server: never made
     tracker.push(r.PARSE_FAKE)  # nothing is owed for a discarded Parse either
     tracker.push(r.EXECUTE)

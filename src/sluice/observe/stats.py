@@ -171,7 +171,7 @@ def _proxy_snapshot(proxy: ProxyView, now: float) -> ProxySnapshot:
         elif client.state.value == "waiting":
             waiting[pool] = waiting.get(pool, 0) + 1
             max_wait[pool] = max(max_wait.get(pool, 0.0), now - client.last_active)
-        elif client.state.value in ("ready", "checking"):
+        elif client.state.value in ("ready", "checking", "describing"):
             active[pool] = active.get(pool, 0) + 1
     cfg, stats = proxy.config, proxy.stats
     pools = tuple(

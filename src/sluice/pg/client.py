@@ -3,6 +3,8 @@
 States (one owner, `FrontendSession._set_state` in `sluice.session.frontend`):
 
     STARTUP -> READY <-> WAITING      (any) -> CLOSED
+             READY <-> CHECKING
+             READY <-> DESCRIBING
 
 STARTUP is a coroutine: SSLRequest and TLS, the startup packet, authentication,
 and the greeting (ParameterStatus, proxy-issued BackendKeyData, ReadyForQuery).
@@ -14,7 +16,9 @@ connection goes back to the pool when the server reports it idle, unless the
 client is pinned. If the borrow ran opaque SQL (`sluice.pg.guard`), the
 connection is first asked what session state is left (CHECKING: the client's
 next messages wait for the answer), and the client is pinned if it still needs
-some of it.
+some of it. A Bind or Describe of a statement the client prepared on another
+connection may have to wait until this one has described it (DESCRIBING: the
+message and those after it wait; `sluice.pg.statements`).
 """
 
 from __future__ import annotations
@@ -70,6 +74,7 @@ monotonic: Final = time.monotonic
 # enum class (whose metaclass makes every attribute read a slower lookup).
 _CHECKING: Final = ClientState.CHECKING
 _CLOSED: Final = ClientState.CLOSED
+_DESCRIBING: Final = ClientState.DESCRIBING
 _READY: Final = ClientState.READY
 _WAITING: Final = ClientState.WAITING
 
@@ -211,7 +216,7 @@ class ClientSession(FrontendSession[PgHost, "PgPool", "ServerConn", bytes], Repl
         if state is _READY:
             self.last_active = monotonic()
             self._drain()
-        elif state is _WAITING or state is _CHECKING:
+        elif state is _WAITING or state is _CHECKING or state is _DESCRIBING:
             if self.reader.pending > _BUFFER_WHILE_WAITING:
                 self.pause_reading()  # resumed once a connection is borrowed or checked
         elif self._waiter is not None and not self._waiter.done():
@@ -401,7 +406,8 @@ class ClientSession(FrontendSession[PgHost, "PgPool", "ServerConn", bytes], Repl
         elif kind == _P:
             self.statements.parse(msg, server, out, self)
         elif kind == _B:
-            self.statements.bind(msg, server, out)
+            if not self.statements.bind(msg, server, out):
+                self._hold_until_described(msg, tracker)
         elif kind == _E:
             tracker.push(r.EXECUTE)
             out.append(msg)
@@ -413,7 +419,8 @@ class ClientSession(FrontendSession[PgHost, "PgPool", "ServerConn", bytes], Repl
                 tracker.push(r.SYNC)
                 out.append(msg)
         elif kind == _D:
-            self.statements.describe(msg, server, out)
+            if not self.statements.describe(msg, server, out):
+                self._hold_until_described(msg, tracker)
         elif kind == _C:
             self.statements.close(msg, server, out, self)
         elif kind == _H or kind in _COPY:
@@ -426,6 +433,20 @@ class ClientSession(FrontendSession[PgHost, "PgPool", "ServerConn", bytes], Repl
             self._close_now("client sent Terminate")
         else:
             raise ProtocolError(f"unexpected message type {chr(kind)!r} from client")
+
+    def _hold_until_described(self, msg: bytes, tracker: r.ResponseTracker) -> None:
+        """`msg` names a statement whose result type the connection is yet to report: it
+        and the client's next messages wait (`statement_described`)."""
+        tracker.described = False
+        self._held = msg
+        self._set_state(_DESCRIBING)
+
+    def statement_described(self) -> None:
+        """The connection reported a statement's result type: the held message goes on."""
+        if self.state is _DESCRIBING:
+            self._set_state(_READY)
+            self.resume_reading()
+            self._drain()
 
     def note_sql(self, sql: bytes, tracker: r.ResponseTracker) -> Effect:
         """`_note_sql` for the text of a Parse; its effect."""

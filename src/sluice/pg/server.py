@@ -57,6 +57,10 @@ class ReplySink:
     @abstractmethod
     def server_idle(self, server: ServerConn) -> None: ...
 
+    @abstractmethod
+    def statement_described(self) -> None:
+        """The connection answered a Describe the proxy sent (`ResponseTracker.described`)."""
+
 
 class Borrower(ClientView, Protocol):
     """The client session a connection is lent to (`ClientSession`)."""
@@ -146,6 +150,9 @@ class ServerConn(BackendConn[Borrower, ResponseTracker]):
                 client.replay_failed(self, tracker.replay_error)
             elif tracker.idle:
                 sink.server_idle(self)
+            elif tracker.described:
+                tracker.described = False
+                sink.statement_described()
             return
         if self.reader is not None:
             self.reader.feed(data)

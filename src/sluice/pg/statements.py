@@ -16,7 +16,8 @@ names a statement:
   the Parse under the server name (closing a stale one first: CLOSE_SKIP);
 - Bind / Describe: rewrite the name; if the connection lacks the statement, or
   has one prepared before the client's Parse and a schema change between,
-  inject its Parse first (PARSE_SKIP, its reply swallowed);
+  inject its Parse first (PARSE_SKIP, its reply swallowed); and make sure the
+  statement it runs has the result type the client's own Parse gave (below);
 - Close of a statement: forget the client name and answer CloseComplete
   ourselves (CLOSE_FAKE); the connection keeps the statement for others;
 - a Query that is only `DEALLOCATE name` or `DEALLOCATE ALL`: the client means
@@ -34,23 +35,41 @@ TABLE is not what a new Parse would give (Describe reports the old types, Bind
 fails with 0A000 again), so `StatementNames.generation` counts the schema changes
 seen: DDL a client sends (counted when sent and again when its transaction has
 ended, when other connections can see it) and a 0A000 from the server (DDL made
-elsewhere). A Parse only reuses a statement of the current generation. What a
-client's statement is bound to when it moves to a connection that lacks it is
-parsed again there, against the schema of the moment (directly the server would
-re-plan it, or refuse it with 0A000 if its result type changed).
+elsewhere). A Parse only reuses a statement of the current generation.
+
+A client's statement that moves to a connection that lacks it is parsed again
+there, against the schema of the moment. Directly, the server plans the client's
+statement again after a schema change, with the parameter types its Parse gave
+(inferred or not), and refuses to run it with another result type than that
+Parse gave (0A000); a client that encodes parameters and decodes rows by the
+types its Describe reported relies on both. So each statement the proxy prepares
+is described too (DESCRIBE_CHECK: `Prepared.params` and `.shape`), each client
+name remembers the statement its Parse made or reused (`origin`), and a Bind or
+Describe that would run another statement compares them:
+
+- other parameter types: the client's statement is the text with its own types
+  given explicitly (another server-side statement, `_typed`), as the server
+  would plan it again;
+- the same result type: the message goes on; another: it is refused as the
+  server would refuse it (STALE: the client gets 0A000, the server fails the
+  message, so the transaction aborts and the server skips to the Sync as
+  directly);
+- not yet known: the message waits (`bind` and `describe` return False) until
+  the connection has answered the Describe (`tracker.described`).
 
 Settings are the other half of moving a client: see `sluice.pg.settings`.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Final, Protocol
+from typing import TYPE_CHECKING, Final, Protocol, TypeAlias
 
 from sluice.pg.guard import NO_GUARD
 from sluice.session.empty import SharedEmptyDict
 from sluice.wire.pg import messages as m
 from sluice.wire.pg import responses as r
 from sluice.wire.pg.messages import read_cstr
+from sluice.wire.pg.responses import Prepared
 from sluice.wire.pg.sql import Effect, classify_bytes
 
 if TYPE_CHECKING:
@@ -81,6 +100,10 @@ _MEANING: Final = (
     "search_path", "datestyle", "timezone", "intervalstyle", "standard_conforming_strings",
     "timezone_abbreviations", "client_encoding",
 )  # fmt: skip
+# what `_ensure` finds: the message may go on, must wait for a Describe, or must fail
+_GO: Final = 0
+_HOLD: Final = 1
+_STALE: Final = 2
 _ABORTED: Final = m.error_response(
     "25P02", "current transaction is aborted, commands ignored until end of transaction block"
 )
@@ -138,9 +161,13 @@ class StatementNames:
         return name
 
 
+# client name -> (server name, the Parse's body after the name, schema generation when the
+# client parsed it, the statement its Parse made or reused on the connection it was sent on,
+# the `statement_context` it was parsed in)
+Entry: TypeAlias = tuple[bytes, bytes, int, Prepared, bytes]
 # Shared by every client until it prepares a named statement (many never do): only `parse`
 # adds to these maps, and it gives the client its own first.
-_NO_STATEMENTS: Final[dict[bytes, tuple[bytes, bytes, int]]] = SharedEmptyDict()
+_NO_STATEMENTS: Final[dict[bytes, Entry]] = SharedEmptyDict()
 _NONE_UNSEEN: Final[dict[bytes, Effect]] = SharedEmptyDict()
 
 
@@ -155,7 +182,6 @@ class ClientStatements:
     def __init__(self, names: StatementNames, max_prepared: int, guard: BorrowGuard) -> None:
         self.names = names
         self.max_prepared = max_prepared
-        # client name -> (server name, body, schema generation when the client parsed it)
         self.by_name = _NO_STATEMENTS
         # statements whose execution is opaque or may write: each Bind tells the guard
         self.unseen = _NONE_UNSEEN
@@ -182,12 +208,12 @@ class ClientStatements:
             tracker.push_parse(r.PARSE, b"")
             out.append(msg)
             return
-        server_name = self.names.name_for(rest + b"\x00" + statement_context(client.settings))
+        context = statement_context(client.settings)
+        server_name = self.names.name_for(rest + b"\x00" + context)
         generation = self.names.generation
         own = self if self.guard is not NO_GUARD else client.own_statements()
         if own.by_name is _NO_STATEMENTS:
             own.by_name = {}
-        own.by_name[name] = (server_name, rest, generation)
         if effect.opaque or effect.writes:
             if own.unseen is _NONE_UNSEEN:
                 own.unseen = {}
@@ -196,7 +222,7 @@ class ClientStatements:
             own.unseen.pop(name, None)
         prepared = tracker.prepared
         made = prepared.get(server_name)
-        if made is not None and (made >= generation or tracker.awaiting_sync):
+        if made is not None and (made.generation >= generation or tracker.awaiting_sync):
             _touch(prepared, server_name)  # (a Parse after an error is discarded anyway)
             tracker.push(r.PARSE_FAKE)
             _answer_now(tracker, client)
@@ -204,7 +230,8 @@ class ClientStatements:
             if made is not None:  # prepared before a schema change
                 out.append(m.close_statement(server_name))
                 tracker.push_close(server_name)
-            self._prepare(server, server_name, rest, out, r.PARSE)
+            made = self._prepare(server, server_name, rest, out, r.PARSE)
+        own.by_name[name] = (server_name, rest, generation, made, context)
 
     def answer_deallocate(
         self, query: bytes, tracker: r.ResponseTracker | None, pinned: bool
@@ -243,31 +270,49 @@ class ClientStatements:
             return m.error_response("26000", text) + m.ready_for_query(bytes((status,)))
         return m.command_complete(tag) + m.ready_for_query(bytes((status,)))
 
-    def bind(self, msg: bytes, server: ServerConn, out: list[bytes]) -> None:
+    def bind(self, msg: bytes, server: ServerConn, out: list[bytes]) -> bool:
+        """Send the Bind `msg`; False if it must wait until the connection has described
+        the statement (nothing of it sent: it is to be given again then)."""
         body = msg[5:]
         _, pos = read_cstr(body, 0)
         stmt, after = read_cstr(body, pos)
         entry = self.by_name.get(stmt) if stmt else None
         if entry is not None:
-            self._ensure(server, entry, out)
-            msg = m.message(b"B", body[:pos] + entry[0] + b"\x00" + body[after:])
+            found = self._ensure(server, stmt, entry, out)
+            if found == _HOLD:
+                return False
+            if found == _STALE:
+                server.tracker.push_stale(r.STALE_ERROR)
+                out.append(m.message(b"B", body[:pos] + r.STALE_NAME + b"\x00" + body[after:]))
+                return True
             if self.unseen and stmt in self.unseen:
                 self.guard.note(self.unseen[stmt])  # runs in this borrow, whenever parsed
+            msg = m.message(b"B", body[:pos] + self.by_name[stmt][0] + b"\x00" + body[after:])
         server.tracker.push(r.BIND)
         out.append(msg)
+        return True
 
-    def describe(self, msg: bytes, server: ServerConn, out: list[bytes]) -> None:
+    def describe(self, msg: bytes, server: ServerConn, out: list[bytes]) -> bool:
+        """Send the Describe `msg`; False if it must wait, as `bind`."""
         if msg[5] == ord("P"):
             server.tracker.push(r.DESCRIBE_PORTAL)
             out.append(msg)
-            return
+            return True
         stmt, _ = read_cstr(msg, 6)
         entry = self.by_name.get(stmt) if stmt else None
         if entry is not None:
-            self._ensure(server, entry, out)
-            msg = m.message(b"D", b"S" + entry[0] + b"\x00")
+            found = self._ensure(server, stmt, entry, out)
+            if found == _HOLD:
+                return False
+            if found == _STALE:  # (directly its parameters are described before the error)
+                params = entry[3].params or b"\x00\x00"
+                server.tracker.push_stale(m.message(b"t", params) + r.STALE_ERROR)
+                out.append(m.describe_statement(r.STALE_NAME))
+                return True
+            msg = m.describe_statement(self.by_name[stmt][0])
         server.tracker.push(r.DESCRIBE_STMT)
         out.append(msg)
+        return True
 
     def close(
         self, msg: bytes, server: ServerConn, out: list[bytes], client: StatementClient
@@ -281,32 +326,57 @@ class ClientStatements:
         server.tracker.push(r.CLOSE)
         out.append(msg)
 
-    def _ensure(
-        self, server: ServerConn, entry: tuple[bytes, bytes, int], out: list[bytes]
-    ) -> None:
-        server_name, rest, generation = entry
+    def _ensure(self, server: ServerConn, stmt: bytes, entry: Entry, out: list[bytes]) -> int:
+        """Have the statement of client name `stmt` (`entry`) on `server`: whether a message
+        naming it may go on (_GO: under the name `by_name` now gives), must wait for its
+        Describe (_HOLD, a Flush sent), or must fail (_STALE)."""
+        server_name, rest, generation, origin, _ = entry
         tracker = server.tracker
         made = tracker.prepared.get(server_name)
-        if made is not None and (made >= generation or tracker.awaiting_sync):
+        if made is not None and (made.generation >= generation or tracker.awaiting_sync):
             _touch(tracker.prepared, server_name)
-            return
-        if made is not None:  # older than the client's own Parse, a schema change between
-            out.append(m.close_statement(server_name))
-            tracker.push_close(server_name)
-        self._prepare(server, server_name, rest, out, r.PARSE_SKIP)
+        else:
+            if made is not None:  # older than the client's own Parse, a schema change between
+                out.append(m.close_statement(server_name))
+                tracker.push_close(server_name)
+            made = self._prepare(server, server_name, rest, out, r.PARSE_SKIP)
+        if made is origin or tracker.awaiting_sync or origin.shape is None:
+            return _GO  # (a Parse that failed or was discarded was never described)
+        if made.shape is None:
+            if not tracker.checks_due:
+                return _GO  # (its Parse failed: the server skips the message anyway)
+            out.append(m.FLUSH)  # the Describe's answer now, not at the client's Sync
+            return _HOLD
+        if made.params != origin.params:
+            typed = self._typed(entry)
+            if typed is not None:
+                self.by_name[stmt] = typed
+                return self._ensure(server, stmt, typed, out)
+        return _GO if made.shape == origin.shape else _STALE
+
+    def _typed(self, entry: Entry) -> Entry | None:
+        """`entry` as the text with the parameter types its Parse gave (`origin.params`)
+        stated; None if it states them already."""
+        server_name, rest, generation, origin, context = entry
+        query_end = rest.find(b"\x00") + 1
+        if origin.params is None or rest[query_end:] == origin.params:
+            return None
+        typed = rest[:query_end] + origin.params
+        server_name = self.names.name_for(typed + b"\x00" + context)
+        return (server_name, typed, generation, origin, context)
 
     def _prepare(
         self, server: ServerConn, server_name: bytes, rest: bytes, out: list[bytes], kind: int
-    ) -> None:
+    ) -> Prepared:
         tracker = server.tracker
         # (no eviction while the server skips to a Sync: it would discard the Close)
         if len(tracker.prepared) >= self.max_prepared and not tracker.awaiting_sync:
             oldest = next(iter(tracker.prepared))
             out.append(m.close_statement(oldest))
             tracker.push_close(oldest)
-        tracker.prepared[server_name] = self.names.generation
-        tracker.push_parse(kind, server_name)
         out.append(m.parse(server_name, rest))
+        out.append(m.describe_statement(server_name))  # (discarded with the Parse if it fails)
+        return tracker.push_prepare(kind, server_name, self.names.generation)
 
 
 def statement_context(settings: SessionSettings) -> bytes:
@@ -318,7 +388,7 @@ def statement_context(settings: SessionSettings) -> bytes:
     return b"\x00".join(parts)
 
 
-def _touch(prepared: dict[bytes, int], name: bytes) -> None:
+def _touch(prepared: dict[bytes, Prepared], name: bytes) -> None:
     prepared[name] = prepared.pop(name)
 
 

@@ -12,6 +12,7 @@ class ClientState(enum.Enum):
     READY = "ready"
     WAITING = "waiting"
     CHECKING = "checking"
+    DESCRIBING = "describing"
     CLOSED = "closed"
 
 
@@ -20,10 +21,12 @@ CLIENT_TRANSITIONS = {
     ClientState.READY: {
         ClientState.WAITING,
         ClientState.CHECKING,
+        ClientState.DESCRIBING,
         ClientState.STARTUP,
         ClientState.CLOSED,
     },
     ClientState.WAITING: {ClientState.READY, ClientState.CLOSED},
     ClientState.CHECKING: {ClientState.READY, ClientState.CLOSED},
+    ClientState.DESCRIBING: {ClientState.READY, ClientState.CLOSED},
     ClientState.CLOSED: set(),
 }

@@ -39,6 +39,7 @@ PARSE_COMPLETE: Final = b"1\x00\x00\x00\x04"
 CLOSE_COMPLETE: Final = b"3\x00\x00\x00\x04"
 SYNC: Final = b"S\x00\x00\x00\x04"
 TERMINATE: Final = b"X\x00\x00\x00\x04"
+FLUSH: Final = b"H\x00\x00\x00\x04"
 SSL_YES: Final[bytes] = b"S"
 SSL_NO: Final = b"N"
 
@@ -155,6 +156,10 @@ def parse(name: bytes, sql_and_types: bytes) -> bytes:
 
 def close_statement(name: bytes) -> bytes:
     return message(b"C", b"S" + name + b"\x00")
+
+
+def describe_statement(name: bytes) -> bytes:
+    return message(b"D", b"S" + name + b"\x00")
 
 
 # ---- parsers -------------------------------------------------------------------

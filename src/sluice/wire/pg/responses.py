@@ -28,7 +28,12 @@ proxy:
   the connection next, and the client already has its one reply;
 - notice the server refusing a statement planned before a schema change
   (0A000, `cached plan must not change result type`: `stale_plan`), so the
-  proxy stops answering Parse with statements prepared before it.
+  proxy stops answering Parse with statements prepared before it;
+- learn the result type of each statement it prepares (a Describe after the
+  Parse, DESCRIBE_CHECK: `Prepared.shape`), and refuse, as the server would, a
+  client's statement that would run with another result type than it was
+  parsed with (STALE: a Bind or Describe the server must fail, whose error is
+  replaced by the 0A000 the client's own session would have given).
 
 Extended-protocol requests run inside an implicit transaction that only a Sync
 (or a simple Query) ends, so the connection is not idle while any of them were
@@ -51,7 +56,12 @@ from collections.abc import Iterable
 from typing import Any, Final
 
 from sluice.errors import ProtocolError
-from sluice.wire.pg.messages import CLOSE_COMPLETE, PARSE_COMPLETE, parse_error_fields
+from sluice.wire.pg.messages import (
+    CLOSE_COMPLETE,
+    PARSE_COMPLETE,
+    message,
+    parse_error_fields,
+)
 
 # Request kinds (queue entries). Upper-case letters are forwarded requests whose
 # replies go to the client; the others are the proxy's own.
@@ -76,10 +86,23 @@ SYNC_RESTORING: Final = ord("s")
 RESTORE: Final = ord("u")  # injected restore: ParameterStatus and ReadyForQuery go to the client
 REPLAY: Final = ord("y")  # injected settings replay: swallowed; an error sets `replay_error`
 QUERY_CHECK: Final = ord("k")  # injected simple query whose rows the proxy reads (`check_rows`)
+# injected Describe of a statement the proxy prepared: its result type is kept (`Prepared.shape`)
+DESCRIBE_CHECK: Final = ord("v")
+# a client's Bind or Describe sent under a name the server does not have, so that it fails
+# as the stale statement would have: the server's error is replaced by STALE_ERROR
+STALE: Final = ord("o")
+# the name it is sent under (the proxy's own names are `sluice_<n>`)
+STALE_NAME: Final = b"sluice_stale_plan"
+# (with the source file and routine the server names: drivers tell this error by them)
+STALE_ERROR: Final = message(
+    b"E",
+    b"SERROR\x00VERROR\x00C0A000\x00Mcached plan must not change result type\x00"
+    b"Fplancache.c\x00RRevalidateCachedQuery\x00\x00",
+)
 
 SPECIAL: Final = frozenset(
     (PARSE_SKIP, PARSE_FAKE, CLOSE_SKIP, CLOSE_FAKE, QUERY_SKIP, RESTORE, REPLAY, QUERY_CHECK)
-)
+).union((DESCRIBE_CHECK, STALE))
 # never streamed to the client
 _QUIET: Final = frozenset((QUERY_SKIP, REPLAY, RESTORE, QUERY_CHECK))
 # nothing of a client's among them
@@ -88,7 +111,7 @@ _OWN_QUERIES: Final = frozenset((QUERY_SKIP, QUERY_CHECK))
 _OWN_READY: Final = frozenset((QUERY_SKIP, REPLAY, QUERY_CHECK))
 # Requests after which the server is inside an implicit transaction until a Sync.
 _EXTENDED: Final = frozenset((PARSE, BIND, DESCRIBE_STMT, DESCRIBE_PORTAL, EXECUTE, CLOSE)).union(
-    (PARSE_SKIP, PARSE_FAKE, CLOSE_SKIP, CLOSE_FAKE)
+    (PARSE_SKIP, PARSE_FAKE, CLOSE_SKIP, CLOSE_FAKE, DESCRIBE_CHECK, STALE)
 )
 _SYNCS: Final = frozenset((SYNC, SYNC_RESTORING))
 _RESTORING: Final = frozenset((QUERY_RESTORING, SYNC_RESTORING))
@@ -101,6 +124,8 @@ _M_DATA: Final = ord("D")
 _M_READY: Final = ord("Z")
 _M_ERROR: Final = ord("E")
 _M_PARAM_DESC: Final = ord("t")
+_M_ROW_DESC: Final = ord("T")
+_M_NO_DATA: Final = ord("n")
 _M_COMPLETE: Final = ord("C")
 _M_PARAM: Final = ord("S")
 _M_NOTIFY: Final = ord("A")
@@ -164,6 +189,41 @@ _ENDS_SESSION: Final = frozenset(("FATAL", "PANIC"))
 _STALE_PLAN: Final = "0A000"  # cached plan must not change result type (and other refusals)
 
 
+class Prepared:
+    """A statement the proxy prepared on a connection: the schema generation it was prepared
+    in (`sluice.pg.statements.StatementNames.generation`) and, once its DESCRIBE_CHECK has
+    answered, its parameter types and result type. The server fixes both when it parses
+    a statement: after a schema change it plans it again with those parameter types, and
+    runs it with that result type or refuses to (0A000)."""
+
+    __slots__ = ("generation", "params", "shape")
+
+    def __init__(self, generation: int) -> None:
+        self.generation = generation
+        # unknown until described (or never: the Parse failed)
+        self.params: bytes | None = None  # the ParameterDescription's body
+        self.shape: bytes | None = None  # `result_shape` of its RowDescription, b"" if none
+
+
+def result_shape(data: bytes, pos: int) -> bytes:
+    """What of the RowDescription at `pos` the server compares to refuse a plan whose result
+    type changed: each column's name, type, length and modifier (not the table and column
+    it came from, nor its format)."""
+    end = pos + 1 + _length(data, pos)
+    at = pos + 7
+    parts = [data[pos + 5 : at]]  # the column count
+    while at < end:
+        name_end = data.find(b"\x00", at, end) + 1
+        if name_end == 0:
+            break
+        parts.append(data[at:name_end])
+        parts.append(data[name_end + 6 : name_end + 16])  # type oid, typlen, typmod
+        at = name_end + 18
+    if at != end:
+        raise ProtocolError("malformed RowDescription from server")
+    return b"".join(parts)
+
+
 def _taken(items: list[Any], head: int) -> int:
     """The head of `items`, a queue read by index from `head`, once one is taken: the list
     is emptied when all are taken, and cut when a long pipeline has taken half of it."""
@@ -181,19 +241,23 @@ class ResponseTracker:
     """Outstanding requests of one backend connection and the routing of its replies."""
 
     __slots__ = (
+        "_checks",
         "_ending_rollback",
         "_head",
         "_hidden",
+        "_instead",
         "_names",
         "_names_head",
         "_partial",
         "_queue",
         "_request_failed",
         "_skip",
+        "_stale",
         "awaiting_sync",
         "check_failed",
         "check_prepared",
         "check_rows",
+        "described",
         "errors",
         "fatal",
         "max_size",
@@ -216,9 +280,12 @@ class ResponseTracker:
         # `_names_head` on (read by index as `_queue` is)
         self._names: list[bytes] = []
         self._names_head = 0
-        # statements this connection has (LRU order) -> the schema generation they were
-        # prepared in (`sluice.pg.statements.StatementNames.generation`)
-        self.prepared: dict[bytes, int] = {}
+        # statements this connection has, in LRU order
+        self.prepared: dict[bytes, Prepared] = {}
+        self._checks: deque[Prepared] = deque()  # what the outstanding DESCRIBE_CHECKs describe
+        self.described = False  # a DESCRIBE_CHECK was answered (the client may go on)
+        self._instead = b""  # a reply the client gets in place of one swallowed
+        self._stale: deque[bytes] = deque()  # what the client gets for each outstanding STALE
         self.specials = 0
         self.status = ord("I")
         self.errors = 0  # ErrorResponses forwarded since the counter was last reset
@@ -280,6 +347,31 @@ class ResponseTracker:
         self.push(kind)
         self._names.append(server_name)
 
+    def push_prepare(self, kind: int, server_name: bytes, generation: int) -> Prepared:
+        """A Parse of `server_name` (PARSE or PARSE_SKIP) and the DESCRIBE_CHECK after it;
+        the statement it makes (left out of `prepared` if the server will discard it)."""
+        made = Prepared(generation)
+        if self.awaiting_sync:
+            self.prepared.pop(server_name, None)  # discarded: the server never makes it
+            return made
+        self.prepared[server_name] = made
+        self.push(kind)
+        self._names.append(server_name)
+        self.push(DESCRIBE_CHECK)
+        self._checks.append(made)
+        return made
+
+    def push_stale(self, reply: bytes) -> None:
+        """A client's message sent so that the server fails it (STALE): the client gets
+        `reply` in place of the server's error."""
+        self.push(STALE)
+        self._stale.append(reply)
+
+    @property
+    def checks_due(self) -> int:
+        """DESCRIBE_CHECKs sent and not yet answered."""
+        return len(self._checks)
+
     def push_close(self, server_name: bytes) -> None:
         """An injected Close of `server_name` (CLOSE_SKIP); never while `awaiting_sync`."""
         self.push(CLOSE_SKIP)
@@ -333,6 +425,11 @@ class ResponseTracker:
         self._head = _taken(self._queue, self._head)
         if _REQUEST[kind] & _Q_SPECIAL:
             self.specials -= 1
+            if kind == DESCRIBE_CHECK:
+                self._checks.popleft()
+                self.described = True
+            elif kind == STALE:
+                self._stale.popleft()
         if kind == PARSE or kind == PARSE_SKIP or kind == CLOSE_SKIP:
             self._names_head = _taken(self._names, self._names_head)
         return kind
@@ -392,6 +489,9 @@ class ResponseTracker:
                 pieces = pieces if pieces is not None else []
                 pieces.append(data[mark:pos])
                 mark = end
+                if self._instead:
+                    pieces.append(self._instead)
+                    self._instead = b""
                 if self.replay_error is not None:  # the session ends: nothing more for it
                     mark = pos = n = end
                     break
@@ -448,7 +548,24 @@ class ResponseTracker:
             return True
         if request & _Q_SYNC:
             return True  # e.g. a late NoticeResponse; Z pops the Sync
+        if head == DESCRIBE_CHECK:
+            return self._described(kind, data, pos)
         return self._pop() not in (PARSE_SKIP, CLOSE_SKIP)
+
+    def _described(self, kind: int, data: bytes, pos: int) -> bool:
+        """A reply to a DESCRIBE_CHECK, swallowed: its RowDescription or NoData is the
+        statement's result type."""
+        if kind == _M_PARAM_DESC:
+            self._checks[0].params = data[pos + 5 : pos + 1 + _length(data, pos)]
+            return False  # a RowDescription or NoData follows
+        if kind == _M_ROW_DESC:
+            self._checks[0].shape = result_shape(data, pos)
+        elif kind == _M_NO_DATA:
+            self._checks[0].shape = b""
+        else:
+            raise ProtocolError(f"unexpected reply {chr(kind)!r} to a Describe from server")
+        self._pop()
+        return False
 
     def _quiet_async(self, head: int, kind: int, data: bytes, pos: int) -> bool:
         """A NoticeResponse, NotificationResponse or ParameterStatus in a reply that is not
@@ -496,7 +613,11 @@ class ResponseTracker:
         if head in _QUIET:
             return self._quiet_error(head, data, pos)
         self.errors += 1
-        self._note_error(data, pos)
+        if head == STALE:  # the server refused it as it would refuse the stale statement
+            self.stale_plan = True
+            self._instead = self._stale[0]
+        else:
+            self._note_error(data, pos)
         if head in _TO_CLIENT_ON_ERROR:
             self._request_failed = self._request_failed or head in _RESTORING
             return True
@@ -511,13 +632,13 @@ class ResponseTracker:
             elif kind == CLOSE_SKIP:  # the server skipped it: the statement is still there
                 name = self._names[self._names_head]
                 kept.add(name)
-                self.prepared[name] = -1  # to be closed before any use
+                self.prepared[name] = Prepared(-1)  # to be closed before any use
             self._pop()
         if self._head == len(queue):
             self.awaiting_sync = True  # the client has not sent the Sync yet
         elif queue[self._head] == SYNC_RESTORING:
             self._request_failed = True
-        return True
+        return head != STALE
 
     def _note_error(self, data: bytes, pos: int) -> None:
         """Note an ErrorResponse for the client that ends the session (the server closes),
