@@ -48,7 +48,9 @@ def set_var(rng: random.Random, client: int, spec: ClientSpec) -> Step:
     name = rng.choice(tuple(VALUES))
     form = rng.choice(("SET SESSION {} = {}", "SET @@session.{} = {}", "SET {} = {}"))
     text = form.format(name, rng.choice(VALUES[name]))
-    return Step(client, "sql", f"set:{name}", text, None, ("stmt",))
+    # prepared (binary protocol): each EXECUTE sets it
+    how = "prepared" if spec.library == "connector" and rng.random() < 0.3 else "sql"
+    return Step(client, how, f"set:{name}", text, None, ("stmt",))
 
 
 def set_autocommit(rng: random.Random, client: int, spec: ClientSpec) -> Step:

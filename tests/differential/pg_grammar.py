@@ -65,7 +65,9 @@ def set_tracked(rng: random.Random, client: int, spec: ClientSpec) -> Step:
     name, value = _setting(rng)
     form = rng.choice(("SET {} = {}", "SET SESSION {} TO {}", "SET LOCAL {} = {}"))
     label = "set_local" if "LOCAL" in form else "set"
-    return Step(client, "sql", f"{label}:{name}", form.format(name, value), None, ("stmt",))
+    # prepared: a named statement, which the client runs again when it sets that value again
+    how = rng.choice(("sql", "sql", "prepared"))
+    return Step(client, how, f"{label}:{name}", form.format(name, value), None, ("stmt",))
 
 
 def reset_tracked(rng: random.Random, client: int, spec: ClientSpec) -> Step:

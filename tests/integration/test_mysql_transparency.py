@@ -839,3 +839,66 @@ def test_do_statement_state_is_reset_before_another_client(
 
     results = [scenario(kwargs) for kwargs in both(mariadb, targets)]
     assert results == [[(None,)], [(None,)]]
+
+
+# ------------------------------------------------------------ prepared SET
+
+
+@pytest.mark.parametrize("again", [False, True])
+def test_prepared_set_counts_each_time_it_runs(
+    mariadb: MariaDbCluster, targets: Callable[..., Kwargs], again: bool
+) -> None:
+    """A SET prepared with the binary protocol changes the client's session when it is
+    executed, again each time; another client taking a turn on the connection meanwhile
+    sees none of it."""
+
+    def scenario(kwargs: Kwargs) -> list[Any]:
+        conn = connector_conn(kwargs, autocommit=True)
+        other = connector_conn(kwargs, autocommit=True)
+        try:
+            mine = conn.cursor(prepared=True)
+            mine.execute("SET time_zone = '+05:00'")
+            seen: list[Any] = [rows(other, "select @@time_zone")]
+            if again:
+                rows(conn, "SET time_zone = '+01:00'")
+                seen.append(rows(other, "select @@time_zone"))
+                mine.execute("SET time_zone = '+05:00'")  # the same statement, run again
+                seen.append(rows(other, "select @@time_zone"))
+            seen.append(rows(conn, "select @@time_zone"))
+        finally:
+            conn.close()
+            other.close()
+        return seen
+
+    got_direct, got_proxy = (scenario(kwargs) for kwargs in both(mariadb, targets))
+    assert got_proxy == got_direct
+
+
+def test_statement_prepared_after_a_table_change_describes_the_table_as_it_is(
+    mariadb: MariaDbCluster, targets: Callable[..., Kwargs]
+) -> None:
+    """A PREPARE of a text the connection has already prepared, sent after DDL changed what
+    it returns: its reply describes the result as it is now (MariaDB prepares it anew)."""
+    table = unique("shape")
+
+    def scenario(kwargs: Kwargs) -> list[Any]:
+        conn = connector_conn(kwargs, autocommit=True)
+        try:
+            rows(conn, f"CREATE TABLE {table} (a INT, b INT)")
+            rows(conn, f"INSERT INTO {table} VALUES (1, 2)")
+            first = conn.cursor(prepared=True)
+            first.execute(f"SELECT * FROM {table}")
+            seen: list[Any] = [first.fetchall(), [d[0] for d in first.description]]
+            first.close()
+            rows(conn, f"ALTER TABLE {table} ADD COLUMN c VARCHAR(5) DEFAULT 'x'")
+            again = conn.cursor(prepared=True)
+            again.execute(f"SELECT * FROM {table}")
+            seen += [again.fetchall(), [d[0] for d in again.description]]
+            again.close()
+            rows(conn, f"DROP TABLE {table}")
+        finally:
+            conn.close()
+        return [[tuple(r) for r in x] if x and isinstance(x[0], tuple) else x for x in seen]
+
+    got_direct, got_proxy = (scenario(kwargs) for kwargs in both(mariadb, targets))
+    assert got_proxy == got_direct

@@ -388,3 +388,38 @@ def test_client_leaving_while_its_bind_waits_for_a_describe(
     finally:
         for client in (holder, *others):
             client.close()
+
+
+def _discarded_after_an_error(port: int) -> list[list[tuple[str, str]]]:
+    """A named Parse and a Close the server discards after an error (before the Sync):
+    the statement named in the Parse does not exist, the one closed still does."""
+    con = RawClient(port)
+    con.login()
+    select = m.parse(b"s1", b"SELECT 1\x00\x00\x00")
+
+    def bind(name: bytes) -> bytes:
+        return m.message(b"B", b"\x00" + name + b"\x00\x00\x00\x00\x00\x00\x00")
+
+    execute = m.message(b"E", b"\x00\x00\x00\x00\x00")
+    fail = m.parse(b"", b"SELECT 1/0\x00\x00\x00") + bind(b"") + execute + m.FLUSH
+    try:
+        seen = [_replies(con, select + m.SYNC)]
+        con.send(fail)
+        kinds = [con.read()]
+        while kinds[-1] is not None and kinds[-1][0] != b"E":  # reported before the Sync
+            kinds.append(con.read())
+        close = m.message(b"C", b"Ss1\x00")
+        seen.append(_replies(con, m.parse(b"s2", b"SELECT 2\x00\x00\x00") + close + m.SYNC))
+        seen.append(_replies(con, bind(b"s2") + execute + m.SYNC))
+        seen.append(_replies(con, bind(b"s1") + execute + m.SYNC))
+    finally:
+        con.close()
+    return seen
+
+
+def test_statements_the_server_discards_after_an_error(
+    start_sluice: StartSluice, pg: PgCluster
+) -> None:
+    want = _discarded_after_an_error(pg.port)
+    proc = start_sluice(pool={"mode": "transaction", "max_connections": 2})
+    assert _discarded_after_an_error(_port(proc)) == want

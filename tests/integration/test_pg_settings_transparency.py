@@ -23,11 +23,13 @@ from typing import Any
 import asyncpg
 import psycopg
 import pytest
-from psycopg import errors
+from psycopg import ClientCursor, errors
 
 from helpers import APP_DB, APP_PASSWORD, APP_USER, dsn, free_port, proxy_config
+from rawpg import RawClient
 from sluice.dbserver.postgres import PgCluster
 from sluice.devtools.runner import SluiceProcess
+from sluice.wire.pg import messages as m
 
 StartSluice = Callable[..., SluiceProcess]
 Conn = psycopg.Connection[tuple[Any, ...]]
@@ -188,7 +190,9 @@ def _reset_steps(resets: list[str], extended: bool) -> Steps:
 
 
 RESET_CASES = [(reset, False) for reset in RESETS] + [
-    (reset, True) for reset in RESETS if reset != "one query"  # extended: one statement each
+    (reset, True)
+    for reset in RESETS
+    if reset != "one query"  # extended: one statement each
 ]
 
 
@@ -422,9 +426,7 @@ def test_failed_replay_is_not_silent(start_sluice: StartSluice, pg: PgCluster) -
     """A replay the server refuses closes that connection and the client gets an error."""
     guard = f"CREATE TABLE replay_guard (x int); GRANT SELECT ON replay_guard TO {APP_USER}"
     pg.psql(guard, db=APP_DB)
-    proc = start_sluice(
-        pool={**ONE_CONNECTION, "init_query": "SELECT count(*) FROM replay_guard"}
-    )
+    proc = start_sluice(pool={**ONE_CONNECTION, "init_query": "SELECT count(*) FROM replay_guard"})
     with psycopg.connect(dsn(proc), autocommit=True) as conn:
         with pytest.raises(errors.DivisionByZero):
             conn.execute("SET timezone = 'Asia/Tokyo'; SELECT 1/0")  # leaves the server unknown
@@ -639,3 +641,81 @@ def test_reset_in_a_transaction_takes_no_snapshot(ends2: Endpoints) -> None:
 
     start = {**START, "options": START["options"] + " -c search_path=public"}
     assert_same(ends2.both(steps, **start))
+
+
+# ------------------------------------- a prepared SET changes settings each time it runs
+
+
+@pytest.mark.parametrize("between", ["simple", "extended"])
+def test_prepared_set_counts_each_time_it_runs(ends: Endpoints, between: str) -> None:
+    """A named statement that SETs counts when it is executed, again each time: between
+    two runs the client set another value, and the second run's is the one it keeps."""
+
+    def steps(conn: Conn, other: Conn) -> list[Any]:
+        seen = []
+        conn.execute("SET search_path TO pg_catalog", prepare=True)  # a named statement
+        turn(other)
+        seen.append(view(conn))
+        if between == "simple":
+            ClientCursor(conn).execute("SET search_path TO public")
+        else:
+            conn.execute("SET search_path TO public", prepare=False)
+        turn(other)
+        seen.append(view(conn))
+        conn.execute("SET search_path TO pg_catalog", prepare=True)  # run again: Bind only
+        turn(other)
+        seen.append(view(conn))
+        return seen
+
+    assert_same(ends.both(steps))
+
+
+@pytest.mark.parametrize("how", ["query", "extended"])
+def test_set_the_server_discards_after_an_error_changes_nothing(ends: Endpoints, how: str) -> None:
+    """After an error in an extended-protocol request the server discards what comes until
+    the Sync: a SET sent then (the error already seen) never runs, directly or not."""
+    fail = m.parse(b"", b"SELECT 1/0\x00\x00\x00") + m.message(b"B", b"\x00\x00" + b"\x00" * 6)
+    fail += m.message(b"E", b"\x00\x00\x00\x00\x00") + m.FLUSH
+    text = b"SET search_path TO pg_catalog"
+    if how == "query":
+        discarded = m.message(b"Q", text + b"\x00")
+    else:
+        discarded = m.parse(b"", text + b"\x00\x00\x00")
+        discarded += m.message(b"B", b"\x00\x00" + b"\x00" * 6)
+        discarded += m.message(b"E", b"\x00\x00\x00\x00\x00")
+
+    def run(direct: bool) -> list[Any]:
+        con = RawClient(ends.host_port(direct)[1])
+        con.login()
+        with psycopg.connect(ends.dsn(direct), autocommit=True, **OTHER) as other:
+            try:
+                con.send(fail)
+                kinds = [con.read()[0]]
+                while kinds[-1] != b"E":  # the server reports the error now, before the Sync
+                    kinds.append(con.read()[0])
+                con.send(discarded + m.SYNC)
+                kinds += [kind for kind, _ in con.read_until_ready()]
+                turn(other)
+                shown = [body for kind, body in con.query("SHOW search_path") if kind == b"D"]
+                return [kinds, shown]
+            finally:
+                con.close()
+
+    assert run(False) == run(True)
+
+
+def test_a_set_prepared_and_never_run_changes_nothing(ends: Endpoints) -> None:
+    """asyncpg's prepare() parses and describes a statement without running it."""
+
+    async def run(direct: bool) -> list[Any]:
+        con = await apg_connect(*ends.host_port(direct), {})
+        try:
+            with psycopg.connect(ends.dsn(direct), autocommit=True, **OTHER) as other:
+                await con.prepare("SET search_path TO pg_catalog")
+                seen = [await con.fetchval("SHOW search_path")]
+                turn(other)  # then the client's next borrow has its settings replayed
+                return [*seen, await con.fetchval("SHOW search_path")]
+        finally:
+            await con.close()
+
+    assert asyncio.run(run(False)) == asyncio.run(run(True))

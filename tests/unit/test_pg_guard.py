@@ -33,7 +33,7 @@ from sluice.session.frontend import is_variable_set
 from sluice.wire.pg import messages as m
 from sluice.wire.pg import responses as r
 from sluice.wire.pg.responses import Prepared
-from sluice.wire.pg.sql import Effect, classify_bytes
+from sluice.wire.pg.sql import Effect
 
 LOGIN = "app"
 
@@ -301,19 +301,24 @@ def test_answer_deallocate_reads_the_query() -> None:
 
 
 def test_bind_of_an_opaque_statement_marks_its_borrow() -> None:
-    """A named statement runs whenever it is bound, not only in the borrow that parsed it."""
-    guard = BorrowGuard(1)
-    stmts = ClientStatements(StatementNames(), 100, guard)
+    """A named statement runs whenever it is bound, not only in the borrow that parsed it
+    (nor when it is parsed); not when the server discards the Bind after an error."""
+    stmts = ClientStatements(StatementNames(), 100, BorrowGuard(1))
+    client = Client(stmts)
     server = ServerConn("pool", 1 << 20)
-    name = b"s1"
-    stmts.by_name = {name: (b"sluice_1", b"select f($1)\x00\x00\x00", 0, Prepared(0), b"")}
-    stmts.unseen = {name: Effect(opaque=True, writes=True)}
     out: list[bytes] = []
-    stmts.bind(m.message(b"B", b"\x00s1\x00" + b"\x00\x00" * 3), server, out)
-    assert guard.opaque and guard.left == SEQUENCES | CUSTOM
+    stmts.parse(m.parse(b"s1", b"select f($1)\x00\x00\x00"), server, out, client)
+    assert not client.guard.opaque and list(stmts.runs) == [b"s1"]
+    bind = m.message(b"B", b"\x00s1\x00" + b"\x00\x00" * 3)
+    server.tracker.awaiting_sync = True
+    stmts.bind(bind, server, out, client)
+    assert not client.guard.opaque
+    server.tracker.awaiting_sync = False
+    stmts.bind(bind, server, out, client)
+    assert client.guard.opaque and client.guard.left == SEQUENCES | CUSTOM
     assert out[-1].startswith(b"B") and b"sluice_1" in out[-1]
-    assert stmts.deallocate(name, IDLE, pinned=False) is not None
-    assert stmts.unseen == {}
+    assert stmts.deallocate(b"s1", IDLE, pinned=False) is not None
+    assert stmts.runs == {}
 
 
 def test_what_a_borrow_left_is_cleared_for_anyone_else() -> None:
@@ -349,14 +354,14 @@ def test_clients_that_prepare_nothing_share_empty_maps() -> None:
     fails instead of reaching every other client."""
     a, b = statements(), ClientStatements(StatementNames(), 100, BorrowGuard(2))
     c = ClientStatements(StatementNames(), 100, BorrowGuard(3))
-    assert b.by_name is c.by_name and b.unseen is c.unseen and a.by_name is not b.by_name
+    assert b.by_name is c.by_name and b.runs is c.runs and a.by_name is not b.by_name
     b.clear()
-    assert b.unseen.pop(b"s1", None) is None
+    assert b.runs.pop(b"s1", None) is None
     with pytest.raises(TypeError):
         b.by_name[b"s1"] = (b"sluice_1", b"select 1\x00\x00\x00", 0)
     with pytest.raises(TypeError):
-        c.unseen[b"s1"] = Effect(opaque=True)
-    assert b.by_name == c.unseen == {}
+        c.runs[b"s1"] = Effect(opaque=True)
+    assert b.by_name == c.runs == {}
 
 
 class Client:
@@ -368,10 +373,8 @@ class Client:
         self.guard = BorrowGuard(7)
         self.written: list[bytes] = []
 
-    def note_sql(self, sql: bytes, tracker: r.ResponseTracker) -> Effect:
-        effect = classify_bytes(sql)
+    def note_effect(self, effect: Effect, sql: bytes, tracker: r.ResponseTracker) -> None:
         self.guard.note(effect)
-        return effect
 
     def transport_write(self, data: bytes) -> None:
         self.written.append(data)
@@ -396,11 +399,11 @@ def test_clients_share_their_statements_until_a_named_parse() -> None:
     shared.parse(m.parse(b"s1", b"select nextval('q')\x00\x00\x00"), server, out, a)
     own = a.statements
     assert own is not shared and own.guard is a.guard and list(own.by_name) == [b"s1"]
-    assert list(own.unseen) == [b"s1"] and out[-2:] == [
+    assert list(own.runs) == [b"s1"] and out[-2:] == [
         m.parse(b"sluice_1", b"select nextval('q')\x00\x00\x00"),
         m.describe_statement(b"sluice_1"),  # the proxy learns its types
     ]
-    assert shared.by_name == shared.unseen == {} and b.statements is shared
+    assert shared.by_name == shared.runs == {} and b.statements is shared
     own.parse(m.parse(b"s2", b"select 2\x00\x00\x00"), server, out, a)
     assert a.statements is own and list(own.by_name) == [b"s1", b"s2"]
     assert shared.deallocate(None, IDLE, pinned=False) is not None  # DEALLOCATE ALL: none

@@ -559,11 +559,15 @@ class MyClientSession(
             self.taint = effect.taint
         self.role_changed = self.role_changed or effect.role
         if effect.sets:
-            if self.pending is _NO_SETS:
-                self.pending = []
-            self.pending.extend(effect.sets)
+            self.note_sets(effect.sets)
         if effect.schema is not None:
             self.pending_schema = effect.schema
+
+    def note_sets(self, sets: tuple[tuple[str, str], ...]) -> None:
+        """Variables the statement being sent sets: kept if it succeeds (`_reply_done`)."""
+        if self.pending is _NO_SETS:
+            self.pending = []
+        self.pending.extend(sets)
 
     def _borrow(self, packet: tuple[int, bytes]) -> MyServerConn | None:
         if self.switches.stopping:

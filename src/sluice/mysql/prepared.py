@@ -78,6 +78,9 @@ class RelaySession(Answering, Protocol):
 
     def pin(self, reason: str) -> None: ...
 
+    def note_sets(self, sets: tuple[tuple[str, str], ...]) -> None:
+        """Variables the statement being sent sets (kept once it succeeds)."""
+
     def send(self, server: MyServerConn, payload: bytes, writes: int = 0) -> None: ...
 
     def status_flags(self) -> int: ...
@@ -142,7 +145,7 @@ class StatementRelay:
             session.pin(effect.pin)  # it takes effect when executed: keep the connection
         session.role_changed = session.role_changed or effect.role
         stmt = ClientStmt(sql, session.database, meaning(session.settings))
-        stmt.reads, stmt.taint = effect.reads, effect.taint
+        stmt.reads, stmt.taint, stmt.sets = effect.reads, effect.taint, effect.sets
         stmt.read_kinds, stmt.writes = effect.read_kinds, query_writes(head_of(sql))
         cached = server.statements.get(stmt.key)
         if cached is None:
@@ -215,6 +218,8 @@ class StatementRelay:
                 return True
             if stmt.taint:
                 session.taint = stmt.taint
+            if stmt.sets:  # it sets them when it runs, each time it runs
+                session.note_sets(stmt.sets)
             if len(payload) > 5 and payload[5] != c.CURSOR_TYPE_NO_CURSOR and not session.pinned:
                 session.pin("server-side cursor")
         known = server.statements.get(stmt.key)

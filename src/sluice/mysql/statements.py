@@ -72,6 +72,8 @@ class ClientStmt:
     read_kinds: int = 0  # which results it reads (sql.Effect.read_kinds)
     writes: int = 0  # what its EXECUTE certainly leaves (results.query_writes)
     taint: str = ""  # why running it makes the connection unfit for others
+    # the tracked variables it sets (sql.Effect.sets): each EXECUTE sets them
+    sets: tuple[tuple[str, str], ...] = ()
     types: bytes = b""  # 2 bytes per parameter, as last bound by the client
     key: StmtKey = b""
 

@@ -56,7 +56,6 @@ from sluice.wire.pg.sql import (
     ChangeKind,
     Effect,
     classify_bytes,
-    classify_statement,
     savepoint_changes,
     split_statements,
 )
@@ -394,7 +393,8 @@ class ClientSession(FrontendSession[PgHost, "PgPool", "ServerConn", bytes], Repl
         if self.switches.debug_logging:
             self.proxy.log_message(self, msg)
         if kind == _Q:
-            restore = self._note_sql(msg[5:-1], tracker, msg)
+            # (after an error the server discards it unread until the Sync: nothing to note)
+            restore = False if tracker.awaiting_sync else self._note_sql(msg[5:-1], tracker, msg)
             if restore is None:
                 return  # answered by the proxy
             if restore:
@@ -406,7 +406,7 @@ class ClientSession(FrontendSession[PgHost, "PgPool", "ServerConn", bytes], Repl
         elif kind == _P:
             self.statements.parse(msg, server, out, self)
         elif kind == _B:
-            if not self.statements.bind(msg, server, out):
+            if not self.statements.bind(msg, server, out, self):
                 self._hold_until_described(msg, tracker)
         elif kind == _E:
             tracker.push(r.EXECUTE)
@@ -448,11 +448,9 @@ class ClientSession(FrontendSession[PgHost, "PgPool", "ServerConn", bytes], Repl
             self.resume_reading()
             self._drain()
 
-    def note_sql(self, sql: bytes, tracker: r.ResponseTracker) -> Effect:
-        """`_note_sql` for the text of a Parse; its effect."""
-        effect = classify_statement(sql)
+    def note_effect(self, effect: Effect, sql: bytes, tracker: r.ResponseTracker) -> None:
+        """`_note_sql` for a statement of the extended protocol, as it is bound to run."""
         self._note_effect(effect, sql, tracker)
-        return effect
 
     def _note_sql(self, sql: bytes, tracker: r.ResponseTracker, query: bytes) -> bool | None:
         """Track settings and pin on session state the SQL leaves behind; True when

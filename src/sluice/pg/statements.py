@@ -10,7 +10,9 @@ the key because the same text means another thing under another search_path
 settings differ never share a server-side statement. On each message that
 names a statement:
 
-- Parse: remember client name -> (server name, body, schema generation); if
+- Parse: remember client name -> (server name, body, schema generation) and
+  what running the statement does to the session (`runs`: noted at each Bind,
+  when it runs, not when it is parsed); if
   the borrowed connection already has the server name, prepared since the
   last schema change, answer ParseComplete ourselves (PARSE_FAKE), else send
   the Parse under the server name (closing a stale one first: CLOSE_SKIP);
@@ -70,7 +72,13 @@ from sluice.wire.pg import messages as m
 from sluice.wire.pg import responses as r
 from sluice.wire.pg.messages import read_cstr
 from sluice.wire.pg.responses import Prepared
-from sluice.wire.pg.sql import Effect, classify_bytes
+from sluice.wire.pg.sql import (
+    NO_EFFECT,
+    Effect,
+    classify_bytes,
+    classify_statement,
+    savepoint_changes,
+)
 
 if TYPE_CHECKING:
     from sluice.pg.guard import BorrowGuard
@@ -84,8 +92,8 @@ class StatementClient(Protocol):
     @property
     def settings(self) -> SessionSettings: ...
 
-    def note_sql(self, sql: bytes, tracker: r.ResponseTracker) -> Effect:
-        """Track what the SQL of a Parse does to the session; its effect."""
+    def note_effect(self, effect: Effect, sql: bytes, tracker: r.ResponseTracker) -> None:
+        """Track what running `sql`, of `effect`, does to the session."""
 
     def transport_write(self, data: bytes) -> None: ...
 
@@ -168,7 +176,7 @@ Entry: TypeAlias = tuple[bytes, bytes, int, Prepared, bytes]
 # Shared by every client until it prepares a named statement (many never do): only `parse`
 # adds to these maps, and it gives the client its own first.
 _NO_STATEMENTS: Final[dict[bytes, Entry]] = SharedEmptyDict()
-_NONE_UNSEEN: Final[dict[bytes, Effect]] = SharedEmptyDict()
+_NONE_RUN: Final[dict[bytes, Effect]] = SharedEmptyDict()
 
 
 class ClientStatements:
@@ -177,53 +185,70 @@ class ClientStatements:
     Clients that have prepared none share one (`StatementNames.none_prepared`, its guard
     `NO_GUARD`): nothing is written to it, the first named Parse gives the client its own."""
 
-    __slots__ = ("by_name", "guard", "max_prepared", "names", "unseen")
+    __slots__ = ("by_name", "guard", "max_prepared", "names", "runs")
 
     def __init__(self, names: StatementNames, max_prepared: int, guard: BorrowGuard) -> None:
         self.names = names
         self.max_prepared = max_prepared
         self.by_name = _NO_STATEMENTS
-        # statements whose execution is opaque or may write: each Bind tells the guard
-        self.unseen = _NONE_UNSEEN
+        # what running a statement does to the session (for those it does something to):
+        # each Bind tells the session, whichever borrow parsed the statement
+        self.runs = _NONE_RUN
         self.guard = guard
 
     def clear(self) -> None:
         self.by_name.clear()
-        self.unseen.clear()
+        self.runs.clear()
 
     def _forget(self, name: bytes) -> None:
         del self.by_name[name]
-        self.unseen.pop(name, None)
+        self.runs.pop(name, None)
 
     def parse(
         self, msg: bytes, server: ServerConn, out: list[bytes], client: StatementClient
     ) -> None:
         name, pos = read_cstr(msg, 5)
         rest = msg[pos:]
-        end = rest.find(b"\x00")
-        sql = rest[:end] if end >= 0 else rest
-        effect = client.note_sql(sql, server.tracker)
+        sql = _text(rest)
+        effect = classify_statement(sql)
         tracker = server.tracker
         if not name or self.max_prepared == 0:
+            if tracker.awaiting_sync:
+                pass  # the server discards it
+            elif name or effect.drops_statements:
+                # names pass through (the server binds them, unseen); whether statements
+                # are dropped is judged from the state before it was sent
+                client.note_effect(effect, sql, tracker)
+                tracker.unnamed = None
+            elif effect is not NO_EFFECT or client.settings.pending:  # (savepoints may count)
+                tracker.unnamed, tracker.unnamed_sql = effect, sql  # noted when bound
+            else:
+                tracker.unnamed = None
             tracker.push_parse(r.PARSE, b"")
             out.append(msg)
             return
+        if tracker.awaiting_sync:
+            return  # the server discards it unread: no statement is made, as directly
         context = statement_context(client.settings)
         server_name = self.names.name_for(rest + b"\x00" + context)
         generation = self.names.generation
         own = self if self.guard is not NO_GUARD else client.own_statements()
         if own.by_name is _NO_STATEMENTS:
             own.by_name = {}
-        if effect.opaque or effect.writes:
-            if own.unseen is _NONE_UNSEEN:
-                own.unseen = {}
-            own.unseen[name] = effect
-        elif own.unseen:
-            own.unseen.pop(name, None)
+        if effect.drops_statements:  # judged from the state before it was sent, so noted now
+            client.note_effect(effect, sql, tracker)
+            if own.runs:
+                own.runs.pop(name, None)
+        elif effect is not NO_EFFECT or savepoint_changes(sql):
+            if own.runs is _NONE_RUN:
+                own.runs = {}
+            own.runs[name] = effect
+        elif own.runs:
+            own.runs.pop(name, None)
         prepared = tracker.prepared
         made = prepared.get(server_name)
-        if made is not None and (made.generation >= generation or tracker.awaiting_sync):
-            _touch(prepared, server_name)  # (a Parse after an error is discarded anyway)
+        if made is not None and made.generation >= generation:
+            _touch(prepared, server_name)
             tracker.push(r.PARSE_FAKE)
             _answer_now(tracker, client)
         else:
@@ -270,14 +295,20 @@ class ClientStatements:
             return m.error_response("26000", text) + m.ready_for_query(bytes((status,)))
         return m.command_complete(tag) + m.ready_for_query(bytes((status,)))
 
-    def bind(self, msg: bytes, server: ServerConn, out: list[bytes]) -> bool:
+    def bind(
+        self, msg: bytes, server: ServerConn, out: list[bytes], client: StatementClient
+    ) -> bool:
         """Send the Bind `msg`; False if it must wait until the connection has described
         the statement (nothing of it sent: it is to be given again then)."""
         body = msg[5:]
         _, pos = read_cstr(body, 0)
         stmt, after = read_cstr(body, pos)
         entry = self.by_name.get(stmt) if stmt else None
-        if entry is not None:
+        tracker = server.tracker
+        if not stmt:
+            if tracker.unnamed is not None and not tracker.awaiting_sync:
+                client.note_effect(tracker.unnamed, tracker.unnamed_sql, tracker)
+        elif entry is not None:
             found = self._ensure(server, stmt, entry, out)
             if found == _HOLD:
                 return False
@@ -285,9 +316,11 @@ class ClientStatements:
                 server.tracker.push_stale(r.STALE_ERROR)
                 out.append(m.message(b"B", body[:pos] + r.STALE_NAME + b"\x00" + body[after:]))
                 return True
-            if self.unseen and stmt in self.unseen:
-                self.guard.note(self.unseen[stmt])  # runs in this borrow, whenever parsed
             msg = m.message(b"B", body[:pos] + self.by_name[stmt][0] + b"\x00" + body[after:])
+            effect = self.runs.get(stmt) if self.runs else None
+            if effect is not None and not server.tracker.awaiting_sync:
+                # it runs now, in this borrow, whichever parsed it
+                client.note_effect(effect, _text(entry[1]), server.tracker)
         server.tracker.push(r.BIND)
         out.append(msg)
         return True
@@ -319,6 +352,8 @@ class ClientStatements:
     ) -> None:
         stmt, _ = read_cstr(msg, 6)
         if msg[5] == ord("S") and stmt in self.by_name:
+            if server.tracker.awaiting_sync:
+                return  # the server discards it unread: the statement stays, as directly
             self._forget(stmt)
             server.tracker.push(r.CLOSE_FAKE)
             _answer_now(server.tracker, client)
@@ -386,6 +421,12 @@ def statement_context(settings: SessionSettings) -> bytes:
     if settings.has_pending:  # SET in this transaction: the server parses with it
         parts.append(repr(settings.pending).encode())
     return b"\x00".join(parts)
+
+
+def _text(rest: bytes) -> bytes:
+    """The SQL of a Parse whose body after the statement name is `rest`."""
+    end = rest.find(b"\x00")
+    return rest[:end] if end >= 0 else rest
 
 
 def _touch(prepared: dict[bytes, Prepared], name: bytes) -> None:

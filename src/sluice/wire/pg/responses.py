@@ -62,6 +62,7 @@ from sluice.wire.pg.messages import (
     message,
     parse_error_fields,
 )
+from sluice.wire.pg.sql import Effect
 
 # Request kinds (queue entries). Upper-case letters are forwarded requests whose
 # replies go to the client; the others are the proxy's own.
@@ -268,6 +269,8 @@ class ResponseTracker:
         "stale_plan",
         "status",
         "swallowed_errors",
+        "unnamed",
+        "unnamed_sql",
         "unsynced",
     )
 
@@ -305,6 +308,10 @@ class ResponseTracker:
         self.check_prepared = False  # the quick state check's statements are prepared
         self.fatal = False  # a FATAL or PANIC ErrorResponse went to the client
         self.stale_plan = False  # the server refused a plan made before a schema change
+        # what running the unnamed statement last parsed here does to a session (None:
+        # nothing), and its text: noted each time a client binds it
+        self.unnamed: Effect | None = None
+        self.unnamed_sql = b""
 
     def forget_statements(self) -> None:
         """The server dropped every prepared statement (DISCARD ALL, DEALLOCATE ALL)."""
