@@ -108,10 +108,6 @@ _MEANING: Final = (
     "search_path", "datestyle", "timezone", "intervalstyle", "standard_conforming_strings",
     "timezone_abbreviations", "client_encoding",
 )  # fmt: skip
-# what `_ensure` finds: the message may go on, must wait for a Describe, or must fail
-_GO: Final = 0
-_HOLD: Final = 1
-_STALE: Final = 2
 _ABORTED: Final = m.error_response(
     "25P02", "current transaction is aborted, commands ignored until end of transaction block"
 )
@@ -309,19 +305,19 @@ class ClientStatements:
             if tracker.unnamed is not None and not tracker.awaiting_sync:
                 client.note_effect(tracker.unnamed, tracker.unnamed_sql, tracker)
         elif entry is not None:
-            found = self._ensure(server, stmt, entry, out)
-            if found == _HOLD:
+            name = self._ensure(server, stmt, entry, out)
+            if name is None:
                 return False
-            if found == _STALE:
-                server.tracker.push_stale(r.STALE_ERROR)
-                out.append(m.message(b"B", body[:pos] + r.STALE_NAME + b"\x00" + body[after:]))
+            msg = m.message(b"B", body[:pos] + name + b"\x00" + body[after:])
+            if name == r.STALE_NAME:
+                tracker.push_stale(r.STALE_ERROR)
+                out.append(msg)
                 return True
-            msg = m.message(b"B", body[:pos] + self.by_name[stmt][0] + b"\x00" + body[after:])
             effect = self.runs.get(stmt) if self.runs else None
-            if effect is not None and not server.tracker.awaiting_sync:
+            if effect is not None and not tracker.awaiting_sync:
                 # it runs now, in this borrow, whichever parsed it
-                client.note_effect(effect, _text(entry[1]), server.tracker)
-        server.tracker.push(r.BIND)
+                client.note_effect(effect, _text(entry[1]), tracker)
+        tracker.push(r.BIND)
         out.append(msg)
         return True
 
@@ -334,15 +330,15 @@ class ClientStatements:
         stmt, _ = read_cstr(msg, 6)
         entry = self.by_name.get(stmt) if stmt else None
         if entry is not None:
-            found = self._ensure(server, stmt, entry, out)
-            if found == _HOLD:
+            name = self._ensure(server, stmt, entry, out)
+            if name is None:
                 return False
-            if found == _STALE:  # (directly its parameters are described before the error)
+            msg = m.describe_statement(name)
+            if name == r.STALE_NAME:  # (directly its parameters are described before the error)
                 params = entry[3].params or b"\x00\x00"
                 server.tracker.push_stale(m.message(b"t", params) + r.STALE_ERROR)
-                out.append(m.describe_statement(r.STALE_NAME))
+                out.append(msg)
                 return True
-            msg = m.describe_statement(self.by_name[stmt][0])
         server.tracker.push(r.DESCRIBE_STMT)
         out.append(msg)
         return True
@@ -361,10 +357,12 @@ class ClientStatements:
         server.tracker.push(r.CLOSE)
         out.append(msg)
 
-    def _ensure(self, server: ServerConn, stmt: bytes, entry: Entry, out: list[bytes]) -> int:
-        """Have the statement of client name `stmt` (`entry`) on `server`: whether a message
-        naming it may go on (_GO: under the name `by_name` now gives), must wait for its
-        Describe (_HOLD, a Flush sent), or must fail (_STALE)."""
+    def _ensure(
+        self, server: ServerConn, stmt: bytes, entry: Entry, out: list[bytes]
+    ) -> bytes | None:
+        """Have the statement of client name `stmt` (`entry`) on `server`: the name a message
+        naming it goes on under (`r.STALE_NAME`: one the server lacks, so that it fails as
+        the stale statement would), or None if it must wait for the Describe (a Flush sent)."""
         server_name, rest, generation, origin, _ = entry
         tracker = server.tracker
         made = tracker.prepared.get(server_name)
@@ -376,18 +374,18 @@ class ClientStatements:
                 tracker.push_close(server_name)
             made = self._prepare(server, server_name, rest, out, r.PARSE_SKIP)
         if made is origin or tracker.awaiting_sync or origin.shape is None:
-            return _GO  # (a Parse that failed or was discarded was never described)
+            return server_name  # (a Parse that failed or was discarded was never described)
         if made.shape is None:
             if not tracker.checks_due:
-                return _GO  # (its Parse failed: the server skips the message anyway)
+                return server_name  # (its Parse failed: the server skips the message anyway)
             out.append(m.FLUSH)  # the Describe's answer now, not at the client's Sync
-            return _HOLD
+            return None
         if made.params != origin.params:
             typed = self._typed(entry)
             if typed is not None:
                 self.by_name[stmt] = typed
                 return self._ensure(server, stmt, typed, out)
-        return _GO if made.shape == origin.shape else _STALE
+        return server_name if made.shape == origin.shape else r.STALE_NAME
 
     def _typed(self, entry: Entry) -> Entry | None:
         """`entry` as the text with the parameter types its Parse gave (`origin.params`)
