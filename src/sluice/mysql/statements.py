@@ -28,6 +28,7 @@ from typing import Final, TypeAlias
 from sluice.session.empty import SharedEmptyDict
 from sluice.wire.mysql import commands as cmd
 from sluice.wire.mysql.messages import build_eof, is_eof, parse_eof
+from sluice.wire.mysql.packets import u32
 
 # Tracked settings that change how a statement's text reads (see sql.TRACKED).
 MEANING: Final = frozenset(
@@ -86,6 +87,10 @@ class ServerStmt:
     stmt_id: int
     reply: list[bytes]  # the STMT_PREPARE reply payloads, as the server sent them
     types_bound: bool = False
+    id_bytes: bytes = b""  # `stmt_id` as commands carry it, made once (not per EXECUTE)
+
+    def __post_init__(self) -> None:
+        self.id_bytes = u32(self.stmt_id)
 
 
 class ServerStatements:
@@ -170,4 +175,4 @@ def execute_for_server(payload: bytes, stmt: ClientStmt, server: ServerStmt) -> 
             payload = cmd.bind_types(payload, num_params, stmt.types)
         if payload[bound_at] == 1 or stmt.types:
             server.types_bound = True
-    return cmd.with_stmt_id(payload, server.stmt_id)
+    return cmd.with_id_bytes(payload, server.id_bytes)

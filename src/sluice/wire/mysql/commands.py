@@ -76,6 +76,15 @@ def stmt_id(payload: bytes) -> int:
     return read_u32(payload, 1)
 
 
+def with_id_bytes(payload: bytes, id_bytes: bytes) -> bytes:
+    """`payload` with the statement id at bytes 1..4 replaced by `id_bytes` (`u32` of it)."""
+    if len(payload) < 5:
+        raise ProtocolError("packet too short for a statement id")
+    if payload[1:5] == id_bytes:  # (ids are numbered from 1 on both sides)
+        return payload
+    return payload[:1] + id_bytes + payload[5:]
+
+
 def with_stmt_id(payload: bytes, new_id: int) -> bytes:
     """`payload` with the statement id at bytes 1..4 replaced."""
     if len(payload) < 5:

@@ -141,6 +141,12 @@ class PacketReader:
 # ---- writing packets ---------------------------------------------------------
 
 
+# The headers of packets with sequence id 0 (a command) up to _SMALL bytes: compiled, an
+# index into a tuple is a few instructions, `int.to_bytes` some two hundred.
+_SMALL: Final = 1024
+_COMMAND_HEADERS: Final = tuple(size.to_bytes(4, "little") for size in range(_SMALL))
+
+
 def header(length: int, seq: int) -> bytes:
     """The 4-byte header of one physical packet."""
     return (length | (seq & 0xFF) << 24).to_bytes(4, "little")  # length (3 bytes), then seq
@@ -153,6 +159,8 @@ def frame(payload: bytes, seq: int) -> bytes:
     with an empty packet, so the reader knows nothing more follows.
     """
     size = len(payload)
+    if seq == 0 and size < _SMALL:  # a command: its header read from a table
+        return _COMMAND_HEADERS[size] + payload
     if size < MAX_CHUNK:  # `header` inline: once per packet relayed
         return (size | (seq & 0xFF) << 24).to_bytes(4, "little") + payload
     pieces = []
