@@ -39,6 +39,7 @@ from sluice.errors import ProtocolError, QueryCanceled, ServerError, SluiceError
 from sluice.mysql.answers import last_insert_id_query, one_value_result
 from sluice.mysql.errors import MyError, err_packet, error_for_sqlstate
 from sluice.mysql.login import NO_PACKETS, LoginHost, change_user_to, login
+from sluice.mysql.pool import SessionState
 from sluice.mysql.prepared import StatementRelay
 from sluice.mysql.results import ALL, SELECT_WITHOUT_TABLE, ClientResults, head_of, query_writes
 from sluice.mysql.server import ReplyRelay
@@ -139,7 +140,9 @@ class MyHost(SessionHost, LoginHost, Protocol):
 
 
 class MyClientSession(
-    FrontendSession[MyHost, "MyPool", "MyServerConn", tuple[int, bytes]], ReplyRelay
+    FrontendSession[MyHost, "MyPool", "MyServerConn", tuple[int, bytes]],
+    ReplyRelay,
+    SessionState,
 ):
     """A MySQL client connection: login coroutine, then an event-driven relay.
 

@@ -18,6 +18,8 @@ from __future__ import annotations
 import logging
 from typing import Final, Protocol
 
+from mypy_extensions import trait
+
 from sluice.errors import ServerAuthFailed, ServerError, UnknownDatabase
 from sluice.mysql.server import MyServerConn, open_server
 from sluice.pool.pool import Pool
@@ -58,17 +60,17 @@ class MyPoolHost(PoolHost, Protocol):
     server_version: str  # the target's, learned from each new connection
 
 
-class SessionState(Protocol):
-    """What a borrowing client's session gives the connection it borrows."""
+@trait
+class SessionState:
+    """What a borrowing client's session gives the connection it borrows. A mypyc trait
+    the session (`MyClientSession`) derives from: compiled, its fields are read directly
+    on every borrow (through a Protocol, each would be a lookup by name)."""
 
-    @property
-    def database(self) -> str: ...
+    __slots__ = ()  # (interpreted, a base without slots gives every session a __dict__)
 
-    @property
-    def settings(self) -> dict[str, str]: ...
-
-    @property
-    def last_insert_id(self) -> int: ...
+    database: str
+    settings: dict[str, str]
+    last_insert_id: int
 
 
 class MyPool(EnginePool[MyServerConn, MyPoolHost]):
@@ -156,16 +158,16 @@ class MyPool(EnginePool[MyServerConn, MyPoolHost]):
     def sync(self, client: SessionState, server: MyServerConn) -> None:
         """Give `server` the client's schema, tracked settings and LAST_INSERT_ID()
         (pipelined, swallowed), after a reset if it may hold another's state."""
-        # each read once: compiled, an attribute of a Protocol is a lookup by name
         database, settings, last_id = client.database, client.settings, client.last_insert_id
         if server.dirty or (server.tainted_by is not None and server.tainted_by is not client):
             self.send_reset(server)
         if database and database != server.schema:
             server.send_command(cmd.init_db(database), own=True)
             server.schema = database
-        if settings != server.settings:
+        if (settings or server.settings) and settings != server.settings:  # (none: no compare)
             self._sync_settings(settings, server)
-        if server.last_insert_id != last_id:
+        known = server.last_insert_id
+        if known is None or known != last_id:  # (narrowed: compiled, an integer compare)
             server.send_command(set_last_insert_id(last_id), own=True)
             server.last_insert_id = last_id
 
