@@ -29,6 +29,7 @@ from sluice.pg.guard import (
 from sluice.pg.server import ServerConn
 from sluice.pg.settings import SessionSettings
 from sluice.pg.statements import ClientStatements, StatementNames
+from sluice.session.empty import SharedDict
 from sluice.session.frontend import is_variable_set
 from sluice.wire.pg import messages as m
 from sluice.wire.pg import responses as r
@@ -408,3 +409,15 @@ def test_clients_share_their_statements_until_a_named_parse() -> None:
     assert a.statements is own and list(own.by_name) == [b"s1", b"s2"]
     assert shared.deallocate(None, IDLE, pinned=False) is not None  # DEALLOCATE ALL: none
     assert shared.by_name == {} and list(own.by_name) == [b"s1", b"s2"]
+
+
+def test_a_connection_copies_the_clients_shared_settings_before_changing_them() -> None:
+    """A connection synced to clients' shared, read-only settings holds that very map (a
+    borrow compares by identity); anything that changes the connection's copy first."""
+    shared = SharedDict({"timezone": b"SET timezone = 'UTC'"})
+    server = ServerConn("pool", 1 << 20)
+    server.params, server.params_shared = shared, True
+    own = server.own_params()
+    own["timezone"] = b"SET timezone = 'Asia/Tokyo'"
+    assert shared == {"timezone": b"SET timezone = 'UTC'"} and server.params is own
+    assert not server.params_shared and server.own_params() is own

@@ -381,7 +381,14 @@ class ClientSession(FrontendSession[PgHost, "PgPool", "ServerConn", bytes], Repl
             forget = self.guard.on_attach(server)
             if forget:
                 out.append(forget)
-        if self.settings.params != server.params or server.params_dirty:
+        settings = self.settings
+        params = settings.params
+        if params is not server.params:  # (the same map: the same values, no compare)
+            if server.params_dirty or params != server.params:
+                out.append(self._sync_settings(server))
+            elif settings.shared:  # equal: share the clients' read-only map from now on
+                server.params, server.params_shared = params, True
+        elif server.params_dirty:
             out.append(self._sync_settings(server))
         self.pool.on_attach(self)
 
@@ -621,7 +628,7 @@ class ClientSession(FrontendSession[PgHost, "PgPool", "ServerConn", bytes], Repl
 
     def _commit_settings(self, server: ServerConn) -> None:
         tracker = server.tracker
-        if not self.settings.commit(server.params, tracker.errors, tracker.rolled_back):
+        if not self.settings.commit(server.own_params(), tracker.errors, tracker.rolled_back):
             server.params_dirty = True  # an error: what the server holds is unknown
         # A pinned or session-mode client's connection is its own session: what the server
         # did (a rollback after an error, a SET inside a DO block) is what it would have done
@@ -638,7 +645,10 @@ class ClientSession(FrontendSession[PgHost, "PgPool", "ServerConn", bytes], Repl
         )
         for _ in queries:
             server.tracker.push(r.REPLAY)
-        server.params = dict(self.settings.params)
+        if self.settings.shared:  # read only: the connection shares it until it changes
+            server.params, server.params_shared = self.settings.params, True
+        else:
+            server.params, server.params_shared = dict(self.settings.params), False
         server.params_dirty = False
         if self.settings.custom_startup and not server.custom_setting:
             server.custom_setting = self.settings.custom_startup

@@ -275,6 +275,9 @@ class GuardedConn(Protocol):
 
     def write(self, data: bytes) -> None: ...
 
+    def own_params(self) -> dict[str, bytes]:
+        """`params` as a map of the connection's own, to be changed in place."""
+
 
 def read_quick(rows: list[bytes], server: GuardedConn) -> Finding:
     """Read the quick check's two DataRows; RECHECK unless every setting reads as the
@@ -441,7 +444,7 @@ NO_GUARD: Final = BorrowGuard(0)
 def adopt_settings(found: dict[str, bytes], settings: SessionSettings, server: GuardedConn) -> None:
     """Tracked settings as the check found them become the client's and the connection's:
     a value set for the session as a SET of the client's, one no longer set as a RESET."""
-    params = server.params
+    params = server.own_params()
     for name in TRACKED:
         stmt = found.get(name)
         if stmt is not None:

@@ -50,9 +50,7 @@ class PgPool(EnginePool[ServerConn, "PgPoolHost"]):
         self.database = database
         self.user = user
         self.name = f"{proxy.config.name}/{database}/{user}"
-        self.pool = Pool(
-            self.name, limits_for(proxy.config), self._connect, proxy.share
-        )
+        self.pool = Pool(self.name, limits_for(proxy.config), self._connect, proxy.share)
         self.server_params: dict[str, str] | None = None
         self.quick_sql: bytes | None = None  # the quick state check's statement (guard.py)
 
@@ -115,7 +113,7 @@ class PgPool(EnginePool[ServerConn, "PgPoolHost"]):
         await server.run_silently("DISCARD ALL", timeout=10.0)
         if self.proxy.config.pool.init_query:
             await server.run_silently(self.proxy.config.pool.init_query, timeout=30.0)
-        server.params = {}
+        server.params, server.params_shared = {}, False
         server.params_dirty = False
         server.leftover = 0  # DISCARD ALL forgot nextval() state, emptied custom settings
         server.tracker.forget_statements()

@@ -94,6 +94,7 @@ class ServerConn(BackendConn[Borrower, ResponseTracker]):
         "max_connections",
         "params",
         "params_dirty",
+        "params_shared",
         "pid",
         "quick",
         "quick_sql",
@@ -107,6 +108,9 @@ class ServerConn(BackendConn[Borrower, ResponseTracker]):
         self.tracker = ResponseTracker(max_size)
         self.reader: MessageReader | None = MessageReader(max_size)
         self.params: dict[str, bytes] = {}  # tracked settings as this connection has them
+        # `params` is a read-only map of clients' shared settings (the values are the same,
+        # so a borrow compares by identity): copied before any change (`own_params`)
+        self.params_shared = False
         self.params_dirty = False  # True when unknown: reset everything before replaying
         self.custom_setting = ""  # a custom setting a client may have created here
         self.server_params: dict[str, str] = {}  # ParameterStatus seen at startup
@@ -121,6 +125,13 @@ class ServerConn(BackendConn[Borrower, ResponseTracker]):
         self.retire = ""  # why it must be closed rather than lent again, once detached
         self.leftover_of = 0  # that borrower's serial
         self._idle_waiter: asyncio.Future[None] | None = None
+
+    def own_params(self) -> dict[str, bytes]:
+        """`params`, a map of the connection's own (to be changed in place)."""
+        if self.params_shared:
+            self.params = dict(self.params)
+            self.params_shared = False
+        return self.params
 
     @property
     def backend_pid(self) -> int:
