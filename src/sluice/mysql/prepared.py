@@ -230,7 +230,7 @@ class StatementRelay:
             server.send_command(execute_for_server(payload, stmt, known))
         else:
             self.results.sent(server, 0)
-            server.send_command(cmd.with_stmt_id(payload, known.stmt_id))
+            server.send_command(cmd.with_id_bytes(payload, known.id_bytes))
         return True
 
     def _send(
@@ -239,7 +239,7 @@ class StatementRelay:
         if payload[0] == c.COM_STMT_EXECUTE:
             self.session.send(server, execute_for_server(payload, stmt, known), stmt.writes)
         else:
-            self.session.send(server, cmd.with_stmt_id(payload, known.stmt_id))
+            self.session.send(server, cmd.with_id_bytes(payload, known.id_bytes))
 
     def _prepare_again(self, server: MyServerConn, payload: bytes, stmt: ClientStmt) -> bool:
         """Prepare `stmt` on `server` as it was first prepared; the command waits for it."""

@@ -382,14 +382,11 @@ class ClientSession(FrontendSession[PgHost, "PgPool", "ServerConn", bytes], Repl
             if forget:
                 out.append(forget)
         settings = self.settings
-        params = settings.params
-        if params is not server.params:  # (the same map: the same values, no compare)
-            if server.params_dirty or params != server.params:
-                out.append(self._sync_settings(server))
-            elif settings.shared:  # equal: share the clients' read-only map from now on
-                server.params, server.params_shared = params, True
-        elif server.params_dirty:
+        params = settings.params  # (the connection's own map: the same values, no compare)
+        if server.params_dirty or (params is not server.params and params != server.params):
             out.append(self._sync_settings(server))
+        elif params is not server.params and settings.shared:
+            server.params, server.params_shared = params, True  # from now on, no compare
         self.pool.on_attach(self)
 
     def _forward(self, msg: bytes, out: list[bytes]) -> None:

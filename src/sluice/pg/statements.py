@@ -209,17 +209,15 @@ class ClientStatements:
         effect = classify_statement(sql)
         tracker = server.tracker
         if not name or self.max_prepared == 0:
-            if tracker.awaiting_sync:
-                pass  # the server discards it
-            elif name or effect.drops_statements:
-                # names pass through (the server binds them, unseen); whether statements
-                # are dropped is judged from the state before it was sent
-                client.note_effect(effect, sql, tracker)
-                tracker.unnamed = None
-            elif effect is not NO_EFFECT or client.settings.pending:  # (savepoints may count)
-                tracker.unnamed, tracker.unnamed_sql = effect, sql  # noted when bound
-            else:
-                tracker.unnamed = None
+            if not tracker.awaiting_sync:  # (else the server discards it)
+                if name or effect.drops_statements:
+                    # names pass through (the server binds them, unseen); whether statements
+                    # are dropped is judged from the state before it was sent
+                    client.note_effect(effect, sql, tracker)
+                    effect = NO_EFFECT
+                # noted when bound (while settings are pending, a savepoint text counts)
+                runs = effect is not NO_EFFECT or client.settings.pending
+                tracker.unnamed, tracker.unnamed_sql = (effect, sql) if runs else (None, b"")
             tracker.push_parse(r.PARSE, b"")
             out.append(msg)
             return

@@ -87,11 +87,7 @@ def with_id_bytes(payload: bytes, id_bytes: bytes) -> bytes:
 
 def with_stmt_id(payload: bytes, new_id: int) -> bytes:
     """`payload` with the statement id at bytes 1..4 replaced."""
-    if len(payload) < 5:
-        raise ProtocolError("packet too short for a statement id")
-    if read_u32(payload, 1) == new_id:  # (ids are numbered from 1 on both sides)
-        return payload
-    return payload[:1] + u32(new_id) + payload[5:]
+    return with_id_bytes(payload, u32(new_id))
 
 
 @dataclass(frozen=True, slots=True)
