@@ -15,13 +15,13 @@ import logging
 import math
 import ssl
 import time
-from collections.abc import Callable
-from typing import Generic, Protocol, TypeVar, cast
+from typing import Generic, Protocol, TypeVar
 
 from sluice import tls
 from sluice.auth.base import Authenticator
 from sluice.config import ProxyConfig
 from sluice.errors import AuthFailed, LoginThrottled, OutOfFiles, TooManyConnections
+from sluice.net.endpoints import Listener, listen
 from sluice.observe.logs import Occasional, clip
 from sluice.observe.redact import redact
 from sluice.pool.budget import Share
@@ -82,7 +82,7 @@ class Proxy(abc.ABC, Generic[PoolT]):
         self._refusals = Occasional(log)
         self.authenticator: Authenticator = app.authority.authenticator(config)
         self.startup_stats = PoolStats()  # what clients count into before they have a pool
-        self.server: asyncio.Server | None = None
+        self.server: Listener | None = None
         self.share: Share = self._join_budget(config)
         self.tls_context: ssl.SSLContext | None = tls.server_context(
             config.tls_cert_file, config.tls_key_file, app.settings.state_dir
@@ -106,13 +106,10 @@ class Proxy(abc.ABC, Generic[PoolT]):
                 self.config.name,
             )
             return
-        loop = asyncio.get_running_loop()
-        accept = cast(Callable[[], asyncio.Protocol], self.new_session)  # sessions are protocols
-        self.server = await loop.create_server(
-            accept,
+        self.server = await listen(
+            self.new_session,
             self.config.listen_host,
             self.config.listen_port,
-            reuse_address=True,
             reuse_port=not self.app.slot.single,  # the workers share the port (sluice.workers)
             backlog=4096,
         )

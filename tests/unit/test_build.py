@@ -46,6 +46,15 @@ def test_module_is_of_the_build_under_test(name: str) -> None:
         assert module.__file__.endswith(".py"), f"{name} is not the source: {module.__file__}"
 
 
+@pytest.mark.skipif(BUILD not in ("0", "1"), reason="SLUICE_COMPILED not set (make test does)")
+def test_socket_calls_are_of_the_build_under_test() -> None:
+    """The compiled build makes the data plane's socket calls in C (`net/_sockio.c`)."""
+    from sluice.net import sockio
+
+    kinds = {type(call).__name__ for call in (sockio.recv, sockio.send, sockio.poll)}
+    assert kinds == ({"builtin_function_or_method"} if BUILD == "1" else {"function"})
+
+
 def _unbound_names(tree: ast.Module) -> list[str]:
     """Top-level bindings of a module that compiled code would read from the module's dict."""
     found = []

@@ -19,6 +19,7 @@ from sources import SRC, imported_names
 
 PROGRAM = ("sluice.app", "sluice.cli", "sluice.control")
 ENGINES = ("sluice.pg", "sluice.mysql")
+NET = "sluice.net"
 
 
 def _imports(path: Path, src: Path = SRC) -> set[str]:
@@ -53,6 +54,14 @@ def _offenders(
 )
 def test_lower_layers_know_no_program_and_no_engine(places: tuple[str, ...]) -> None:
     assert _offenders(_files(*places), PROGRAM + ENGINES) == {}
+
+
+def test_sockets_know_nothing_above_them() -> None:
+    """`sluice.net` reads and writes sockets for whoever is its protocol: it imports no
+    other part of the proxy."""
+    outside = {str(p.relative_to(SRC)): sorted(n for n in _imports(p) if not n.startswith(NET))
+               for p in _files("net")}  # fmt: skip
+    assert {path: names for path, names in outside.items() if names} == {}
 
 
 def test_engines_know_no_program() -> None:

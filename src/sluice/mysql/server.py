@@ -34,7 +34,8 @@ from mypy_extensions import trait
 
 from sluice.errors import ServerError, SluiceError
 from sluice.mysql.statements import ServerStatements
-from sluice.session.backend import BackendConn, BackendState, as_protocol
+from sluice.net.endpoints import connect
+from sluice.session.backend import BackendConn, BackendState
 from sluice.session.views import ClientView
 from sluice.wire.mysql import commands as cmd
 from sluice.wire.mysql import constants as c
@@ -301,10 +302,7 @@ class MyServerConn(BackendConn[Borrower, rp.ReplyTracker]):
 
     async def _upgrade(self, ctx: ssl.SSLContext, server_name: str) -> None:
         assert self.transport is not None
-        loop = asyncio.get_running_loop()
-        protocol = as_protocol(self)
-        new = await loop.start_tls(self.transport, protocol, ctx, server_hostname=server_name)
-        self.transport = cast(asyncio.Transport, new)
+        await self.transport.start_tls(ctx, server_side=False, server_hostname=server_name)
         self.tls = True
 
 
@@ -333,12 +331,10 @@ async def open_server(
     source_address: str = "",
 ) -> MyServerConn:
     """Open, secure and authenticate a backend connection (from `source_address` if given)."""
-    loop = asyncio.get_running_loop()
     conn = MyServerConn(pool_name, max_size)
     try:
         async with asyncio.timeout(connect_timeout):
-            local = (source_address, 0) if source_address else None
-            await loop.create_connection(lambda: as_protocol(conn), host, port, local_addr=local)
+            await connect(lambda: conn, host, port, source_address=source_address)
             conn.peer = f"{host}:{port}"
             await conn.login(make_login, tls, tls_required, tls_server_name or host, init_query)
     except TimeoutError:

@@ -29,7 +29,7 @@ import logging
 import ssl
 import time
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any, ClassVar, Final, Protocol, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Protocol
 
 from sluice.errors import (
     AuthFailed,
@@ -44,7 +44,6 @@ from sluice.pg.handshake import LoginHost, LoginServices, handshake
 from sluice.pg.server import ReplySink
 from sluice.pg.settings import UNTOUCHED, SessionSettings, replay_queries
 from sluice.pg.statements import ClientStatements
-from sluice.session.backend import as_protocol
 from sluice.session.frontend import FrontendSession, Refusal, SessionHost
 from sluice.session.states import ClientState
 from sluice.wire.pg import messages as m
@@ -267,9 +266,7 @@ class ClientSession(FrontendSession[PgHost, "PgPool", "ServerConn", bytes], Repl
 
     async def start_tls(self, ctx: ssl.SSLContext) -> None:
         assert self.transport is not None
-        loop = asyncio.get_running_loop()
-        new = await loop.start_tls(self.transport, as_protocol(self), ctx, server_side=True)
-        self.transport = cast(asyncio.Transport, new)
+        await self.transport.start_tls(ctx, server_side=True)
         self.tls = True
 
     def fail_with(self, text: str, sqlstate: str) -> None:

@@ -28,8 +28,9 @@ from typing import ClassVar, Final, Protocol, cast
 from mypy_extensions import trait
 
 from sluice.errors import ServerError
+from sluice.net.endpoints import connect
 from sluice.pg.guard import QuickMemory
-from sluice.session.backend import BackendConn, BackendState, as_protocol
+from sluice.session.backend import BackendConn, BackendState
 from sluice.session.views import ClientView
 from sluice.wire.pg import messages as m
 from sluice.wire.pg.framing import MessageReader
@@ -297,10 +298,8 @@ class ServerConn(BackendConn[Borrower, ResponseTracker]):
         self.write(LoginClient.ssl_request())
         if not LoginClient.tls_answer(await self._read_byte(), required):
             return
-        loop = asyncio.get_running_loop()
-        protocol = as_protocol(self)
-        new = await loop.start_tls(self.transport, protocol, ctx, server_hostname=server_name)
-        self.transport = cast(asyncio.Transport, new)
+        assert self.transport is not None
+        await self.transport.start_tls(ctx, server_side=False, server_hostname=server_name)
 
     async def login(self, user: str, password: str, database: str, init_query: str) -> None:
         """Startup and authentication; afterwards the connection is IDLE."""
@@ -348,12 +347,10 @@ async def open_server(
     source_address: str = "",
 ) -> ServerConn:
     """Open, secure and authenticate a backend connection (from `source_address` if given)."""
-    loop = asyncio.get_running_loop()
     conn = ServerConn(pool_name, max_size)
     try:
         async with asyncio.timeout(connect_timeout):
-            local = (source_address, 0) if source_address else None
-            await loop.create_connection(lambda: as_protocol(conn), host, port, local_addr=local)
+            await connect(lambda: conn, host, port, source_address=source_address)
             conn.peer = f"{host}:{port}"
             if tls is not None:
                 await conn.start_tls(tls, tls_server_name or host, tls_mode != "prefer")

@@ -19,6 +19,7 @@ import enum
 import logging
 from typing import Any, ClassVar, Final, Generic, Protocol, TypeVar, cast
 
+from sluice.net.transport import SocketTransport
 from sluice.pool.pool import PooledConnection
 
 log: Final = logging.getLogger("sluice.server")
@@ -107,7 +108,7 @@ class BackendConn(PooledConnection, Generic[ClientT, TrackerT]):
         super().__init__()
         self.pool_name = pool_name
         self.state = _CONNECTING
-        self.transport: asyncio.Transport | None = None
+        self.transport: SocketTransport | None = None
         self.client = None
         self.peer = ""
         self.close_reason = ""
@@ -180,9 +181,9 @@ class BackendConn(PooledConnection, Generic[ClientT, TrackerT]):
 
     # ---- the event loop's protocol callbacks ----
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)
-        self.transport.set_write_buffer_limits(high=256 * 1024)
+    def connection_made(self, transport: SocketTransport) -> None:
+        self.transport = transport
+        transport.set_write_buffer_limits(high=256 * 1024)
 
     @abc.abstractmethod
     def data_received(self, data: bytes) -> None:

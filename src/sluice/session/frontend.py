@@ -25,7 +25,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic, Protocol, TypeAlias, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic, Protocol, TypeAlias, TypeVar
 
 from sluice.errors import (
     LoginThrottled,
@@ -34,6 +34,7 @@ from sluice.errors import (
     SluiceError,
     TooManyConnections,
 )
+from sluice.net.transport import SocketTransport
 from sluice.observe.logs import clip
 from sluice.session.admission import address_of
 from sluice.session.backend import BackendConn
@@ -173,7 +174,7 @@ class FrontendSession(Generic[HostT, PoolT, ServerT, MessageT]):
         self.proxy = proxy
         self.switches = proxy.switches
         self.state = _STARTUP
-        self.transport: asyncio.Transport | None = None
+        self.transport: SocketTransport | None = None
         self.server = None
         self.pool = None
         self.user = ""
@@ -252,8 +253,8 @@ class FrontendSession(Generic[HostT, PoolT, ServerT, MessageT]):
 
     # ---- the event loop's protocol callbacks: the connection's life ----
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport = cast(asyncio.Transport, transport)
+    def connection_made(self, transport: SocketTransport) -> None:
+        self.transport = transport
         transport.set_write_buffer_limits(high=256 * 1024)
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple):
