@@ -21,9 +21,10 @@ Nothing is compiled when
 - setuptools is only asked for the package's metadata or build requirements (`egg_info`,
   `dist_info`), which need no extension: mypyc's type check runs once, for the build.
 
-Beside them, one small C module of the data plane's socket calls (`sluice.net._sockio`,
+Beside them, two small C modules: the data plane's socket calls (`sluice.net._sockio`,
 made holding the interpreter's lock; `sluice/net/sockio.py` does the same through the
-standard library where it is not built).
+standard library where it is not built), and the SQL pre-check's word search
+(`sluice.wire._anchors`, the loop of `wire/anchors.py`, which calls it when built).
 
 The small C library preloaded into Lambda function environments is not a module: it is
 built wherever a C compiler is found, editable installs included (`preloaded_library`).
@@ -85,15 +86,19 @@ def compiled_modules() -> list[object]:
         return []
     from mypyc.build import mypycify
 
-    sockets = Extension(
-        "sluice.net._sockio", ["src/sluice/net/_sockio.c"], extra_compile_args=["-O2"]
-    )  # the data plane's socket calls (src/sluice/net/sockio.py)
+    loops = [
+        Extension(name, [source], extra_compile_args=["-O2"])
+        for name, source in (
+            ("sluice.net._sockio", "src/sluice/net/_sockio.c"),  # (net/sockio.py)
+            ("sluice.wire._anchors", "src/sluice/wire/_anchors.c"),  # (wire/anchors.py)
+        )
+    ]
     compiled = mypycify(
         [os.path.join("src", "sluice", path) for path in COMPILED],
         opt_level="3",
         group_name="sluice_compiled",
     )
-    return [*compiled, sockets] if sys.platform.startswith("linux") else list(compiled)
+    return [*compiled, *loops] if sys.platform.startswith("linux") else list(compiled)
 
 
 def preloaded_library() -> list[Extension]:

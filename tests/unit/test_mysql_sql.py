@@ -736,5 +736,7 @@ def test_byte_precheck_agrees_on_generated_statements(sql: str) -> None:
     assert classify(sql) == full
     low = sql.encode().lower()
     assert mysql_sql._has_trigger(low) == (mysql_sql._TRIGGER_BYTES.search(low) is not None)
+    here = mysql_sql._ANCHORED.found_in_here(low, mysql_sql._trigger_ends)
+    assert here == mysql_sql._has_trigger(low)  # (the C loop, where the build has it)
     plain = mysql_sql._first_word(low) in mysql_sql._PLAIN_BYTES
     assert plain == (mysql_sql._PLAIN_START.match(low) is not None)

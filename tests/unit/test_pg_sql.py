@@ -648,6 +648,7 @@ def test_byte_precheck_agrees_on_generated_statements(sql: str) -> None:
         assert classify_statement(sql.encode("latin-1")) == classify(sql)
     low = sql.encode("latin-1").lower()
     assert pg_sql._has_trigger(low) == (pg_sql._TRIGGER_BYTES.search(low) is not None)
+    assert pg_sql._ANCHORED.found_in_here(low) == pg_sql._has_trigger(low)  # (C loop or not)
     assert pg_sql._first_word(low) == pg_sql._first_word_re(low)
 
 
@@ -668,3 +669,20 @@ def test_statement_cache_keeps_effects_by_text_and_stays_bounded() -> None:
     long_text = b"SELECT " + b"1, " * pg_sql._CACHE_MAX_LEN + b"1"
     assert classify_statement(long_text) is NO_EFFECT
     assert long_text not in pg_sql._STATEMENTS
+
+
+def test_anchor_loop_in_c_refuses_what_is_not_its_tables() -> None:
+    """The C loop (built with the compiled package) checks what it is handed."""
+    found_in = pytest.importorskip("sluice.wire._anchors").found_in
+    table = pg_sql._ANCHORED._group
+    words = pg_sql._ANCHORED._words
+    assert found_in(b"listen x", table, words, None) is True
+    assert found_in(b"select 1", table, words, None) is False
+    for bad in [("text", table, words, None), (b"x", b"short", words, None),
+                (b"listen", table, [], None), (b"l", table, ((b"l",),), None)]:  # fmt: skip
+        with pytest.raises((TypeError, ValueError)):
+            found_in(*bad)
+    with pytest.raises(ValueError):
+        found_in(b"l", bytes([1]) * 256, (), None)  # a group the words lack
+    with pytest.raises(ZeroDivisionError):  # the accept callback's error comes through
+        found_in(b"listen", table, words, lambda *_: 1 / 0)
