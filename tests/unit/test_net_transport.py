@@ -364,3 +364,35 @@ def test_socket_calls_agree(calls: Any) -> None:
         epoll.close()
         left.close()
         right.close()
+
+
+class Failing(Echo):
+    """Fails on b"boom" (a protocol's bug), echoes the rest."""
+
+    def data_received(self, data: bytes) -> None:
+        if data == b"boom":
+            raise RuntimeError("a bug")
+        super().data_received(data)
+
+
+def test_a_protocol_that_fails_loses_its_connection_only(
+    run: Callable[[Body], None], caplog: pytest.LogCaptureFixture
+) -> None:
+    async def body() -> None:
+        listener, _, port = await _serve(Failing)
+        first, one = await connect(Recorder, "127.0.0.1", port)
+        second, other = await connect(Recorder, "127.0.0.1", port)
+        first.write(b"boom")
+        await asyncio.wait_for(one.lost.wait(), 5)  # that client is let go
+        second.write(b"still here")
+        assert await other.received(10) == b"still here"
+        third, new = await connect(Recorder, "127.0.0.1", port)  # and the listener goes on
+        third.write(b"hi")
+        assert await new.received(2) == b"hi"
+        for transport in (second, third):
+            transport.close()
+        listener.close()
+        await asyncio.sleep(0.05)
+
+    run(body)
+    assert "its protocol failed" in caplog.text

@@ -70,7 +70,13 @@ class Listener:
             except OSError:
                 sock.close()  # gone already
                 continue
-            transport = SocketTransport(self.reactor, sock, self.factory(), None)
+            try:
+                protocol = self.factory()
+            except Exception:  # (a bug of the factory's: this client is dropped, not the rest)
+                log.exception("cannot take a client on %s", listening.getsockname())
+                sock.close()
+                continue
+            transport = SocketTransport(self.reactor, sock, protocol, None)
             self.loop.call_soon(transport.start)
 
     def _resume(self, listening: socket.socket) -> None:

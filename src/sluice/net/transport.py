@@ -403,11 +403,18 @@ class SocketTransport:
                 return
             self._flush_tls(tls)  # (session tickets, key updates)
             if data and not self.closing:
-                self.protocol.data_received(data)
+                self._deliver(data)
             if closed and not self.closing:
                 self._eof()
             return
-        self.protocol.data_received(data)
+        self._deliver(data)
+
+    def _deliver(self, data: bytes) -> None:
+        try:
+            self.protocol.data_received(data)
+        except Exception as exc:  # the protocol's bug: this connection ends, the others go on
+            log.exception("closing %s: its protocol failed on the bytes it received", self.fd)
+            self._force_close(exc)
 
     def _writable(self) -> None:
         out = self._out

@@ -60,8 +60,11 @@ anchors_found_in(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                 return NULL;
             Py_ssize_t length = PyBytes_GET_SIZE(word);
             Py_ssize_t start = i - at;
-            if (start < 0 || start + length > size
-                || memcmp(s + start, PyBytes_AS_STRING(word), (size_t)length) != 0)
+            const unsigned char *w = (const unsigned char *)PyBytes_AS_STRING(word);
+            /* (most candidates differ in their first or last byte: no memcmp call for them) */
+            if (start < 0 || start + length > size || length == 0 || s[start] != w[0]
+                || s[start + length - 1] != w[length - 1]
+                || memcmp(s + start, w, (size_t)length) != 0)
                 continue;
             if (accept == Py_None)
                 Py_RETURN_TRUE;
