@@ -396,3 +396,25 @@ def test_a_protocol_that_fails_loses_its_connection_only(
 
     run(body)
     assert "its protocol failed" in caplog.text
+
+
+def test_a_peer_that_never_reads_cannot_keep_a_closed_connection(
+    run: Callable[[Body], None],
+) -> None:
+    async def body() -> None:
+        listener, accepted, port = await _serve(Recorder)
+        net.reactor_of(asyncio.get_running_loop()).drain_timeout = 0.3
+        peer = socket.create_connection(("127.0.0.1", port))  # never reads
+        await _until(lambda: bool(accepted))
+        server = accepted[0]
+        assert server.transport is not None
+        while server.transport.get_write_buffer_size() == 0:
+            server.transport.write(b"q" * 65536)
+        server.close()  # with bytes queued that the peer will not take
+        await asyncio.sleep(0.1)
+        assert not server.lost.is_set()  # still trying
+        await asyncio.wait_for(server.lost.wait(), 5)  # then dropped
+        peer.close()
+        listener.close()
+
+    run(body)

@@ -209,7 +209,7 @@ class MyClientSession(
     def application_name(self) -> str:
         return self.program_name
 
-    # ---- asyncio.Protocol ----
+    # ---- the socket's protocol callbacks ----
 
     def data_received(self, data: bytes) -> None:
         if self._tls_buf is not None:

@@ -142,7 +142,7 @@ class MyServerConn(BackendConn[Borrower, rp.ReplyTracker]):
         # call, not a lookup by name (the pool asks on every borrow and release)
         return self.state is _CLOSED or not self.tracker.idle
 
-    # ---- asyncio.Protocol ----
+    # ---- the socket's protocol callbacks ----
 
     def data_received(self, data: bytes) -> None:
         if self.state is _CONNECTING:

@@ -40,6 +40,9 @@ _BROKEN: Final = select.EPOLLERR | select.EPOLLHUP
 _TLS_READ: Final = 64 * 1024
 _DEFAULT_HIGH: Final = 64 * 1024
 _HANDSHAKE_TIMEOUT: Final = 60.0  # as the event loop's start_tls
+# How long a closed connection may take to send what is queued for a peer that does not
+# read (then it is dropped: a peer cannot keep a closed connection's socket open).
+CLOSE_DRAIN_TIMEOUT: Final = 10.0
 # Errors of a connection that ends the way connections do (logged at debug level).
 _ORDINARY: Final = (ConnectionError, TimeoutError)
 
@@ -58,7 +61,7 @@ class Reactor:
     """One epoll set, watched by the event loop as one descriptor: the sockets in it are
     read and written in batches, each batch one callback of the loop."""
 
-    __slots__ = ("epoll", "fd", "listeners", "loop", "transports")
+    __slots__ = ("drain_timeout", "epoll", "fd", "listeners", "loop", "transports")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -68,6 +71,7 @@ class Reactor:
         # Listening sockets are in the set too, so that what happened first is seen first:
         # a client that left before another arrived is gone when the next is counted.
         self.listeners: dict[int, Any] = {}  # fd -> what accepts (its `accept()`)
+        self.drain_timeout = CLOSE_DRAIN_TIMEOUT
         loop.add_reader(self.fd, self._ready)
 
     def _ready(self) -> None:
@@ -237,8 +241,13 @@ class SocketTransport:
             self._say_goodbye(tls)
         if self._out_size:
             self._watch(_OUT)  # the queue goes out first, then the socket closes
+            self.reactor.loop.call_later(self.reactor.drain_timeout, self._drain_expired)
         else:
             self._finish(None)
+
+    def _drain_expired(self) -> None:
+        if not self._finished:
+            self._force_close(None)
 
     def abort(self) -> None:
         self._force_close(None)

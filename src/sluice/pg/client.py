@@ -206,7 +206,7 @@ class ClientSession(FrontendSession[PgHost, "PgPool", "ServerConn", bytes], Repl
             guard = self.guard = BorrowGuard(next(_serials))
         return guard
 
-    # ---- asyncio.Protocol ----
+    # ---- the socket's protocol callbacks ----
 
     def data_received(self, data: bytes) -> None:
         self.reader.feed(data)

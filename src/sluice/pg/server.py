@@ -148,7 +148,7 @@ class ServerConn(BackendConn[Borrower, ResponseTracker]):
         # call, not a lookup by name (the pool asks on every borrow and release)
         return self.state is _CLOSED or not self.tracker.idle
 
-    # ---- asyncio.Protocol ----
+    # ---- the socket's protocol callbacks ----
 
     def data_received(self, data: bytes) -> None:
         client = self.client

@@ -17,7 +17,7 @@ import abc
 import asyncio
 import enum
 import logging
-from typing import Any, ClassVar, Final, Generic, Protocol, TypeVar, cast
+from typing import Any, ClassVar, Final, Generic, Protocol, TypeVar
 
 from sluice.net.transport import SocketTransport
 from sluice.pool.pool import PooledConnection
@@ -68,13 +68,6 @@ class Tracking(Protocol):
         """Nothing outstanding: every request answered, no transaction open."""
 
 
-def as_protocol(conn: object) -> asyncio.Protocol:
-    """A session or backend connection, as the event loop takes a protocol: it has the
-    callbacks without deriving from `asyncio.Protocol` (a compiled class cannot derive
-    from an interpreted one)."""
-    return cast(asyncio.Protocol, conn)
-
-
 ClientT = TypeVar("ClientT", bound=Borrowing)
 TrackerT = TypeVar("TrackerT", bound=Tracking)
 
@@ -84,8 +77,8 @@ class BackendConn(PooledConnection, Generic[ClientT, TrackerT]):
 
     Generic over the engine's client session (`client`, while lent) and its reply
     tracker (`tracker`), so that each engine reads both with their own types. Like a
-    client session, it is the event loop's protocol without deriving from
-    `asyncio.Protocol` (see `FrontendSession`)."""
+    client session, it is the protocol of its socket's `SocketTransport` (see
+    `FrontendSession`)."""
 
     goodbye: ClassVar[bytes] = b""  # what the engine sends before closing (Terminate, COM_QUIT)
     client: ClientT | None  # the engine's client session while lent, else None
@@ -179,7 +172,7 @@ class BackendConn(PooledConnection, Generic[ClientT, TrackerT]):
         for callback in self.on_lost:
             callback(self)  # type: ignore[operator]
 
-    # ---- the event loop's protocol callbacks ----
+    # ---- the socket's protocol callbacks (sluice.net.transport) ----
 
     def connection_made(self, transport: SocketTransport) -> None:
         self.transport = transport

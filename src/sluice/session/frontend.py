@@ -127,9 +127,10 @@ class FrontendSession(Generic[HostT, PoolT, ServerT, MessageT]):
     hands the connection to the engine (`_on_borrowed`), which replays the parked
     message. A wait that ends in an error is reported in the engine's format.
 
-    A session is the event loop's protocol for its connection: it has the callbacks
-    the loop calls, without deriving from `asyncio.Protocol`, so that the compiled
-    build makes it a native class (`as_protocol` says so to the type checker).
+    A session is the protocol of its socket's `SocketTransport` (`sluice.net`): it has
+    the callbacks of an `asyncio.Protocol` without deriving from it, so that the
+    compiled build makes it a native class, and its transport is typed, so that its
+    writes are direct calls.
     """
 
     _STEP: ClassVar[str] = "login"  # what the login is called in log lines and errors
@@ -251,7 +252,7 @@ class FrontendSession(Generic[HostT, PoolT, ServerT, MessageT]):
     def fail_with(self, text: str, sqlstate: str) -> None:
         """End the session with an error of the proxy's own (timeouts, shutdown)."""
 
-    # ---- the event loop's protocol callbacks: the connection's life ----
+    # ---- the socket's protocol callbacks: the connection's life ----
 
     def connection_made(self, transport: SocketTransport) -> None:
         self.transport = transport
