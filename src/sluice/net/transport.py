@@ -229,9 +229,6 @@ class SocketTransport:
             data = tls.outgoing.read()
         self._send(data)
 
-    def writelines(self, chunks: list[bytes]) -> None:
-        self.write(b"".join(chunks))
-
     def close(self) -> None:
         if self.closing:
             return
@@ -267,9 +264,6 @@ class SocketTransport:
             self._paused = False
             if not self.closing:
                 self._watch(self.mask | _IN)
-
-    def is_reading(self) -> bool:
-        return not self._paused and not self.closing
 
     def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
         if high is None:
@@ -309,25 +303,9 @@ class SocketTransport:
                 return self.sock.getsockname()
             except OSError:
                 return default
-        tls = self.tls
-        if tls is not None:
-            if name == "ssl_object":
-                return tls.obj
-            if name == "peercert":
-                return tls.obj.getpeercert()
-            if name == "cipher":
-                return tls.obj.cipher()
-            if name == "compression":
-                return tls.obj.compression()
-            if name == "sslcontext":
-                return tls.obj.context
+        if name == "ssl_object" and self.tls is not None:
+            return self.tls.obj
         return default
-
-    def get_protocol(self) -> Any:
-        return self.protocol
-
-    def set_protocol(self, protocol: Any) -> None:
-        self.protocol = protocol
 
     # ---- TLS ----
 
