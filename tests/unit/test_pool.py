@@ -150,6 +150,7 @@ def test_a_busy_pool_over_its_fair_share_yields_to_a_queued_one() -> None:
         assert held[0].reason == "closed to make room for pool b"
         await for_b
         a.release(held[1])  # no other pool queued: straight to a's own waiter
+        await settle()  # (the answer comes from a callback of its own)
         assert held[1].reason == "" and sum(f.done() for f in more_a) == 1
         more_b = b.request()
         await settle()
@@ -159,6 +160,7 @@ def test_a_busy_pool_over_its_fair_share_yields_to_a_queued_one() -> None:
         last_b = b.request()
         await settle()
         a.release(held[3])  # a holds 2 of 4 now, its fair share: kept for its own waiter
+        await settle()
         assert held[3].reason == "" and sum(f.done() for f in more_a) == 2
         assert not last_b.done() and share.budget.used == 4
         last_b.cancel()
@@ -266,3 +268,53 @@ def test_a_percent_limit_follows_the_servers_max_connections() -> None:
     assert (one.limit, two.limit, one.budget.limit) == (20, 20, 20)
     other = budgets.join("db", 5433, "three", config)
     assert other.budget is not one.budget
+
+
+def test_a_waiter_hears_of_its_connection_from_a_callback_of_its_own() -> None:
+    """Released while another client's reply is being handled, a connection reaches its
+    waiter after that call returns, not inside it; waiters answered together hear in order."""
+
+    async def body() -> None:
+        a = pool("a", share_of(2))
+        held = [await a.acquire() for _ in range(2)]
+        first, second = a.request(), a.request()
+        a.release(held[1])
+        a.release(held[0])
+        assert not first.done() and not second.done()  # nothing called back from release
+        assert a.borrowed == 2 and not a.waiters  # both lent, to the waiters in turn
+        await settle()
+        assert first.result() is held[1] and second.result() is held[0]
+
+    run(body)
+
+
+def test_a_waiter_that_gives_up_as_its_connection_comes_gives_it_back() -> None:
+    """Given up after the pool chose it and before it heard: the connection goes to the
+    next waiter, never lost and never lent twice."""
+
+    async def body() -> None:
+        a = pool("a", share_of(1))
+        held = await a.acquire()
+        leaving, staying = a.request(), a.request()
+        a.release(held)  # chosen for `leaving`...
+        leaving.cancel()  # ...which gives up before it hears
+        await settle()
+        assert staying.result() is held and a.borrowed == 1 and not a.idle
+        a.release(held)
+        assert a.idle == [held] and a.borrowed == 0
+
+    run(body)
+
+
+def test_a_waiter_that_gave_up_is_passed_over() -> None:
+    async def body() -> None:
+        a = pool("a", share_of(1))
+        held = await a.acquire()
+        gone, waiting = a.request(), a.request()
+        gone.cancel()
+        await settle()
+        a.release(held)
+        await settle()
+        assert waiting.result() is held and a.borrowed == 1
+
+    run(body)

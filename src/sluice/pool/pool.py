@@ -5,8 +5,11 @@ protocols. Its rules, in one place:
 
 - idle connections are a LIFO stack: the most recently used goes out first, so
   under low load the rest grow idle and are closed by the idle timeout;
-- waiters are FIFO, each with its own future and deadline; a waiter that timed
-  out is never handed a connection;
+- waiters are FIFO, each with its deadline; a waiter that timed out or gave up
+  is never handed a connection. A waiter hears the pool's answer (a connection,
+  or why there is none) from a callback of its own soon after (`Waiter`), never
+  from inside the call that freed the connection: answers given in one pass of the
+  event loop are delivered together by one callback;
 - the pool opens a connection only with room from its target's `Budget`
   (pool/budget.py: the limits are per target, shared by every pool that points
   at it); each connection gone is given back to the budget, and while another
@@ -16,8 +19,8 @@ protocols. Its rules, in one place:
 - a connection that sat idle longer than `check_delay` is checked before it is
   lent (`acquire` only; `try_acquire` leaves it for the slow path).
 
-`try_acquire` is the fast path: no await, no task, no future. Everything that
-must wait goes through `acquire`.
+`try_acquire` is the fast path: no await, no task, no future. A session that must
+wait queues itself (`wait`: no future either); coroutines await `acquire`.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Final, Generic, TypeVar
 
-from mypy_extensions import mypyc_attr
+from mypy_extensions import mypyc_attr, trait
 
 from sluice.errors import PoolTimeout, ServerError, SluiceError
 from sluice.observe.histogram import Histogram
@@ -74,6 +77,64 @@ class PooledConnection:
 
 
 C = TypeVar("C", bound=PooledConnection)
+
+
+@trait
+class Waiter:
+    """What waits for a pool's connection (a client session). A mypyc trait: compiled, the
+    pool's answer is a call through a table, not a lookup by name."""
+
+    __slots__ = ()  # (interpreted, a base without slots gives every session a __dict__)
+
+    @abc.abstractmethod
+    def pool_answered(self, wait: Wait) -> None:
+        """The pool's answer to `wait`: `wait.conn` is lent to the waiter, or `wait.error`
+        says why there is none. Called from a callback of its own, once, and never for a
+        wait that was cancelled."""
+
+
+class Wait:
+    """One waiter's place in a pool's queue, and then the pool's answer."""
+
+    __slots__ = ("cancelled", "conn", "deadline", "error", "queued", "waiter")
+
+    def __init__(self, waiter: Waiter, deadline: float) -> None:
+        self.waiter = waiter
+        self.deadline = deadline  # on the event loop's clock
+        self.queued = True  # not answered yet
+        self.cancelled = False
+        self.conn: Any = None  # the connection lent, once answered
+        self.error: SluiceError | None = None  # or why there is none
+
+    def cancel(self) -> None:
+        """The waiter no longer wants a connection: it is never answered; a connection
+        already chosen for it goes back to the pool."""
+        self.cancelled = True
+
+
+class _FutureWaiter(Waiter):
+    """A coroutine's wait (`Pool.request`): the answer becomes the future's result."""
+
+    __slots__ = ("future", "pool", "wait")
+
+    def __init__(self, pool: Pool[Any], future: asyncio.Future[Any]) -> None:
+        self.pool = pool
+        self.future = future
+        self.wait: Wait | None = None
+
+    def pool_answered(self, wait: Wait) -> None:
+        future = self.future
+        if future.done():  # cancelled, its callback not run yet
+            if wait.conn is not None:
+                self.pool.release(wait.conn)
+        elif wait.conn is not None:
+            future.set_result(wait.conn)
+        else:
+            future.set_exception(wait.error or SluiceError("no connection"))
+
+    def future_done(self, future: asyncio.Future[Any]) -> None:
+        if future.cancelled() and self.wait is not None:
+            self.wait.cancel()
 
 
 @dataclass(slots=True)
@@ -131,9 +192,9 @@ class Pool(Generic[C]):
         self._room_wanted = share.budget.queue  # pools queued for room at the target
         self.queued = False  # in that queue
         self.idle: list[C] = []
-        # FIFO of (deadline on the loop clock, future); one timer serves them all
-        self.waiters: deque[tuple[float, asyncio.Future[C]]] = deque()
+        self.waiters: deque[Wait] = deque()  # FIFO; one timer serves them all
         self._timer: asyncio.TimerHandle | None = None
+        self._answers: list[Wait] = []  # answered, for the next `_deliver`
         self.opening = 0
         self.borrowed = 0
         self.generation = 0
@@ -175,22 +236,29 @@ class Pool(Generic[C]):
             return conn
         return None
 
-    def request(self) -> asyncio.Future[C]:
-        """Queue a waiter: the future gets a connection, or PoolTimeout at the deadline.
-
-        A waiter that gives up cancels its future; a cancelled or failed future is
-        never handed a connection.
-        """
+    def wait(self, waiter: Waiter) -> Wait:
+        """Queue `waiter`: it gets a connection, or PoolTimeout at the deadline, from
+        `Waiter.pool_answered`; `Wait.cancel` gives up."""
         loop = asyncio.get_running_loop()
-        fut: asyncio.Future[C] = loop.create_future()
-        self.waiters.append((loop.time() + self.limits.borrow_timeout, fut))
+        wait = Wait(waiter, loop.time() + self.limits.borrow_timeout)
+        waiters = self.waiters
+        waiters.append(wait)
         if self._timer is None:
-            self._timer = loop.call_at(self.waiters[0][0], self._time_out)
+            self._timer = loop.call_at(waiters[0].deadline, self._time_out)
         if self.idle:
             self._check_stale()
-        if len(self.waiters) > self.opening:
-            self._maybe_grow()
-        return fut
+        if len(waiters) > self.opening and not self.queued:
+            self._maybe_grow()  # (queued at the budget: it calls when there is room)
+        return wait
+
+    def request(self) -> asyncio.Future[C]:
+        """`wait` for a coroutine: the future gets a connection or the error; cancelling
+        it gives up (a connection handed over just then goes back to the pool)."""
+        future: asyncio.Future[C] = asyncio.get_running_loop().create_future()
+        waiter = _FutureWaiter(self, future)
+        waiter.wait = self.wait(waiter)
+        future.add_done_callback(waiter.future_done)
+        return future
 
     async def acquire(self) -> C:
         """Borrow a connection, waiting up to the borrow timeout."""
@@ -198,17 +266,40 @@ class Pool(Generic[C]):
         return conn if conn is not None else await self.request()
 
     def _time_out(self) -> None:
-        """Fail the waiters whose deadline passed (they are first: FIFO, same timeout)."""
+        """Refuse the waiters whose deadline passed (they are first: FIFO, same timeout)."""
         self._timer = None
         loop = asyncio.get_running_loop()
         now, waiters = loop.time(), self.waiters
-        while waiters and (waiters[0][1].done() or waiters[0][0] <= now):
-            fut = waiters.popleft()[1]
-            if not fut.done():
+        while waiters and (waiters[0].cancelled or waiters[0].deadline <= now):
+            wait = waiters.popleft()
+            if not wait.cancelled:
                 self.stats.timeouts += 1
-                fut.set_exception(PoolTimeout(self._timeout_text()))
+                self._answer(wait, None, PoolTimeout(self._timeout_text()))
         if waiters:
-            self._timer = loop.call_at(waiters[0][0], self._time_out)
+            self._timer = loop.call_at(waiters[0].deadline, self._time_out)
+
+    def _answer(self, wait: Wait, conn: C | None, error: SluiceError | None) -> None:
+        """Answer `wait` (taken off the queue) at the next `_deliver`."""
+        wait.queued = False
+        wait.conn, wait.error = conn, error
+        answers = self._answers
+        if not answers:
+            asyncio.get_running_loop().call_soon(self._deliver)
+        answers.append(wait)
+
+    def _deliver(self) -> None:
+        """Tell the waiters answered since the last call; a connection for a wait
+        cancelled meanwhile comes back."""
+        answers, self._answers = self._answers, []
+        for wait in answers:
+            if wait.cancelled:
+                if wait.conn is not None:
+                    self.release(wait.conn)
+                continue
+            try:
+                wait.waiter.pool_answered(wait)
+            except Exception:  # the waiter's bug: the other waiters still hear
+                log.exception("pool %s: a waiter failed on its answer", self.name)
 
     def _timeout_text(self) -> str:
         return f"no database connection available within {self.limits.borrow_timeout:g}s"
@@ -273,10 +364,10 @@ class Pool(Generic[C]):
             return False
         waiters = self.waiters
         while waiters:
-            fut = waiters.popleft()[1]
-            if not fut.done():
+            wait = waiters.popleft()
+            if not wait.cancelled:
                 self._lend()
-                fut.set_result(conn)
+                self._answer(wait, conn, None)
                 return True
         return False
 
@@ -285,8 +376,7 @@ class Pool(Generic[C]):
     def _maybe_grow(self) -> None:
         """Open connections for the waiters (a few may have given up: harmless), as far as
         the budget has room; without room the pool is queued there for it."""
-        take = self.budget.take
-        while self.wants_room and take(self):
+        while self.wants_room and self.budget.take(self):
             self.room_granted()
 
     def room_granted(self) -> None:
@@ -317,10 +407,10 @@ class Pool(Generic[C]):
         self.stats.connect_failures += 1
         self.last_error = exc
         log.warning("pool %s: cannot open a database connection: %s", self.name, exc)
-        while self.waiters:  # tell those waiting now, rather than let them time out
-            fut = self.waiters.popleft()[1]
-            if not fut.done():
-                fut.set_exception(exc)
+        while self.waiters:  # tell one waiting now, rather than let them time out
+            wait = self.waiters.popleft()
+            if not wait.cancelled:
+                self._answer(wait, None, exc)
                 break
 
     # ---- maintenance ----
@@ -423,6 +513,6 @@ class Pool(Generic[C]):
         self.budget.remove(self)
         self._close_idle(reason)
         while self.waiters:
-            fut = self.waiters.popleft()[1]
-            if not fut.done():
-                fut.set_exception(ServerError(reason))
+            wait = self.waiters.popleft()
+            if not wait.cancelled:
+                self._answer(wait, None, ServerError(reason))

@@ -36,6 +36,7 @@ from sluice.errors import (
 )
 from sluice.net.transport import SocketTransport
 from sluice.observe.logs import clip
+from sluice.pool.pool import Wait, Waiter
 from sluice.session.admission import address_of
 from sluice.session.backend import BackendConn
 from sluice.session.pooling import EnginePool
@@ -115,7 +116,7 @@ ServerT = TypeVar("ServerT", bound=BackendConn[Any, Any])
 MessageT = TypeVar("MessageT")  # one client message as the engine's reader gives it
 
 
-class FrontendSession(Generic[HostT, PoolT, ServerT, MessageT]):
+class FrontendSession(Waiter, Generic[HostT, PoolT, ServerT, MessageT]):
     """State, life, borrowing and backpressure of one client connection; engines add the rest.
 
     Life: `connection_made` asks the proxy to take the client, then runs the
@@ -123,7 +124,7 @@ class FrontendSession(Generic[HostT, PoolT, ServerT, MessageT]):
     engine's format; `_close_now` is the one way out, and says why.
 
     Borrowing: `_acquire_or_wait` lends a connection at once, or parks the message
-    that needed it (`_held`) and waits on a pool future; `_server_ready` then
+    that needed it (`_held`) and waits in the pool's queue; `pool_answered` then
     hands the connection to the engine (`_on_borrowed`), which replays the parked
     message. A wait that ends in an error is reported in the engine's format.
 
@@ -193,7 +194,7 @@ class FrontendSession(Generic[HostT, PoolT, ServerT, MessageT]):
         self.stats: PoolStats = proxy.startup_stats  # the pool's own once the client logs in
         self._paused = False
         self._held: MessageT | None = None  # the message that needed a connection, while waiting
-        self._request: asyncio.Future[ServerT] | None = None
+        self._request: Wait | None = None  # our place in the pool's queue, while waiting
         self._wait_started = 0.0
         self._waiter: asyncio.Future[None] | None = None  # the login waits for data
         self._handshake: asyncio.Task[None] | None = None  # the login coroutine's task
@@ -354,28 +355,23 @@ class FrontendSession(Generic[HostT, PoolT, ServerT, MessageT]):
             self._held = held
             self._set_state(_WAITING)
             self._wait_started = monotonic()
-            self._request = self.pool.pool.request()
-            self._request.add_done_callback(self._server_ready)
+            self._request = self.pool.pool.wait(self)
             return None
         self.stats.borrow_latency.observe(0.0)
         return server
 
-    def _server_ready(self, fut: asyncio.Future[ServerT]) -> None:
+    def pool_answered(self, wait: Wait) -> None:
         """The pool answered our wait: a connection, or an error such as a borrow timeout."""
+        server: ServerT | None = wait.conn
+        if wait is not self._request or self.state is not _WAITING:
+            if server is not None:  # (a wait given up is never answered: defensive)
+                assert self.pool is not None
+                self.pool.pool.release(server)
+            return
         self._request = None
-        if fut.cancelled():
-            return
-        exc = fut.exception()
-        if exc is not None:
-            if isinstance(exc, SluiceError):
-                self.fail(exc, fatal=not isinstance(exc, PoolTimeout))
-            else:
-                self.fail(ServerError(f"cannot borrow a database connection: {exc}"))
-            return
-        server = fut.result()
-        assert self.pool is not None
-        if self.state is not _WAITING:
-            self.pool.pool.release(server)  # the client left while waiting
+        if server is None:
+            exc: SluiceError = wait.error or ServerError("cannot borrow a database connection")
+            self.fail(exc, fatal=not isinstance(exc, PoolTimeout))
             return
         waited = monotonic() - self._wait_started
         self.stats.borrow_wait_total += waited
@@ -452,6 +448,7 @@ class FrontendSession(Generic[HostT, PoolT, ServerT, MessageT]):
             self._handshake.cancel()
         if self._request is not None:
             self._request.cancel()  # a cancelled waiter is never handed a connection
+            self._request = None
         server, self.server = self.server, None
         if server is not None and self.pool is not None:
             self._leave(server)
