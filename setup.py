@@ -59,6 +59,7 @@ COMPILED = [
     "pool/budget.py",
     "pool/pool.py",
     "observe/histogram.py",
+    "net/clock.py",
     "net/transport.py",
     "pg/client.py",
     "pg/guard.py",

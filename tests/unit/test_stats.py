@@ -73,3 +73,14 @@ def test_observe_allocates_no_new_buckets() -> None:
     assert hist.counts is counts and len(counts) == len(BOUNDS) + 1
     assert sum(counts) == 1000
     assert hist.total == pytest.approx(sum(i / 5000 for i in range(1000)))
+
+
+def test_an_observed_zero_is_counted_in_the_first_bucket() -> None:
+    hist = Histogram(BOUNDS)
+    hist.observe_zero()
+    hist.observe_zero()
+    hist.observe(0.0)
+    hist.observe(0.05)
+    snap = hist.snapshot()
+    assert snap.counts == (3, 0, 1, 0) and snap.count == 4 and hist.count == 4
+    assert snap.total == pytest.approx(0.05)

@@ -31,7 +31,6 @@ import asyncio
 import logging
 import re
 import ssl
-import time
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Protocol
 
@@ -44,11 +43,11 @@ from sluice.mysql.prepared import StatementRelay
 from sluice.mysql.results import ALL, SELECT_WITHOUT_TABLE, ClientResults, head_of, query_writes
 from sluice.mysql.server import ReplyRelay
 from sluice.mysql.statements import ClientStatements
+from sluice.net.clock import now as clock_now
 from sluice.session.empty import SharedEmptyDict, SharedEmptyList
 from sluice.session.frontend import FrontendSession, Refusal, SessionHost
 from sluice.session.services import Services
 from sluice.session.states import ClientState
-from sluice.tls import TLSBuffer
 from sluice.wire.mysql import commands as cmd
 from sluice.wire.mysql import constants as c
 from sluice.wire.mysql import replies as rp
@@ -70,7 +69,6 @@ _READY: Final = ClientState.READY
 _STARTUP: Final = ClientState.STARTUP
 _WAITING: Final = ClientState.WAITING
 
-_now: Final = time.monotonic  # (a C global: no look-up in the time module per call)
 _BUFFER_WHILE_WAITING: Final = 256 * 1024
 # Shared by every client until it has variables, or a statement setting some, of its own:
 # only `_reply_done` and `_take` write them, each to a container of the client's own first
@@ -157,7 +155,6 @@ class MyClientSession(
         "_login_accept",
         "_login_seq",
         "_resetting",
-        "_tls_buf",
         "_zip",
         "capabilities",
         "charset",
@@ -200,7 +197,6 @@ class MyClientSession(
         self._learning = False  # our SELECT LAST_INSERT_ID() runs before the release
         self.results = ClientResults(self)  # where its earlier statements' results are
         self.relay = StatementRelay(self)  # (holds the statements and results above)
-        self._tls_buf: TLSBuffer | None = None  # TLS done here, not by the event loop
         self._zip: CompressedStream | None = None  # CLIENT_COMPRESS, from the login's end
 
     # ---- what the proxy asks of a session ----
@@ -212,10 +208,6 @@ class MyClientSession(
     # ---- the socket's protocol callbacks ----
 
     def data_received(self, data: bytes) -> None:
-        if self._tls_buf is not None:
-            data = self._decrypt(data)
-            if not data:
-                return
         if self._zip is not None:
             data = self._unzip(data)
             if not data:
@@ -223,7 +215,7 @@ class MyClientSession(
         self.reader.feed(data)
         state = self.state
         if state is _READY:
-            self.last_active = _now()
+            self.last_active = clock_now()
             self._drain()
         elif state is _WAITING:
             if self.reader.pending > _BUFFER_WHILE_WAITING:
@@ -237,8 +229,6 @@ class MyClientSession(
         assert self.transport is not None
         if self._zip is not None:
             data = self._zip.wrap(data)
-        if self._tls_buf is not None:
-            data = self._tls_buf.encrypt(data)
         self.transport.write(data)
 
     def start_compression(self) -> None:
@@ -253,21 +243,6 @@ class MyClientSession(
         except ProtocolError as exc:
             self.fail(exc)
             return b""
-
-    def _decrypt(self, data: bytes) -> bytes:
-        tls = self._tls_buf
-        assert tls is not None and self.transport is not None
-        try:
-            plain = tls.feed(data)
-        except ssl.SSLError as exc:
-            self._close_now(f"TLS error: {exc.reason or exc}")
-            return b""
-        handshake = tls.outgoing_bytes()
-        if handshake:
-            self.transport.write(handshake)
-        if not plain and self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)  # the login waits on the TLS handshake
-        return plain
 
     # ---- login ----
 
@@ -298,18 +273,9 @@ class MyClientSession(
 
     async def start_tls(self, ctx: ssl.SSLContext) -> None:
         """TLS from here on, starting with any bytes already read (the ClientHello)."""
-        self._tls_buf = tls = TLSBuffer(ctx)
-        early = self.reader.take_rest()
-        plain = self._decrypt(early) if early else b""
-        while not tls.done:
-            if self.state is _CLOSED:
-                raise ServerError("client closed the connection during the TLS handshake")
-            self.resume_reading()
-            self._waiter = asyncio.get_running_loop().create_future()
-            await self._waiter
+        assert self.transport is not None
+        await self.transport.start_tls(ctx, server_side=True, early=self.reader.take_rest())
         self.tls = True
-        if plain:
-            self.reader.feed(plain)
 
     # ---- relay: client to server ----
 
@@ -408,7 +374,7 @@ class MyClientSession(
             self.results.sent(server, writes)
             server.send_command(payload)
             if not self._sent_at:
-                self._sent_at = _now()
+                self._sent_at = clock_now()
         return True
 
     def send(self, server: MyServerConn, payload: bytes, writes: int = 0) -> None:
@@ -631,7 +597,7 @@ class MyClientSession(
         if out:
             self.write(out)
         if self._sent_at and not tracker.pending:
-            self.stats.query_latency.observe(_now() - self._sent_at)
+            self.stats.query_latency.observe(clock_now() - self._sent_at)
             self._sent_at = 0.0
         if (  # release_if_idle, inline on the hot path
             tracker.idle
@@ -675,7 +641,7 @@ class MyClientSession(
         self.server = None
         self.status = server.tracker.status & _SESSION
         if self.wait_timeout:  # idle from now on, as the server would count it
-            self.last_active = _now()
+            self.last_active = clock_now()
         if self.taint:
             self._leave(server)
         self.resume_reading()  # in case the server's full buffer had paused us

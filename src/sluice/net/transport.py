@@ -30,6 +30,7 @@ import socket
 import ssl
 from typing import Any, Final
 
+from sluice.net.clock import CLOCK
 from sluice.net.sockio import poll, recv, send
 
 log: Final = logging.getLogger("sluice.net")
@@ -76,6 +77,13 @@ class Reactor:
 
     def _ready(self) -> None:
         ready = poll(self.epoll)
+        CLOCK.begin()  # (what this pass reads happened now, as `clock.now()` says)
+        try:
+            self._dispatch(ready)
+        finally:
+            CLOCK.end()
+
+    def _dispatch(self, ready: list[int]) -> None:
         transports = self.transports
         for i in range(0, len(ready), 2):
             fd = ready[i]
@@ -310,15 +318,23 @@ class SocketTransport:
     # ---- TLS ----
 
     async def start_tls(
-        self, ctx: ssl.SSLContext, server_side: bool, server_hostname: str | None = None
+        self,
+        ctx: ssl.SSLContext,
+        server_side: bool,
+        server_hostname: str | None = None,
+        early: bytes = b"",
     ) -> None:
         """TLS from here on: the handshake, then every byte both ways through it.
+        `early`: bytes of the handshake the protocol has already read (a MySQL client's
+        ClientHello comes right behind its SSLRequest, often in the same segment).
         Raises what failed the handshake (and closes the connection)."""
         if self.closing:
             raise ConnectionResetError("the connection closed before TLS started")
         tls = TlsLayer(ctx, server_side, server_hostname)
         waiter = tls.waiter = self.reactor.loop.create_future()
         self.tls = tls
+        if early:
+            tls.incoming.write(early)
         self._watch(self.mask | _IN)  # the handshake reads, paused or not
         self._handshake_step(tls)  # a client's hello goes out now
         try:

@@ -62,7 +62,7 @@ class Histogram:
     `le` semantics); values above the last bound land in the +Inf bucket.
     """
 
-    __slots__ = ("bounds", "counts", "total")
+    __slots__ = ("bounds", "counts", "total", "zeros")
 
     def __init__(self, bounds: tuple[float, ...] = LATENCY_BUCKETS) -> None:
         if not bounds or any(b >= c for b, c in pairwise(bounds)):
@@ -72,6 +72,7 @@ class Histogram:
         self.bounds = tuple(float(b) for b in bounds)
         self.counts = [0] * (len(bounds) + 1)
         self.total = 0.0
+        self.zeros = 0  # observations of 0: in the first bucket (`observe_zero`)
 
     def observe(self, seconds: float) -> None:
         # From the lowest bound up: the relay's latencies land in the first few buckets,
@@ -85,9 +86,15 @@ class Histogram:
         self.counts[index] += 1
         self.total += seconds
 
+    def observe_zero(self) -> None:
+        """`observe(0.0)` as one addition (a connection lent at once, every transaction)."""
+        self.zeros += 1
+
     @property
     def count(self) -> int:
-        return sum(self.counts)
+        return sum(self.counts) + self.zeros
 
     def snapshot(self) -> HistogramSnapshot:
-        return HistogramSnapshot(self.bounds, tuple(self.counts), self.total)
+        counts = list(self.counts)
+        counts[0] += self.zeros
+        return HistogramSnapshot(self.bounds, tuple(counts), self.total)

@@ -39,6 +39,7 @@ from sluice.errors import (
     ServerError,
     SluiceError,
 )
+from sluice.net.clock import now as clock_now
 from sluice.pg.guard import NO_GUARD, RECHECK, TEMP_SCHEMA, BorrowGuard
 from sluice.pg.handshake import LoginHost, LoginServices, handshake
 from sluice.pg.server import ReplySink
@@ -212,7 +213,7 @@ class ClientSession(FrontendSession[PgHost, "PgPool", "ServerConn", bytes], Repl
         self.reader.feed(data)
         state = self.state
         if state is _READY:
-            self.last_active = monotonic()
+            self.last_active = clock_now()
             self._drain()
         elif state is _WAITING or state is _CHECKING or state is _DESCRIBING:
             if self.reader.pending > _BUFFER_WHILE_WAITING:
@@ -306,7 +307,7 @@ class ClientSession(FrontendSession[PgHost, "PgPool", "ServerConn", bytes], Repl
         if out and self.server is not None:
             self.server.write(b"".join(out))
             if not self._sent_at:
-                self._sent_at = monotonic()
+                self._sent_at = clock_now()
 
     def _skip(self, msg: bytes) -> None:
         """After an error of our own in an extended-protocol request: drop up to Sync."""
@@ -576,7 +577,7 @@ class ClientSession(FrontendSession[PgHost, "PgPool", "ServerConn", bytes], Repl
     def server_idle(self, server: ServerConn) -> None:
         """The server answered everything and is outside a transaction."""
         if self._sent_at:
-            self.stats.query_latency.observe(monotonic() - self._sent_at)
+            self.stats.query_latency.observe(clock_now() - self._sent_at)
             self._sent_at = 0.0
         if self.settings.has_pending:
             self._commit_settings(server)

@@ -37,6 +37,7 @@ from typing import Any, Final, Generic, TypeVar
 from mypy_extensions import mypyc_attr, trait
 
 from sluice.errors import PoolTimeout, ServerError, SluiceError
+from sluice.net.clock import now as clock_now
 from sluice.observe.histogram import Histogram
 from sluice.pool.budget import Share
 
@@ -195,6 +196,9 @@ class Pool(Generic[C]):
         self.waiters: deque[Wait] = deque()  # FIFO; one timer serves them all
         self._timer: asyncio.TimerHandle | None = None
         self._answers: list[Wait] = []  # answered, for the next `_deliver`
+        # The event loop the pool lends in, kept from its first wait: asking asyncio for
+        # the running loop costs a system call (it compares the process id) every time.
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.opening = 0
         self.borrowed = 0
         self.generation = 0
@@ -222,7 +226,7 @@ class Pool(Generic[C]):
         if self.paused or self.waiters:
             return None
         idle = self.idle
-        now = monotonic()
+        now = clock_now()
         while idle:
             conn = idle[-1]
             if self._expired(conn, now):
@@ -239,7 +243,9 @@ class Pool(Generic[C]):
     def wait(self, waiter: Waiter) -> Wait:
         """Queue `waiter`: it gets a connection, or PoolTimeout at the deadline, from
         `Waiter.pool_answered`; `Wait.cancel` gives up."""
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
         wait = Wait(waiter, loop.time() + self.limits.borrow_timeout)
         waiters = self.waiters
         waiters.append(wait)
@@ -284,7 +290,10 @@ class Pool(Generic[C]):
         wait.conn, wait.error = conn, error
         answers = self._answers
         if not answers:
-            asyncio.get_running_loop().call_soon(self._deliver)
+            loop = self._loop
+            if loop is None:
+                loop = self._loop = asyncio.get_running_loop()
+            loop.call_soon(self._deliver)
         answers.append(wait)
 
     def _deliver(self) -> None:
@@ -336,7 +345,7 @@ class Pool(Generic[C]):
         """Take a connection back: close it (expired, or to make room for another pool),
         hand it to the first waiter, or keep it idle."""
         self.borrowed -= 1
-        now = monotonic()
+        now = clock_now()
         if self._expired(conn, now):
             self._discard(conn, self._expiry_reason(conn, now))
             self._maybe_grow()

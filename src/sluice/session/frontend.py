@@ -357,7 +357,7 @@ class FrontendSession(Waiter, Generic[HostT, PoolT, ServerT, MessageT]):
             self._wait_started = monotonic()
             self._request = self.pool.pool.wait(self)
             return None
-        self.stats.borrow_latency.observe(0.0)
+        self.stats.borrow_latency.observe_zero()
         return server
 
     def pool_answered(self, wait: Wait) -> None:
