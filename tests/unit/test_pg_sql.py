@@ -650,6 +650,50 @@ def test_byte_precheck_agrees_on_generated_statements(sql: str) -> None:
     assert pg_sql._has_trigger(low) == (pg_sql._TRIGGER_BYTES.search(low) is not None)
     assert pg_sql._ANCHORED.found_in_here(low) == pg_sql._has_trigger(low)  # (C loop or not)
     assert pg_sql._first_word(low) == pg_sql._first_word_re(low)
+    raw = sql.encode("latin-1")
+    if pg_sql.QUICK is not None:  # the C pre-check decides every text without a parenthesis
+        answer = _quick_in_c(raw)
+        assert answer == (-1 if b"(" in raw else pg_sql._quick(raw))
+
+
+def _quick_in_c(raw: bytes) -> int:
+    assert pg_sql.QUICK is not None
+    return pg_sql.QUICK(
+        raw, pg_sql._CLASSES, pg_sql._ANCHORED_TABLE, pg_sql._ANCHORED_WORDS, pg_sql._READS,
+        pg_sql._PLAIN_CHANGES, pg_sql._DEFAULT_WORDS,
+    )  # fmt: skip
+
+
+def test_c_precheck_answers_as_the_python_one() -> None:
+    """The C pre-check (built with the compiled package): its answers on plain texts, the
+    texts it leaves to the Python one, and what it refuses to be handed."""
+    if pg_sql.QUICK is None:
+        pytest.skip("the C pre-check is built with the compiled package")
+    cases = {
+        b"SELECT abalance FROM pgbench_accounts WHERE aid = 7;": pg_sql.QUICK_NONE,
+        b"  \tUPDATE t SET a = 1 WHERE b = 2": pg_sql.QUICK_NONE,
+        b"update t set a = default": pg_sql.QUICK_FULL,
+        b"INSERT INTO t VALUES ($1)": -1,  # a parenthesis: the Python pre-check's
+        b"insert into t select 1": pg_sql.QUICK_WRITES,
+        b"select 1; select 2": pg_sql.QUICK_FULL,
+        b"select 1 ;; \r\n": pg_sql.QUICK_NONE,
+        b"SET search_path = a": pg_sql.QUICK_FULL,
+        b"select * from t -- c": pg_sql.QUICK_FULL,
+        b"LISTEN x": pg_sql.QUICK_FULL,
+        b"selectx 1": pg_sql.QUICK_FULL,
+        b"": pg_sql.QUICK_FULL,
+        b"select " + b"1 " * 4096: -1,  # longer than its buffer
+    }
+    for text, answer in cases.items():
+        assert _quick_in_c(text) == answer, text
+        assert answer == -1 or pg_sql._quick(text) == answer, text
+    quick = pg_sql.QUICK
+    good = (pg_sql._CLASSES, pg_sql._ANCHORED_TABLE, pg_sql._ANCHORED_WORDS, pg_sql._READS,
+            pg_sql._PLAIN_CHANGES, pg_sql._DEFAULT_WORDS)  # fmt: skip
+    for bad in [("select 1", *good), (b"x", b"short", *good[1:]),
+                (b"x", *good[:4], ("update",), good[5]), (b"x", *good[:5])]:  # fmt: skip
+        with pytest.raises(TypeError):
+            quick(*bad)
 
 
 def test_statement_cache_keeps_effects_by_text_and_stays_bounded() -> None:

@@ -7,3 +7,13 @@ def found_in(
     accept: Callable[[bytes, bytes, int], bool] | None,
     /,
 ) -> bool: ...
+def quick(
+    text: bytes,
+    classes: bytes,
+    table: bytes,
+    words: tuple[tuple[tuple[bytes, int], ...], ...],
+    reads: tuple[bytes, ...],
+    changes: tuple[bytes, ...],
+    defaults: tuple[bytes, ...],
+    /,
+) -> int: ...

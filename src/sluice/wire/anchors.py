@@ -49,6 +49,16 @@ class Anchors:
         )
         self._group = bytes(anchors.index(b) + 1 if b in anchors else 0 for b in range(256))
 
+    @property
+    def table(self) -> bytes:
+        """A byte's anchor group + 1 (0: no word is anchored at it)."""
+        return self._group
+
+    @property
+    def words(self) -> Words:
+        """The (word, offset of its anchor letter) pairs of each group."""
+        return self._words
+
     def found_in(self, text: bytes, accept: Accept | None = None) -> bool:
         """Whether one of the words occurs in `text` (and `accept`, if given, takes that
         occurrence: `accept(text, word, start)`, asked only of the words' occurrences)."""

@@ -38,12 +38,18 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Final, NamedTuple
 
 from sluice.wire.anchors import COMPILED, Anchors
 from sluice.wire.pg.calls import NO_CALLS, NOT_CALLS, PURE, Calls, scan_calls
+
+# The pre-check's answers (`_quick`, and the C loop's for texts without a parenthesis).
+QUICK_NONE: Final = 0
+QUICK_WRITES: Final = 1
+QUICK_FULL: Final = 2
 
 # Settings replayed on the borrowed connection instead of pinning (lower case).
 TRACKED: Final = frozenset(
@@ -78,6 +84,20 @@ _TRIGGERS: Final = (
     (b"/*", 0), (b"--", 0),
 )  # fmt: skip
 _ANCHORED: Final = Anchors(_TRIGGERS)  # (compiled: one pass over the bytes)
+_ANCHORED_TABLE: Final = _ANCHORED.table
+_ANCHORED_WORDS: Final = _ANCHORED.words
+
+
+def _quick_in_c() -> Callable[..., int] | None:
+    """`_quick` in C (`wire/_anchors.c`), where the build has it."""
+    try:
+        from sluice.wire._anchors import quick
+    except ImportError:
+        return None
+    return quick
+
+
+QUICK: Final = _quick_in_c()
 
 
 def _entered_at(word: bytes, at: int) -> bytes:
@@ -123,6 +143,7 @@ _PLAIN_READS: Final = frozenset(
         b"move", b"close", b"savepoint", b"release", b"values", b"table",
     )
 )  # fmt: skip
+_READS: Final = tuple(sorted(_PLAIN_READS))  # (as the C loop takes them)
 _PLAIN_CHANGES: Final = (b"update", b"delete")  # no column default runs unless named
 _DEFAULT_WORDS: Final = (b"default", b"insert", b"merge", b"copy")  # or may be named
 _HARMLESS: Final = frozenset(word.encode() for word in PURE | NOT_CALLS)
@@ -235,6 +256,22 @@ _WRITES_ONLY: Final = Effect(writes=True)
 def classify_bytes(sql: bytes) -> Effect:
     """`classify` for the raw text of a Query or Parse; most reads and writes never get
     decoded (texts with literals inlined differ every time: no cache would help them)."""
+    answer = -1
+    if QUICK is not None:  # (the C loop, for texts without a parenthesis)
+        answer = QUICK(sql, _CLASSES, _ANCHORED_TABLE, _ANCHORED_WORDS, _READS, _PLAIN_CHANGES,
+                       _DEFAULT_WORDS)  # fmt: skip
+    if answer < 0:
+        answer = _quick(sql)
+    if answer == QUICK_NONE:
+        return NO_EFFECT
+    if answer == QUICK_WRITES:
+        return _WRITES_ONLY
+    return classify(sql.decode("latin-1"))
+
+
+def _quick(sql: bytes) -> int:
+    """The byte-level pre-check: QUICK_NONE (no session effect), QUICK_WRITES (may advance
+    a sequence, nothing else) or QUICK_FULL (`classify` must tell)."""
     low = sql.lower()
     if (_SEMICOLON not in low or _SEMICOLON not in low.rstrip(_TRAILING)) and not (
         _has_trigger(low) if COMPILED else _TRIGGER_BYTES.search(low) is not None
@@ -242,13 +279,13 @@ def classify_bytes(sql: bytes) -> Effect:
         first = _first_word(low) if COMPILED else _first_word_re(low)
         if first in _PLAIN_READS:
             if _PAREN_BYTE not in low or _no_unknown_call(low):
-                return NO_EFFECT
+                return QUICK_NONE
         elif _PAREN_BYTE not in low or _no_unknown_call(low):
             if first in _PLAIN_CHANGES and not _may_default(low):
-                return NO_EFFECT
+                return QUICK_NONE
             if first == b"insert":
-                return _WRITES_ONLY
-    return classify(sql.decode("latin-1"))
+                return QUICK_WRITES
+    return QUICK_FULL
 
 
 def classify_statement(sql: bytes) -> Effect:
