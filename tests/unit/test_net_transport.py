@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ import pytest
 import uvloop
 
 from certs import issue, make_ca
+from sluice.net import clock
 from sluice.net import transport as net
 from sluice.net.endpoints import Listener, connect, listen
 from sluice.net.transport import SocketTransport
@@ -417,4 +419,35 @@ def test_a_peer_that_never_reads_cannot_keep_a_closed_connection(
         peer.close()
         listener.close()
 
+    run(body)
+
+
+def test_what_one_pass_reads_is_stamped_with_the_time_the_pass_began(
+    run: Callable[[Body], None],
+) -> None:
+    """`clock.now()` inside a pass is the pass's start, the same for every socket of it and
+    not before the bytes arrived; outside a pass it is the clock."""
+
+    class Stamping(Recorder):
+        def data_received(self, data: bytes) -> None:
+            stamps.append(clock.now())
+            super().data_received(data)
+
+    async def body() -> None:
+        listener, accepted, port = await _serve(Stamping)
+        pairs = [await connect(Recorder, "127.0.0.1", port) for _ in range(3)]
+        await _until(lambda: len(accepted) == 3)
+        sent_at = clock.now()
+        for transport, _ in pairs:
+            transport.write(b"x")
+        await asyncio.sleep(0.05)  # all three are ready by the next pass
+        assert len(stamps) == 3 and len(set(stamps)) == 1 and stamps[0] >= sent_at
+        outside = clock.now()
+        time.sleep(0.01)
+        assert clock.now() >= outside + 0.01 and not clock.CLOCK.in_pass
+        for transport, _ in pairs:
+            transport.close()
+        listener.close()
+
+    stamps: list[float] = []
     run(body)
