@@ -11,6 +11,8 @@ import struct
 from collections.abc import Callable
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sluice.errors import ProtocolError
 from sluice.wire.pg import messages as m
@@ -323,3 +325,13 @@ def test_negotiate_protocol_version() -> None:
     assert m.negotiate_protocol_version(0, ["_pq_.a", "_pq_.bc"]) == (
         b"v\x00\x00\x00\x1b\x00\x00\x00\x00\x00\x00\x00\x02_pq_.a\x00_pq_.bc\x00"
     )
+
+
+@settings(max_examples=500, deadline=None, database=None)
+@given(st.binary(max_size=300), st.integers(min_value=0, max_value=310))
+def test_nul_at_is_find(data: bytes, start: int) -> None:
+    """`nul_at` (C in the compiled build) answers as `bytes.find(b"\\x00", start)`."""
+    assert m.nul_at(data, start) == data.find(b"\x00", start)
+    if m._NUL_AT is not None:
+        with pytest.raises(TypeError):
+            m._NUL_AT("text", 0)  # type: ignore[arg-type]

@@ -70,7 +70,7 @@ from sluice.pg.guard import NO_GUARD
 from sluice.session.empty import SharedEmptyDict
 from sluice.wire.pg import messages as m
 from sluice.wire.pg import responses as r
-from sluice.wire.pg.messages import read_cstr
+from sluice.wire.pg.messages import nul_at, read_cstr
 from sluice.wire.pg.responses import Prepared
 from sluice.wire.pg.sql import (
     NO_EFFECT,
@@ -204,8 +204,8 @@ class ClientStatements:
         self, msg: bytes, server: ServerConn, out: list[bytes], client: StatementClient
     ) -> None:
         name, pos = read_cstr(msg, 5)
-        rest = msg[pos:]
-        sql = _text(rest)
+        end = nul_at(msg, pos)
+        sql = msg[pos:end] if end >= 0 else msg[pos:]
         effect = classify_statement(sql)
         tracker = server.tracker
         if not name or self.max_prepared == 0:
@@ -223,6 +223,7 @@ class ClientStatements:
             return
         if tracker.awaiting_sync:
             return  # the server discards it unread: no statement is made, as directly
+        rest = msg[pos:]
         context = statement_context(client.settings)
         server_name = self.names.name_for(rest + b"\x00" + context)
         generation = self.names.generation
@@ -389,7 +390,7 @@ class ClientStatements:
         """`entry` as the text with the parameter types its Parse gave (`origin.params`)
         stated; None if it states them already."""
         server_name, rest, generation, origin, context = entry
-        query_end = rest.find(b"\x00") + 1
+        query_end = nul_at(rest, 0) + 1
         if origin.params is None or rest[query_end:] == origin.params:
             return None
         typed = rest[:query_end] + origin.params
@@ -421,7 +422,7 @@ def statement_context(settings: SessionSettings) -> bytes:
 
 def _text(rest: bytes) -> bytes:
     """The SQL of a Parse whose body after the statement name is `rest`."""
-    end = rest.find(b"\x00")
+    end = nul_at(rest, 0)
     return rest[:end] if end >= 0 else rest
 
 
