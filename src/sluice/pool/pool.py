@@ -97,12 +97,11 @@ class Waiter:
 class Wait:
     """One waiter's place in a pool's queue, and then the pool's answer."""
 
-    __slots__ = ("cancelled", "conn", "deadline", "error", "queued", "waiter")
+    __slots__ = ("cancelled", "conn", "deadline", "error", "waiter")
 
     def __init__(self, waiter: Waiter, deadline: float) -> None:
         self.waiter = waiter
         self.deadline = deadline  # on the event loop's clock
-        self.queued = True  # not answered yet
         self.cancelled = False
         self.conn: Any = None  # the connection lent, once answered
         self.error: SluiceError | None = None  # or why there is none
@@ -286,7 +285,6 @@ class Pool(Generic[C]):
 
     def _answer(self, wait: Wait, conn: C | None, error: SluiceError | None) -> None:
         """Answer `wait` (taken off the queue) at the next `_deliver`."""
-        wait.queued = False
         wait.conn, wait.error = conn, error
         answers = self._answers
         if not answers:
