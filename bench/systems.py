@@ -162,6 +162,10 @@ class BenchDatabase:
         )
         if proc.returncode != 0:
             raise RuntimeError(f"pgbench -i failed:\n{proc.stderr.strip()}")
+        # Settle what the load left for later (statistics, hint bits, dirty pages) now, so
+        # that autovacuum and a checkpoint do not land in whichever row runs first.
+        self.cluster.psql("VACUUM (ANALYZE, FREEZE)", db=BENCH_DB)
+        self.cluster.psql("CHECKPOINT")
 
     def set_ssl(self, on: bool) -> None:
         """Turn TLS on or off for new connections (ALTER SYSTEM, reload) and wait until a
