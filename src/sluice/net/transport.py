@@ -30,10 +30,15 @@ import socket
 import ssl
 from typing import Any, Final
 
+from sluice.net import sockio
 from sluice.net.clock import CLOCK
-from sluice.net.sockio import poll, recv, send
 
 log: Final = logging.getLogger("sluice.net")
+# The socket calls (C where built), bound to Final names: compiled, C statics; a name
+# imported from a module that is not compiled is a dictionary lookup at every call.
+poll: Final = sockio.poll
+recv: Final = sockio.recv
+send: Final = sockio.send
 
 _IN: Final = select.EPOLLIN
 _OUT: Final = select.EPOLLOUT
