@@ -67,13 +67,17 @@ class Reactor:
     """One epoll set, watched by the event loop as one descriptor: the sockets in it are
     read and written in batches, each batch one callback of the loop."""
 
-    __slots__ = ("drain_timeout", "epoll", "fd", "listeners", "loop", "transports")
+    __slots__ = ("count", "drain_timeout", "epoll", "fd", "listeners", "loop", "transports")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.epoll = select.epoll()
         self.fd = self.epoll.fileno()
-        self.transports: dict[int, SocketTransport] = {}
+        # The transports by descriptor: a list (a read by index where a dictionary would hash
+        # and probe, for every ready socket), None where no transport is; 8 bytes for each
+        # descriptor number the process has used, never given back.
+        self.transports: list[SocketTransport | None] = []
+        self.count = 0  # transports in it
         # Listening sockets are in the set too, so that what happened first is seen first:
         # a client that left before another arrived is gone when the next is counted.
         self.listeners: dict[int, Any] = {}  # fd -> what accepts (its `accept()`)
@@ -93,7 +97,7 @@ class Reactor:
         for i in range(0, len(ready), 2):
             fd = ready[i]
             mask = ready[i + 1]
-            transport = transports.get(fd)
+            transport = transports[fd] if fd < len(transports) else None
             if transport is None:
                 listener = self.listeners.get(fd)
                 if listener is not None:
@@ -105,13 +109,20 @@ class Reactor:
                 transport._readable()
 
     def join(self, transport: SocketTransport) -> None:
-        self.transports[transport.fd] = transport
+        transports, fd = self.transports, transport.fd
+        if fd >= len(transports):
+            transports.extend([None] * (fd + 1 - len(transports)))
+        if transports[fd] is None:
+            self.count += 1
+        transports[fd] = transport
 
     def leave(self, transport: SocketTransport) -> None:
         """`transport`'s socket is about to close: out of the set (before its descriptor
         can be reused)."""
-        if self.transports.get(transport.fd) is transport:
-            del self.transports[transport.fd]
+        transports, fd = self.transports, transport.fd
+        if fd < len(transports) and transports[fd] is transport:
+            transports[fd] = None
+            self.count -= 1
         self._release_if_empty()
 
     def watch_listener(self, fd: int, listener: Any) -> None:
@@ -126,7 +137,7 @@ class Reactor:
 
     def _release_if_empty(self) -> None:
         """The last socket out closes the set."""
-        if not self.transports and not self.listeners and _reactors.get(self.loop) is self:
+        if not self.count and not self.listeners and _reactors.get(self.loop) is self:
             del _reactors[self.loop]
             if not self.loop.is_closed():
                 self.loop.remove_reader(self.fd)
