@@ -157,9 +157,10 @@ anchors_quick(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (size > QUICK_MAX || memchr(raw, '(', (size_t)size) != NULL)
         return PyLong_FromLong(QUICK_ASK);
     unsigned char low[QUICK_MAX];
+    /* (branch-free, so that the compiler can do it sixteen bytes at a time) */
     for (Py_ssize_t i = 0; i < size; i++) {
         unsigned char c = raw[i];
-        low[i] = (c >= 'A' && c <= 'Z') ? (unsigned char)(c + 32) : c;
+        low[i] = (unsigned char)(c | (((unsigned char)(c - 'A') < 26) << 5));
     }
     /* a second statement: a semicolon before the trailing "; \t\r\n" */
     Py_ssize_t end = size;
