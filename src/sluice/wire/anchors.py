@@ -17,23 +17,24 @@ from __future__ import annotations
 
 import types
 from collections.abc import Callable
-from typing import Final, TypeAlias
+from typing import Any, Final, TypeAlias
 
 Accept: TypeAlias = Callable[[bytes, bytes, int], bool]  # (text, word, where it starts) -> counts
 Words: TypeAlias = tuple[tuple[tuple[bytes, int], ...], ...]
 Scan: TypeAlias = Callable[[bytes, bytes, Words, "Accept | None"], bool]
 
 
-def _scan_in_c() -> Scan | None:
-    """The C loop (`_anchors.c`), where the build has it."""
+def from_c(name: str) -> Any:
+    """The function `name` of the wire layer's C loops (`_anchors.c`), or None where the
+    build does not have them."""
     try:
-        from sluice.wire._anchors import found_in
+        from sluice.wire import _anchors
     except ImportError:
         return None
-    return found_in
+    return getattr(_anchors, name)
 
 
-SCAN: Final = _scan_in_c()
+SCAN: Final[Scan | None] = from_c("found_in")
 
 
 class Anchors:

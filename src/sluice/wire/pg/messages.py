@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Final, TypeAlias
 
 from sluice.errors import ProtocolError
+from sluice.wire.anchors import from_c
 
 PROTOCOL_3_0: Final = 196608
 SSL_REQUEST_CODE: Final = 80877103
@@ -166,16 +167,7 @@ def describe_statement(name: bytes) -> bytes:
 # ---- parsers -------------------------------------------------------------------
 
 
-def _nul_in_c() -> Callable[[bytes, int], int] | None:
-    """`nul_at` in C (`wire/_anchors.c`), where the build has it."""
-    try:
-        from sluice.wire._anchors import nul_at as in_c
-    except ImportError:
-        return None
-    return in_c
-
-
-_NUL_AT: Final = _nul_in_c()
+_NUL_AT: Final[Callable[[bytes, int], int] | None] = from_c("nul_at")
 
 
 def nul_at(data: bytes, start: int) -> int:

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Final, NamedTuple
 
-from sluice.wire.anchors import COMPILED, Anchors
+from sluice.wire.anchors import COMPILED, Anchors, from_c
 from sluice.wire.pg.calls import NO_CALLS, NOT_CALLS, PURE, Calls, scan_calls
 
 # The pre-check's answers (`_quick`, and the C loop's for texts without a parenthesis).
@@ -88,16 +88,7 @@ _ANCHORED_TABLE: Final = _ANCHORED.table
 _ANCHORED_WORDS: Final = _ANCHORED.words
 
 
-def _quick_in_c() -> Callable[..., int] | None:
-    """`_quick` in C (`wire/_anchors.c`), where the build has it."""
-    try:
-        from sluice.wire._anchors import quick
-    except ImportError:
-        return None
-    return quick
-
-
-QUICK: Final = _quick_in_c()
+QUICK: Final[Callable[..., int] | None] = from_c("quick")  # `_quick` in C, where built
 
 
 def _entered_at(word: bytes, at: int) -> bytes:
