@@ -342,7 +342,8 @@ def pg_run_lines(meta: dict[str, Any], rows: list[Row], only_run: bool) -> list[
         f"clients for their initial logins{tls}) after a {_m(meta, 'warmup')} s warm-up; pgbench "
         f"with `-j {_m(meta, 'threads')}`, `-C` rows with `-j {_m(meta, 'connect_threads')}`",
         f"- Pool size: {_m(meta, 'pool_size')} server connections for both PgBouncer and Sluice",
-        f"- Data: `pgbench -i -s {_m(meta, 'scale')}`; PostgreSQL max_connections = "
+        f"- Data: `pgbench -i -s {_m(meta, 'scale')}`, then `VACUUM (ANALYZE, FREEZE)` and "
+        f"`CHECKPOINT`; PostgreSQL max_connections = "
         f"{_m(meta, 'pg_max_connections')}",
     ]
 
