@@ -239,12 +239,17 @@ class Pool(Generic[C]):
             return conn
         return None
 
-    def wait(self, waiter: Waiter) -> Wait:
-        """Queue `waiter`: it gets a connection, or PoolTimeout at the deadline, from
-        `Waiter.pool_answered`; `Wait.cancel` gives up."""
+    def _event_loop(self) -> asyncio.AbstractEventLoop:
+        """The loop the pool lends in, asked of asyncio once (see `_loop`)."""
         loop = self._loop
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
+        return loop
+
+    def wait(self, waiter: Waiter) -> Wait:
+        """Queue `waiter`: it gets a connection, or PoolTimeout at the deadline, from
+        `Waiter.pool_answered`; `Wait.cancel` gives up."""
+        loop = self._event_loop()
         wait = Wait(waiter, loop.time() + self.limits.borrow_timeout)
         waiters = self.waiters
         waiters.append(wait)
@@ -259,7 +264,7 @@ class Pool(Generic[C]):
     def request(self) -> asyncio.Future[C]:
         """`wait` for a coroutine: the future gets a connection or the error; cancelling
         it gives up (a connection handed over just then goes back to the pool)."""
-        future: asyncio.Future[C] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[C] = self._event_loop().create_future()
         waiter = _FutureWaiter(self, future)
         waiter.wait = self.wait(waiter)
         future.add_done_callback(waiter.future_done)
@@ -273,7 +278,7 @@ class Pool(Generic[C]):
     def _time_out(self) -> None:
         """Refuse the waiters whose deadline passed (they are first: FIFO, same timeout)."""
         self._timer = None
-        loop = asyncio.get_running_loop()
+        loop = self._event_loop()
         now, waiters = loop.time(), self.waiters
         while waiters and (waiters[0].cancelled or waiters[0].deadline <= now):
             wait = waiters.popleft()
@@ -288,10 +293,7 @@ class Pool(Generic[C]):
         wait.conn, wait.error = conn, error
         answers = self._answers
         if not answers:
-            loop = self._loop
-            if loop is None:
-                loop = self._loop = asyncio.get_running_loop()
-            loop.call_soon(self._deliver)
+            self._event_loop().call_soon(self._deliver)
         answers.append(wait)
 
     def _deliver(self) -> None:
@@ -331,7 +333,7 @@ class Pool(Generic[C]):
         self.forget(conn)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
+        task = self._event_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
