@@ -12,6 +12,7 @@ import pytest
 from hypothesis import example, given, settings
 
 from fuzzing import examples, sqlish
+from sluice.wire.anchors import Anchors
 from sluice.wire.pg import sql as pg_sql
 from sluice.wire.pg.sql import (
     NO_EFFECT,
@@ -730,3 +731,35 @@ def test_anchor_loop_in_c_refuses_what_is_not_its_tables() -> None:
         found_in(b"l", bytes([1]) * 256, (), None)  # a group the words lack
     with pytest.raises(ZeroDivisionError):  # the accept callback's error comes through
         found_in(b"listen", table, words, lambda *_: 1 / 0)
+
+
+def test_anchor_loop_in_c_reads_each_words_tuple_once_and_right() -> None:
+    """The C loop keeps the few word tuples it is handed, read into C arrays: more tuples
+    than it keeps, a tuple freed and another made in its place, and an `accept` callback
+    that itself searches with other tuples (taking the searched one's place) all find
+    what the loop in Python finds."""
+    found_in = pytest.importorskip("sluice.wire._anchors").found_in
+
+    def anchors(*words: bytes) -> Anchors:
+        return Anchors(tuple((word, 0) for word in words))
+
+    texts = [b"alpha beta", b"gamma", b"beta", b"delta alpha", b""]
+    for round_ in range(3):
+        for n in range(40):  # more than the C loop keeps
+            made = anchors(b"alpha", b"gamma%d" % n if n % 2 else b"gamma")
+            for text in texts:
+                want = made.found_in_here(text)
+                assert found_in(text, made.table, made.words, None) is want, (round_, n, text)
+            del made  # its address may come back with another tuple
+    outer = anchors(b"beta", b"delta")
+    others = [anchors(b"x%d" % n) for n in range(40)]
+    seen: list[tuple[bytes, int]] = []
+
+    def accept(text: bytes, word: bytes, start: int) -> bool:
+        for other in others:  # pushes `outer` out of what the C loop keeps
+            assert found_in(text, other.table, other.words, None) is False
+        seen.append((word, start))
+        return word == b"delta"
+
+    assert found_in(b"beta beta delta", outer.table, outer.words, accept) is True
+    assert seen == [(b"beta", 0), (b"beta", 5), (b"delta", 10)]

@@ -55,6 +55,16 @@ class HistogramSnapshot:
         return out
 
 
+class _Count:
+    """One bucket's count: adding to a native integer field allocates nothing, where a
+    count kept in a list is boxed again (a new int object past 256) at every addition."""
+
+    __slots__ = ("n",)
+
+    def __init__(self) -> None:
+        self.n = 0
+
+
 class Histogram:
     """A fixed-bucket latency histogram: `observe` is a scan of the bounds and two additions.
 
@@ -62,7 +72,7 @@ class Histogram:
     `le` semantics); values above the last bound land in the +Inf bucket.
     """
 
-    __slots__ = ("bounds", "counts", "total", "zeros")
+    __slots__ = ("_counts", "bounds", "total", "zeros")
 
     def __init__(self, bounds: tuple[float, ...] = LATENCY_BUCKETS) -> None:
         if not bounds or any(b >= c for b, c in pairwise(bounds)):
@@ -70,7 +80,7 @@ class Histogram:
         if bounds[-1] == float("inf"):
             raise ValueError("the +Inf bucket is implicit; do not list it")
         self.bounds = tuple(float(b) for b in bounds)
-        self.counts = [0] * (len(bounds) + 1)
+        self._counts = [_Count() for _ in range(len(bounds) + 1)]
         self.total = 0.0
         self.zeros = 0  # observations of 0: in the first bucket (`observe_zero`)
 
@@ -83,7 +93,7 @@ class Histogram:
             if seconds <= bound:
                 break
             index += 1
-        self.counts[index] += 1
+        self._counts[index].n += 1
         self.total += seconds
 
     def observe_zero(self) -> None:
@@ -92,9 +102,9 @@ class Histogram:
 
     @property
     def count(self) -> int:
-        return sum(self.counts) + self.zeros
+        return sum(count.n for count in self._counts) + self.zeros
 
     def snapshot(self) -> HistogramSnapshot:
-        counts = list(self.counts)
+        counts = [count.n for count in self._counts]
         counts[0] += self.zeros
         return HistogramSnapshot(self.bounds, tuple(counts), self.total)

@@ -34,12 +34,111 @@
 #define IS_BLANK 16 /* (wire/pg/sql.py _IS_BLANK) */
 #define QUICK_MAX 4096
 
+/* One word of a group, read from its (word, offset) tuple once. */
+typedef struct {
+    const unsigned char *bytes;
+    Py_ssize_t length;
+    Py_ssize_t at; /* the offset of its anchor letter */
+    PyObject *word; /* (borrowed from the words tuple, which the cache holds) */
+} Word;
+
+/* A `words` tuple read into C arrays: the words of group g are all[first[g]:first[g + 1]]. */
+typedef struct {
+    PyObject *words; /* a strong reference: its address stays its own while cached */
+    Py_ssize_t groups;
+    Py_ssize_t *first;
+    Word *all;
+} Groups;
+
+/* The callers pass the same few module-level tuples on every call: each is read once. */
+#define CACHED 16
+static Groups cache[CACHED];
+static int cache_next;
+
+static void
+groups_clear(Groups *g)
+{
+    Py_CLEAR(g->words);
+    PyMem_Free(g->first);
+    PyMem_Free(g->all);
+    g->first = NULL;
+    g->all = NULL;
+    g->groups = 0;
+}
+
+/* `words` read (or found already read), or NULL with an exception set. */
+static Groups *
+groups_of(PyObject *words)
+{
+    for (int i = 0; i < CACHED; i++)
+        if (cache[i].words == words)
+            return &cache[i];
+    Py_ssize_t groups = PyTuple_GET_SIZE(words), total = 0;
+    for (Py_ssize_t g = 0; g < groups; g++) {
+        PyObject *entries = PyTuple_GET_ITEM(words, g);
+        if (!PyTuple_Check(entries)) {
+            PyErr_SetString(PyExc_TypeError, "each group of words is a tuple");
+            return NULL;
+        }
+        total += PyTuple_GET_SIZE(entries);
+    }
+    Py_ssize_t *first = PyMem_Malloc(sizeof(Py_ssize_t) * (size_t)(groups + 1));
+    Word *all = PyMem_Malloc(sizeof(Word) * (size_t)(total ? total : 1));
+    if (first == NULL || all == NULL) {
+        PyMem_Free(first);
+        PyMem_Free(all);
+        PyErr_NoMemory();
+        return NULL;
+    }
+    Py_ssize_t n = 0;
+    for (Py_ssize_t g = 0; g < groups; g++) {
+        PyObject *entries = PyTuple_GET_ITEM(words, g);
+        first[g] = n;
+        for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(entries); k++) {
+            PyObject *entry = PyTuple_GET_ITEM(entries, k);
+            if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) < 2
+                || !PyBytes_Check(PyTuple_GET_ITEM(entry, 0))) {
+                PyErr_SetString(PyExc_TypeError, "each word is a (bytes, int) tuple");
+                goto fail;
+            }
+            PyObject *word = PyTuple_GET_ITEM(entry, 0);
+            Py_ssize_t at = PyLong_AsSsize_t(PyTuple_GET_ITEM(entry, 1));
+            if (at == -1 && PyErr_Occurred())
+                goto fail;
+            all[n].bytes = (const unsigned char *)PyBytes_AS_STRING(word);
+            all[n].length = PyBytes_GET_SIZE(word);
+            all[n].at = at;
+            all[n].word = word;
+            n++;
+        }
+    }
+    first[groups] = n;
+    Groups *slot = &cache[cache_next];
+    cache_next = (cache_next + 1) % CACHED;
+    groups_clear(slot);
+    Py_INCREF(words);
+    slot->words = words;
+    slot->groups = groups;
+    slot->first = first;
+    slot->all = all;
+    return slot;
+fail:
+    PyMem_Free(first);
+    PyMem_Free(all);
+    return NULL;
+}
+
 /* Whether one of `words` occurs in s[0:size]: 1, 0, or -1 with an exception set. */
 static int
 search(PyObject *text, const unsigned char *s, Py_ssize_t size, const unsigned char *group_of,
        PyObject *words, PyObject *accept)
 {
-    Py_ssize_t groups = PyTuple_GET_SIZE(words);
+    Groups *read = groups_of(words);
+    if (read == NULL)
+        return -1;
+    Py_ssize_t groups = read->groups;
+    const Py_ssize_t *first = read->first;
+    const Word *all = read->all;
     for (Py_ssize_t i = 0; i < size; i++) {
         unsigned char group = group_of[s[i]];
         if (group == 0)
@@ -48,44 +147,38 @@ search(PyObject *text, const unsigned char *s, Py_ssize_t size, const unsigned c
             PyErr_SetString(PyExc_ValueError, "the table names a group the words lack");
             return -1;
         }
-        PyObject *entries = PyTuple_GET_ITEM(words, group - 1);
-        if (!PyTuple_Check(entries)) {
-            PyErr_SetString(PyExc_TypeError, "each group of words is a tuple");
-            return -1;
-        }
-        for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(entries); k++) {
-            PyObject *entry = PyTuple_GET_ITEM(entries, k);
-            if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) < 2
-                || !PyBytes_Check(PyTuple_GET_ITEM(entry, 0))) {
-                PyErr_SetString(PyExc_TypeError, "each word is a (bytes, int) tuple");
-                return -1;
-            }
-            PyObject *word = PyTuple_GET_ITEM(entry, 0);
-            Py_ssize_t at = PyLong_AsSsize_t(PyTuple_GET_ITEM(entry, 1));
-            if (at == -1 && PyErr_Occurred())
-                return -1;
-            Py_ssize_t length = PyBytes_GET_SIZE(word);
-            Py_ssize_t start = i - at;
-            const unsigned char *w = (const unsigned char *)PyBytes_AS_STRING(word);
+        for (Py_ssize_t k = first[group - 1]; k < first[group]; k++) {
+            const Word *w = &all[k];
+            Py_ssize_t start = i - w->at, length = w->length;
             /* (most candidates differ in their first or last byte: no memcmp call for them) */
-            if (start < 0 || start + length > size || length == 0 || s[start] != w[0]
-                || s[start + length - 1] != w[length - 1]
-                || memcmp(s + start, w, (size_t)length) != 0)
+            if (start < 0 || start + length > size || length == 0 || s[start] != w->bytes[0]
+                || s[start + length - 1] != w->bytes[length - 1]
+                || memcmp(s + start, w->bytes, (size_t)length) != 0)
                 continue;
             if (accept == Py_None)
                 return 1;
             PyObject *where = PyLong_FromSsize_t(start);
             if (where == NULL)
                 return -1;
+            /* (held for the call: the cache may let its tuple go meanwhile) */
+            PyObject *word = w->word;
+            Py_INCREF(word);
             PyObject *call_args[3] = {text, word, where};
             PyObject *taken = PyObject_Vectorcall(accept, call_args, 3, NULL);
             Py_DECREF(where);
+            Py_DECREF(word);
             if (taken == NULL)
                 return -1;
             int truth = PyObject_IsTrue(taken);
             Py_DECREF(taken);
             if (truth != 0)
                 return truth; /* (1, or -1 with the exception set) */
+            /* `accept` may have searched too, and its tuples taken this one's place */
+            read = groups_of(words);
+            if (read == NULL)
+                return -1;
+            first = read->first;
+            all = read->all;
         }
     }
     return 0;

@@ -55,6 +55,8 @@ from collections import deque
 from collections.abc import Iterable
 from typing import Any, Final
 
+from mypy_extensions import i64
+
 from sluice.errors import ProtocolError
 from sluice.wire.pg.messages import (
     CLOSE_COMPLETE,
@@ -180,9 +182,16 @@ _REPLY: Final = _table(
 _COMPACT_AT: Final = 64  # popped entries kept at the queue's head before it is compacted
 
 
-def _length(data: bytes, pos: int) -> int:
-    """The length field of the message whose type byte is at `pos` (big-endian int32)."""
-    return data[pos + 1] << 24 | data[pos + 2] << 16 | data[pos + 3] << 8 | data[pos + 4]
+def _length(data: bytes, pos: i64) -> i64:
+    """The length field of the message whose type byte is at `pos` (big-endian int32).
+
+    (`i64`: the compiled build shifts and ors machine integers, not tagged Python ones.)"""
+    return (
+        i64(data[pos + 1]) << 24
+        | i64(data[pos + 2]) << 16
+        | i64(data[pos + 3]) << 8
+        | i64(data[pos + 4])
+    )
 
 
 # error severities after which the server closes
@@ -462,8 +471,9 @@ class ResponseTracker:
 
     def _walk(self, data: bytes) -> bytes:
         pieces: list[bytes] | None = None
-        mark = pos = 0
-        n = len(data)
+        mark: i64 = 0
+        pos: i64 = 0
+        n: i64 = len(data)
         queue = self._queue
         max_size = self.max_size
         while n - pos >= 5:
