@@ -59,7 +59,7 @@ SELECT_WITHOUT_TABLE: Final = ROW_COUNT | FOUND_ROWS
 # MySQL alike; changes ROW_COUNT() and FOUND_ROWS() as any SELECT does.
 CLEAR_DIAGNOSTICS: Final = cmd.query(b"SELECT * FROM (SELECT 1) AS sluice_clear")
 _FOUND_IF_OK: Final = 0x100  # a SELECT: FOUND_ROWS() is its own unless it fails
-_TABLE_WRITES: Final = (b"insert", b"update", b"delete", b"replace")
+_TABLE_WRITES: Final[tuple[bytes, ...]] = (b"insert", b"update", b"delete", b"replace")
 
 
 class Answering(Protocol):

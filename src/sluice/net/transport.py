@@ -30,6 +30,8 @@ import socket
 import ssl
 from typing import Any, Final
 
+from mypy_extensions import trait
+
 from sluice.net import sockio
 from sluice.net.clock import CLOCK
 
@@ -53,6 +55,17 @@ CLOSE_DRAIN_TIMEOUT: Final = 10.0
 _ORDINARY: Final = (ConnectionError, TimeoutError)
 
 _reactors: Final[dict[asyncio.AbstractEventLoop, Reactor]] = {}
+
+
+@trait
+class Receiver:
+    """A protocol compiled with the transport (the client sessions and the server
+    connections): the bytes read reach it by a native call. Any other protocol gets them
+    by `protocol.data_received`, a call by name (a type lookup and an argument parse,
+    some three hundred instructions, twice a transaction)."""
+
+    def data_received(self, data: bytes) -> None:
+        raise NotImplementedError
 
 
 def reactor_of(loop: asyncio.AbstractEventLoop) -> Reactor:
@@ -210,6 +223,7 @@ class SocketTransport:
         "peername",
         "protocol",
         "reactor",
+        "receiver",
         "sock",
         "tls",
     )
@@ -219,6 +233,8 @@ class SocketTransport:
         self.sock = sock
         self.fd = sock.fileno()
         self.protocol = protocol
+        # the protocol, where it is a Receiver (data_received by a native call)
+        self.receiver: Receiver | None = protocol if isinstance(protocol, Receiver) else None
         self.peername = peername  # None: asked of the socket when wanted (not kept per client)
         self.mask = 0  # what the epoll set watches for: _IN, _OUT, or both
         self.closing = False
@@ -430,7 +446,11 @@ class SocketTransport:
 
     def _deliver(self, data: bytes) -> None:
         try:
-            self.protocol.data_received(data)
+            receiver = self.receiver
+            if receiver is not None:
+                receiver.data_received(data)
+            else:
+                self.protocol.data_received(data)
         except Exception as exc:  # the protocol's bug: this connection ends, the others go on
             log.exception("closing %s: its protocol failed on the bytes it received", self.fd)
             self._force_close(exc)
@@ -548,4 +568,4 @@ class SocketTransport:
             self.protocol.connection_lost(exc)
         finally:
             self.sock.close()
-            self.protocol = None
+            self.protocol = self.receiver = None

@@ -104,7 +104,7 @@ class StatementClient(Protocol):
 _FAILED: Final = ord("E")
 _IDLE: Final = ord("I")
 # Settings the server reads while parsing a statement: they are part of what it means.
-_MEANING: Final = (
+_MEANING: Final[tuple[str, ...]] = (
     "search_path", "datestyle", "timezone", "intervalstyle", "standard_conforming_strings",
     "timezone_abbreviations", "client_encoding",
 )  # fmt: skip

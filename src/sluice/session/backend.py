@@ -19,7 +19,7 @@ import enum
 import logging
 from typing import Any, ClassVar, Final, Generic, Protocol, TypeVar
 
-from sluice.net.transport import SocketTransport
+from sluice.net.transport import Receiver, SocketTransport
 from sluice.pool.pool import PooledConnection
 
 log: Final = logging.getLogger("sluice.server")
@@ -72,7 +72,7 @@ ClientT = TypeVar("ClientT", bound=Borrowing)
 TrackerT = TypeVar("TrackerT", bound=Tracking)
 
 
-class BackendConn(PooledConnection, Generic[ClientT, TrackerT]):
+class BackendConn(PooledConnection, Receiver, Generic[ClientT, TrackerT]):
     """State, lending, backpressure and closing of one backend connection.
 
     Generic over the engine's client session (`client`, while lent) and its reply

@@ -34,7 +34,7 @@ from sluice.errors import (
     SluiceError,
     TooManyConnections,
 )
-from sluice.net.transport import SocketTransport
+from sluice.net.transport import Receiver, SocketTransport
 from sluice.observe.logs import clip
 from sluice.pool.pool import Wait, Waiter
 from sluice.session.admission import address_of
@@ -116,7 +116,7 @@ ServerT = TypeVar("ServerT", bound=BackendConn[Any, Any])
 MessageT = TypeVar("MessageT")  # one client message as the engine's reader gives it
 
 
-class FrontendSession(Waiter, Generic[HostT, PoolT, ServerT, MessageT]):
+class FrontendSession(Waiter, Receiver, Generic[HostT, PoolT, ServerT, MessageT]):
     """State, life, borrowing and backpressure of one client connection; engines add the rest.
 
     Life: `connection_made` asks the proxy to take the client, then runs the

@@ -22,6 +22,8 @@ from __future__ import annotations
 import struct
 from typing import Final
 
+from mypy_extensions import i64
+
 from sluice.errors import PacketTooLarge, ProtocolError
 
 MAX_CHUNK: Final = 0xFFFFFF  # the largest physical payload; a packet this size continues
@@ -54,13 +56,14 @@ class PacketReader:
 
     def __init__(self, max_size: int) -> None:
         self._buf = b""
-        self._pos = 0
+        # (offsets and lengths are i64: machine integers in the compiled build)
+        self._pos: i64 = 0
         self._more: list[bytes] = []  # received after `_buf`, not joined to it yet
-        self._more_len = 0
-        self._need = 0  # bytes from `_pos` that the packet there needs (0: unknown)
+        self._more_len: i64 = 0
+        self._need: i64 = 0  # bytes from `_pos` that the packet there needs (0: unknown)
         self.max_size = max_size
         self._parts: list[bytes] = []  # full pieces of a logical packet being joined
-        self._parts_len = 0
+        self._parts_len: i64 = 0
         self._seq = 0  # the first piece's sequence id
 
     def feed(self, data: bytes) -> None:
@@ -90,16 +93,17 @@ class PacketReader:
             self._join()
         buf = self._buf
         pos = self._pos
+        size: i64 = len(buf)
         while True:
-            if len(buf) - pos < 4:
+            if size - pos < 4:
                 self._need = 4
                 return None
-            length = buf[pos] | buf[pos + 1] << 8 | buf[pos + 2] << 16
+            length = i64(buf[pos]) | i64(buf[pos + 1]) << 8 | i64(buf[pos + 2]) << 16
             seq = buf[pos + 3]
             if self._parts or length > self.max_size:
                 self._check(length, seq)
             end = pos + 4 + length
-            if len(buf) < end:
+            if size < end:
                 self._need = 4 + length
                 return None
             payload = buf[pos + 4 : end]
@@ -262,16 +266,20 @@ def read_nul_str(data: bytes, pos: int) -> tuple[bytes, int]:
     return data[pos:end], end + 1
 
 
-def read_u16(data: bytes, pos: int) -> int:
+def read_u16(data: bytes, pos: int) -> i64:
     if pos < 0 or pos + 2 > len(data):
         raise ProtocolError("truncated packet")
-    return data[pos] | data[pos + 1] << 8
+    at: i64 = pos  # (checked first: `pos` may come from a length a peer sent)
+    return i64(data[at]) | i64(data[at + 1]) << 8
 
 
-def read_u32(data: bytes, pos: int) -> int:
+def read_u32(data: bytes, pos: int) -> i64:
     if pos < 0 or pos + 4 > len(data):
         raise ProtocolError("truncated packet")
-    return data[pos] | data[pos + 1] << 8 | data[pos + 2] << 16 | data[pos + 3] << 24
+    at: i64 = pos
+    return (
+        i64(data[at]) | i64(data[at + 1]) << 8 | i64(data[at + 2]) << 16 | i64(data[at + 3]) << 24
+    )
 
 
 def u16(value: int) -> bytes:

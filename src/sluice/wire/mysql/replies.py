@@ -46,6 +46,8 @@ from __future__ import annotations
 
 from typing import Final
 
+from mypy_extensions import i64
+
 from sluice.errors import PacketTooLarge, ProtocolError
 from sluice.wire.mysql import constants as c
 from sluice.wire.mysql.commands import PrepareOk, parse_prepare_ok
@@ -413,15 +415,16 @@ class ReplyStream:
         self._tracker = tracker
         self.max_size = max_size
         self._buf = b""
-        self._pos = 0  # the first byte not walked yet
-        self._start = 0  # the first byte walked and not taken yet
-        self._here = 0  # where the packet `next` returned starts
+        # (offsets and lengths are i64: machine integers in the compiled build)
+        self._pos: i64 = 0  # the first byte not walked yet
+        self._start: i64 = 0  # the first byte walked and not taken yet
+        self._here: i64 = 0  # where the packet `next` returned starts
         self._ready: list[bytes] = []  # to forward, before `_start`
-        self._skip = 0  # bytes of a row still to come (beyond `_buf`)
+        self._skip: i64 = 0  # bytes of a row still to come (beyond `_buf`)
         self._cont = False  # the next packet continues a row (it had 0xFFFFFF bytes)
-        self._need = 0  # bytes from `_pos` that the walk needs to go on
+        self._need: i64 = 0  # bytes from `_pos` that the walk needs to go on
         self._parts: list[bytes] = []  # received while those are not all here
-        self._parts_len = 0
+        self._parts_len: i64 = 0
         self.payload = b""  # of the packet `next` returned
         self.seq = 0  # its (first) sequence id
 
@@ -457,19 +460,19 @@ class ReplyStream:
         two compressed packets)."""
         buf = self._buf
         pos = self._pos
-        end = len(buf)
+        end: i64 = len(buf)
         tracker = self._tracker
-        need = 0
+        need: i64 = 0
         while True:
             if self._skip:  # the rest of a row, as far as it came
-                step = min(self._skip, end - pos)
+                step = self._skip if self._skip < end - pos else end - pos
                 pos += step
                 self._skip -= step
                 if self._skip:
                     break
             if not every and tracker._state == _ROWS and not tracker._own and not self._cont:
                 while end - pos > 4:  # whole rows shorter than 16 MiB, the common case
-                    length = buf[pos] | buf[pos + 1] << 8 | buf[pos + 2] << 16
+                    length = i64(buf[pos]) | i64(buf[pos + 1]) << 8 | i64(buf[pos + 2]) << 16
                     stop = pos + 4 + length
                     if buf[pos + 4] >= 0xFE or stop > end or not length or length == MAX_CHUNK:
                         break
@@ -477,7 +480,7 @@ class ReplyStream:
             if end - pos < 4:
                 need = 4
                 break
-            length = buf[pos] | buf[pos + 1] << 8 | buf[pos + 2] << 16
+            length = i64(buf[pos]) | i64(buf[pos + 1]) << 8 | i64(buf[pos + 2]) << 16
             if self._cont:  # a piece of a row of 16 MiB or more
                 if whole and pos + 4 + length > end:
                     need = 4 + length

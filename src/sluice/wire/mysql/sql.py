@@ -190,14 +190,14 @@ _WORD: Final = re.compile(r"`[^`]*`?|[A-Za-z0-9_$]+|\S", re.ASCII)
 
 # --- searches on a statement's code (quoted text blanked) ---
 _I: Final = re.IGNORECASE | re.ASCII
-_EVERYWHERE: Final = (
+_EVERYWHERE: Final[tuple[tuple[re.Pattern[str], str], ...]] = (
     (re.compile(r"\bget_lock`?\s*\(", _I), "GET_LOCK"),
     (re.compile(r"\bsql_calc_found_rows\b", _I), "SQL_CALC_FOUND_ROWS"),
     (re.compile(r"\blast_insert_id`?\s*\(\s*[^\s)]", _I), "LAST_INSERT_ID(expr)"),
     (re.compile(r"\b(?:nextval|setval)`?\s*\(|\bnext\s+value\s+for\b", _I), "sequence value"),
 )
 # What the previous statement left, read by the first statement of a text.
-_READS: Final = (
+_READS: Final[tuple[tuple[re.Pattern[str], str, int], ...]] = (
     (re.compile(r"\brow_count`?\s*\(", _I), "ROW_COUNT()", ROW_COUNT),
     (re.compile(r"\bfound_rows`?\s*\(", _I), "FOUND_ROWS()", FOUND_ROWS),
     (

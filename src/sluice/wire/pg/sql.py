@@ -135,8 +135,12 @@ _PLAIN_READS: Final = frozenset(
     )
 )  # fmt: skip
 _READS: Final = tuple(sorted(_PLAIN_READS))  # (as the C loop takes them)
-_PLAIN_CHANGES: Final = (b"update", b"delete")  # no column default runs unless named
-_DEFAULT_WORDS: Final = (b"default", b"insert", b"merge", b"copy")  # or may be named
+# (tuple[bytes, ...]: a fixed-length tuple type is kept unboxed in the compiled build, and
+# boxed again, a new tuple, at every call that hands it to the C loop)
+# no column default runs unless named:
+_PLAIN_CHANGES: Final[tuple[bytes, ...]] = (b"update", b"delete")
+# or may be named:
+_DEFAULT_WORDS: Final[tuple[bytes, ...]] = (b"default", b"insert", b"merge", b"copy")
 _HARMLESS: Final = frozenset(word.encode() for word in PURE | NOT_CALLS)
 # Leading keywords whose effects are known: none beyond the transaction, or one the
 # rules below recognise. Any other statement (DO, CALL, CREATE, REFRESH ...) is opaque.
