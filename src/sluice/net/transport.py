@@ -421,7 +421,7 @@ class SocketTransport:
             return
         if data is None:
             return  # (woken for nothing)
-        if not data:
+        if not len(data):  # (a length read: the truth of bytes is a call, compiled)
             self._eof()
             return
         tls = self.tls

@@ -283,8 +283,11 @@ class ClientSession(FrontendSession[PgHost, "PgPool", "ServerConn", bytes], Repl
         out: list[bytes] = []
         try:
             while self.state is _READY:
-                msg = self._held or self.reader.next()
-                self._held = None
+                msg = self._held
+                if msg is None:
+                    msg = self.reader.next()
+                else:
+                    self._held = None
                 if msg is None:
                     break
                 if self._skip_to_sync:

@@ -156,7 +156,7 @@ class ServerConn(BackendConn[Borrower, ResponseTracker]):
             tracker = self.tracker
             sink = cast(ReplySink, client)  # (every borrower is one)
             out = tracker.feed(data)
-            if out:
+            if len(out):  # (a length read: the truth of bytes is a call, compiled)
                 sink.transport_write(out)
             if tracker.replay_error is not None:
                 client.replay_failed(self, tracker.replay_error)

@@ -463,11 +463,11 @@ class ResponseTracker:
                 return data
             head, data = data[: self._skip], data[self._skip :]
             self._skip = 0
-        if self._partial:
+        if len(self._partial):  # (lengths: the truth of bytes is a call, compiled)
             data = self._partial + data
             self._partial = b""
         out = self._walk(data)
-        return head + out if head else out
+        return head + out if len(head) else out
 
     def _walk(self, data: bytes) -> bytes:
         pieces: list[bytes] | None = None
