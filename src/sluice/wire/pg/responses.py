@@ -234,7 +234,7 @@ def result_shape(data: bytes, pos: int) -> bytes:
     return b"".join(parts)
 
 
-def _taken(items: list[Any], head: int) -> int:
+def _taken(items: list[Any], head: i64) -> i64:
     """The head of `items`, a queue read by index from `head`, once one is taken: the list
     is emptied when all are taken, and cut when a long pipeline has taken half of it."""
     head += 1
@@ -287,11 +287,11 @@ class ResponseTracker:
         # outstanding requests from `_head` on (a list read by index: the compiled build
         # reads it as a C array; popped entries are dropped when it empties or grows long)
         self._queue: list[int] = []
-        self._head = 0
+        self._head: i64 = 0
         # server names of PARSE, PARSE_SKIP and CLOSE_SKIP requests, in order, from
         # `_names_head` on (read by index as `_queue` is)
         self._names: list[bytes] = []
-        self._names_head = 0
+        self._names_head: i64 = 0
         # statements this connection has, in LRU order
         self.prepared: dict[bytes, Prepared] = {}
         self._checks: deque[Prepared] = deque()  # what the outstanding DESCRIBE_CHECKs describe
@@ -306,7 +306,7 @@ class ResponseTracker:
         self._ending_rollback = False
         self.max_size = max_size
         self._partial = b""
-        self._skip = 0
+        self._skip: i64 = 0
         self.awaiting_sync = False  # an error emptied the queue; the server skips to a Sync
         self.replay_error: bytes | None = None  # ErrorResponse body of a failed REPLAY/RESTORE
         self._hidden: deque[frozenset[bytes]] = deque()  # names per *_RESTORING request
@@ -525,7 +525,7 @@ class ResponseTracker:
             return out + fakes if fakes else out
         return out
 
-    def _route(self, kind: int, data: bytes, pos: int) -> bool:
+    def _route(self, kind: int, data: bytes, pos: i64) -> bool:
         """Match one reply to the head request; return False to swallow it."""
         queue = self._queue
         if self._head == len(queue):  # unsolicited (a FATAL before the server closes, a notice)
@@ -569,7 +569,7 @@ class ResponseTracker:
             return self._described(kind, data, pos)
         return self._pop() not in (PARSE_SKIP, CLOSE_SKIP)
 
-    def _described(self, kind: int, data: bytes, pos: int) -> bool:
+    def _described(self, kind: int, data: bytes, pos: i64) -> bool:
         """A reply to a DESCRIBE_CHECK, swallowed: its RowDescription or NoData is the
         statement's result type."""
         if kind == _M_PARAM_DESC:
@@ -584,7 +584,7 @@ class ResponseTracker:
         self._pop()
         return False
 
-    def _quiet_async(self, head: int, kind: int, data: bytes, pos: int) -> bool:
+    def _quiet_async(self, head: int, kind: int, data: bytes, pos: i64) -> bool:
         """A NoticeResponse, NotificationResponse or ParameterStatus in a reply that is not
         plainly the client's: only a restore's reports, and a restoring request's other
         reports, reach it."""
@@ -613,7 +613,7 @@ class ResponseTracker:
             return True
         return kind not in _OWN_READY
 
-    def _note_tag(self, data: bytes, start: int) -> None:
+    def _note_tag(self, data: bytes, start: i64) -> None:
         """Remember whether the last transaction-ending command was a ROLLBACK."""
         if start >= len(data):
             return
@@ -625,7 +625,7 @@ class ResponseTracker:
         elif data.startswith(b"COMMIT", start):
             self._ending_rollback = False
 
-    def _error(self, head: int, data: bytes, pos: int) -> bool:
+    def _error(self, head: int, data: bytes, pos: i64) -> bool:
         """An ErrorResponse: in extended mode the server now skips to the next Sync."""
         if head in _QUIET:
             return self._quiet_error(head, data, pos)
@@ -657,7 +657,7 @@ class ResponseTracker:
             self._request_failed = True
         return head != STALE
 
-    def _note_error(self, data: bytes, pos: int) -> None:
+    def _note_error(self, data: bytes, pos: i64) -> None:
         """Note an ErrorResponse for the client that ends the session (the server closes),
         or that refuses a statement planned before a schema change."""
         try:
@@ -669,7 +669,7 @@ class ResponseTracker:
         elif fields.get("C") == _STALE_PLAN:
             self.stale_plan = True
 
-    def _quiet_error(self, head: int, data: bytes, pos: int) -> bool:
+    def _quiet_error(self, head: int, data: bytes, pos: i64) -> bool:
         """An error in a reply the proxy swallows; a failed replay must be noticed."""
         if head == QUERY_SKIP:
             self.swallowed_errors += 1
