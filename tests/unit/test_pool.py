@@ -318,3 +318,27 @@ def test_a_waiter_that_gave_up_is_passed_over() -> None:
         assert waiting.result() is held and a.borrowed == 1
 
     run(body)
+
+
+def test_many_waiters_are_served_in_order_and_none_is_kept_once_served() -> None:
+    """A long queue (its head cut as it goes) serves its waiters first come first served,
+    each once; a waiter served is no longer referenced by the queue."""
+
+    async def body() -> None:
+        a = pool("a", share_of(1), borrow_timeout=30)
+        held = await a.acquire()
+        asked = [a.request() for _ in range(300)]
+        assert len(a.waiters) == 300
+        served = []
+        for n, request in enumerate(asked):
+            a.release(held)
+            await settle()
+            held = request.result()
+            served.append(n)
+            assert len(a.waiters) == 299 - n
+            if n == 150:  # taken places are let go: the queue holds only those waiting
+                assert all(w is None for w in a.waiters._items[: a.waiters._head])
+                assert sum(w is not None for w in a.waiters._items) == 149
+        assert served == list(range(300)) and not a.waiters and a.borrowed == 1
+
+    run(body)

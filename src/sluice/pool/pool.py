@@ -29,12 +29,11 @@ import abc
 import asyncio
 import logging
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Final, Generic, TypeVar
 
-from mypy_extensions import mypyc_attr, trait
+from mypy_extensions import i64, mypyc_attr, trait
 
 from sluice.errors import PoolTimeout, ServerError, SluiceError
 from sluice.net.clock import now as clock_now
@@ -101,7 +100,8 @@ class Wait:
 
     def __init__(self, waiter: Waiter, deadline: float) -> None:
         self.waiter = waiter
-        self.deadline = deadline  # on the event loop's clock
+        # on time.monotonic's clock (the event loop's, with asyncio's loop and uvloop's)
+        self.deadline = deadline
         self.cancelled = False
         self.conn: Any = None  # the connection lent, once answered
         self.error: SluiceError | None = None  # or why there is none
@@ -110,6 +110,53 @@ class Wait:
         """The waiter no longer wants a connection: it is never answered; a connection
         already chosen for it goes back to the pool."""
         self.cancelled = True
+
+
+class WaitQueue:
+    """A pool's waiters, first come first served: a list read from `_head`. (A deque's
+    append and popleft are calls by name in the compiled build, and its truth a third;
+    these are list operations and field reads.)"""
+
+    __slots__ = ("_head", "_items")
+
+    def __init__(self) -> None:
+        self._items: list[Wait | None] = []  # taken ones are None until the list is cut
+        self._head: i64 = 0
+
+    def __len__(self) -> int:
+        return len(self._items) - self._head
+
+    def __bool__(self) -> bool:
+        return len(self._items) > self._head
+
+    def append(self, wait: Wait) -> None:
+        self._items.append(wait)
+
+    def first(self) -> Wait:
+        """The longest waiting (the queue is not empty)."""
+        wait = self._items[self._head]
+        assert wait is not None
+        return wait
+
+    def popleft(self) -> Wait:
+        """Take the longest waiting (the queue is not empty)."""
+        items = self._items
+        head = self._head
+        wait = items[head]
+        assert wait is not None
+        items[head] = None  # (nothing kept alive by the queue once taken)
+        head += 1
+        if head == len(items):
+            items.clear()
+            head = 0
+        elif head >= _CUT_AT and head * 2 >= len(items):
+            del items[:head]
+            head = 0
+        self._head = head
+        return wait
+
+
+_CUT_AT: Final = 64  # taken places kept at the queue's head before it is cut
 
 
 class _FutureWaiter(Waiter):
@@ -192,7 +239,7 @@ class Pool(Generic[C]):
         self._room_wanted = share.budget.queue  # pools queued for room at the target
         self.queued = False  # in that queue
         self.idle: list[C] = []
-        self.waiters: deque[Wait] = deque()  # FIFO; one timer serves them all
+        self.waiters = WaitQueue()  # one timer serves them all
         self._timer: asyncio.TimerHandle | None = None
         self._answers: list[Wait] = []  # answered, for the next `_deliver`
         # The event loop the pool lends in, kept from its first wait: asking asyncio for
@@ -250,11 +297,12 @@ class Pool(Generic[C]):
         """Queue `waiter`: it gets a connection, or PoolTimeout at the deadline, from
         `Waiter.pool_answered`; `Wait.cancel` gives up."""
         loop = self._event_loop()
-        wait = Wait(waiter, loop.time() + self.limits.borrow_timeout)
+        # (the reactor's clock, read once per pass: the loop's `time` is a call by name)
+        wait = Wait(waiter, clock_now() + self.limits.borrow_timeout)
         waiters = self.waiters
         waiters.append(wait)
         if self._timer is None:
-            self._timer = loop.call_at(waiters[0].deadline, self._time_out)
+            self._timer = loop.call_at(waiters.first().deadline, self._time_out)
         if self.idle:
             self._check_stale()
         if len(waiters) > self.opening and not self.queued:
@@ -279,14 +327,14 @@ class Pool(Generic[C]):
         """Refuse the waiters whose deadline passed (they are first: FIFO, same timeout)."""
         self._timer = None
         loop = self._event_loop()
-        now, waiters = loop.time(), self.waiters
-        while waiters and (waiters[0].cancelled or waiters[0].deadline <= now):
+        now, waiters = clock_now(), self.waiters
+        while waiters and (waiters.first().cancelled or waiters.first().deadline <= now):
             wait = waiters.popleft()
             if not wait.cancelled:
                 self.stats.timeouts += 1
                 self._answer(wait, None, PoolTimeout(self._timeout_text()))
         if waiters:
-            self._timer = loop.call_at(waiters[0].deadline, self._time_out)
+            self._timer = loop.call_at(waiters.first().deadline, self._time_out)
 
     def _answer(self, wait: Wait, conn: C | None, error: SluiceError | None) -> None:
         """Answer `wait` (taken off the queue) at the next `_deliver`."""
