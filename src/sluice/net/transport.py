@@ -64,6 +64,8 @@ class Receiver:
     by `protocol.data_received`, a call by name (a type lookup and an argument parse,
     some three hundred instructions, twice a transaction)."""
 
+    __slots__ = ()  # (interpreted, a base without slots gives every session a __dict__)
+
     def data_received(self, data: bytes) -> None:
         raise NotImplementedError
 

@@ -98,7 +98,7 @@ class PacketReader:
             if size - pos < 4:
                 self._need = 4
                 return None
-            length = i64(buf[pos]) | i64(buf[pos + 1]) << 8 | i64(buf[pos + 2]) << 16
+            length = u24_at(buf, pos)
             seq = buf[pos + 3]
             if self._parts or length > self.max_size:
                 self._check(length, seq)
@@ -233,7 +233,7 @@ def read_lenenc_int(data: bytes, pos: int) -> tuple[int, int]:
     if size == 2:
         return data[pos + 1] | data[pos + 2] << 8, pos + 3
     if size == 3:
-        return data[pos + 1] | data[pos + 2] << 8 | data[pos + 3] << 16, pos + 4
+        return u24_at(data, pos + 1), pos + 4
     return int(_unpack_u64(data, pos + 1)[0]), pos + 9
 
 
@@ -266,20 +266,36 @@ def read_nul_str(data: bytes, pos: int) -> tuple[bytes, int]:
     return data[pos:end], end + 1
 
 
+# The integers below are read into `i64` locals: machine integers in the compiled build (a
+# byte read as an `int` is a tagged word, and each shift of one a call), plain ints
+# interpreted, where an `i64(...)` conversion would be a call per byte.
+
+
+def u24_at(data: bytes, pos: i64) -> i64:
+    """The little-endian 3-byte integer at `pos` (a packet header's length; the caller
+    knows the bytes are there)."""
+    low: i64 = data[pos]
+    mid: i64 = data[pos + 1]
+    high: i64 = data[pos + 2]
+    return low | mid << 8 | high << 16
+
+
 def read_u16(data: bytes, pos: int) -> i64:
     if pos < 0 or pos + 2 > len(data):
         raise ProtocolError("truncated packet")
     at: i64 = pos  # (checked first: `pos` may come from a length a peer sent)
-    return i64(data[at]) | i64(data[at + 1]) << 8
+    low: i64 = data[at]
+    high: i64 = data[at + 1]
+    return low | high << 8
 
 
 def read_u32(data: bytes, pos: int) -> i64:
     if pos < 0 or pos + 4 > len(data):
         raise ProtocolError("truncated packet")
     at: i64 = pos
-    return (
-        i64(data[at]) | i64(data[at + 1]) << 8 | i64(data[at + 2]) << 16 | i64(data[at + 3]) << 24
-    )
+    low: i64 = u24_at(data, at)
+    high: i64 = data[at + 3]
+    return low | high << 24
 
 
 def u16(value: int) -> bytes:

@@ -58,6 +58,7 @@ from sluice.wire.mysql.packets import (
     read_lenenc_int,
     read_lenenc_str,
     read_u16,
+    u24_at,
 )
 
 # ---- what `feed` reports (bit flags) -----------------------------------------
@@ -472,7 +473,7 @@ class ReplyStream:
                     break
             if not every and tracker._state == _ROWS and not tracker._own and not self._cont:
                 while end - pos > 4:  # whole rows shorter than 16 MiB, the common case
-                    length = i64(buf[pos]) | i64(buf[pos + 1]) << 8 | i64(buf[pos + 2]) << 16
+                    length = u24_at(buf, pos)
                     stop = pos + 4 + length
                     if buf[pos + 4] >= 0xFE or stop > end or not length or length == MAX_CHUNK:
                         break
@@ -480,7 +481,7 @@ class ReplyStream:
             if end - pos < 4:
                 need = 4
                 break
-            length = i64(buf[pos]) | i64(buf[pos + 1]) << 8 | i64(buf[pos + 2]) << 16
+            length = u24_at(buf, pos)
             if self._cont:  # a piece of a row of 16 MiB or more
                 if whole and pos + 4 + length > end:
                     need = 4 + length
@@ -546,7 +547,7 @@ class ReplyStream:
         while True:
             if end - pos < 4:
                 return first - pos - 4
-            length = buf[pos] | buf[pos + 1] << 8 | buf[pos + 2] << 16
+            length = u24_at(buf, pos)
             if buf[pos + 3] != seq:
                 raise ProtocolError(f"packet out of order: sequence id {buf[pos + 3]}")
             total += length
@@ -563,7 +564,7 @@ class ReplyStream:
     def _join(buf: bytes, pos: int, stop: int) -> bytes:
         pieces: list[bytes] = []
         while pos < stop:
-            length = buf[pos] | buf[pos + 1] << 8 | buf[pos + 2] << 16
+            length = u24_at(buf, pos)
             pieces.append(buf[pos + 4 : pos + 4 + length])
             pos += 4 + length
         return b"".join(pieces)

@@ -26,9 +26,11 @@ _NO_PARTS: Final[tuple[bytes, ...]] = ()
 def _int32(buf: bytes, pos: i64) -> i64:
     """The big-endian unsigned int32 at `pos` (machine integers in the compiled build, as
     the offsets below: no tagged arithmetic per message)."""
-    return (
-        i64(buf[pos]) << 24 | i64(buf[pos + 1]) << 16 | i64(buf[pos + 2]) << 8 | i64(buf[pos + 3])
-    )
+    b1: i64 = buf[pos]  # (i64 locals: no call per byte interpreted, as i64() is)
+    b2: i64 = buf[pos + 1]
+    b3: i64 = buf[pos + 2]
+    b4: i64 = buf[pos + 3]
+    return b1 << 24 | b2 << 16 | b3 << 8 | b4
 
 
 class MessageReader:

@@ -186,12 +186,11 @@ def _length(data: bytes, pos: i64) -> i64:
     """The length field of the message whose type byte is at `pos` (big-endian int32).
 
     (`i64`: the compiled build shifts and ors machine integers, not tagged Python ones.)"""
-    return (
-        i64(data[pos + 1]) << 24
-        | i64(data[pos + 2]) << 16
-        | i64(data[pos + 3]) << 8
-        | i64(data[pos + 4])
-    )
+    b1: i64 = data[pos + 1]  # (i64 locals: no call per byte interpreted, as i64() is)
+    b2: i64 = data[pos + 2]
+    b3: i64 = data[pos + 3]
+    b4: i64 = data[pos + 4]
+    return b1 << 24 | b2 << 16 | b3 << 8 | b4
 
 
 # error severities after which the server closes
