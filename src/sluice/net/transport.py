@@ -21,6 +21,7 @@ plaintext, as with the loop's `start_tls`, and keeps the same transport.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import errno
@@ -66,8 +67,9 @@ class Receiver:
 
     __slots__ = ()  # (interpreted, a base without slots gives every session a __dict__)
 
+    @abc.abstractmethod
     def data_received(self, data: bytes) -> None:
-        raise NotImplementedError
+        """The bytes read from the socket (plaintext, under TLS)."""
 
 
 def reactor_of(loop: asyncio.AbstractEventLoop) -> Reactor:
